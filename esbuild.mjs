@@ -1,0 +1,21 @@
+// Bundles the CLI (which also runs the broker) and the job shim into dist/.
+import { build } from 'esbuild';
+
+const common = {
+  bundle: true,
+  platform: 'node',
+  target: 'node22',
+  format: 'esm',
+  sourcemap: 'linked',
+  logLevel: 'warning',
+  // ESM bundles of CommonJS dependencies (undici) need a require().
+  banner: { js: "import { createRequire as __gpurunRequire } from 'node:module'; const require = __gpurunRequire(import.meta.url);" },
+};
+
+await Promise.all([
+  build({ ...common, entryPoints: ['server/cli/main.ts'], outfile: 'dist/cli.js' }),
+  // The broker needs node:sqlite (Node >= 22.5); the CLI loads it only for `gpurun broker` and `gpurun token`.
+  build({ ...common, entryPoints: ['server/main.ts'], outfile: 'dist/broker.js' }),
+  // The shim outlives the broker; keep it tiny so a job starts fast.
+  build({ ...common, entryPoints: ['server/runtimes/shim.ts'], outfile: 'dist/shim.js' }),
+]);

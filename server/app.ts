@@ -1,0 +1,160 @@
+/**
+ * The HTTP app: routes under /v1, authentication, JSON in and out, and the one place where errors become
+ * `{code, message, hint}` with a status. Built from its dependencies; it never listens (main.ts and tests do).
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { GpurunError } from './protocol/errors.ts';
+import { LOG_OFFSET_HEADER, PROTOCOL_VERSION, type Job } from './protocol/jobs.ts';
+import { authenticate } from './auth/tokens.ts';
+import type { Broker, Principal } from './broker.ts';
+import type { Store } from './core/store.ts';
+import type { LogFiles } from './logs/logFiles.ts';
+import type { Logger } from './logger.ts';
+
+export interface AppDeps {
+  broker: Broker;
+  store: Store;
+  logs: LogFiles;
+  log: Logger;
+  version: string;
+  /** Set when the transport itself identifies the caller (the embedded broker's private Unix socket). */
+  trustedPrincipal?: Principal;
+}
+
+export type Handler = (req: IncomingMessage, res: ServerResponse) => void;
+
+const MAX_BODY = 1 << 20;
+const SSE_KEEPALIVE_MS = 15_000;
+
+interface Ctx {
+  req: IncomingMessage;
+  res: ServerResponse;
+  url: URL;
+  params: string[];
+  principal: Principal;
+}
+
+type Route = [method: string, pattern: RegExp, fn: (c: Ctx) => Promise<unknown> | unknown];
+
+export function buildApp(d: AppDeps): Handler {
+  const routes: Route[] = [
+    ['GET', /^\/v1\/whoami$/, (c) => c.principal],
+    ['POST', /^\/v1\/jobs$/, async (c) => {
+      const job = d.broker.submit(c.principal, await readJson(c.req));
+      c.res.statusCode = 201;
+      return job;
+    }],
+    ['GET', /^\/v1\/jobs$/, (c) => {
+      const limit = intParam(c.url, 'limit', 1000, 1, 10_000);
+      return { jobs: d.broker.list(c.principal, { all: c.url.searchParams.get('all') === '1', limit }) };
+    }],
+    ['GET', /^\/v1\/jobs\/([a-z0-9]{1,32})$/, (c) => d.broker.get(c.principal, c.params[0])],
+    ['POST', /^\/v1\/jobs\/([a-z0-9]{1,32})\/cancel$/, (c) => d.broker.cancel(c.principal, c.params[0])],
+    ['GET', /^\/v1\/jobs\/([a-z0-9]{1,32})\/logs$/, (c) => streamLogs(d, c)],
+    ['GET', /^\/v1\/hosts$/, () => ({ hosts: d.broker.hosts() })],
+    ['GET', /^\/v1\/events$/, (c) => streamEvents(d, c)],
+  ];
+
+  return (req, res) => {
+    void handle(req, res).catch((err) => sendError(d.log, res, err));
+  };
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://broker');
+    if (url.pathname === '/v1/health') {
+      send(res, 200, { ok: true, version: d.version, protocol: PROTOCOL_VERSION });
+      return;
+    }
+    let pathMatched = false;
+    for (const [method, pattern, fn] of routes) {
+      const m = pattern.exec(url.pathname);
+      if (!m) continue;
+      pathMatched = true;
+      if (method !== req.method) continue;
+      const principal = d.trustedPrincipal ?? authenticate(d.store, req.headers.authorization);
+      const out = await fn({ req, res, url, params: m.slice(1), principal });
+      if (out !== undefined && !res.headersSent) send(res, res.statusCode === 200 ? 200 : res.statusCode, out);
+      return;
+    }
+    if (pathMatched) throw new GpurunError('E_BAD_REQUEST', `${req.method} is not allowed on ${url.pathname}`);
+    throw new GpurunError('E_NOT_FOUND', `no such endpoint: ${req.method} ${url.pathname}`, { hint: `This broker speaks protocol v${PROTOCOL_VERSION}; is the client newer?` });
+  }
+}
+
+function send(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+function sendError(log: Logger, res: ServerResponse, err: unknown): void {
+  const e = err instanceof GpurunError ? err : new GpurunError('E_INTERNAL', 'internal broker error', { cause: err, hint: 'See the broker log for details.' });
+  if (e.code === 'E_INTERNAL') log.error('request failed', { err: err instanceof Error ? err : new Error(String(err)) });
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  send(res, e.status, e.toBody());
+}
+
+async function readJson(req: IncomingMessage): Promise<unknown> {
+  const type = req.headers['content-type'] ?? '';
+  if (!type.startsWith('application/json')) throw new GpurunError('E_BAD_REQUEST', 'the body must be JSON (content-type: application/json)');
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const c of req) {
+    size += (c as Buffer).length;
+    if (size > MAX_BODY) throw new GpurunError('E_BAD_REQUEST', `the body is larger than ${MAX_BODY} bytes`);
+    chunks.push(c as Buffer);
+  }
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString('utf8'));
+  } catch (e) {
+    throw new GpurunError('E_BAD_REQUEST', `the body is not valid JSON: ${(e as Error).message}`);
+  }
+}
+
+function intParam(url: URL, name: string, def: number, min: number, max: number): number {
+  const v = url.searchParams.get(name);
+  if (v === null) return def;
+  if (!/^\d+$/.test(v) || Number(v) < min || Number(v) > max) throw new GpurunError('E_BAD_REQUEST', `${name} must be a whole number from ${min} to ${max}`);
+  return Number(v);
+}
+
+/** Raw bytes from `offset`; with `follow=1`, the response stays open until the job has ended and all is sent. */
+async function streamLogs(d: AppDeps, c: Ctx): Promise<undefined> {
+  const job = d.broker.visible(c.principal, c.params[0]);
+  const offset = intParam(c.url, 'offset', 0, 0, Number.MAX_SAFE_INTEGER);
+  const follow = c.url.searchParams.get('follow') === '1';
+  const size = d.logs.size(job.id);
+  if (offset > size && !follow) {
+    throw new GpurunError('E_BAD_REQUEST', `offset ${offset} is past the end of the log (${size} bytes)`);
+  }
+  const ac = new AbortController();
+  c.res.on('close', () => ac.abort());
+  c.res.writeHead(200, { 'content-type': 'application/octet-stream', [LOG_OFFSET_HEADER]: String(offset), 'cache-control': 'no-store' });
+  c.res.flushHeaders();
+  const opts = follow ? { isDone: () => d.broker.isDone(job.id), signal: ac.signal } : { signal: ac.signal };
+  for await (const chunk of d.logs.read(job.id, offset, opts)) {
+    if (!c.res.write(chunk)) await new Promise<void>((r) => { c.res.once('drain', r); c.res.once('close', r); });
+    if (ac.signal.aborted) return;
+  }
+  c.res.end();
+  return undefined;
+}
+
+/** Server-Sent Events: one `data:` line per job change the principal may see. */
+function streamEvents(d: AppDeps, c: Ctx): undefined {
+  c.res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' });
+  c.res.write(': gpurun events\n\n');
+  const onJob = (job: Job) => {
+    if (c.principal.admin || job.owner === c.principal.user) c.res.write(`event: job\ndata: ${JSON.stringify({ type: 'job', job })}\n\n`);
+  };
+  d.broker.on('job', onJob);
+  const keep = setInterval(() => c.res.write(': keep-alive\n\n'), SSE_KEEPALIVE_MS);
+  c.res.on('close', () => {
+    clearInterval(keep);
+    d.broker.off('job', onJob);
+  });
+  return undefined;
+}

@@ -1,0 +1,357 @@
+/**
+ * The broker's service: submit, list, cancel, logs and hosts for the HTTP app, and the loop that places queued jobs,
+ * starts them on their runtime, enforces time limits and records how they end. The broker process is the only
+ * writer of the store; active jobs are also held in memory so a scheduling pass costs no database reads.
+ */
+import { EventEmitter } from 'node:events';
+import { randomBytes } from 'node:crypto';
+import { GpurunError } from './protocol/errors.ts';
+import { isFinal, type HostInfo, type Job, type JobState } from './protocol/jobs.ts';
+import type { Store, StoredJob, StopIntent } from './core/store.ts';
+import type { ExitInfo, Lost, Runtime } from './core/runtime.ts';
+import { schedule, unsatisfiableReason, waitReason, type Allocation } from './core/scheduler.ts';
+import { validateSubmit } from './core/submit.ts';
+import { formatDuration } from './core/units.ts';
+import type { BrokerConfig } from './config.ts';
+import type { HostRegistry } from './hosts/registry.ts';
+import type { LogFiles } from './logs/logFiles.ts';
+import type { Logger } from './logger.ts';
+
+export interface Principal {
+  user: string;
+  admin: boolean;
+}
+
+export interface BrokerDeps {
+  config: BrokerConfig;
+  store: Store;
+  logs: LogFiles;
+  hosts: HostRegistry;
+  runtime: Runtime;
+  log: Logger;
+  /** Environment every job starts from (the broker's own, usually); job env is laid over it. */
+  baseEnv: Record<string, string>;
+}
+
+const ID_ALPHABET = 'abcdefghijkmnpqrstuvwxyz23456789';
+/** How often hosts are probed again (GPUs come and go, e.g. after a driver reset). */
+const PROBE_INTERVAL_MS = 30_000;
+
+export class Broker extends EventEmitter<{ job: [Job] }> {
+  private readonly active = new Map<string, StoredJob>();
+  private readonly waiters = new Map<string, AbortController>();
+  private readonly timers = new Map<string, NodeJS.Timeout>();
+  private passQueued = false;
+  private closed = false;
+  private probeTimer?: NodeJS.Timeout;
+
+  private readonly d: BrokerDeps;
+
+  constructor(deps: BrokerDeps) {
+    super();
+    this.d = deps;
+    this.setMaxListeners(0);
+  }
+
+  /** Probes hosts, finds jobs an earlier broker process left running, and starts scheduling. */
+  async start(): Promise<void> {
+    await this.d.hosts.probeAll();
+    for (const job of this.d.store.activeJobs()) this.active.set(job.id, job);
+    for (const job of [...this.active.values()]) this.recover(job);
+    this.probeTimer = setInterval(() => {
+      this.d.hosts.probeAll().then((changed) => changed && this.kick(), (err) => this.d.log.error('probe failed', { err }));
+    }, PROBE_INTERVAL_MS);
+    this.probeTimer.unref();
+    this.kick();
+  }
+
+  /** Stops following jobs (they keep running under their shims) and closes nothing else. */
+  close(): void {
+    this.closed = true;
+    clearInterval(this.probeTimer);
+    for (const t of this.timers.values()) clearTimeout(t);
+    for (const w of this.waiters.values()) w.abort(new Error('broker closing'));
+  }
+
+  // ---- API ---------------------------------------------------------------------------------------------------
+
+  submit(p: Principal, body: unknown): Job {
+    const caps = this.d.hosts.capacities();
+    const cfg = this.d.config;
+    const defaultGpus = cfg.defaults.gpus === 'auto' ? (this.d.hosts.totalGpus() > 0 ? 1 : 0) : cfg.defaults.gpus;
+    const v = validateSubmit(body, { gpus: defaultGpus, cpus: cfg.defaults.cpus, memoryMiB: cfg.defaults.memoryMiB, image: cfg.defaults.image, queues: cfg.queues });
+    const why = unsatisfiableReason(caps, v.resources);
+    if (why) {
+      throw new GpurunError('E_UNSATISFIABLE', why, { hint: 'Ask for fewer GPUs, CPUs or less memory (or another GPU type), or ask an admin to add a larger host.' });
+    }
+    const now = new Date().toISOString();
+    const job = this.d.store.insertJob(
+      {
+        id: this.newId(),
+        owner: p.user,
+        name: v.name,
+        command: v.command,
+        workspace: v.workspace,
+        resources: v.resources,
+        queue: v.queue,
+        ...(v.image ? { image: v.image } : {}),
+        env: v.env,
+        state: 'queued',
+        reason: 'submitted',
+        exitCode: null,
+        host: null,
+        gpuIndices: [],
+        createdAt: now,
+        startedAt: null,
+        endedAt: null,
+        runtimeRef: null,
+        stopIntent: null,
+      },
+      now,
+    );
+    this.active.set(job.id, job);
+    // Exists from the start, so followers can watch it before the job writes a byte.
+    this.d.logs.touch(job.id);
+    this.d.log.info('job submitted', { job: job.id, owner: p.user, queue: job.queue, resources: job.resources });
+    this.publish(job);
+    this.kick();
+    return this.view(job);
+  }
+
+  list(p: Principal, opts: { all: boolean; limit: number }): Job[] {
+    const owner = p.admin ? undefined : p.user;
+    let jobs = this.d.store.listJobs({ ...(owner === undefined ? {} : { owner }), limit: opts.all ? opts.limit : Math.max(opts.limit, 200) });
+    if (!opts.all) {
+      const dayAgo = new Date(Date.now() - 86_400_000).toISOString();
+      jobs = jobs.filter((j) => !isFinal(j.state) || (j.endedAt ?? '') >= dayAgo).slice(0, opts.limit);
+    }
+    const positions = this.queuePositions();
+    return jobs.map((j) => this.view(this.active.get(j.id) ?? j, positions));
+  }
+
+  /** A job the principal may see; others' jobs are "not found" so their ids leak nothing. */
+  get(p: Principal, id: string): Job {
+    const job = this.visible(p, id);
+    return { ...this.view(job), transitions: this.d.store.transitions(id) };
+  }
+
+  async cancel(p: Principal, id: string): Promise<Job> {
+    const job = this.visible(p, id);
+    if (isFinal(job.state)) {
+      throw new GpurunError('E_CONFLICT', `job ${id} has already ended (${job.state})`, { hint: `Its output stays readable: gpurun logs ${id}` });
+    }
+    const by = `cancelled by ${p.user}`;
+    if (job.state === 'queued') {
+      this.finish(job.id, { state: 'cancelled', reason: `${by} while queued`, exitCode: null });
+    } else {
+      this.requestStop(job.id, 'cancel', by);
+    }
+    return this.get(p, id);
+  }
+
+  hosts(): HostInfo[] {
+    return this.d.hosts.info(this.allocations());
+  }
+
+  /** Checks access and returns the job, for the logs endpoint. */
+  visible(p: Principal, id: string): StoredJob {
+    const job = this.active.get(id) ?? this.d.store.getJob(id);
+    if (!job || (!p.admin && job.owner !== p.user)) {
+      throw new GpurunError('E_NOT_FOUND', `no job ${id}`, { hint: 'List your jobs with: gpurun ls --all' });
+    }
+    return job;
+  }
+
+  /** Jobs queued, starting or running. */
+  activeCount(): number {
+    return this.active.size;
+  }
+
+  isDone(id: string): boolean {
+    return !this.active.has(id);
+  }
+
+  // ---- scheduling ---------------------------------------------------------------------------------------------
+
+  /** Asks for a placement pass soon; many calls in one tick make one pass. */
+  kick(): void {
+    if (this.passQueued || this.closed) return;
+    this.passQueued = true;
+    setImmediate(() => {
+      this.passQueued = false;
+      try {
+        this.pass();
+      } catch (err) {
+        this.d.log.error('scheduling pass failed', { err });
+      }
+    });
+  }
+
+  private pass(): void {
+    const queued = [...this.active.values()].filter((j) => j.state === 'queued');
+    if (queued.length === 0) return;
+    const placements = schedule(this.d.hosts.capacities(), this.allocations(), queued);
+    for (const pl of placements) {
+      const now = new Date().toISOString();
+      const job = this.update(pl.jobId, { state: 'starting', reason: `placed on ${pl.host}`, host: pl.host, gpuIndices: pl.gpuIndices }, now);
+      if (job) void this.launch(job);
+    }
+  }
+
+  private allocations(): Allocation[] {
+    const out: Allocation[] = [];
+    for (const j of this.active.values()) {
+      if (j.host && (j.state === 'starting' || j.state === 'running')) {
+        out.push({ jobId: j.id, host: j.host, gpuIndices: j.gpuIndices, cpus: j.resources.cpus, memoryMiB: j.resources.memoryMiB });
+      }
+    }
+    return out;
+  }
+
+  private queuePositions(): Map<string, number> {
+    const pos = new Map<string, number>();
+    const count = { online: 0, offline: 0 };
+    for (const j of [...this.active.values()].sort((a, b) => a.seq - b.seq)) if (j.state === 'queued') pos.set(j.id, ++count[j.queue]);
+    return pos;
+  }
+
+  /** One job's position without sorting the whole queue (submit answers with it, so it must stay cheap). */
+  private queuePosition(job: StoredJob): number {
+    let n = 1;
+    for (const j of this.active.values()) if (j.state === 'queued' && j.queue === job.queue && j.seq < job.seq) n++;
+    return n;
+  }
+
+  private async launch(job: StoredJob): Promise<void> {
+    const log = this.d.log.child({ job: job.id });
+    const env: Record<string, string> = {
+      ...this.d.baseEnv,
+      PYTHONUNBUFFERED: '1',
+      ...job.env,
+      // Exactly the assigned GPUs, numbered as nvidia-smi numbers them.
+      CUDA_DEVICE_ORDER: 'PCI_BUS_ID',
+      CUDA_VISIBLE_DEVICES: job.gpuIndices.join(','),
+      GPURUN_JOB_ID: job.id,
+    };
+    try {
+      const ref = await this.d.runtime.start({ job, host: job.host!, gpuIndices: job.gpuIndices, logPath: this.d.logs.path(job.id), env });
+      const current = this.active.get(job.id);
+      const now = new Date().toISOString();
+      const gpus = job.gpuIndices.length ? `GPU ${job.gpuIndices.join(',')}` : 'no GPU';
+      const running = this.update(job.id, { state: 'running', reason: `running on ${job.host} (${gpus})`, startedAt: now, runtimeRef: ref }, now);
+      log.info('job started', { host: job.host, gpus: job.gpuIndices });
+      if (running) this.follow(running);
+      // Cancelled while it was starting: stop it now that there is something to stop.
+      if (current?.stopIntent) void this.d.runtime.stop(ref, this.d.config.killGraceMs);
+    } catch (err) {
+      log.error('job failed to start', { err });
+      const msg = err instanceof GpurunError ? err.message : String((err as Error).message ?? err);
+      this.finish(job.id, { state: 'failed', reason: `could not start: ${msg}`, exitCode: null });
+    }
+  }
+
+  /** Waits for the job's end and arms its time limit. */
+  private follow(job: StoredJob): void {
+    const ac = new AbortController();
+    this.waiters.set(job.id, ac);
+    this.armTimeLimit(job);
+    this.d.runtime.wait(job.runtimeRef!, ac.signal).then(
+      (end) => this.ended(job.id, end),
+      (err) => {
+        if (!ac.signal.aborted) this.d.log.error('waiting for job failed', { job: job.id, err });
+      },
+    );
+  }
+
+  private armTimeLimit(job: StoredJob): void {
+    const limit = job.resources.timeLimitSec;
+    if (!limit || !job.startedAt || job.stopIntent) return;
+    const due = Date.parse(job.startedAt) + limit * 1000 - Date.now();
+    const t = setTimeout(() => this.requestStop(job.id, 'timeout', `stopped after reaching its time limit of ${formatDuration(limit)}`), Math.max(0, due));
+    t.unref();
+    this.timers.set(job.id, t);
+  }
+
+  private requestStop(id: string, intent: StopIntent, reason: string): void {
+    const job = this.active.get(id);
+    if (!job || job.stopIntent) return;
+    const updated = this.update(id, { stopIntent: intent, reason }, new Date().toISOString());
+    if (updated?.runtimeRef) void this.d.runtime.stop(updated.runtimeRef, this.d.config.killGraceMs).catch((err) => this.d.log.error('stop failed', { job: id, err }));
+  }
+
+  private ended(id: string, end: ExitInfo | Lost): void {
+    const job = this.active.get(id);
+    if (!job) return;
+    if ('lost' in end) {
+      this.finish(id, { state: 'lost', reason: end.lost, exitCode: null });
+      return;
+    }
+    const code = end.exitCode ?? (end.signal ? 128 + signalNumber(end.signal) : null);
+    let state: JobState;
+    let reason: string;
+    if (job.stopIntent === 'cancel') [state, reason] = ['cancelled', job.reason];
+    else if (job.stopIntent === 'timeout') [state, reason] = ['timed_out', job.reason];
+    else if (end.startError) [state, reason] = ['failed', `could not start: ${end.startError}`];
+    else if (end.exitCode === 0) [state, reason] = ['succeeded', 'exited with code 0'];
+    else if (end.oomKilled) [state, reason] = ['failed', 'killed for running out of memory (OOM)'];
+    else if (end.signal) [state, reason] = ['failed', `killed by signal ${end.signal}`];
+    else [state, reason] = ['failed', `exited with code ${end.exitCode}`];
+    this.finish(id, { state, reason, exitCode: code }, end.endedAt);
+  }
+
+  private finish(id: string, f: { state: JobState; reason: string; exitCode: number | null }, endedAt?: string): void {
+    const now = new Date().toISOString();
+    clearTimeout(this.timers.get(id));
+    this.timers.delete(id);
+    this.waiters.delete(id);
+    const job = this.update(id, { ...f, endedAt: endedAt ?? now }, now);
+    this.active.delete(id);
+    if (job) this.d.log.info('job ended', { job: id, state: f.state, exitCode: f.exitCode, reason: f.reason });
+    this.kick();
+  }
+
+  /** After a broker restart: follow running jobs again, settle jobs caught mid-start. */
+  private recover(job: StoredJob): void {
+    if (job.state === 'running' && job.runtimeRef) {
+      this.d.log.info('following job again after restart', { job: job.id });
+      this.follow(job);
+      if (job.stopIntent) void this.d.runtime.stop(job.runtimeRef, this.d.config.killGraceMs);
+    } else if (job.state === 'starting') {
+      this.finish(job.id, { state: 'lost', reason: 'the broker stopped while this job was starting; submit it again', exitCode: null });
+    }
+  }
+
+  private update(id: string, patch: Parameters<Store['updateJob']>[1], at: string): StoredJob | undefined {
+    const job = this.d.store.updateJob(id, patch, at);
+    if (!job) return undefined;
+    if (this.active.has(id)) this.active.set(id, job);
+    this.publish(job);
+    return job;
+  }
+
+  private publish(job: StoredJob): void {
+    if (this.listenerCount('job') > 0) this.emit('job', this.view(job));
+  }
+
+  private view(job: StoredJob, positions?: Map<string, number>): Job {
+    const { seq: _seq, runtimeRef: _ref, stopIntent: _stop, ...pub } = job;
+    if (job.state !== 'queued') return pub;
+    const pos = positions ? positions.get(job.id) : this.queuePosition(job);
+    const reason = waitReason(this.d.hosts.capacities(), this.allocations(), job.resources);
+    return { ...pub, reason, ...(pos === undefined ? {} : { queuePosition: pos }) };
+  }
+
+  private newId(): string {
+    for (;;) {
+      const bytes = randomBytes(8);
+      let id = '';
+      for (const b of bytes) id += ID_ALPHABET[b % ID_ALPHABET.length];
+      if (!this.active.has(id) && !this.d.store.getJob(id)) return id;
+    }
+  }
+}
+
+const SIGNALS: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGILL: 4, SIGABRT: 6, SIGFPE: 8, SIGKILL: 9, SIGSEGV: 11, SIGPIPE: 13, SIGALRM: 14, SIGTERM: 15 };
+function signalNumber(sig: string): number {
+  return SIGNALS[sig] ?? 0;
+}

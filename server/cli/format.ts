@@ -1,0 +1,70 @@
+/** Text output of the CLI: tables and short descriptions. Pure. */
+import type { HostInfo, Job } from '../protocol/jobs.ts';
+import { formatDuration, formatMemory } from '../core/units.ts';
+
+export function table(rows: string[][]): string {
+  const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
+  return rows.map((r) => r.map((cell, c) => (c === r.length - 1 ? cell : cell.padEnd(widths[c]))).join('  ').trimEnd()).join('\n') + '\n';
+}
+
+export function gpusOf(job: Job): string {
+  const r = job.resources;
+  if (job.gpuIndices.length) return job.gpuIndices.join(',');
+  return r.gpus ? `${r.gpus}${r.gpuType ? `×${r.gpuType}` : ''}` : '-';
+}
+
+export function elapsed(job: Job, now = Date.now()): string {
+  const start = Date.parse(job.startedAt ?? job.createdAt);
+  const end = job.endedAt ? Date.parse(job.endedAt) : now;
+  return formatDuration(Math.max(0, Math.round((end - start) / 1000)));
+}
+
+export function jobsTable(jobs: Job[], withOwner: boolean): string {
+  const head = ['ID', ...(withOwner ? ['OWNER'] : []), 'NAME', 'STATE', 'QUEUE', 'HOST', 'GPUS', 'TIME', 'REASON'];
+  const rows = jobs.map((j) => [
+    j.id,
+    ...(withOwner ? [j.owner] : []),
+    j.name,
+    j.state === 'queued' && j.queuePosition ? `queued #${j.queuePosition}` : j.state,
+    j.queue,
+    j.host ?? '-',
+    gpusOf(j),
+    elapsed(j),
+    j.exitCode !== null && j.state !== 'succeeded' ? `${j.reason}` : j.reason,
+  ]);
+  return table([head, ...rows]);
+}
+
+export function hostsTable(hosts: HostInfo[]): string {
+  let out = table([
+    ['NAME', 'STATE', 'GPUS FREE', 'CPUS FREE', 'MEMORY FREE', 'RUNTIME'],
+    ...hosts.map((h) => {
+      const used = h.gpus.filter((g) => g.jobId).length;
+      return [h.name, h.state, `${h.gpus.length - used}/${h.gpus.length}`, `${h.cpus - h.cpusUsed}/${h.cpus}`, `${formatMemory(h.memoryMiB - h.memoryUsedMiB)}/${formatMemory(h.memoryMiB)}`, h.runtime];
+    }),
+  ]);
+  for (const h of hosts) {
+    if (h.lastError) out += `${h.name}: ${h.lastError}\n`;
+    for (const g of h.gpus) out += `  ${h.name} GPU ${g.index}  ${g.name}  ${formatMemory(g.memoryTotalMiB)}  ${g.jobId ? `used by ${g.jobId}` : 'free'}\n`;
+  }
+  return out;
+}
+
+/** The CLI's exit code for a job that has ended (documented in the README). */
+export function exitCodeOf(job: Job): number {
+  switch (job.state) {
+    case 'succeeded':
+      return 0;
+    case 'failed':
+      if (job.reason.startsWith('could not start')) return 125;
+      return job.exitCode && job.exitCode > 0 ? job.exitCode : 1;
+    case 'cancelled':
+      return 130;
+    case 'timed_out':
+      return 124;
+    case 'lost':
+      return 75;
+    default:
+      return 0;
+  }
+}

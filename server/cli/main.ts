@@ -1,0 +1,65 @@
+/**
+ * The `gpurun` command. Each subcommand lives in its own function; this file only dispatches and turns errors into
+ * a message, a hint and an exit code.
+ */
+import { GpurunError } from '../protocol/errors.ts';
+import { runCommand } from './run.ts';
+import { brokerCommand, cancelCommand, hostsCommand, logsCommand, lsCommand, tokenCommand } from './commands.ts';
+
+const VERSION = '0.1.0';
+
+const HELP = `gpurun ${VERSION}: run code on a GPU host or a Slurm cluster, from a shell or your editor.
+
+Usage:
+  gpurun run [options] -- CMD [ARGS...]   run a job and stream its output (gpurun run --help)
+  gpurun ls [--all] [--json]              list your jobs
+  gpurun logs [-f] [--from OFFSET] ID     print a job's output
+  gpurun cancel ID                        stop a job
+  gpurun hosts [--json]                   show hosts and their GPUs
+  gpurun broker [--config FILE]           run a broker in the foreground
+  gpurun token create USER [--admin]      create an API token (on the broker machine)
+
+Broker: --broker URL or GPURUN_BROKER (token in GPURUN_TOKEN); with neither, a local broker is started on demand
+with its state in $GPURUN_HOME (default: $XDG_DATA_HOME/gpurun or ~/.local/share/gpurun).
+`;
+
+const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
+  run: runCommand,
+  ls: lsCommand,
+  logs: logsCommand,
+  cancel: cancelCommand,
+  hosts: hostsCommand,
+  broker: brokerCommand,
+  token: tokenCommand,
+};
+
+async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  if (!cmd || cmd === 'help' || cmd === '--help' || cmd === '-h') {
+    process.stdout.write(HELP);
+    return cmd ? 0 : 2;
+  }
+  if (cmd === '--version' || cmd === 'version') {
+    process.stdout.write(`${VERSION}\n`);
+    return 0;
+  }
+  const fn = COMMANDS[cmd];
+  if (!fn) throw new GpurunError('E_BAD_REQUEST', `unknown command "${cmd}"`, { hint: 'See: gpurun --help' });
+  return fn(rest);
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    if (err instanceof GpurunError) {
+      process.stderr.write(`gpurun: error: ${err.message}\n`);
+      if (err.hint) process.stderr.write(`gpurun: ${err.hint}\n`);
+      process.exitCode = err.code === 'E_BAD_REQUEST' ? 2 : 1;
+    } else {
+      process.stderr.write(`gpurun: unexpected error: ${(err as Error)?.stack ?? String(err)}\n`);
+      process.exitCode = 1;
+    }
+  },
+);

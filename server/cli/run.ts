@@ -1,0 +1,206 @@
+/**
+ * `gpurun run [options] -- CMD [ARGS...]`: submits a job, shows its place in the queue while it waits, streams its
+ * output, and exits with its exit code. Ctrl+C asks whether to cancel or detach (without a terminal: detach).
+ */
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+import { GpurunError } from '../protocol/errors.ts';
+import { isFinal, type Job, type SubmitRequest, type Queue } from '../protocol/jobs.ts';
+import { parseDirectives } from '../core/directives.ts';
+import { parseArgs, usage } from './args.ts';
+import { connect, type Connection } from './connect.ts';
+import { followLogs } from './follow.ts';
+import { exitCodeOf } from './format.ts';
+
+export const RUN_HELP = `Usage: gpurun run [options] -- CMD [ARGS...]
+
+Runs CMD as a job, streams its output, and exits with its exit code.
+
+Options:
+  --gpus N            GPUs (default: 1 if the pool has GPUs, else 0)
+  --gpu-type T        GPU type, matched against the GPU name (e.g. A100, L4)
+  --cpus N            CPUs (default 1)
+  --memory SIZE       memory, e.g. 16G (default 1G)
+  --time DURATION     time limit, e.g. 90s, 30m, 2h, 1:30:00 (default: the queue's)
+  --queue Q           online (interactive, first) or offline (batch); default online
+  --image IMG         container image (for container hosts)
+  --workspace DIR     the folder the job runs in (default: the current folder)
+  --env K=V           environment variable for the job (repeatable)
+  --name NAME         label shown in lists (default: the script's name)
+  --detach, -d        print the job id and return at once
+  --broker URL        broker address (default: $GPURUN_BROKER, else the local embedded broker)
+
+A "# gpurun: gpus=2 gpu-type=A100 time=2h ..." line at the top of the script sets its defaults; options win.
+Exit codes: the job's own; 124 timed out; 125 could not start; 130 cancelled; 75 lost.
+`;
+
+function out(s: string): void {
+  process.stderr.write(`gpurun: ${s}\n`);
+}
+
+export async function runCommand(argv: string[]): Promise<number> {
+  const { opts, rest } = parseArgs(
+    argv,
+    { values: ['gpus', 'gpu-type', 'cpus', 'memory', 'time', 'queue', 'image', 'workspace', 'env', 'name', 'broker'], flags: ['detach', 'help'], repeat: ['env'], short: { d: 'detach', h: 'help' }, stopAtPositional: true },
+    'run',
+  );
+  if (opts.help) {
+    process.stdout.write(RUN_HELP);
+    return 0;
+  }
+  if (rest.length === 0) throw usage('run', 'no command given');
+  const workspace = resolve((opts.workspace as string) ?? process.cwd());
+  if (!existsSync(workspace) || !statSync(workspace).isDirectory()) {
+    throw new GpurunError('E_BAD_REQUEST', `the workspace ${workspace} is not a folder`, { hint: 'Pass an existing folder with --workspace, or run from inside one.' });
+  }
+
+  const req: SubmitRequest = { command: rest, workspace };
+  applyDirectives(req, rest, workspace);
+  if (opts.gpus !== undefined) req.gpus = intOpt('gpus', opts.gpus as string);
+  if (opts['gpu-type'] !== undefined) req.gpuType = opts['gpu-type'] as string;
+  if (opts.cpus !== undefined) req.cpus = intOpt('cpus', opts.cpus as string);
+  if (opts.memory !== undefined) req.memory = opts.memory as string;
+  if (opts.time !== undefined) req.time = opts.time as string;
+  if (opts.queue !== undefined) req.queue = opts.queue as Queue;
+  if (opts.image !== undefined) req.image = opts.image as string;
+  if (opts.name !== undefined) req.name = opts.name as string;
+  const env: Record<string, string> = {};
+  for (const kv of (opts.env as string[]) ?? []) {
+    const eq = kv.indexOf('=');
+    if (eq <= 0) throw usage('run', `--env needs NAME=VALUE, got "${kv}"`);
+    env[kv.slice(0, eq)] = kv.slice(eq + 1);
+  }
+
+  const conn = await connect(opts.broker as string | undefined);
+  // The local broker runs jobs with the caller's PATH, so the python3 of an activated venv is the one that runs.
+  if (conn.embedded) {
+    for (const k of ['PATH', 'VIRTUAL_ENV', 'CONDA_PREFIX', 'PYTHONPATH']) if (process.env[k] !== undefined && env[k] === undefined) env[k] = process.env[k]!;
+  }
+  if (Object.keys(env).length) req.env = env;
+
+  const job = await conn.client.submit(req);
+  if (opts.detach) {
+    process.stdout.write(`${job.id}\n`);
+    await conn.client.close();
+    return 0;
+  }
+  out(`job ${job.id} submitted (${job.name}, queue ${job.queue})`);
+  return await attach(conn, job);
+}
+
+function intOpt(name: string, v: string): number {
+  if (!/^\d+$/.test(v)) throw usage('run', `--${name} must be a whole number, got "${v}"`);
+  return Number(v);
+}
+
+/** Defaults from `# gpurun:` lines of the script the command runs, if it is a file in the workspace. */
+function applyDirectives(req: SubmitRequest, command: string[], workspace: string): void {
+  const script = command.slice(0, 3).map((a) => resolve(workspace, a)).find((p) => /\.(py|sh)$/.test(p) && existsSync(p));
+  if (!script) return;
+  const { directive: d, errors } = parseDirectives(readFileSync(script, 'utf8').slice(0, 64 * 1024));
+  if (errors.length) {
+    const e = errors[0];
+    throw new GpurunError('E_BAD_REQUEST', `${script}:${e.line + 1}:${e.column + 1}: ${e.message}`, { hint: 'Fix the "# gpurun:" line, or remove it.' });
+  }
+  if (d.gpus !== undefined) req.gpus = d.gpus;
+  if (d.gpuType !== undefined) req.gpuType = d.gpuType;
+  if (d.cpus !== undefined) req.cpus = d.cpus;
+  if (d.memoryMiB !== undefined) req.memory = d.memoryMiB;
+  if (d.timeSec !== undefined) req.time = d.timeSec;
+  if (d.queue !== undefined) req.queue = d.queue;
+  if (d.image !== undefined) req.image = d.image;
+}
+
+/** Streams a job to its end; returns the CLI exit code. */
+async function attach(conn: Connection, job0: Job): Promise<number> {
+  const id = job0.id;
+  const ac = new AbortController();
+  let detached = false;
+  let prompting = false;
+  let lastStatus = '';
+  const status = (job: Job) => {
+    let line = '';
+    if (job.state === 'queued') line = `queued${job.queuePosition ? ` (position ${job.queuePosition} in ${job.queue})` : ''}: ${job.reason}`;
+    else if (job.state === 'running') line = `${job.reason}`;
+    if (line && line !== lastStatus) {
+      out(line);
+      lastStatus = line;
+    }
+  };
+  const onSigint = async () => {
+    if (prompting) {
+      detached = true;
+      ac.abort();
+      return;
+    }
+    if (!process.stdin.isTTY) {
+      detached = true;
+      ac.abort();
+      return;
+    }
+    prompting = true;
+    const rl = createInterface({ input: process.stdin, output: process.stderr });
+    const answer = await new Promise<string>((r) => rl.question(`\ngpurun: cancel job ${id}? [y] cancel, [N] detach and leave it running: `, r));
+    rl.close();
+    prompting = false;
+    if (/^y(es)?$/i.test(answer.trim())) {
+      out(`cancelling ${id}…`);
+      await conn.client.cancel(id).catch((e: Error) => out(`cancel failed: ${e.message}`));
+    } else {
+      detached = true;
+      ac.abort();
+    }
+  };
+  process.on('SIGINT', onSigint);
+
+  // Show queue and start changes while the output streams.
+  const watcher = (async () => {
+    let job = job0;
+    while (!ac.signal.aborted && (job.state === 'queued' || job.state === 'starting')) {
+      await new Promise((r) => setTimeout(r, 300));
+      job = await conn.client.get(id).catch(() => job);
+      status(job);
+    }
+  })();
+
+  try {
+    let first = true;
+    await followLogs(
+      conn,
+      id,
+      0,
+      async (b) => {
+        // Say where it runs before the first line of its output.
+        if (first) {
+          first = false;
+          status(await conn.client.get(id).catch(() => job0));
+        }
+        await writeOut(b);
+      },
+      { signal: ac.signal, onReconnect: out },
+    );
+  } finally {
+    process.off('SIGINT', onSigint);
+  }
+  await watcher;
+  if (detached) {
+    out(`detached; job ${id} goes on. Follow it again with: gpurun logs -f ${id}`);
+    await conn.client.close();
+    return 0;
+  }
+  let job = await conn.client.get(id);
+  for (let i = 0; !isFinal(job.state) && i < 50; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    job = await conn.client.get(id);
+  }
+  await conn.client.close();
+  const code = exitCodeOf(job);
+  if (job.state !== 'succeeded') out(`job ${id} ${job.state.replace('_', ' ')}: ${job.reason}`);
+  return code;
+}
+
+function writeOut(b: Buffer): Promise<void> | void {
+  if (process.stdout.write(b)) return;
+  return new Promise((r) => process.stdout.once('drain', () => r()));
+}

@@ -1,0 +1,183 @@
+/**
+ * The broker's configuration file (JSON), validated with errors that name the field. See the README's
+ * "Broker configuration" for every setting. `validateConfig` is pure; `loadConfig` reads the file.
+ */
+import { readFileSync } from 'node:fs';
+import { isAbsolute, resolve, dirname } from 'node:path';
+import { userInfo } from 'node:os';
+import { GpurunError } from './protocol/errors.ts';
+import { QUEUES, type Queue } from './protocol/jobs.ts';
+import { parseDuration, parseMemory } from './core/units.ts';
+
+export type Listen = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
+
+export interface LocalHostConfig {
+  name: string;
+  type: 'local';
+  /** Override what the OS reports (e.g. to keep some for the desktop). */
+  cpus?: number;
+  memoryMiB?: number;
+  labels: Record<string, string>;
+}
+export type HostConfig = LocalHostConfig;
+
+export interface QueueConfig {
+  /** Longest time limit a job may ask for; 0 = no cap. */
+  maxTimeSec: number;
+  /** Time limit of a job that asks for none; 0 = none. */
+  defaultTimeSec: number;
+}
+
+export interface BrokerConfig {
+  listen: Listen;
+  dataDir: string;
+  hosts: HostConfig[];
+  queues: Record<Queue, QueueConfig>;
+  defaults: { image?: string; gpus: number | 'auto'; cpus: number; memoryMiB: number };
+  /** Time between TERM and KILL when a job is cancelled or runs out of time. */
+  killGraceMs: number;
+  auth: {
+    /** Requests over the Unix socket are from `localUser` without a token (the socket's folder is private). */
+    trustUnixSocket: boolean;
+    localUser: string;
+  };
+}
+
+type Obj = Record<string, unknown>;
+
+class Fields {
+  private readonly file: string;
+  constructor(file: string) {
+    this.file = file;
+  }
+  fail(path: string, msg: string): never {
+    throw new GpurunError('E_CONFIG', `${this.file}: ${path}: ${msg}`, { hint: 'Fix the field and start the broker again; the README lists every setting.' });
+  }
+  obj(v: unknown, path: string): Obj {
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) this.fail(path, 'must be an object');
+    return v as Obj;
+  }
+  keys(o: Obj, path: string, allowed: string[]): void {
+    for (const k of Object.keys(o)) if (!allowed.includes(k)) this.fail(path ? `${path}.${k}` : k, `unknown setting; known here: ${allowed.join(', ')}`);
+  }
+  str(v: unknown, path: string): string {
+    if (typeof v !== 'string' || v === '') this.fail(path, 'must be a non-empty string');
+    return v;
+  }
+  int(v: unknown, path: string, min: number): number {
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < min) this.fail(path, `must be a whole number ≥ ${min}`);
+    return v;
+  }
+  bool(v: unknown, path: string): boolean {
+    if (typeof v !== 'boolean') this.fail(path, 'must be true or false');
+    return v;
+  }
+  mem(v: unknown, path: string): number {
+    const r = typeof v === 'string' || typeof v === 'number' ? parseMemory(v) : 'must be a size such as "16G"';
+    if (typeof r === 'string') this.fail(path, r);
+    return r;
+  }
+  dur(v: unknown, path: string): number {
+    const r = typeof v === 'string' || typeof v === 'number' ? parseDuration(v) : 'must be a duration such as "2h"';
+    if (typeof r === 'string') this.fail(path, r);
+    return r;
+  }
+}
+
+export function parseListen(text: string, onError: (msg: string) => never): Listen {
+  if (text.startsWith('unix:')) {
+    const path = text.slice(5);
+    if (!isAbsolute(path)) onError('a Unix socket path must be absolute, e.g. unix:/run/gpurun/broker.sock');
+    return { kind: 'unix', path };
+  }
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(text);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) onError(`"${text}" is not HOST:PORT or unix:/path`);
+  return { kind: 'tcp', host: m[1] ?? m[2], port };
+}
+
+/** Validates a parsed config object. `file` names it in errors; relative paths resolve against `baseDir`. */
+export function validateConfig(raw: unknown, file: string, baseDir: string, fallbackDataDir: string): BrokerConfig {
+  const f = new Fields(file);
+  const o = f.obj(raw, '(top level)');
+  f.keys(o, '', ['listen', 'dataDir', 'hosts', 'queues', 'defaults', 'killGrace', 'auth']);
+  const listen = parseListen(o.listen === undefined ? '127.0.0.1:8750' : f.str(o.listen, 'listen'), (m) => f.fail('listen', m));
+  const dataDir = o.dataDir === undefined ? fallbackDataDir : resolve(baseDir, f.str(o.dataDir, 'dataDir'));
+
+  const hostsRaw = o.hosts === undefined ? [{ name: 'local', type: 'local' }] : o.hosts;
+  if (!Array.isArray(hostsRaw) || hostsRaw.length === 0) f.fail('hosts', 'must be a non-empty list of hosts');
+  const hostList = hostsRaw as unknown[];
+  const names = new Set<string>();
+  const hosts = hostList.map((h, i): HostConfig => {
+    const p = `hosts[${i}]`;
+    const ho = f.obj(h, p);
+    f.keys(ho, p, ['name', 'type', 'cpus', 'memory', 'labels']);
+    const name = f.str(ho.name, `${p}.name`);
+    if (!/^[A-Za-z0-9][\w.-]*$/.test(name)) f.fail(`${p}.name`, 'use letters, digits, ".", "_" and "-"');
+    if (names.has(name)) f.fail(`${p}.name`, `"${name}" is used by another host`);
+    names.add(name);
+    const type = ho.type === undefined ? 'local' : f.str(ho.type, `${p}.type`);
+    if (type !== 'local') f.fail(`${p}.type`, `unknown host type "${type}"; known: local`);
+    const labels: Record<string, string> = {};
+    if (ho.labels !== undefined) for (const [k, v] of Object.entries(f.obj(ho.labels, `${p}.labels`))) labels[k] = f.str(v, `${p}.labels.${k}`);
+    return {
+      name,
+      type: 'local',
+      ...(ho.cpus === undefined ? {} : { cpus: f.int(ho.cpus, `${p}.cpus`, 1) }),
+      ...(ho.memory === undefined ? {} : { memoryMiB: f.mem(ho.memory, `${p}.memory`) }),
+      labels,
+    };
+  });
+
+  const queues = {} as Record<Queue, QueueConfig>;
+  const qo = o.queues === undefined ? {} : f.obj(o.queues, 'queues');
+  f.keys(qo, 'queues', [...QUEUES]);
+  for (const q of QUEUES) {
+    const one = qo[q] === undefined ? {} : f.obj(qo[q], `queues.${q}`);
+    f.keys(one, `queues.${q}`, ['maxTime', 'defaultTime']);
+    const maxTimeSec = one.maxTime === undefined ? 0 : f.dur(one.maxTime, `queues.${q}.maxTime`);
+    const defaultTimeSec = one.defaultTime === undefined ? 0 : f.dur(one.defaultTime, `queues.${q}.defaultTime`);
+    if (maxTimeSec && defaultTimeSec > maxTimeSec) f.fail(`queues.${q}.defaultTime`, 'is longer than maxTime');
+    queues[q] = { maxTimeSec, defaultTimeSec };
+  }
+
+  const d = o.defaults === undefined ? {} : f.obj(o.defaults, 'defaults');
+  f.keys(d, 'defaults', ['image', 'gpus', 'cpus', 'memory']);
+  const defaults = {
+    ...(d.image === undefined ? {} : { image: f.str(d.image, 'defaults.image') }),
+    gpus: d.gpus === undefined || d.gpus === 'auto' ? ('auto' as const) : f.int(d.gpus, 'defaults.gpus', 0),
+    cpus: d.cpus === undefined ? 1 : f.int(d.cpus, 'defaults.cpus', 1),
+    memoryMiB: d.memory === undefined ? 1024 : f.mem(d.memory, 'defaults.memory'),
+  };
+
+  const a = o.auth === undefined ? {} : f.obj(o.auth, 'auth');
+  f.keys(a, 'auth', ['trustUnixSocket', 'localUser']);
+  return {
+    listen,
+    dataDir,
+    hosts,
+    queues,
+    defaults,
+    killGraceMs: o.killGrace === undefined ? 10_000 : f.dur(o.killGrace, 'killGrace') * 1000,
+    auth: {
+      trustUnixSocket: a.trustUnixSocket === undefined ? listen.kind === 'unix' : f.bool(a.trustUnixSocket, 'auth.trustUnixSocket'),
+      localUser: a.localUser === undefined ? userInfo().username : f.str(a.localUser, 'auth.localUser'),
+    },
+  };
+}
+
+export function loadConfig(file: string, fallbackDataDir: string): BrokerConfig {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new GpurunError('E_CONFIG', `cannot read the config file ${file}: ${(e as Error).message}`, { hint: 'Pass an existing file with --config.' });
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    throw new GpurunError('E_CONFIG', `${file} is not valid JSON: ${(e as Error).message}`);
+  }
+  return validateConfig(raw, file, dirname(resolve(file)), fallbackDataDir);
+}

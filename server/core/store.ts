@@ -1,0 +1,65 @@
+/**
+ * The Store contract. Implemented by store/sqlite.ts (the broker's) and store/memory.ts (tests); the same contract
+ * test runs over both. All methods are synchronous: node:sqlite is, and the broker's single thread serialises them.
+ */
+import type { Job, JobState, Transition } from '../protocol/jobs.ts';
+
+/** Why the broker asked a job to stop; decides the final state when the job's process ends. */
+export type StopIntent = 'cancel' | 'timeout';
+
+/** A job as stored: the API's Job plus what only the broker needs. */
+export interface StoredJob extends Omit<Job, 'queuePosition' | 'transitions'> {
+  /** Insertion order; FIFO within a queue follows it. */
+  seq: number;
+  /** Runtime-specific handle (pids, container id) that lets a restarted broker find the job again. */
+  runtimeRef: Record<string, unknown> | null;
+  stopIntent: StopIntent | null;
+}
+
+export interface JobPatch {
+  state?: JobState;
+  reason?: string;
+  exitCode?: number | null;
+  host?: string | null;
+  gpuIndices?: number[];
+  startedAt?: string | null;
+  endedAt?: string | null;
+  runtimeRef?: Record<string, unknown> | null;
+  stopIntent?: StopIntent | null;
+}
+
+export interface JobQuery {
+  /** Only this owner's jobs; all owners when absent. */
+  owner?: string;
+  states?: JobState[];
+  /** Newest first, at most this many. */
+  limit?: number;
+}
+
+export interface TokenRecord {
+  user: string;
+  admin: boolean;
+  createdAt: string;
+}
+
+export interface Store {
+  /** Inserts a new job; fails if the id exists. Records the first transition (null → job.state). */
+  insertJob(job: Omit<StoredJob, 'seq'>, at: string): StoredJob;
+  getJob(id: string): StoredJob | undefined;
+  /** Newest first. */
+  listJobs(q?: JobQuery): StoredJob[];
+  /** queued, starting and running jobs, oldest first. */
+  activeJobs(): StoredJob[];
+  /**
+   * Applies the patch. When `patch.state` differs from the stored state, a transition with `reason` is recorded in
+   * the same transaction. Returns the updated job, or undefined when the id is unknown.
+   */
+  updateJob(id: string, patch: JobPatch, at: string): StoredJob | undefined;
+  transitions(id: string): Transition[];
+
+  /** Stores a token's SHA-256 hash (hex). The token itself is never stored. */
+  addToken(hash: string, user: string, admin: boolean, at: string): void;
+  findToken(hash: string): TokenRecord | undefined;
+
+  close(): void;
+}

@@ -1,0 +1,92 @@
+/**
+ * Per-job output files, addressed by byte offset. A job's runtime appends to `<dir>/<id>.log`; readers ask for
+ * "from offset N" and get every byte from N on, so a client that reconnects gets no gap and no repeat.
+ * Files stay after the job and its host are gone.
+ */
+import { closeSync, mkdirSync, openSync, statSync, watch, type FSWatcher } from 'node:fs';
+import { open } from 'node:fs/promises';
+import { join } from 'node:path';
+
+const CHUNK = 1 << 20;
+/** Fallback poll when fs.watch misses a change (network file systems, some container mounts). */
+const POLL_MS = 100;
+
+export class LogFiles {
+  readonly dir: string;
+
+  constructor(dir: string) {
+    this.dir = dir;
+    mkdirSync(dir, { recursive: true });
+  }
+
+  path(jobId: string): string {
+    return join(this.dir, `${jobId}.log`);
+  }
+
+  /** Creates the (empty) file if it does not exist. */
+  touch(jobId: string): void {
+    closeSync(openSync(this.path(jobId), 'a'));
+  }
+
+  /** Current size in bytes; 0 when the job has written nothing yet. */
+  size(jobId: string): number {
+    try {
+      return statSync(this.path(jobId)).size;
+    } catch {
+      return 0;
+    }
+  }
+
+  /**
+   * Yields the file's bytes from `offset` on. With `isDone` given, keeps following until isDone() is true and the
+   * file has been read to its end after that; without it, stops at the current end.
+   */
+  async *read(jobId: string, offset: number, opts: { isDone?: () => boolean; signal?: AbortSignal } = {}): AsyncGenerator<Buffer> {
+    const path = this.path(jobId);
+    let pos = offset;
+    let watcher: FSWatcher | undefined;
+    let wake: (() => void) | undefined;
+    const poke = () => wake?.();
+    opts.signal?.addEventListener('abort', poke);
+    try {
+      for (;;) {
+        // Read the done flag before draining, so bytes written just before the job ended are not missed.
+        const doneBefore = opts.isDone ? opts.isDone() : true;
+        const fh = await open(path, 'r').catch(() => undefined);
+        if (fh) {
+          try {
+            for (;;) {
+              const buf = Buffer.allocUnsafe(CHUNK);
+              const { bytesRead } = await fh.read(buf, 0, CHUNK, pos);
+              if (bytesRead === 0) break;
+              pos += bytesRead;
+              yield bytesRead === CHUNK ? buf : buf.subarray(0, bytesRead);
+              if (opts.signal?.aborted) return;
+            }
+          } finally {
+            await fh.close();
+          }
+          if (!watcher) {
+            try {
+              watcher = watch(path, poke);
+            } catch {
+              // Polling below still works.
+            }
+          }
+        }
+        if (doneBefore || opts.signal?.aborted) return;
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, POLL_MS);
+          wake = () => {
+            clearTimeout(t);
+            resolve();
+          };
+        });
+        wake = undefined;
+      }
+    } finally {
+      watcher?.close();
+      opts.signal?.removeEventListener('abort', poke);
+    }
+  }
+}

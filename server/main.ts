@@ -1,0 +1,141 @@
+/**
+ * Starting a broker: config → store → hosts → runtime → broker → app → listen; SIGTERM/SIGINT → close.
+ * `embedded` is the zero-setup default the CLI and the editor start on demand: a Unix socket in a private folder,
+ * no tokens, the local machine as the only host, and an exit after a while with nothing to do.
+ */
+import { createServer, type Server } from 'node:http';
+import { chmodSync, mkdirSync, openSync, readFileSync, rmSync, writeSync, closeSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { GpurunError } from './protocol/errors.ts';
+import { loadConfig, validateConfig, type BrokerConfig } from './config.ts';
+import { SqliteStore } from './store/sqlite.ts';
+import { LogFiles } from './logs/logFiles.ts';
+import { HostRegistry } from './hosts/registry.ts';
+import { ProcessRuntime } from './runtimes/process.ts';
+import { Broker } from './broker.ts';
+import { buildApp } from './app.ts';
+import { jsonLogger, type Logger } from './logger.ts';
+import { embeddedSocket } from './paths.ts';
+
+export const VERSION = '0.1.0';
+export { SqliteStore } from './store/sqlite.ts';
+export { createToken } from './auth/tokens.ts';
+
+export interface RunningBroker {
+  config: BrokerConfig;
+  server: Server;
+  broker: Broker;
+  /** Where it listens, as a client would name it: http://host:port or unix:/path. */
+  address: string;
+  close(): Promise<void>;
+}
+
+export function embeddedConfig(home: string): BrokerConfig {
+  return validateConfig({ listen: `unix:${embeddedSocket(home)}` }, '(embedded defaults)', home, home);
+}
+
+export function configFromFile(file: string, home: string): BrokerConfig {
+  return loadConfig(file, home);
+}
+
+export async function startBroker(config: BrokerConfig, opts: { log?: Logger; idleExitMs?: number } = {}): Promise<RunningBroker> {
+  const log = opts.log ?? jsonLogger(process.stderr);
+  mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+  const lock = config.listen.kind === 'unix' ? takeLock(join(config.dataDir, 'broker.lock')) : undefined;
+  const store = new SqliteStore(join(config.dataDir, 'gpurun.db'));
+  const logs = new LogFiles(join(config.dataDir, 'logs'));
+  const hosts = new HostRegistry(config.hosts);
+  const shim = fileURLToPath(new URL('./shim.js', import.meta.url));
+  const runtime = new ProcessRuntime(join(config.dataDir, 'run'), shim);
+  const baseEnv = Object.fromEntries(Object.entries(process.env).filter((e): e is [string, string] => e[1] !== undefined && !e[0].startsWith('GPURUN_')));
+  const broker = new Broker({ config, store, logs, hosts, runtime, log, baseEnv });
+  await broker.start();
+
+  const trusted = config.listen.kind === 'unix' && config.auth.trustUnixSocket ? { user: config.auth.localUser, admin: true } : undefined;
+  const server = createServer({ keepAliveTimeout: 65_000 }, buildApp({ broker, store, logs, log, version: VERSION, ...(trusted ? { trustedPrincipal: trusted } : {}) }));
+  const listen = config.listen;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (err: NodeJS.ErrnoException) => {
+      reject(err.code === 'EADDRINUSE' ? new GpurunError('E_CONFIG', `cannot listen on ${describe(listen)}: the address is in use`, { hint: 'Another broker may be running; stop it or change "listen".' }) : err);
+    });
+    if (listen.kind === 'unix') {
+      rmSync(listen.path, { force: true }); // stale from a killed broker; the lock says none is alive
+      server.listen(listen.path, () => {
+        chmodSync(listen.path, 0o600);
+        resolve();
+      });
+    } else server.listen(listen.port, listen.host, () => resolve());
+  });
+  const addr = server.address();
+  const address = listen.kind === 'unix' ? `unix:${listen.path}` : typeof addr === 'object' && addr ? `http://${listen.host.includes(':') ? `[${listen.host}]` : listen.host}:${addr.port}` : '';
+  log.info('broker listening', { address, dataDir: config.dataDir, hosts: hosts.names() });
+
+  let idleTimer: NodeJS.Timeout | undefined;
+  let closing: Promise<void> | undefined;
+  const close = () =>
+    (closing ??= (async () => {
+      clearInterval(idleTimer);
+      broker.close();
+      server.closeAllConnections();
+      await new Promise<void>((r) => server.close(() => r()));
+      store.close();
+      if (listen.kind === 'unix') rmSync(listen.path, { force: true });
+      lock?.release();
+      log.info('broker stopped');
+    })());
+
+  if (opts.idleExitMs) {
+    let lastBusy = Date.now();
+    const idleMs = opts.idleExitMs;
+    idleTimer = setInterval(() => {
+      server.getConnections((_e, n) => {
+        const busy = n > 0 || broker.activeCount() > 0;
+        if (busy) lastBusy = Date.now();
+        else if (Date.now() - lastBusy >= idleMs) {
+          log.info('no jobs and no clients for a while: stopping', { idleMs });
+          void close().then(() => process.exit(0));
+        }
+      });
+    }, Math.min(10_000, idleMs / 2));
+    idleTimer.unref();
+  }
+  return { config, server, broker, address, close };
+}
+
+function describe(l: BrokerConfig['listen']): string {
+  return l.kind === 'unix' ? `unix:${l.path}` : `${l.host}:${l.port}`;
+}
+
+/** One broker per data folder: a pid file created exclusively; a stale one (dead pid) is taken over. */
+function takeLock(path: string): { release(): void } {
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      const fd = openSync(path, 'wx', 0o600);
+      writeSync(fd, String(process.pid));
+      closeSync(fd);
+      return { release: () => existsSync(path) && readFileSync(path, 'utf8') === String(process.pid) && rmSync(path, { force: true }) };
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      const pid = Number(readFileSync(path, 'utf8') || 0);
+      if (pid > 0 && isAlive(pid)) {
+        throw new GpurunError('E_CONFLICT', `another broker (pid ${pid}) already runs on ${path.replace(/\/broker\.lock$/, '')}`, { hint: 'Use it, or stop it first.' });
+      }
+      rmSync(path, { force: true });
+    }
+  }
+  throw new GpurunError('E_CONFLICT', `could not take the broker lock ${path}`);
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('broker');
+  } catch {
+    return true;
+  }
+}

@@ -1,0 +1,167 @@
+/**
+ * The HTTP client of the broker API, used by the CLI and the VS Code extension. undici; a broker address is
+ * `http(s)://host:port` or `unix:/path/to/broker.sock`. Non-2xx answers become GpurunError with the broker's
+ * code, message and hint; a broker that cannot be reached is E_UNREACHABLE.
+ */
+import { Agent, request, type Dispatcher } from 'undici';
+import { GpurunError, isErrorBody } from './errors.ts';
+import { LOG_OFFSET_HEADER, type HostInfo, type Job, type JobEvent, type SubmitRequest } from './jobs.ts';
+
+export interface ClientOptions {
+  address: string;
+  token?: string;
+}
+
+const NETWORK_CODES = new Set(['ECONNREFUSED', 'ENOENT', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'UND_ERR_SOCKET', 'UND_ERR_CONNECT_TIMEOUT', 'EAI_AGAIN', 'ENOTFOUND', 'UND_ERR_CLOSED']);
+
+export class BrokerClient {
+  private readonly origin: string;
+  private readonly dispatcher: Dispatcher;
+
+  readonly opts: ClientOptions;
+
+  constructor(opts: ClientOptions) {
+    this.opts = opts;
+    if (opts.address.startsWith('unix:')) {
+      this.origin = 'http://localhost';
+      this.dispatcher = new Agent({ connect: { socketPath: opts.address.slice(5) }, keepAliveTimeout: 10_000 });
+    } else {
+      let u: URL;
+      try {
+        u = new URL(opts.address);
+      } catch {
+        throw new GpurunError('E_BAD_REQUEST', `"${opts.address}" is not a broker address`, { hint: 'Use http://HOST:PORT or unix:/path/to/broker.sock' });
+      }
+      this.origin = u.origin;
+      this.dispatcher = new Agent({ keepAliveTimeout: 10_000 });
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.dispatcher.close();
+  }
+
+  private headers(extra: Record<string, string> = {}): Record<string, string> {
+    return { ...(this.opts.token ? { authorization: `Bearer ${this.opts.token}` } : {}), ...extra };
+  }
+
+  private async call(method: 'GET' | 'POST', path: string, opts: { body?: unknown; signal?: AbortSignal } = {}): Promise<Dispatcher.ResponseData> {
+    try {
+      return await request(this.origin + path, {
+        method,
+        dispatcher: this.dispatcher,
+        headers: this.headers(opts.body === undefined ? {} : { 'content-type': 'application/json' }),
+        ...(opts.body === undefined ? {} : { body: JSON.stringify(opts.body) }),
+        ...(opts.signal ? { signal: opts.signal } : {}),
+      });
+    } catch (err) {
+      throw this.wrapNetwork(err);
+    }
+  }
+
+  /** Network failures become E_UNREACHABLE; anything else passes through. */
+  wrapNetwork(err: unknown): unknown {
+    const code = (err as { code?: string }).code ?? (err as { cause?: { code?: string } }).cause?.code;
+    if (code && NETWORK_CODES.has(code)) {
+      return new GpurunError('E_UNREACHABLE', `cannot reach the broker at ${this.opts.address} (${code})`, {
+        cause: err,
+        hint: 'Check that the broker runs and the address (GPURUN_BROKER or --broker) is right.',
+      });
+    }
+    return err;
+  }
+
+  private async json<T>(method: 'GET' | 'POST', path: string, body?: unknown): Promise<T> {
+    const res = await this.call(method, path, { body });
+    const text = await res.body.text();
+    let parsed: unknown;
+    try {
+      parsed = text ? JSON.parse(text) : undefined;
+    } catch {
+      throw new GpurunError('E_PROTOCOL', `the broker answered ${res.statusCode} with a body that is not JSON`, { hint: `Is ${this.opts.address} a gpurun broker?` });
+    }
+    if (res.statusCode >= 400) {
+      if (isErrorBody(parsed)) throw new GpurunError(parsed.code, parsed.message, parsed.hint ? { hint: parsed.hint } : {});
+      throw new GpurunError('E_PROTOCOL', `the broker answered ${res.statusCode}`);
+    }
+    return parsed as T;
+  }
+
+  health(): Promise<{ ok: boolean; version: string; protocol: number }> {
+    return this.json('GET', '/v1/health');
+  }
+  whoami(): Promise<{ user: string; admin: boolean }> {
+    return this.json('GET', '/v1/whoami');
+  }
+  submit(req: SubmitRequest): Promise<Job> {
+    return this.json('POST', '/v1/jobs', req);
+  }
+  async list(opts: { all?: boolean; limit?: number } = {}): Promise<Job[]> {
+    const q = new URLSearchParams();
+    if (opts.all) q.set('all', '1');
+    if (opts.limit) q.set('limit', String(opts.limit));
+    return (await this.json<{ jobs: Job[] }>('GET', `/v1/jobs${q.size ? `?${q}` : ''}`)).jobs;
+  }
+  get(id: string): Promise<Job> {
+    return this.json('GET', `/v1/jobs/${encodeURIComponent(id)}`);
+  }
+  cancel(id: string): Promise<Job> {
+    return this.json('POST', `/v1/jobs/${encodeURIComponent(id)}/cancel`);
+  }
+  async hosts(): Promise<HostInfo[]> {
+    return (await this.json<{ hosts: HostInfo[] }>('GET', '/v1/hosts')).hosts;
+  }
+
+  /**
+   * The job's output from byte `offset`. With `follow`, the stream lasts until the job has ended and everything is
+   * sent. Each chunk comes with the offset just after it, so a caller that reconnects asks from there.
+   */
+  async *logs(id: string, offset: number, opts: { follow?: boolean; signal?: AbortSignal } = {}): AsyncGenerator<{ data: Buffer; next: number }> {
+    const res = await this.call('GET', `/v1/jobs/${encodeURIComponent(id)}/logs?offset=${offset}${opts.follow ? '&follow=1' : ''}`, opts.signal ? { signal: opts.signal } : {});
+    if (res.statusCode >= 400) {
+      const text = await res.body.text();
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(text);
+      } catch {
+        /* not JSON */
+      }
+      if (isErrorBody(parsed)) throw new GpurunError(parsed.code, parsed.message, parsed.hint ? { hint: parsed.hint } : {});
+      throw new GpurunError('E_PROTOCOL', `the broker answered ${res.statusCode} for the logs of ${id}`);
+    }
+    let pos = Number(res.headers[LOG_OFFSET_HEADER] ?? offset);
+    try {
+      for await (const chunk of res.body) {
+        pos += (chunk as Buffer).length;
+        yield { data: chunk as Buffer, next: pos };
+      }
+    } catch (err) {
+      throw this.wrapNetwork(err);
+    }
+  }
+
+  /** Job changes as they happen (Server-Sent Events). Ends when the connection does. */
+  async *events(signal?: AbortSignal): AsyncGenerator<JobEvent> {
+    const res = await this.call('GET', '/v1/events', signal ? { signal } : {});
+    if (res.statusCode >= 400) {
+      const body = (await res.body.json().catch(() => undefined)) as unknown;
+      if (isErrorBody(body)) throw new GpurunError(body.code, body.message, body.hint ? { hint: body.hint } : {});
+      throw new GpurunError('E_PROTOCOL', `the broker answered ${res.statusCode} for events`);
+    }
+    let buf = '';
+    try {
+      for await (const chunk of res.body) {
+        buf += (chunk as Buffer).toString('utf8');
+        let end: number;
+        while ((end = buf.indexOf('\n\n')) >= 0) {
+          const block = buf.slice(0, end);
+          buf = buf.slice(end + 2);
+          const data = block.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6)).join('\n');
+          if (data) yield JSON.parse(data) as JobEvent;
+        }
+      }
+    } catch (err) {
+      throw this.wrapNetwork(err);
+    }
+  }
+}

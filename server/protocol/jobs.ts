@@ -1,0 +1,125 @@
+/**
+ * Job types shared by the broker, the CLI and the VS Code extension.
+ * The extension imports nothing from server/ but this folder.
+ */
+
+/** Version of the HTTP protocol under `/v1`. Bumped on incompatible change. */
+export const PROTOCOL_VERSION = 1;
+
+/** The two queues. `online` (interactive) is always scheduled before `offline` (batch). */
+export const QUEUES = ['online', 'offline'] as const;
+export type Queue = (typeof QUEUES)[number];
+
+/**
+ * Job life cycle: queued → starting → running → one final state.
+ * A job may also go from queued/starting straight to a final state (cancelled, failed to start).
+ */
+export const JOB_STATES = ['queued', 'starting', 'running', 'succeeded', 'failed', 'cancelled', 'timed_out', 'lost'] as const;
+export type JobState = (typeof JOB_STATES)[number];
+
+export const FINAL_STATES: ReadonlySet<JobState> = new Set(['succeeded', 'failed', 'cancelled', 'timed_out', 'lost']);
+export const ACTIVE_STATES: ReadonlySet<JobState> = new Set(['queued', 'starting', 'running']);
+
+export function isFinal(state: JobState): boolean {
+  return FINAL_STATES.has(state);
+}
+
+/** What a job asks for. Memory in MiB, time in seconds; `timeLimitSec: 0` means no limit. */
+export interface Resources {
+  gpus: number;
+  /** Case-insensitive substring of the GPU name reported by nvidia-smi, e.g. "A100". */
+  gpuType?: string;
+  cpus: number;
+  memoryMiB: number;
+  timeLimitSec: number;
+}
+
+/** The body of `POST /v1/jobs`. Resource fields left out take the broker's defaults. */
+export interface SubmitRequest {
+  /** argv: never joined into a shell string. */
+  command: string[];
+  /** Absolute path of the workspace on the developer's machine. */
+  workspace: string;
+  gpus?: number;
+  gpuType?: string;
+  cpus?: number;
+  /** e.g. "16G", "512M", or a number of MiB. */
+  memory?: string | number;
+  /** e.g. "2h", "30m", "90s", "1:30:00", or a number of seconds. */
+  time?: string | number;
+  queue?: Queue;
+  image?: string;
+  env?: Record<string, string>;
+  /** A short label shown in lists (defaults to the script name). */
+  name?: string;
+}
+
+/** One stored state change. `at` is an ISO-8601 time. */
+export interface Transition {
+  at: string;
+  from: JobState | null;
+  to: JobState;
+  reason: string;
+}
+
+/** A job as the API returns it. Times are ISO-8601. */
+export interface Job {
+  id: string;
+  owner: string;
+  name: string;
+  command: string[];
+  workspace: string;
+  resources: Resources;
+  queue: Queue;
+  image?: string;
+  env: Record<string, string>;
+  state: JobState;
+  /** Why the job is in its state, in words a person can act on. */
+  reason: string;
+  exitCode: number | null;
+  host: string | null;
+  /** GPU indices on `host` given to this job; the job sees exactly these in CUDA_VISIBLE_DEVICES. */
+  gpuIndices: number[];
+  createdAt: string;
+  startedAt: string | null;
+  endedAt: string | null;
+  /** Present while queued: 1-based position in its queue across all users. */
+  queuePosition?: number;
+  transitions?: Transition[];
+}
+
+/** One GPU of a host, as probed with nvidia-smi. Memory in MiB, utilization in percent. */
+export interface Gpu {
+  index: number;
+  uuid: string;
+  name: string;
+  memoryTotalMiB: number;
+  memoryUsedMiB: number;
+  utilizationPct: number;
+}
+
+export const HOST_STATES = ['up', 'down', 'draining'] as const;
+export type HostState = (typeof HOST_STATES)[number];
+
+/** A host as `GET /v1/hosts` returns it. */
+export interface HostInfo {
+  name: string;
+  state: HostState;
+  lastError: string | null;
+  runtime: string;
+  gpus: Array<Gpu & { jobId: string | null }>;
+  cpus: number;
+  cpusUsed: number;
+  memoryMiB: number;
+  memoryUsedMiB: number;
+  labels: Record<string, string>;
+}
+
+/** An event on `GET /v1/events` (Server-Sent Events, `data:` is this JSON). */
+export interface JobEvent {
+  type: 'job';
+  job: Job;
+}
+
+/** Response header carrying the byte offset where a logs response begins. */
+export const LOG_OFFSET_HEADER = 'x-gpurun-offset';

@@ -1,0 +1,60 @@
+/** In-memory Store for unit tests of code that needs one. Same contract as SqliteStore (test/unit/store.test.ts). */
+import type { Transition } from '../protocol/jobs.ts';
+import type { JobPatch, JobQuery, Store, StoredJob, TokenRecord } from '../core/store.ts';
+
+export class MemoryStore implements Store {
+  private readonly jobs = new Map<string, StoredJob>();
+  private readonly trans = new Map<string, Transition[]>();
+  private readonly tokens = new Map<string, TokenRecord>();
+  private seq = 0;
+
+  insertJob(job: Omit<StoredJob, 'seq'>, at: string): StoredJob {
+    if (this.jobs.has(job.id)) throw new Error(`job ${job.id} exists`);
+    const stored = structuredClone({ ...job, seq: ++this.seq });
+    this.jobs.set(job.id, stored);
+    this.trans.set(job.id, [{ at, from: null, to: job.state, reason: job.reason }]);
+    return structuredClone(stored);
+  }
+
+  getJob(id: string): StoredJob | undefined {
+    const j = this.jobs.get(id);
+    return j && structuredClone(j);
+  }
+
+  listJobs(q: JobQuery = {}): StoredJob[] {
+    let all = [...this.jobs.values()].sort((a, b) => b.seq - a.seq);
+    if (q.owner !== undefined) all = all.filter((j) => j.owner === q.owner);
+    if (q.states?.length) all = all.filter((j) => q.states!.includes(j.state));
+    if (q.limit !== undefined) all = all.slice(0, q.limit);
+    return all.map((j) => structuredClone(j));
+  }
+
+  activeJobs(): StoredJob[] {
+    return this.listJobs({ states: ['queued', 'starting', 'running'] }).reverse();
+  }
+
+  updateJob(id: string, patch: JobPatch, at: string): StoredJob | undefined {
+    const before = this.jobs.get(id);
+    if (!before) return undefined;
+    const defined = Object.fromEntries(Object.entries(patch).filter(([, v]) => v !== undefined));
+    const after = structuredClone({ ...before, ...defined }) as StoredJob;
+    this.jobs.set(id, after);
+    if (patch.state && patch.state !== before.state) this.trans.get(id)!.push({ at, from: before.state, to: patch.state, reason: after.reason });
+    return structuredClone(after);
+  }
+
+  transitions(id: string): Transition[] {
+    return structuredClone(this.trans.get(id) ?? []);
+  }
+
+  addToken(hash: string, user: string, admin: boolean, at: string): void {
+    if (this.tokens.has(hash)) throw new Error('token exists');
+    this.tokens.set(hash, { user, admin, createdAt: at });
+  }
+
+  findToken(hash: string): TokenRecord | undefined {
+    return this.tokens.get(hash);
+  }
+
+  close(): void {}
+}

@@ -1,0 +1,237 @@
+/**
+ * SQLite store on node:sqlite (built into Node ≥ 22.5: nothing native ships). WAL journal, so readers (the CLI's
+ * `token create`) and the broker do not block each other. The schema carries a version; MIGRATIONS run in order on
+ * open, each in a transaction.
+ */
+import { DatabaseSync } from 'node:sqlite';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type { JobState, Transition } from '../protocol/jobs.ts';
+import { GpurunError } from '../protocol/errors.ts';
+import type { JobPatch, JobQuery, Store, StoredJob, TokenRecord } from '../core/store.ts';
+
+/** MIGRATIONS[i] takes the schema from version i to i + 1. Append only. */
+const MIGRATIONS: string[] = [
+  `CREATE TABLE jobs (
+     seq INTEGER PRIMARY KEY AUTOINCREMENT,
+     id TEXT NOT NULL UNIQUE,
+     owner TEXT NOT NULL,
+     name TEXT NOT NULL,
+     command TEXT NOT NULL,
+     workspace TEXT NOT NULL,
+     resources TEXT NOT NULL,
+     queue TEXT NOT NULL,
+     image TEXT,
+     env TEXT NOT NULL,
+     state TEXT NOT NULL,
+     reason TEXT NOT NULL,
+     exit_code INTEGER,
+     host TEXT,
+     gpu_indices TEXT NOT NULL,
+     created_at TEXT NOT NULL,
+     started_at TEXT,
+     ended_at TEXT,
+     runtime_ref TEXT,
+     stop_intent TEXT
+   );
+   CREATE INDEX jobs_owner ON jobs(owner, seq);
+   CREATE INDEX jobs_state ON jobs(state);
+   CREATE TABLE transitions (
+     job_id TEXT NOT NULL,
+     at TEXT NOT NULL,
+     from_state TEXT,
+     to_state TEXT NOT NULL,
+     reason TEXT NOT NULL
+   );
+   CREATE INDEX transitions_job ON transitions(job_id);
+   CREATE TABLE tokens (
+     hash TEXT PRIMARY KEY,
+     user TEXT NOT NULL,
+     admin INTEGER NOT NULL,
+     created_at TEXT NOT NULL
+   );`,
+];
+
+export const SCHEMA_VERSION = MIGRATIONS.length;
+
+type Row = Record<string, string | number | null>;
+
+export class SqliteStore implements Store {
+  private readonly db: DatabaseSync;
+  private readonly stmt: Record<string, ReturnType<DatabaseSync['prepare']>>;
+
+  readonly path: string;
+
+  constructor(path: string) {
+    this.path = path;
+    if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
+    this.db = new DatabaseSync(path);
+    this.db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;');
+    this.migrate();
+    this.stmt = {
+      insert: this.db.prepare(`INSERT INTO jobs (id, owner, name, command, workspace, resources, queue, image, env, state, reason,
+        exit_code, host, gpu_indices, created_at, started_at, ended_at, runtime_ref, stop_intent)
+        VALUES (:id, :owner, :name, :command, :workspace, :resources, :queue, :image, :env, :state, :reason,
+        :exit_code, :host, :gpu_indices, :created_at, :started_at, :ended_at, :runtime_ref, :stop_intent)`),
+      get: this.db.prepare('SELECT * FROM jobs WHERE id = ?'),
+      active: this.db.prepare("SELECT * FROM jobs WHERE state IN ('queued', 'starting', 'running') ORDER BY seq"),
+      transition: this.db.prepare('INSERT INTO transitions (job_id, at, from_state, to_state, reason) VALUES (?, ?, ?, ?, ?)'),
+      transitions: this.db.prepare('SELECT * FROM transitions WHERE job_id = ? ORDER BY rowid'),
+      addToken: this.db.prepare('INSERT INTO tokens (hash, user, admin, created_at) VALUES (?, ?, ?, ?)'),
+      findToken: this.db.prepare('SELECT * FROM tokens WHERE hash = ?'),
+    };
+  }
+
+  private migrate(): void {
+    const version = (this.db.prepare('PRAGMA user_version').get() as { user_version: number }).user_version;
+    if (version > MIGRATIONS.length) {
+      throw new GpurunError('E_CONFIG', `the database ${this.path} has schema version ${version}, newer than this gpurun knows (${MIGRATIONS.length})`, {
+        hint: 'Upgrade gpurun, or point the broker at another data directory.',
+      });
+    }
+    for (let v = version; v < MIGRATIONS.length; v++) {
+      this.tx(() => {
+        this.db.exec(MIGRATIONS[v]);
+        this.db.exec(`PRAGMA user_version = ${v + 1}`);
+      });
+    }
+  }
+
+  private tx<T>(fn: () => T): T {
+    this.db.exec('BEGIN IMMEDIATE');
+    try {
+      const r = fn();
+      this.db.exec('COMMIT');
+      return r;
+    } catch (e) {
+      this.db.exec('ROLLBACK');
+      throw e;
+    }
+  }
+
+  insertJob(job: Omit<StoredJob, 'seq'>, at: string): StoredJob {
+    return this.tx(() => {
+      const r = this.stmt.insert.run(toRow(job));
+      this.stmt.transition.run(job.id, at, null, job.state, job.reason);
+      return { ...job, seq: Number(r.lastInsertRowid) };
+    });
+  }
+
+  getJob(id: string): StoredJob | undefined {
+    const row = this.stmt.get.get(id) as Row | undefined;
+    return row && fromRow(row);
+  }
+
+  listJobs(q: JobQuery = {}): StoredJob[] {
+    const where: string[] = [];
+    const args: Array<string | number> = [];
+    if (q.owner !== undefined) {
+      where.push('owner = ?');
+      args.push(q.owner);
+    }
+    if (q.states?.length) {
+      where.push(`state IN (${q.states.map(() => '?').join(', ')})`);
+      args.push(...q.states);
+    }
+    let sql = `SELECT * FROM jobs${where.length ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY seq DESC`;
+    if (q.limit !== undefined) {
+      sql += ' LIMIT ?';
+      args.push(q.limit);
+    }
+    return (this.db.prepare(sql).all(...args) as Row[]).map(fromRow);
+  }
+
+  activeJobs(): StoredJob[] {
+    return (this.stmt.active.all() as Row[]).map(fromRow);
+  }
+
+  updateJob(id: string, patch: JobPatch, at: string): StoredJob | undefined {
+    return this.tx(() => {
+      const before = this.getJob(id);
+      if (!before) return undefined;
+      const after: StoredJob = { ...before, ...definedOnly(patch) };
+      const row = toRow(after);
+      const cols = Object.keys(row).filter((c) => c !== 'id');
+      this.db.prepare(`UPDATE jobs SET ${cols.map((c) => `${c} = :${c}`).join(', ')} WHERE id = :id`).run(row);
+      if (patch.state && patch.state !== before.state) {
+        this.stmt.transition.run(id, at, before.state, patch.state, after.reason);
+      }
+      return after;
+    });
+  }
+
+  transitions(id: string): Transition[] {
+    return (this.stmt.transitions.all(id) as Row[]).map((r) => ({
+      at: r.at as string,
+      from: (r.from_state as JobState | null) ?? null,
+      to: r.to_state as JobState,
+      reason: r.reason as string,
+    }));
+  }
+
+  addToken(hash: string, user: string, admin: boolean, at: string): void {
+    this.stmt.addToken.run(hash, user, admin ? 1 : 0, at);
+  }
+
+  findToken(hash: string): TokenRecord | undefined {
+    const r = this.stmt.findToken.get(hash) as Row | undefined;
+    return r && { user: r.user as string, admin: r.admin === 1, createdAt: r.created_at as string };
+  }
+
+  close(): void {
+    if (this.db.isOpen) this.db.close();
+  }
+}
+
+function definedOnly<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+function toRow(j: Omit<StoredJob, 'seq'>): Record<string, string | number | null> {
+  return {
+    id: j.id,
+    owner: j.owner,
+    name: j.name,
+    command: JSON.stringify(j.command),
+    workspace: j.workspace,
+    resources: JSON.stringify(j.resources),
+    queue: j.queue,
+    image: j.image ?? null,
+    env: JSON.stringify(j.env),
+    state: j.state,
+    reason: j.reason,
+    exit_code: j.exitCode,
+    host: j.host,
+    gpu_indices: JSON.stringify(j.gpuIndices),
+    created_at: j.createdAt,
+    started_at: j.startedAt,
+    ended_at: j.endedAt,
+    runtime_ref: j.runtimeRef ? JSON.stringify(j.runtimeRef) : null,
+    stop_intent: j.stopIntent,
+  };
+}
+
+function fromRow(r: Row): StoredJob {
+  return {
+    seq: r.seq as number,
+    id: r.id as string,
+    owner: r.owner as string,
+    name: r.name as string,
+    command: JSON.parse(r.command as string),
+    workspace: r.workspace as string,
+    resources: JSON.parse(r.resources as string),
+    queue: r.queue as StoredJob['queue'],
+    ...(r.image === null ? {} : { image: r.image as string }),
+    env: JSON.parse(r.env as string),
+    state: r.state as JobState,
+    reason: r.reason as string,
+    exitCode: r.exit_code as number | null,
+    host: r.host as string | null,
+    gpuIndices: JSON.parse(r.gpu_indices as string),
+    createdAt: r.created_at as string,
+    startedAt: r.started_at as string | null,
+    endedAt: r.ended_at as string | null,
+    runtimeRef: r.runtime_ref === null ? null : JSON.parse(r.runtime_ref as string),
+    stopIntent: r.stop_intent as StoredJob['stopIntent'],
+  };
+}
