@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { GpurunError } from './protocol/errors.ts';
 import { isFinal, type HostInfo, type Job, type JobState } from './protocol/jobs.ts';
 import type { Store, StoredJob, StopIntent } from './core/store.ts';
-import type { ExitInfo, Lost, Runtime } from './core/runtime.ts';
+import type { ExitInfo, Lost } from './core/runtime.ts';
 import { schedule, unsatisfiableReason, waitReason, type Allocation } from './core/scheduler.ts';
 import { validateSubmit } from './core/submit.ts';
 import { formatDuration } from './core/units.ts';
@@ -27,7 +27,6 @@ export interface BrokerDeps {
   store: Store;
   logs: LogFiles;
   hosts: HostRegistry;
-  runtime: Runtime;
   log: Logger;
   /** Environment every job starts from (the broker's own, usually); job env is laid over it. */
   baseEnv: Record<string, string>;
@@ -234,7 +233,7 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
       GPURUN_JOB_ID: job.id,
     };
     try {
-      const ref = await this.d.runtime.start({ job, host: job.host!, gpuIndices: job.gpuIndices, logPath: this.d.logs.path(job.id), env });
+      const ref = await this.d.hosts.runtimeFor(job.host!).start({ job, host: job.host!, gpuIndices: job.gpuIndices, logPath: this.d.logs.path(job.id), env });
       const current = this.active.get(job.id);
       const now = new Date().toISOString();
       const gpus = job.gpuIndices.length ? `GPU ${job.gpuIndices.join(',')}` : 'no GPU';
@@ -242,7 +241,7 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
       log.info('job started', { host: job.host, gpus: job.gpuIndices });
       if (running) this.follow(running);
       // Cancelled while it was starting: stop it now that there is something to stop.
-      if (current?.stopIntent) void this.d.runtime.stop(ref, this.d.config.killGraceMs);
+      if (current?.stopIntent) void this.d.hosts.runtimeFor(job.host!).stop(ref, this.d.config.killGraceMs);
     } catch (err) {
       log.error('job failed to start', { err });
       const msg = err instanceof GpurunError ? err.message : String((err as Error).message ?? err);
@@ -255,7 +254,7 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     const ac = new AbortController();
     this.waiters.set(job.id, ac);
     this.armTimeLimit(job);
-    this.d.runtime.wait(job.runtimeRef!, ac.signal).then(
+    this.d.hosts.runtimeFor(job.host!).wait(job.runtimeRef!, ac.signal).then(
       (end) => this.ended(job.id, end),
       (err) => {
         if (!ac.signal.aborted) this.d.log.error('waiting for job failed', { job: job.id, err });
@@ -276,7 +275,7 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     const job = this.active.get(id);
     if (!job || job.stopIntent) return;
     const updated = this.update(id, { stopIntent: intent, reason }, new Date().toISOString());
-    if (updated?.runtimeRef) void this.d.runtime.stop(updated.runtimeRef, this.d.config.killGraceMs).catch((err) => this.d.log.error('stop failed', { job: id, err }));
+    if (updated?.runtimeRef && updated.host) void this.d.hosts.runtimeFor(updated.host).stop(updated.runtimeRef, this.d.config.killGraceMs).catch((err) => this.d.log.error('stop failed', { job: id, err }));
   }
 
   private ended(id: string, end: ExitInfo | Lost): void {
@@ -315,7 +314,7 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     if (job.state === 'running' && job.runtimeRef) {
       this.d.log.info('following job again after restart', { job: job.id });
       this.follow(job);
-      if (job.stopIntent) void this.d.runtime.stop(job.runtimeRef, this.d.config.killGraceMs);
+      if (job.stopIntent) void this.d.hosts.runtimeFor(job.host!).stop(job.runtimeRef, this.d.config.killGraceMs);
     } else if (job.state === 'starting') {
       this.finish(job.id, { state: 'lost', reason: 'the broker stopped while this job was starting; submit it again', exitCode: null });
     }

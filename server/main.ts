@@ -45,11 +45,10 @@ export async function startBroker(config: BrokerConfig, opts: { log?: Logger; id
   const lock = config.listen.kind === 'unix' ? takeLock(join(config.dataDir, 'broker.lock')) : undefined;
   const store = new SqliteStore(join(config.dataDir, 'gpurun.db'));
   const logs = new LogFiles(join(config.dataDir, 'logs'));
-  const hosts = new HostRegistry(config.hosts);
   const shim = fileURLToPath(new URL('./shim.js', import.meta.url));
-  const runtime = new ProcessRuntime(join(config.dataDir, 'run'), shim);
+  const hosts = new HostRegistry(config.hosts, { process: new ProcessRuntime(join(config.dataDir, 'run'), shim) });
   const baseEnv = Object.fromEntries(Object.entries(process.env).filter((e): e is [string, string] => e[1] !== undefined && !e[0].startsWith('GPURUN_')));
-  const broker = new Broker({ config, store, logs, hosts, runtime, log, baseEnv });
+  const broker = new Broker({ config, store, logs, hosts, log, baseEnv });
   await broker.start();
 
   const trusted = config.listen.kind === 'unix' && config.auth.trustUnixSocket ? { user: config.auth.localUser, admin: true } : undefined;

@@ -5,6 +5,7 @@
 import type { HostConfig } from '../config.ts';
 import type { Gpu, HostInfo, HostState } from '../protocol/jobs.ts';
 import type { Allocation, HostCapacity } from '../core/scheduler.ts';
+import type { Runtime } from '../core/runtime.ts';
 import { probeLocal } from './local.ts';
 
 interface HostEntry {
@@ -21,9 +22,12 @@ export class HostRegistry {
   private readonly hosts: HostEntry[];
 
   private readonly env: NodeJS.ProcessEnv;
+  private readonly runtimes: Record<string, Runtime>;
 
-  constructor(configs: HostConfig[], env: NodeJS.ProcessEnv = process.env) {
+  /** `runtimes` maps a runtime kind (HostEntry.runtime, e.g. "process") to the runtime that runs it. */
+  constructor(configs: HostConfig[], runtimes: Record<string, Runtime>, env: NodeJS.ProcessEnv = process.env) {
     this.env = env;
+    this.runtimes = runtimes;
     this.hosts = configs.map((config) => ({ config, state: 'down', lastError: 'not probed yet', gpus: [], cpus: 0, memoryMiB: 0, runtime: 'process' }));
   }
 
@@ -43,6 +47,14 @@ export class HostRegistry {
       }),
     );
     return changed;
+  }
+
+  /** The runtime that runs jobs on `host`. */
+  runtimeFor(host: string): Runtime {
+    const h = this.hosts.find((x) => x.config.name === host);
+    const rt = h && this.runtimes[h.runtime];
+    if (!rt) throw new Error(`no runtime for host ${host}`);
+    return rt;
   }
 
   names(): string[] {

@@ -1,0 +1,181 @@
+/**
+ * Integration-test support: real `gpurun` CLI processes and real broker processes, each test with its own
+ * GPURUN_HOME, and an `nvidia-smi` stand-in for machines without a GPU.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+export const ROOT = resolve(import.meta.dirname, '..', '..');
+export const CLI = join(ROOT, 'dist', 'cli.js');
+/** The Node that runs the broker (≥ 22.5): the one running the tests, which npm scripts make Node 24. */
+export const NODE = process.execPath;
+
+export interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** A scratch folder removed after the test run. */
+export function scratch(prefix = 'gpurun-test-'): string {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+/** Runs `gpurun ARGS` to completion. */
+export function gpurun(args: string[], env: NodeJS.ProcessEnv, opts: { cwd?: string; timeoutMs?: number } = {}): Promise<CliResult> {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(NODE, [CLI, ...args], { env, cwd: opts.cwd ?? ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    const t = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`gpurun ${args.join(' ')} did not finish in ${opts.timeoutMs ?? 60_000} ms\nstdout: ${stdout}\nstderr: ${stderr}`));
+    }, opts.timeoutMs ?? 60_000);
+    child.on('close', (code) => {
+      clearTimeout(t);
+      resolvePromise({ code, stdout, stderr });
+    });
+  });
+}
+
+/** Starts `gpurun ARGS` and returns the process (for Ctrl+C, output while running, …). */
+export function gpurunSpawn(args: string[], env: NodeJS.ProcessEnv, cwd = ROOT): ChildProcess {
+  return spawn(NODE, [CLI, ...args], { env, cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+/** Environment of a test: its own GPURUN_HOME, no broker from the outside. */
+export function testEnv(home: string, extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, GPURUN_HOME: home, ...extra };
+  delete env.GPURUN_BROKER;
+  delete env.GPURUN_TOKEN;
+  return env;
+}
+
+/**
+ * A folder holding an executable `nvidia-smi` STAND-IN that prints the CSV the real one prints for the query gpurun
+ * makes. Put it first on PATH of a broker (or an SSH host) to give it these GPUs.
+ */
+export function fakeNvidiaSmi(dir: string, gpus: Array<{ name: string; memoryMiB: number }>): string {
+  const bin = join(dir, 'fake-gpu-bin');
+  mkdirSync(bin, { recursive: true });
+  const lines = gpus.map((g, i) => `${i}, GPU-${String(i).padStart(8, '0')}-stand-in-0000-000000000000, ${g.name}, ${g.memoryMiB}, 0, 0`).join('\n');
+  writeFileSync(join(bin, 'nvidia-smi'), `#!/bin/sh\n# nvidia-smi STAND-IN for tests on machines without a GPU.\ncat <<'CSV'\n${lines}\nCSV\n`);
+  chmodSync(join(bin, 'nvidia-smi'), 0o755);
+  return bin;
+}
+
+export interface BrokerProc {
+  url: string;
+  home: string;
+  proc: ChildProcess;
+  log(): string;
+  /** SIGKILL, and wait until it is gone. */
+  kill9(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** Starts `gpurun broker --config` as its own process on a free loopback port; resolves once it answers. */
+export async function startBrokerProcess(home: string, config: Record<string, unknown>, env: NodeJS.ProcessEnv = {}): Promise<BrokerProc> {
+  mkdirSync(home, { recursive: true });
+  const port = 20000 + Math.floor(Math.random() * 20000);
+  const cfgPath = join(home, 'broker.json');
+  writeFileSync(cfgPath, JSON.stringify({ listen: `127.0.0.1:${port}`, dataDir: join(home, 'data'), killGrace: '2s', ...config }, null, 2));
+  const logPath = join(home, 'broker-test.log');
+  const proc = spawn(NODE, [CLI, 'broker', '--config', cfgPath], { env: testEnv(home, env), stdio: ['ignore', 'pipe', 'pipe'] });
+  let log = '';
+  proc.stdout!.on('data', (d) => (log += d));
+  proc.stderr!.on('data', (d) => (log += d));
+  proc.on('close', () => writeFileSync(logPath, log));
+  const url = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 200; i++) {
+    if (proc.exitCode !== null) throw new Error(`broker exited (${proc.exitCode}):\n${log}`);
+    try {
+      const r = await fetch(`${url}/v1/health`);
+      if (r.ok) break;
+    } catch {
+      /* not yet */
+    }
+    await sleep(50);
+  }
+  const gone = () => new Promise<void>((r) => (proc.exitCode !== null || proc.signalCode !== null ? r() : proc.once('close', () => r())));
+  return {
+    url,
+    home,
+    proc,
+    log: () => log,
+    kill9: async () => {
+      proc.kill('SIGKILL');
+      await gone();
+    },
+    stop: async () => {
+      proc.kill('SIGTERM');
+      await gone();
+    },
+  };
+}
+
+/** Creates a token with the real CLI against a broker's config. */
+export async function createToken(b: BrokerProc, user: string, admin = false): Promise<string> {
+  const r = await gpurun(['token', 'create', user, '--config', join(b.home, 'broker.json'), ...(admin ? ['--admin'] : [])], testEnv(b.home));
+  if (r.code !== 0) throw new Error(`token create failed: ${r.stderr}`);
+  return r.stdout.trim();
+}
+
+/** Polls until `fn` returns a truthy value, or fails with `what`. */
+export async function waitFor<T>(what: string, fn: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 20_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    await sleep(50);
+  }
+  throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+}
+
+/** Stops the embedded broker of a GPURUN_HOME (tests start one through the CLI). */
+export async function stopEmbedded(home: string): Promise<void> {
+  let pid: number;
+  try {
+    pid = Number(readFileSync(join(home, 'broker.lock'), 'utf8'));
+  } catch {
+    return;
+  }
+  try {
+    process.kill(pid, 'SIGTERM');
+  } catch {
+    return;
+  }
+  await waitFor('the embedded broker to stop', () => {
+    try {
+      process.kill(pid, 0);
+      return false;
+    } catch {
+      return true;
+    }
+  }, 10_000).catch(() => process.kill(pid, 'SIGKILL'));
+}
+
+export function cleanup(dir: string): void {
+  rmSync(dir, { recursive: true, force: true });
+}
+
+/**
+ * For suites that need a real part (Docker, sshd, Slurm, …): on a laptop, skip with the reason; in CI (CI=true),
+ * fail, because a missing part there means the CI set-up is broken.
+ */
+export function requirePart(ctx: Mocha.Context, part: string, available: boolean, why: string): void {
+  if (available) return;
+  if (process.env.CI === 'true') throw new Error(`${part} is required in CI but missing: ${why}`);
+  console.log(`      skipped: ${part} is not available here: ${why}`);
+  ctx.skip();
+}
