@@ -1,0 +1,126 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
+import type { Store, StoredJob } from '../../server/core/store.ts';
+import { MemoryStore } from '../../server/store/memory.ts';
+import { SCHEMA_VERSION, SqliteStore } from '../../server/store/sqlite.ts';
+
+const newJob = (id: string, owner = 'alice'): Omit<StoredJob, 'seq'> => ({
+  id,
+  owner,
+  name: 'train.py',
+  command: ['python3', 'train.py', '--lr', "3e-4; rm -rf / 'x'"],
+  workspace: '/home/alice/proj',
+  resources: { gpus: 2, gpuType: 'A100', cpus: 4, memoryMiB: 16384, timeLimitSec: 3600 },
+  queue: 'online',
+  env: { A: 'b' },
+  state: 'queued',
+  reason: 'submitted',
+  exitCode: null,
+  host: null,
+  gpuIndices: [],
+  createdAt: '2026-11-22T10:00:00.000Z',
+  startedAt: null,
+  endedAt: null,
+  runtimeRef: null,
+  stopIntent: null,
+});
+
+function contract(name: string, make: () => { store: Store; done(): void }): void {
+  describe(`Store contract: ${name}`, () => {
+    let store: Store;
+    let done: () => void;
+    beforeEach(() => ({ store, done } = make()));
+    afterEach(() => done());
+
+    it('stores a job exactly and lists newest first', () => {
+      const a = store.insertJob(newJob('a'), 't0');
+      store.insertJob(newJob('b', 'bob'), 't1');
+      assert.deepEqual(store.getJob('a'), a);
+      assert.deepEqual(store.getJob('a')!.command, ['python3', 'train.py', '--lr', "3e-4; rm -rf / 'x'"]);
+      assert.deepEqual(store.listJobs().map((j) => j.id), ['b', 'a']);
+      assert.deepEqual(store.listJobs({ owner: 'bob' }).map((j) => j.id), ['b']);
+      assert.deepEqual(store.listJobs({ limit: 1 }).map((j) => j.id), ['b']);
+      assert.equal(store.getJob('zzz'), undefined);
+    });
+
+    it('refuses a duplicate id', () => {
+      store.insertJob(newJob('a'), 't0');
+      assert.throws(() => store.insertJob(newJob('a'), 't1'));
+    });
+
+    it('records each state change with its time and reason', () => {
+      store.insertJob(newJob('a'), 't0');
+      store.updateJob('a', { state: 'starting', reason: 'placed on h1', host: 'h1', gpuIndices: [0, 1] }, 't1');
+      store.updateJob('a', { runtimeRef: { pid: 42 } }, 't2');
+      const j = store.updateJob('a', { state: 'failed', reason: 'exited with code 3', exitCode: 3, endedAt: 't3' }, 't3')!;
+      assert.equal(j.state, 'failed');
+      assert.equal(j.exitCode, 3);
+      assert.deepEqual(j.gpuIndices, [0, 1]);
+      assert.deepEqual(j.runtimeRef, { pid: 42 });
+      assert.deepEqual(store.transitions('a'), [
+        { at: 't0', from: null, to: 'queued', reason: 'submitted' },
+        { at: 't1', from: 'queued', to: 'starting', reason: 'placed on h1' },
+        { at: 't3', from: 'starting', to: 'failed', reason: 'exited with code 3' },
+      ]);
+      assert.equal(store.updateJob('nope', { state: 'failed' }, 't'), undefined);
+    });
+
+    it('lists active jobs oldest first, and filters by state', () => {
+      store.insertJob(newJob('a'), 't0');
+      store.insertJob(newJob('b'), 't0');
+      store.insertJob(newJob('c'), 't0');
+      store.updateJob('b', { state: 'succeeded' }, 't1');
+      store.updateJob('c', { state: 'running' }, 't1');
+      assert.deepEqual(store.activeJobs().map((j) => j.id), ['a', 'c']);
+      assert.deepEqual(store.listJobs({ states: ['succeeded'] }).map((j) => j.id), ['b']);
+    });
+
+    it('finds tokens by hash only', () => {
+      store.addToken('h1', 'alice', false, 't0');
+      store.addToken('h2', 'root', true, 't0');
+      assert.deepEqual(store.findToken('h1'), { user: 'alice', admin: false, createdAt: 't0' });
+      assert.equal(store.findToken('h2')!.admin, true);
+      assert.equal(store.findToken('alice'), undefined);
+    });
+  });
+}
+
+contract('memory', () => ({ store: new MemoryStore(), done: () => {} }));
+contract('sqlite', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'gpurun-store-'));
+  const store = new SqliteStore(join(dir, 'db.sqlite'));
+  return { store, done: () => (store.close(), rmSync(dir, { recursive: true, force: true })) };
+});
+
+describe('SqliteStore', () => {
+  let dir: string;
+  beforeEach(() => (dir = mkdtempSync(join(tmpdir(), 'gpurun-store-'))));
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('keeps state across reopening, in WAL mode, at the current schema version', () => {
+    const path = join(dir, 'db.sqlite');
+    const s1 = new SqliteStore(path);
+    s1.insertJob(newJob('a'), 't0');
+    s1.updateJob('a', { state: 'running' }, 't1');
+    s1.close();
+    const s2 = new SqliteStore(path);
+    assert.equal(s2.getJob('a')!.state, 'running');
+    assert.equal(s2.transitions('a').length, 2);
+    s2.close();
+    const db = new DatabaseSync(path);
+    assert.equal((db.prepare('PRAGMA journal_mode').get() as { journal_mode: string }).journal_mode, 'wal');
+    assert.equal((db.prepare('PRAGMA user_version').get() as { user_version: number }).user_version, SCHEMA_VERSION);
+    db.close();
+  });
+
+  it('refuses a database from a newer gpurun with a clear error', () => {
+    const path = join(dir, 'db.sqlite');
+    const db = new DatabaseSync(path);
+    db.exec(`PRAGMA user_version = ${SCHEMA_VERSION + 5}`);
+    db.close();
+    assert.throws(() => new SqliteStore(path), /newer than this gpurun knows/);
+  });
+});

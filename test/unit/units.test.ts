@@ -1,0 +1,43 @@
+import assert from 'node:assert/strict';
+import { formatDuration, formatMemory, parseDuration, parseMemory } from '../../server/core/units.ts';
+
+describe('units', () => {
+  it('parses memory sizes to MiB', () => {
+    assert.equal(parseMemory('16G'), 16384);
+    assert.equal(parseMemory('512M'), 512);
+    assert.equal(parseMemory('1.5g'), 1536);
+    assert.equal(parseMemory('16GiB'), 16384);
+    assert.equal(parseMemory('2048'), 2048);
+    assert.equal(parseMemory('1T'), 1048576);
+    assert.equal(parseMemory(300), 300);
+  });
+  it('explains what is wrong with a memory size', () => {
+    assert.match(parseMemory('lots') as string, /not a memory size.*16G/);
+    assert.match(parseMemory('0G') as string, /more than 0/);
+    assert.match(parseMemory(-1) as string, /positive/);
+  });
+  it('parses durations to seconds', () => {
+    assert.equal(parseDuration('90s'), 90);
+    assert.equal(parseDuration('30m'), 1800);
+    assert.equal(parseDuration('2h'), 7200);
+    assert.equal(parseDuration('1h30m'), 5400);
+    assert.equal(parseDuration('1d'), 86400);
+    assert.equal(parseDuration('1:30:00'), 5400);
+    assert.equal(parseDuration('45:00'), 2700);
+    assert.equal(parseDuration('120'), 120);
+    assert.equal(parseDuration('0'), 0);
+  });
+  it('explains what is wrong with a duration', () => {
+    assert.match(parseDuration('soon') as string, /not a duration.*2h/);
+    assert.match(parseDuration('1:75:00') as string, /not a duration/);
+    assert.match(parseDuration(1.5) as string, /whole number/);
+  });
+  it('formats memory and durations for people', () => {
+    assert.equal(formatMemory(16384), '16G');
+    assert.equal(formatMemory(1536), '1.5G');
+    assert.equal(formatMemory(512), '512M');
+    assert.equal(formatDuration(5400), '1h30m');
+    assert.equal(formatDuration(59), '59s');
+    assert.equal(formatDuration(90061), '1d1h');
+  });
+});
