@@ -122,7 +122,8 @@ async function attach(conn: Connection, job0: Job): Promise<number> {
   const status = (job: Job) => {
     let line = '';
     if (job.state === 'queued') line = `queued${job.queuePosition ? ` (position ${job.queuePosition} in ${job.queue})` : ''}: ${job.reason}`;
-    else if (job.state === 'running') line = `${job.reason}`;
+    // Once placed, say where (also for a job so quick that it is already over when asked).
+    else if (job.host) line = `running on ${job.host} (${job.gpuIndices.length ? `GPU ${job.gpuIndices.join(',')}` : 'no GPU'})`;
     if (line && line !== lastStatus) {
       out(line);
       lastStatus = line;

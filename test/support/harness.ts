@@ -50,10 +50,10 @@ export function gpurunSpawn(args: string[], env: NodeJS.ProcessEnv, cwd = ROOT):
 
 /** Environment of a test: its own GPURUN_HOME, no broker from the outside. */
 export function testEnv(home: string, extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env, GPURUN_HOME: home, ...extra };
+  const env: NodeJS.ProcessEnv = { ...process.env };
   delete env.GPURUN_BROKER;
   delete env.GPURUN_TOKEN;
-  return env;
+  return { ...env, GPURUN_HOME: home, ...extra };
 }
 
 /**
@@ -85,13 +85,22 @@ export async function startBrokerProcess(home: string, config: Record<string, un
   const port = 20000 + Math.floor(Math.random() * 20000);
   const cfgPath = join(home, 'broker.json');
   writeFileSync(cfgPath, JSON.stringify({ listen: `127.0.0.1:${port}`, dataDir: join(home, 'data'), killGrace: '2s', ...config }, null, 2));
+  return spawnBroker(home, `http://127.0.0.1:${port}`, env);
+}
+
+/** Starts the broker of `b` again with the same config (same port, same data), e.g. after kill9(). */
+export function restartBroker(b: BrokerProc, env: NodeJS.ProcessEnv = {}): Promise<BrokerProc> {
+  return spawnBroker(b.home, b.url, env);
+}
+
+async function spawnBroker(home: string, url: string, env: NodeJS.ProcessEnv): Promise<BrokerProc> {
+  const cfgPath = join(home, 'broker.json');
   const logPath = join(home, 'broker-test.log');
   const proc = spawn(NODE, [CLI, 'broker', '--config', cfgPath], { env: testEnv(home, env), stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
   proc.stdout!.on('data', (d) => (log += d));
   proc.stderr!.on('data', (d) => (log += d));
-  proc.on('close', () => writeFileSync(logPath, log));
-  const url = `http://127.0.0.1:${port}`;
+  proc.on('close', () => writeFileSync(logPath, log, { flag: 'a' }));
   for (let i = 0; i < 200; i++) {
     if (proc.exitCode !== null) throw new Error(`broker exited (${proc.exitCode}):\n${log}`);
     try {
