@@ -236,8 +236,7 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
       const ref = await this.d.hosts.runtimeFor(job.host!).start({ job, host: job.host!, gpuIndices: job.gpuIndices, logPath: this.d.logs.path(job.id), env });
       const current = this.active.get(job.id);
       const now = new Date().toISOString();
-      const gpus = job.gpuIndices.length ? `GPU ${job.gpuIndices.join(',')}` : 'no GPU';
-      const running = this.update(job.id, { state: 'running', reason: `running on ${job.host} (${gpus})`, startedAt: now, runtimeRef: ref }, now);
+      const running = this.update(job.id, { state: 'running', reason: runningReason(job), startedAt: now, runtimeRef: ref }, now);
       log.info('job started', { host: job.host, gpus: job.gpuIndices });
       if (running) this.follow(running);
       // Cancelled while it was starting: stop it now that there is something to stop.
@@ -315,9 +314,27 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
       this.d.log.info('following job again after restart', { job: job.id });
       this.follow(job);
       if (job.stopIntent) void this.d.hosts.runtimeFor(job.host!).stop(job.runtimeRef, this.d.config.killGraceMs);
-    } else if (job.state === 'starting') {
-      this.finish(job.id, { state: 'lost', reason: 'the broker stopped while this job was starting; submit it again', exitCode: null });
+    } else if (job.state === 'starting' && job.host) {
+      void this.recoverStarting(job);
     }
+  }
+
+  private async recoverStarting(job: StoredJob): Promise<void> {
+    const ref = await this.d.hosts
+      .runtimeFor(job.host!)
+      .recover?.(job)
+      .catch((err) => {
+        this.d.log.error('could not recover a starting job', { job: job.id, err });
+        return null;
+      });
+    if (!ref) {
+      this.finish(job.id, { state: 'lost', reason: 'the broker stopped while this job was starting, before it ran; submit it again', exitCode: null });
+      return;
+    }
+    const now = new Date().toISOString();
+    const running = this.update(job.id, { state: 'running', reason: runningReason(job), startedAt: now, runtimeRef: ref }, now);
+    this.d.log.info('found a job that was starting when the broker stopped', { job: job.id });
+    if (running) this.follow(running);
   }
 
   private update(id: string, patch: Parameters<Store['updateJob']>[1], at: string): StoredJob | undefined {
@@ -348,6 +365,10 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
       if (!this.active.has(id) && !this.d.store.getJob(id)) return id;
     }
   }
+}
+
+function runningReason(job: StoredJob): string {
+  return `running on ${job.host} (${job.gpuIndices.length ? `GPU ${job.gpuIndices.join(',')}` : 'no GPU'})`;
 }
 
 const SIGNALS: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGILL: 4, SIGABRT: 6, SIGFPE: 8, SIGKILL: 9, SIGSEGV: 11, SIGPIPE: 13, SIGALRM: 14, SIGTERM: 15 };

@@ -36,6 +36,11 @@ export interface Runtime {
   start(spec: StartSpec): Promise<Record<string, unknown>>;
   /** Resolves once the job ends, also for a job started by an earlier broker process (after a restart). */
   wait(ref: Record<string, unknown>, signal: AbortSignal): Promise<ExitInfo | Lost>;
+  /**
+   * For a job the broker was starting when it stopped (no handle stored): finds the job if the runtime did start
+   * it, so it is followed rather than left running untracked. Null when nothing was started.
+   */
+  recover?(job: StoredJob): Promise<Record<string, unknown> | null>;
   /** Asks the job to stop (TERM to the whole process group / container), then kills it after `graceMs`. */
   stop(ref: Record<string, unknown>, graceMs: number): Promise<void>;
 }

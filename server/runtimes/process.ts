@@ -58,6 +58,19 @@ export class ProcessRuntime implements Runtime {
     });
   }
 
+  async recover(job: StartSpec['job']): Promise<ProcessRef | null> {
+    const dir = join(this.runDir, job.id);
+    if (!existsSync(join(dir, 'spec.json'))) return null;
+    // The shim may have been spawned an instant before the broker died: give it time to report.
+    for (let waited = 0; waited < 3000; waited += POLL_MS) {
+      const pid = readJson<{ shimPid: number; pid: number }>(join(dir, 'pid.json'));
+      if (pid) return { dir, shimPid: pid.shimPid, pid: pid.pid };
+      if (existsSync(join(dir, 'status.json'))) return { dir, shimPid: 0, pid: 0 };
+      await sleep(POLL_MS);
+    }
+    return null;
+  }
+
   async wait(ref: Record<string, unknown>, signal: AbortSignal): Promise<ExitInfo | Lost> {
     const r = ref as ProcessRef;
     const statusPath = join(r.dir, 'status.json');
@@ -100,6 +113,7 @@ function killGroup(pgid: number, sig: NodeJS.Signals): void {
 
 /** Alive, and really our shim (a recycled pid would not have our job directory on its command line). */
 function isShimAlive(r: ProcessRef): boolean {
+  if (!(r.shimPid > 0)) return false;
   try {
     process.kill(r.shimPid, 0);
   } catch {
