@@ -3,7 +3,7 @@
  * `{code, message, hint}` with a status. Built from its dependencies; it never listens (main.ts and tests do).
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { GpurunError } from './protocol/errors.ts';
+import { GpurunError, isGpurunError } from './protocol/errors.ts';
 import { LOG_OFFSET_HEADER, PROTOCOL_VERSION, type Job } from './protocol/jobs.ts';
 import { authenticate } from './auth/tokens.ts';
 import type { Broker, Principal } from './broker.ts';
@@ -88,7 +88,7 @@ function send(res: ServerResponse, status: number, body: unknown): void {
 }
 
 function sendError(log: Logger, res: ServerResponse, err: unknown): void {
-  const e = err instanceof GpurunError ? err : new GpurunError('E_INTERNAL', 'internal broker error', { cause: err, hint: 'See the broker log for details.' });
+  const e = isGpurunError(err) ? err : new GpurunError('E_INTERNAL', 'internal broker error', { cause: err, hint: 'See the broker log for details.' });
   if (e.code === 'E_INTERNAL') log.error('request failed', { err: err instanceof Error ? err : new Error(String(err)) });
   if (res.headersSent) {
     res.destroy();

@@ -5,7 +5,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { randomBytes } from 'node:crypto';
-import { GpurunError } from './protocol/errors.ts';
+import { GpurunError, isGpurunError } from './protocol/errors.ts';
 import { isFinal, type HostInfo, type Job, type JobState } from './protocol/jobs.ts';
 import type { Store, StoredJob, StopIntent } from './core/store.ts';
 import type { ExitInfo, Lost } from './core/runtime.ts';
@@ -243,7 +243,7 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
       if (current?.stopIntent) void this.d.hosts.runtimeFor(job.host!).stop(ref, this.d.config.killGraceMs);
     } catch (err) {
       log.error('job failed to start', { err });
-      const msg = err instanceof GpurunError ? err.message : String((err as Error).message ?? err);
+      const msg = isGpurunError(err) ? err.message : String((err as Error).message ?? err);
       this.finish(job.id, { state: 'failed', reason: `could not start: ${msg}`, exitCode: null });
     }
   }

@@ -2,7 +2,7 @@
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { GpurunError } from '../protocol/errors.ts';
+import { isGpurunError } from '../protocol/errors.ts';
 import { isFinal } from '../protocol/jobs.ts';
 import { parseArgs, usage } from './args.ts';
 import { brokerNode, connect } from './connect.ts';
@@ -122,7 +122,7 @@ export async function brokerCommand(argv: string[]): Promise<number> {
     running = await startBroker(cfg, idleExitMs ? { idleExitMs } : {});
   } catch (e) {
     // Two CLI calls raced to start the embedded broker: the other one won, which is what was wanted.
-    if (opts.embedded && e instanceof GpurunError && e.code === 'E_CONFLICT') return 0;
+    if (opts.embedded && isGpurunError(e) && e.code === 'E_CONFLICT') return 0;
     throw e;
   }
   if (!opts.embedded) process.stderr.write(`gpurun: broker listening on ${running.address} (data in ${cfg.dataDir})\n`);

@@ -3,7 +3,7 @@
  * stream is asked again from the next offset, so the output has no gap and no repeat.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { GpurunError } from '../protocol/errors.ts';
+import { GpurunError, isGpurunError } from '../protocol/errors.ts';
 import type { Connection } from './connect.ts';
 
 /** How long to keep trying to get back to a broker that went away before giving up. */
@@ -28,7 +28,7 @@ export async function followLogs(
       return offset;
     } catch (err) {
       if (opts.signal?.aborted) return offset;
-      if (!(err instanceof GpurunError && err.code === 'E_UNREACHABLE')) throw err;
+      if (!(isGpurunError(err) && err.code === 'E_UNREACHABLE')) throw err;
       if (!brokenSince) {
         brokenSince = Date.now();
         opts.onReconnect?.(`lost the broker at byte ${offset}; reconnecting…`);

@@ -2,7 +2,7 @@
  * The `gpurun` command. Each subcommand lives in its own function; this file only dispatches and turns errors into
  * a message, a hint and an exit code.
  */
-import { GpurunError } from '../protocol/errors.ts';
+import { GpurunError, isGpurunError } from '../protocol/errors.ts';
 import { runCommand } from './run.ts';
 import { brokerCommand, cancelCommand, hostsCommand, logsCommand, lsCommand, tokenCommand } from './commands.ts';
 
@@ -53,7 +53,7 @@ main(process.argv.slice(2)).then(
     process.exitCode = code;
   },
   (err: unknown) => {
-    if (err instanceof GpurunError) {
+    if (isGpurunError(err)) {
       process.stderr.write(`gpurun: error: ${err.message}\n`);
       if (err.hint) process.stderr.write(`gpurun: ${err.hint}\n`);
       process.exitCode = err.code === 'E_BAD_REQUEST' ? 2 : 1;

@@ -69,3 +69,11 @@ export class GpurunError extends Error {
 export function isErrorBody(x: unknown): x is ErrorBody {
   return typeof x === 'object' && x !== null && typeof (x as ErrorBody).code === 'string' && typeof (x as ErrorBody).message === 'string';
 }
+
+/**
+ * True for a GpurunError, also one thrown by another bundle of this code (the CLI and the broker are separate
+ * bundles, each with its own copy of the class, so `instanceof` is not enough).
+ */
+export function isGpurunError(e: unknown): e is GpurunError {
+  return e instanceof Error && e.name === 'GpurunError' && typeof (e as GpurunError).code === 'string';
+}
