@@ -204,6 +204,11 @@ async function attach(conn: Connection, job0: Job): Promise<number> {
     job = await conn.client.get(id);
   }
   await conn.client.close();
+  // Slurm backend (issue 5): what came back from the cluster's staged workspace.
+  const back = job.cluster?.returned;
+  if (back && (back.copied || back.keptNewer.length)) {
+    out(`brought back ${back.copied} file${back.copied === 1 ? '' : 's'} the job wrote${back.keptNewer.length ? `; kept your newer edit of ${back.keptNewer.join(', ')} (the job's version stays on the cluster)` : ''}`);
+  }
   const code = exitCodeOf(job);
   if (job.state !== 'succeeded') out(`job ${id} ${job.state.replace('_', ' ')}: ${job.reason}`);
   return code;
