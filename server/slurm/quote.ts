@@ -10,7 +10,8 @@
  */
 export function shQuote(word: string): string {
   if (word.includes('\0')) throw new Error('a shell word cannot contain a NUL byte');
-  if (word !== '' && /^[A-Za-z0-9_@%+=:,./-]+$/.test(word)) return word;
+  // No "=": a first word like A=b would be read as an assignment.
+  if (word !== '' && /^[A-Za-z0-9_@%+:,./-]+$/.test(word)) return word;
   return `'${word.replace(/'/g, `'\\''`)}'`;
 }
 
