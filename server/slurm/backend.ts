@@ -108,13 +108,18 @@ class Cluster {
       const reason = pendingReason(this.cfg.name, row!.reason);
       if (job.reason !== reason && !job.stopIntent) sink.update(job.id, { reason });
     } else if (phase.kind === 'running') {
-      if (job.state !== 'running') {
-        const node = row!.nodes || 'a node';
-        sink.update(job.id, { state: 'running', reason: `running on cluster ${this.cfg.name}, node ${node} (Slurm job ${ref.slurmId})`, host: `${this.cfg.name}/${node}`, startedAt: new Date().toISOString() });
-      }
+      if (job.state !== 'running' || !job.host) this.markRunning(job, ref, row!.nodes);
     } else {
       await this.end(job, ref, row);
     }
+  }
+
+  /** Running, seen by the poll (with its node) or by its first output (node filled in by the next poll). */
+  private markRunning(job: StoredJob, ref: ClusterRef, nodes: string): void {
+    const where = nodes ? `cluster ${this.cfg.name}, node ${nodes}` : `cluster ${this.cfg.name}`;
+    const patch: JobPatch = { reason: `running on ${where} (Slurm job ${ref.slurmId})`, ...(nodes ? { host: `${this.cfg.name}/${nodes}` } : {}) };
+    if (job.state !== 'running') Object.assign(patch, { state: 'running', startedAt: new Date().toISOString() });
+    this.owner.sink.update(job.id, patch);
   }
 
   /** Final record (with the exit code, which squeue lacks), last output bytes, files brought back, then finish. */
@@ -179,7 +184,13 @@ class Cluster {
     if (this.tailing) return;
     this.tailing = true;
     try {
-      for (const { job, ref } of this.owner.trackedOn(this.cfg.name)) await this.copyOutput(job.id, ref).catch((err) => this.owner.log.warn('reading job output failed', { job: job.id, err }));
+      for (const { job, ref } of this.owner.trackedOn(this.cfg.name)) {
+        const before = this.owner.logs.size(job.id);
+        await this.copyOutput(job.id, ref).catch((err) => this.owner.log.warn('reading job output failed', { job: job.id, err }));
+        // Output before the poll has seen it start: it runs (a user must not read output of a "queued" job).
+        const now = this.owner.sink.get(job.id);
+        if (now?.state === 'queued' && !now.stopIntent && this.owner.logs.size(job.id) > before) this.markRunning(now, ref, '');
+      }
     } finally {
       this.tailing = false;
     }

@@ -47,7 +47,8 @@ describe('slurm: run, output, exit codes, time limits', function () {
     const running = await job(id);
     assert.equal(running.state, 'running');
     assert.equal(running.backend, 'test');
-    assert.match(running.host ?? '', /^test\/localhost$/);
+    // The node it runs on, from the next squeue poll.
+    await waitFor('its node', async () => (await job(id)).host === 'test/localhost', 10_000);
     const code = await new Promise<number | null>((r) => child.on('close', r));
     assert.equal(code, 0, err);
     // Slurm gave it one of the two GPUs (gres), as CUDA_VISIBLE_DEVICES.
