@@ -84,6 +84,12 @@ describe('slurm: run, output, exit codes, time limits', function () {
     assert.ok(Date.now() - t0 < 30_000, `took ${Date.now() - t0} ms`);
   });
 
+  it('a request the cluster can never satisfy fails with sbatch\'s message (exit code 125)', async () => {
+    const r = await gpurun(['run', '--workspace', ws, '--gpus', '9', '--memory', '100M', '--', 'true'], s.env);
+    assert.equal(r.code, 125, r.stderr);
+    assert.match(r.stderr, /could not start: sbatch on local failed \(exit code 1\): .*Requested node configuration is not available/);
+  });
+
   it('an unknown --backend is refused with the known ones', async () => {
     const r = await gpurun(['run', '--workspace', ws, '--backend', 'nope', '--', 'true'], s.env);
     assert.equal(r.code, 2);
