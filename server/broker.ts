@@ -16,6 +16,8 @@ import type { BrokerConfig } from './config.ts';
 import type { HostRegistry } from './hosts/registry.ts';
 import type { LogFiles } from './logs/logFiles.ts';
 import type { Logger } from './logger.ts';
+import { HOSTS_BACKEND } from './config.ts';
+import type { SlurmClusters } from './slurm/backend.ts';
 
 export interface Principal {
   user: string;
@@ -30,6 +32,8 @@ export interface BrokerDeps {
   log: Logger;
   /** Environment every job starts from (the broker's own, usually); job env is laid over it. */
   baseEnv: Record<string, string>;
+  /** Slurm clusters (issue 5); absent or empty when the config names none. */
+  clusters?: SlurmClusters;
 }
 
 const ID_ALPHABET = 'abcdefghijkmnpqrstuvwxyz23456789';
@@ -56,6 +60,7 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
   async start(): Promise<void> {
     await this.d.hosts.probeAll();
     for (const job of this.d.store.activeJobs()) this.active.set(job.id, job);
+    this.attachClusters();
     for (const job of [...this.active.values()]) this.recover(job);
     this.probeTimer = setInterval(() => {
       this.d.hosts.probeAll().then((changed) => changed && this.kick(), (err) => this.d.log.error('probe failed', { err }));
@@ -67,6 +72,7 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
   /** Stops following jobs (they keep running under their shims) and closes nothing else. */
   close(): void {
     this.closed = true;
+    this.d.clusters?.close();
     clearInterval(this.probeTimer);
     for (const t of this.timers.values()) clearTimeout(t);
     for (const w of this.waiters.values()) w.abort(new Error('broker closing'));
@@ -77,9 +83,15 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
   submit(p: Principal, body: unknown): Job {
     const caps = this.d.hosts.capacities();
     const cfg = this.d.config;
-    const defaultGpus = cfg.defaults.gpus === 'auto' ? (this.d.hosts.totalGpus() > 0 ? 1 : 0) : cfg.defaults.gpus;
-    const v = validateSubmit(body, { gpus: defaultGpus, cpus: cfg.defaults.cpus, memoryMiB: cfg.defaults.memoryMiB, image: cfg.defaults.image, queues: cfg.queues });
-    const why = unsatisfiableReason(caps, v.resources);
+    const backend = this.backendOf(body); // Slurm backend (issue 5)
+    const onCluster = backend !== HOSTS_BACKEND;
+    const defaultGpus = cfg.defaults.gpus === 'auto' ? (onCluster || this.d.hosts.totalGpus() > 0 ? 1 : 0) : cfg.defaults.gpus;
+    const defaultImage = onCluster && !this.d.clusters!.runsImages(backend) ? undefined : cfg.defaults.image;
+    const v = validateSubmit(body, { gpus: defaultGpus, cpus: cfg.defaults.cpus, memoryMiB: cfg.defaults.memoryMiB, image: defaultImage, queues: cfg.queues });
+    if (onCluster && v.image && !this.d.clusters!.runsImages(backend)) {
+      throw new GpurunError('E_BAD_REQUEST', `image: the cluster ${backend} runs jobs without containers`, { hint: 'Leave out --image, or ask an admin to enable "container": "pyxis" for the cluster.' });
+    }
+    const why = onCluster ? null : unsatisfiableReason(caps, v.resources);
     if (why) {
       throw new GpurunError('E_UNSATISFIABLE', why, { hint: 'Ask for fewer GPUs, CPUs or less memory (or another GPU type), or ask an admin to add a larger host.' });
     }
@@ -105,6 +117,7 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
         endedAt: null,
         runtimeRef: null,
         stopIntent: null,
+        backend,
       },
       now,
     );
@@ -113,7 +126,8 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     this.d.logs.touch(job.id);
     this.d.log.info('job submitted', { job: job.id, owner: p.user, queue: job.queue, resources: job.resources });
     this.publish(job);
-    this.kick();
+    if (onCluster) this.d.clusters!.submit(job);
+    else this.kick();
     return this.view(job);
   }
 
@@ -142,6 +156,7 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     const by = `cancelled by ${p.user}`;
     if (job.state === 'queued') {
       this.finish(job.id, { state: 'cancelled', reason: `${by} while queued`, exitCode: null });
+      if (this.onCluster(job)) await this.d.clusters!.cancel(job).catch((err) => this.d.log.error('scancel failed', { job: id, err }));
     } else {
       this.requestStop(job.id, 'cancel', by);
     }
@@ -187,7 +202,7 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
   }
 
   private pass(): void {
-    const queued = [...this.active.values()].filter((j) => j.state === 'queued');
+    const queued = [...this.active.values()].filter((j) => j.state === 'queued' && !this.onCluster(j));
     if (queued.length === 0) return;
     const placements = schedule(this.d.hosts.capacities(), this.allocations(), queued);
     for (const pl of placements) {
@@ -200,7 +215,7 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
   private allocations(): Allocation[] {
     const out: Allocation[] = [];
     for (const j of this.active.values()) {
-      if (j.host && (j.state === 'starting' || j.state === 'running')) {
+      if (j.host && (j.state === 'starting' || j.state === 'running') && !this.onCluster(j)) {
         out.push({ jobId: j.id, host: j.host, gpuIndices: j.gpuIndices, cpus: j.resources.cpus, memoryMiB: j.resources.memoryMiB });
       }
     }
@@ -210,14 +225,14 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
   private queuePositions(): Map<string, number> {
     const pos = new Map<string, number>();
     const count = { online: 0, offline: 0 };
-    for (const j of [...this.active.values()].sort((a, b) => a.seq - b.seq)) if (j.state === 'queued') pos.set(j.id, ++count[j.queue]);
+    for (const j of [...this.active.values()].sort((a, b) => a.seq - b.seq)) if (j.state === 'queued' && !this.onCluster(j)) pos.set(j.id, ++count[j.queue]);
     return pos;
   }
 
   /** One job's position without sorting the whole queue (submit answers with it, so it must stay cheap). */
   private queuePosition(job: StoredJob): number {
     let n = 1;
-    for (const j of this.active.values()) if (j.state === 'queued' && j.queue === job.queue && j.seq < job.seq) n++;
+    for (const j of this.active.values()) if (j.state === 'queued' && j.queue === job.queue && j.seq < job.seq && !this.onCluster(j)) n++;
     return n;
   }
 
@@ -274,6 +289,10 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     const job = this.active.get(id);
     if (!job || job.stopIntent) return;
     const updated = this.update(id, { stopIntent: intent, reason }, new Date().toISOString());
+    if (updated && this.onCluster(updated)) {
+      void this.d.clusters!.cancel(updated).catch((err) => this.d.log.error('scancel failed', { job: id, err }));
+      return;
+    }
     if (updated?.runtimeRef && updated.host) void this.d.hosts.runtimeFor(updated.host).stop(updated.runtimeRef, this.d.config.killGraceMs).catch((err) => this.d.log.error('stop failed', { job: id, err }));
   }
 
@@ -310,7 +329,11 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
 
   /** After a broker restart: follow running jobs again, settle jobs caught mid-start. */
   private recover(job: StoredJob): void {
-    if (job.state === 'running' && job.runtimeRef) {
+    if (this.onCluster(job)) {
+      this.d.clusters!.recover(job);
+      if (job.state === 'running') this.armTimeLimit(job);
+      if (job.stopIntent) void this.d.clusters!.cancel(job).catch(() => {});
+    } else if (job.state === 'running' && job.runtimeRef) {
       this.d.log.info('following job again after restart', { job: job.id });
       this.follow(job);
       if (job.stopIntent) void this.d.hosts.runtimeFor(job.host!).stop(job.runtimeRef, this.d.config.killGraceMs);
@@ -351,10 +374,45 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
 
   private view(job: StoredJob, positions?: Map<string, number>): Job {
     const { seq: _seq, runtimeRef: _ref, stopIntent: _stop, ...pub } = job;
+    if (this.onCluster(job)) {
+      // Slurm backend (issue 5): Slurm's queue position and reason, and what staging copied.
+      const info = this.d.clusters!.info(job);
+      return { ...pub, cluster: info.cluster, ...(job.state === 'queued' && info.queuePosition !== undefined ? { queuePosition: info.queuePosition } : {}) };
+    }
     if (job.state !== 'queued') return pub;
     const pos = positions ? positions.get(job.id) : this.queuePosition(job);
     const reason = waitReason(this.d.hosts.capacities(), this.allocations(), job.resources);
     return { ...pub, reason, ...(pos === undefined ? {} : { queuePosition: pos }) };
+  }
+
+  // ---- Slurm backend (issue 5) ---------------------------------------------------------------------------------
+
+  private onCluster(job: StoredJob): boolean {
+    return !!job.backend && job.backend !== HOSTS_BACKEND && !!this.d.clusters?.has(job.backend);
+  }
+
+  /** The backend a submit names, or the default; an unknown name is a bad request that lists the known ones. */
+  private backendOf(body: unknown): string {
+    const asked = typeof body === 'object' && body !== null ? (body as { backend?: unknown }).backend : undefined;
+    if (asked === undefined) return this.d.config.defaultBackend;
+    const known = [...(this.d.config.hosts.length ? [HOSTS_BACKEND] : []), ...(this.d.clusters?.names() ?? [])];
+    if (typeof asked !== 'string' || !known.includes(asked)) {
+      throw new GpurunError('E_BAD_REQUEST', `backend: ${JSON.stringify(asked)} is not a backend of this broker; known: ${known.join(', ')}`, { hint: `Leave out --backend for the default (${this.d.config.defaultBackend}).` });
+    }
+    return asked;
+  }
+
+  /** The cluster backend changes jobs through the broker, so states, events and time limits work as for hosts. */
+  private attachClusters(): void {
+    this.d.clusters?.attach({
+      get: (id) => this.active.get(id),
+      update: (id, patch) => {
+        const job = this.update(id, patch, new Date().toISOString());
+        if (job && patch.state === 'running') this.armTimeLimit(job);
+        return job;
+      },
+      finish: (id, o) => this.finish(id, o),
+    });
   }
 
   private newId(): string {

@@ -8,6 +8,7 @@ import { userInfo } from 'node:os';
 import { GpurunError } from './protocol/errors.ts';
 import { QUEUES, type Queue } from './protocol/jobs.ts';
 import { parseDuration, parseMemory } from './core/units.ts';
+import { validateClusters, type ClusterConfig } from './slurm/config.ts';
 
 export type Listen = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
 
@@ -41,7 +42,15 @@ export interface BrokerConfig {
     trustUnixSocket: boolean;
     localUser: string;
   };
+  // -- Slurm backend (issue 5) --
+  /** Slurm clusters jobs can be sent to (`gpurun run --backend NAME`). */
+  clusters: ClusterConfig[];
+  /** Backend of a job that names none: "hosts" (the host pool) or a cluster's name. */
+  defaultBackend: string;
 }
+
+/** The backend name of the host pool. */
+export const HOSTS_BACKEND = 'hosts';
 
 type Obj = Record<string, unknown>;
 
@@ -100,12 +109,14 @@ export function parseListen(text: string, onError: (msg: string) => never): List
 export function validateConfig(raw: unknown, file: string, baseDir: string, fallbackDataDir: string): BrokerConfig {
   const f = new Fields(file);
   const o = f.obj(raw, '(top level)');
-  f.keys(o, '', ['listen', 'dataDir', 'hosts', 'queues', 'defaults', 'killGrace', 'auth']);
+  f.keys(o, '', ['listen', 'dataDir', 'hosts', 'queues', 'defaults', 'killGrace', 'auth', 'clusters', 'defaultBackend']);
   const listen = parseListen(o.listen === undefined ? '127.0.0.1:8750' : f.str(o.listen, 'listen'), (m) => f.fail('listen', m));
   const dataDir = o.dataDir === undefined ? fallbackDataDir : resolve(baseDir, f.str(o.dataDir, 'dataDir'));
 
-  const hostsRaw = o.hosts === undefined ? [{ name: 'local', type: 'local' }] : o.hosts;
-  if (!Array.isArray(hostsRaw) || hostsRaw.length === 0) f.fail('hosts', 'must be a non-empty list of hosts');
+  // Slurm backend (issue 5): with clusters configured, hosts may be left out (then there are none) or empty.
+  const hasClusters = Array.isArray(o.clusters) && o.clusters.length > 0;
+  const hostsRaw = o.hosts === undefined ? (hasClusters ? [] : [{ name: 'local', type: 'local' }]) : o.hosts;
+  if (!Array.isArray(hostsRaw) || (hostsRaw.length === 0 && !hasClusters)) f.fail('hosts', 'must be a non-empty list of hosts');
   const hostList = hostsRaw as unknown[];
   const names = new Set<string>();
   const hosts = hostList.map((h, i): HostConfig => {
@@ -150,6 +161,12 @@ export function validateConfig(raw: unknown, file: string, baseDir: string, fall
     memoryMiB: d.memory === undefined ? 1024 : f.mem(d.memory, 'defaults.memory'),
   };
 
+  // Slurm backend (issue 5).
+  const clusters = validateClusters(o.clusters, (path, msg) => f.fail(path, msg), new Set([HOSTS_BACKEND, ...names]));
+  const backends = [...(hosts.length ? [HOSTS_BACKEND] : []), ...clusters.map((c) => c.name)];
+  const defaultBackend = o.defaultBackend === undefined ? backends[0] : f.str(o.defaultBackend, 'defaultBackend');
+  if (!backends.includes(defaultBackend)) f.fail('defaultBackend', `"${defaultBackend}" is not a backend; known: ${backends.join(', ')}`);
+
   const a = o.auth === undefined ? {} : f.obj(o.auth, 'auth');
   f.keys(a, 'auth', ['trustUnixSocket', 'localUser']);
   return {
@@ -163,6 +180,8 @@ export function validateConfig(raw: unknown, file: string, baseDir: string, fall
       trustUnixSocket: a.trustUnixSocket === undefined ? listen.kind === 'unix' : f.bool(a.trustUnixSocket, 'auth.trustUnixSocket'),
       localUser: a.localUser === undefined ? userInfo().username : f.str(a.localUser, 'auth.localUser'),
     },
+    clusters,
+    defaultBackend,
   };
 }
 

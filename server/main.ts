@@ -17,6 +17,9 @@ import { Broker } from './broker.ts';
 import { buildApp } from './app.ts';
 import { jsonLogger, type Logger } from './logger.ts';
 import { embeddedSocket } from './paths.ts';
+import { SlurmClusters } from './slurm/backend.ts';
+import { LocalExec } from './slurm/exec.ts';
+import { LocalClusterFiles } from './slurm/files.ts';
 
 export const VERSION = '0.1.0';
 export { SqliteStore } from './store/sqlite.ts';
@@ -48,7 +51,11 @@ export async function startBroker(config: BrokerConfig, opts: { log?: Logger; id
   const shim = fileURLToPath(new URL('./shim.js', import.meta.url));
   const hosts = new HostRegistry(config.hosts, { process: new ProcessRuntime(join(config.dataDir, 'run'), shim) });
   const baseEnv = Object.fromEntries(Object.entries(process.env).filter((e): e is [string, string] => e[1] !== undefined && !e[0].startsWith('GPURUN_')));
-  const broker = new Broker({ config, store, logs, hosts, log, baseEnv });
+  // Slurm backend (issue 5): a login node that is this machine runs Slurm's commands as local argv processes.
+  const clusters = config.clusters.length
+    ? new SlurmClusters(config.clusters, { dataDir: config.dataDir, logs, log, parts: () => ({ exec: new LocalExec(baseEnv), files: new LocalClusterFiles() }) })
+    : undefined;
+  const broker = new Broker({ config, store, logs, hosts, log, baseEnv, ...(clusters ? { clusters } : {}) });
   await broker.start();
 
   const trusted = config.listen.kind === 'unix' && config.auth.trustUnixSocket ? { user: config.auth.localUser, admin: true } : undefined;
@@ -68,7 +75,7 @@ export async function startBroker(config: BrokerConfig, opts: { log?: Logger; id
   });
   const addr = server.address();
   const address = listen.kind === 'unix' ? `unix:${listen.path}` : typeof addr === 'object' && addr ? `http://${listen.host.includes(':') ? `[${listen.host}]` : listen.host}:${addr.port}` : '';
-  log.info('broker listening', { address, dataDir: config.dataDir, hosts: hosts.names() });
+  log.info('broker listening', { address, dataDir: config.dataDir, hosts: hosts.names(), clusters: config.clusters.map((c) => c.name), defaultBackend: config.defaultBackend });
 
   let idleTimer: NodeJS.Timeout | undefined;
   let closing: Promise<void> | undefined;

@@ -28,6 +28,7 @@ Options:
   --workspace DIR     the folder the job runs in (default: the current folder)
   --env K=V           environment variable for the job (repeatable)
   --name NAME         label shown in lists (default: the script's name)
+  --backend NAME      where it runs: "hosts" (the host pool) or a Slurm cluster's name (default: the broker's)
   --detach, -d        print the job id and return at once
   --broker URL        broker address (default: $GPURUN_BROKER, else the local embedded broker)
 
@@ -42,7 +43,7 @@ function out(s: string): void {
 export async function runCommand(argv: string[]): Promise<number> {
   const { opts, rest } = parseArgs(
     argv,
-    { values: ['gpus', 'gpu-type', 'cpus', 'memory', 'time', 'queue', 'image', 'workspace', 'env', 'name', 'broker'], flags: ['detach', 'help'], repeat: ['env'], short: { d: 'detach', h: 'help' }, stopAtPositional: true },
+    { values: ['gpus', 'gpu-type', 'cpus', 'memory', 'time', 'queue', 'image', 'workspace', 'env', 'name', 'broker', 'backend'], flags: ['detach', 'help'], repeat: ['env'], short: { d: 'detach', h: 'help' }, stopAtPositional: true },
     'run',
   );
   if (opts.help) {
@@ -65,6 +66,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   if (opts.queue !== undefined) req.queue = opts.queue as Queue;
   if (opts.image !== undefined) req.image = opts.image as string;
   if (opts.name !== undefined) req.name = opts.name as string;
+  if (opts.backend !== undefined) req.backend = opts.backend as string;
   const env: Record<string, string> = {};
   for (const kv of (opts.env as string[]) ?? []) {
     const eq = kv.indexOf('=');
@@ -119,7 +121,14 @@ async function attach(conn: Connection, job0: Job): Promise<number> {
   let detached = false;
   let prompting = false;
   let lastStatus = '';
+  let stagedShown = false;
   const status = (job: Job) => {
+    // Slurm backend (issue 5): what staging copied, once.
+    const st = job.cluster?.staged;
+    if (st && !stagedShown) {
+      stagedShown = true;
+      out(`workspace staged on cluster ${job.cluster!.name}: ${st.copied} file${st.copied === 1 ? '' : 's'} copied, ${st.unchanged} unchanged${st.removed ? `, ${st.removed} removed` : ''} (${st.ms} ms)`);
+    }
     let line = '';
     if (job.state === 'queued') line = `queued${job.queuePosition ? ` (position ${job.queuePosition} in ${job.queue})` : ''}: ${job.reason}`;
     // Once placed, say where (also for a job so quick that it is already over when asked).
@@ -196,6 +205,11 @@ async function attach(conn: Connection, job0: Job): Promise<number> {
     job = await conn.client.get(id);
   }
   await conn.client.close();
+  // Slurm backend (issue 5): what came back from the cluster's staged workspace.
+  const back = job.cluster?.returned;
+  if (back && (back.copied || back.keptNewer.length)) {
+    out(`brought back ${back.copied} file${back.copied === 1 ? '' : 's'} the job wrote${back.keptNewer.length ? `; kept your newer edit of ${back.keptNewer.join(', ')} (the job's version stays on the cluster)` : ''}`);
+  }
   const code = exitCodeOf(job);
   if (job.state !== 'succeeded') out(`job ${id} ${job.state.replace('_', ' ')}: ${job.reason}`);
   return code;

@@ -8,7 +8,7 @@ import type { Job, JobState, Transition } from '../protocol/jobs.ts';
 export type StopIntent = 'cancel' | 'timeout';
 
 /** A job as stored: the API's Job plus what only the broker needs. */
-export interface StoredJob extends Omit<Job, 'queuePosition' | 'transitions'> {
+export interface StoredJob extends Omit<Job, 'queuePosition' | 'transitions' | 'cluster'> {
   /** Insertion order; FIFO within a queue follows it. */
   seq: number;
   /** Runtime-specific handle (pids, container id) that lets a restarted broker find the job again. */

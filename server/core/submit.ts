@@ -21,9 +21,11 @@ export interface ValidSubmit {
   queue: Queue;
   image?: string;
   env: Record<string, string>;
+  /** As asked (Slurm backend, issue 5); the broker checks that it exists and picks the default. */
+  backend?: string;
 }
 
-const FIELDS = ['command', 'workspace', 'gpus', 'gpuType', 'cpus', 'memory', 'time', 'queue', 'image', 'env', 'name'];
+const FIELDS = ['command', 'workspace', 'gpus', 'gpuType', 'cpus', 'memory', 'time', 'queue', 'image', 'env', 'name', 'backend'];
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const MAX_ARGS = 4096;
 const MAX_ARG_BYTES = 128 * 1024;
@@ -100,8 +102,12 @@ export function validateSubmit(body: unknown, d: SubmitDefaults): ValidSubmit {
     name = b.name;
   }
 
+  // Slurm backend (issue 5).
+  if (b.backend !== undefined && (typeof b.backend !== 'string' || !/^[A-Za-z0-9][\w.-]{0,63}$/.test(b.backend))) bad('backend', 'must be the name of a backend: "hosts" or a cluster');
+  const backend = b.backend as string | undefined;
+
   const resources: Resources = { gpus, cpus, memoryMiB, timeLimitSec, ...(gpuType ? { gpuType } : {}) };
-  return { command: cmd as string[], workspace: b.workspace, name, resources, queue: queue as Queue, ...(image ? { image } : {}), env };
+  return { command: cmd as string[], workspace: b.workspace, name, resources, queue: queue as Queue, ...(image ? { image } : {}), env, ...(backend ? { backend } : {}) };
 }
 
 /** The script a command runs (`python3 -u train.py` → "train.py"), else the program's base name. */

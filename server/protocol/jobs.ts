@@ -52,6 +52,9 @@ export interface SubmitRequest {
   env?: Record<string, string>;
   /** A short label shown in lists (defaults to the script name). */
   name?: string;
+  // -- Slurm backend (issue 5) --
+  /** Where the job runs: "hosts" (the broker's host pool) or a cluster's name; default: see the README. */
+  backend?: string;
 }
 
 /** One stored state change. `at` is an ISO-8601 time. */
@@ -86,6 +89,22 @@ export interface Job {
   /** Present while queued: 1-based position in its queue across all users. */
   queuePosition?: number;
   transitions?: Transition[];
+  // -- Slurm backend (issue 5) --
+  /** "hosts" or the cluster the job was sent to. Absent on jobs stored before backends existed (= "hosts"). */
+  backend?: string;
+  /** Jobs on a Slurm cluster: their Slurm id and what staging copied. */
+  cluster?: ClusterJobInfo;
+}
+
+/** A cluster job's Slurm side, as the API shows it. Times in ms, sizes in bytes. */
+export interface ClusterJobInfo {
+  name: string;
+  /** Null until sbatch has answered. */
+  slurmJobId: string | null;
+  /** The workspace staged before submit: files copied (new or changed), unchanged, removed from the staged copy. */
+  staged?: { copied: number; unchanged: number; removed: number; bytes: number; ms: number };
+  /** After the end: files the job wrote that were copied back, and those not copied because you changed them since. */
+  returned?: { copied: number; keptNewer: string[] };
 }
 
 /** One GPU of a host, as probed with nvidia-smi. Memory in MiB, utilization in percent. */

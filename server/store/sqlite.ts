@@ -50,6 +50,8 @@ const MIGRATIONS: string[] = [
      admin INTEGER NOT NULL,
      created_at TEXT NOT NULL
    );`,
+  // Slurm backend (issue 5): "hosts" or a cluster's name.
+  `ALTER TABLE jobs ADD COLUMN backend TEXT;`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
@@ -70,9 +72,9 @@ export class SqliteStore implements Store {
     this.migrate();
     this.stmt = {
       insert: this.db.prepare(`INSERT INTO jobs (id, owner, name, command, workspace, resources, queue, image, env, state, reason,
-        exit_code, host, gpu_indices, created_at, started_at, ended_at, runtime_ref, stop_intent)
+        exit_code, host, gpu_indices, created_at, started_at, ended_at, runtime_ref, stop_intent, backend)
         VALUES (:id, :owner, :name, :command, :workspace, :resources, :queue, :image, :env, :state, :reason,
-        :exit_code, :host, :gpu_indices, :created_at, :started_at, :ended_at, :runtime_ref, :stop_intent)`),
+        :exit_code, :host, :gpu_indices, :created_at, :started_at, :ended_at, :runtime_ref, :stop_intent, :backend)`),
       get: this.db.prepare('SELECT * FROM jobs WHERE id = ?'),
       active: this.db.prepare("SELECT * FROM jobs WHERE state IN ('queued', 'starting', 'running') ORDER BY seq"),
       transition: this.db.prepare('INSERT INTO transitions (job_id, at, from_state, to_state, reason) VALUES (?, ?, ?, ?, ?)'),
@@ -208,6 +210,7 @@ function toRow(j: Omit<StoredJob, 'seq'>): Record<string, string | number | null
     ended_at: j.endedAt,
     runtime_ref: j.runtimeRef ? JSON.stringify(j.runtimeRef) : null,
     stop_intent: j.stopIntent,
+    backend: j.backend ?? null,
   };
 }
 
@@ -233,5 +236,6 @@ function fromRow(r: Row): StoredJob {
     endedAt: r.ended_at as string | null,
     runtimeRef: r.runtime_ref === null ? null : JSON.parse(r.runtime_ref as string),
     stopIntent: r.stop_intent as StoredJob['stopIntent'],
+    ...(r.backend === null || r.backend === undefined ? {} : { backend: r.backend as string }),
   };
 }

@@ -1,0 +1,56 @@
+/**
+ * Support for the Slurm suites: is the real Slurm of test/setup/50-slurm.sh up, and a broker process configured with
+ * it as its only backend (cluster "test", partitions online/offline, staging under the test's scratch folder).
+ */
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { createToken, requirePart, startBrokerProcess, testEnv, type BrokerProc } from './harness.ts';
+
+export function slurmUp(): { ok: boolean; why: string } {
+  const r = spawnSync('sinfo', ['-h', '-n', 'localhost', '-o', '%t'], { encoding: 'utf8', timeout: 10_000 });
+  if (r.error) return { ok: false, why: `sinfo: ${r.error.message} (run test/setup/50-slurm.sh)` };
+  const state = r.stdout.trim();
+  return /^(idle|mix|alloc)/.test(state) ? { ok: true, why: '' } : { ok: false, why: `node state "${state}" ${r.stderr.trim()} (run test/setup/50-slurm.sh)` };
+}
+
+export function requireSlurm(ctx: Mocha.Context): void {
+  const s = slurmUp();
+  requirePart(ctx, 'Slurm (slurmctld + slurmd)', s.ok, s.why);
+}
+
+export function clusterConfig(home: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    clusters: [{ name: 'test', login: 'local', partitions: { online: 'online', offline: 'offline' }, gres: 'gpu', stagingDir: join(home, 'cluster-storage'), pollInterval: '1s', ...extra }],
+  };
+}
+
+export interface SlurmBroker {
+  broker: BrokerProc;
+  env: NodeJS.ProcessEnv;
+}
+
+export async function startSlurmBroker(home: string, config: Record<string, unknown> = clusterConfig(home)): Promise<SlurmBroker> {
+  // The harness picks a random port; one taken by another process (a client's ephemeral port) is tried again.
+  let broker: BrokerProc | undefined;
+  for (let i = 0; !broker; i++) {
+    try {
+      broker = await startBrokerProcess(home, config);
+    } catch (e) {
+      if (i >= 3 || !/address is in use/.test(String(e))) throw e;
+    }
+  }
+  const token = await createToken(broker, 'alice');
+  return { broker, env: { ...testEnv(home), GPURUN_BROKER: broker.url, GPURUN_TOKEN: token } };
+}
+
+/** Slurm's own view of a job: its state (squeue knows ended jobs for MinJobAge). */
+export function slurmState(slurmId: string): string {
+  return spawnSync('squeue', ['-h', '--states=all', '-j', slurmId, '-o', '%T'], { encoding: 'utf8' }).stdout.trim();
+}
+
+/** Cancels every gpurun job still in Slurm, so that one suite's leftovers do not hold the node for the next. */
+export function scancelAllGpurun(): void {
+  const r = spawnSync('squeue', ['-h', '-o', '%i %j'], { encoding: 'utf8' });
+  const ids = r.stdout.split('\n').filter((l) => / gpurun-/.test(l)).map((l) => l.split(' ')[0]);
+  if (ids.length) spawnSync('scancel', ids);
+}
