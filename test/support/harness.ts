@@ -79,13 +79,18 @@ export interface BrokerProc {
   stop(): Promise<void>;
 }
 
-/** Starts `gpurun broker --config` as its own process on a free loopback port; resolves once it answers. */
+/**
+ * Starts `gpurun broker --config` as its own process on a free loopback port (the kernel picks it: port 0);
+ * resolves once it answers. The config is then pinned to that port, so restartBroker() comes back on it.
+ */
 export async function startBrokerProcess(home: string, config: Record<string, unknown>, env: NodeJS.ProcessEnv = {}): Promise<BrokerProc> {
   mkdirSync(home, { recursive: true });
-  const port = 20000 + Math.floor(Math.random() * 20000);
   const cfgPath = join(home, 'broker.json');
-  writeFileSync(cfgPath, JSON.stringify({ listen: `127.0.0.1:${port}`, dataDir: join(home, 'data'), killGrace: '2s', ...config }, null, 2));
-  return spawnBroker(home, `http://127.0.0.1:${port}`, env);
+  const cfg = { listen: '127.0.0.1:0', dataDir: join(home, 'data'), killGrace: '2s', ...config };
+  writeFileSync(cfgPath, JSON.stringify(cfg, null, 2));
+  const b = await spawnBroker(home, undefined, env);
+  writeFileSync(cfgPath, JSON.stringify({ ...cfg, listen: b.url.replace(/^http:\/\//, '') }, null, 2));
+  return b;
 }
 
 /** Starts the broker of `b` again with the same config (same port, same data), e.g. after kill9(). */
@@ -93,7 +98,7 @@ export function restartBroker(b: BrokerProc, env: NodeJS.ProcessEnv = {}): Promi
   return spawnBroker(b.home, b.url, env);
 }
 
-async function spawnBroker(home: string, url: string, env: NodeJS.ProcessEnv): Promise<BrokerProc> {
+async function spawnBroker(home: string, knownUrl: string | undefined, env: NodeJS.ProcessEnv): Promise<BrokerProc> {
   const cfgPath = join(home, 'broker.json');
   const logPath = join(home, 'broker-test.log');
   const proc = spawn(NODE, [CLI, 'broker', '--config', cfgPath], { env: testEnv(home, env), stdio: ['ignore', 'pipe', 'pipe'] });
@@ -101,8 +106,14 @@ async function spawnBroker(home: string, url: string, env: NodeJS.ProcessEnv): P
   proc.stdout!.on('data', (d) => (log += d));
   proc.stderr!.on('data', (d) => (log += d));
   proc.on('close', () => writeFileSync(logPath, log, { flag: 'a' }));
+  let url = knownUrl ?? '';
   for (let i = 0; i < 200; i++) {
     if (proc.exitCode !== null) throw new Error(`broker exited (${proc.exitCode}):\n${log}`);
+    url ||= /broker listening on (http:\/\/[\d.:]+)/.exec(log)?.[1] ?? '';
+    if (!url) {
+      await sleep(50);
+      continue;
+    }
     try {
       const r = await fetch(`${url}/v1/health`);
       if (r.ok) break;
@@ -111,6 +122,7 @@ async function spawnBroker(home: string, url: string, env: NodeJS.ProcessEnv): P
     }
     await sleep(50);
   }
+  if (!url) throw new Error(`broker did not say where it listens:\n${log}`);
   const gone = () => new Promise<void>((r) => (proc.exitCode !== null || proc.signalCode !== null ? r() : proc.once('close', () => r())));
   return {
     url,

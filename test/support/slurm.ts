@@ -30,15 +30,7 @@ export interface SlurmBroker {
 }
 
 export async function startSlurmBroker(home: string, config: Record<string, unknown> = clusterConfig(home)): Promise<SlurmBroker> {
-  // The harness picks a random port; one taken by another process (a client's ephemeral port) is tried again.
-  let broker: BrokerProc | undefined;
-  for (let i = 0; !broker; i++) {
-    try {
-      broker = await startBrokerProcess(home, config);
-    } catch (e) {
-      if (i >= 3 || !/address is in use/.test(String(e))) throw e;
-    }
-  }
+  const broker = await startBrokerProcess(home, config);
   const token = await createToken(broker, 'alice');
   return { broker, env: { ...testEnv(home), GPURUN_BROKER: broker.url, GPURUN_TOKEN: token } };
 }
