@@ -1,0 +1,148 @@
+/**
+ * End to end in a real VS Code (code-server's, in Chromium through Playwright) with the extension installed from
+ * its .vsix and a real broker process (TCP, token, two stand-in A100s). What is checked is what a person sees: the
+ * terminal's text, the sidebar's rows, the lens's title, and the jobs' states at the broker.
+ */
+import assert from 'node:assert/strict';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Browser, Page } from 'playwright-core';
+import type { Job } from '../../server/protocol/jobs.ts';
+import { cleanup, createToken, fakeNvidiaSmi, requirePart, scratch, startBrokerProcess, waitFor, type BrokerProc } from '../support/harness.ts';
+import { answerInput, installExtension, launchBrowser, missingVsCode, openFile, openWorkbench, RESULTS, runCommand, startCodeServer, waitForTerminal, type CodeServer } from './support/codeServer.ts';
+
+describe('VS Code extension, end to end (code-server + Chromium)', function () {
+  this.timeout(180_000);
+  let dir: string;
+  let broker: BrokerProc;
+  let token: string;
+  let cs: CodeServer;
+  let browser: Browser;
+  let page: Page;
+  let ws: string;
+
+  const api = async <T>(path: string): Promise<T> => {
+    const r = await fetch(`${broker.url}${path}`, { headers: { authorization: `Bearer ${token}` } });
+    return (await r.json()) as T;
+  };
+  const jobs = async () => (await api<{ jobs: Job[] }>('/v1/jobs?all=1')).jobs;
+  const jobRow = (text: string) => page.locator(`.monaco-list-row[aria-label*="${text}"]`).first();
+  const shot = async (name: string) => {
+    mkdirSync(RESULTS, { recursive: true });
+    await page.screenshot({ path: join(RESULTS, name) });
+  };
+
+  before(async function () {
+    const missing = missingVsCode();
+    requirePart(this, 'VS Code (code-server) and Chromium', !missing, missing ?? '');
+    dir = scratch('gpurun-e2e-');
+    ws = join(dir, 'project');
+    mkdirSync(ws);
+    writeFileSync(
+      join(ws, 'train.py'),
+      [
+        'import os, time',
+        '',
+        'def main():',
+        '    for epoch in range(1, 4):',
+        '        print(f"epoch {epoch} loss {1.0 / epoch:.3f}", flush=True)',
+        '        time.sleep(0.3)',
+        '    print("CUDA_VISIBLE_DEVICES=" + os.environ.get("CUDA_VISIBLE_DEVICES", ""), flush=True)',
+        '',
+        'if __name__ == "__main__":',
+        '    main()',
+        '',
+      ].join('\n'),
+    );
+    writeFileSync(
+      join(ws, 'big.py'),
+      ['# gpurun: gpus=2 gpu-type=A100 queue=offline', 'import os', 'print("big job sees GPUs " + os.environ["CUDA_VISIBLE_DEVICES"], flush=True)', ''].join('\n'),
+    );
+    writeFileSync(join(ws, 'long.py'), ['import time', 'print("long job started", flush=True)', 'time.sleep(600)', ''].join('\n'));
+
+    const fakeBin = fakeNvidiaSmi(dir, [
+      { name: 'NVIDIA A100-SXM4-80GB', memoryMiB: 81920 },
+      { name: 'NVIDIA A100-SXM4-80GB', memoryMiB: 81920 },
+    ]);
+    broker = await startBrokerProcess(join(dir, 'broker'), { hosts: [{ name: 'gpu-box', type: 'local', cpus: 8, memory: '16G' }] }, { PATH: `${fakeBin}:${process.env.PATH}` });
+    token = await createToken(broker, 'alice');
+
+    const extDir = join(dir, 'extensions');
+    mkdirSync(extDir);
+    installExtension(dir, extDir);
+    cs = await startCodeServer(dir, { folder: ws, extDir, settings: { 'gpurun.brokerUrl': broker.url }, env: { GPURUN_HOME: join(dir, 'gpurun-home') } });
+    browser = await launchBrowser();
+    page = await openWorkbench(browser, cs, ws);
+  });
+
+  after(async function () {
+    await browser?.close().catch(() => {});
+    await cs?.stop();
+    await broker?.stop();
+    if (dir) cleanup(dir);
+  });
+
+  it('signs in: the token is asked once and the sidebar connects', async () => {
+    // The broker URL is in the settings; without a token the broker refuses, and the sidebar says so.
+    await page.locator('.activitybar [aria-label^="GPU Run"]').first().click();
+    await page.locator('.monaco-list-row', { hasText: 'Not signed in' }).waitFor({ timeout: 30_000 });
+    await runCommand(page, 'GPU Run: Sign In');
+    await answerInput(page, broker.url);
+    await answerInput(page, token);
+    await page.locator('.notifications-toasts', { hasText: 'signed in' }).waitFor({ timeout: 30_000 });
+    await page.locator('.monaco-list-row', { hasText: 'Not signed in' }).waitFor({ state: 'detached', timeout: 30_000 });
+  });
+
+  it('runs the current file from the command palette: output lines and exit code in the terminal, succeeded in the sidebar', async () => {
+    await openFile(page, 'train.py');
+    await runCommand(page, 'GPU Run: Run Current File on GPU');
+    const text = await waitForTerminal(page, /succeeded \(exit code 0\)/);
+    assert.match(text, /running on gpu-box, GPU \d/);
+    assert.match(text, /epoch 1 loss 1\.000\n.*epoch 2 loss 0\.500\n.*epoch 3 loss 0\.333/s);
+    const job = (await jobs()).find((j) => j.command.includes('train.py'));
+    assert.ok(job, 'the broker has the job');
+    assert.equal(job.state, 'succeeded');
+    await page.locator(`.terminal-tab, .tabs-list .monaco-list-row`, { hasText: `gpurun: ${job.id} train.py` }).first().waitFor({ timeout: 10_000 }).catch(async () => {
+      // A single terminal shows its name in the panel's title instead of a tab list.
+      await page.locator('.panel', { hasText: `gpurun: ${job.id} train.py` }).first().waitFor({ timeout: 5000 });
+    });
+    await jobRow(`${job.id} train.py, succeeded`).waitFor({ timeout: 10_000 });
+    await shot('vscode-terminal.png');
+  });
+
+  it('clicking the CodeLens of a script with a directive runs it with the directive\'s resources', async () => {
+    await openFile(page, 'big.py');
+    const lens = page.locator('.contentWidgets .codelens-decoration a', { hasText: '▶ Run on GPU (2×A100, offline)' });
+    await lens.waitFor({ timeout: 30_000 });
+    await shot('vscode-codelens.png');
+    await lens.click();
+    const text = await waitForTerminal(page, /big job sees GPUs [\d,]+[\s\S]*succeeded/);
+    assert.match(text, /big job sees GPUs (0,1|1,0)/);
+    assert.match(text, /running on gpu-box, GPU (0,1|1,0)/);
+    const job = (await jobs()).find((j) => j.command.includes('big.py'));
+    assert.ok(job);
+    assert.equal(job.resources.gpus, 2);
+    assert.equal(job.resources.gpuType, 'A100');
+    assert.equal(job.queue, 'offline');
+    assert.deepEqual([...job.gpuIndices].sort(), [0, 1]);
+    assert.equal(job.state, 'succeeded');
+  });
+
+  it('cancels a long job from the sidebar: it ends cancelled', async () => {
+    await openFile(page, 'long.py');
+    await runCommand(page, 'GPU Run: Run Current File on GPU');
+    await waitForTerminal(page, /long job started/);
+    const job = await waitFor('the long job to run', async () => (await jobs()).find((j) => j.command.includes('long.py') && j.state === 'running'));
+    const row = jobRow(`${job.id} long.py, running`);
+    await row.waitFor({ timeout: 10_000 });
+    await row.hover();
+    await shot('vscode-sidebar-running.png');
+    await row.locator('.action-label[aria-label="Cancel Job"]').click();
+    await jobRow(`${job.id} long.py, cancelled`).waitFor({ timeout: 30_000 });
+    const after = (await jobs()).find((j) => j.id === job.id)!;
+    assert.equal(after.state, 'cancelled');
+    await waitForTerminal(page, new RegExp(`job ${job.id} cancelled`));
+    await page.mouse.move(700, 450);
+    await shot('vscode-sidebar.png');
+  });
+});
