@@ -97,9 +97,13 @@ export function gpuChoices(hosts: HostInfo[]): GpuChoice[] {
   return out;
 }
 
-/** "NVIDIA A100-SXM4-80GB" → "A100"; the word the broker matches the type against. */
+/**
+ * "NVIDIA A100-SXM4-80GB" → "A100", "NVIDIA GeForce RTX 4090" → "RTX 4090": the model, which the broker matches as a
+ * substring of the GPU name. A family word alone (RTX, TITAN) keeps the model number after it.
+ */
 export function shortGpuName(name: string): string {
-  const words = name.replace(/^NVIDIA\s+/i, '').replace(/^(GeForce|Tesla|Quadro)\s+/i, '').split(/[\s-]+/);
+  const words = name.replace(/^NVIDIA\s+/i, '').replace(/^(GeForce|Tesla|Quadro)\s+/i, '').split(/[\s-]+/).filter(Boolean);
+  if (words.length > 1 && /^[A-Za-z]+$/.test(words[0])) return `${words[0]} ${words[1]}`;
   return words[0] || name;
 }
 
