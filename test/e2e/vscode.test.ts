@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import type { Job } from '../../server/protocol/jobs.ts';
 import { cleanup, createToken, fakeNvidiaSmi, requirePart, scratch, startBrokerProcess, waitFor, type BrokerProc } from '../support/harness.ts';
-import { answerInput, installExtension, launchBrowser, missingVsCode, openFile, openWorkbench, RESULTS, runCommand, startCodeServer, waitForTerminal, type CodeServer } from './support/codeServer.ts';
+import { answerInput, installExtension, openSidebar, launchBrowser, missingVsCode, openFile, openWorkbench, RESULTS, runCommand, startCodeServer, waitForTerminal, type CodeServer } from './support/codeServer.ts';
 
 describe('VS Code extension, end to end (code-server + Chromium)', function () {
   this.timeout(180_000);
@@ -84,13 +84,14 @@ describe('VS Code extension, end to end (code-server + Chromium)', function () {
 
   it('signs in: the token is asked once and the sidebar connects', async () => {
     // The broker URL is in the settings; without a token the broker refuses, and the sidebar says so.
-    await page.locator('.activitybar [aria-label^="GPU Run"]').first().click();
+    await openSidebar(page);
     await page.locator('.monaco-list-row', { hasText: 'Not signed in' }).waitFor({ timeout: 30_000 });
     await runCommand(page, 'GPU Run: Sign In');
     await answerInput(page, broker.url);
     await answerInput(page, token);
     await page.locator('.notifications-toasts', { hasText: 'signed in' }).waitFor({ timeout: 30_000 });
     await page.locator('.monaco-list-row', { hasText: 'Not signed in' }).waitFor({ state: 'detached', timeout: 30_000 });
+    await runCommand(page, 'Notifications: Clear All Notifications');
   });
 
   it('runs the current file from the command palette: output lines and exit code in the terminal, succeeded in the sidebar', async () => {
@@ -110,39 +111,48 @@ describe('VS Code extension, end to end (code-server + Chromium)', function () {
     await shot('vscode-terminal.png');
   });
 
-  it('clicking the CodeLens of a script with a directive runs it with the directive\'s resources', async () => {
+  it('cancels a long job from the sidebar: it ends cancelled, and a job queued behind it starts', async () => {
+    await openFile(page, 'long.py');
+    await runCommand(page, 'GPU Run: Run Current File on GPU');
+    await waitForTerminal(page, /long job started/);
+    const long = await waitFor('the long job to run', async () => (await jobs()).find((j) => j.command.includes('long.py') && j.state === 'running'));
+
+    // big.py asks for both GPUs (its directive): it waits behind long.py, and its terminal says where it stands.
     await openFile(page, 'big.py');
     const lens = page.locator('.contentWidgets .codelens-decoration a', { hasText: '▶ Run on GPU (2×A100, offline)' });
     await lens.waitFor({ timeout: 30_000 });
     await shot('vscode-codelens.png');
     await lens.click();
+    await waitForTerminal(page, /queued \(position 1 in offline\)/);
+    const big = await waitFor('the big job to be queued', async () => (await jobs()).find((j) => j.command.includes('big.py') && j.state === 'queued'));
+    await jobRow(`${big.id} big.py, queued`).waitFor({ timeout: 10_000 });
+    await page.locator('.statusbar-item', { hasText: '1 running, 1 queued' }).waitFor({ timeout: 10_000 });
+
+    const row = jobRow(`${long.id} long.py, running`);
+    await row.waitFor({ timeout: 10_000 });
+    await row.hover();
+    await shot('vscode-sidebar-jobs.png');
+    await row.locator('.action-label[aria-label="Cancel Job"]').click();
+    await jobRow(`${long.id} long.py, cancelled`).waitFor({ timeout: 30_000 });
+    assert.equal((await jobs()).find((j) => j.id === long.id)!.state, 'cancelled');
+  });
+
+  it("the CodeLens job gets the directive's resources (2×A100, offline) and its terminal shows them", async () => {
+    const big = (await jobs()).find((j) => j.command.includes('big.py'))!;
     const text = await waitForTerminal(page, /big job sees GPUs [\d,]+[\s\S]*succeeded/);
+    assert.match(text, /queued \(position 1 in offline\)/);
+    assert.match(text, /running on gpu-box, GPU (0,1|1,0) \(2×A100/);
     assert.match(text, /big job sees GPUs (0,1|1,0)/);
-    assert.match(text, /running on gpu-box, GPU (0,1|1,0)/);
-    const job = (await jobs()).find((j) => j.command.includes('big.py'));
-    assert.ok(job);
+    const job = (await jobs()).find((j) => j.id === big.id)!;
     assert.equal(job.resources.gpus, 2);
     assert.equal(job.resources.gpuType, 'A100');
     assert.equal(job.queue, 'offline');
     assert.deepEqual([...job.gpuIndices].sort(), [0, 1]);
     assert.equal(job.state, 'succeeded');
-  });
-
-  it('cancels a long job from the sidebar: it ends cancelled', async () => {
-    await openFile(page, 'long.py');
-    await runCommand(page, 'GPU Run: Run Current File on GPU');
-    await waitForTerminal(page, /long job started/);
-    const job = await waitFor('the long job to run', async () => (await jobs()).find((j) => j.command.includes('long.py') && j.state === 'running'));
-    const row = jobRow(`${job.id} long.py, running`);
-    await row.waitFor({ timeout: 10_000 });
-    await row.hover();
-    await shot('vscode-sidebar-running.png');
-    await row.locator('.action-label[aria-label="Cancel Job"]').click();
-    await jobRow(`${job.id} long.py, cancelled`).waitFor({ timeout: 30_000 });
-    const after = (await jobs()).find((j) => j.id === job.id)!;
-    assert.equal(after.state, 'cancelled');
-    await waitForTerminal(page, new RegExp(`job ${job.id} cancelled`));
-    await page.mouse.move(700, 450);
+    await jobRow(`${big.id} big.py, succeeded`).waitFor({ timeout: 10_000 });
+    // The hosts view follows the events too: both GPUs free again.
+    await page.locator('.monaco-list-row', { hasText: '2/2 GPUs free' }).waitFor({ timeout: 10_000 });
+    await page.mouse.move(700, 300);
     await shot('vscode-sidebar.png');
   });
 });

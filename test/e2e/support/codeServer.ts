@@ -61,6 +61,7 @@ export async function startCodeServer(dir: string, opts: { folder: string; extDi
         'telemetry.telemetryLevel': 'off',
         'chat.disableAIFeatures': true,
         'editor.minimap.enabled': false,
+        'workbench.secondarySideBar.defaultVisibility': 'hidden',
         ...opts.settings,
       },
       null,
@@ -115,6 +116,20 @@ export async function openWorkbench(browser: Browser, cs: CodeServer, folder: st
   await page.goto(`${cs.url}/?folder=${encodeURIComponent(folder)}`);
   await page.waitForSelector('.monaco-workbench', { timeout: 60_000 });
   return page;
+}
+
+/** Opens the GPU Run sidebar and makes it wide enough for its descriptions (by dragging its sash). */
+export async function openSidebar(page: Page, width = 520): Promise<void> {
+  await page.locator('.activitybar [aria-label^="GPU Run"]').first().click();
+  await page.locator('.pane-header', { hasText: 'Jobs' }).first().waitFor();
+  const box = await page.locator('.part.sidebar').boundingBox();
+  if (box && box.width < width) {
+    const y = box.y + box.height / 2;
+    await page.mouse.move(box.x + box.width + 1, y);
+    await page.mouse.down();
+    await page.mouse.move(box.x + width, y, { steps: 5 });
+    await page.mouse.up();
+  }
 }
 
 /** F1, the command's title, Enter. */
