@@ -9,7 +9,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { cleanup, requirePart, scratch, waitFor } from '../support/harness.ts';
-import { installExtension, launchBrowser, missingVsCode, openFile, openSidebar, openWorkbench, runCommand, startCodeServer, waitForTerminal, type CodeServer } from './support/codeServer.ts';
+import { installExtension, launchBrowser, maximizePanel, missingVsCode, openFile, openSidebar, openWorkbench, runCommand, startCodeServer, waitForTerminal, type CodeServer } from './support/codeServer.ts';
 
 describe('VS Code extension, end to end, embedded default (no broker configured)', function () {
   this.timeout(180_000);
@@ -26,6 +26,7 @@ describe('VS Code extension, end to end, embedded default (no broker configured)
     home = join(dir, 'gpurun-home');
     const ws = join(dir, 'project');
     mkdirSync(ws);
+    writeFileSync(join(ws, 'slow.py'), ['import time', 'print("slow job begins", flush=True)', 'time.sleep(8)', 'print("slow job ends", flush=True)', ''].join('\n'));
     writeFileSync(join(ws, 'count.py'), ['import time', 'for i in range(1, 16):', '    print(f"line {i:02d}", flush=True)', '    time.sleep(0.4)', ''].join('\n'));
     const extDir = join(dir, 'extensions');
     mkdirSync(extDir);
@@ -52,7 +53,8 @@ describe('VS Code extension, end to end, embedded default (no broker configured)
     await openSidebar(page);
     await openFile(page, 'count.py');
     await runCommand(page, 'GPU Run: Run Current File on GPU');
-    await runCommand(page, 'View: Toggle Maximized Panel');
+    await waitForTerminal(page, /\[gpurun\] job \w+: python3 count\.py/);
+    await maximizePanel(page, true);
     await waitForTerminal(page, /line 04/);
     assert.ok(existsSync(join(home, 'broker.sock')), 'the extension started the local broker on $GPURUN_HOME/broker.sock');
     const pid = Number(readFileSync(join(home, 'broker.lock'), 'utf8'));
@@ -64,7 +66,20 @@ describe('VS Code extension, end to end, embedded default (no broker configured)
     assert.match(text, /reconnected; resuming at byte \d+/);
     // A new broker took over (the extension started it again) and the sidebar shows the job's end.
     await waitFor('a new local broker', () => Number(readFileSync(join(home, 'broker.lock'), 'utf8')) !== pid);
-    await runCommand(page, 'View: Toggle Maximized Panel');
+    await maximizePanel(page, false);
     await page.locator('.monaco-list-row[aria-label*="count.py, succeeded"]').first().waitFor({ timeout: 20_000 });
+  });
+
+  it('after a window reload, the sidebar shows the running job again and its terminal is reattached', async () => {
+    await openFile(page, 'slow.py');
+    await runCommand(page, 'GPU Run: Run Current File on GPU');
+    await waitForTerminal(page, /slow job begins/);
+    await page.reload();
+    await page.waitForSelector('.monaco-workbench', { timeout: 60_000 });
+    await page.locator('.monaco-list-row[aria-label*="slow.py, running"]').first().waitFor({ timeout: 30_000 });
+    await page.locator('.terminal-tab, .tabs-list .monaco-list-row, .panel', { hasText: 'slow.py' }).first().waitFor({ timeout: 30_000 });
+    await runCommand(page, 'View: Focus into Panel');
+    const text = await waitForTerminal(page, /slow job ends[\s\S]*succeeded \(exit code 0\)/, 30_000);
+    assert.equal(text.match(/slow job begins/g)?.length, 1, text);
   });
 });

@@ -27,7 +27,7 @@ export function missingVsCode(): string | undefined {
 /** Packages the extension (dist/ is built by npm test) and installs it into `extDir`. */
 export function installExtension(dir: string, extDir: string): void {
   const vsix = join(dir, 'gpurun-e2e.vsix');
-  execFileSync(process.execPath, [join(ROOT, 'node_modules', '@vscode', 'vsce', 'vsce'), 'package', '--no-dependencies', '--allow-missing-repository', '-o', vsix], { cwd: ROOT, stdio: 'pipe' });
+  execFileSync(process.execPath, [join(ROOT, 'node_modules', '@vscode', 'vsce', 'vsce'), 'package', '--no-dependencies', '--allow-missing-repository', '--no-rewrite-relative-links', '-o', vsix], { cwd: ROOT, stdio: 'pipe' });
   execFileSync(NODE24, [join(CODE_SERVER, 'out', 'node', 'entry.js'), '--extensions-dir', extDir, '--user-data-dir', join(dir, 'user-data'), '--install-extension', vsix, '--force'], {
     cwd: ROOT,
     stdio: 'pipe',
@@ -132,15 +132,36 @@ export async function openSidebar(page: Page, width = 520): Promise<void> {
   }
 }
 
-/** F1, the command's title, Enter. */
+/** Maximizes the panel (terminal) or restores it: only the terminal's visible rows are in the DOM. */
+export async function maximizePanel(page: Page, on: boolean): Promise<void> {
+  const tall = async () => ((await page.locator('.part.panel').boundingBox())?.height ?? 0) > 500;
+  for (let i = 0; i < 3 && (await tall()) !== on; i++) {
+    await runCommand(page, 'View: Toggle Maximized Panel');
+    await sleep(500);
+  }
+  if ((await tall()) !== on) throw new Error(`could not ${on ? 'maximize' : 'restore'} the panel`);
+}
+
+/** F1, the command's title, Enter. Tries again if something (a terminal opening) takes the focus meanwhile. */
 export async function runCommand(page: Page, title: string): Promise<void> {
-  await page.keyboard.press('F1');
-  const input = page.locator('.quick-input-widget input');
-  await input.waitFor({ state: 'visible' });
-  await input.fill(`>${title}`);
-  const row = page.locator('.quick-input-list .monaco-list-row', { hasText: title }).first();
-  await row.waitFor({ state: 'visible', timeout: 15_000 });
-  await page.keyboard.press('Enter');
+  let last: unknown;
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      await page.keyboard.press('F1');
+      const input = page.locator('.quick-input-widget input');
+      await input.waitFor({ state: 'visible', timeout: 5000 });
+      await input.fill(`>${title}`, { timeout: 5000 });
+      const row = page.locator('.quick-input-list .monaco-list-row', { hasText: title }).first();
+      await row.waitFor({ state: 'visible', timeout: 15_000 });
+      await page.keyboard.press('Enter');
+      return;
+    } catch (err) {
+      last = err;
+      await page.keyboard.press('Escape').catch(() => {});
+      await sleep(500);
+    }
+  }
+  throw last;
 }
 
 /** Types into the open quick input and presses Enter. */
