@@ -5,7 +5,7 @@
 import { join } from 'node:path';
 import * as vscode from 'vscode';
 import { GpurunError } from '../../server/protocol/errors.ts';
-import { parseDirectives, parseDuration } from '../../server/protocol/directives.ts';
+import { parseDirectives, parseDuration, type Directive } from '../../server/protocol/directives.ts';
 import type { Queue } from '../../server/protocol/jobs.ts';
 import { buildSubmit, gpuChoices, scriptCommand, splitCommandLine, type RunChoice } from '../core/runRequest.ts';
 import { lensTitle } from '../core/format.ts';
@@ -23,18 +23,15 @@ export function registerRunWithOptions(ctx: Ctx): void {
     const workspace = folder.uri.fsPath;
 
     // 1. What to run.
-    let choice: RunChoice = {};
+    const choice: RunChoice = {};
     let command: string[];
-    let directiveText = '';
-    const given = uri instanceof vscode.Uri ? workspaceOf(uri).rel : undefined;
-    let script = given;
+    let script = uri instanceof vscode.Uri ? workspaceOf(uri).rel : undefined;
     if (!script) {
       const files = await vscode.workspace.findFiles(new vscode.RelativePattern(folder, '**/*.py'), '{**/node_modules/**,**/.venv/**,**/venv/**,**/site-packages/**}', 500);
       const rels = files.map((f) => vscode.workspace.asRelativePath(f, false)).sort();
       const active = vscode.window.activeTextEditor?.document;
       const first = [last.commandLine ? `$(history) ${last.commandLine}` : undefined, last.script, active?.languageId === 'python' ? vscode.workspace.asRelativePath(active.uri, false) : undefined].filter((x): x is string => !!x);
-      const items = [...new Set([...first, ...rels, TYPE_COMMAND])];
-      const pick = await vscode.window.showQuickPick(items, { placeHolder: 'Script to run (or type a command)', title: 'Run on GPU (1/4)' });
+      const pick = await vscode.window.showQuickPick([...new Set([...first, ...rels, TYPE_COMMAND])], { placeHolder: 'Script to run (or type a command)', title: 'Run on GPU (1/4)' });
       if (!pick) throw new Cancelled();
       if (pick === TYPE_COMMAND || pick.startsWith('$(history) ')) {
         const line = await vscode.window.showInputBox({
@@ -49,28 +46,28 @@ export function registerRunWithOptions(ctx: Ctx): void {
         if (line === undefined) throw new Cancelled();
         command = splitCommandLine(line) as string[];
         choice.commandLine = line;
-        script = undefined;
       } else script = pick;
     }
+    let directive: Directive | undefined;
     if (script) {
       choice.script = script;
       command = scriptCommand(pythonCommand(), script);
       const doc = await vscode.workspace.openTextDocument(vscode.Uri.file(join(workspace, script)));
       if (doc.isDirty) await doc.save();
       const parsed = parseDirectives(doc.getText());
-      if (!parsed.errors.length && parsed.lines.length) directiveText = lensTitle(parsed.directive).replace('▶ Run on GPU ', '');
-    }
-    const directive = script ? parseDirectives((await vscode.workspace.openTextDocument(vscode.Uri.file(join(workspace, script)))).getText()) : undefined;
-    if (directive?.errors.length) {
-      const e = directive.errors[0];
-      throw new GpurunError('E_BAD_REQUEST', `${script}:${e.line + 1}:${e.column + 1}: ${e.message}`, { hint: 'Fix the "# gpurun:" line, or remove it.' });
+      if (parsed.errors.length) {
+        const e = parsed.errors[0];
+        throw new GpurunError('E_BAD_REQUEST', `${script}:${e.line + 1}:${e.column + 1}: ${e.message}`, { hint: 'Fix the "# gpurun:" line, or remove it.' });
+      }
+      if (parsed.lines.length) directive = parsed.directive;
     }
 
     // 2. GPUs, from the live pool.
     const conn = await ctx.broker.connection();
     const hosts = await conn.client.hosts();
-    const gpuItems = gpuChoices(hosts).map((c) => ({ ...c, label: c.label }));
-    const fromScript = directiveText ? [{ label: `As the script says ${directiveText}`, description: '# gpurun: line', gpus: undefined as number | undefined, gpuType: undefined as string | undefined }] : [];
+    type GpuItem = { label: string; description: string; gpus?: number; gpuType?: string };
+    const gpuItems: GpuItem[] = gpuChoices(hosts);
+    const fromScript: GpuItem[] = directive ? [{ label: `As the script says ${lensTitle(directive).replace('▶ Run on GPU ', '')}`, description: '# gpurun: line' }] : [];
     const lastIdx = gpuItems.findIndex((c) => c.gpus === last.gpus && (c.gpuType ?? '') === (last.gpuType ?? ''));
     if (lastIdx > 0) gpuItems.unshift(...gpuItems.splice(lastIdx, 1));
     const gpuPick = await vscode.window.showQuickPick([...fromScript, ...gpuItems], { title: 'Run on GPU (2/4): GPUs', placeHolder: 'How many GPUs, of which type' });
@@ -85,7 +82,7 @@ export function registerRunWithOptions(ctx: Ctx): void {
       { label: 'online', description: 'interactive: scheduled first' },
       { label: 'offline', description: 'batch: runs when online jobs leave room' },
     ];
-    if (last.queue === 'offline') queues.reverse();
+    if ((last.queue ?? directive?.queue) === 'offline') queues.reverse();
     const q = await vscode.window.showQuickPick(queues, { title: 'Run on GPU (3/4): queue' });
     if (!q) throw new Cancelled();
     choice.queue = q.label;
@@ -105,6 +102,6 @@ export function registerRunWithOptions(ctx: Ctx): void {
     if (time.trim()) choice.time = time.trim();
 
     await ctx.context.workspaceState.update(STATE.lastRun, choice);
-    await submitAndShow(ctx, buildSubmit({ command: command!, workspace, ...(directive ? { directive: directive.directive } : {}), choice }));
+    await submitAndShow(ctx, buildSubmit({ command: command!, workspace, ...(directive ? { directive } : {}), choice }));
   });
 }

@@ -58,6 +58,7 @@ describe('VS Code extension, end to end (code-server + Chromium)', function () {
       join(ws, 'big.py'),
       ['# gpurun: gpus=2 gpu-type=A100 queue=offline', 'import os', 'print("big job sees GPUs " + os.environ["CUDA_VISIBLE_DEVICES"], flush=True)', ''].join('\n'),
     );
+    writeFileSync(join(ws, 'bad.py'), ['# gpurun: gpus=two queue=offline', 'print("never runs")', ''].join('\n'));
     writeFileSync(join(ws, 'long.py'), ['import time', 'print("long job started", flush=True)', 'time.sleep(600)', ''].join('\n'));
 
     const fakeBin = fakeNvidiaSmi(dir, [
@@ -103,10 +104,8 @@ describe('VS Code extension, end to end (code-server + Chromium)', function () {
     const job = (await jobs()).find((j) => j.command.includes('train.py'));
     assert.ok(job, 'the broker has the job');
     assert.equal(job.state, 'succeeded');
-    await page.locator(`.terminal-tab, .tabs-list .monaco-list-row`, { hasText: `gpurun: ${job.id} train.py` }).first().waitFor({ timeout: 10_000 }).catch(async () => {
-      // A single terminal shows its name in the panel's title instead of a tab list.
-      await page.locator('.panel', { hasText: `gpurun: ${job.id} train.py` }).first().waitFor({ timeout: 5000 });
-    });
+    // The terminal's name is in the panel (its title, or its tab once there are several terminals).
+    await page.locator('.part.panel', { hasText: `gpurun: ${job.id} train.py` }).first().waitFor({ timeout: 10_000 });
     await jobRow(`${job.id} train.py, succeeded`).waitFor({ timeout: 10_000 });
     await shot('vscode-terminal.png');
   });
@@ -154,5 +153,31 @@ describe('VS Code extension, end to end (code-server + Chromium)', function () {
     await page.locator('.monaco-list-row', { hasText: '2/2 GPUs free' }).waitFor({ timeout: 10_000 });
     await page.mouse.move(700, 300);
     await shot('vscode-sidebar.png');
+  });
+
+  it('Run on GPU… offers the pool\'s GPUs and submits the picked GPUs, queue and time limit', async () => {
+    await runCommand(page, 'GPU Run: Run on GPU…');
+    await answerInput(page, 'train.py');
+    await page.locator('.quick-input-list .monaco-list-row', { hasText: '2×A100' }).first().waitFor({ timeout: 15_000 });
+    await page.locator('.quick-input-list .monaco-list-row', { hasText: '2 of 2 A100 free now' }).first().waitFor();
+    await answerInput(page, '2×A100');
+    await page.locator('.quick-input-list .monaco-list-row', { hasText: 'offline' }).first().waitFor({ timeout: 15_000 });
+    await answerInput(page, 'offline');
+    await page.locator('.quick-input-widget', { hasText: 'time limit' }).waitFor({ timeout: 15_000 });
+    await answerInput(page, '5m');
+    await waitForTerminal(page, /running on gpu-box, GPU (0,1|1,0) \(2×A100, 1 CPU, 1G, limit 5m\)[\s\S]*succeeded \(exit code 0\)/);
+    const job = (await jobs()).filter((j) => j.command.includes('train.py')).sort((a, b) => b.createdAt.localeCompare(a.createdAt))[0];
+    assert.equal(job.resources.gpus, 2);
+    assert.equal(job.resources.gpuType, 'A100');
+    assert.equal(job.resources.timeLimitSec, 300);
+    assert.equal(job.queue, 'offline');
+    assert.equal(job.state, 'succeeded');
+  });
+
+  it("a malformed directive shows the parser's message as a problem, and its lens says to fix it", async () => {
+    await openFile(page, 'bad.py');
+    await page.locator('.contentWidgets .codelens-decoration a', { hasText: 'fix the # gpurun: line first' }).waitFor({ timeout: 30_000 });
+    await runCommand(page, 'View: Focus Problems');
+    await page.locator('.markers-panel .monaco-list-row', { hasText: 'gpus: must be a whole number, got "two"' }).waitFor({ timeout: 15_000 });
   });
 });
