@@ -76,6 +76,10 @@ describe('VS Code extension, end to end (code-server + Chromium)', function () {
     page = await openWorkbench(browser, cs, ws);
   });
 
+  afterEach(async function () {
+    if (this.currentTest?.state === 'failed' && page) await shot(`vscode-failed-${this.currentTest.title.replace(/\W+/g, '-').slice(0, 60)}.png`).catch(() => {});
+  });
+
   after(async function () {
     await browser?.close().catch(() => {});
     await cs?.stop();
@@ -88,8 +92,8 @@ describe('VS Code extension, end to end (code-server + Chromium)', function () {
     await openSidebar(page);
     await page.locator('.monaco-list-row', { hasText: 'Not signed in' }).waitFor({ timeout: 30_000 });
     await runCommand(page, 'GPU Run: Sign In');
-    await answerInput(page, broker.url);
-    await answerInput(page, token);
+    await answerInput(page, 'Sign In (1/2)', broker.url);
+    await answerInput(page, 'Sign In (2/2)', token);
     await page.locator('.notifications-toasts', { hasText: 'signed in' }).waitFor({ timeout: 30_000 });
     await page.locator('.monaco-list-row', { hasText: 'Not signed in' }).waitFor({ state: 'detached', timeout: 30_000 });
     await runCommand(page, 'Notifications: Clear All Notifications');
@@ -157,14 +161,13 @@ describe('VS Code extension, end to end (code-server + Chromium)', function () {
 
   it('Run on GPU… offers the pool\'s GPUs and submits the picked GPUs, queue and time limit', async () => {
     await runCommand(page, 'GPU Run: Run on GPU…');
-    await answerInput(page, 'train.py');
-    await page.locator('.quick-input-list .monaco-list-row', { hasText: '2×A100' }).first().waitFor({ timeout: 15_000 });
+    await answerInput(page, 'Run on GPU (1/4)', 'train.py');
+    await page.locator('.quick-input-widget', { hasText: 'Run on GPU (2/4)' }).waitFor({ timeout: 15_000 });
     await page.locator('.quick-input-list .monaco-list-row', { hasText: '2 of 2 A100 free now' }).first().waitFor();
-    await answerInput(page, '2×A100');
+    await answerInput(page, 'Run on GPU (2/4)', '2×A100');
     await page.locator('.quick-input-list .monaco-list-row', { hasText: 'offline' }).first().waitFor({ timeout: 15_000 });
-    await answerInput(page, 'offline');
-    await page.locator('.quick-input-widget', { hasText: 'time limit' }).waitFor({ timeout: 15_000 });
-    await answerInput(page, '5m');
+    await answerInput(page, 'Run on GPU (3/4)', 'offline');
+    await answerInput(page, 'Run on GPU (4/4)', '5m');
     await waitForTerminal(page, /running on gpu-box, GPU (0,1|1,0) \(2×A100, 1 CPU, 1G, limit 5m\)[\s\S]*succeeded \(exit code 0\)/);
     const job = (await jobs()).filter((j) => j.command.includes('train.py')).sort((a, b) => b.createdAt.localeCompare(a.createdAt))[0];
     assert.equal(job.resources.gpus, 2);
@@ -179,5 +182,29 @@ describe('VS Code extension, end to end (code-server + Chromium)', function () {
     await page.locator('.contentWidgets .codelens-decoration a', { hasText: 'fix the # gpurun: line first' }).waitFor({ timeout: 30_000 });
     await runCommand(page, 'View: Focus Problems');
     await page.locator('.markers-panel .monaco-list-row', { hasText: 'gpus: must be a whole number, got "two"' }).waitFor({ timeout: 15_000 });
+    await shot('vscode-diagnostic.png');
+  });
+
+  it('closing a job\'s terminal leaves the job running; Show Job Output replays it; Ctrl+C asks, then cancels', async () => {
+    await openFile(page, 'long.py');
+    await runCommand(page, 'GPU Run: Run Current File on GPU');
+    await waitForTerminal(page, /long job started/);
+    const job = await waitFor('the long job to run', async () => (await jobs()).filter((j) => j.command.includes('long.py') && j.state === 'running').pop());
+    await runCommand(page, 'Terminal: Kill the Active Terminal Instance');
+    await page.locator('.part.panel', { hasText: `gpurun: ${job.id} long.py` }).waitFor({ state: 'detached', timeout: 10_000 }).catch(() => {});
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.equal((await jobs()).find((j) => j.id === job.id)!.state, 'running', 'closing the terminal does not cancel the job');
+
+    const row = jobRow(`${job.id} long.py, running`);
+    await row.hover();
+    await row.locator('.action-label[aria-label="Show Job Output"]').click();
+    await waitForTerminal(page, new RegExp(`job ${job.id}: python3 long\\.py[\\s\\S]*long job started`));
+    await page.locator('.terminal-wrapper.active .xterm').click();
+    await page.keyboard.press('Control+C');
+    const dialog = page.locator('.monaco-dialog-box', { hasText: `Cancel job ${job.id}?` });
+    await dialog.waitFor({ timeout: 10_000 });
+    await dialog.locator('.monaco-button', { hasText: 'Cancel Job' }).click();
+    await waitForTerminal(page, new RegExp(`job ${job.id} cancelled`));
+    assert.equal((await jobs()).find((j) => j.id === job.id)!.state, 'cancelled');
   });
 });

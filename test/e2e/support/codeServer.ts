@@ -164,23 +164,38 @@ export async function runCommand(page: Page, title: string): Promise<void> {
   throw last;
 }
 
-/** Types into the open quick input and presses Enter. */
-export async function answerInput(page: Page, text: string): Promise<void> {
+/**
+ * Types into the quick input whose title or prompt shows `step`, and presses Enter. Waiting for the step matters:
+ * the widget is reused from one step to the next, so typing too early lands in the previous step.
+ */
+export async function answerInput(page: Page, step: string, text: string): Promise<void> {
+  await page.locator('.quick-input-widget', { hasText: step }).waitFor({ state: 'visible', timeout: 15_000 });
   const input = page.locator('.quick-input-widget input');
-  await input.waitFor({ state: 'visible' });
   await input.fill(text);
   await page.keyboard.press('Enter');
 }
 
-/** Opens a workspace file by Quick Open. */
+/** Opens a workspace file by Quick Open (tries again if the focus moves meanwhile). */
 export async function openFile(page: Page, name: string): Promise<void> {
-  await page.keyboard.press('Control+P');
-  const input = page.locator('.quick-input-widget input');
-  await input.waitFor({ state: 'visible' });
-  await input.fill(name);
-  await page.locator('.quick-input-list .monaco-list-row', { hasText: name }).first().waitFor({ state: 'visible', timeout: 15_000 });
-  await page.keyboard.press('Enter');
-  await page.locator(`.tab.active[aria-label*="${name}"]`).waitFor({ timeout: 15_000 });
+  let last: unknown;
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      // F1 opens the same quick input as Ctrl+P (which some views keep for themselves); without the ">" it finds files.
+      await page.keyboard.press('F1');
+      const input = page.locator('.quick-input-widget input');
+      await input.waitFor({ state: 'visible', timeout: 5000 });
+      await input.fill(name, { timeout: 5000 });
+      await page.locator('.quick-input-list .monaco-list-row', { hasText: name }).first().waitFor({ state: 'visible', timeout: 15_000 });
+      await page.keyboard.press('Enter');
+      await page.locator(`.tab.active[aria-label*="${name}"]`).waitFor({ timeout: 5000 });
+      return;
+    } catch (err) {
+      last = err;
+      await page.keyboard.press('Escape').catch(() => {});
+      await sleep(500);
+    }
+  }
+  throw last;
 }
 
 /** The text of the visible terminal (DOM renderer: rows under .xterm-rows). */
