@@ -19,3 +19,16 @@ await Promise.all([
   // The shim outlives the broker; keep it tiny so a job starts fast.
   build({ ...common, entryPoints: ['server/runtimes/shim.ts'], outfile: 'dist/shim.js' }),
 ]);
+
+// The VS Code extension: CommonJS (package.json is "type": "module", hence .cjs); `vscode` is the editor's.
+await build({
+  bundle: true,
+  platform: 'node',
+  target: 'node20',
+  format: 'cjs',
+  sourcemap: 'linked',
+  logLevel: 'warning',
+  external: ['vscode'],
+  entryPoints: ['extension/main.ts'],
+  outfile: 'dist/extension.cjs',
+});

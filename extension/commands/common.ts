@@ -1,0 +1,86 @@
+/**
+ * What every command shares: the objects it works with, the one wrapper that catches, logs the stack to the
+ * "GPU Run" channel and shows the message with an action, and the job a command was invoked on.
+ */
+import * as vscode from 'vscode';
+import { GpurunError } from '../../server/protocol/errors.ts';
+import type { Job, SubmitRequest } from '../../server/protocol/jobs.ts';
+import type { Broker } from '../brokerClient.ts';
+import { actionsFor, errorText } from '../core/errors.ts';
+import { jobScript } from '../core/format.ts';
+import { COMMANDS, VIEWS } from '../contributions.ts';
+import type { JobSync } from '../jobSync.ts';
+import type { Log } from '../log.ts';
+import type { JobTerminals } from '../terminal/jobTerminal.ts';
+import type { HostsTree } from '../views/hostsTree.ts';
+
+export interface Ctx {
+  context: vscode.ExtensionContext;
+  broker: Broker;
+  sync: JobSync;
+  terminals: JobTerminals;
+  hosts: HostsTree;
+  log: Log;
+}
+
+/** Thrown when a person backs out of a picker: not an error. */
+export class Cancelled extends Error {}
+
+/** Shows an error with the action that fixes it; the stack goes to the log. */
+export async function showError(ctx: Ctx, err: unknown, what: string): Promise<void> {
+  ctx.log.error(`${what}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+  const code = err instanceof GpurunError ? err.code : undefined;
+  const embedded = !ctx.broker.url();
+  // The broker's hint for a missing token speaks of the CLI's GPURUN_TOKEN; here the fix is Sign In.
+  const text =
+    code === 'E_UNAUTHORIZED' ? `${(err as Error).message.replace(/\.$/, '')}. Sign in with a token from the broker's admin.` : err instanceof GpurunError ? errorText(err) : err instanceof Error ? err.message : String(err);
+  const pick = await vscode.window.showErrorMessage(`GPU Run: ${text}`, ...actionsFor(code, embedded));
+  if (pick === 'Sign In') await vscode.commands.executeCommand(COMMANDS.signIn.id);
+  else if (pick === 'Open Settings') await vscode.commands.executeCommand('workbench.action.openSettings', 'gpurun');
+  else if (pick === 'Show Log') ctx.log.show();
+  else if (pick === 'Show Hosts') await vscode.commands.executeCommand(`${VIEWS.hosts}.focus`);
+}
+
+export function register(ctx: Ctx, id: string, fn: (...args: unknown[]) => Promise<unknown> | unknown): void {
+  ctx.context.subscriptions.push(
+    vscode.commands.registerCommand(id, async (...args: unknown[]) => {
+      try {
+        return await fn(...args);
+      } catch (err) {
+        if (err instanceof Cancelled) return;
+        await showError(ctx, err, id);
+      }
+    }),
+  );
+}
+
+/** The job a command is about: a tree node, a job id, or one the person picks from `filter`ed jobs. */
+export async function jobArg(ctx: Ctx, arg: unknown, filter: (j: Job) => boolean, placeHolder: string): Promise<Job> {
+  if (arg && typeof arg === 'object' && 'job' in arg) return (arg as { job: Job }).job;
+  const conn = await ctx.broker.connection();
+  if (typeof arg === 'string') return conn.client.get(arg);
+  const jobs = ctx.sync.jobs.all().filter(filter).sort((a, b) => b.createdAt.localeCompare(a.createdAt));
+  if (!jobs.length) throw new GpurunError('E_NOT_FOUND', 'there is no job to pick');
+  const pick = await vscode.window.showQuickPick(
+    jobs.map((j) => ({ label: `${j.id} ${jobScript(j)}`, description: j.state, detail: j.command.join(' '), job: j })),
+    { placeHolder },
+  );
+  if (!pick) throw new Cancelled();
+  return pick.job;
+}
+
+/** Submits and opens the job's terminal. */
+export async function submitAndShow(ctx: Ctx, req: SubmitRequest): Promise<Job> {
+  const conn = await ctx.broker.connection();
+  if (conn.embedded) {
+    // The local broker runs jobs with this environment, so the python3 of an activated venv is the one that runs.
+    const env: Record<string, string> = { ...(req.env ?? {}) };
+    for (const k of ['PATH', 'VIRTUAL_ENV', 'CONDA_PREFIX', 'PYTHONPATH']) if (process.env[k] !== undefined && env[k] === undefined) env[k] = process.env[k]!;
+    req = { ...req, env };
+  }
+  const job = await conn.client.submit(req);
+  ctx.log.info(`submitted ${job.id}: ${job.command.join(' ')} (${job.queue}, ${job.resources.gpus} GPU)`);
+  ctx.sync.upsert(job);
+  ctx.terminals.show(job);
+  return job;
+}

@@ -1,0 +1,57 @@
+/**
+ * Every command id, view id and setting name of the extension, typed, in one place. package.json's `contributes`
+ * must say the same (a unit test compares them).
+ */
+
+export const COMMANDS = {
+  runCurrentFile: { id: 'gpurun.runCurrentFile', title: 'Run Current File on GPU', icon: '$(play)' },
+  runWithOptions: { id: 'gpurun.runWithOptions', title: 'Run on GPU…', icon: '$(run-all)' },
+  cancelJob: { id: 'gpurun.cancelJob', title: 'Cancel Job', icon: '$(debug-stop)' },
+  showOutput: { id: 'gpurun.showOutput', title: 'Show Job Output', icon: '$(output)' },
+  rerunJob: { id: 'gpurun.rerunJob', title: 'Rerun Job', icon: '$(debug-restart)' },
+  refresh: { id: 'gpurun.refresh', title: 'Refresh', icon: '$(refresh)' },
+  signIn: { id: 'gpurun.signIn', title: 'Sign In', icon: '$(sign-in)' },
+  signOut: { id: 'gpurun.signOut', title: 'Sign Out', icon: '$(sign-out)' },
+  showLog: { id: 'gpurun.showLog', title: 'Show Log', icon: '$(list-flat)' },
+} as const;
+
+export type CommandKey = keyof typeof COMMANDS;
+export const CATEGORY = 'GPU Run';
+
+export const VIEWS = {
+  container: 'gpurun',
+  jobs: 'gpurun.jobs',
+  hosts: 'gpurun.hosts',
+} as const;
+
+/** The command that opens the sidebar (VS Code makes one per view container). */
+export const OPEN_SIDEBAR = `workbench.view.extension.${VIEWS.container}`;
+
+/** Setting names under the `gpurun.` section, with their types. */
+export interface Settings {
+  /** Team broker address (http://host:8750); empty = the local broker started by the extension. */
+  brokerUrl: string;
+  /** The Python the run buttons use. */
+  pythonCommand: string;
+  /** Node ≥ 22.5 that runs the local broker; empty = VS Code's own runtime. */
+  localBrokerNode: string;
+  /** Show the run buttons over Python entry points. */
+  codeLensEnabled: boolean;
+}
+
+export const SETTINGS: { readonly [K in keyof Settings]: { key: string; default: Settings[K] } } = {
+  brokerUrl: { key: 'brokerUrl', default: '' },
+  pythonCommand: { key: 'pythonCommand', default: 'python3' },
+  localBrokerNode: { key: 'localBrokerNode', default: '' },
+  codeLensEnabled: { key: 'codeLens.enabled', default: true },
+};
+
+export const SETTINGS_SECTION = 'gpurun';
+export const LOG_CHANNEL = 'GPU Run';
+/** SecretStorage key of the token for a broker URL. */
+export const tokenKey = (url: string): string => `gpurun.token:${url}`;
+/** workspaceState keys. */
+export const STATE = {
+  lastRun: 'gpurun.lastRun',
+  openTerminals: 'gpurun.openTerminals',
+} as const;

@@ -1,0 +1,102 @@
+/** activate/deactivate only: builds the objects and registers them. */
+import * as vscode from 'vscode';
+import { Broker } from './brokerClient.ts';
+import { RunLensProvider, registerDirectiveDiagnostics } from './codelens/runLens.ts';
+import { registerCancelJob } from './commands/cancelJob.ts';
+import { showError, type Ctx } from './commands/common.ts';
+import { registerRefresh } from './commands/refresh.ts';
+import { registerRerunJob } from './commands/rerunJob.ts';
+import { registerRunFile } from './commands/runFile.ts';
+import { registerRunWithOptions } from './commands/runWithOptions.ts';
+import { registerShowOutput } from './commands/showOutput.ts';
+import { registerSignIn } from './commands/signIn.ts';
+import { SETTINGS_SECTION, STATE, VIEWS } from './contributions.ts';
+import { isFinal } from '../server/protocol/jobs.ts';
+import { JobSync } from './jobSync.ts';
+import { createLog } from './log.ts';
+import { registerStatusBar } from './statusBar.ts';
+import { JobTerminals } from './terminal/jobTerminal.ts';
+import { HostsTree } from './views/hostsTree.ts';
+import { JobsTree } from './views/jobsTree.ts';
+
+let active: { broker: Broker; sync: JobSync } | undefined;
+
+/** What tests can read from the extension host (the same things the views show). */
+export interface GpurunApi {
+  jobs(): ReturnType<JobSync['jobs']['all']>;
+}
+
+export function activate(context: vscode.ExtensionContext): GpurunApi {
+  const log = createLog();
+  context.subscriptions.push(log);
+  try {
+    const broker = new Broker(context.extensionPath, context.secrets, log);
+    const sync = new JobSync(broker, log);
+    const terminals = new JobTerminals(broker, sync, log);
+    const hosts = new HostsTree(broker, sync, log);
+    const jobsTree = new JobsTree(sync);
+    context.subscriptions.push(broker, sync, terminals, hosts, jobsTree);
+    const ctx: Ctx = { context, broker, sync, terminals, hosts, log };
+    active = { broker, sync };
+
+    context.subscriptions.push(
+      vscode.window.createTreeView(VIEWS.jobs, { treeDataProvider: jobsTree, showCollapseAll: false }),
+      vscode.window.createTreeView(VIEWS.hosts, { treeDataProvider: hosts }),
+    );
+    registerRunFile(ctx);
+    registerRunWithOptions(ctx);
+    registerCancelJob(ctx);
+    registerShowOutput(ctx);
+    registerRerunJob(ctx);
+    registerRefresh(ctx);
+    registerSignIn(ctx);
+    registerStatusBar(context, sync);
+
+    const lens = new RunLensProvider();
+    context.subscriptions.push(lens, vscode.languages.registerCodeLensProvider({ language: 'python' }, lens));
+    registerDirectiveDiagnostics(context);
+
+    // Errors of the event stream (broker down, token refused) are shown once, with the action that fixes them.
+    sync.onError = (err) => void showError(ctx, err, 'connecting to the broker');
+    context.subscriptions.push(
+      broker.onDidChange(() => sync.restart()),
+      vscode.workspace.onDidChangeConfiguration((e) => {
+        if (e.affectsConfiguration(`${SETTINGS_SECTION}.brokerUrl`) || e.affectsConfiguration(`${SETTINGS_SECTION}.localBrokerNode`)) broker.reset();
+        if (e.affectsConfiguration(`${SETTINGS_SECTION}.codeLens`)) lens.refresh();
+      }),
+    );
+
+    // Terminals open when the window last closed come back for jobs that still run (output from offset 0).
+    terminals.onDidChange = (ids) => void context.workspaceState.update(STATE.openTerminals, ids);
+    const reattach = context.workspaceState.get<string[]>(STATE.openTerminals) ?? [];
+    if (reattach.length) {
+      const once = sync.onDidChange(() => {
+        if (sync.state.kind !== 'connected') return;
+        once.dispose();
+        for (const id of reattach) {
+          const job = sync.jobs.get(id);
+          if (job && !isFinal(job.state)) terminals.show(job, false);
+        }
+      });
+      context.subscriptions.push(once);
+    }
+
+    sync.restart();
+    void hosts.refresh();
+    log.info(`GPU Run activated (VS Code ${vscode.version}, Node ${process.versions.node})`);
+    return { jobs: () => sync.jobs.all() };
+  } catch (err) {
+    log.error(`activation failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+    void vscode.window.showErrorMessage(`GPU Run failed to start: ${err instanceof Error ? err.message : String(err)}`, 'Show Log').then((p) => p && log.show());
+    throw err;
+  }
+}
+
+/** Stops the local broker this window started when no job of it is queued or running (jobs never depend on it). */
+export async function deactivate(): Promise<void> {
+  if (!active) return;
+  const { broker, sync } = active;
+  active = undefined;
+  const c = sync.jobs.counts();
+  await broker.stopLocalIfIdle(c.running + c.queued);
+}

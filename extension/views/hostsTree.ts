@@ -1,0 +1,74 @@
+/** The Hosts view: each host with its free/used GPUs; fetched again when a job changes (events), not polled. */
+import * as vscode from 'vscode';
+import { formatMemory } from '../../server/protocol/directives.ts';
+import type { HostInfo } from '../../server/protocol/jobs.ts';
+import type { Broker } from '../brokerClient.ts';
+import type { JobSync } from '../jobSync.ts';
+import type { Log } from '../log.ts';
+
+type HostNode = { kind: 'host'; host: HostInfo } | { kind: 'gpu'; host: HostInfo; gpu: HostInfo['gpus'][number] };
+
+export class HostsTree implements vscode.TreeDataProvider<HostNode>, vscode.Disposable {
+  private readonly changed = new vscode.EventEmitter<HostNode | undefined>();
+  readonly onDidChangeTreeData = this.changed.event;
+  private hosts: HostInfo[] = [];
+  private pending: NodeJS.Timeout | undefined;
+  private readonly sub: vscode.Disposable;
+  private readonly broker: Broker;
+  private readonly log: Log;
+
+  constructor(broker: Broker, sync: JobSync, log: Log) {
+    this.broker = broker;
+    this.log = log;
+    // A job that starts or ends takes or frees GPUs; coalesce bursts of events into one request.
+    this.sub = sync.onDidChange(() => this.refreshSoon());
+  }
+
+  refreshSoon(): void {
+    clearTimeout(this.pending);
+    this.pending = setTimeout(() => void this.refresh(), 200);
+  }
+
+  async refresh(): Promise<void> {
+    try {
+      const conn = await this.broker.connection();
+      this.hosts = await conn.client.hosts();
+    } catch (err) {
+      this.log.debug(`hosts: ${String(err)}`);
+      this.hosts = [];
+    }
+    this.changed.fire(undefined);
+  }
+
+  getChildren(node?: HostNode): HostNode[] {
+    if (!node) return this.hosts.map((host) => ({ kind: 'host', host }));
+    if (node.kind === 'host') return node.host.gpus.map((gpu) => ({ kind: 'gpu', host: node.host, gpu }));
+    return [];
+  }
+
+  getTreeItem(node: HostNode): vscode.TreeItem {
+    if (node.kind === 'host') {
+      const h = node.host;
+      const used = h.gpus.filter((g) => g.jobId).length;
+      const item = new vscode.TreeItem(h.name, h.gpus.length ? vscode.TreeItemCollapsibleState.Expanded : vscode.TreeItemCollapsibleState.None);
+      item.id = `host:${h.name}`;
+      item.description = `${h.gpus.length - used}/${h.gpus.length} GPUs free · ${h.state}`;
+      item.tooltip = `${h.name} (${h.runtime}, ${h.state})\nCPUs ${h.cpus - h.cpusUsed}/${h.cpus} free · memory ${formatMemory(h.memoryMiB - h.memoryUsedMiB)}/${formatMemory(h.memoryMiB)} free${h.lastError ? `\n${h.lastError}` : ''}`;
+      item.iconPath = new vscode.ThemeIcon(h.state === 'up' ? 'server' : 'debug-disconnect');
+      return item;
+    }
+    const g = node.gpu;
+    const item = new vscode.TreeItem(`GPU ${g.index} ${g.name}`);
+    item.id = `gpu:${node.host.name}:${g.index}`;
+    item.description = g.jobId ? `used by ${g.jobId}` : 'free';
+    item.tooltip = `${g.name}, ${formatMemory(g.memoryTotalMiB)}, ${g.uuid}`;
+    item.iconPath = new vscode.ThemeIcon(g.jobId ? 'circle-filled' : 'circle-outline');
+    return item;
+  }
+
+  dispose(): void {
+    clearTimeout(this.pending);
+    this.sub.dispose();
+    this.changed.dispose();
+  }
+}

@@ -1,0 +1,218 @@
+/**
+ * A real VS Code for end-to-end tests: the one inside the `code-server` npm package (built by
+ * test/setup/40-vscode.sh), with the extension installed from a freshly packaged .vsix into its own extensions
+ * folder, driven by Playwright in Debian's Chromium. Only loopback traffic.
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { ROOT } from '../../support/harness.ts';
+
+export const CODE_SERVER = join(ROOT, 'node_modules', 'code-server');
+export const CODE_SERVER_MARKER = join(CODE_SERVER, 'lib', 'vscode', '.gpurun-postinstall-done');
+export const NODE24 = join(ROOT, 'node_modules', 'node', 'bin', 'node');
+export const CHROMIUM = process.env.GPURUN_CHROMIUM ?? '/usr/bin/chromium';
+export const RESULTS = join(ROOT, 'test-results');
+
+/** Why VS Code cannot run here, or undefined when it can. */
+export function missingVsCode(): string | undefined {
+  if (!existsSync(CHROMIUM)) return `${CHROMIUM} is missing (apt-get install chromium)`;
+  if (!existsSync(NODE24)) return 'node_modules/node (Node 24) is missing: run npm ci';
+  if (!existsSync(CODE_SERVER_MARKER)) return "code-server's native modules are not built: run bash test/setup/40-vscode.sh";
+  return undefined;
+}
+
+/** Packages the extension (dist/ is built by npm test) and installs it into `extDir`. */
+export function installExtension(dir: string, extDir: string): void {
+  const vsix = join(dir, 'gpurun-e2e.vsix');
+  execFileSync(process.execPath, [join(ROOT, 'node_modules', '@vscode', 'vsce', 'vsce'), 'package', '--no-dependencies', '--allow-missing-repository', '--no-rewrite-relative-links', '-o', vsix], { cwd: ROOT, stdio: 'pipe' });
+  execFileSync(NODE24, [join(CODE_SERVER, 'out', 'node', 'entry.js'), '--extensions-dir', extDir, '--user-data-dir', join(dir, 'user-data'), '--install-extension', vsix, '--force'], {
+    cwd: ROOT,
+    stdio: 'pipe',
+    env: { ...process.env, XDG_CONFIG_HOME: join(dir, 'config'), XDG_DATA_HOME: join(dir, 'data') },
+  });
+  if (!readdirSync(extDir).some((d) => d.startsWith('gpurun.gpurun-'))) throw new Error(`the extension did not install into ${extDir}`);
+}
+
+export interface CodeServer {
+  url: string;
+  proc: ChildProcess;
+  log(): string;
+  stop(): Promise<void>;
+}
+
+/** Starts code-server on a free loopback port with its own user data, settings and extensions. */
+export async function startCodeServer(dir: string, opts: { folder: string; extDir: string; settings: Record<string, unknown>; env?: NodeJS.ProcessEnv }): Promise<CodeServer> {
+  const userData = join(dir, 'user-data');
+  mkdirSync(join(userData, 'User'), { recursive: true });
+  writeFileSync(
+    join(userData, 'User', 'settings.json'),
+    JSON.stringify(
+      {
+        'security.workspace.trust.enabled': false,
+        'terminal.integrated.gpuAcceleration': 'off',
+        'workbench.startupEditor': 'none',
+        'workbench.tips.enabled': false,
+        'extensions.autoCheckUpdates': false,
+        'extensions.autoUpdate': false,
+        'update.mode': 'none',
+        'telemetry.telemetryLevel': 'off',
+        'chat.disableAIFeatures': true,
+        'editor.minimap.enabled': false,
+        'workbench.secondarySideBar.defaultVisibility': 'hidden',
+        ...opts.settings,
+      },
+      null,
+      2,
+    ),
+  );
+  const port = 40000 + Math.floor(Math.random() * 20000);
+  const args = [join(CODE_SERVER, 'out', 'node', 'entry.js'), '--auth', 'none', '--bind-addr', `127.0.0.1:${port}`, '--user-data-dir', userData, '--extensions-dir', opts.extDir, '--disable-telemetry', '--disable-update-check', '--disable-workspace-trust', '--disable-getting-started-override', opts.folder];
+  const proc = spawn(NODE24, args, {
+    cwd: dir,
+    env: { ...process.env, XDG_CONFIG_HOME: join(dir, 'config'), ...opts.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let log = '';
+  proc.stdout!.on('data', (d) => (log += d));
+  proc.stderr!.on('data', (d) => (log += d));
+  const url = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 600; i++) {
+    if (proc.exitCode !== null) throw new Error(`code-server exited (${proc.exitCode}):\n${log}`);
+    try {
+      const r = await fetch(`${url}/healthz`);
+      if (r.ok) break;
+    } catch {
+      /* not yet */
+    }
+    await sleep(100);
+  }
+  return {
+    url,
+    proc,
+    log: () => log,
+    stop: async () => {
+      if (proc.exitCode !== null || proc.signalCode !== null) return;
+      const gone = new Promise((r) => proc.once('close', r));
+      proc.kill('SIGTERM');
+      await Promise.race([gone, sleep(5000)]);
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+    },
+  };
+}
+
+export async function launchBrowser(): Promise<Browser> {
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+  });
+}
+
+/** Opens the workbench on `folder` and waits until it is up. */
+export async function openWorkbench(browser: Browser, cs: CodeServer, folder: string): Promise<Page> {
+  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+  await page.goto(`${cs.url}/?folder=${encodeURIComponent(folder)}`);
+  await page.waitForSelector('.monaco-workbench', { timeout: 60_000 });
+  return page;
+}
+
+/** Opens the GPU Run sidebar and makes it wide enough for its descriptions (by dragging its sash). */
+export async function openSidebar(page: Page, width = 520): Promise<void> {
+  await page.locator('.activitybar [aria-label^="GPU Run"]').first().click();
+  await page.locator('.pane-header', { hasText: 'Jobs' }).first().waitFor();
+  const box = await page.locator('.part.sidebar').boundingBox();
+  if (box && box.width < width) {
+    const y = box.y + box.height / 2;
+    await page.mouse.move(box.x + box.width + 1, y);
+    await page.mouse.down();
+    await page.mouse.move(box.x + width, y, { steps: 5 });
+    await page.mouse.up();
+  }
+}
+
+/** Maximizes the panel (terminal) or restores it: only the terminal's visible rows are in the DOM. */
+export async function maximizePanel(page: Page, on: boolean): Promise<void> {
+  const tall = async () => ((await page.locator('.part.panel').boundingBox())?.height ?? 0) > 500;
+  for (let i = 0; i < 3 && (await tall()) !== on; i++) {
+    await runCommand(page, 'View: Toggle Maximized Panel');
+    await sleep(500);
+  }
+  if ((await tall()) !== on) throw new Error(`could not ${on ? 'maximize' : 'restore'} the panel`);
+}
+
+/** F1, the command's title, Enter. Tries again if something (a terminal opening) takes the focus meanwhile. */
+export async function runCommand(page: Page, title: string): Promise<void> {
+  let last: unknown;
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      await page.keyboard.press('F1');
+      const input = page.locator('.quick-input-widget input');
+      await input.waitFor({ state: 'visible', timeout: 5000 });
+      await input.fill(`>${title}`, { timeout: 5000 });
+      const row = page.locator('.quick-input-list .monaco-list-row', { hasText: title }).first();
+      await row.waitFor({ state: 'visible', timeout: 15_000 });
+      await page.keyboard.press('Enter');
+      return;
+    } catch (err) {
+      last = err;
+      await page.keyboard.press('Escape').catch(() => {});
+      await sleep(500);
+    }
+  }
+  throw last;
+}
+
+/**
+ * Types into the quick input whose title or prompt shows `step`, and presses Enter. Waiting for the step matters:
+ * the widget is reused from one step to the next, so typing too early lands in the previous step.
+ */
+export async function answerInput(page: Page, step: string, text: string): Promise<void> {
+  await page.locator('.quick-input-widget', { hasText: step }).waitFor({ state: 'visible', timeout: 15_000 });
+  const input = page.locator('.quick-input-widget input');
+  await input.fill(text);
+  await page.keyboard.press('Enter');
+}
+
+/** Opens a workspace file by Quick Open (tries again if the focus moves meanwhile). */
+export async function openFile(page: Page, name: string): Promise<void> {
+  let last: unknown;
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      // F1 opens the same quick input as Ctrl+P (which some views keep for themselves); without the ">" it finds files.
+      await page.keyboard.press('F1');
+      const input = page.locator('.quick-input-widget input');
+      await input.waitFor({ state: 'visible', timeout: 5000 });
+      await input.fill(name, { timeout: 5000 });
+      await page.locator('.quick-input-list .monaco-list-row', { hasText: name }).first().waitFor({ state: 'visible', timeout: 15_000 });
+      await page.keyboard.press('Enter');
+      await page.locator(`.tab.active[aria-label*="${name}"]`).waitFor({ timeout: 5000 });
+      return;
+    } catch (err) {
+      last = err;
+      await page.keyboard.press('Escape').catch(() => {});
+      await sleep(500);
+    }
+  }
+  throw last;
+}
+
+/** The text of the visible terminal (DOM renderer: rows under .xterm-rows). */
+export async function terminalText(page: Page): Promise<string> {
+  const rows = page.locator('.terminal-wrapper.active .xterm-rows > div');
+  const all = await rows.allInnerTexts().catch(() => [] as string[]);
+  return all.map((r) => r.replace(/\u00a0/g, ' ').trimEnd()).join('\n');
+}
+
+/** Waits until the visible terminal shows `re`; returns its text. */
+export async function waitForTerminal(page: Page, re: RegExp, timeoutMs = 60_000): Promise<string> {
+  const deadline = Date.now() + timeoutMs;
+  let text = '';
+  while (Date.now() < deadline) {
+    text = await terminalText(page);
+    if (re.test(text)) return text;
+    await sleep(200);
+  }
+  throw new Error(`the terminal did not show ${re} within ${timeoutMs} ms; it shows:\n${text}`);
+}

@@ -1,0 +1,72 @@
+import assert from 'node:assert/strict';
+import { JobList, jobItem, statusText } from '../../../extension/core/jobTree.ts';
+import { job } from './fixtures.ts';
+
+const NOW = Date.parse('2026-11-22T10:05:30.000Z');
+
+describe('extension core: the jobs tree model', () => {
+  it('groups jobs into Running, Queued (by position) and Recent (newest end first)', () => {
+    const list = new JobList();
+    list.reset([
+      job({ id: 'q2', state: 'queued', queuePosition: 2 }),
+      job({ id: 'q1', state: 'queued', queuePosition: 1 }),
+      job({ id: 'r1', state: 'running', host: 'gpu-1', gpuIndices: [0, 1], startedAt: '2026-11-22T10:01:00.000Z' }),
+      job({ id: 's1', state: 'starting', host: 'gpu-2', startedAt: '2026-11-22T10:02:00.000Z' }),
+      job({ id: 'e1', state: 'succeeded', exitCode: 0, endedAt: '2026-11-22T10:03:00.000Z' }),
+      job({ id: 'e2', state: 'failed', exitCode: 1, endedAt: '2026-11-22T10:04:00.000Z' }),
+    ]);
+    assert.deepEqual(list.group('running').map((j) => j.id), ['r1', 's1']);
+    assert.deepEqual(list.group('queued').map((j) => j.id), ['q1', 'q2']);
+    assert.deepEqual(list.group('recent').map((j) => j.id), ['e2', 'e1']);
+    assert.deepEqual(list.counts(), { running: 2, queued: 2 });
+    assert.equal(statusText(list.counts()), '$(server-process) 2 running, 2 queued');
+  });
+
+  it('moves a job between groups as its events arrive, and ignores a stale event after the final one', () => {
+    const list = new JobList();
+    list.reset([job({ id: 'j', state: 'queued', queuePosition: 1 })]);
+    assert.equal(list.apply(job({ id: 'j', state: 'running', host: 'h' })), true);
+    assert.deepEqual(list.group('running').map((j) => j.id), ['j']);
+    assert.equal(list.apply(job({ id: 'j', state: 'cancelled', endedAt: '2026-11-22T10:05:00.000Z' })), true);
+    assert.equal(list.apply(job({ id: 'j', state: 'running', host: 'h' })), false);
+    assert.equal(list.get('j')!.state, 'cancelled');
+    assert.deepEqual(list.group('recent').map((j) => j.id), ['j']);
+    assert.deepEqual(list.counts(), { running: 0, queued: 0 });
+  });
+
+  it('shows a running job with host, GPUs, elapsed time, a spinning icon and a cancel action', () => {
+    const v = jobItem(job({ state: 'running', host: 'gpu-1', gpuIndices: [0, 1], startedAt: '2026-11-22T10:04:00.000Z' }), NOW);
+    assert.equal(v.label, 'a1b2c3d4 train.py');
+    assert.equal(v.description, 'gpu-1 · GPU 0,1 · 1m30s');
+    assert.deepEqual(v.icon, { id: 'sync~spin', color: 'charts.blue' });
+    assert.equal(v.contextValue, 'job-running');
+  });
+
+  it('shows a queued job with its place in the queue and what it asks for', () => {
+    const v = jobItem(job({ state: 'queued', queuePosition: 3, queue: 'offline' }), NOW);
+    assert.equal(v.description, '#3 in offline · 2×A100 · 5m30s');
+    assert.equal(v.icon.id, 'clock');
+    assert.equal(v.contextValue, 'job-queued');
+  });
+
+  it('shows an ended job with its state and duration, and the failure reason in the tooltip', () => {
+    const v = jobItem(
+      job({ state: 'failed', exitCode: 3, reason: 'exited with code 3', host: 'gpu-1', gpuIndices: [1], startedAt: '2026-11-22T10:00:10.000Z', endedAt: '2026-11-22T10:01:15.000Z' }),
+      NOW,
+    );
+    assert.equal(v.description, 'failed (exit 3) · gpu-1 · GPU 1 · 1m5s');
+    assert.deepEqual(v.icon, { id: 'error', color: 'testing.iconFailed' });
+    assert.equal(v.contextValue, 'job-ended');
+    assert.match(v.tooltip, /python3 train\.py --lr 3e-4/);
+    assert.match(v.tooltip, /resources: 2×A100, 8 CPUs, 32G, limit 2h/);
+    assert.match(v.tooltip, /started: 2026-11-22T10:00:10\.000Z/);
+    assert.match(v.tooltip, /ended: 2026-11-22T10:01:15\.000Z/);
+    assert.match(v.tooltip, /exit code: 3/);
+    assert.match(v.tooltip, /reason: exited with code 3/);
+  });
+
+  it('uses the script name for the label even with an interpreter and arguments before it', () => {
+    assert.equal(jobItem(job({ command: ['python3', '-u', 'src/models/train.py', '--epochs', '3'] }), NOW).label, 'a1b2c3d4 train.py');
+    assert.equal(jobItem(job({ command: ['nvidia-smi'], name: 'nvidia-smi' }), NOW).label, 'a1b2c3d4 nvidia-smi');
+  });
+});
