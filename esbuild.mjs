@@ -9,7 +9,13 @@ const common = {
   sourcemap: 'linked',
   logLevel: 'warning',
   // ESM bundles of CommonJS dependencies (undici) need a require().
-  banner: { js: "import { createRequire as __gpurunRequire } from 'node:module'; const require = __gpurunRequire(import.meta.url);" },
+  // ssh2's optional native parts (cpu-features, sshcrypto.node) are never built (allowScripts denies them); ssh2
+  // falls back to pure JavaScript when requiring them fails.
+  external: ['cpu-features', '*.node'],
+  // (ssh2 also reads __dirname.)
+  banner: {
+    js: "import { createRequire as __gpurunRequire } from 'node:module'; const require = __gpurunRequire(import.meta.url); import { fileURLToPath as __gpurunPath } from 'node:url'; const __filename = __gpurunPath(import.meta.url); const __dirname = __gpurunPath(new URL('.', import.meta.url));",
+  },
 };
 
 await Promise.all([

@@ -308,6 +308,7 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     let reason: string;
     if (job.stopIntent === 'cancel') [state, reason] = ['cancelled', job.reason];
     else if (job.stopIntent === 'timeout') [state, reason] = ['timed_out', job.reason];
+    else if (end.failure) [state, reason] = ['failed', end.failure];
     else if (end.startError) [state, reason] = ['failed', `could not start: ${end.startError}`];
     else if (end.exitCode === 0) [state, reason] = ['succeeded', 'exited with code 0'];
     else if (end.oomKilled) [state, reason] = ['failed', 'killed for running out of memory (OOM)'];

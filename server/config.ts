@@ -9,6 +9,7 @@ import { GpurunError } from './protocol/errors.ts';
 import { QUEUES, type Queue } from './protocol/jobs.ts';
 import { parseDuration, parseMemory } from './core/units.ts';
 import { validateClusters, type ClusterConfig } from './slurm/config.ts';
+import { SSH_HOST_KEYS, validateSshHost, type SshHostConfig } from './hosts/sshConfig.ts';
 
 export type Listen = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
 
@@ -20,7 +21,8 @@ export interface LocalHostConfig {
   memoryMiB?: number;
   labels: Record<string, string>;
 }
-export type HostConfig = LocalHostConfig;
+export type HostConfig = LocalHostConfig | SshHostConfig;
+export type { SshHostConfig } from './hosts/sshConfig.ts';
 
 export interface QueueConfig {
   /** Longest time limit a job may ask for; 0 = no cap. */
@@ -122,15 +124,16 @@ export function validateConfig(raw: unknown, file: string, baseDir: string, fall
   const hosts = hostList.map((h, i): HostConfig => {
     const p = `hosts[${i}]`;
     const ho = f.obj(h, p);
-    f.keys(ho, p, ['name', 'type', 'cpus', 'memory', 'labels']);
     const name = f.str(ho.name, `${p}.name`);
     if (!/^[A-Za-z0-9][\w.-]*$/.test(name)) f.fail(`${p}.name`, 'use letters, digits, ".", "_" and "-"');
     if (names.has(name)) f.fail(`${p}.name`, `"${name}" is used by another host`);
     names.add(name);
     const type = ho.type === undefined ? 'local' : f.str(ho.type, `${p}.type`);
-    if (type !== 'local') f.fail(`${p}.type`, `unknown host type "${type}"; known: local`);
+    if (type !== 'local' && type !== 'ssh') f.fail(`${p}.type`, `unknown host type "${type}"; known: local, ssh`);
+    f.keys(ho, p, type === 'ssh' ? SSH_HOST_KEYS : ['name', 'type', 'cpus', 'memory', 'labels']);
     const labels: Record<string, string> = {};
     if (ho.labels !== undefined) for (const [k, v] of Object.entries(f.obj(ho.labels, `${p}.labels`))) labels[k] = f.str(v, `${p}.labels.${k}`);
+    if (type === 'ssh') return validateSshHost(ho, p, f, baseDir, name, labels);
     return {
       name,
       type: 'local',

@@ -13,6 +13,7 @@ import { SqliteStore } from './store/sqlite.ts';
 import { LogFiles } from './logs/logFiles.ts';
 import { HostRegistry } from './hosts/registry.ts';
 import { ProcessRuntime } from './runtimes/process.ts';
+import { createSshSide } from './hosts/sshSide.ts';
 import { Broker } from './broker.ts';
 import { buildApp } from './app.ts';
 import { jsonLogger, type Logger } from './logger.ts';
@@ -49,7 +50,8 @@ export async function startBroker(config: BrokerConfig, opts: { log?: Logger; id
   const store = new SqliteStore(join(config.dataDir, 'gpurun.db'));
   const logs = new LogFiles(join(config.dataDir, 'logs'));
   const shim = fileURLToPath(new URL('./shim.js', import.meta.url));
-  const hosts = new HostRegistry(config.hosts, { process: new ProcessRuntime(join(config.dataDir, 'run'), shim) });
+  const sshSide = createSshSide(config, log);
+  const hosts = new HostRegistry(config.hosts, { process: new ProcessRuntime(join(config.dataDir, 'run'), shim), ...sshSide.runtimes }, process.env, sshSide.ssh);
   const baseEnv = Object.fromEntries(Object.entries(process.env).filter((e): e is [string, string] => e[1] !== undefined && !e[0].startsWith('GPURUN_')));
   // Slurm backend (issue 5): a login node that is this machine runs Slurm's commands as local argv processes.
   const clusters = config.clusters.length
@@ -57,6 +59,8 @@ export async function startBroker(config: BrokerConfig, opts: { log?: Logger; id
     : undefined;
   const broker = new Broker({ config, store, logs, hosts, log, baseEnv, ...(clusters ? { clusters } : {}) });
   await broker.start();
+  hosts.onChange(() => broker.kick());
+  sshSide.startSweeps((jobId) => !broker.isDone(jobId));
 
   const trusted = config.listen.kind === 'unix' && config.auth.trustUnixSocket ? { user: config.auth.localUser, admin: true } : undefined;
   const server = createServer({ keepAliveTimeout: 65_000 }, buildApp({ broker, store, logs, log, version: VERSION, ...(trusted ? { trustedPrincipal: trusted } : {}) }));
@@ -83,6 +87,7 @@ export async function startBroker(config: BrokerConfig, opts: { log?: Logger; id
     (closing ??= (async () => {
       clearInterval(idleTimer);
       broker.close();
+      sshSide.close();
       server.closeAllConnections();
       await new Promise<void>((r) => server.close(() => r()));
       store.close();

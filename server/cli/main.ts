@@ -5,6 +5,7 @@
 import { GpurunError, isGpurunError } from '../protocol/errors.ts';
 import { runCommand } from './run.ts';
 import { brokerCommand, cancelCommand, hostsCommand, logsCommand, lsCommand, tokenCommand } from './commands.ts';
+import { sftpServeCommand } from './sftpServe.ts';
 
 const VERSION = '0.1.0';
 
@@ -18,6 +19,7 @@ Usage:
   gpurun hosts [--json]                   show hosts and their GPUs
   gpurun broker [--config FILE]           run a broker in the foreground
   gpurun token create USER [--admin]      create an API token (on the broker machine)
+  gpurun sftp-serve --root DIR            serve DIR over SFTP on stdin/stdout (for GPU hosts' sshfs)
 
 Broker: --broker URL or GPURUN_BROKER (token in GPURUN_TOKEN); with neither, a local broker is started on demand
 with its state in $GPURUN_HOME (default: $XDG_DATA_HOME/gpurun or ~/.local/share/gpurun).
@@ -31,6 +33,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   hosts: hostsCommand,
   broker: brokerCommand,
   token: tokenCommand,
+  'sftp-serve': sftpServeCommand,
 };
 
 async function main(argv: string[]): Promise<number> {

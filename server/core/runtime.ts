@@ -22,6 +22,8 @@ export interface ExitInfo {
   startError?: string;
   /** The kernel's OOM killer ended it. */
   oomKilled?: boolean;
+  /** The job was stopped because something it depends on failed (e.g. `workspace_lost: …`); the reason shown. */
+  failure?: string;
   endedAt: string;
 }
 

@@ -1,12 +1,13 @@
 /**
  * The broker's hosts: their configured and probed capacity, their state, and the view `GET /v1/hosts` returns.
- * Only the local host for now; SSH hosts plug in here.
+ * The local host is probed in-process; SSH hosts (type "ssh") through their connection (hosts/sshHosts.ts).
  */
 import type { HostConfig } from '../config.ts';
 import type { Gpu, HostInfo, HostState } from '../protocol/jobs.ts';
 import type { Allocation, HostCapacity } from '../core/scheduler.ts';
 import type { Runtime } from '../core/runtime.ts';
 import { probeLocal } from './local.ts';
+import type { SshHosts } from './sshHosts.ts';
 
 interface HostEntry {
   config: HostConfig;
@@ -23,30 +24,68 @@ export class HostRegistry {
 
   private readonly env: NodeJS.ProcessEnv;
   private readonly runtimes: Record<string, Runtime>;
+  private readonly ssh: SshHosts | undefined;
+  private changed: () => void = () => {};
+  private readonly probing = new Set<string>();
 
-  /** `runtimes` maps a runtime kind (HostEntry.runtime, e.g. "process") to the runtime that runs it. */
-  constructor(configs: HostConfig[], runtimes: Record<string, Runtime>, env: NodeJS.ProcessEnv = process.env) {
+  /**
+   * `runtimes` maps a runtime kind (HostEntry.runtime, e.g. "process", "docker", "ssh-process") to the runtime that
+   * runs it. `ssh` probes the hosts of type "ssh"; a dropped connection re-probes that host at once.
+   */
+  constructor(configs: HostConfig[], runtimes: Record<string, Runtime>, env: NodeJS.ProcessEnv = process.env, ssh?: SshHosts) {
     this.env = env;
     this.runtimes = runtimes;
-    this.hosts = configs.map((config) => ({ config, state: 'down', lastError: 'not probed yet', gpus: [], cpus: 0, memoryMiB: 0, runtime: 'process' }));
+    this.ssh = ssh;
+    this.hosts = configs.map((config) => ({ config, state: 'down', lastError: 'not probed yet', gpus: [], cpus: 0, memoryMiB: 0, runtime: config.type === 'ssh' ? (config.runtime === 'docker' ? 'docker' : 'ssh-process') : 'process' }));
+    ssh?.on('lost', (name) => void this.probeHost(name));
+  }
+
+  /** Called when a host's state changes outside probeAll() (e.g. its connection dropped): the broker re-schedules. */
+  onChange(fn: () => void): void {
+    this.changed = fn;
+  }
+
+  /** Probes one host now; returns true when anything changed. */
+  async probeHost(name: string): Promise<boolean> {
+    const h = this.hosts.find((x) => x.config.name === name);
+    if (!h || this.probing.has(name)) return false;
+    this.probing.add(name);
+    try {
+      const changed = await this.probeEntry(h);
+      if (changed) this.changed();
+      return changed;
+    } finally {
+      this.probing.delete(name);
+    }
+  }
+
+  private async probeEntry(h: HostEntry): Promise<boolean> {
+    const before = JSON.stringify([h.state, h.gpus, h.cpus, h.memoryMiB, h.lastError]);
+    if (h.config.type === 'ssh') {
+      const p = await this.ssh!.probe(h.config.name);
+      // A host that is down keeps what it had when last seen: jobs for it wait instead of being refused.
+      if (p.up) {
+        h.gpus = p.gpus;
+        h.cpus = h.config.cpus ?? p.cpus;
+        h.memoryMiB = h.config.memoryMiB ?? p.memoryMiB;
+      }
+      h.lastError = p.error;
+      h.state = !p.up ? 'down' : h.config.draining ? 'draining' : 'up';
+    } else {
+      const p = await probeLocal(this.env);
+      h.gpus = p.gpus;
+      h.cpus = h.config.cpus ?? p.cpus;
+      h.memoryMiB = h.config.memoryMiB ?? p.memoryMiB;
+      h.lastError = p.error;
+      if (h.state !== 'draining') h.state = 'up';
+    }
+    return JSON.stringify([h.state, h.gpus, h.cpus, h.memoryMiB, h.lastError]) !== before;
   }
 
   /** Probes every host; a host that cannot be probed is `down` with the reason. Returns true when anything changed. */
   async probeAll(): Promise<boolean> {
-    let changed = false;
-    await Promise.all(
-      this.hosts.map(async (h) => {
-        const before = JSON.stringify([h.state, h.gpus, h.cpus, h.memoryMiB, h.lastError]);
-        const p = await probeLocal(this.env);
-        h.gpus = p.gpus;
-        h.cpus = h.config.cpus ?? p.cpus;
-        h.memoryMiB = h.config.memoryMiB ?? p.memoryMiB;
-        h.lastError = p.error;
-        if (h.state !== 'draining') h.state = 'up';
-        if (JSON.stringify([h.state, h.gpus, h.cpus, h.memoryMiB, h.lastError]) !== before) changed = true;
-      }),
-    );
-    return changed;
+    const changed = await Promise.all(this.hosts.map((h) => this.probeEntry(h)));
+    return changed.some(Boolean);
   }
 
   /** The runtime that runs jobs on `host`. */

@@ -1,0 +1,137 @@
+/**
+ * The developer's workspace mounted on a GPU host with SSHFS, by one of two transports:
+ * - direct: the host runs `sshfs user@devmachine:/path` itself (with reconnect and keepalives); the broker is not in
+ *   the data path, so the mount outlives a broker restart. The SFTP side runs `gpurun sftp-serve --root /path`
+ *   on the developer's machine (confined to the workspace).
+ * - relay: the host runs `sshfs -o passive`, whose SFTP stream travels over the broker's SSH channel to a confined
+ *   sftp-server the broker runs next to the files (the broker must run on the machine that owns the workspace).
+ * Builders are pure and unit-tested; `Mounts` runs them over a RemoteExec.
+ */
+import { posix } from 'node:path';
+import { GpurunError } from '../protocol/errors.ts';
+import type { MountConfig } from './sshConfig.ts';
+import type { RemoteExec } from './ssh.ts';
+import { quoteShell } from './shellQuote.ts';
+import { serveSftp, type SftpSession } from './sftpGuard.ts';
+
+/**
+ * Options for many small files (Python imports: a stat and an open per candidate path): attributes, directory
+ * listings and negative lookups are cached for a short while, and file contents stay in the page cache while the
+ * file is unchanged. Measured by bench/ssh.ts.
+ */
+export const TUNED_OPTIONS = ['kernel_cache', 'dir_cache=yes', 'dcache_timeout=20', 'entry_timeout=20', 'attr_timeout=20', 'negative_timeout=20'];
+
+/** Where a job's workspace is mounted on the host. */
+export function mountPoint(workDir: string, jobId: string): string {
+  return posix.join(workDir, 'mnt', jobId);
+}
+
+/** A value inside `-o a,b,c`: libfuse splits on commas, and takes `\` as an escape. */
+export function fuseOptValue(s: string): string {
+  return s.replace(/[\\,]/g, '\\$&');
+}
+
+function commonOptions(m: MountConfig): string[] {
+  return ['allow_other', 'idmap=none', ...(m.readOnly ? ['ro'] : []), ...TUNED_OPTIONS, ...m.options];
+}
+
+/** argv of the direct mount (run on the host; sshfs daemonizes once mounted). */
+export function sshfsDirectArgs(m: MountConfig, workspace: string, mnt: string): string[] {
+  const t = /^([\w.-]+)@([\w.-]+)(?::(\d+))?$/.exec(m.target ?? '');
+  if (!t) throw new GpurunError('E_CONFIG', `mount.target "${m.target}" is not user@host[:port]`);
+  // The remote command runs in the developer's login shell: every word quoted, then escaped for the -o list.
+  const server = `${m.sftpServer} --root ${quoteShell(workspace)}${m.readOnly ? ' --read-only' : ''}`;
+  const opts = [
+    ...commonOptions(m),
+    'reconnect',
+    'ServerAliveInterval=5',
+    'ServerAliveCountMax=3',
+    'BatchMode=yes',
+    'StrictHostKeyChecking=yes',
+    ...(m.identityFile ? [`IdentityFile=${m.identityFile}`] : []),
+    ...(m.knownHosts ? [`UserKnownHostsFile=${m.knownHosts}`] : []),
+    `sftp_server=${fuseOptValue(server)}`,
+  ];
+  return ['sshfs', `${t[1]}@${t[2]}:${workspace}`, mnt, ...(t[3] ? ['-p', t[3]] : []), '-o', opts.join(',')];
+}
+
+/** argv of the relay mount: sshfs in the foreground speaking SFTP on its stdin/stdout. */
+export function sshfsRelayArgs(m: MountConfig, workspace: string, mnt: string): string[] {
+  return ['sshfs', '-f', '-o', ['passive', ...commonOptions(m)].join(','), `:${workspace}`, mnt];
+}
+
+/** argv that unmounts (lazily, so a busy mount goes too) and removes the mount point; succeeds if already gone. */
+export function unmountArgs(mnt: string): string[] {
+  return ['sh', '-c', 'fusermount3 -uz "$1" 2>/dev/null || fusermount -uz "$1" 2>/dev/null || umount -l "$1" 2>/dev/null; rmdir "$1" 2>/dev/null; test ! -e "$1"', 'gpurun-unmount', mnt];
+}
+
+/** argv that prints the file system type of the mount point (`fuse.sshfs` or `fuse` while mounted). */
+export function mountCheckArgs(mnt: string): string[] {
+  return ['timeout', '10', 'stat', '-f', '-c', '%T', mnt];
+}
+
+/** Whether mountCheckArgs' output says the FUSE mount is alive. */
+export function isFuseType(out: string): boolean {
+  return /^fuse/.test(out.trim());
+}
+
+export interface MountHandle {
+  mnt: string;
+  transport: 'direct' | 'relay';
+  /** relay only: the local SFTP session; gone after a broker restart. */
+  session?: SftpSession;
+  /** relay only: resolves with why the stream ended. */
+  ended?: Promise<string>;
+}
+
+export class Mounts {
+  /** Relay sessions of this broker process, by mount point. */
+  private readonly relays = new Map<string, MountHandle>();
+
+  async mount(ssh: RemoteExec, m: MountConfig, workspace: string, mnt: string, log: (msg: string) => void): Promise<MountHandle> {
+    await ssh.run(['mkdir', '-p', mnt], 'creating the mount point');
+    try {
+      if (m.transport === 'direct') {
+        await ssh.run(sshfsDirectArgs(m, workspace, mnt), `mounting ${m.target}:${workspace} with sshfs`, { timeoutMs: 30_000 });
+        return { mnt, transport: 'direct' };
+      }
+      const ch = await ssh.spawn(sshfsRelayArgs(m, workspace, mnt));
+      let stderr = '';
+      ch.stderr.on('data', (d: Buffer) => (stderr += d.toString('utf8')).length > 4096 && (stderr = stderr.slice(-4096)));
+      const session = serveSftp(workspace, ch, ch, { readOnly: m.readOnly, onDenied: (why) => log(`sftp request refused: ${why}`) });
+      const ended = new Promise<string>((resolve) => ch.on('close', () => resolve(`the SFTP relay stream ended${stderr.trim() ? `: ${stderr.trim()}` : ''}`)));
+      ended.then(() => session.close());
+      const handle: MountHandle = { mnt, transport: 'relay', session, ended };
+      // sshfs -f does not say when the mount is ready: poll the file system type.
+      for (let i = 0; ; i++) {
+        const race = await Promise.race([ended.then((why) => ({ why })), this.alive(ssh, mnt).then((ok) => ({ ok }))]);
+        if ('why' in race) throw new GpurunError('E_INTERNAL', `host ${ssh.hostName}: sshfs (relay) failed: ${race.why}`, { stderr });
+        if (race.ok) break;
+        if (i > 200) throw new GpurunError('E_INTERNAL', `host ${ssh.hostName}: the relay mount did not come up within 10 s`, { stderr });
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      this.relays.set(mnt, handle);
+      return handle;
+    } catch (e) {
+      await this.unmount(ssh, mnt).catch(() => {});
+      throw e;
+    }
+  }
+
+  /** The relay handle of a mount made by this broker process, if any. */
+  relay(mnt: string): MountHandle | undefined {
+    return this.relays.get(mnt);
+  }
+
+  async alive(ssh: RemoteExec, mnt: string): Promise<boolean> {
+    const r = await ssh.exec(mountCheckArgs(mnt), { timeoutMs: 15_000 });
+    return r.code === 0 && isFuseType(r.stdout);
+  }
+
+  async unmount(ssh: RemoteExec, mnt: string): Promise<void> {
+    const h = this.relays.get(mnt);
+    this.relays.delete(mnt);
+    await ssh.run(unmountArgs(mnt), `unmounting ${mnt}`, { timeoutMs: 30_000 });
+    h?.session?.close();
+  }
+}

@@ -1,0 +1,230 @@
+/**
+ * SSH connections to GPU hosts (ssh2): per host a small pool of connections, each carrying up to
+ * MAX_CHANNELS sessions (sshd allows 10 by default), kept alive with SSH keepalives. The host key is checked
+ * against the configured known_hosts file before anything else happens.
+ */
+import { readFileSync } from 'node:fs';
+import { Client, type ClientChannel, type ConnectConfig } from 'ssh2';
+import { GpurunError } from '../protocol/errors.ts';
+import type { SshHostConfig } from './sshConfig.ts';
+import { checkHostKey, knownHostsName, knownKeyTypes, parseKnownHosts, type HostKeyVerdict } from './knownHosts.ts';
+import { shellCommand } from './shellQuote.ts';
+
+/** What runners need from a host: run a command to its end, or open a long-lived one. */
+export interface RemoteExec {
+  readonly hostName: string;
+  /** Runs argv (each word quoted) and collects its output; never rejects for a non-zero exit. */
+  exec(argv: readonly string[], opts?: { stdin?: string | Buffer; timeoutMs?: number }): Promise<ExecResult>;
+  /** Like exec, but a non-zero exit is a GpurunError carrying the exit code and stderr. */
+  run(argv: readonly string[], what: string, opts?: { timeoutMs?: number }): Promise<string>;
+  /** Opens a channel running argv; the caller reads and writes it and must close it. */
+  spawn(argv: readonly string[]): Promise<ClientChannel>;
+}
+
+export interface ExecResult {
+  code: number | null;
+  signal: string | null;
+  stdout: string;
+  stderr: string;
+}
+
+const MAX_CHANNELS = 8;
+const KEEPALIVE_MS = 2_000;
+const KEEPALIVE_COUNT = 3;
+
+interface PooledConn {
+  client: Client;
+  channels: number;
+  ready: Promise<void>;
+  closed: boolean;
+}
+
+export class SshPool implements RemoteExec {
+  readonly hostName: string;
+  private readonly cfg: SshHostConfig;
+  private readonly conns: PooledConn[] = [];
+  private readonly onClose: (err: Error) => void;
+  private shut = false;
+
+  /** `onClose` hears about every connection that ends with an error or unexpectedly (for the host's state). */
+  constructor(cfg: SshHostConfig, onClose: (err: Error) => void = () => {}) {
+    this.cfg = cfg;
+    this.hostName = cfg.name;
+    this.onClose = onClose;
+  }
+
+  private connectConfig(verdict: { v?: HostKeyVerdict }): ConnectConfig {
+    const c = this.cfg;
+    let known: ReturnType<typeof parseKnownHosts> = [];
+    try {
+      known = parseKnownHosts(readFileSync(c.knownHosts, 'utf8'));
+    } catch {
+      // A missing file is the same as an empty one: every key is unknown and the error says what to add.
+    }
+    const name = knownHostsName(c.address, c.port);
+    const types = knownKeyTypes(known, name).flatMap((t) => (t === 'ssh-rsa' ? ['rsa-sha2-512', 'rsa-sha2-256', 'ssh-rsa'] : [t]));
+    let privateKey: Buffer | undefined;
+    if (c.identityFile) {
+      try {
+        privateKey = readFileSync(c.identityFile);
+      } catch (e) {
+        throw new GpurunError('E_CONFIG', `host ${c.name}: cannot read the key file ${c.identityFile}: ${(e as Error).message}`, { hint: 'Fix identityFile in the broker config.' });
+      }
+    }
+    return {
+      host: c.address,
+      port: c.port,
+      username: c.user,
+      ...(privateKey ? { privateKey } : {}),
+      ...(c.agent && process.env.SSH_AUTH_SOCK ? { agent: process.env.SSH_AUTH_SOCK } : {}),
+      keepaliveInterval: KEEPALIVE_MS,
+      keepaliveCountMax: KEEPALIVE_COUNT,
+      readyTimeout: 10_000,
+      ...(types.length ? { algorithms: { serverHostKey: types as never } } : {}),
+      hostVerifier: (key: Buffer) => {
+        verdict.v = checkHostKey(known, name, key);
+        return verdict.v.ok;
+      },
+    };
+  }
+
+  private open(): PooledConn {
+    const client = new Client();
+    const verdict: { v?: HostKeyVerdict } = {};
+    const conn: PooledConn = { client, channels: 0, closed: false, ready: Promise.resolve() };
+    conn.ready = new Promise<void>((resolve, reject) => {
+      let settled = false;
+      let wasReady = false;
+      client.once('ready', () => {
+        settled = true;
+        wasReady = true;
+        resolve();
+      });
+      client.on('error', (err) => {
+        const e = this.describe(err, verdict.v);
+        if (!settled) {
+          settled = true;
+          reject(e);
+        } else if (wasReady && !this.shut) this.onClose(e);
+      });
+      client.on('close', () => {
+        conn.closed = true;
+        const i = this.conns.indexOf(conn);
+        if (i >= 0) this.conns.splice(i, 1);
+        if (!settled) {
+          settled = true;
+          reject(new GpurunError('E_UNREACHABLE', `host ${this.cfg.name}: the connection closed during the SSH handshake`));
+        } else if (wasReady && !this.shut) this.onClose(new Error(`the SSH connection to ${this.cfg.address}:${this.cfg.port} closed`));
+      });
+      try {
+        client.connect(this.connectConfig(verdict));
+      } catch (e) {
+        settled = true;
+        reject(e);
+      }
+    });
+    conn.ready.catch(() => client.end());
+    this.conns.push(conn);
+    return conn;
+  }
+
+  private describe(err: Error, v: HostKeyVerdict | undefined): GpurunError {
+    const c = this.cfg;
+    const where = `${c.address}:${c.port}`;
+    if (v && !v.ok) {
+      const what = v.kind === 'unknown' ? `is not in ${c.knownHosts}` : v.kind === 'changed' ? `has CHANGED (it differs from line ${v.conflictingLines.join(', ')} of ${c.knownHosts})` : 'is marked @revoked';
+      const hint =
+        v.kind === 'changed'
+          ? `If the host was reinstalled and ${v.fingerprint} is its new key (check on the host: ssh-keygen -lf /etc/ssh/ssh_host_${v.keyType.replace(/^ssh-/, '')}_key.pub), replace that line with:\n  ${v.lineToAdd}`
+          : `If ${v.fingerprint} is the host's key (check on the host: ssh-keygen -lf /etc/ssh/ssh_host_${v.keyType.replace(/^ssh-/, '')}_key.pub), add this line to ${c.knownHosts}:\n  ${v.lineToAdd}`;
+      return new GpurunError('E_UNREACHABLE', `host ${c.name} (${where}): refused its host key ${v.keyType} ${v.fingerprint}: the key ${what}`, { hint, cause: err });
+    }
+    const level = (err as Error & { level?: string }).level;
+    if (level === 'client-authentication') {
+      return new GpurunError('E_UNREACHABLE', `host ${c.name} (${where}): login as ${c.user} was refused`, { hint: `Put the broker's public key in ~${c.user}/.ssh/authorized_keys on the host, or fix identityFile/agent.`, cause: err });
+    }
+    return new GpurunError('E_UNREACHABLE', `host ${c.name} (${where}): ${err.message}`, { cause: err });
+  }
+
+  /** A connection with a free channel slot, opening one if needed; the slot is taken. */
+  private async acquire(): Promise<PooledConn> {
+    if (this.shut) throw new GpurunError('E_UNREACHABLE', `host ${this.cfg.name}: the broker is shutting down`);
+    let conn = this.conns.find((c) => !c.closed && c.channels < MAX_CHANNELS);
+    if (!conn) conn = this.open();
+    conn.channels++;
+    try {
+      await conn.ready;
+    } catch (e) {
+      conn.channels--;
+      throw e;
+    }
+    return conn;
+  }
+
+  /** Connects (if not yet) and returns; rejects with the reason the host cannot be reached. */
+  async check(): Promise<void> {
+    const c = await this.acquire();
+    c.channels--;
+  }
+
+  async spawn(argv: readonly string[]): Promise<ClientChannel> {
+    const conn = await this.acquire();
+    const command = shellCommand(argv);
+    return new Promise<ClientChannel>((resolve, reject) => {
+      conn.client.exec(command, (err, ch) => {
+        if (err) {
+          conn.channels--;
+          reject(new GpurunError('E_UNREACHABLE', `host ${this.cfg.name}: could not open an SSH channel: ${err.message}`, { cause: err }));
+          return;
+        }
+        ch.once('close', () => conn.channels--);
+        resolve(ch);
+      });
+    });
+  }
+
+  async exec(argv: readonly string[], opts: { stdin?: string | Buffer; timeoutMs?: number } = {}): Promise<ExecResult> {
+    const ch = await this.spawn(argv);
+    return new Promise<ExecResult>((resolve, reject) => {
+      const out: Buffer[] = [];
+      const err: Buffer[] = [];
+      let code: number | null = null;
+      let signal: string | null = null;
+      const timer = opts.timeoutMs
+        ? setTimeout(() => {
+            ch.close();
+            reject(new GpurunError('E_UNREACHABLE', `host ${this.cfg.name}: ${argv[0]} did not finish within ${opts.timeoutMs} ms`));
+          }, opts.timeoutMs)
+        : undefined;
+      ch.on('data', (d: Buffer) => out.push(d));
+      ch.stderr.on('data', (d: Buffer) => err.push(d));
+      ch.on('exit', (c: number | null, s?: string) => {
+        code = c;
+        signal = s ?? null;
+      });
+      ch.on('close', () => {
+        clearTimeout(timer);
+        resolve({ code, signal, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') });
+      });
+      if (opts.stdin !== undefined) ch.end(opts.stdin);
+      else ch.end();
+    });
+  }
+
+  async run(argv: readonly string[], what: string, opts: { timeoutMs?: number } = {}): Promise<string> {
+    const r = await this.exec(argv, opts);
+    if (r.code !== 0) {
+      const stderr = r.stderr.trim();
+      throw new GpurunError('E_INTERNAL', `host ${this.cfg.name}: ${what} failed (exit ${r.code ?? r.signal}): ${stderr.split('\n').slice(-3).join(' / ') || '(no output)'}`, {
+        exitCode: r.code ?? undefined,
+        stderr,
+      });
+    }
+    return r.stdout;
+  }
+
+  close(): void {
+    this.shut = true;
+    for (const c of this.conns.splice(0)) c.client.end();
+  }
+}

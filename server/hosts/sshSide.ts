@@ -1,0 +1,64 @@
+/**
+ * Wiring of the SSH side for main.ts: the SSH hosts, their runtimes, and the periodic orphan sweep. Empty (no
+ * connections, no timers) when the config has no host of type "ssh".
+ */
+import { createHash } from 'node:crypto';
+import { hostname } from 'node:os';
+import type { BrokerConfig } from '../config.ts';
+import type { Runtime } from '../core/runtime.ts';
+import type { Logger } from '../logger.ts';
+import { SshHosts } from './sshHosts.ts';
+import type { SshHostConfig } from './sshConfig.ts';
+import { Mounts } from './mount.ts';
+import { DockerRuntime } from '../runtimes/docker.ts';
+
+const SWEEP_MS = 60_000;
+
+export interface SshSide {
+  ssh: SshHosts | undefined;
+  runtimes: Record<string, Runtime>;
+  /** Starts removing containers and mounts of this broker that belong to no live job (now, then every minute). */
+  startSweeps(isLive: (jobId: string) => boolean): void;
+  close(): void;
+}
+
+/** Identifies this broker's containers on shared hosts: the machine and the data folder. */
+export function brokerId(dataDir: string): string {
+  return createHash('sha256').update(`${hostname()}:${dataDir}`).digest('hex').slice(0, 12);
+}
+
+export function createSshSide(config: BrokerConfig, log: Logger): SshSide {
+  const sshConfigs = config.hosts.filter((h): h is SshHostConfig => h.type === 'ssh');
+  if (sshConfigs.length === 0) return { ssh: undefined, runtimes: {}, startSweeps() {}, close() {} };
+  const ssh = new SshHosts(sshConfigs);
+  const rlog = log.child({ part: 'docker' });
+  const docker = new DockerRuntime({
+    hosts: ssh,
+    mounts: new Mounts(),
+    brokerId: brokerId(config.dataDir),
+    ...(config.defaults.image ? { defaultImage: config.defaults.image } : {}),
+    log: (msg, fields) => rlog.info(msg, fields),
+  });
+  let timer: NodeJS.Timeout | undefined;
+  return {
+    ssh,
+    runtimes: { docker },
+    startSweeps(isLive) {
+      const sweep = () => {
+        for (const h of sshConfigs.filter((c) => c.runtime === 'docker')) {
+          docker.sweep(h.name, isLive).then(
+            (removed) => removed.length && rlog.info('removed orphans', { host: h.name, removed }),
+            (err) => rlog.warn('orphan sweep failed', { host: h.name, err: (err as Error).message }),
+          );
+        }
+      };
+      sweep();
+      timer = setInterval(sweep, SWEEP_MS);
+      timer.unref();
+    },
+    close() {
+      clearInterval(timer);
+      ssh.close();
+    },
+  };
+}

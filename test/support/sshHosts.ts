@@ -1,0 +1,148 @@
+/**
+ * Test GPU hosts: one real OpenSSH sshd per host, each on its own loopback address (127.0.0.2, 127.0.0.3, …), with
+ * its own host key, pid file and an `nvidia-smi` stand-in first on its PATH (sshd's SetEnv). Root logs in with a
+ * key made for the test run; the known_hosts file lists the hosts the test chooses to trust.
+ * Needs root (sshd, FUSE mounts, Docker), /usr/sbin/sshd, sshfs and a running Docker engine.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fakeNvidiaSmi } from './harness.ts';
+
+export interface TestHost {
+  name: string;
+  address: string;
+  port: number;
+  /** `ADDRESS ssh-ed25519 AAAA…` (port 22) or `[ADDRESS]:PORT …`. */
+  knownHostsLine: string;
+  start(): Promise<void>;
+  /** Kills the sshd and every session under it: the host is unreachable. */
+  stop(): Promise<void>;
+}
+
+export interface TestHostSet {
+  dir: string;
+  clientKey: string;
+  knownHosts: string;
+  hosts: TestHost[];
+  stopAll(): Promise<void>;
+}
+
+/** Why these test hosts cannot be made here, or null when they can. */
+export function sshHostsMissing(): string | null {
+  if (process.getuid?.() !== 0) return 'the SSH host tests run as root (sshd, FUSE mounts, Docker)';
+  for (const f of ['/usr/sbin/sshd', '/usr/bin/ssh-keygen', '/usr/bin/sshfs']) if (!existsSync(f)) return `${f} is missing (apt-get install openssh-server sshfs fuse3)`;
+  if (!existsSync('/dev/fuse')) return '/dev/fuse is missing';
+  const d = spawnSync('docker', ['info', '--format', '{{.ServerVersion}}'], { encoding: 'utf8' });
+  if (d.status !== 0) return `Docker does not answer (${(d.stderr || String(d.error)).trim().split('\n')[0]}); run test/setup/30-ssh-docker.sh`;
+  const img = spawnSync('docker', ['image', 'inspect', 'local/busybox:1'], { encoding: 'utf8' });
+  if (img.status !== 0) return 'the image local/busybox:1 is missing; run test/setup/30-ssh-docker.sh';
+  return null;
+}
+
+function portOpen(address: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect({ host: address, port });
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+/** Every process whose ancestor is `pid` (from /proc). */
+function descendants(pid: number): number[] {
+  const parent = new Map<number, number>();
+  for (const e of readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const stat = readFileSync(`/proc/${e}/stat`, 'utf8');
+      parent.set(Number(e), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]));
+    } catch {
+      /* gone */
+    }
+  }
+  const out: number[] = [];
+  const walk = (p: number) => {
+    for (const [c, pp] of parent) if (pp === p) (out.push(c), walk(c));
+  };
+  walk(pid);
+  return out;
+}
+
+export async function makeSshHosts(dir: string, specs: Array<{ name: string; address: string; port?: number; gpus: Array<{ name: string; memoryMiB: number }>; trusted?: boolean }>): Promise<TestHostSet> {
+  mkdirSync(dir, { recursive: true });
+  const clientKey = join(dir, 'client_key');
+  execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'gpurun-test', '-f', clientKey]);
+  writeFileSync(join(dir, 'authorized_keys'), readFileSync(`${clientKey}.pub`));
+  mkdirSync('/run/sshd', { recursive: true });
+  const knownLines: string[] = [];
+  const hosts: TestHost[] = specs.map((spec) => {
+    const port = spec.port ?? 2222;
+    const hdir = join(dir, spec.name);
+    mkdirSync(hdir, { recursive: true });
+    const hostKey = join(hdir, 'ssh_host_ed25519_key');
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', spec.name, '-f', hostKey]);
+    const bin = fakeNvidiaSmi(hdir, spec.gpus);
+    const cfg = join(hdir, 'sshd_config');
+    const pidFile = join(hdir, 'sshd.pid');
+    writeFileSync(
+      cfg,
+      [
+        `ListenAddress ${spec.address}:${port}`,
+        `HostKey ${hostKey}`,
+        `PidFile ${pidFile}`,
+        `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`,
+        'StrictModes no',
+        'PermitRootLogin prohibit-password',
+        'PasswordAuthentication no',
+        'KbdInteractiveAuthentication no',
+        'UsePAM no',
+        'MaxStartups 100:30:200',
+        'MaxSessions 20',
+        'LogLevel ERROR',
+        `SetEnv PATH=${bin}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`,
+        '',
+      ].join('\n'),
+    );
+    const pub = readFileSync(`${hostKey}.pub`, 'utf8').trim().split(/\s+/).slice(0, 2).join(' ');
+    const knownHostsLine = `${port === 22 ? spec.address : `[${spec.address}]:${port}`} ${pub}`;
+    if (spec.trusted !== false) knownLines.push(knownHostsLine);
+    const host: TestHost = {
+      name: spec.name,
+      address: spec.address,
+      port,
+      knownHostsLine,
+      async start() {
+        if (await portOpen(spec.address, port)) throw new Error(`${spec.address}:${port} is already taken (an sshd left by an earlier test run?); stop it first`);
+        execFileSync('/usr/sbin/sshd', ['-f', cfg, '-E', join(hdir, 'sshd.log')]);
+        for (let i = 0; i < 100 && !(await portOpen(spec.address, port)); i++) await sleep(50);
+      },
+      async stop() {
+        let pid = 0;
+        try {
+          pid = Number(readFileSync(pidFile, 'utf8').trim());
+        } catch {
+          return;
+        }
+        const all = [pid, ...descendants(pid)];
+        for (const p of all) {
+          try {
+            process.kill(p, 'SIGKILL');
+          } catch {
+            /* gone */
+          }
+        }
+        for (let i = 0; i < 100 && (await portOpen(spec.address, port)); i++) await sleep(50);
+      },
+    };
+    return host;
+  });
+  const knownHosts = join(dir, 'known_hosts');
+  writeFileSync(knownHosts, `${knownLines.join('\n')}\n`);
+  for (const h of hosts) await h.start();
+  return { dir, clientKey, knownHosts, hosts, stopAll: async () => void (await Promise.all(hosts.map((h) => h.stop()))) };
+}

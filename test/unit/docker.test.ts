@@ -1,0 +1,57 @@
+import assert from 'node:assert/strict';
+import { containerName, dockerRunArgs, ensureNetworkArgs, gpuSettings, parseContainerState, userNetwork, type DockerRunInput } from '../../server/runtimes/docker.ts';
+
+const base: DockerRunInput = {
+  jobId: 'ab12cd34', owner: 'alice', brokerId: 'b0b0', image: 'local/python:3', command: ['python3', 'train.py', '--lr', '3e-4'],
+  env: { PYTHONUNBUFFERED: '1', WANDB_MODE: 'offline' }, gpuMode: 'nvidia', gpuIndices: [2, 3], cpus: 4, memoryMiB: 16384,
+  mountPoint: '/var/tmp/gpurun/mnt/ab12cd34', readOnly: false,
+};
+
+function flag(args: string[], name: string): string[] {
+  return args.flatMap((a, i) => (a === name ? [args[i + 1]] : []));
+}
+
+describe('dockerRunArgs', () => {
+  it('builds the whole docker run', () => {
+    const a = dockerRunArgs(base);
+    assert.deepEqual(a.slice(0, 4), ['docker', 'run', '-d', '--init']);
+    assert.deepEqual(flag(a, '--name'), ['gpurun-ab12cd34']);
+    assert.deepEqual(flag(a, '--label'), ['gpurun.job=ab12cd34', 'gpurun.owner=alice', 'gpurun.broker=b0b0']);
+    assert.deepEqual(flag(a, '--network'), ['gpurun-u-alice']);
+    assert.deepEqual(flag(a, '--cpus'), ['4']);
+    assert.deepEqual(flag(a, '--memory'), ['16384m']);
+    assert.deepEqual(flag(a, '--gpus'), ['"device=2,3"']);
+    assert.deepEqual(flag(a, '-v'), ['/var/tmp/gpurun/mnt/ab12cd34:/workspace']);
+    assert.deepEqual(flag(a, '-w'), ['/workspace']);
+    assert.deepEqual(flag(a, '-e').sort(), ['CUDA_VISIBLE_DEVICES=0,1', 'GPURUN_GPUS=2,3', 'PYTHONUNBUFFERED=1', 'WANDB_MODE=offline']);
+    // The image, then sh joining stderr to stdout, then the job's argv untouched.
+    const img = a.indexOf('local/python:3');
+    assert.deepEqual(a.slice(img), ['local/python:3', '-c', 'exec "$@" 2>&1', 'gpurun-job', 'python3', 'train.py', '--lr', '3e-4']);
+  });
+
+  it('hands GPUs over by variables only in env mode, and none at all without GPUs', () => {
+    assert.deepEqual(gpuSettings('env', [1, 3]), { args: [], env: { CUDA_VISIBLE_DEVICES: '1,3', NVIDIA_VISIBLE_DEVICES: '1,3', GPURUN_GPUS: '1,3' } });
+    assert.deepEqual(gpuSettings('nvidia', []).args, []);
+    assert.equal(gpuSettings('nvidia', []).env.NVIDIA_VISIBLE_DEVICES, 'void');
+    assert.deepEqual(flag(dockerRunArgs({ ...base, gpuMode: 'env' }), '--gpus'), []);
+  });
+
+  it('mounts read-only when asked', () => {
+    assert.deepEqual(flag(dockerRunArgs({ ...base, readOnly: true }), '-v'), ['/var/tmp/gpurun/mnt/ab12cd34:/workspace:ro']);
+  });
+
+  it('gives each user a network; odd user names get a safe, distinct name', () => {
+    assert.equal(userNetwork('alice'), 'gpurun-u-alice');
+    assert.match(userNetwork('Bob Smith'), /^gpurun-u-bob_smith-[0-9a-f]{8}$/);
+    assert.notEqual(userNetwork('Bob Smith'), userNetwork('bob_smith'));
+    assert.deepEqual(ensureNetworkArgs('alice').slice(-2), ['gpurun-u-alice', 'alice']);
+    assert.equal(containerName('x'), 'gpurun-x');
+  });
+
+  it('parses docker inspect State', () => {
+    // Captured: docker inspect --format '{{json .State}}' of a container killed by the OOM killer.
+    const s = parseContainerState('{"Status":"exited","Running":false,"Paused":false,"Restarting":false,"OOMKilled":true,"Dead":false,"Pid":0,"ExitCode":137,"Error":"","StartedAt":"2026-11-22T10:40:01.1Z","FinishedAt":"2026-11-22T10:40:02.5Z"}');
+    assert.deepEqual(s, { running: false, exitCode: 137, oomKilled: true, finishedAt: '2026-11-22T10:40:02.5Z', error: '' });
+    assert.equal(parseContainerState('{"Running":true,"ExitCode":0}').running, true);
+  });
+});

@@ -1,0 +1,42 @@
+import assert from 'node:assert/strict';
+import { fuseOptValue, isFuseType, mountPoint, sshfsDirectArgs, sshfsRelayArgs, unmountArgs, TUNED_OPTIONS } from '../../server/hosts/mount.ts';
+import type { MountConfig } from '../../server/hosts/sshConfig.ts';
+
+const relay: MountConfig = { transport: 'relay', readOnly: false, options: [], sftpServer: '/usr/bin/env gpurun sftp-serve' };
+const direct: MountConfig = { ...relay, transport: 'direct', target: 'dev@10.0.0.9:2200', identityFile: '/root/.ssh/id_dev', knownHosts: '/etc/gpurun/known_hosts' };
+
+describe('workspace mount commands', () => {
+  it('relay: sshfs in the foreground in passive mode, tuned for small files', () => {
+    const a = sshfsRelayArgs(relay, '/home/al/proj', '/var/tmp/gpurun/mnt/j1');
+    assert.deepEqual(a, ['sshfs', '-f', '-o', ['passive', 'allow_other', 'idmap=none', ...TUNED_OPTIONS].join(','), ':/home/al/proj', '/var/tmp/gpurun/mnt/j1']);
+  });
+
+  it('direct: reconnects, keeps alive, checks the host key, and runs the confined SFTP server on the dev machine', () => {
+    const a = sshfsDirectArgs({ ...direct, readOnly: true }, '/home/al/my proj,v2', '/m/j1');
+    assert.deepEqual(a.slice(0, 5), ['sshfs', 'dev@10.0.0.9:/home/al/my proj,v2', '/m/j1', '-p', '2200']);
+    const o = a[6];
+    for (const want of ['reconnect', 'ServerAliveInterval=5', 'StrictHostKeyChecking=yes', 'IdentityFile=/root/.ssh/id_dev', 'UserKnownHostsFile=/etc/gpurun/known_hosts', 'ro', 'allow_other']) {
+      assert.ok(o.split(',').includes(want), `${want} in ${o}`);
+    }
+    // The workspace is quoted for the dev machine's shell, and its comma escaped for libfuse's option list.
+    assert.ok(o.endsWith(`sftp_server=/usr/bin/env gpurun sftp-serve --root '/home/al/my proj\\,v2' --read-only`), o);
+  });
+
+  it('escapes commas and backslashes in an option value', () => {
+    assert.equal(fuseOptValue('a,b\\c'), 'a\\,b\\\\c');
+  });
+
+  it('unmounts lazily and removes the mount point, passing the path as an argument', () => {
+    const a = unmountArgs('/m/x y');
+    assert.equal(a[0], 'sh');
+    assert.equal(a.at(-1), '/m/x y');
+    assert.ok(!a[2].includes('/m/x y'), 'the path is not in the script');
+  });
+
+  it('recognises a live FUSE mount from stat -f', () => {
+    assert.equal(isFuseType('fuseblk\n'), true);
+    assert.equal(isFuseType('fuse.sshfs\n'), true);
+    assert.equal(isFuseType('ext2/ext3\n'), false);
+    assert.equal(mountPoint('/var/tmp/gpurun', 'j1'), '/var/tmp/gpurun/mnt/j1');
+  });
+});
