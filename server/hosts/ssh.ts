@@ -8,7 +8,7 @@ import { Client, type ClientChannel, type ConnectConfig } from 'ssh2';
 import { GpurunError } from '../protocol/errors.ts';
 import type { SshHostConfig } from './sshConfig.ts';
 import { checkHostKey, knownHostsName, knownKeyTypes, parseKnownHosts, type HostKeyVerdict } from './knownHosts.ts';
-import { shellCommand } from './shellQuote.ts';
+import { shellCommand } from '../core/shellQuote.ts';
 
 /** What runners need from a host: run a command to its end, or open a long-lived one. */
 export interface RemoteExec {
