@@ -9,24 +9,17 @@ import { GpurunError } from '../protocol/errors.ts';
 import type { SshHostConfig } from './sshConfig.ts';
 import { checkHostKey, knownHostsName, knownKeyTypes, parseKnownHosts, type HostKeyVerdict } from './knownHosts.ts';
 import { shellCommand } from '../core/shellQuote.ts';
+import type { CommandExec, ExecResult } from '../core/remoteExec.ts';
 
-/** What runners need from a host: run a command to its end, or open a long-lived one. */
-export interface RemoteExec {
-  readonly hostName: string;
-  /** Runs argv (each word quoted) and collects its output; never rejects for a non-zero exit. */
-  exec(argv: readonly string[], opts?: { stdin?: string | Buffer; timeoutMs?: number }): Promise<ExecResult>;
+/** What runners need from a host: run a command to its end (CommandExec), or open a long-lived one. */
+export interface RemoteExec extends CommandExec {
   /** Like exec, but a non-zero exit is a GpurunError carrying the exit code and stderr. */
   run(argv: readonly string[], what: string, opts?: { timeoutMs?: number }): Promise<string>;
   /** Opens a channel running argv; the caller reads and writes it and must close it. */
   spawn(argv: readonly string[]): Promise<ClientChannel>;
 }
 
-export interface ExecResult {
-  code: number | null;
-  signal: string | null;
-  stdout: string;
-  stderr: string;
-}
+export type { ExecResult };
 
 const MAX_CHANNELS = 8;
 const KEEPALIVE_MS = 2_000;

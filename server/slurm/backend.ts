@@ -15,7 +15,8 @@ import type { JobPatch, StoredJob } from '../core/store.ts';
 import type { Logger } from '../logger.ts';
 import type { LogFiles } from '../logs/logFiles.ts';
 import type { ClusterConfig } from './config.ts';
-import { runOk, type RemoteExec } from './exec.ts';
+import type { CommandExec } from '../core/remoteExec.ts';
+import { runOk } from './exec.ts';
 import type { ClusterFiles } from './files.ts';
 import { outcomeOf, parseSacct, parseSbatchParsable, parseScontrolJob, parseSqueue, pendingPositions, pendingReason, phaseOf, SACCT_FIELDS, SQUEUE_FORMAT, type Outcome, type SlurmRecord, type SqueueRow } from './parse.ts';
 import { sbatchScript, slurmJobName } from './script.ts';
@@ -47,7 +48,7 @@ export interface ClusterRef extends ClusterPaths {
 }
 
 export interface ClusterParts {
-  exec: RemoteExec;
+  exec: CommandExec;
   files: ClusterFiles;
 }
 
@@ -148,10 +149,10 @@ class Cluster {
 
   /** scontrol knows ended jobs for MinJobAge; sacct, where the cluster keeps accounting, for longer. */
   private async record(slurmId: string, row: SqueueRow | undefined): Promise<SlurmRecord | undefined> {
-    const sc = await this.parts.exec.run(['scontrol', 'show', 'job', '-o', slurmId]);
+    const sc = await this.parts.exec.exec(['scontrol', 'show', 'job', '-o', slurmId]);
     const rec = sc.code === 0 ? parseScontrolJob(sc.stdout) : undefined;
     if (rec) return rec;
-    const sa = await this.parts.exec.run(['sacct', '-n', '-P', '-X', '-j', slurmId, '-o', SACCT_FIELDS]);
+    const sa = await this.parts.exec.exec(['sacct', '-n', '-P', '-X', '-j', slurmId, '-o', SACCT_FIELDS]);
     const acc = sa.code === 0 ? parseSacct(sa.stdout).find((r) => r.slurmId === slurmId) : undefined;
     if (acc) return acc;
     return row ? { slurmId, state: row.state, reason: row.reason, exitCode: 0, signal: 0, start: row.start, nodes: row.nodes } : undefined;
@@ -289,7 +290,7 @@ export class SlurmClusters {
     const ref: ClusterRef = { ...p, slurmId, stage };
     if (!this.sink.get(job.id)) {
       // Cancelled while sbatch ran: take it back out of Slurm.
-      await c.parts.exec.run(['scancel', slurmId]);
+      await c.parts.exec.exec(['scancel', slurmId]);
       return;
     }
     this.sink.update(job.id, { runtimeRef: ref, reason: pendingReason(c.cfg.name, 'None') });
@@ -306,7 +307,7 @@ export class SlurmClusters {
       return;
     }
     void (async () => {
-      const r = await c.parts.exec.run(['squeue', '-h', '--states=all', `--name=${slurmJobName(job.id)}`, '-o', '%i']);
+      const r = await c.parts.exec.exec(['squeue', '-h', '--states=all', `--name=${slurmJobName(job.id)}`, '-o', '%i']);
       const found = r.code === 0 ? r.stdout.trim().split('\n')[0] : '';
       if (/^\d+$/.test(found)) {
         this.tracked.set(job.id, c.cfg.name);
