@@ -50,6 +50,8 @@ export interface ClusterRef extends ClusterPaths {
 export interface ClusterParts {
   exec: CommandExec;
   files: ClusterFiles;
+  /** Releases what the parts hold (an SSH login node's connections); called once when the broker stops. */
+  close?(): void;
 }
 
 /** How often running jobs' output files are read (cheap: one read of the appended bytes). */
@@ -82,6 +84,7 @@ class Cluster {
 
   stop(): void {
     for (const t of this.timers) clearInterval(t);
+    this.parts.close?.();
   }
 
   /** One squeue for every job of the cluster's partitions; each tracked job's state follows from it. */
