@@ -60,8 +60,11 @@ export function validateClusters(raw: unknown, f: FieldChecker, reserved: Set<st
       const lo = o.login as Record<string, unknown>;
       f.keys(lo, `${p}.login`, SSH_TARGET_KEYS);
       login = validateSshTarget(lo, `${p}.login`, f, baseDir, 'an SSH login node');
-    } else if (str(o.login, `${p}.login`) === 'local') login = 'local';
-    else fail(`${p}.login`, `"${o.login as string}" is neither "local" (the broker runs on the login node) nor an SSH login: {"address": HOST, "user": USER, "identityFile": KEY, "knownHosts": FILE} (or {"sshAlias": HOST})`);
+    } else if (o.login === 'local') login = 'local';
+    else {
+      const given = o.login === undefined ? 'is required' : `${JSON.stringify(o.login)} is neither of these`;
+      fail(`${p}.login`, `${given}: "local" (the broker runs on the login node) or an SSH login node {"address": HOST, "user": USER, "identityFile": KEY, "knownHosts": FILE} (or {"sshAlias": HOST})`);
+    }
     const parts = o.partitions === undefined ? {} : o.partitions;
     if (typeof parts !== 'object' || parts === null || Array.isArray(parts)) fail(`${p}.partitions`, 'must be an object: {"online": PARTITION, "offline": PARTITION}');
     const po = parts as Record<string, unknown>;
