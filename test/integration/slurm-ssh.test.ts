@@ -130,6 +130,8 @@ describe('slurm: login node over SSH, staging over SFTP (sshd + slurmctld)', fun
     assert.equal(failed.state, 'failed');
     assert.match(failed.reason ?? '', new RegExp(`cluster stranger's login node \\(${stranger.address.replace(/\./g, '\\.')}:2222\\): refused its host key ssh-ed25519 ${fingerprint.replace(/[+/]/g, '\\$&')}: the key is not in `));
     assert.ok(r.stderr.includes(fingerprint), r.stderr);
+    // The admin finds the line to add to known_hosts in the broker's log.
+    assert.ok(s.broker.log().includes(`add this line to ${join(dir, 'hosts', 'known_hosts')}:\\n  ${stranger.knownHostsLine}`), s.broker.log().slice(-2000));
     // Nothing reached Slurm or the stranger's storage.
     const queued = spawnSync('squeue', ['-h', '--states=all', `--name=gpurun-${id}`, '-o', '%i'], { encoding: 'utf8' }).stdout.trim();
     assert.equal(queued, '');
