@@ -7,6 +7,9 @@ import { spawn } from 'node:child_process';
 import { GpurunError } from '../protocol/errors.ts';
 import type { CommandExec, ExecResult } from '../core/remoteExec.ts';
 
+/** How long one Slurm command may take (a hung login node must not stall the cluster's poll for good). */
+export const SLURM_COMMAND_MS = 30_000;
+
 export class LocalExec implements CommandExec {
   readonly hostName = 'local';
   private readonly env: NodeJS.ProcessEnv;
@@ -17,7 +20,7 @@ export class LocalExec implements CommandExec {
 
   exec(argv: readonly string[], opts: { stdin?: string | Buffer; timeoutMs?: number } = {}): Promise<ExecResult> {
     return new Promise((resolve) => {
-      const child = spawn(argv[0], argv.slice(1), { env: this.env, stdio: ['pipe', 'pipe', 'pipe'], timeout: opts.timeoutMs ?? 30_000 });
+      const child = spawn(argv[0], argv.slice(1), { env: this.env, stdio: ['pipe', 'pipe', 'pipe'], timeout: opts.timeoutMs ?? SLURM_COMMAND_MS });
       const out: Buffer[] = [];
       const err: Buffer[] = [];
       child.stdout.on('data', (d: Buffer) => out.push(d));
@@ -32,7 +35,7 @@ export class LocalExec implements CommandExec {
 
 /** Runs argv and throws a GpurunError carrying exit code and stderr when it fails. */
 export async function runOk(exec: CommandExec, argv: string[], opts: { stdin?: string } = {}): Promise<string> {
-  const r = await exec.exec(argv, opts);
+  const r = await exec.exec(argv, { timeoutMs: SLURM_COMMAND_MS, ...opts });
   if (r.code !== 0) {
     const code = r.code ?? r.signal;
     throw new GpurunError('E_UNREACHABLE', `${argv[0]} on ${exec.hostName} failed (exit code ${code}): ${r.stderr.trim().split('\n').slice(-3).join(' ') || 'no message'}`, {
