@@ -165,7 +165,7 @@ export function validateConfig(raw: unknown, file: string, baseDir: string, fall
   };
 
   // Slurm backend (issue 5).
-  const clusters = validateClusters(o.clusters, (path, msg) => f.fail(path, msg), new Set([HOSTS_BACKEND, ...names]));
+  const clusters = validateClusters(o.clusters, f, new Set([HOSTS_BACKEND, ...names]), baseDir);
   const backends = [...(hosts.length ? [HOSTS_BACKEND] : []), ...clusters.map((c) => c.name)];
   const defaultBackend = o.defaultBackend === undefined ? backends[0] : f.str(o.defaultBackend, 'defaultBackend');
   if (!backends.includes(defaultBackend)) f.fail('defaultBackend', `"${defaultBackend}" is not a backend; known: ${backends.join(', ')}`);

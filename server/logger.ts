@@ -9,7 +9,11 @@ export interface Logger {
 export function jsonLogger(out: { write(s: string): unknown }, base: Record<string, unknown> = {}): Logger {
   const emit = (level: string, msg: string, fields?: Record<string, unknown>) => {
     const extra: Record<string, unknown> = { ...fields };
-    if (extra.err instanceof Error) extra.err = { message: extra.err.message, stack: extra.err.stack, code: (extra.err as { code?: unknown }).code };
+    if (extra.err instanceof Error) {
+      const e = extra.err as Error & { code?: unknown; hint?: unknown };
+      // The hint is what an admin does about it (e.g. the known_hosts line to add); it never holds secrets.
+      extra.err = { message: e.message, stack: e.stack, code: e.code, ...(e.hint ? { hint: e.hint } : {}) };
+    }
     out.write(`${JSON.stringify({ t: new Date().toISOString(), level, msg, ...base, ...extra })}\n`);
   };
   return {

@@ -11,7 +11,7 @@ import { posix } from 'node:path';
 import { GpurunError } from '../protocol/errors.ts';
 import type { MountConfig } from './sshConfig.ts';
 import type { RemoteExec } from './ssh.ts';
-import { quoteShell } from './shellQuote.ts';
+import { quoteShell } from '../core/shellQuote.ts';
 import { serveSftp, type SftpSession } from './sftpGuard.ts';
 
 /**

@@ -4,7 +4,7 @@
  */
 import type { Gpu } from '../protocol/jobs.ts';
 import { NVIDIA_SMI_QUERY, parseNvidiaSmi } from './nvidiaSmi.ts';
-import { shellCommand } from './shellQuote.ts';
+import { shellCommand } from '../core/shellQuote.ts';
 
 export interface HostProbe {
   gpus: Gpu[];

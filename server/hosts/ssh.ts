@@ -4,29 +4,22 @@
  * against the configured known_hosts file before anything else happens.
  */
 import { readFileSync } from 'node:fs';
-import { Client, type ClientChannel, type ConnectConfig } from 'ssh2';
+import { Client, type ClientChannel, type ConnectConfig, type SFTPWrapper } from 'ssh2';
 import { GpurunError } from '../protocol/errors.ts';
-import type { SshHostConfig } from './sshConfig.ts';
+import type { SshTarget } from './sshConfig.ts';
 import { checkHostKey, knownHostsName, knownKeyTypes, parseKnownHosts, type HostKeyVerdict } from './knownHosts.ts';
-import { shellCommand } from './shellQuote.ts';
+import { shellCommand } from '../core/shellQuote.ts';
+import type { CommandExec, ExecResult } from '../core/remoteExec.ts';
 
-/** What runners need from a host: run a command to its end, or open a long-lived one. */
-export interface RemoteExec {
-  readonly hostName: string;
-  /** Runs argv (each word quoted) and collects its output; never rejects for a non-zero exit. */
-  exec(argv: readonly string[], opts?: { stdin?: string | Buffer; timeoutMs?: number }): Promise<ExecResult>;
+/** What runners need from a host: run a command to its end (CommandExec), or open a long-lived one. */
+export interface RemoteExec extends CommandExec {
   /** Like exec, but a non-zero exit is a GpurunError carrying the exit code and stderr. */
   run(argv: readonly string[], what: string, opts?: { timeoutMs?: number }): Promise<string>;
   /** Opens a channel running argv; the caller reads and writes it and must close it. */
   spawn(argv: readonly string[]): Promise<ClientChannel>;
 }
 
-export interface ExecResult {
-  code: number | null;
-  signal: string | null;
-  stdout: string;
-  stderr: string;
-}
+export type { ExecResult };
 
 const MAX_CHANNELS = 8;
 const KEEPALIVE_MS = 2_000;
@@ -41,14 +34,20 @@ interface PooledConn {
 
 export class SshPool implements RemoteExec {
   readonly hostName: string;
-  private readonly cfg: SshHostConfig;
+  private readonly cfg: SshTarget & { name: string };
+  /** How messages name the other end: "host NAME", or e.g. "cluster NAME's login node". */
+  private readonly what: string;
   private readonly conns: PooledConn[] = [];
   private readonly onClose: (err: Error) => void;
   private shut = false;
 
-  /** `onClose` hears about every connection that ends with an error or unexpectedly (for the host's state). */
-  constructor(cfg: SshHostConfig, onClose: (err: Error) => void = () => {}) {
+  /**
+   * `onClose` hears about every connection that ends with an error or unexpectedly (for the host's state); `what`
+   * names the other end in messages (default "host NAME").
+   */
+  constructor(cfg: SshTarget & { name: string }, onClose: (err: Error) => void = () => {}, what = `host ${cfg.name}`) {
     this.cfg = cfg;
+    this.what = what;
     this.hostName = cfg.name;
     this.onClose = onClose;
   }
@@ -68,7 +67,7 @@ export class SshPool implements RemoteExec {
       try {
         privateKey = readFileSync(c.identityFile);
       } catch (e) {
-        throw new GpurunError('E_CONFIG', `host ${c.name}: cannot read the key file ${c.identityFile}: ${(e as Error).message}`, { hint: 'Fix identityFile in the broker config.' });
+        throw new GpurunError('E_CONFIG', `${this.what}: cannot read the key file ${c.identityFile}: ${(e as Error).message}`, { hint: 'Fix identityFile in the broker config.' });
       }
     }
     return {
@@ -113,7 +112,7 @@ export class SshPool implements RemoteExec {
         if (i >= 0) this.conns.splice(i, 1);
         if (!settled) {
           settled = true;
-          reject(new GpurunError('E_UNREACHABLE', `host ${this.cfg.name}: the connection closed during the SSH handshake`));
+          reject(new GpurunError('E_UNREACHABLE', `${this.what}: the connection closed during the SSH handshake`));
         } else if (wasReady && !this.shut) this.onClose(new Error(`the SSH connection to ${this.cfg.address}:${this.cfg.port} closed`));
       });
       try {
@@ -137,18 +136,18 @@ export class SshPool implements RemoteExec {
         v.kind === 'changed'
           ? `If the host was reinstalled and ${v.fingerprint} is its new key (check on the host: ssh-keygen -lf /etc/ssh/ssh_host_${v.keyType.replace(/^ssh-/, '')}_key.pub), replace that line with:\n  ${v.lineToAdd}`
           : `If ${v.fingerprint} is the host's key (check on the host: ssh-keygen -lf /etc/ssh/ssh_host_${v.keyType.replace(/^ssh-/, '')}_key.pub), add this line to ${c.knownHosts}:\n  ${v.lineToAdd}`;
-      return new GpurunError('E_UNREACHABLE', `host ${c.name} (${where}): refused its host key ${v.keyType} ${v.fingerprint}: the key ${what}`, { hint, cause: err });
+      return new GpurunError('E_UNREACHABLE', `${this.what} (${where}): refused its host key ${v.keyType} ${v.fingerprint}: the key ${what}`, { hint, cause: err });
     }
     const level = (err as Error & { level?: string }).level;
     if (level === 'client-authentication') {
-      return new GpurunError('E_UNREACHABLE', `host ${c.name} (${where}): login as ${c.user} was refused`, { hint: `Put the broker's public key in ~${c.user}/.ssh/authorized_keys on the host, or fix identityFile/agent.`, cause: err });
+      return new GpurunError('E_UNREACHABLE', `${this.what} (${where}): login as ${c.user} was refused`, { hint: `Put the broker's public key in ~${c.user}/.ssh/authorized_keys on the host, or fix identityFile/agent.`, cause: err });
     }
-    return new GpurunError('E_UNREACHABLE', `host ${c.name} (${where}): ${err.message}`, { cause: err });
+    return new GpurunError('E_UNREACHABLE', `${this.what} (${where}): ${err.message}`, { cause: err });
   }
 
   /** A connection with a free channel slot, opening one if needed; the slot is taken. */
   private async acquire(): Promise<PooledConn> {
-    if (this.shut) throw new GpurunError('E_UNREACHABLE', `host ${this.cfg.name}: the broker is shutting down`);
+    if (this.shut) throw new GpurunError('E_UNREACHABLE', `${this.what}: the broker is shutting down`);
     let conn = this.conns.find((c) => !c.closed && c.channels < MAX_CHANNELS);
     if (!conn) conn = this.open();
     conn.channels++;
@@ -174,7 +173,7 @@ export class SshPool implements RemoteExec {
       conn.client.exec(command, (err, ch) => {
         if (err) {
           conn.channels--;
-          reject(new GpurunError('E_UNREACHABLE', `host ${this.cfg.name}: could not open an SSH channel: ${err.message}`, { cause: err }));
+          reject(new GpurunError('E_UNREACHABLE', `${this.what}: could not open an SSH channel: ${err.message}`, { cause: err }));
           return;
         }
         ch.once('close', () => conn.channels--);
@@ -193,7 +192,7 @@ export class SshPool implements RemoteExec {
       const timer = opts.timeoutMs
         ? setTimeout(() => {
             ch.close();
-            reject(new GpurunError('E_UNREACHABLE', `host ${this.cfg.name}: ${argv[0]} did not finish within ${opts.timeoutMs} ms`));
+            reject(new GpurunError('E_UNREACHABLE', `${this.what}: ${argv[0]} did not finish within ${opts.timeoutMs} ms`));
           }, opts.timeoutMs)
         : undefined;
       ch.on('data', (d: Buffer) => out.push(d));
@@ -215,7 +214,7 @@ export class SshPool implements RemoteExec {
     const r = await this.exec(argv, opts);
     if (r.code !== 0) {
       const stderr = r.stderr.trim();
-      throw new GpurunError('E_INTERNAL', `host ${this.cfg.name}: ${what} failed (exit ${r.code ?? r.signal}): ${stderr.split('\n').slice(-3).join(' / ') || '(no output)'}`, {
+      throw new GpurunError('E_INTERNAL', `${this.what}: ${what} failed (exit ${r.code ?? r.signal}): ${stderr.split('\n').slice(-3).join(' / ') || '(no output)'}`, {
         exitCode: r.code ?? undefined,
         stderr,
       });
@@ -223,8 +222,46 @@ export class SshPool implements RemoteExec {
     return r.stdout;
   }
 
+  private sftpSession?: { conn?: PooledConn; ready: Promise<SFTPWrapper> };
+
+  /**
+   * The pool's one SFTP session (the sftp subsystem on a pooled connection, holding one of its channel slots),
+   * shared by every caller: SFTP requests on one session run concurrently. Opened again after it or its
+   * connection closes.
+   */
+  sftp(): Promise<SFTPWrapper> {
+    const cur = this.sftpSession;
+    if (cur && !cur.conn?.closed) return cur.ready;
+    const session: { conn?: PooledConn; ready: Promise<SFTPWrapper> } = { ready: Promise.resolve(undefined as never) };
+    const forget = () => {
+      if (this.sftpSession === session) this.sftpSession = undefined;
+    };
+    session.ready = (async () => {
+      const conn = await this.acquire();
+      session.conn = conn;
+      return new Promise<SFTPWrapper>((resolve, reject) => {
+        conn.client.sftp((err, sftp) => {
+          if (err) {
+            conn.channels--;
+            reject(new GpurunError('E_UNREACHABLE', `${this.what}: could not start SFTP: ${err.message}`, { cause: err, hint: 'The SSH server must offer the sftp subsystem (a "Subsystem sftp" line in its sshd_config).' }));
+            return;
+          }
+          sftp.once('close', () => {
+            conn.channels--;
+            forget();
+          });
+          resolve(sftp);
+        });
+      });
+    })();
+    session.ready.catch(forget);
+    this.sftpSession = session;
+    return session.ready;
+  }
+
   close(): void {
     this.shut = true;
+    this.sftpSession = undefined;
     for (const c of this.conns.splice(0)) c.client.end();
   }
 }

@@ -23,18 +23,24 @@ export interface MountConfig {
   sftpServer: string;
 }
 
-export interface SshHostConfig {
-  name: string;
-  type: 'ssh';
+/** Where and how the broker logs in over SSH: what an SSH host and a Slurm cluster's SSH login node share. */
+export interface SshTarget {
   address: string;
   port: number;
   user: string;
   /** A `Host` of ~/.ssh/config whose HostName/User/Port/IdentityFile fill the fields not given. */
   sshAlias?: string;
+  /** Private key file (absolute). */
   identityFile?: string;
   /** Use ssh-agent (SSH_AUTH_SOCK). */
   agent: boolean;
+  /** known_hosts file the server's key is checked against (absolute); unknown keys are refused. */
   knownHosts: string;
+}
+
+export interface SshHostConfig extends SshTarget {
+  name: string;
+  type: 'ssh';
   runtime: 'docker' | 'process';
   gpuMode: 'nvidia' | 'env';
   mount: MountConfig;
@@ -58,20 +64,40 @@ export interface FieldChecker {
   mem(v: unknown, path: string): number;
 }
 
-export const SSH_HOST_KEYS = ['name', 'type', 'address', 'port', 'user', 'sshAlias', 'identityFile', 'agent', 'knownHosts', 'runtime', 'gpuMode', 'mount', 'workDir', 'draining', 'cpus', 'memory', 'labels'];
+/** The settings of an SshTarget. */
+export const SSH_TARGET_KEYS = ['address', 'port', 'user', 'sshAlias', 'identityFile', 'agent', 'knownHosts'];
+export const SSH_HOST_KEYS = ['name', 'type', ...SSH_TARGET_KEYS, 'runtime', 'gpuMode', 'mount', 'workDir', 'draining', 'cpus', 'memory', 'labels'];
 const MOUNT_KEYS = ['transport', 'readOnly', 'options', 'target', 'identityFile', 'knownHosts', 'sftpServer'];
 
-export function validateSshHost(ho: Record<string, unknown>, p: string, f: FieldChecker, baseDir: string, name: string, labels: Record<string, string>): SshHostConfig {
-  f.keys(ho, p, SSH_HOST_KEYS);
+/**
+ * The SshTarget fields of `ho` (its other keys are the caller's to check), errors naming `p.FIELD`. What is left out
+ * comes from the ~/.ssh/config entry named by sshAlias, then the defaults: port 22, this user, ~/.ssh/known_hosts,
+ * ssh-agent when no identityFile is given.
+ */
+export function validateSshTarget(ho: Record<string, unknown>, p: string, f: FieldChecker, baseDir: string, what = 'an ssh host'): SshTarget {
   const alias = ho.sshAlias === undefined ? undefined : f.str(ho.sshAlias, `${p}.sshAlias`);
   const fromAlias = alias ? lookupSshAlias(readSshConfig(), alias) : {};
   const address = ho.address === undefined ? (fromAlias.hostName ?? alias) : f.str(ho.address, `${p}.address`);
-  if (!address) f.fail(`${p}.address`, 'is required for an ssh host (or give sshAlias)');
+  if (!address) f.fail(`${p}.address`, `is required for ${what} (or give sshAlias)`);
   const port = ho.port === undefined ? (fromAlias.port ?? 22) : f.int(ho.port, `${p}.port`, 1);
   if (port > 65535) f.fail(`${p}.port`, 'must be at most 65535');
   const identity = ho.identityFile === undefined ? fromAlias.identityFile : resolve(baseDir, expandHome(f.str(ho.identityFile, `${p}.identityFile`)));
   const agent = ho.agent === undefined ? !identity : f.bool(ho.agent, `${p}.agent`);
   if (!identity && !agent) f.fail(`${p}.identityFile`, 'give a key file, or set agent: true to use ssh-agent');
+  return {
+    address,
+    port,
+    user: ho.user === undefined ? (fromAlias.user ?? userInfo().username) : f.str(ho.user, `${p}.user`),
+    ...(alias ? { sshAlias: alias } : {}),
+    ...(identity ? { identityFile: identity } : {}),
+    agent,
+    knownHosts: ho.knownHosts === undefined ? resolve(homedir(), '.ssh/known_hosts') : resolve(baseDir, expandHome(f.str(ho.knownHosts, `${p}.knownHosts`))),
+  };
+}
+
+export function validateSshHost(ho: Record<string, unknown>, p: string, f: FieldChecker, baseDir: string, name: string, labels: Record<string, string>): SshHostConfig {
+  f.keys(ho, p, SSH_HOST_KEYS);
+  const target = validateSshTarget(ho, p, f, baseDir);
   const runtime = ho.runtime === undefined ? 'docker' : f.str(ho.runtime, `${p}.runtime`);
   if (runtime !== 'docker' && runtime !== 'process') f.fail(`${p}.runtime`, `must be "docker" or "process", not "${runtime}"`);
   const gpuMode = ho.gpuMode === undefined ? 'nvidia' : f.str(ho.gpuMode, `${p}.gpuMode`);
@@ -81,13 +107,7 @@ export function validateSshHost(ho: Record<string, unknown>, p: string, f: Field
   return {
     name,
     type: 'ssh',
-    address,
-    port,
-    user: ho.user === undefined ? (fromAlias.user ?? userInfo().username) : f.str(ho.user, `${p}.user`),
-    ...(alias ? { sshAlias: alias } : {}),
-    ...(identity ? { identityFile: identity } : {}),
-    agent,
-    knownHosts: ho.knownHosts === undefined ? resolve(homedir(), '.ssh/known_hosts') : resolve(baseDir, expandHome(f.str(ho.knownHosts, `${p}.knownHosts`))),
+    ...target,
     runtime,
     gpuMode,
     mount: validateMount(ho.mount === undefined ? {} : f.obj(ho.mount, `${p}.mount`), `${p}.mount`, f),

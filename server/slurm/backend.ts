@@ -15,7 +15,8 @@ import type { JobPatch, StoredJob } from '../core/store.ts';
 import type { Logger } from '../logger.ts';
 import type { LogFiles } from '../logs/logFiles.ts';
 import type { ClusterConfig } from './config.ts';
-import { runOk, type RemoteExec } from './exec.ts';
+import type { CommandExec } from '../core/remoteExec.ts';
+import { runOk, SLURM_COMMAND_MS } from './exec.ts';
 import type { ClusterFiles } from './files.ts';
 import { outcomeOf, parseSacct, parseSbatchParsable, parseScontrolJob, parseSqueue, pendingPositions, pendingReason, phaseOf, SACCT_FIELDS, SQUEUE_FORMAT, type Outcome, type SlurmRecord, type SqueueRow } from './parse.ts';
 import { sbatchScript, slurmJobName } from './script.ts';
@@ -47,8 +48,10 @@ export interface ClusterRef extends ClusterPaths {
 }
 
 export interface ClusterParts {
-  exec: RemoteExec;
+  exec: CommandExec;
   files: ClusterFiles;
+  /** Releases what the parts hold (an SSH login node's connections); called once when the broker stops. */
+  close?(): void;
 }
 
 /** How often running jobs' output files are read (cheap: one read of the appended bytes). */
@@ -81,6 +84,7 @@ class Cluster {
 
   stop(): void {
     for (const t of this.timers) clearInterval(t);
+    this.parts.close?.();
   }
 
   /** One squeue for every job of the cluster's partitions; each tracked job's state follows from it. */
@@ -148,10 +152,10 @@ class Cluster {
 
   /** scontrol knows ended jobs for MinJobAge; sacct, where the cluster keeps accounting, for longer. */
   private async record(slurmId: string, row: SqueueRow | undefined): Promise<SlurmRecord | undefined> {
-    const sc = await this.parts.exec.run(['scontrol', 'show', 'job', '-o', slurmId]);
+    const sc = await this.parts.exec.exec(['scontrol', 'show', 'job', '-o', slurmId], { timeoutMs: SLURM_COMMAND_MS });
     const rec = sc.code === 0 ? parseScontrolJob(sc.stdout) : undefined;
     if (rec) return rec;
-    const sa = await this.parts.exec.run(['sacct', '-n', '-P', '-X', '-j', slurmId, '-o', SACCT_FIELDS]);
+    const sa = await this.parts.exec.exec(['sacct', '-n', '-P', '-X', '-j', slurmId, '-o', SACCT_FIELDS], { timeoutMs: SLURM_COMMAND_MS });
     const acc = sa.code === 0 ? parseSacct(sa.stdout).find((r) => r.slurmId === slurmId) : undefined;
     if (acc) return acc;
     return row ? { slurmId, state: row.state, reason: row.reason, exitCode: 0, signal: 0, start: row.start, nodes: row.nodes } : undefined;
@@ -289,7 +293,7 @@ export class SlurmClusters {
     const ref: ClusterRef = { ...p, slurmId, stage };
     if (!this.sink.get(job.id)) {
       // Cancelled while sbatch ran: take it back out of Slurm.
-      await c.parts.exec.run(['scancel', slurmId]);
+      await c.parts.exec.exec(['scancel', slurmId], { timeoutMs: SLURM_COMMAND_MS });
       return;
     }
     this.sink.update(job.id, { runtimeRef: ref, reason: pendingReason(c.cfg.name, 'None') });
@@ -306,7 +310,7 @@ export class SlurmClusters {
       return;
     }
     void (async () => {
-      const r = await c.parts.exec.run(['squeue', '-h', '--states=all', `--name=${slurmJobName(job.id)}`, '-o', '%i']);
+      const r = await c.parts.exec.exec(['squeue', '-h', '--states=all', `--name=${slurmJobName(job.id)}`, '-o', '%i'], { timeoutMs: SLURM_COMMAND_MS });
       const found = r.code === 0 ? r.stdout.trim().split('\n')[0] : '';
       if (/^\d+$/.test(found)) {
         this.tracked.set(job.id, c.cfg.name);

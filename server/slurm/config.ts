@@ -5,11 +5,15 @@
 import { isAbsolute } from 'node:path';
 import { parseDuration } from '../core/units.ts';
 import type { Queue } from '../protocol/jobs.ts';
+import { SSH_TARGET_KEYS, validateSshTarget, type FieldChecker, type SshTarget } from '../hosts/sshConfig.ts';
 
 export interface ClusterConfig {
   name: string;
-  /** Where Slurm's commands run: "local" (the broker runs on the login node). SSH targets come with the SSH pool. */
-  login: 'local';
+  /**
+   * Where Slurm's commands run: "local" (the broker runs on the login node; staging copies files on this machine),
+   * or the login node over SSH (commands through the ssh2 pool, staging over the same connection's SFTP).
+   */
+  login: 'local' | SshTarget;
   /** Slurm partition of each gpurun queue. */
   partitions: Record<Queue, string>;
   /** gres name of GPUs (`--gres=NAME[:type]:N`). */
@@ -26,7 +30,9 @@ export interface ClusterConfig {
 const SAFE = /^[A-Za-z0-9_@%+=:,./-]+$/;
 const NAME = /^[A-Za-z0-9][\w.-]*$/;
 
-export function validateClusters(raw: unknown, fail: (path: string, msg: string) => never, reserved: Set<string>): ClusterConfig[] {
+/** `f` is the config's field checker; relative key and known_hosts paths of an SSH login resolve against `baseDir`. */
+export function validateClusters(raw: unknown, f: FieldChecker, reserved: Set<string>, baseDir: string): ClusterConfig[] {
+  const fail: (path: string, msg: string) => never = (path, msg) => f.fail(path, msg);
   if (raw === undefined) return [];
   if (!Array.isArray(raw)) fail('clusters', 'must be a list of clusters');
   const names = new Set<string>();
@@ -49,8 +55,16 @@ export function validateClusters(raw: unknown, fail: (path: string, msg: string)
     if (!NAME.test(name)) fail(`${p}.name`, 'use letters, digits, ".", "_" and "-"');
     if (names.has(name) || reserved.has(name)) fail(`${p}.name`, `"${name}" is already the name of ${reserved.has(name) ? 'another backend' : 'another cluster'}`);
     names.add(name);
-    const login = str(o.login, `${p}.login`);
-    if (login !== 'local') fail(`${p}.login`, `"${login}": only "local" (the broker runs on the login node) is supported yet; SSH login nodes come with the SSH host pool`);
+    let login: 'local' | SshTarget;
+    if (typeof o.login === 'object' && o.login !== null && !Array.isArray(o.login)) {
+      const lo = o.login as Record<string, unknown>;
+      f.keys(lo, `${p}.login`, SSH_TARGET_KEYS);
+      login = validateSshTarget(lo, `${p}.login`, f, baseDir, 'an SSH login node');
+    } else if (o.login === 'local') login = 'local';
+    else {
+      const given = o.login === undefined ? 'is required' : `${JSON.stringify(o.login)} is neither of these`;
+      fail(`${p}.login`, `${given}: "local" (the broker runs on the login node) or an SSH login node {"address": HOST, "user": USER, "identityFile": KEY, "knownHosts": FILE} (or {"sshAlias": HOST})`);
+    }
     const parts = o.partitions === undefined ? {} : o.partitions;
     if (typeof parts !== 'object' || parts === null || Array.isArray(parts)) fail(`${p}.partitions`, 'must be an object: {"online": PARTITION, "offline": PARTITION}');
     const po = parts as Record<string, unknown>;
@@ -71,7 +85,7 @@ export function validateClusters(raw: unknown, fail: (path: string, msg: string)
     }
     return {
       name,
-      login: 'local' as const,
+      login: login!,
       partitions,
       gres: o.gres === undefined ? 'gpu' : safe(o.gres, `${p}.gres`),
       ...(o.account === undefined ? {} : { account: safe(o.account, `${p}.account`) }),

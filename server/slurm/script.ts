@@ -1,11 +1,11 @@
 /**
  * The batch script a job is submitted with (`sbatch --parsable` reads it on stdin). Pure: the same job and cluster
- * give the same text. Every word that comes from a user (command, env values, paths) goes through shQuote; #SBATCH
+ * give the same text. Every word that comes from a user (command, env values, paths) goes through quoteShell; #SBATCH
  * lines carry only values gpurun made or validated (numbers, the partition and account from the broker's config, the
  * gres name, paths under the configured staging folder).
  */
 import type { Resources, Queue } from '../protocol/jobs.ts';
-import { shQuote, shJoin } from './quote.ts';
+import { quoteShell, shellCommand } from '../core/shellQuote.ts';
 
 /** What of a cluster's config the script needs. */
 export interface ScriptCluster {
@@ -72,17 +72,17 @@ export function sbatchScript(job: ScriptJob, cluster: ScriptCluster, paths: Scri
   lines.push(sbatchLine('--nodes', 1), sbatchLine('--ntasks', 1), sbatchLine('--cpus-per-task', r.cpus), sbatchLine('--mem', `${r.memoryMiB}M`));
   if (r.timeLimitSec > 0) lines.push(sbatchLine('--time', slurmTime(r.timeLimitSec)));
   lines.push(sbatchLine('--output', paths.output), sbatchLine('--open-mode', 'append'), sbatchLine('--chdir', paths.workdir));
-  lines.push('', '# Written by gpurun; every word below is quoted.', `cd ${shQuote(paths.workdir)} || exit 125`);
+  lines.push('', '# Written by gpurun; every word below is quoted.', `cd ${quoteShell(paths.workdir)} || exit 125`);
   const env: Record<string, string> = { PYTHONUNBUFFERED: '1', ...job.env, GPURUN_JOB_ID: job.id };
   for (const [k, v] of Object.entries(env)) {
     if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) throw new Error(`"${k}" is not an environment variable name`);
-    lines.push(`export ${k}=${shQuote(v)}`);
+    lines.push(`export ${k}=${quoteShell(v)}`);
   }
   if (cluster.container === 'pyxis' && job.image) {
     const mounts = `${paths.workdir}:${paths.workdir}`;
-    lines.push(`exec srun --container-image=${shQuote(job.image)} --container-mounts=${shQuote(mounts)} --container-workdir=${shQuote(paths.workdir)} ${shJoin(job.command)}`);
+    lines.push(`exec srun --container-image=${quoteShell(job.image)} --container-mounts=${quoteShell(mounts)} --container-workdir=${quoteShell(paths.workdir)} ${shellCommand(job.command)}`);
   } else {
-    lines.push(`exec ${shJoin(job.command)}`);
+    lines.push(`exec ${shellCommand(job.command)}`);
   }
   return `${lines.join('\n')}\n`;
 }

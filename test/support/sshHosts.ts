@@ -73,7 +73,8 @@ function descendants(pid: number): number[] {
   return out;
 }
 
-export async function makeSshHosts(dir: string, specs: Array<{ name: string; address: string; port?: number; gpus: Array<{ name: string; memoryMiB: number }>; trusted?: boolean }>): Promise<TestHostSet> {
+/** `trusted: false` leaves a host out of known_hosts; `sshdConfig` adds lines to its sshd_config (e.g. an sftp subsystem). */
+export async function makeSshHosts(dir: string, specs: Array<{ name: string; address: string; port?: number; gpus: Array<{ name: string; memoryMiB: number }>; trusted?: boolean; sshdConfig?: string[] }>): Promise<TestHostSet> {
   mkdirSync(dir, { recursive: true });
   const clientKey = join(dir, 'client_key');
   execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'gpurun-test', '-f', clientKey]);
@@ -105,6 +106,7 @@ export async function makeSshHosts(dir: string, specs: Array<{ name: string; add
         'MaxSessions 20',
         'LogLevel ERROR',
         `SetEnv PATH=${bin}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`,
+        ...(spec.sshdConfig ?? []),
         '',
       ].join('\n'),
     );

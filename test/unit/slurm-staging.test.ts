@@ -54,7 +54,7 @@ describe('slurm: clusters config', () => {
     const bad: Array<[unknown, RegExp]> = [
       [{ clusters: [{ ...ok, stagingDir: 'rel/dir' }] }, /clusters\[0\]\.stagingDir: must be an absolute path/],
       [{ clusters: [{ ...ok, stagingDir: '/my dir' }] }, /clusters\[0\]\.stagingDir: may hold only/],
-      [{ clusters: [{ ...ok, login: 'me@login1' }] }, /clusters\[0\]\.login: "me@login1": only "local"/],
+      [{ clusters: [{ ...ok, login: 'me@login1' }] }, /clusters\[0\]\.login: "me@login1" is neither of these: "local" \(the broker runs on the login node\) or an SSH login node/],
       [{ clusters: [{ ...ok, partitions: { online: 'a', batch: 'b' } }] }, /clusters\[0\]\.partitions\.batch: unknown queue/],
       [{ clusters: [{ ...ok, container: 'docker' }] }, /clusters\[0\]\.container: must be "pyxis"/],
       [{ clusters: [{ ...ok, pollInterval: '0' }] }, /clusters\[0\]\.pollInterval: must be at least 1s/],
