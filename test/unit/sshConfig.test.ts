@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { validateConfig } from '../../server/config.ts';
 import { lookupSshAlias } from '../../server/hosts/sshConfig.ts';
 
-const v = (hosts: unknown[]) => validateConfig({ hosts }, 'broker.json', '/etc/gpurun', '/var/lib/gpurun');
+const v = (hosts: unknown[]) => validateConfig({ hosts }, 'broker.json', '/etc/gpurun', '/var/lib/gpurun').hosts;
 
 describe('ssh host config', () => {
   it('fills defaults and resolves paths against the config folder', () => {
