@@ -19,7 +19,8 @@ export interface MountConfig {
   identityFile?: string;
   /** direct: known_hosts file on the GPU host that holds `target`'s key (checked strictly). */
   knownHosts?: string;
-  /** direct: command on the developer's machine that serves SFTP confined to a folder (gets `--root DIR`). */
+  /** direct: command on the developer's machine that serves SFTP confined to a folder (gets `--root DIR`). It must
+   * contain a `/`, or sshfs takes it for a subsystem name. */
   sftpServer: string;
 }
 
@@ -41,6 +42,7 @@ export interface SshTarget {
 export interface SshHostConfig extends SshTarget {
   name: string;
   type: 'ssh';
+  /** Only "docker" for now ("process" is refused by validation until it exists). */
   runtime: 'docker' | 'process';
   gpuMode: 'nvidia' | 'env';
   mount: MountConfig;
@@ -99,7 +101,8 @@ export function validateSshHost(ho: Record<string, unknown>, p: string, f: Field
   f.keys(ho, p, SSH_HOST_KEYS);
   const target = validateSshTarget(ho, p, f, baseDir);
   const runtime = ho.runtime === undefined ? 'docker' : f.str(ho.runtime, `${p}.runtime`);
-  if (runtime !== 'docker' && runtime !== 'process') f.fail(`${p}.runtime`, `must be "docker" or "process", not "${runtime}"`);
+  if (runtime === 'process') f.fail(`${p}.runtime`, '"process" on SSH hosts is not implemented yet; use "docker" (hosts without Docker cannot run jobs yet)');
+  if (runtime !== 'docker') f.fail(`${p}.runtime`, `must be "docker", not "${runtime}"`);
   const gpuMode = ho.gpuMode === undefined ? 'nvidia' : f.str(ho.gpuMode, `${p}.gpuMode`);
   if (gpuMode !== 'nvidia' && gpuMode !== 'env') f.fail(`${p}.gpuMode`, `must be "nvidia" (--gpus device=…) or "env" (CUDA_VISIBLE_DEVICES only), not "${gpuMode}"`);
   const workDir = ho.workDir === undefined ? '/var/tmp/gpurun' : f.str(ho.workDir, `${p}.workDir`);
@@ -148,7 +151,7 @@ function validateMount(m: Record<string, unknown>, p: string, f: FieldChecker): 
     ...(target ? { target } : {}),
     ...hostPath('identityFile'),
     ...hostPath('knownHosts'),
-    sftpServer: m.sftpServer === undefined ? 'gpurun sftp-serve' : f.str(m.sftpServer, `${p}.sftpServer`),
+    sftpServer: m.sftpServer === undefined ? '/usr/bin/env gpurun sftp-serve' : f.str(m.sftpServer, `${p}.sftpServer`),
   };
 }
 
