@@ -7,9 +7,27 @@ import { buildSubmit, scriptCommand } from '../core/runRequest.ts';
 import { COMMANDS, SETTINGS, SETTINGS_SECTION } from '../contributions.ts';
 import { register, submitAndShow, type Ctx } from './common.ts';
 
+/**
+ * The active editor's file. The extension host can hear of an editor that was just opened a moment after a command
+ * arrives (seen under load), so with none active it waits briefly for one before saying no file is open.
+ */
+function activeFileUri(waitMs = 1500): Promise<vscode.Uri | undefined> {
+  const now = vscode.window.activeTextEditor?.document.uri;
+  if (now) return Promise.resolve(now);
+  return new Promise((resolve) => {
+    const done = (uri: vscode.Uri | undefined) => {
+      sub.dispose();
+      clearTimeout(timer);
+      resolve(uri);
+    };
+    const sub = vscode.window.onDidChangeActiveTextEditor((e) => e && done(e.document.uri));
+    const timer = setTimeout(() => done(vscode.window.activeTextEditor?.document.uri), waitMs);
+  });
+}
+
 /** The document of `uri` (or the active editor), saved: the job runs the file on disk. */
 export async function scriptDocument(uri: unknown): Promise<vscode.TextDocument> {
-  const target = uri instanceof vscode.Uri ? uri : vscode.window.activeTextEditor?.document.uri;
+  const target = uri instanceof vscode.Uri ? uri : await activeFileUri();
   if (!target) throw new GpurunError('E_BAD_REQUEST', 'no file is open', { hint: 'Open the script to run, or use Run on GPU… to pick one.' });
   if (target.scheme !== 'file') throw new GpurunError('E_BAD_REQUEST', `${target.toString()} is not a file on this machine`);
   const doc = await vscode.workspace.openTextDocument(target);

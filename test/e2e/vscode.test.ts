@@ -198,6 +198,12 @@ describe('VS Code extension, end to end (code-server + Chromium)', function () {
     const row = jobRow(`${job.id} long.py, running`);
     await row.hover();
     await row.locator('.action-label[aria-label="Show Job Output"]').click();
+    // The tree redraws elapsed times every few seconds; a click that lands during a redraw reaches the command
+    // without its row, and the command then asks which job (as it does from the palette): answer it.
+    const picker = page.locator('.quick-input-widget', { hasText: 'Job whose output to show' });
+    if (await picker.waitFor({ state: 'visible', timeout: 2000 }).then(() => true, () => false)) {
+      await picker.locator('.monaco-list-row', { hasText: job.id }).first().click();
+    }
     await waitForTerminal(page, new RegExp(`job ${job.id}: python3 long\\.py[\\s\\S]*long job started`));
     await page.locator('.terminal-wrapper.active .xterm').click();
     await page.keyboard.press('Control+C');
