@@ -3,8 +3,11 @@
  * `{code, message, hint}` with a status. Built from its dependencies; it never listens (main.ts and tests do).
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { Socket } from 'node:net';
 import { GpurunError, isGpurunError } from './protocol/errors.ts';
-import { LOG_OFFSET_HEADER, PROTOCOL_VERSION, type Job } from './protocol/jobs.ts';
+import { isFinal, LOG_OFFSET_HEADER, PROTOCOL_VERSION, WORKSPACE_UPGRADE, type Job } from './protocol/jobs.ts';
+import type { ClientWorkspaces } from './hosts/clientWorkspaces.ts';
 import { authenticate } from './auth/tokens.ts';
 import type { Broker, Principal } from './broker.ts';
 import type { Store } from './core/store.ts';
@@ -19,6 +22,8 @@ export interface AppDeps {
   version: string;
   /** Set when the transport itself identifies the caller (the embedded broker's private Unix socket). */
   trustedPrincipal?: Principal;
+  /** Streams of client-served workspaces (absent without SSH hosts: the upgrade is then refused). */
+  clientWorkspaces?: ClientWorkspaces;
 }
 
 export type Handler = (req: IncomingMessage, res: ServerResponse) => void;
@@ -79,6 +84,45 @@ export function buildApp(d: AppDeps): Handler {
     if (pathMatched) throw new GpurunError('E_BAD_REQUEST', `${req.method} is not allowed on ${url.pathname}`);
     throw new GpurunError('E_NOT_FOUND', `no such endpoint: ${req.method} ${url.pathname}`, { hint: `This broker speaks protocol v${PROTOCOL_VERSION}; is the client newer?` });
   }
+}
+
+export type UpgradeHandler = (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
+
+const WORKSPACE_PATH = /^\/v1\/jobs\/([a-z0-9]{1,32})\/workspace$/;
+
+/**
+ * The server's 'upgrade' listener: `GET /v1/jobs/ID/workspace` with `Upgrade: gpurun-sftp` from the job's owner
+ * answers 101, and the socket becomes the job's client-served workspace stream. Anything else is answered with an
+ * error body and closed.
+ */
+export function buildUpgrade(d: AppDeps): UpgradeHandler {
+  return (req, socket, head) => {
+    socket.on('error', () => {});
+    try {
+      const url = new URL(req.url ?? '/', 'http://broker');
+      const m = WORKSPACE_PATH.exec(url.pathname);
+      if (!m) throw new GpurunError('E_NOT_FOUND', `no upgrade on ${req.method} ${url.pathname}`);
+      if (req.method !== 'GET') throw new GpurunError('E_BAD_REQUEST', `${req.method} is not allowed on ${url.pathname}`);
+      if ((req.headers.upgrade ?? '').toLowerCase() !== WORKSPACE_UPGRADE) throw new GpurunError('E_BAD_REQUEST', `the upgrade must be to ${WORKSPACE_UPGRADE}`);
+      const principal = d.trustedPrincipal ?? authenticate(d.store, req.headers.authorization);
+      const job = d.broker.visible(principal, m[1]);
+      // Serving the files is the owner's alone, admins included: they would choose what another user's job reads.
+      if (job.owner !== principal.user) throw new GpurunError('E_FORBIDDEN', `only ${job.owner} can serve the workspace of job ${job.id}`);
+      if (job.workspaceFrom !== 'client') throw new GpurunError('E_BAD_REQUEST', `job ${job.id} does not take its workspace from the client`, { hint: 'Submit it with workspaceFrom "client" (gpurun run --serve-workspace).' });
+      if (isFinal(job.state)) throw new GpurunError('E_CONFLICT', `job ${job.id} has already ended (${job.state})`);
+      if (!d.clientWorkspaces) throw new GpurunError('E_BAD_REQUEST', 'this broker has no SSH hosts to relay a workspace to');
+      d.clientWorkspaces.attach(job.id, socket);
+      (socket as Socket).setNoDelay?.(true);
+      socket.write(`HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: ${WORKSPACE_UPGRADE}\r\n\r\n`);
+      if (head.length) socket.unshift(head);
+      d.log.info('client serves a workspace', { job: job.id, user: principal.user });
+    } catch (err) {
+      const e = isGpurunError(err) ? err : new GpurunError('E_INTERNAL', 'internal broker error', { cause: err });
+      if (e.code === 'E_INTERNAL') d.log.error('upgrade failed', { err: err instanceof Error ? err : new Error(String(err)) });
+      const text = JSON.stringify(e.toBody());
+      socket.end(`HTTP/1.1 ${e.status} ${e.code}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`);
+    }
+  };
 }
 
 function send(res: ServerResponse, status: number, body: unknown): void {

@@ -91,6 +91,9 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     if (onCluster && v.image && !this.d.clusters!.runsImages(backend)) {
       throw new GpurunError('E_BAD_REQUEST', `image: the cluster ${backend} runs jobs without containers`, { hint: 'Leave out --image, or ask an admin to enable "container": "pyxis" for the cluster.' });
     }
+    if (onCluster && v.workspaceFrom === 'client') {
+      throw new GpurunError('E_BAD_REQUEST', `workspaceFrom: the cluster ${backend} stages the workspace from the broker; it cannot be served by the client`, { hint: 'Leave out --serve-workspace for cluster jobs.' });
+    }
     const why = onCluster ? null : unsatisfiableReason(caps, v.resources);
     if (why) {
       throw new GpurunError('E_UNSATISFIABLE', why, { hint: 'Ask for fewer GPUs, CPUs or less memory (or another GPU type), or ask an admin to add a larger host.' });
@@ -118,6 +121,7 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
         runtimeRef: null,
         stopIntent: null,
         backend,
+        ...(v.workspaceFrom ? { workspaceFrom: v.workspaceFrom } : {}),
       },
       now,
     );
@@ -248,7 +252,11 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
       GPURUN_JOB_ID: job.id,
     };
     try {
-      const ref = await this.d.hosts.runtimeFor(job.host!).start({ job, host: job.host!, gpuIndices: job.gpuIndices, logPath: this.d.logs.path(job.id), env });
+      const rt = this.d.hosts.runtimeFor(job.host!);
+      if (job.workspaceFrom === 'client' && rt.kind !== 'docker') {
+        throw new GpurunError('E_BAD_REQUEST', `host ${job.host} runs jobs without a workspace mount (${rt.kind} runtime); a workspace served by the client needs an SSH host with Docker`);
+      }
+      const ref = await rt.start({ job, host: job.host!, gpuIndices: job.gpuIndices, logPath: this.d.logs.path(job.id), env });
       const current = this.active.get(job.id);
       const now = new Date().toISOString();
       const running = this.update(job.id, { state: 'running', reason: runningReason(job), startedAt: now, runtimeRef: ref }, now);

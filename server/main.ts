@@ -15,7 +15,7 @@ import { HostRegistry } from './hosts/registry.ts';
 import { ProcessRuntime } from './runtimes/process.ts';
 import { createSshSide } from './hosts/sshSide.ts';
 import { Broker } from './broker.ts';
-import { buildApp } from './app.ts';
+import { buildApp, buildUpgrade } from './app.ts';
 import { jsonLogger, type Logger } from './logger.ts';
 import { embeddedSocket } from './paths.ts';
 import { SlurmClusters, type ClusterParts } from './slurm/backend.ts';
@@ -70,7 +70,9 @@ export async function startBroker(config: BrokerConfig, opts: { log?: Logger; id
   sshSide.startSweeps((jobId) => !broker.isDone(jobId));
 
   const trusted = config.listen.kind === 'unix' && config.auth.trustUnixSocket ? { user: config.auth.localUser, admin: true } : undefined;
-  const server = createServer({ keepAliveTimeout: 65_000 }, buildApp({ broker, store, logs, log, version: VERSION, ...(trusted ? { trustedPrincipal: trusted } : {}) }));
+  const appDeps = { broker, store, logs, log, version: VERSION, ...(trusted ? { trustedPrincipal: trusted } : {}), ...(sshSide.clientWorkspaces ? { clientWorkspaces: sshSide.clientWorkspaces } : {}) };
+  const server = createServer({ keepAliveTimeout: 65_000 }, buildApp(appDeps));
+  server.on('upgrade', buildUpgrade(appDeps));
   const listen = config.listen;
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) => {

@@ -12,6 +12,7 @@ import { parseArgs, usage } from './args.ts';
 import { connect, type Connection } from './connect.ts';
 import { followLogs } from './follow.ts';
 import { exitCodeOf } from './format.ts';
+import { serveWorkspace, type ServedWorkspace } from './serveWorkspace.ts';
 
 export const RUN_HELP = `Usage: gpurun run [options] -- CMD [ARGS...]
 
@@ -30,6 +31,8 @@ Options:
   --name NAME         label shown in lists (default: the script's name)
   --backend NAME      where it runs: "hosts" (the host pool) or a Slurm cluster's name (default: the broker's)
   --detach, -d        print the job id and return at once
+  --serve-workspace   serve the workspace's files from this machine, through the broker, to the GPU host (for a
+                      broker that runs elsewhere and cannot read them); gpurun run must stay attached meanwhile
   --broker URL        broker address (default: $GPURUN_BROKER, else the local embedded broker)
 
 A "# gpurun: gpus=2 gpu-type=A100 time=2h ..." line at the top of the script sets its defaults; options win.
@@ -43,7 +46,7 @@ function out(s: string): void {
 export async function runCommand(argv: string[]): Promise<number> {
   const { opts, rest } = parseArgs(
     argv,
-    { values: ['gpus', 'gpu-type', 'cpus', 'memory', 'time', 'queue', 'image', 'workspace', 'env', 'name', 'broker', 'backend'], flags: ['detach', 'help'], repeat: ['env'], short: { d: 'detach', h: 'help' }, stopAtPositional: true },
+    { values: ['gpus', 'gpu-type', 'cpus', 'memory', 'time', 'queue', 'image', 'workspace', 'env', 'name', 'broker', 'backend'], flags: ['detach', 'help', 'serve-workspace'], repeat: ['env'], short: { d: 'detach', h: 'help' }, stopAtPositional: true },
     'run',
   );
   if (opts.help) {
@@ -56,7 +59,12 @@ export async function runCommand(argv: string[]): Promise<number> {
     throw new GpurunError('E_BAD_REQUEST', `the workspace ${workspace} is not a folder`, { hint: 'Pass an existing folder with --workspace, or run from inside one.' });
   }
 
-  const req: SubmitRequest = { command: rest, workspace };
+  const serve = !!opts['serve-workspace'];
+  if (serve && opts.detach) {
+    throw new GpurunError('E_BAD_REQUEST', '--serve-workspace and --detach do not go together: this gpurun serves the workspace and must stay attached while the job runs', { hint: 'Leave out --detach, or leave out --serve-workspace when the broker can read the workspace itself.' });
+  }
+
+  const req: SubmitRequest = { command: rest, workspace, ...(serve ? { workspaceFrom: 'client' as const } : {}) };
   applyDirectives(req, rest, workspace);
   if (opts.gpus !== undefined) req.gpus = intOpt('gpus', opts.gpus as string);
   if (opts['gpu-type'] !== undefined) req.gpuType = opts['gpu-type'] as string;
@@ -75,6 +83,10 @@ export async function runCommand(argv: string[]): Promise<number> {
   }
 
   const conn = await connect(opts.broker as string | undefined);
+  if (serve && conn.embedded) {
+    await conn.client.close();
+    throw new GpurunError('E_BAD_REQUEST', '--serve-workspace is for a broker that runs elsewhere; the local broker reads the workspace itself', { hint: 'Pass --broker URL (or set GPURUN_BROKER), or leave out --serve-workspace.' });
+  }
   // The local broker runs jobs with the caller's PATH, so the python3 of an activated venv is the one that runs.
   if (conn.embedded) {
     for (const k of ['PATH', 'VIRTUAL_ENV', 'CONDA_PREFIX', 'PYTHONPATH']) if (process.env[k] !== undefined && env[k] === undefined) env[k] = process.env[k]!;
@@ -88,7 +100,21 @@ export async function runCommand(argv: string[]): Promise<number> {
     return 0;
   }
   out(`job ${job.id} submitted (${job.name}, queue ${job.queue})`);
-  return await attach(conn, job);
+  let served: ServedWorkspace | undefined;
+  if (serve) {
+    try {
+      served = serveWorkspace(await conn.client.openWorkspace(job.id), workspace, out);
+    } catch (e) {
+      await conn.client.cancel(job.id).catch(() => {});
+      await conn.client.close();
+      throw e;
+    }
+  }
+  try {
+    return await attach(conn, job);
+  } finally {
+    served?.close();
+  }
 }
 
 function intOpt(name: string, v: string): number {

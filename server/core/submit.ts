@@ -23,9 +23,11 @@ export interface ValidSubmit {
   env: Record<string, string>;
   /** As asked (Slurm backend, issue 5); the broker checks that it exists and picks the default. */
   backend?: string;
+  /** Set when the submitting client serves the workspace itself. */
+  workspaceFrom?: 'client';
 }
 
-const FIELDS = ['command', 'workspace', 'gpus', 'gpuType', 'cpus', 'memory', 'time', 'queue', 'image', 'env', 'name', 'backend'];
+const FIELDS = ['command', 'workspace', 'gpus', 'gpuType', 'cpus', 'memory', 'time', 'queue', 'image', 'env', 'name', 'backend', 'workspaceFrom'];
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const MAX_ARGS = 4096;
 const MAX_ARG_BYTES = 128 * 1024;
@@ -106,8 +108,11 @@ export function validateSubmit(body: unknown, d: SubmitDefaults): ValidSubmit {
   if (b.backend !== undefined && (typeof b.backend !== 'string' || !/^[A-Za-z0-9][\w.-]{0,63}$/.test(b.backend))) bad('backend', 'must be the name of a backend: "hosts" or a cluster');
   const backend = b.backend as string | undefined;
 
+  if (b.workspaceFrom !== undefined && b.workspaceFrom !== 'broker' && b.workspaceFrom !== 'client') bad('workspaceFrom', 'must be "broker" or "client"');
+  const fromClient = b.workspaceFrom === 'client';
+
   const resources: Resources = { gpus, cpus, memoryMiB, timeLimitSec, ...(gpuType ? { gpuType } : {}) };
-  return { command: cmd as string[], workspace: b.workspace, name, resources, queue: queue as Queue, ...(image ? { image } : {}), env, ...(backend ? { backend } : {}) };
+  return { command: cmd as string[], workspace: b.workspace, name, resources, queue: queue as Queue, ...(image ? { image } : {}), env, ...(backend ? { backend } : {}), ...(fromClient ? { workspaceFrom: 'client' as const } : {}) };
 }
 
 /** The script a command runs (`python3 -u train.py` → "train.py"), else the program's base name. */

@@ -4,7 +4,9 @@
  *   the data path, so the mount outlives a broker restart. The SFTP side runs `gpurun sftp-serve --root /path`
  *   on the developer's machine (confined to the workspace).
  * - relay: the host runs `sshfs -o passive`, whose SFTP stream travels over the broker's SSH channel to a confined
- *   sftp-server the broker runs next to the files (the broker must run on the machine that owns the workspace).
+ *   sftp-server the broker runs next to the files (the broker must run on the machine that owns the workspace),
+ *   or, for a job whose workspace the client serves (`workspaceFrom: "client"`), on to the client's stream
+ *   (hosts/clientWorkspaces.ts): the client runs the confined SFTP server and the broker only relays bytes.
  * Builders are pure and unit-tested; `Mounts` runs them over a RemoteExec.
  */
 import { posix } from 'node:path';
@@ -13,6 +15,8 @@ import type { MountConfig } from './sshConfig.ts';
 import type { RemoteExec } from './ssh.ts';
 import { quoteShell } from '../core/shellQuote.ts';
 import { serveSftp, type SftpSession } from './sftpGuard.ts';
+import type { Duplex } from 'node:stream';
+import type { WorkspaceServeStart } from '../protocol/jobs.ts';
 
 /**
  * Options for many small files (Python imports: a stat and an open per candidate path): attributes, directory
@@ -84,13 +88,23 @@ export interface MountHandle {
   ended?: Promise<string>;
 }
 
+/** Where a relay mount's SFTP is served: by the broker (default), or by the client's stream. */
+export interface MountSource {
+  /** The client's stream; rejects when none comes in time (hosts/clientWorkspaces.ts `take`). */
+  fromClient(): Promise<Duplex>;
+}
+
 export class Mounts {
   /** Relay sessions of this broker process, by mount point. */
   private readonly relays = new Map<string, MountHandle>();
 
-  async mount(ssh: RemoteExec, m: MountConfig, workspace: string, mnt: string, log: (msg: string) => void): Promise<MountHandle> {
+  /** With `source.fromClient`, the mount is a relay to the client whatever the host's transport. */
+  async mount(ssh: RemoteExec, m: MountConfig, workspace: string, mnt: string, log: (msg: string) => void, source?: MountSource): Promise<MountHandle> {
+    // Wait for the client before touching the host, so a client that never comes leaves nothing behind.
+    const client = source ? await source.fromClient() : undefined;
     await ssh.run(['mkdir', '-p', mnt], 'creating the mount point');
     try {
+      if (client) return await this.relayToClient(ssh, m, workspace, mnt, client);
       if (m.transport === 'direct') {
         await ssh.run(sshfsDirectArgs(m, workspace, mnt), `mounting ${m.target}:${workspace} with sshfs`, { timeoutMs: 30_000 });
         return { mnt, transport: 'direct' };
@@ -102,19 +116,55 @@ export class Mounts {
       const ended = new Promise<string>((resolve) => ch.on('close', () => resolve(`the SFTP relay stream ended${stderr.trim() ? `: ${stderr.trim()}` : ''}`)));
       ended.then(() => session.close());
       const handle: MountHandle = { mnt, transport: 'relay', session, ended };
-      // sshfs -f does not say when the mount is ready: poll the file system type.
-      for (let i = 0; ; i++) {
-        const race = await Promise.race([ended.then((why) => ({ why })), this.alive(ssh, mnt).then((ok) => ({ ok }))]);
-        if ('why' in race) throw new GpurunError('E_INTERNAL', `host ${ssh.hostName}: sshfs (relay) failed: ${race.why}`, { stderr });
-        if (race.ok) break;
-        if (i > 200) throw new GpurunError('E_INTERNAL', `host ${ssh.hostName}: the relay mount did not come up within 10 s`, { stderr });
-        await new Promise((r) => setTimeout(r, 50));
-      }
+      await this.waitReady(ssh, mnt, ended, () => stderr);
       this.relays.set(mnt, handle);
       return handle;
     } catch (e) {
+      client?.destroy();
       await this.unmount(ssh, mnt).catch(() => {});
       throw e;
+    }
+  }
+
+  /** The host's sshfs channel piped to the client's stream, after one JSON line that tells the client to start. */
+  private async relayToClient(ssh: RemoteExec, m: MountConfig, workspace: string, mnt: string, client: Duplex): Promise<MountHandle> {
+    const ch = await ssh.spawn(sshfsRelayArgs(m, workspace, mnt));
+    let stderr = '';
+    ch.stderr.on('data', (d: Buffer) => (stderr += d.toString('utf8')).length > 4096 && (stderr = stderr.slice(-4096)));
+    let clientGone = client.destroyed;
+    const ended = new Promise<string>((resolve) => {
+      ch.on('close', () => {
+        client.destroy();
+        resolve(clientGone ? 'the client that served the workspace disconnected (gpurun run ended or lost its connection to the broker)' : `the SFTP relay stream ended${stderr.trim() ? `: ${stderr.trim()}` : ''}`);
+      });
+    });
+    client.on('error', () => {}); // its end is reported through 'close'
+    ch.on('error', () => {});
+    // 'end' comes before 'close', and piping passes it on to sshfs at once: note the client left first.
+    client.once('end', () => (clientGone = true));
+    client.once('close', () => {
+      clientGone = true;
+      ch.close();
+    });
+    if (clientGone) ch.close();
+    const start: WorkspaceServeStart = { host: ssh.hostName, readOnly: m.readOnly };
+    client.write(`${JSON.stringify(start)}\n`);
+    ch.pipe(client);
+    client.pipe(ch);
+    const handle: MountHandle = { mnt, transport: 'relay', ended };
+    await this.waitReady(ssh, mnt, ended, () => stderr);
+    this.relays.set(mnt, handle);
+    return handle;
+  }
+
+  /** sshfs -f does not say when the mount is ready: polls the file system type. */
+  private async waitReady(ssh: RemoteExec, mnt: string, ended: Promise<string>, stderr: () => string): Promise<void> {
+    for (let i = 0; ; i++) {
+      const race = await Promise.race([ended.then((why) => ({ why })), this.alive(ssh, mnt).then((ok) => ({ ok }))]);
+      if ('why' in race) throw new GpurunError('E_INTERNAL', `host ${ssh.hostName}: sshfs (relay) failed: ${race.why}`, { stderr: stderr() });
+      if (race.ok) return;
+      if (i > 200) throw new GpurunError('E_INTERNAL', `host ${ssh.hostName}: the relay mount did not come up within 10 s`, { stderr: stderr() });
+      await new Promise((r) => setTimeout(r, 50));
     }
   }
 

@@ -11,12 +11,15 @@ import { SshHosts } from './sshHosts.ts';
 import type { SshHostConfig } from './sshConfig.ts';
 import { Mounts } from './mount.ts';
 import { DockerRuntime } from '../runtimes/docker.ts';
+import { ClientWorkspaces } from './clientWorkspaces.ts';
 
 const SWEEP_MS = 60_000;
 
 export interface SshSide {
   ssh: SshHosts | undefined;
   runtimes: Record<string, Runtime>;
+  /** Client-served workspace streams (`GET /v1/jobs/ID/workspace`); undefined without SSH hosts. */
+  clientWorkspaces: ClientWorkspaces | undefined;
   /** Starts removing containers and mounts of this broker that belong to no live job (now, then every minute). */
   startSweeps(isLive: (jobId: string) => boolean): void;
   close(): void;
@@ -29,20 +32,23 @@ export function brokerId(dataDir: string): string {
 
 export function createSshSide(config: BrokerConfig, log: Logger): SshSide {
   const sshConfigs = config.hosts.filter((h): h is SshHostConfig => h.type === 'ssh');
-  if (sshConfigs.length === 0) return { ssh: undefined, runtimes: {}, startSweeps() {}, close() {} };
+  if (sshConfigs.length === 0) return { ssh: undefined, runtimes: {}, clientWorkspaces: undefined, startSweeps() {}, close() {} };
   const ssh = new SshHosts(sshConfigs);
   const rlog = log.child({ part: 'docker' });
+  const clientWorkspaces = new ClientWorkspaces();
   const docker = new DockerRuntime({
     hosts: ssh,
     mounts: new Mounts(),
     brokerId: brokerId(config.dataDir),
     ...(config.defaults.image ? { defaultImage: config.defaults.image } : {}),
     log: (msg, fields) => rlog.info(msg, fields),
+    clients: clientWorkspaces,
   });
   let timer: NodeJS.Timeout | undefined;
   return {
     ssh,
     runtimes: { docker },
+    clientWorkspaces,
     startSweeps(isLive) {
       const sweep = () => {
         for (const h of sshConfigs.filter((c) => c.runtime === 'docker')) {

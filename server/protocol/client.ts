@@ -4,8 +4,11 @@
  * code, message and hint; a broker that cannot be reached is E_UNREACHABLE.
  */
 import { Agent, request, type Dispatcher } from 'undici';
+import { request as httpRequest, type ClientRequest, type IncomingMessage } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import type { Duplex } from 'node:stream';
 import { GpurunError, isErrorBody } from './errors.ts';
-import { LOG_OFFSET_HEADER, type HostInfo, type Job, type JobEvent, type SubmitRequest } from './jobs.ts';
+import { LOG_OFFSET_HEADER, WORKSPACE_UPGRADE, type HostInfo, type Job, type JobEvent, type SubmitRequest } from './jobs.ts';
 
 export interface ClientOptions {
   address: string;
@@ -138,6 +141,41 @@ export class BrokerClient {
     } catch (err) {
       throw this.wrapNetwork(err);
     }
+  }
+
+  /**
+   * Opens the job's workspace stream (`GET /v1/jobs/ID/workspace`, Upgrade: gpurun-sftp) for a job submitted with
+   * `workspaceFrom: "client"`. Resolves with the raw socket after 101: the broker sends one JSON line
+   * (WorkspaceServeStart) when the host mounts, then the SFTP stream that this client must serve.
+   */
+  openWorkspace(id: string): Promise<Duplex> {
+    const path = `/v1/jobs/${encodeURIComponent(id)}/workspace`;
+    const headers = this.headers({ connection: 'Upgrade', upgrade: WORKSPACE_UPGRADE });
+    let req: ClientRequest;
+    if (this.opts.address.startsWith('unix:')) req = httpRequest({ socketPath: this.opts.address.slice(5), path, headers });
+    else {
+      const u = new URL(this.origin);
+      req = (u.protocol === 'https:' ? httpsRequest : httpRequest)({ host: u.hostname.replace(/^\[|\]$/g, ''), port: u.port || undefined, path, headers });
+    }
+    return new Promise<Duplex>((resolve, reject) => {
+      req.on('upgrade', (_res: IncomingMessage, socket: Duplex, head: Buffer) => {
+        if (head.length) socket.unshift(head);
+        resolve(socket);
+      });
+      req.on('response', async (res: IncomingMessage) => {
+        let text = '';
+        for await (const c of res) text += (c as Buffer).toString('utf8');
+        let parsed: unknown;
+        try {
+          parsed = JSON.parse(text);
+        } catch {
+          /* not JSON */
+        }
+        reject(isErrorBody(parsed) ? new GpurunError(parsed.code, parsed.message, parsed.hint ? { hint: parsed.hint } : {}) : new GpurunError('E_PROTOCOL', `the broker answered ${res.statusCode} to the workspace upgrade of ${id}`));
+      });
+      req.on('error', (err) => reject(this.wrapNetwork(err)));
+      req.end();
+    });
   }
 
   /** Job changes as they happen (Server-Sent Events). Ends when the connection does. */

@@ -55,7 +55,32 @@ export interface SubmitRequest {
   // -- Slurm backend (issue 5) --
   /** Where the job runs: "hosts" (the broker's host pool) or a cluster's name; default: see the README. */
   backend?: string;
+  // -- client-served workspace --
+  /**
+   * Who serves the workspace's files to the GPU host: "broker" (default; the broker reads `workspace` itself, so it
+   * must run on the machine that owns it) or "client" (the submitting client serves them over
+   * `GET /v1/jobs/ID/workspace` with `Upgrade: gpurun-sftp`, and must stay connected for the whole job).
+   */
+  workspaceFrom?: WorkspaceFrom;
 }
+
+/** Who serves a job's workspace to the GPU host; see `SubmitRequest.workspaceFrom`. */
+export type WorkspaceFrom = 'broker' | 'client';
+
+/** The `Upgrade` protocol of `GET /v1/jobs/ID/workspace`: after 101, one JSON line (WorkspaceServeStart), then SFTP. */
+export const WORKSPACE_UPGRADE = 'gpurun-sftp';
+
+/**
+ * The line the broker sends on a workspace stream (JSON, then `\n`) when the host's sshfs starts; every byte after it
+ * is the SFTP stream of that sshfs (the client is the SFTP server). `readOnly`: serve without writes.
+ */
+export interface WorkspaceServeStart {
+  host: string;
+  readOnly: boolean;
+}
+
+/** How long the broker waits, when it mounts a client-served workspace, for the client's stream. */
+export const CLIENT_WORKSPACE_WAIT_MS = 30_000;
 
 /** One stored state change. `at` is an ISO-8601 time. */
 export interface Transition {
@@ -94,6 +119,8 @@ export interface Job {
   backend?: string;
   /** Jobs on a Slurm cluster: their Slurm id and what staging copied. */
   cluster?: ClusterJobInfo;
+  /** "client" when the submitting client serves the workspace; absent means the broker does. */
+  workspaceFrom?: 'client';
 }
 
 /** A cluster job's Slurm side, as the API shows it. Times in ms, sizes in bytes. */

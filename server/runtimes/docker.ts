@@ -14,6 +14,8 @@ import type { ExitInfo, Lost, Runtime, StartSpec } from '../core/runtime.ts';
 import type { SshHostConfig } from '../hosts/sshConfig.ts';
 import type { RemoteExec } from '../hosts/ssh.ts';
 import { mountPoint, type Mounts } from '../hosts/mount.ts';
+import type { ClientWorkspaces } from '../hosts/clientWorkspaces.ts';
+import { CLIENT_WORKSPACE_WAIT_MS } from '../protocol/jobs.ts';
 
 export const CONTAINER_WORKSPACE = '/workspace';
 
@@ -139,9 +141,11 @@ export class DockerRuntime implements Runtime {
   private readonly brokerId: string;
   private readonly defaultImage: string | undefined;
   private readonly log: (msg: string, fields?: Record<string, unknown>) => void;
+  private readonly clients: ClientWorkspaces | undefined;
 
-  constructor(opts: { hosts: SshHostLookup; mounts: Mounts; brokerId: string; defaultImage?: string; log: (msg: string, fields?: Record<string, unknown>) => void }) {
+  constructor(opts: { hosts: SshHostLookup; mounts: Mounts; brokerId: string; defaultImage?: string; log: (msg: string, fields?: Record<string, unknown>) => void; clients?: ClientWorkspaces }) {
     this.hosts = opts.hosts;
+    this.clients = opts.clients;
     this.mounts = opts.mounts;
     this.brokerId = opts.brokerId;
     this.defaultImage = opts.defaultImage;
@@ -156,7 +160,10 @@ export class DockerRuntime implements Runtime {
     if (!image) throw new GpurunError('E_BAD_REQUEST', 'no image: the job names none and the broker config has no defaults.image', { hint: 'Pass --image IMAGE (an image present on the host), or set defaults.image.' });
     const mnt = mountPoint(cfg.workDir, job.id);
     await ssh.run(ensureNetworkArgs(job.owner), `creating the network ${userNetwork(job.owner)}`);
-    await this.mounts.mount(ssh, cfg.mount, job.workspace, mnt, (msg) => this.log(msg, { job: job.id }));
+    const clients = this.clients;
+    if (job.workspaceFrom === 'client' && !clients) throw new GpurunError('E_CONFIG', 'this broker cannot relay client-served workspaces');
+    const source = job.workspaceFrom === 'client' ? { fromClient: () => clients!.take(job.id, CLIENT_WORKSPACE_WAIT_MS) } : undefined;
+    await this.mounts.mount(ssh, cfg.mount, job.workspace, mnt, (msg) => this.log(msg, { job: job.id }), source);
     const name = containerName(job.id);
     try {
       const args = dockerRunArgs({
@@ -179,7 +186,7 @@ export class DockerRuntime implements Runtime {
       await this.mounts.unmount(ssh, mnt).catch(() => {});
       throw e;
     }
-    return { host: spec.host, container: name, mnt, transport: cfg.mount.transport, logPath: spec.logPath };
+    return { host: spec.host, container: name, mnt, transport: source ? 'relay' : cfg.mount.transport, logPath: spec.logPath };
   }
 
   /**

@@ -52,6 +52,8 @@ const MIGRATIONS: string[] = [
    );`,
   // Slurm backend (issue 5): "hosts" or a cluster's name.
   `ALTER TABLE jobs ADD COLUMN backend TEXT;`,
+  // Client-served workspace: 'client', or NULL (the broker serves it).
+  `ALTER TABLE jobs ADD COLUMN workspace_from TEXT;`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
@@ -72,9 +74,9 @@ export class SqliteStore implements Store {
     this.migrate();
     this.stmt = {
       insert: this.db.prepare(`INSERT INTO jobs (id, owner, name, command, workspace, resources, queue, image, env, state, reason,
-        exit_code, host, gpu_indices, created_at, started_at, ended_at, runtime_ref, stop_intent, backend)
+        exit_code, host, gpu_indices, created_at, started_at, ended_at, runtime_ref, stop_intent, backend, workspace_from)
         VALUES (:id, :owner, :name, :command, :workspace, :resources, :queue, :image, :env, :state, :reason,
-        :exit_code, :host, :gpu_indices, :created_at, :started_at, :ended_at, :runtime_ref, :stop_intent, :backend)`),
+        :exit_code, :host, :gpu_indices, :created_at, :started_at, :ended_at, :runtime_ref, :stop_intent, :backend, :workspace_from)`),
       get: this.db.prepare('SELECT * FROM jobs WHERE id = ?'),
       active: this.db.prepare("SELECT * FROM jobs WHERE state IN ('queued', 'starting', 'running') ORDER BY seq"),
       transition: this.db.prepare('INSERT INTO transitions (job_id, at, from_state, to_state, reason) VALUES (?, ?, ?, ?, ?)'),
@@ -211,6 +213,7 @@ function toRow(j: Omit<StoredJob, 'seq'>): Record<string, string | number | null
     runtime_ref: j.runtimeRef ? JSON.stringify(j.runtimeRef) : null,
     stop_intent: j.stopIntent,
     backend: j.backend ?? null,
+    workspace_from: j.workspaceFrom ?? null,
   };
 }
 
@@ -237,5 +240,6 @@ function fromRow(r: Row): StoredJob {
     runtimeRef: r.runtime_ref === null ? null : JSON.parse(r.runtime_ref as string),
     stopIntent: r.stop_intent as StoredJob['stopIntent'],
     ...(r.backend === null || r.backend === undefined ? {} : { backend: r.backend as string }),
+    ...(r.workspace_from === 'client' ? { workspaceFrom: 'client' as const } : {}),
   };
 }

@@ -83,12 +83,12 @@ export interface BrokerProc {
  * Starts `gpurun broker --config` as its own process on a free loopback port (the kernel picks it: port 0);
  * resolves once it answers. The config is then pinned to that port, so restartBroker() comes back on it.
  */
-export async function startBrokerProcess(home: string, config: Record<string, unknown>, env: NodeJS.ProcessEnv = {}): Promise<BrokerProc> {
+export async function startBrokerProcess(home: string, config: Record<string, unknown>, env: NodeJS.ProcessEnv = {}, opts: { wrap?: string[] } = {}): Promise<BrokerProc> {
   mkdirSync(home, { recursive: true });
   const cfgPath = join(home, 'broker.json');
   const cfg = { listen: '127.0.0.1:0', dataDir: join(home, 'data'), killGrace: '2s', ...config };
   writeFileSync(cfgPath, JSON.stringify(cfg, null, 2));
-  const b = await spawnBroker(home, undefined, env);
+  const b = await spawnBroker(home, undefined, env, opts.wrap);
   writeFileSync(cfgPath, JSON.stringify({ ...cfg, listen: b.url.replace(/^http:\/\//, '') }, null, 2));
   return b;
 }
@@ -98,10 +98,12 @@ export function restartBroker(b: BrokerProc, env: NodeJS.ProcessEnv = {}): Promi
   return spawnBroker(b.home, b.url, env);
 }
 
-async function spawnBroker(home: string, knownUrl: string | undefined, env: NodeJS.ProcessEnv): Promise<BrokerProc> {
+/** `wrap`: argv that execs the rest (e.g. unshare …), so the broker keeps the spawned process's pid. */
+async function spawnBroker(home: string, knownUrl: string | undefined, env: NodeJS.ProcessEnv, wrap: string[] = []): Promise<BrokerProc> {
   const cfgPath = join(home, 'broker.json');
   const logPath = join(home, 'broker-test.log');
-  const proc = spawn(NODE, [CLI, 'broker', '--config', cfgPath], { env: testEnv(home, env), stdio: ['ignore', 'pipe', 'pipe'] });
+  const argv = [...wrap, NODE, CLI, 'broker', '--config', cfgPath];
+  const proc = spawn(argv[0], argv.slice(1), { env: testEnv(home, env), stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
   proc.stdout!.on('data', (d) => (log += d));
   proc.stderr!.on('data', (d) => (log += d));

@@ -46,6 +46,13 @@ function contract(name: string, make: () => { store: Store; done(): void }): voi
       assert.equal(store.getJob('zzz'), undefined);
     });
 
+    it('keeps workspaceFrom "client", and leaves it absent otherwise', () => {
+      store.insertJob({ ...newJob('a'), workspaceFrom: 'client' }, 't0');
+      store.insertJob(newJob('b'), 't1');
+      assert.equal(store.getJob('a')!.workspaceFrom, 'client');
+      assert.equal('workspaceFrom' in store.getJob('b')!, false);
+    });
+
     it('refuses a duplicate id', () => {
       store.insertJob(newJob('a'), 't0');
       assert.throws(() => store.insertJob(newJob('a'), 't1'));

@@ -36,12 +36,19 @@ describe('submit validation', () => {
     ['bad env name', { command: ['a'], workspace: '/w', env: { 'A-B': 'x' } }, /env.A-B: is not a valid variable name/],
     ['unknown field', { command: ['a'], workspace: '/w', gpu: 1 }, /gpu: unknown field/],
     ['hostile image', { command: ['a'], workspace: '/w', image: 'x; rm -rf /' }, /image: must be an image reference/],
+    ['unknown workspaceFrom', { command: ['a'], workspace: '/w', workspaceFrom: 'laptop' }, /workspaceFrom: must be "broker" or "client"/],
   ];
   for (const [what, body, re] of bad) {
     it(`refuses ${what} with a message naming the field`, () => {
       assert.throws(() => validateSubmit(body, d), (e: Error & { code?: string }) => e.code === 'E_BAD_REQUEST' && re.test(e.message));
     });
   }
+
+  it('keeps workspaceFrom "client", and leaves it out for "broker" (the default)', () => {
+    assert.equal(validateSubmit({ command: ['a'], workspace: '/w', workspaceFrom: 'client' }, d).workspaceFrom, 'client');
+    assert.equal(validateSubmit({ command: ['a'], workspace: '/w', workspaceFrom: 'broker' }, d).workspaceFrom, undefined);
+    assert.equal(validateSubmit({ command: ['a'], workspace: '/w' }, d).workspaceFrom, undefined);
+  });
 
   it('names a job after the script it runs', () => {
     assert.equal(defaultName(['python3', '-u', 'src/train.py', '--x']), 'train.py');

@@ -1,0 +1,146 @@
+/**
+ * A client-served workspace, end to end: the broker runs where it CANNOT read the workspace (its own mount
+ * namespace, `unshare --mount`, with a tmpfs over the workspace's parent folder), and `gpurun run --serve-workspace`
+ * serves the files over its connection to the broker, which relays them to a real sshd host's `sshfs -o passive`
+ * (real Docker, real FUSE, busybox image). Loopback addresses 127.0.0.12–13, apart from the other SSH suites.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { request as httpRequest } from 'node:http';
+import { cleanup, createToken, gpurun, gpurunSpawn, scratch, startBrokerProcess, testEnv, waitFor, requirePart, type BrokerProc } from '../support/harness.ts';
+import { makeSshHosts, sshHostsMissing, type TestHostSet } from '../support/sshHosts.ts';
+
+const L4 = { name: 'NVIDIA L4', memoryMiB: 23034 };
+
+function containers(label: string): string[] {
+  return execFileSync('docker', ['ps', '-a', '--filter', `label=${label}`, '--format', '{{.Names}}'], { encoding: 'utf8' }).split('\n').filter(Boolean);
+}
+
+function mountedUnder(dir: string): string[] {
+  return readFileSync('/proc/mounts', 'utf8').split('\n').map((l) => l.split(' ')[1]).filter((m) => m && m.startsWith(dir));
+}
+
+function unshareMissing(): string | null {
+  const r = spawnSync('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', 'mount -t tmpfs gpurun-probe /mnt'], { encoding: 'utf8' });
+  return r.status === 0 ? null : `unshare --mount with a tmpfs does not work here: ${(r.stderr || String(r.error)).trim()}`;
+}
+
+describe('client-served workspace through a broker that cannot read it (sshd + Docker + sshfs)', function () {
+  this.timeout(120_000);
+  let dir: string;
+  let set: TestHostSet;
+  let broker: BrokerProc;
+  let env: NodeJS.ProcessEnv;
+  let laptop: string;
+  let ws: string;
+  let workDir: string;
+
+  before(async function () {
+    const missing = sshHostsMissing() ?? unshareMissing();
+    requirePart(this, 'sshd, sshfs, Docker and unshare', missing === null, missing ?? '');
+    dir = scratch('gpurun-client-relay-');
+    set = await makeSshHosts(join(dir, 'hosts'), [
+      { name: 'gpu1', address: '127.0.0.12', gpus: [L4, L4] },
+      { name: 'gpu2', address: '127.0.0.13', gpus: [L4] },
+    ]);
+    laptop = join(dir, 'laptop');
+    ws = join(laptop, 'workspace');
+    mkdirSync(ws, { recursive: true });
+    writeFileSync(join(ws, 'input.txt'), 'only on the laptop\n');
+    workDir = join(dir, 'hostwork');
+    const common = { type: 'ssh', user: 'root', port: 2222, identityFile: set.clientKey, knownHosts: set.knownHosts, gpuMode: 'env', workDir, mount: { transport: 'relay' } };
+    // The broker's own mount namespace hides the laptop folder under an empty tmpfs: it cannot read the workspace.
+    const hide = ['unshare', '--mount', '--propagation', 'private', '--', 'sh', '-c', 'mount -t tmpfs gpurun-hidden "$1" && shift && exec "$@"', 'gpurun-hide', laptop];
+    broker = await startBrokerProcess(
+      join(dir, 'home'),
+      { hosts: [{ ...common, name: 'gpu1', address: '127.0.0.12' }, { ...common, name: 'gpu2', address: '127.0.0.13' }], defaults: { image: 'local/busybox:1', gpus: 1, memory: '256M' } },
+      {},
+      { wrap: hide },
+    );
+    env = { ...testEnv(join(dir, 'home')), GPURUN_BROKER: broker.url, GPURUN_TOKEN: await createToken(broker, 'carol') };
+  });
+
+  after(async function () {
+    if (broker) await Promise.race([broker.stop(), new Promise((r) => setTimeout(r, 15_000)).then(() => broker.kill9())]);
+    await set?.stopAll();
+    if (dir) {
+      for (const c of containers('gpurun.owner=carol')) spawnSync('docker', ['rm', '-f', c]);
+      for (const m of mountedUnder(workDir)) spawnSync('fusermount3', ['-uz', m]);
+      cleanup(dir);
+    }
+  });
+
+  it('the broker really cannot see the workspace', () => {
+    const r = spawnSync('nsenter', ['-t', String(broker.proc.pid), '-m', 'ls', '-A', laptop], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, '', 'the broker sees an empty folder where the workspace is');
+    assert.ok(existsSync(join(ws, 'input.txt')), 'the client sees it');
+  });
+
+  it('runs a job whose files the CLI serves: it reads input.txt and writes out.txt locally; output streams; exit 0', async () => {
+    await waitFor('hosts up', async () => /gpu1\s+up/.test((await gpurun(['hosts'], env)).stdout));
+    const r = await gpurun(['run', '--serve-workspace', '--workspace', ws, '--', 'sh', '-c', 'echo "from $(pwd)"; cat input.txt; echo written-by-job > out.txt; echo done'], env);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /from \/workspace\n/);
+    assert.match(r.stdout, /only on the laptop\n/);
+    assert.match(r.stdout, /done\n/);
+    assert.match(r.stderr, /serving .*workspace to host gpu\d/);
+    assert.equal(readFileSync(join(ws, 'out.txt'), 'utf8'), 'written-by-job\n');
+    const job = JSON.parse((await gpurun(['ls', '--json'], env)).stdout)[0];
+    assert.equal(job.state, 'succeeded');
+    assert.equal(job.workspaceFrom, 'client');
+    assert.deepEqual(containers(`gpurun.job=${job.id}`), [], 'the container is removed');
+    assert.deepEqual(mountedUnder(workDir), [], 'the workspace is unmounted');
+  });
+
+  it('without --serve-workspace the same broker cannot give the job its files (the point of the feature)', async () => {
+    const r = await gpurun(['run', '--workspace', ws, '--', 'cat', 'input.txt'], env);
+    assert.notEqual(r.code, 0, `the broker-served job could not have read the file:\n${r.stdout}`);
+    assert.doesNotMatch(r.stdout, /only on the laptop/);
+  });
+
+  it('refuses --serve-workspace with --detach', async () => {
+    const r = await gpurun(['run', '--serve-workspace', '--detach', '--workspace', ws, '--', 'true'], env);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /--serve-workspace and --detach do not go together/);
+  });
+
+  it('refuses a workspace stream for a job that is not the caller\'s', async () => {
+    const other = { ...env, GPURUN_TOKEN: await createToken(broker, 'mallory') };
+    const p = gpurunSpawn(['run', '--serve-workspace', '--workspace', ws, '--', 'sleep', '5'], env);
+    let err = '';
+    p.stderr!.on('data', (d) => (err += d));
+    const id = await waitFor('submitted', () => /job (\w+) submitted/.exec(err)?.[1]);
+    const status = await new Promise<number>((resolve, reject) => {
+      const req = httpRequest(`${broker.url}/v1/jobs/${id}/workspace`, { headers: { authorization: `Bearer ${other.GPURUN_TOKEN}`, connection: 'Upgrade', upgrade: 'gpurun-sftp' } });
+      req.on('upgrade', (_res, sock) => (sock.destroy(), resolve(101)));
+      req.on('response', (res) => (res.resume(), resolve(res.statusCode ?? 0)));
+      req.on('error', reject);
+      req.end();
+    });
+    assert.equal(status, 404, 'another user is told there is no such job');
+    await new Promise((r) => p.on('close', r));
+  });
+
+  it('killing the CLI mid-job ends the job with workspace_lost; no container, no mount is left', async () => {
+    const p = gpurunSpawn(['run', '--serve-workspace', '--workspace', ws, '--', 'sh', '-c', 'echo started; sleep 60; echo never'], env);
+    let out = '';
+    let err = '';
+    p.stdout!.on('data', (d) => (out += d));
+    p.stderr!.on('data', (d) => (err += d));
+    const id = await waitFor('submitted', () => /job (\w+) submitted/.exec(err)?.[1]);
+    await waitFor('the job to start', () => out.includes('started'), 30_000);
+    process.kill(p.pid!, 'SIGKILL');
+    const job = await waitFor('the job to end', async () => {
+      const j = JSON.parse((await gpurun(['ls', '--json', '--all'], env)).stdout).find((x: { id: string }) => x.id === id);
+      return j && ['failed', 'lost'].includes(j.state) && j;
+    }, 60_000);
+    assert.equal(job.state, 'failed');
+    assert.match(job.reason, /^workspace_lost: the client that served the workspace disconnected/);
+    await waitFor('the container to go', () => containers(`gpurun.job=${id}`).length === 0);
+    await waitFor('the mount to go', () => mountedUnder(workDir).length === 0);
+    assert.ok(!readdirSync(join(workDir, 'mnt')).includes(id), 'the mount point is removed');
+  });
+});
