@@ -2,7 +2,7 @@
  * What a run button submits: the script's command, the directive's resources, and the options a person picked. The
  * GPU choices offered in "Run on GPU…" come from the live pool. Pure.
  */
-import type { Directive } from '../../server/protocol/directives.ts';
+import { applyDirective, type Directive } from '../../server/protocol/directives.ts';
 import type { HostInfo, Queue, SubmitRequest } from '../../server/protocol/jobs.ts';
 
 /** What "Run on GPU…" remembers per workspace. */
@@ -32,15 +32,7 @@ export function buildSubmit(opts: {
   env?: Record<string, string>;
   name?: string;
 }): SubmitRequest {
-  const d = opts.directive ?? {};
-  const req: SubmitRequest = { command: opts.command, workspace: opts.workspace };
-  if (d.gpus !== undefined) req.gpus = d.gpus;
-  if (d.gpuType !== undefined) req.gpuType = d.gpuType;
-  if (d.cpus !== undefined) req.cpus = d.cpus;
-  if (d.memoryMiB !== undefined) req.memory = d.memoryMiB;
-  if (d.timeSec !== undefined) req.time = d.timeSec;
-  if (d.queue !== undefined) req.queue = d.queue;
-  if (d.image !== undefined) req.image = d.image;
+  const req = applyDirective({ command: opts.command, workspace: opts.workspace }, opts.directive ?? {});
   const c = opts.choice;
   if (c) {
     if (c.gpus !== undefined) {

@@ -7,7 +7,7 @@ import { resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { GpurunError } from '../protocol/errors.ts';
 import { isFinal, type Job, type SubmitRequest, type Queue } from '../protocol/jobs.ts';
-import { parseDirectives } from '../core/directives.ts';
+import { applyDirective, parseDirectives } from '../core/directives.ts';
 import { parseArgs, usage } from './args.ts';
 import { connect, type Connection } from './connect.ts';
 import { followLogs } from './follow.ts';
@@ -131,13 +131,7 @@ function applyDirectives(req: SubmitRequest, command: string[], workspace: strin
     const e = errors[0];
     throw new GpurunError('E_BAD_REQUEST', `${script}:${e.line + 1}:${e.column + 1}: ${e.message}`, { hint: 'Fix the "# gpurun:" line, or remove it.' });
   }
-  if (d.gpus !== undefined) req.gpus = d.gpus;
-  if (d.gpuType !== undefined) req.gpuType = d.gpuType;
-  if (d.cpus !== undefined) req.cpus = d.cpus;
-  if (d.memoryMiB !== undefined) req.memory = d.memoryMiB;
-  if (d.timeSec !== undefined) req.time = d.timeSec;
-  if (d.queue !== undefined) req.queue = d.queue;
-  if (d.image !== undefined) req.image = d.image;
+  applyDirective(req, d);
 }
 
 /** Streams a job to its end; returns the CLI exit code. */

@@ -2,7 +2,7 @@
  * `# gpurun: gpus=2 gpu-type=A100 cpus=8 memory=32G time=2h queue=offline` in the first lines of a script sets that
  * script's defaults. Pure: used by the CLI, the broker-less CodeLens and tests alike.
  */
-import { QUEUES, type Queue } from '../protocol/jobs.ts';
+import { QUEUES, type Queue, type SubmitRequest } from '../protocol/jobs.ts';
 import { parseDuration, parseMemory } from './units.ts';
 
 /** Only this many leading lines are read: a directive is a header, not something found deep in a file. */
@@ -106,4 +106,16 @@ function applyKey(d: Directive, key: (typeof KEYS)[number], value: string): stri
       d.image = value;
       return;
   }
+}
+
+/** Sets on `req` what the directive asks for (the CLI and the editor both start from this; their options win). */
+export function applyDirective(req: SubmitRequest, d: Directive): SubmitRequest {
+  if (d.gpus !== undefined) req.gpus = d.gpus;
+  if (d.gpuType !== undefined) req.gpuType = d.gpuType;
+  if (d.cpus !== undefined) req.cpus = d.cpus;
+  if (d.memoryMiB !== undefined) req.memory = d.memoryMiB;
+  if (d.timeSec !== undefined) req.time = d.timeSec;
+  if (d.queue !== undefined) req.queue = d.queue;
+  if (d.image !== undefined) req.image = d.image;
+  return req;
 }
