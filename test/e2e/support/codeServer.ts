@@ -5,6 +5,7 @@
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { chromium, type Browser, type Page } from 'playwright-core';
@@ -68,37 +69,52 @@ export async function startCodeServer(dir: string, opts: { folder: string; extDi
       2,
     ),
   );
-  const port = 40000 + Math.floor(Math.random() * 20000);
-  const args = [join(CODE_SERVER, 'out', 'node', 'entry.js'), '--auth', 'none', '--bind-addr', `127.0.0.1:${port}`, '--user-data-dir', userData, '--extensions-dir', opts.extDir, '--disable-telemetry', '--disable-update-check', '--disable-workspace-trust', '--disable-getting-started-override', opts.folder];
-  const proc = spawn(NODE24, args, {
-    cwd: dir,
-    env: { ...process.env, XDG_CONFIG_HOME: join(dir, 'config'), ...opts.env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  // A port the kernel says is free (a random pick collided with ephemeral ports); tried again if taken meanwhile.
+  let proc: ChildProcess | undefined;
+  let url = '';
   let log = '';
-  proc.stdout!.on('data', (d) => (log += d));
-  proc.stderr!.on('data', (d) => (log += d));
-  const url = `http://127.0.0.1:${port}`;
-  for (let i = 0; i < 600; i++) {
-    if (proc.exitCode !== null) throw new Error(`code-server exited (${proc.exitCode}):\n${log}`);
-    try {
-      const r = await fetch(`${url}/healthz`);
-      if (r.ok) break;
-    } catch {
-      /* not yet */
+  for (let attempt = 0; !url; attempt++) {
+    const port = await freePort();
+    const args = [join(CODE_SERVER, 'out', 'node', 'entry.js'), '--auth', 'none', '--bind-addr', `127.0.0.1:${port}`, '--user-data-dir', userData, '--extensions-dir', opts.extDir, '--disable-telemetry', '--disable-update-check', '--disable-workspace-trust', '--disable-getting-started-override', opts.folder];
+    const child = spawn(NODE24, args, {
+      cwd: dir,
+      env: { ...process.env, XDG_CONFIG_HOME: join(dir, 'config'), ...opts.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    log = '';
+    child.stdout!.on('data', (d) => (log += d));
+    child.stderr!.on('data', (d) => (log += d));
+    const candidate = `http://127.0.0.1:${port}`;
+    for (let i = 0; i < 600; i++) {
+      if (child.exitCode !== null) break;
+      try {
+        const r = await fetch(`${candidate}/healthz`);
+        if (r.ok) {
+          url = candidate;
+          break;
+        }
+      } catch {
+        /* not yet */
+      }
+      await sleep(100);
     }
-    await sleep(100);
+    if (url) proc = child;
+    else if (child.exitCode === null || attempt >= 2 || !/EADDRINUSE/.test(log)) {
+      child.kill('SIGKILL');
+      throw new Error(`code-server did not start (exit ${child.exitCode}):\n${log}`);
+    }
   }
+  const p = proc!;
   return {
     url,
-    proc,
+    proc: p,
     log: () => log,
     stop: async () => {
-      if (proc.exitCode !== null || proc.signalCode !== null) return;
-      const gone = new Promise((r) => proc.once('close', r));
-      proc.kill('SIGTERM');
+      if (p.exitCode !== null || p.signalCode !== null) return;
+      const gone = new Promise((r) => p.once('close', r));
+      p.kill('SIGTERM');
       await Promise.race([gone, sleep(5000)]);
-      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+      if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
     },
   };
 }
@@ -218,4 +234,16 @@ export async function waitForTerminal(page: Page, re: RegExp, timeoutMs = 60_000
     await sleep(200);
   }
   throw new Error(`the terminal did not show ${re} within ${timeoutMs} ms; it shows:\n${text}`);
+}
+
+/** A loopback port that was free a moment ago (the kernel picked it). */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as AddressInfo).port;
+      srv.close(() => resolve(port));
+    });
+  });
 }
