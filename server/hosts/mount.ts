@@ -103,6 +103,8 @@ export class Mounts {
     // Wait for the client before touching the host, so a client that never comes leaves nothing behind.
     const client = source ? await source.fromClient() : undefined;
     await ssh.run(['mkdir', '-p', mnt], 'creating the mount point');
+    // The relay's sshfs channel, closed on failure so sshfs does not wait on the host until sshd drops it.
+    let relayCh: { close(): void } | undefined;
     try {
       if (client) return await this.relayToClient(ssh, m, workspace, mnt, client);
       if (m.transport === 'direct') {
@@ -110,6 +112,7 @@ export class Mounts {
         return { mnt, transport: 'direct' };
       }
       const ch = await ssh.spawn(sshfsRelayArgs(m, workspace, mnt));
+      relayCh = ch;
       let stderr = '';
       ch.stderr.on('data', (d: Buffer) => (stderr += d.toString('utf8')).length > 4096 && (stderr = stderr.slice(-4096)));
       const session = serveSftp(workspace, ch, ch, { readOnly: m.readOnly, onDenied: (why) => log(`sftp request refused: ${why}`) });
@@ -121,6 +124,7 @@ export class Mounts {
       return handle;
     } catch (e) {
       client?.destroy();
+      relayCh?.close();
       await this.unmount(ssh, mnt).catch(() => {});
       throw e;
     }
