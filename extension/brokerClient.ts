@@ -5,12 +5,12 @@
  */
 import { execFile, spawn } from 'node:child_process';
 import { mkdirSync, openSync, closeSync, readFileSync } from 'node:fs';
-import { homedir, platform } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as vscode from 'vscode';
 import { BrokerClient } from '../server/protocol/client.ts';
 import { GpurunError } from '../server/protocol/errors.ts';
+import { gpurunHome } from '../server/protocol/paths.ts';
 import { nodeVersionOk, pickBrokerNode, type NodeCandidate } from './core/brokerNode.ts';
 import { SETTINGS, SETTINGS_SECTION, tokenKey } from './contributions.ts';
 import type { Log } from './log.ts';
@@ -25,15 +25,6 @@ export interface Connection {
 }
 
 const START_TIMEOUT_MS = 20_000;
-
-/** $GPURUN_HOME, else $XDG_DATA_HOME/gpurun, else the platform's user data folder (as the CLI does). */
-export function localHome(env: NodeJS.ProcessEnv = process.env): string {
-  if (env.GPURUN_HOME) return env.GPURUN_HOME;
-  if (env.XDG_DATA_HOME) return join(env.XDG_DATA_HOME, 'gpurun');
-  if (platform() === 'darwin') return join(homedir(), 'Library', 'Application Support', 'gpurun');
-  if (platform() === 'win32') return join(env.LOCALAPPDATA ?? join(homedir(), 'AppData', 'Local'), 'gpurun');
-  return join(homedir(), '.local', 'share', 'gpurun');
-}
 
 export class Broker implements vscode.Disposable {
   private conn: Promise<Connection> | undefined;
@@ -81,7 +72,7 @@ export class Broker implements vscode.Disposable {
       this.log.info(`connecting to the broker at ${url}${token ? ' with a token' : ' without a token'}`);
       return { client, embedded: false, address: url, revive: async () => {} };
     }
-    const home = localHome();
+    const home = gpurunHome();
     const address = `unix:${join(home, 'broker.sock')}`;
     const client = new BrokerClient({ address });
     const conn: Connection = { client, embedded: true, address, revive: () => this.ensureLocal(client, home, false) };
@@ -138,7 +129,7 @@ export class Broker implements vscode.Disposable {
     if (!this.startedPid || this.url() || activeJobs > 0) return;
     let pid = this.startedPid;
     try {
-      pid = Number(readFileSync(join(localHome(), 'broker.lock'), 'utf8')) || pid;
+      pid = Number(readFileSync(join(gpurunHome(), 'broker.lock'), 'utf8')) || pid;
     } catch {
       /* no lock: it has gone */
       return;

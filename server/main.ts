@@ -17,7 +17,7 @@ import { createSshSide } from './hosts/sshSide.ts';
 import { Broker } from './broker.ts';
 import { buildApp, buildUpgrade } from './app.ts';
 import { jsonLogger, type Logger } from './logger.ts';
-import { embeddedSocket } from './paths.ts';
+import { embeddedSocket } from './protocol/paths.ts';
 import { SlurmClusters, type ClusterParts } from './slurm/backend.ts';
 import { LocalExec } from './slurm/exec.ts';
 import { LocalClusterFiles } from './slurm/files.ts';

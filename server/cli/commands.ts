@@ -8,7 +8,7 @@ import { parseArgs, usage } from './args.ts';
 import { brokerNode, connect } from './connect.ts';
 import { followLogs } from './follow.ts';
 import { hostsTable, jobsTable } from './format.ts';
-import { gpurunHome } from '../paths.ts';
+import { gpurunHome } from '../protocol/paths.ts';
 
 function idArg(rest: string[], cmd: string): string {
   if (rest.length !== 1) throw usage(cmd, rest.length ? `expected one job id, got ${rest.length} arguments` : 'no job id given');

@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { GpurunError } from '../protocol/errors.ts';
 import { BrokerClient } from '../protocol/client.ts';
-import { embeddedSocket, gpurunHome } from '../paths.ts';
+import { embeddedSocket, gpurunHome } from '../protocol/paths.ts';
 
 export interface Connection {
   client: BrokerClient;

@@ -1,4 +1,4 @@
-/** Where the embedded default keeps its state. Shared by the broker and the CLI. */
+/** Where the embedded default keeps its state. Shared by the broker, the CLI and the VS Code extension. */
 import { homedir, platform } from 'node:os';
 import { join } from 'node:path';
 
