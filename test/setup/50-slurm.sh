@@ -67,7 +67,7 @@ running "$STATE/slurmd.pid" || slurmd -N localhost
 for i in $(seq 1 60); do
   state=$(sinfo -h -n localhost -o '%t' 2>/dev/null | head -1 || true)
   case "$state" in
-    idle|mix|alloc) echo "slurm: node localhost is $state"; exit 0 ;;
+    idle|mix|alloc|plnd|comp) echo "slurm: node localhost is $state"; exit 0 ;;
     down*|drain*) scontrol update nodename=localhost state=resume 2>/dev/null || true ;;
   esac
   sleep 1

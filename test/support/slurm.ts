@@ -10,7 +10,8 @@ export function slurmUp(): { ok: boolean; why: string } {
   const r = spawnSync('sinfo', ['-h', '-n', 'localhost', '-o', '%t'], { encoding: 'utf8', timeout: 10_000 });
   if (r.error) return { ok: false, why: `sinfo: ${r.error.message} (run test/setup/50-slurm.sh)` };
   const state = r.stdout.trim();
-  return /^(idle|mix|alloc)/.test(state) ? { ok: true, why: '' } : { ok: false, why: `node state "${state}" ${r.stderr.trim()} (run test/setup/50-slurm.sh)` };
+  // planned (backfill holds it for a pending job) and completing are states of a node that is up.
+  return /^(idle|mix|alloc|plnd|comp)/.test(state) ? { ok: true, why: '' } : { ok: false, why: `node state "${state}" ${r.stderr.trim()} (run test/setup/50-slurm.sh)` };
 }
 
 export function requireSlurm(ctx: Mocha.Context): void {
