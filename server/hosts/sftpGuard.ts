@@ -3,6 +3,9 @@
  * sshd), so every request that names a path is checked here before it reaches sftp-server: a path outside the
  * folder, through `..` or through a symlink that leads out, is answered PERMISSION_DENIED and never forwarded.
  * Handle-based requests (read, write, readdir, close) pass: their handles come only from checked opens.
+ * A path is checked only while no request that changes names (rename, symlink, remove, mkdir, …) is in flight in
+ * any session of the same folder in this process: sshfs pipelines requests, and a check made before an earlier
+ * rename or symlink has run would pass a path that the server then resolves through the new symlink.
  * Read-only sessions also run sftp-server with -R, which refuses every write itself.
  *
  * Pure parts (packet framing, the path check, the decision per request) are unit-tested; `serveSftp` wires them
@@ -44,6 +47,9 @@ const EXTENDED_PATH_ARGS: Record<string, Array<{ follow: boolean }>> = {
   'statvfs@openssh.com': [{ follow: true }],
   'lsetstat@openssh.com': [{ follow: false }],
 };
+/** Requests that change names in the tree: later path checks wait until they have been answered. */
+const CHANGES_NAMES = new Set<number>([SSH_FXP.REMOVE, SSH_FXP.MKDIR, SSH_FXP.RMDIR, SSH_FXP.RENAME, SSH_FXP.SYMLINK]);
+const EXTENDED_CHANGES_NAMES = new Set(['posix-rename@openssh.com', 'hardlink@openssh.com']);
 /** Extensions that take only handles or nothing. Any other extension is refused. */
 const EXTENDED_HANDLE_ONLY = new Set(['fstatvfs@openssh.com', 'fsync@openssh.com', 'limits@openssh.com', 'copy-data']);
 
@@ -146,6 +152,37 @@ export function checkRequest(packet: Buffer, root: string, realRoot: string): { 
   return { forward: true };
 }
 
+/** What a client packet asks for: whether a path in it is checked, and whether it changes names in the tree. */
+export function requestKind(packet: Buffer): { id: number; checksPath: boolean; changesNames: boolean } {
+  const type = packet.readUInt8(4);
+  if (type === SSH_FXP.INIT) return { id: -1, checksPath: false, changesNames: false };
+  const id = packet.readUInt32BE(5);
+  if (type !== SSH_FXP.EXTENDED) return { id, checksPath: !!PATH_ARGS[type], changesNames: CHANGES_NAMES.has(type) };
+  const ext = readString(packet, 9)[0].toString('latin1');
+  return { id, checksPath: !EXTENDED_HANDLE_ONLY.has(ext), changesNames: EXTENDED_CHANGES_NAMES.has(ext) };
+}
+
+/** Name-changing requests in flight per real root, across the sessions of this process. */
+interface NameGate {
+  inFlight: number;
+  waiters: Set<() => void>;
+}
+const gates = new Map<string, NameGate>();
+
+function gateFor(realRoot: string): NameGate {
+  let g = gates.get(realRoot);
+  if (!g) gates.set(realRoot, (g = { inFlight: 0, waiters: new Set() }));
+  return g;
+}
+
+function gateDone(g: NameGate, n: number): void {
+  g.inFlight -= n;
+  if (g.inFlight > 0) return;
+  const ws = [...g.waiters];
+  g.waiters.clear();
+  for (const w of ws) w();
+}
+
 export function findSftpServer(): string {
   const candidates = [process.env.GPURUN_SFTP_SERVER, '/usr/lib/openssh/sftp-server', '/usr/libexec/openssh/sftp-server', '/usr/libexec/sftp-server', '/usr/lib/ssh/sftp-server'];
   for (const c of candidates) if (c && existsSync(c)) return c;
@@ -169,33 +206,72 @@ export function serveSftp(root: string, input: Readable, output: Writable, opts:
   const server = spawn(findSftpServer(), ['-e', '-l', 'ERROR', ...(opts.readOnly ? ['-R'] : [])], { cwd: root, stdio: ['pipe', 'pipe', 'inherit'] });
   const fromClient = new PacketFramer();
   const fromServer = new PacketFramer();
+  const gate = gateFor(realRoot);
+  /** Ids of this session's name-changing requests that sftp-server has not answered yet. */
+  const mine = new Set<number>();
+  const queue: Buffer[] = [];
   let closed = false;
   const close = () => {
     if (closed) return;
     closed = true;
     input.removeAllListeners('data');
+    queue.length = 0;
+    gate.waiters.delete(pump);
+    if (mine.size) gateDone(gate, mine.size);
+    mine.clear();
     server.stdin!.end();
     server.kill('SIGTERM');
     output.end();
   };
-  input.on('data', (chunk: Buffer) => {
+  // Forwards queued requests in order; stops at a path check while a name change is in flight (pump runs again
+  // when the last one is answered).
+  function pump(): void {
     try {
-      for (const p of fromClient.push(chunk)) {
-        const d = checkRequest(p, root, realRoot);
-        if (d.forward) server.stdin!.write(p);
-        else {
-          opts.onDenied?.(d.why);
-          output.write(d.reply);
-        }
-      }
+      forwardQueued();
     } catch (e) {
       opts.onDenied?.(`protocol error: ${(e as Error).message}`);
       close();
     }
+  }
+  function forwardQueued(): void {
+    while (queue.length && !closed) {
+      const p = queue[0];
+      const k = requestKind(p);
+      if (k.checksPath && gate.inFlight > 0) {
+        gate.waiters.add(pump);
+        return;
+      }
+      queue.shift();
+      const d = checkRequest(p, root, realRoot);
+      if (!d.forward) {
+        opts.onDenied?.(d.why);
+        output.write(d.reply);
+        continue;
+      }
+      if (k.changesNames) {
+        mine.add(k.id);
+        gate.inFlight++;
+      }
+      server.stdin!.write(p);
+    }
+  }
+  input.on('data', (chunk: Buffer) => {
+    try {
+      queue.push(...fromClient.push(chunk));
+    } catch (e) {
+      opts.onDenied?.(`protocol error: ${(e as Error).message}`);
+      close();
+      return;
+    }
+    pump();
   });
   server.stdout!.on('data', (chunk: Buffer) => {
     try {
-      for (const p of fromServer.push(chunk)) output.write(p);
+      for (const p of fromServer.push(chunk)) {
+        output.write(p);
+        const id = p.length >= 9 && p.readUInt8(4) !== 2 /* VERSION */ ? p.readUInt32BE(5) : -1;
+        if (mine.delete(id)) gateDone(gate, 1);
+      }
     } catch {
       close();
     }

@@ -3,10 +3,27 @@
  * workspace are served; a path outside, `..`, and a symlink leading out are refused; --read-only refuses writes.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { cleanup, CLI, NODE, requirePart, scratch } from '../support/harness.ts';
+import { PacketFramer, SSH_FXP } from '../../server/hosts/sftpGuard.ts';
+
+function sftpString(s: string | Buffer): Buffer {
+  const b = Buffer.from(s);
+  const len = Buffer.alloc(4);
+  len.writeUInt32BE(b.length);
+  return Buffer.concat([len, b]);
+}
+function sftpPacket(type: number, id: number | null, ...parts: Buffer[]): Buffer {
+  const head = Buffer.alloc(id === null ? 1 : 5);
+  head.writeUInt8(type, 0);
+  if (id !== null) head.writeUInt32BE(id, 1);
+  const body = Buffer.concat([head, ...parts]);
+  const len = Buffer.alloc(4);
+  len.writeUInt32BE(body.length);
+  return Buffer.concat([len, body]);
+}
 
 describe('gpurun sftp-serve confinement (with the real sftp client)', () => {
   let dir: string;
@@ -50,5 +67,43 @@ describe('gpurun sftp-serve confinement (with the real sftp client)', () => {
     assert.equal(r.code, 0, r.out);
     assert.equal(existsSync(join(ws, 'ro-copy.txt')), false, r.out);
     assert.equal(readFileSync(join(dir, 'got-ro.txt'), 'utf8'), 'inside\n');
+  });
+
+  it('checks a path only after earlier pipelined renames and symlinks have run (no swap to a symlink out)', async () => {
+    mkdirSync(join(ws, 'a'));
+    writeFileSync(join(ws, 'a', 'key'), 'harmless');
+    const serve = spawn(NODE, [CLI, 'sftp-serve', '--root', ws], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const replies = new Map<number, Buffer>();
+    const framer = new PacketFramer();
+    let stderr = '';
+    serve.stderr.on('data', (d) => (stderr += d));
+    const got = new Promise<void>((resolve) => {
+      serve.stdout.on('data', (d: Buffer) => {
+        for (const p of framer.push(d)) if (p.readUInt8(4) !== 2) replies.set(p.readUInt32BE(5), p);
+        if (replies.has(5)) resolve();
+      });
+    });
+    const u32 = (n: number) => Buffer.from([n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255]);
+    // One write: the path of the OPEN is checked while `a` is still a real folder unless the guard waits for the
+    // rename and the symlink to be answered first.
+    serve.stdin.write(Buffer.concat([
+      sftpPacket(SSH_FXP.INIT, null, u32(3)),
+      sftpPacket(SSH_FXP.RENAME, 1, sftpString(join(ws, 'a')), sftpString(join(ws, 'b'))),
+      // a → out (a link already in the workspace that leads out: allowed to point at, refused to follow).
+      sftpPacket(SSH_FXP.SYMLINK, 2, sftpString('out'), sftpString(join(ws, 'a'))),
+      sftpPacket(SSH_FXP.OPEN, 3, sftpString(join(ws, 'a', 'key')), u32(1 /* READ */), u32(0)),
+      sftpPacket(SSH_FXP.STAT, 4, sftpString(join(ws, 'b', 'key'))),
+      sftpPacket(SSH_FXP.LSTAT, 5, sftpString(join(ws, 'a'))),
+    ]));
+    await got;
+    serve.stdin.end();
+    const type = (id: number) => replies.get(id)!.readUInt8(4);
+    assert.equal(type(1), SSH_FXP.STATUS);
+    assert.equal(replies.get(1)!.readUInt32BE(9), 0, 'the rename inside the workspace is done');
+    assert.equal(replies.get(2)!.readUInt32BE(9), 0, 'the symlink is made (following it is what is checked)');
+    assert.equal(type(3), SSH_FXP.STATUS, `the open through the new symlink must be refused, not given a handle\n${stderr}`);
+    assert.equal(replies.get(3)!.readUInt32BE(9), 3 /* PERMISSION_DENIED */);
+    assert.notEqual(type(4), SSH_FXP.STATUS, 'a path inside is still served');
+    assert.match(stderr, /refused: .*a\/key/);
   });
 });
