@@ -143,4 +143,29 @@ describe('client-served workspace through a broker that cannot read it (sshd + D
     await waitFor('the mount to go', () => mountedUnder(workDir).length === 0);
     assert.ok(!readdirSync(join(workDir, 'mnt')).includes(id), 'the mount point is removed');
   });
+
+  it('fails a job whose client never attaches after 30 s, saying why; nothing is left on the host', async function () {
+    this.timeout(90_000);
+    // What a client that submits and then goes away (or is not gpurun) looks like: the API, no workspace stream.
+    const r = await fetch(`${broker.url}/v1/jobs`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${env.GPURUN_TOKEN}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ command: ['echo', 'never'], workspace: ws, workspaceFrom: 'client', gpus: 1 }),
+    });
+    assert.equal(r.status, 201, await r.clone().text());
+    const { id } = (await r.json()) as { id: string };
+    const started = Date.now();
+    const job = await waitFor('the job to fail', async () => {
+      await new Promise((res) => setTimeout(res, 500));
+      const j = (await (await fetch(`${broker.url}/v1/jobs/${id}`, { headers: { authorization: `Bearer ${env.GPURUN_TOKEN}` } })).json()) as { state: string; reason: string };
+      return ['succeeded', 'failed', 'cancelled', 'timed_out', 'lost'].includes(j.state) && j;
+    }, 75_000);
+    assert.ok(Date.now() - started >= 25_000, `it waited for the client: ${JSON.stringify(job)}`);
+    assert.equal(job.state, 'failed');
+    assert.match(job.reason, /the client did not serve the workspace within 30 s/);
+    assert.deepEqual(containers(`gpurun.job=${id}`), []);
+    assert.deepEqual(mountedUnder(workDir), []);
+    const logs = await gpurun(['logs', id], env);
+    assert.doesNotMatch(logs.stdout, /never/);
+  });
 });

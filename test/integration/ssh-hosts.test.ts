@@ -71,7 +71,7 @@ describe('GPU hosts over SSH (sshd + Docker + sshfs)', function () {
     await set?.stopAll();
     if (dir) {
       for (const c of containers('gpurun.owner=alice')) spawnSync('docker', ['rm', '-f', c]);
-      for (const m of mountedUnder(workDir)) spawnSync('fusermount3', ['-uz', m]);
+      for (const m of mountedUnder(workDir)) spawnSync('sh', ['-c', 'fusermount3 -uz "$1" || umount -l "$1"', 'unmount', m]);
       cleanup(dir);
     }
   });
@@ -170,6 +170,12 @@ describe('GPU hosts over SSH (sshd + Docker + sshfs)', function () {
     await waitFor('some output', async () => /line 2/.test(await logsOf(id)));
     await broker.kill9();
     assert.equal(containers(`gpurun.job=${id}`).length, 1, 'the container runs on without the broker');
+    // Orphans as a crash mid-start leaves them: a container of this broker and a mount for a job it has no record of.
+    const brokerLabel = execFileSync('docker', ['inspect', '--format', '{{index .Config.Labels "gpurun.broker"}}', `gpurun-${id}`], { encoding: 'utf8' }).trim();
+    execFileSync('docker', ['run', '-d', '--name', 'gpurun-j-orphan', '--label', `gpurun.broker=${brokerLabel}`, '--label', 'gpurun.job=j-orphan', '--label', 'gpurun.owner=alice', 'local/busybox:1', 'sleep', '300']);
+    const orphanMnt = join(workDir, 'mnt', 'j-orphan');
+    mkdirSync(orphanMnt, { recursive: true });
+    execFileSync('mount', ['-t', 'tmpfs', 'gpurun-orphan', orphanMnt]);
     broker = await startBrokerProcess(join(dir, 'home'), config);
     env = { ...env, GPURUN_BROKER: broker.url };
     const r = await gpurun(['logs', '-f', id], env);
@@ -177,6 +183,18 @@ describe('GPU hosts over SSH (sshd + Docker + sshfs)', function () {
     const j = await waitFor('it ends', async () => ((await job(id)).state === 'succeeded' ? job(id) : undefined));
     assert.equal(j.exitCode, 0);
     await waitFor('its container is removed', () => containers(`gpurun.job=${id}`).length === 0);
+    await waitFor('the orphan container is removed', () => containers('gpurun.job=j-orphan').length === 0);
+    await waitFor('the orphan mount is gone', () => !mountedUnder(workDir).includes(orphanMnt) && !existsSync(orphanMnt));
+  });
+
+  it('records an out-of-memory kill: the job fails with that reason, exit 137, and its container is removed', async () => {
+    const r = await gpurun(['run', '--workspace', ws, '--gpu-type', 'L4', '--memory', '64M', '--', 'busybox', 'dd', 'if=/dev/zero', 'of=/dev/null', 'bs=300M', 'count=1'], env);
+    assert.equal(r.code, 137, `${r.stdout}\n${r.stderr}`);
+    assert.match(r.stderr, /failed: killed for running out of memory \(OOM\)/);
+    const j = JSON.parse((await gpurun(['ls', '--json'], env)).stdout)[0];
+    assert.equal(j.state, 'failed');
+    assert.equal(j.exitCode, 137);
+    assert.deepEqual(containers(`gpurun.job=${j.id}`), []);
   });
 
   it('fails a job whose workspace mount breaks with the reason workspace_lost', async () => {
