@@ -8,12 +8,13 @@
  * `run()` prints the figures; `node bench/ssh.ts` runs it alone. Needs root, sshd, sshfs, Docker and the images
  * from test/setup/30-ssh-docker.sh. Sends traffic only to loopback addresses.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdirSync, writeFileSync, rmSync } from 'node:fs';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { CLI, NODE, createToken, scratch, startBrokerProcess, cleanup, type BrokerProc } from '../test/support/harness.ts';
 import { makeSshHosts, sshHostsMissing } from '../test/support/sshHosts.ts';
 import { TUNED_OPTIONS } from '../server/hosts/mount.ts';
+import { findSftpServer } from '../server/hosts/sftpGuard.ts';
 
 const p50 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const ms = (x: number) => `${x.toFixed(0)} ms`;
@@ -55,6 +56,25 @@ function importMs(out: string): number {
   const m = /IMPORT_MS ([\d.]+)/.exec(out);
   if (!m) throw new Error(`no timing in: ${out}`);
   return Number(m[1]);
+}
+
+/**
+ * The floor of any SSHFS mount on this machine: sshfs -o passive wired by pipes straight to OpenSSH's sftp-server
+ * (no SSH, no network, no confinement), mounted at `mnt`; returns a function that unmounts it.
+ */
+function mountFloor(ws: string, mnt: string): () => void {
+  const script = 'exec 3<>"$3"; "$1" <"$2" >"$3" 3>&- & exec sshfs -f -o "passive,allow_other,$4" ":$5" "$6" <"$3" >"$2" 3>&-';
+  const fifoIn = join(mnt, '..', 'floor-in');
+  const fifoOut = join(mnt, '..', 'floor-out');
+  execFileSync('mkfifo', [fifoIn, fifoOut]);
+  const p = spawn('sh', ['-c', script, 'gpurun-floor', findSftpServer(), fifoIn, fifoOut, TUNED_OPTIONS.join(','), ws, mnt], { stdio: 'ignore', detached: true });
+  for (let i = 0; i < 100 && !readFileSync('/proc/mounts', 'utf8').includes(` ${mnt} `); i++) execFileSync('sleep', ['0.1']);
+  return () => {
+    spawnSync('fusermount3', ['-uz', mnt]);
+    try {
+      process.kill(-p.pid!, 'SIGKILL');
+    } catch {}
+  };
 }
 
 /** The import timed in a container over a bind mount of `dir` (local disk, or an sshfs mount point). */
@@ -146,10 +166,22 @@ export async function run(): Promise<void> {
     } finally {
       spawnSync('fusermount3', ['-uz', mnt]);
     }
+    const floorMnt = join(dir, 'floor', 'mnt');
+    mkdirSync(floorMnt, { recursive: true });
+    const unmountFloor = mountFloor(pkgWs, floorMnt);
+    let floor: number;
+    try {
+      floor = p50(Array.from({ length: R }, () => importInContainer(floorMnt)));
+    } finally {
+      unmountFloor();
+    }
     console.log(`ssh: importing 2,000 small modules (Python, no bytecode cache), p50 of ${R}; baseline: local disk bind mount ${ms(localDisk)} (goal ≤ 3×):`);
     console.log(`  SSHFS relay, tuned (${TUNED_OPTIONS.join(',')}): ${ms(relayImp)} = ×${(relayImp / localDisk).toFixed(2)}`);
     console.log(`  SSHFS direct, tuned: ${ms(directImp)} = ×${(directImp / localDisk).toFixed(2)}`);
     console.log(`  SSHFS direct, sshfs defaults: ${ms(untuned)} = ×${(untuned / localDisk).toFixed(2)}`);
+    console.log(`  floor: sshfs tuned, piped straight to OpenSSH's sftp-server (no SSH, no network): ${ms(floor)} = ×${(floor / localDisk).toFixed(2)}`);
+    console.log('  (each module costs an SFTP OPEN, STAT and CLOSE round trip even with every cache on; the floor is what');
+    console.log('   FUSE + SFTP cost here before SSH is added; the 3× goal would need fewer round trips than the protocol has)');
   } finally {
     await broker?.stop();
     await set.stopAll();
