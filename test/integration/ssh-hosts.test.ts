@@ -208,6 +208,35 @@ describe('GPU hosts over SSH (sshd + Docker + sshfs)', function () {
     await waitFor('its container is removed', () => containers(`gpurun.job=${id}`).length === 0);
   });
 
+  it('enforces a time limit on a container: timed_out, exit 124, container and mount gone', async () => {
+    const r = await gpurun(['run', '--workspace', ws, '--gpu-type', 'L4', '--time', '2s', '--', 'sh', '-c', 'echo started; sleep 60; echo never'], env);
+    assert.equal(r.code, 124, `${r.stdout}\n${r.stderr}`);
+    assert.match(r.stdout, /started\n/);
+    assert.doesNotMatch(r.stdout, /never/);
+    const j = JSON.parse((await gpurun(['ls', '--json'], env)).stdout)[0];
+    assert.equal(j.state, 'timed_out');
+    assert.deepEqual(containers(`gpurun.job=${j.id}`), []);
+    await waitFor('the mount to go', () => mountedUnder(workDir).length === 0);
+  });
+
+  it('containers of different users cannot reach each other; the same user\'s can', async () => {
+    const bobEnv = { ...env, GPURUN_TOKEN: await createToken(broker, 'bob') };
+    const server = await detach(['--gpus', '0', '--', 'busybox', 'httpd', '-f', '-p', '8080']);
+    await waitFor('the server container runs', async () => (await job(server)).state === 'running');
+    const ip = execFileSync('docker', ['inspect', '-f', '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}', `gpurun-${server}`], { encoding: 'utf8' }).trim();
+    assert.match(ip, /^\d+\.\d+\.\d+\.\d+$/);
+    const probe = ['--gpus', '0', '--', 'sh', '-c', 'printf "GET / HTTP/1.0\\r\\n\\r\\n" | busybox nc -w 3 "$1" 8080; echo probe-done', 'probe', ip];
+    try {
+      const fromBob = await gpurun(['run', '--workspace', ws, ...probe], bobEnv);
+      assert.match(fromBob.stdout, /probe-done/, fromBob.stderr);
+      assert.doesNotMatch(fromBob.stdout, /HTTP\/1\.\d/, 'bob reached alice\'s container');
+      const fromAlice = await gpurun(['run', '--workspace', ws, ...probe], env);
+      assert.match(fromAlice.stdout, /HTTP\/1\.\d 404/, `alice's own containers share her network:\n${fromAlice.stdout}`);
+    } finally {
+      await gpurun(['cancel', server], env);
+    }
+  });
+
   it('a host whose sshd stops is shown down and gets no new jobs', async () => {
     const a100 = set.hosts.find((h) => h.name === 'a100')!;
     await a100.stop();
