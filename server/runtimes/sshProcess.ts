@@ -77,7 +77,7 @@ export class SshProcessRuntime extends MountedRuntime {
 
   protected followCommand(ref: MountedRef, logSize: number): FollowCommand {
     const r = ref as SshProcessRef;
-    return { argv: followArgs(r.dir, logSize, r.supervisor), skip: 0, stderrIsOutput: false };
+    return { argv: followArgs(r.dir, logSize, r.pid), skip: 0, stderrIsOutput: false };
   }
 
   protected async state(ssh: RemoteExec, ref: MountedRef): Promise<HostJobState> {

@@ -123,6 +123,17 @@ const REMOVE = `${FUNCTIONS}if readpid "$1" && ours; then kill -KILL "-$pid" 2>/
 rm -rf -- "$1"
 `;
 
+/** argv: DIR FROM(1-based) PID */
+const FOLLOW = `dir=$1 from=$2 pid=$3
+if [ -s "$dir/exit" ] || [ "$pid" = 0 ]; then exec tail -c "+$from" "$dir/out"; fi
+tail -c "+$from" -s 0.2 -f --pid="$pid" "$dir/out" || exit
+i=0
+while [ ! -s "$dir/exit" ] && [ "$i" -lt 40 ]; do
+  sleep 0.05
+  i=$((i + 1))
+done
+`;
+
 /** One line per run directory under JOBS that names its broker: `JOBID BROKER`. argv: JOBS */
 const LIST = `for d in "$1"/*/; do
   [ -s "$d/broker" ] || continue
@@ -170,11 +181,12 @@ export function listRunsArgs(workDir: string): string[] {
 }
 
 /**
- * argv that prints the job's output from byte `from` (0-based) on; with `supervisor`, follows it until that process
- * (which outlives the job by the moment it takes to write the exit file) ends. Needs GNU tail.
+ * argv that prints the job's output from byte `from` (0-based) on, following it while the job (`pid`) lives, then
+ * waits a moment for the exit file (so the caller finds the job ended, not about to). An ended job's output is only
+ * printed: its pid may belong to another process by now. Needs GNU tail (--pid).
  */
-export function followArgs(dir: string, from: number, supervisor: number): string[] {
-  return ['tail', '-c', `+${from + 1}`, ...(supervisor > 0 ? ['-s', '0.2', '-f', `--pid=${supervisor}`] : []), posix.join(dir, 'out')];
+export function followArgs(dir: string, from: number, pid: number): string[] {
+  return ['sh', '-c', FOLLOW, 'gpurun-follow', dir, String(from + 1), String(pid)];
 }
 
 export interface Pids {
