@@ -9,17 +9,13 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { cleanup, CLI, createToken, gpurun, gpurunSpawn, NODE, scratch, startBrokerProcess, testEnv, waitFor, requirePart, type BrokerProc } from '../support/harness.ts';
-import { makeSshHosts, sshHostsMissing, type TestHostSet } from '../support/sshHosts.ts';
+import { cleanup, CLI, cliJobs, createToken, gpurun, gpurunSpawn, NODE, scratch, startBrokerProcess, stopBroker, testEnv, waitFor, requirePart, type BrokerProc } from '../support/harness.ts';
+import { makeSshHosts, mountedUnder, sshHostsMissing, type TestHostSet } from '../support/sshHosts.ts';
 import { brokerId } from '../../server/hosts/sshSide.ts';
 import { launchArgs } from '../../server/runtimes/sshProcessArgs.ts';
 
 const A100 = { name: 'NVIDIA A100-SXM4-80GB', memoryMiB: 81920 };
 const L4 = { name: 'NVIDIA L4', memoryMiB: 23034 };
-
-function mountedUnder(dir: string): string[] {
-  return readFileSync('/proc/mounts', 'utf8').split('\n').map((l) => l.split(' ')[1]).filter((m) => m && m.startsWith(dir));
-}
 
 /** Processes whose command line contains `marker` (pgrep -f), other than pgrep itself. */
 function processesWith(marker: string): string[] {
@@ -80,7 +76,7 @@ describe('SSH hosts without Docker: jobs as plain processes (sshd + sshfs)', fun
   });
 
   after(async function () {
-    if (broker) await Promise.race([broker.stop(), new Promise((r) => setTimeout(r, 15_000)).then(() => broker.kill9())]);
+    await stopBroker(broker);
     await set?.stopAll();
     if (dir) {
       // Whatever a failed test left running on the hosts (its command line names this test's folder).
@@ -90,16 +86,7 @@ describe('SSH hosts without Docker: jobs as plain processes (sshd + sshfs)', fun
     }
   });
 
-  async function job(id: string): Promise<{ id: string; state: string; reason: string; host: string; gpuIndices: number[]; exitCode: number | null }> {
-    const r = await gpurun(['ls', '--json', '--all'], env);
-    return JSON.parse(r.stdout).find((j: { id: string }) => j.id === id);
-  }
-  async function detach(args: string[]): Promise<string> {
-    const r = await gpurun(['run', '--detach', '--workspace', ws, ...args], env);
-    assert.equal(r.code, 0, r.stderr);
-    return r.stdout.trim().split(/\s+/).pop()!;
-  }
-  const logsOf = async (id: string) => (await gpurun(['logs', id], env)).stdout;
+  const { job, detach, logsOf } = cliJobs(() => ({ env, ws }));
   const nothingLeft = async (id: string) => {
     await waitFor('no mount and no run directory left', () => mountedUnder(work1).length + mountedUnder(work2).length === 0 && !runDirs(work1).includes(id) && !runDirs(work2).includes(id));
   };

@@ -50,6 +50,11 @@ export function sshHostsMissing(opts: { docker?: boolean } = {}): string | null 
   return null;
 }
 
+/** The mount points under `dir` on this machine (from /proc/mounts). */
+export function mountedUnder(dir: string): string[] {
+  return readFileSync('/proc/mounts', 'utf8').split('\n').map((l) => l.split(' ')[1]).filter((m) => m && m.startsWith(dir));
+}
+
 function portOpen(address: string, port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const s = connect({ host: address, port });
