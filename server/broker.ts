@@ -253,8 +253,8 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     };
     try {
       const rt = this.d.hosts.runtimeFor(job.host!);
-      if (job.workspaceFrom === 'client' && rt.kind !== 'docker') {
-        throw new GpurunError('E_BAD_REQUEST', `host ${job.host} runs jobs without a workspace mount (${rt.kind} runtime); a workspace served by the client needs an SSH host with Docker`);
+      if (job.workspaceFrom === 'client' && !rt.mountsWorkspace) {
+        throw new GpurunError('E_BAD_REQUEST', `host ${job.host} runs jobs without a workspace mount (${rt.kind} runtime); a workspace served by the client needs an SSH host`);
       }
       const ref = await rt.start({ job, host: job.host!, gpuIndices: job.gpuIndices, logPath: this.d.logs.path(job.id), env });
       const current = this.active.get(job.id);
@@ -354,7 +354,7 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
   private async recoverStarting(job: StoredJob): Promise<void> {
     const ref = await this.d.hosts
       .runtimeFor(job.host!)
-      .recover?.(job)
+      .recover?.(job, this.d.logs.path(job.id))
       .catch((err) => {
         this.d.log.error('could not recover a starting job', { job: job.id, err });
         return null;

@@ -34,15 +34,18 @@ export interface Lost {
 
 export interface Runtime {
   readonly kind: string;
+  /** The job's workspace is mounted on its host (SSH hosts), so a workspace served by the client can be relayed. */
+  readonly mountsWorkspace?: boolean;
   /** Starts the job; resolves with a handle to store once it runs. Rejects with a GpurunError if it cannot start. */
   start(spec: StartSpec): Promise<Record<string, unknown>>;
   /** Resolves once the job ends, also for a job started by an earlier broker process (after a restart). */
   wait(ref: Record<string, unknown>, signal: AbortSignal): Promise<ExitInfo | Lost>;
   /**
    * For a job the broker was starting when it stopped (no handle stored): finds the job if the runtime did start
-   * it, so it is followed rather than left running untracked. Null when nothing was started.
+   * it, so it is followed rather than left running untracked. Null when nothing was started. `logPath` is the job's
+   * log file (as StartSpec.logPath).
    */
-  recover?(job: StoredJob): Promise<Record<string, unknown> | null>;
+  recover?(job: StoredJob, logPath: string): Promise<Record<string, unknown> | null>;
   /** Asks the job to stop (TERM to the whole process group / container), then kills it after `graceMs`. */
   stop(ref: Record<string, unknown>, graceMs: number): Promise<void>;
 }

@@ -17,6 +17,8 @@ export interface HostProbe {
   sshfs: string | null;
   /** Why GPUs could not be read (nvidia-smi present but failing); null when fine or absent. */
   gpuError: string | null;
+  /** What runtime "process" needs is there: setsid and a tail that follows a pid (GNU coreutils). */
+  processTools: boolean;
 }
 
 /** The probe script run by the host's login shell. */
@@ -27,6 +29,8 @@ export function probeScript(): string {
     'echo @@mem; grep MemTotal /proc/meminfo',
     `echo @@docker; if command -v docker >/dev/null 2>&1; then docker version --format '{{.Server.Version}}' 2>&1; echo "@@docker_rc $?"; else echo "@@docker_rc absent"; fi`,
     'echo @@sshfs; if command -v sshfs >/dev/null 2>&1; then sshfs --version 2>&1 | head -n 1; echo "@@sshfs_rc 0"; else echo "@@sshfs_rc absent"; fi',
+    // busybox tail has no --pid: it refuses the option.
+    'echo @@proc; if command -v setsid >/dev/null 2>&1 && tail --pid=$$ -c 0 /dev/null >/dev/null 2>&1; then echo "@@proc_rc 0"; else echo "@@proc_rc absent"; fi',
     'echo @@end',
   ].join('\n');
 }
@@ -81,5 +85,6 @@ export function parseProbe(text: string): HostProbe {
     docker: dockerOk ? d!.body.split('\n')[0] : null,
     dockerError: dockerOk ? null : d?.rc === 'absent' ? 'docker is not installed' : `docker does not answer: ${(d?.body ?? '').split('\n').slice(-1)[0]}`,
     sshfs: f?.rc === '0' ? f.body.split('\n')[0] : null,
+    processTools: s.get('proc')?.rc === '0',
   };
 }

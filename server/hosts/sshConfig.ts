@@ -42,8 +42,9 @@ export interface SshTarget {
 export interface SshHostConfig extends SshTarget {
   name: string;
   type: 'ssh';
-  /** Only "docker" for now ("process" is refused by validation until it exists). */
+  /** `docker`: each job in a container; `process`: a plain process on the host (hosts without Docker). */
   runtime: 'docker' | 'process';
+  /** `nvidia`: `docker run --gpus` (docker only); `env`: only CUDA_VISIBLE_DEVICES/NVIDIA_VISIBLE_DEVICES. */
   gpuMode: 'nvidia' | 'env';
   mount: MountConfig;
   /** Folder on the host for mount points and job state. */
@@ -101,10 +102,12 @@ export function validateSshHost(ho: Record<string, unknown>, p: string, f: Field
   f.keys(ho, p, SSH_HOST_KEYS);
   const target = validateSshTarget(ho, p, f, baseDir);
   const runtime = ho.runtime === undefined ? 'docker' : f.str(ho.runtime, `${p}.runtime`);
-  if (runtime === 'process') f.fail(`${p}.runtime`, '"process" on SSH hosts is not implemented yet; use "docker" (hosts without Docker cannot run jobs yet)');
-  if (runtime !== 'docker') f.fail(`${p}.runtime`, `must be "docker", not "${runtime}"`);
-  const gpuMode = ho.gpuMode === undefined ? 'nvidia' : f.str(ho.gpuMode, `${p}.gpuMode`);
+  if (runtime !== 'docker' && runtime !== 'process') f.fail(`${p}.runtime`, `must be "docker" (jobs in containers) or "process" (plain processes, for hosts without Docker), not "${runtime}"`);
+  const gpuMode = ho.gpuMode === undefined ? (runtime === 'docker' ? 'nvidia' : 'env') : f.str(ho.gpuMode, `${p}.gpuMode`);
   if (gpuMode !== 'nvidia' && gpuMode !== 'env') f.fail(`${p}.gpuMode`, `must be "nvidia" (--gpus device=…) or "env" (CUDA_VISIBLE_DEVICES only), not "${gpuMode}"`);
+  if (runtime === 'process' && gpuMode === 'nvidia') {
+    f.fail(`${p}.gpuMode`, '"nvidia" needs containers (docker run --gpus); with runtime "process" a job sees its GPUs through CUDA_VISIBLE_DEVICES only: set "env" or leave gpuMode out');
+  }
   const workDir = ho.workDir === undefined ? '/var/tmp/gpurun' : f.str(ho.workDir, `${p}.workDir`);
   if (!isAbsolute(workDir)) f.fail(`${p}.workDir`, 'must be an absolute path on the host');
   return {

@@ -1,5 +1,5 @@
 /**
- * The SSH hosts of the broker config: one connection pool each, probing, and the lookup the Docker runtime uses.
+ * The SSH hosts of the broker config: one connection pool each, probing, and the lookup the SSH runtimes use.
  * Emits `lost` with the host name when a connection to it drops, so its state is checked again at once instead of
  * at the next periodic probe.
  */
@@ -71,6 +71,7 @@ export class SshHosts extends EventEmitter<{ lost: [string] }> {
     }
     if (!p.sshfs) return down('sshfs is not installed on the host (apt-get install sshfs fuse3)');
     if (cfg.runtime === 'docker' && !p.docker) return down(`${p.dockerError} (runtime "docker" needs it; or set runtime: "process")`);
+    if (cfg.runtime === 'process' && !p.processTools) return down('setsid or GNU tail (with --pid) is missing on the host (runtime "process" needs util-linux and coreutils)');
     return { up: true, gpus: p.gpus, cpus: p.cpus, memoryMiB: p.memoryMiB, error: p.gpuError };
   }
 

@@ -1,6 +1,6 @@
 /**
- * Wiring of the SSH side for main.ts: the SSH hosts, their runtimes, and the periodic orphan sweep. Empty (no
- * connections, no timers) when the config has no host of type "ssh".
+ * Wiring of the SSH side for main.ts: the SSH hosts, their runtimes (docker, ssh-process), and the periodic orphan
+ * sweep of both. Empty (no connections, no timers) when the config has no host of type "ssh".
  */
 import { createHash } from 'node:crypto';
 import { hostname } from 'node:os';
@@ -11,6 +11,7 @@ import { SshHosts } from './sshHosts.ts';
 import type { SshHostConfig } from './sshConfig.ts';
 import { Mounts } from './mount.ts';
 import { DockerRuntime } from '../runtimes/docker.ts';
+import { SshProcessRuntime } from '../runtimes/sshProcess.ts';
 import { ClientWorkspaces } from './clientWorkspaces.ts';
 
 const SWEEP_MS = 60_000;
@@ -20,7 +21,7 @@ export interface SshSide {
   runtimes: Record<string, Runtime>;
   /** Client-served workspace streams (`GET /v1/jobs/ID/workspace`); undefined without SSH hosts. */
   clientWorkspaces: ClientWorkspaces | undefined;
-  /** Starts removing containers and mounts of this broker that belong to no live job (now, then every minute). */
+  /** Starts removing containers, run directories and mounts of this broker that belong to no live job (now, then every minute). */
   startSweeps(isLive: (jobId: string) => boolean): void;
   close(): void;
 }
@@ -34,25 +35,23 @@ export function createSshSide(config: BrokerConfig, log: Logger): SshSide {
   const sshConfigs = config.hosts.filter((h): h is SshHostConfig => h.type === 'ssh');
   if (sshConfigs.length === 0) return { ssh: undefined, runtimes: {}, clientWorkspaces: undefined, startSweeps() {}, close() {} };
   const ssh = new SshHosts(sshConfigs);
-  const rlog = log.child({ part: 'docker' });
   const clientWorkspaces = new ClientWorkspaces();
-  const docker = new DockerRuntime({
-    hosts: ssh,
-    mounts: new Mounts(),
-    brokerId: brokerId(config.dataDir),
-    ...(config.defaults.image ? { defaultImage: config.defaults.image } : {}),
-    log: (msg, fields) => rlog.info(msg, fields),
-    clients: clientWorkspaces,
-  });
+  const common = { hosts: ssh, mounts: new Mounts(), brokerId: brokerId(config.dataDir), clients: clientWorkspaces };
+  const dlog = log.child({ part: 'docker' });
+  const docker = new DockerRuntime({ ...common, ...(config.defaults.image ? { defaultImage: config.defaults.image } : {}), log: (msg, fields) => dlog.info(msg, fields) });
+  const plog = log.child({ part: 'ssh-process' });
+  const processes = new SshProcessRuntime({ ...common, log: (msg, fields) => plog.info(msg, fields) });
+  const sweepers = { docker: { rt: docker, log: dlog }, process: { rt: processes, log: plog } };
   let timer: NodeJS.Timeout | undefined;
   return {
     ssh,
-    runtimes: { docker },
+    runtimes: { [docker.kind]: docker, [processes.kind]: processes },
     clientWorkspaces,
     startSweeps(isLive) {
       const sweep = () => {
-        for (const h of sshConfigs.filter((c) => c.runtime === 'docker')) {
-          docker.sweep(h.name, isLive).then(
+        for (const h of sshConfigs) {
+          const { rt, log: rlog } = sweepers[h.runtime];
+          rt.sweep(h.name, isLive).then(
             (removed) => removed.length && rlog.info('removed orphans', { host: h.name, removed }),
             (err) => rlog.warn('orphan sweep failed', { host: h.name, err: (err as Error).message }),
           );

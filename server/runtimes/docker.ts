@@ -4,18 +4,13 @@
  * broker's log file, skipping the bytes the file already has, so a restarted broker continues with no gap and no
  * repeat. The end (exit code, OOM kill) is read with `docker inspect`; then the container is removed and the
  * workspace unmounted. Containers carry labels (job, owner, broker) so a restarted broker finds its own and
- * removes orphans.
+ * removes orphans. Mounting, following and cleaning up are shared with the process runtime (runtimes/mounted.ts).
  */
-import { closeSync, openSync, statSync, writeSync } from 'node:fs';
 import { createHash } from 'node:crypto';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { GpurunError } from '../protocol/errors.ts';
-import type { ExitInfo, Lost, Runtime, StartSpec } from '../core/runtime.ts';
-import type { SshHostConfig } from '../hosts/sshConfig.ts';
+import type { ExitInfo, StartSpec } from '../core/runtime.ts';
 import type { RemoteExec } from '../hosts/ssh.ts';
-import { mountPoint, type Mounts } from '../hosts/mount.ts';
-import type { ClientWorkspaces } from '../hosts/clientWorkspaces.ts';
-import { CLIENT_WORKSPACE_WAIT_MS } from '../protocol/jobs.ts';
+import { hostJobEnv, MountedRuntime, type FollowCommand, type HostJobState, type MountedRef, type MountedRuntimeOptions } from './mounted.ts';
 
 export const CONTAINER_WORKSPACE = '/workspace';
 
@@ -102,54 +97,17 @@ export function parseContainerState(json: string): ContainerState {
   return { running: !!(s.Running || s.Restarting), exitCode: s.ExitCode ?? 0, oomKilled: !!s.OOMKilled, finishedAt: s.FinishedAt ?? '', error: s.Error ?? '' };
 }
 
-/** The variables a container gets: the job's own and gpurun's, never the broker's environment. */
-export function containerEnv(spec: StartSpec): Record<string, string> {
-  const out: Record<string, string> = { ...spec.job.env };
-  for (const k of ['PYTHONUNBUFFERED', 'CUDA_DEVICE_ORDER', 'GPURUN_JOB_ID']) if (spec.env[k] !== undefined) out[k] = spec.env[k];
-  return out;
-}
-
-export interface DockerRef extends Record<string, unknown> {
-  host: string;
+export interface DockerRef extends MountedRef {
   container: string;
-  mnt: string;
-  transport: 'direct' | 'relay';
-  /** The broker's log file for the job (output is appended there). */
-  logPath: string;
 }
 
-/** What the runtime needs from the SSH side of the registry. */
-export interface SshHostLookup {
-  config(host: string): SshHostConfig;
-  exec(host: string): RemoteExec;
-}
-
-const CHECK_MS = 3_000;
-
-function fileSize(path: string): number {
-  try {
-    return statSync(path).size;
-  } catch {
-    return 0;
-  }
-}
-
-export class DockerRuntime implements Runtime {
+export class DockerRuntime extends MountedRuntime {
   readonly kind = 'docker';
-  private readonly hosts: SshHostLookup;
-  private readonly mounts: Mounts;
-  private readonly brokerId: string;
   private readonly defaultImage: string | undefined;
-  private readonly log: (msg: string, fields?: Record<string, unknown>) => void;
-  private readonly clients: ClientWorkspaces | undefined;
 
-  constructor(opts: { hosts: SshHostLookup; mounts: Mounts; brokerId: string; defaultImage?: string; log: (msg: string, fields?: Record<string, unknown>) => void; clients?: ClientWorkspaces }) {
-    this.hosts = opts.hosts;
-    this.clients = opts.clients;
-    this.mounts = opts.mounts;
-    this.brokerId = opts.brokerId;
+  constructor(opts: MountedRuntimeOptions & { defaultImage?: string }) {
+    super(opts);
     this.defaultImage = opts.defaultImage;
-    this.log = opts.log;
   }
 
   async start(spec: StartSpec): Promise<DockerRef> {
@@ -158,16 +116,12 @@ export class DockerRuntime implements Runtime {
     const job = spec.job;
     const image = job.image ?? this.defaultImage;
     if (!image) throw new GpurunError('E_BAD_REQUEST', 'no image: the job names none and the broker config has no defaults.image', { hint: 'Pass --image IMAGE (an image present on the host), or set defaults.image.' });
-    const mnt = mountPoint(cfg.workDir, job.id);
     await ssh.run(ensureNetworkArgs(job.owner), `creating the network ${userNetwork(job.owner)}`);
-    const clients = this.clients;
-    if (job.workspaceFrom === 'client' && !clients) throw new GpurunError('E_CONFIG', 'this broker cannot relay client-served workspaces');
-    const source = job.workspaceFrom === 'client' ? { fromClient: () => clients!.take(job.id, CLIENT_WORKSPACE_WAIT_MS) } : undefined;
-    await this.mounts.mount(ssh, cfg.mount, job.workspace, mnt, (msg) => this.log(msg, { job: job.id }), source);
+    const { mnt, transport } = await this.mountWorkspace(ssh, cfg, job);
     const name = containerName(job.id);
     try {
       const args = dockerRunArgs({
-        jobId: job.id, owner: job.owner, brokerId: this.brokerId, image, command: job.command, env: containerEnv(spec),
+        jobId: job.id, owner: job.owner, brokerId: this.brokerId, image, command: job.command, env: hostJobEnv(spec),
         gpuMode: cfg.gpuMode, gpuIndices: spec.gpuIndices, cpus: job.resources.cpus, memoryMiB: job.resources.memoryMiB,
         mountPoint: mnt, readOnly: cfg.mount.readOnly,
       });
@@ -186,103 +140,36 @@ export class DockerRuntime implements Runtime {
       await this.mounts.unmount(ssh, mnt).catch(() => {});
       throw e;
     }
-    return { host: spec.host, container: name, mnt, transport: source ? 'relay' : cfg.mount.transport, logPath: spec.logPath };
+    return { host: spec.host, container: name, mnt, transport, logPath: spec.logPath };
   }
 
-  /**
-   * Follows the container to its end. Survives lost connections (it tries again until the host answers) and a broker
-   * restart (the log file's size is the offset to resume from). Always cleans up: container, mount.
-   */
-  async wait(ref: Record<string, unknown>, signal: AbortSignal): Promise<ExitInfo | Lost> {
+  /** `docker logs` cannot start at a byte: it prints everything, and what the log file has is dropped. */
+  protected followCommand(ref: MountedRef, logSize: number): FollowCommand {
+    return { argv: ['docker', 'logs', '-f', (ref as DockerRef).container], skip: logSize, stderrIsOutput: true };
+  }
+
+  protected async state(ssh: RemoteExec, ref: MountedRef): Promise<HostJobState> {
     const r = ref as DockerRef;
-    let workspaceLost: string | null = null;
-    for (;;) {
-      if (signal.aborted) throw signal.reason;
-      try {
-        const ssh = this.hosts.exec(r.host);
-        const lost = await this.followOnce(ssh, r, signal);
-        if (lost && !workspaceLost) {
-          workspaceLost = lost;
-          this.log('workspace lost: stopping the container', { container: r.container, why: lost });
-          await ssh.exec(['docker', 'stop', '-t', '2', r.container], { timeoutMs: 30_000 });
-        }
-        const ins = await ssh.exec(['docker', 'inspect', '--format', '{{json .State}}', r.container], { timeoutMs: 30_000 });
-        if (ins.code !== 0) {
-          if (!/no such (object|container)/i.test(ins.stderr)) throw new Error(`docker inspect failed: ${ins.stderr.trim()}`);
-          await this.cleanup(ssh, r);
-          return { lost: `the container ${r.container} vanished from ${r.host} (removed by someone else, or the host's Docker was reset)` };
-        }
-        const st = parseContainerState(ins.stdout.trim());
-        if (st.running) continue; // the log stream broke (connection), the container still runs: follow again
-        await this.cleanup(ssh, r);
-        const endedAt = st.finishedAt && !st.finishedAt.startsWith('0001') ? new Date(st.finishedAt).toISOString() : new Date().toISOString();
-        const info: ExitInfo = { exitCode: st.exitCode, signal: null, endedAt, ...(st.oomKilled ? { oomKilled: true } : {}) };
-        if (workspaceLost) return { ...info, failure: `workspace_lost: ${workspaceLost}` };
-        if (st.error) return { ...info, startError: st.error };
-        if (st.exitCode === 127 || st.exitCode === 126) return { ...info, startError: `the command was not found or could not be run in the image (exit ${st.exitCode}); see the output` };
-        return info;
-      } catch (e) {
-        if (signal.aborted) throw signal.reason;
-        this.log('lost touch with a job\'s container; trying again', { container: r.container, err: (e as Error).message });
-        await sleep(2_000, undefined, { signal }).catch(() => {});
-      }
+    const ins = await ssh.exec(['docker', 'inspect', '--format', '{{json .State}}', r.container], { timeoutMs: 30_000 });
+    if (ins.code !== 0) {
+      if (!/no such (object|container)/i.test(ins.stderr)) throw new Error(`docker inspect failed: ${ins.stderr.trim()}`);
+      return { lost: `the container ${r.container} vanished from ${r.host} (removed by someone else, or the host's Docker was reset)` };
     }
+    const st = parseContainerState(ins.stdout.trim());
+    if (st.running) return 'running';
+    const endedAt = st.finishedAt && !st.finishedAt.startsWith('0001') ? new Date(st.finishedAt).toISOString() : new Date().toISOString();
+    const info: ExitInfo = { exitCode: st.exitCode, signal: null, endedAt, ...(st.oomKilled ? { oomKilled: true } : {}) };
+    if (st.error) return { ...info, startError: st.error };
+    if (st.exitCode === 127 || st.exitCode === 126) return { ...info, startError: `the command was not found or could not be run in the image (exit ${st.exitCode}); see the output` };
+    return info;
   }
 
-  /**
-   * Appends `docker logs -f` to the log file from the byte the file ends at, until the stream ends. Meanwhile checks
-   * the mount; returns why the workspace was lost, if it was (the caller stops the container).
-   */
-  private async followOnce(ssh: RemoteExec, r: DockerRef, signal: AbortSignal): Promise<string | null> {
-    let skip = fileSize(r.logPath);
-    const fd = openSync(r.logPath, 'a');
-    const ch = await ssh.spawn(['docker', 'logs', '-f', r.container]);
-    let lostWhy: string | null = null;
-    try {
-      const closed = new Promise<void>((resolve) => ch.on('close', () => resolve()));
-      const onData = (d: Buffer) => {
-        if (skip >= d.length) {
-          skip -= d.length;
-          return;
-        }
-        writeSync(fd, skip ? d.subarray(skip) : d);
-        skip = 0;
-      };
-      ch.on('data', onData);
-      ch.stderr.on('data', onData);
-      const abort = () => ch.close();
-      signal.addEventListener('abort', abort);
-      const relay = this.mounts.relay(r.mnt);
-      let misses = 0;
-      for (;;) {
-        const ev = await Promise.race([
-          closed.then(() => 'closed' as const),
-          relay?.ended ? relay.ended.then((why) => ({ why })) : new Promise<never>(() => {}),
-          sleep(CHECK_MS).then(() => 'check' as const),
-        ]);
-        if (ev === 'closed') break;
-        if (typeof ev === 'object') {
-          lostWhy = ev.why;
-          break;
-        }
-        const ok = await this.mounts.alive(ssh, r.mnt).catch(() => true /* the host, not the mount, is unreachable */);
-        misses = ok ? 0 : misses + 1;
-        if (misses >= 2) {
-          lostWhy = r.transport === 'relay' && !relay ? 'the SFTP relay of this mount ended with the broker process that served it' : `the mount ${r.mnt} on ${r.host} is gone or does not answer`;
-          break;
-        }
-      }
-      signal.removeEventListener('abort', abort);
-      return lostWhy;
-    } finally {
-      if (lostWhy) ch.close();
-      closeSync(fd);
-    }
+  protected async stopNow(ssh: RemoteExec, ref: MountedRef): Promise<void> {
+    await ssh.exec(['docker', 'stop', '-t', '2', (ref as DockerRef).container], { timeoutMs: 30_000 });
   }
 
-  private async cleanup(ssh: RemoteExec, r: DockerRef): Promise<void> {
-    await ssh.exec(['docker', 'rm', '-f', r.container], { timeoutMs: 60_000 });
-    await this.mounts.unmount(ssh, r.mnt).catch((e) => this.log('unmount failed', { mnt: r.mnt, err: (e as Error).message }));
+  protected async remove(ssh: RemoteExec, ref: MountedRef): Promise<void> {
+    await ssh.exec(['docker', 'rm', '-f', (ref as DockerRef).container], { timeoutMs: 60_000 });
   }
 
   /**
@@ -291,7 +178,6 @@ export class DockerRuntime implements Runtime {
    */
   async sweep(host: string, isLive: (jobId: string) => boolean): Promise<string[]> {
     const ssh = this.hosts.exec(host);
-    const cfg = this.hosts.config(host);
     const removed: string[] = [];
     const ps = await ssh.run(['docker', 'ps', '-a', '--filter', `label=gpurun.broker=${this.brokerId}`, '--format', '{{.Label "gpurun.job"}} {{.Names}}'], 'listing containers');
     for (const line of ps.split('\n')) {
@@ -300,13 +186,7 @@ export class DockerRuntime implements Runtime {
       await ssh.exec(['docker', 'rm', '-f', name]);
       removed.push(name);
     }
-    const ls = await ssh.exec(['ls', '-1', `${cfg.workDir}/mnt`]);
-    for (const jobId of ls.code === 0 ? ls.stdout.split('\n').map((s) => s.trim()).filter(Boolean) : []) {
-      if (isLive(jobId)) continue;
-      await this.mounts.unmount(ssh, mountPoint(cfg.workDir, jobId)).catch(() => {});
-      removed.push(mountPoint(cfg.workDir, jobId));
-    }
-    return removed;
+    return [...removed, ...(await this.sweepMounts(ssh, this.hosts.config(host), isLive))];
   }
 
   async stop(ref: Record<string, unknown>, graceMs: number): Promise<void> {

@@ -9,17 +9,13 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { request as httpRequest } from 'node:http';
-import { cleanup, createToken, gpurun, gpurunSpawn, scratch, startBrokerProcess, testEnv, waitFor, requirePart, type BrokerProc } from '../support/harness.ts';
-import { makeSshHosts, sshHostsMissing, type TestHostSet } from '../support/sshHosts.ts';
+import { cleanup, createToken, gpurun, gpurunSpawn, scratch, startBrokerProcess, stopBroker, testEnv, waitFor, requirePart, type BrokerProc } from '../support/harness.ts';
+import { makeSshHosts, mountedUnder, sshHostsMissing, type TestHostSet } from '../support/sshHosts.ts';
 
 const L4 = { name: 'NVIDIA L4', memoryMiB: 23034 };
 
 function containers(label: string): string[] {
   return execFileSync('docker', ['ps', '-a', '--filter', `label=${label}`, '--format', '{{.Names}}'], { encoding: 'utf8' }).split('\n').filter(Boolean);
-}
-
-function mountedUnder(dir: string): string[] {
-  return readFileSync('/proc/mounts', 'utf8').split('\n').map((l) => l.split(' ')[1]).filter((m) => m && m.startsWith(dir));
 }
 
 function unshareMissing(): string | null {
@@ -63,7 +59,7 @@ describe('client-served workspace through a broker that cannot read it (sshd + D
   });
 
   after(async function () {
-    if (broker) await Promise.race([broker.stop(), new Promise((r) => setTimeout(r, 15_000)).then(() => broker.kill9())]);
+    await stopBroker(broker);
     await set?.stopAll();
     if (dir) {
       for (const c of containers('gpurun.owner=carol')) spawnSync('docker', ['rm', '-f', c]);

@@ -7,18 +7,14 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { cleanup, CLI, createToken, gpurun, NODE, scratch, startBrokerProcess, testEnv, waitFor, requirePart, type BrokerProc } from '../support/harness.ts';
-import { makeSshHosts, sshHostsMissing, type TestHostSet } from '../support/sshHosts.ts';
+import { cleanup, CLI, cliJobs, createToken, gpurun, NODE, scratch, startBrokerProcess, stopBroker, testEnv, waitFor, requirePart, type BrokerProc } from '../support/harness.ts';
+import { makeSshHosts, mountedUnder, sshHostsMissing, type TestHostSet } from '../support/sshHosts.ts';
 
 const A100 = { name: 'NVIDIA A100-SXM4-80GB', memoryMiB: 81920 };
 const L4 = { name: 'NVIDIA L4', memoryMiB: 23034 };
 
 function containers(label: string): string[] {
   return execFileSync('docker', ['ps', '-a', '--filter', `label=${label}`, '--format', '{{.Names}}'], { encoding: 'utf8' }).split('\n').filter(Boolean);
-}
-
-function mountedUnder(dir: string): string[] {
-  return readFileSync('/proc/mounts', 'utf8').split('\n').map((l) => l.split(' ')[1]).filter((m) => m && m.startsWith(dir));
 }
 
 describe('GPU hosts over SSH (sshd + Docker + sshfs)', function () {
@@ -67,7 +63,7 @@ describe('GPU hosts over SSH (sshd + Docker + sshfs)', function () {
   });
 
   after(async function () {
-    if (broker) await Promise.race([broker.stop(), new Promise((r) => setTimeout(r, 15_000)).then(() => broker.kill9())]);
+    await stopBroker(broker);
     await set?.stopAll();
     if (dir) {
       for (const c of containers('gpurun.owner=alice')) spawnSync('docker', ['rm', '-f', c]);
@@ -105,16 +101,7 @@ describe('GPU hosts over SSH (sshd + Docker + sshfs)', function () {
     assert.deepEqual(mountedUnder(workDir), [], 'the workspace is unmounted');
   });
 
-  async function job(id: string): Promise<{ id: string; state: string; reason: string; host: string; gpuIndices: number[]; exitCode: number | null }> {
-    const r = await gpurun(['ls', '--json', '--all'], env);
-    return JSON.parse(r.stdout).find((j: { id: string }) => j.id === id);
-  }
-  async function detach(args: string[]): Promise<string> {
-    const r = await gpurun(['run', '--detach', '--workspace', ws, ...args], env);
-    assert.equal(r.code, 0, r.stderr);
-    return r.stdout.trim().split(/\s+/).pop()!;
-  }
-  const logsOf = async (id: string) => (await gpurun(['logs', id], env)).stdout;
+  const { job, detach, logsOf } = cliJobs(() => ({ env, ws }));
 
   it('runs a job on the L4 host (direct mount) with hostile arguments passed through unchanged', async () => {
     const hostile = `it's $(touch /tmp/pwned-gpurun) \`id\` "q" ; | & \n newline`;

@@ -142,6 +142,42 @@ async function spawnBroker(home: string, knownUrl: string | undefined, env: Node
   };
 }
 
+/** A job as `gpurun ls --json` shows it (the fields the tests look at). */
+export interface ListedJob {
+  id: string;
+  state: string;
+  reason: string;
+  host: string;
+  gpuIndices: number[];
+  exitCode: number | null;
+}
+
+/**
+ * The CLI calls a host suite makes about its jobs. `ctx` is read at each call: a suite's env changes when it restarts
+ * its broker. `detach` submits from the workspace `ctx().ws` and returns the job id.
+ */
+export function cliJobs(ctx: () => { env: NodeJS.ProcessEnv; ws: string }): { job(id: string): Promise<ListedJob>; detach(args: string[]): Promise<string>; logsOf(id: string): Promise<string> } {
+  return {
+    async job(id) {
+      const r = await gpurun(['ls', '--json', '--all'], ctx().env);
+      return JSON.parse(r.stdout).find((j: { id: string }) => j.id === id);
+    },
+    async detach(args) {
+      const r = await gpurun(['run', '--detach', '--workspace', ctx().ws, ...args], ctx().env);
+      if (r.code !== 0) throw new Error(`gpurun run --detach failed (${r.code}): ${r.stderr}`);
+      return r.stdout.trim().split(/\s+/).pop()!;
+    },
+    async logsOf(id) {
+      return (await gpurun(['logs', id], ctx().env)).stdout;
+    },
+  };
+}
+
+/** SIGTERM to a broker started by a suite (if it was), SIGKILL if it has not stopped within `graceMs`. */
+export async function stopBroker(b: BrokerProc | undefined, graceMs = 15_000): Promise<void> {
+  if (b) await Promise.race([b.stop(), sleep(graceMs).then(() => b.kill9())]);
+}
+
 /** Creates a token with the real CLI against a broker's config. */
 export async function createToken(b: BrokerProc, user: string, admin = false): Promise<string> {
   const r = await gpurun(['token', 'create', user, '--config', join(b.home, 'broker.json'), ...(admin ? ['--admin'] : [])], testEnv(b.home));

@@ -2,7 +2,8 @@
  * Test GPU hosts: one real OpenSSH sshd per host, each on its own loopback address (127.0.0.2, 127.0.0.3, …), with
  * its own host key, pid file and an `nvidia-smi` stand-in first on its PATH (sshd's SetEnv). Root logs in with a
  * key made for the test run; the known_hosts file lists the hosts the test chooses to trust.
- * Needs root (sshd, FUSE mounts, Docker), /usr/sbin/sshd, sshfs and a running Docker engine.
+ * Needs root (sshd, FUSE mounts, Docker), /usr/sbin/sshd, sshfs and a running Docker engine (or, for hosts that run
+ * jobs as plain processes, setsid and GNU tail).
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -30,16 +31,28 @@ export interface TestHostSet {
   stopAll(): Promise<void>;
 }
 
-/** Why these test hosts cannot be made here, or null when they can. */
-export function sshHostsMissing(): string | null {
+/**
+ * Why these test hosts cannot be made here, or null when they can. `docker: false` for hosts that run jobs as plain
+ * processes (runtime "process"): they need setsid and GNU tail instead of Docker and the test images.
+ */
+export function sshHostsMissing(opts: { docker?: boolean } = {}): string | null {
   if (process.getuid?.() !== 0) return 'the SSH host tests run as root (sshd, FUSE mounts, Docker)';
   for (const f of ['/usr/sbin/sshd', '/usr/bin/ssh-keygen', '/usr/bin/sshfs']) if (!existsSync(f)) return `${f} is missing (apt-get install openssh-server sshfs fuse3)`;
   if (!existsSync('/dev/fuse')) return '/dev/fuse is missing';
+  if (opts.docker === false) {
+    const t = spawnSync('sh', ['-c', 'command -v setsid && command -v pgrep && tail --pid=1 -c 1 /dev/null'], { encoding: 'utf8' });
+    return t.status === 0 ? null : `setsid, pgrep or GNU tail (with --pid) is missing: ${(t.stderr || String(t.error)).trim().split('\n')[0]} (apt-get install util-linux procps coreutils)`;
+  }
   const d = spawnSync('docker', ['info', '--format', '{{.ServerVersion}}'], { encoding: 'utf8' });
   if (d.status !== 0) return `Docker does not answer (${(d.stderr || String(d.error)).trim().split('\n')[0]}); run test/setup/30-ssh-docker.sh`;
   const img = spawnSync('docker', ['image', 'inspect', 'local/busybox:1'], { encoding: 'utf8' });
   if (img.status !== 0) return 'the image local/busybox:1 is missing; run test/setup/30-ssh-docker.sh';
   return null;
+}
+
+/** The mount points under `dir` on this machine (from /proc/mounts). */
+export function mountedUnder(dir: string): string[] {
+  return readFileSync('/proc/mounts', 'utf8').split('\n').map((l) => l.split(' ')[1]).filter((m) => m && m.startsWith(dir));
 }
 
 function portOpen(address: string, port: number): Promise<boolean> {

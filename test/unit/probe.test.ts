@@ -17,6 +17,8 @@ MemTotal:       24628832 kB
 @@sshfs
 SSHFS version 3.7.3
 @@sshfs_rc 0
+@@proc
+@@proc_rc 0
 @@end
 `;
 
@@ -31,6 +33,7 @@ describe('host probe', () => {
     assert.equal(p.docker, '26.1.5+dfsg1');
     assert.equal(p.sshfs, 'SSHFS version 3.7.3');
     assert.equal(p.gpuError, null);
+    assert.equal(p.processTools, true);
   });
 
   it('says what is missing or failing', () => {
@@ -40,6 +43,7 @@ describe('host probe', () => {
     assert.equal(p.docker, null);
     assert.match(p.dockerError!, /Cannot connect to the Docker daemon/);
     assert.equal(p.sshfs, null);
+    assert.equal(p.processTools, false, 'no @@proc section: an older host or a busybox one');
     const broken = parseProbe('@@gpus\nNVIDIA-SMI has failed because it couldn\'t communicate with the NVIDIA driver.\n@@gpus_rc 9\n@@nproc\n8\n@@mem\n@@docker\n@@docker_rc absent\n@@sshfs\n@@sshfs_rc absent\n@@end\n');
     assert.match(broken.gpuError!, /exit 9.*NVIDIA-SMI has failed/);
   });
@@ -52,5 +56,6 @@ describe('host probe', () => {
     const p = parseProbe(execFileSync('sh', ['-c', probeScript()], { encoding: 'utf8' }));
     assert.ok(p.cpus >= 1);
     assert.ok(p.memoryMiB > 0);
+    assert.equal(p.processTools, true, 'Debian has setsid and GNU tail');
   });
 });

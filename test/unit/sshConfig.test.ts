@@ -20,11 +20,21 @@ describe('ssh host config', () => {
     assert.equal(h.workDir, '/var/tmp/gpurun');
   });
 
+  it('takes runtime "process" for hosts without Docker; its GPUs are handed over by variables', () => {
+    const [h] = v([{ name: 'g', type: 'ssh', address: 'a', runtime: 'process' }]);
+    assert.ok(h.type === 'ssh');
+    assert.equal(h.runtime, 'process');
+    assert.equal(h.gpuMode, 'env');
+    const [e] = v([{ name: 'g', type: 'ssh', address: 'a', runtime: 'process', gpuMode: 'env' }]);
+    assert.ok(e.type === 'ssh' && e.gpuMode === 'env');
+  });
+
   it('names the bad field', () => {
     assert.throws(() => v([{ name: 'g', type: 'ssh' }]), /hosts\[0\]\.address: is required/);
     assert.throws(() => v([{ name: 'g', type: 'ssh', address: 'a', gpuMode: 'cuda' }]), /hosts\[0\]\.gpuMode: must be "nvidia"/);
     assert.throws(() => v([{ name: 'g', type: 'ssh', address: 'a', port: 70000 }]), /hosts\[0\]\.port/);
-    assert.throws(() => v([{ name: 'g', type: 'ssh', address: 'a', runtime: 'process' }]), /hosts\[0\]\.runtime: "process" on SSH hosts is not implemented/);
+    assert.throws(() => v([{ name: 'g', type: 'ssh', address: 'a', runtime: 'podman' }]), /hosts\[0\]\.runtime: must be "docker" .* or "process"/);
+    assert.throws(() => v([{ name: 'g', type: 'ssh', address: 'a', runtime: 'process', gpuMode: 'nvidia' }]), /hosts\[0\]\.gpuMode: "nvidia" needs containers/);
     assert.throws(() => v([{ name: 'g', type: 'ssh', address: 'a', mount: { transport: 'direct' } }]), /hosts\[0\]\.mount\.target: is required for the direct transport/);
     assert.throws(() => v([{ name: 'g', type: 'ssh', address: 'a', mount: { options: ['a,b'] } }]), /hosts\[0\]\.mount\.options\[0\]/);
     assert.throws(() => v([{ name: 'g', type: 'ssh', address: 'a', bogus: 1 }]), /hosts\[0\]\.bogus: unknown setting/);
