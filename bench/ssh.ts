@@ -1,10 +1,10 @@
 /**
  * Benchmarks of GPU hosts over SSH (issue 3), on real parts over loopback: sshd hosts, Docker, sshfs.
- *   1. submit → first output line on a warm host (p50 of 20), Docker + SSHFS (relay and direct); baseline: the
- *      local process runtime in the same broker.
+ *   1. submit → first output line on a warm host (p50 of 20), Docker + SSHFS (relay and direct) and a process host
+ *      (no Docker, relay); baseline: the local process runtime in the same broker.
  *   2. start time with a 1 GB workspace / with a 1 MB one (nothing is uploaded, so ≈ 1).
  *   3. importing a package of 2,000 small modules through the mount vs from local disk (a plain bind mount), for the
- *      tuned options gpurun uses and for sshfs's defaults.
+ *      tuned options gpurun uses, for sshfs's defaults, and for the floor: sshfs piped to sftp-server without SSH.
  * `run()` prints the figures; `node bench/ssh.ts` runs it alone. Needs root, sshd, sshfs, Docker and the images
  * from test/setup/30-ssh-docker.sh. Sends traffic only to loopback addresses.
  */
@@ -95,6 +95,7 @@ export async function run(): Promise<void> {
     { name: 'h-relay', address: '127.0.0.2', gpus: [{ name: 'NVIDIA A100', memoryMiB: 81920 }] },
     { name: 'h-direct', address: '127.0.0.3', gpus: [{ name: 'NVIDIA L4', memoryMiB: 23034 }] },
     { name: 'dev', address: '127.0.0.5', gpus: [] },
+    { name: 'h-proc', address: '127.0.0.4', gpus: [{ name: 'NVIDIA H100', memoryMiB: 81559 }] },
   ]);
   const hostKnown = join(dir, 'known_on_hosts');
   writeFileSync(hostKnown, `${set.hosts[2].knownHostsLine}\n`);
@@ -106,6 +107,7 @@ export async function run(): Promise<void> {
       hosts: [
         { name: 'local', type: 'local' },
         { ...common, name: 'h-relay', address: '127.0.0.2', mount: { transport: 'relay' } },
+        { ...common, name: 'h-proc', address: '127.0.0.4', runtime: 'process', mount: { transport: 'relay' } },
         { ...common, name: 'h-direct', address: '127.0.0.3', mount: { transport: 'direct', target: 'root@127.0.0.5:2222', identityFile: set.clientKey, knownHosts: hostKnown, sftpServer: `${NODE} ${CLI} sftp-serve` } },
       ],
       defaults: { image: 'local/python:3', gpus: 0, memory: '512M' },
@@ -125,10 +127,13 @@ export async function run(): Promise<void> {
     const local = await series(N, () => firstLine(url, token, { command: ['echo', 'first line'], workspace: small, gpus: 0 }));
     const relay = await series(N, () => firstLine(url, token, job('h-relay', small)));
     const direct = await series(N, () => firstLine(url, token, job('h-direct', small)));
+    await firstLine(url, token, { command: ['echo', 'first line'], workspace: small, gpus: 1, gpuType: 'H100' });
+    const proc = await series(N, () => firstLine(url, token, { command: ['echo', 'first line'], workspace: small, gpus: 1, gpuType: 'H100' }));
     console.log(`ssh: submit → first output line, p50 of ${N} (goal ≤ 1500 ms):`);
     console.log(`  baseline, the local host (process runtime, best-fit for gpus=0): ${ms(p50(local))}`);
     console.log(`  Docker + SSHFS relay:  ${ms(p50(relay))}  (×${(p50(relay) / p50(local)).toFixed(2)} of baseline)`);
     console.log(`  Docker + SSHFS direct: ${ms(p50(direct))}  (×${(p50(direct) / p50(local)).toFixed(2)} of baseline)`);
+    console.log(`  process host (no Docker) + SSHFS relay: ${ms(p50(proc))}  (×${(p50(proc) / p50(local)).toFixed(2)} of baseline)`);
 
     const M = Number(process.env.BENCH_M ?? 7);
     const s1 = await series(M, () => firstLine(url, token, job('h-relay', small)));
