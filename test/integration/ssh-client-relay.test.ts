@@ -68,6 +68,17 @@ describe('client-served workspace through a broker that cannot read it (sshd + D
     }
   });
 
+  /** What the VS Code extension does: submit through the HTTP API; the workspace is served by another process. */
+  async function submitViaApi(command: string[], workspaceFrom: 'client' | 'broker' = 'client'): Promise<string> {
+    const r = await fetch(`${broker.url}/v1/jobs`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${env.GPURUN_TOKEN}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ command, workspace: ws, workspaceFrom, gpus: 1 }),
+    });
+    assert.equal(r.status, 201, await r.clone().text());
+    return ((await r.json()) as { id: string }).id;
+  }
+
   it('the broker really cannot see the workspace', () => {
     const r = spawnSync('nsenter', ['-t', String(broker.proc.pid), '-m', 'ls', '-A', laptop], { encoding: 'utf8' });
     assert.equal(r.status, 0, r.stderr);
@@ -95,6 +106,40 @@ describe('client-served workspace through a broker that cannot read it (sshd + D
     const r = await gpurun(['run', '--workspace', ws, '--', 'cat', 'input.txt'], env);
     assert.notEqual(r.code, 0, `the broker-served job could not have read the file:\n${r.stdout}`);
     assert.doesNotMatch(r.stdout, /only on the laptop/);
+  });
+
+  it('gpurun serve-workspace ID serves a job submitted through the API: it reads input.txt, writes out2.txt locally; exits 0 when the job ends', async () => {
+    await waitFor('hosts up', async () => /gpu1\s+up/.test((await gpurun(['hosts'], env)).stdout));
+    const id = await submitViaApi(['sh', '-c', 'cat input.txt; echo served-by-serve-workspace > out2.txt; sleep 1; echo finished']);
+    // No --workspace: the folder is the job's own workspace, as the broker reports it.
+    const r = await gpurun(['serve-workspace', id], env, { timeoutMs: 90_000 });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, new RegExp(`serving ${ws} to host gpu\\d`));
+    assert.match(r.stderr, new RegExp(`job ${id} succeeded; stopped serving`));
+    assert.equal(readFileSync(join(ws, 'out2.txt'), 'utf8'), 'served-by-serve-workspace\n');
+    const logs = await gpurun(['logs', id], env);
+    assert.equal(logs.stdout, 'only on the laptop\nfinished\n');
+    assert.deepEqual(mountedUnder(workDir), [], 'the workspace is unmounted');
+
+    const over = await gpurun(['serve-workspace', id], env);
+    assert.equal(over.code, 1);
+    assert.match(over.stderr, new RegExp(`job ${id} has already ended \\(succeeded\\); there is nothing to serve`));
+  });
+
+  it('gpurun serve-workspace refuses another user\'s job and a job the broker serves', async () => {
+    const id = await submitViaApi(['sleep', '3']);
+    const mallory = { ...env, GPURUN_TOKEN: await createToken(broker, 'mallory') };
+    const notMine = await gpurun(['serve-workspace', '--workspace', ws, id], mallory);
+    assert.equal(notMine.code, 1);
+    assert.match(notMine.stderr, new RegExp(`gpurun: error: no job ${id}`));
+    // The owner serves it after all, so that the job ends well.
+    const served = await gpurun(['serve-workspace', id], env, { timeoutMs: 90_000 });
+    assert.equal(served.code, 0, served.stderr);
+
+    const brokerServed = await submitViaApi(['true'], 'broker');
+    const r = await gpurun(['serve-workspace', brokerServed], env);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, new RegExp(`job ${brokerServed} does not take its workspace from the client`));
   });
 
   it('refuses --serve-workspace with --detach', async () => {
@@ -143,13 +188,7 @@ describe('client-served workspace through a broker that cannot read it (sshd + D
   it('fails a job whose client never attaches after 30 s, saying why; nothing is left on the host', async function () {
     this.timeout(90_000);
     // What a client that submits and then goes away (or is not gpurun) looks like: the API, no workspace stream.
-    const r = await fetch(`${broker.url}/v1/jobs`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${env.GPURUN_TOKEN}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ command: ['echo', 'never'], workspace: ws, workspaceFrom: 'client', gpus: 1 }),
-    });
-    assert.equal(r.status, 201, await r.clone().text());
-    const { id } = (await r.json()) as { id: string };
+    const id = await submitViaApi(['echo', 'never']);
     const started = Date.now();
     const job = await waitFor('the job to fail', async () => {
       await new Promise((res) => setTimeout(res, 500));
