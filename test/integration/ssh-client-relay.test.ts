@@ -10,17 +10,12 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync, readdirSync } from 
 import { join } from 'node:path';
 import { request as httpRequest } from 'node:http';
 import { cleanup, createToken, gpurun, gpurunSpawn, scratch, startBrokerProcess, stopBroker, testEnv, waitFor, requirePart, type BrokerProc } from '../support/harness.ts';
-import { makeSshHosts, mountedUnder, sshHostsMissing, type TestHostSet } from '../support/sshHosts.ts';
+import { hiddenFrom, makeSshHosts, mountedUnder, sshHostsMissing, unshareMissing, type TestHostSet } from '../support/sshHosts.ts';
 
 const L4 = { name: 'NVIDIA L4', memoryMiB: 23034 };
 
 function containers(label: string): string[] {
   return execFileSync('docker', ['ps', '-a', '--filter', `label=${label}`, '--format', '{{.Names}}'], { encoding: 'utf8' }).split('\n').filter(Boolean);
-}
-
-function unshareMissing(): string | null {
-  const r = spawnSync('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', 'mount -t tmpfs gpurun-probe /mnt'], { encoding: 'utf8' });
-  return r.status === 0 ? null : `unshare --mount with a tmpfs does not work here: ${(r.stderr || String(r.error)).trim()}`;
 }
 
 describe('client-served workspace through a broker that cannot read it (sshd + Docker + sshfs)', function () {
@@ -48,12 +43,11 @@ describe('client-served workspace through a broker that cannot read it (sshd + D
     workDir = join(dir, 'hostwork');
     const common = { type: 'ssh', user: 'root', port: 2222, identityFile: set.clientKey, knownHosts: set.knownHosts, gpuMode: 'env', workDir, mount: { transport: 'relay' } };
     // The broker's own mount namespace hides the laptop folder under an empty tmpfs: it cannot read the workspace.
-    const hide = ['unshare', '--mount', '--propagation', 'private', '--', 'sh', '-c', 'mount -t tmpfs gpurun-hidden "$1" && shift && exec "$@"', 'gpurun-hide', laptop];
     broker = await startBrokerProcess(
       join(dir, 'home'),
       { hosts: [{ ...common, name: 'gpu1', address: '127.0.0.12' }, { ...common, name: 'gpu2', address: '127.0.0.13' }], defaults: { image: 'local/busybox:1', gpus: 1, memory: '256M' } },
       {},
-      { wrap: hide },
+      { wrap: hiddenFrom(laptop) },
     );
     env = { ...testEnv(join(dir, 'home')), GPURUN_BROKER: broker.url, GPURUN_TOKEN: await createToken(broker, 'carol') };
   });
