@@ -52,7 +52,7 @@ describe('VS Code extension, end to end, workspace served by the window to a tea
     mkdirSync(ws, { recursive: true });
     writeFileSync(join(ws, 'input.txt'), 'only on the laptop\n');
     // The busybox image has no Python: the "Python command" is sh, and the file run is a shell script.
-    writeFileSync(join(ws, 'job.sh'), ['echo "job runs in $(pwd)"', 'cat input.txt', 'echo written-by-the-job > out.txt', 'echo job done', ''].join('\n'));
+    writeFileSync(join(ws, 'job.sh'), ['echo "job runs in $(pwd)"', 'cat input.txt', 'echo written-by-the-job > out.txt', 'sleep 3', 'echo job done', ''].join('\n'));
     workDir = join(dir, 'hostwork');
     broker = await startBrokerProcess(
       join(dir, 'broker'),
@@ -109,6 +109,13 @@ describe('VS Code extension, end to end, workspace served by the window to a tea
 
     await openFile(page, 'job.sh');
     await runCommand(page, 'GPU Run: Run Current File on GPU');
+    const serving = await waitForTerminal(page, /serving the workspace to host gpu1/, 60_000);
+    const id = /job (\w+): sh job\.sh/.exec(serving)?.[1];
+    assert.ok(id, serving);
+    // While the job runs, its serve-workspace child runs, with the token in its environment only (ps shows argv).
+    const children = processesWith(`serve-workspace ${id}`);
+    assert.equal(children.length, 1, children.join('\n'));
+    assert.ok(!children[0].includes(token) && !children[0].includes(broker.url), children[0]);
     const text = await waitForTerminal(page, /succeeded \(exit code 0\)/, 90_000);
     assert.match(text, /serving the workspace to host gpu1/);
     assert.match(text, /running on gpu1/);
@@ -120,11 +127,12 @@ describe('VS Code extension, end to end, workspace served by the window to a tea
     assert.deepEqual(job.command, ['sh', 'job.sh']);
     assert.equal(job.workspaceFrom, 'client');
     assert.equal(job.state, 'succeeded');
+    await page.locator('.monaco-list-row', { hasText: '1/1 GPUs free' }).waitFor({ timeout: 30_000 });
     await page.mouse.move(700, 300);
     mkdirSync(RESULTS, { recursive: true });
     await page.screenshot({ path: join(RESULTS, 'vscode-client-serve.png') });
 
-    // The serving child ends with the job, and the token never was on its command line.
+    // The serving child ends with the job.
     await waitFor('serve-workspace to exit', () => processesWith(`serve-workspace ${job.id}`).length === 0, 30_000);
     assert.deepEqual(mountedUnder(workDir), [], 'the host unmounted the workspace');
     assert.ok(existsSync(join(ws, 'input.txt')));
