@@ -20,9 +20,7 @@ Usage:
   gpurun hosts [--json]                   show hosts and their GPUs
   gpurun broker [--config FILE]           run a broker in the foreground
   gpurun token create USER [--admin]      create an API token (on the broker machine)
-  gpurun serve-workspace ID [--workspace DIR]
-                                          serve the files of a client-served job until it ends (gpurun
-                                          serve-workspace --help)
+  gpurun serve-workspace ID               serve a client-served job's files until it ends (--help: options)
   gpurun sftp-serve --root DIR            serve DIR over SFTP on stdin/stdout (for GPU hosts' sshfs)
 
 Broker: --broker URL or GPURUN_BROKER (token in GPURUN_TOKEN); with neither, a local broker is started on demand
