@@ -84,7 +84,7 @@ export class Broker implements vscode.Disposable {
   private async ensureLocal(client: BrokerClient, home: string, progress: boolean): Promise<void> {
     if (await isUp(client)) return;
     const start = async () => {
-      const node = await this.brokerNode();
+      const node = await this.node();
       mkdirSync(home, { recursive: true, mode: 0o700 });
       const cli = join(this.extensionPath, 'dist', 'cli.js');
       const out = openSync(join(home, 'broker.log'), 'a', 0o600);
@@ -112,7 +112,8 @@ export class Broker implements vscode.Disposable {
     return vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title: 'GPU Run: starting the local broker…' }, start);
   }
 
-  private async brokerNode(): Promise<NodeCandidate> {
+  /** The Node that runs the bundled CLI: the local broker, and `serve-workspace` for client-served jobs. */
+  async node(): Promise<NodeCandidate> {
     const configured = vscode.workspace.getConfiguration(SETTINGS_SECTION).get<string>(SETTINGS.localBrokerNode.key, '').trim() || undefined;
     const pick = pickBrokerNode({ execPath: process.execPath, nodeVersion: process.versions.node, electron: Boolean(process.versions.electron) }, configured);
     if (pick) return pick;

@@ -2,6 +2,7 @@
  * Every command id, view id and setting name of the extension, typed, in one place. package.json's `contributes`
  * must say the same (a unit test compares them).
  */
+import type { WorkspaceFromSetting } from './core/workspaceFrom.ts';
 
 export const COMMANDS = {
   runCurrentFile: { id: 'gpurun.runCurrentFile', title: 'Run Current File on GPU', icon: '$(play)' },
@@ -37,6 +38,8 @@ export interface Settings {
   localBrokerNode: string;
   /** Show the run buttons over Python entry points. */
   codeLensEnabled: boolean;
+  /** Who serves the workspace to the GPU host; `auto` = `client` with a brokerUrl, else `broker` (core/workspaceFrom). */
+  workspaceFrom: WorkspaceFromSetting;
 }
 
 export const SETTINGS: { readonly [K in keyof Settings]: { key: string; default: Settings[K] } } = {
@@ -44,6 +47,7 @@ export const SETTINGS: { readonly [K in keyof Settings]: { key: string; default:
   pythonCommand: { key: 'pythonCommand', default: 'python3' },
   localBrokerNode: { key: 'localBrokerNode', default: '' },
   codeLensEnabled: { key: 'codeLens.enabled', default: true },
+  workspaceFrom: { key: 'workspaceFrom', default: 'auto' },
 };
 
 export const SETTINGS_SECTION = 'gpurun';

@@ -18,6 +18,7 @@ import { registerStatusBar } from './statusBar.ts';
 import { JobTerminals } from './terminal/jobTerminal.ts';
 import { HostsTree } from './views/hostsTree.ts';
 import { JobsTree } from './views/jobsTree.ts';
+import { WorkspaceServers } from './workspaceServer.ts';
 
 let active: { broker: Broker; sync: JobSync } | undefined;
 
@@ -35,8 +36,9 @@ export function activate(context: vscode.ExtensionContext): GpurunApi {
     const terminals = new JobTerminals(broker, sync, log);
     const hosts = new HostsTree(broker, sync, log);
     const jobsTree = new JobsTree(sync);
-    context.subscriptions.push(broker, sync, terminals, hosts, jobsTree);
-    const ctx: Ctx = { context, broker, sync, terminals, hosts, log };
+    const workspaces = new WorkspaceServers(context.extensionPath, broker, terminals, log);
+    context.subscriptions.push(broker, sync, terminals, hosts, jobsTree, workspaces);
+    const ctx: Ctx = { context, broker, sync, terminals, hosts, workspaces, log };
     active = { broker, sync };
 
     context.subscriptions.push(

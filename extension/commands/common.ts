@@ -8,11 +8,13 @@ import type { Job, SubmitRequest } from '../../server/protocol/jobs.ts';
 import type { Broker } from '../brokerClient.ts';
 import { actionsFor, errorText } from '../core/errors.ts';
 import { jobScript } from '../core/format.ts';
-import { COMMANDS, VIEWS } from '../contributions.ts';
+import { COMMANDS, SETTINGS, SETTINGS_SECTION, VIEWS } from '../contributions.ts';
 import type { JobSync } from '../jobSync.ts';
 import type { Log } from '../log.ts';
 import type { JobTerminals } from '../terminal/jobTerminal.ts';
 import type { HostsTree } from '../views/hostsTree.ts';
+import type { WorkspaceServers } from '../workspaceServer.ts';
+import { resolveWorkspaceFrom } from '../core/workspaceFrom.ts';
 
 export interface Ctx {
   context: vscode.ExtensionContext;
@@ -20,6 +22,7 @@ export interface Ctx {
   sync: JobSync;
   terminals: JobTerminals;
   hosts: HostsTree;
+  workspaces: WorkspaceServers;
   log: Log;
 }
 
@@ -69,9 +72,11 @@ export async function jobArg(ctx: Ctx, arg: unknown, filter: (j: Job) => boolean
   return pick.job;
 }
 
-/** Submits and opens the job's terminal. */
+/** Submits and opens the job's terminal; serves the workspace from here when the job takes it from the client. */
 export async function submitAndShow(ctx: Ctx, req: SubmitRequest): Promise<Job> {
   const conn = await ctx.broker.connection();
+  const setting = vscode.workspace.getConfiguration(SETTINGS_SECTION).get<string>(SETTINGS.workspaceFrom.key, SETTINGS.workspaceFrom.default);
+  if (resolveWorkspaceFrom(setting, ctx.broker.url()) === 'client') req = { ...req, workspaceFrom: 'client' };
   if (conn.embedded) {
     // The local broker runs jobs with this environment, so the python3 of an activated venv is the one that runs.
     const env: Record<string, string> = { ...(req.env ?? {}) };
@@ -82,5 +87,12 @@ export async function submitAndShow(ctx: Ctx, req: SubmitRequest): Promise<Job> 
   ctx.log.info(`submitted ${job.id}: ${job.command.join(' ')} (${job.queue}, ${job.resources.gpus} GPU)`);
   ctx.sync.upsert(job);
   ctx.terminals.show(job);
+  if (job.workspaceFrom === 'client') {
+    await ctx.workspaces.serve(job, conn).catch(async (err: unknown) => {
+      // The job cannot get its files without this window: it is not left to fail 30 s later.
+      await conn.client.cancel(job.id).catch(() => {});
+      throw err;
+    });
+  }
   return job;
 }

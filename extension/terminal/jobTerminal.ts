@@ -126,6 +126,11 @@ export class JobTerminal implements vscode.Pseudoterminal {
     this.narrate(job, true);
   }
 
+  /** A gpurun status line of this window's own (e.g. who serves the workspace); red with `error`. */
+  say(text: string, error = false): void {
+    this.write(error ? statusLine(text, '\x1b[1;31m') : statusLine(text));
+  }
+
   handleInput(data: string): void {
     if (data !== '\x03') return;
     void (async () => {
@@ -184,6 +189,13 @@ export class JobTerminals implements vscode.Disposable {
     terminal.show(!focus);
     this.onDidChange([...this.open.keys()]);
     return terminal;
+  }
+
+  /** Writes a status line into the job's terminal; false when it has none open. */
+  say(jobId: string, text: string, error = false): boolean {
+    const have = this.open.get(jobId);
+    have?.pty.say(text, error);
+    return !!have;
   }
 
   dispose(): void {

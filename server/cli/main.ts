@@ -6,6 +6,7 @@ import { GpurunError, isGpurunError } from '../protocol/errors.ts';
 import { runCommand } from './run.ts';
 import { brokerCommand, cancelCommand, hostsCommand, logsCommand, lsCommand, tokenCommand } from './commands.ts';
 import { sftpServeCommand } from './sftpServe.ts';
+import { serveWorkspaceCommand } from './serveWorkspace.ts';
 
 const VERSION = '0.1.0';
 
@@ -19,6 +20,7 @@ Usage:
   gpurun hosts [--json]                   show hosts and their GPUs
   gpurun broker [--config FILE]           run a broker in the foreground
   gpurun token create USER [--admin]      create an API token (on the broker machine)
+  gpurun serve-workspace ID               serve a client-served job's files until it ends (--help: options)
   gpurun sftp-serve --root DIR            serve DIR over SFTP on stdin/stdout (for GPU hosts' sshfs)
 
 Broker: --broker URL or GPURUN_BROKER (token in GPURUN_TOKEN); with neither, a local broker is started on demand
@@ -33,6 +35,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   hosts: hostsCommand,
   broker: brokerCommand,
   token: tokenCommand,
+  'serve-workspace': serveWorkspaceCommand,
   'sftp-serve': sftpServeCommand,
 };
 

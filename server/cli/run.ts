@@ -2,7 +2,7 @@
  * `gpurun run [options] -- CMD [ARGS...]`: submits a job, shows its place in the queue while it waits, streams its
  * output, and exits with its exit code. Ctrl+C asks whether to cancel or detach (without a terminal: detach).
  */
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { GpurunError } from '../protocol/errors.ts';
@@ -12,7 +12,7 @@ import { parseArgs, usage } from './args.ts';
 import { connect, type Connection } from './connect.ts';
 import { followLogs } from './follow.ts';
 import { exitCodeOf } from './format.ts';
-import { serveWorkspace, type ServedWorkspace } from './serveWorkspace.ts';
+import { serveJobWorkspace, workspaceFolder, type ServedWorkspace } from './serveWorkspace.ts';
 
 export const RUN_HELP = `Usage: gpurun run [options] -- CMD [ARGS...]
 
@@ -54,10 +54,7 @@ export async function runCommand(argv: string[]): Promise<number> {
     return 0;
   }
   if (rest.length === 0) throw usage('run', 'no command given');
-  const workspace = resolve((opts.workspace as string) ?? process.cwd());
-  if (!existsSync(workspace) || !statSync(workspace).isDirectory()) {
-    throw new GpurunError('E_BAD_REQUEST', `the workspace ${workspace} is not a folder`, { hint: 'Pass an existing folder with --workspace, or run from inside one.' });
-  }
+  const workspace = workspaceFolder((opts.workspace as string) ?? process.cwd());
 
   const serve = !!opts['serve-workspace'];
   if (serve && opts.detach) {
@@ -103,7 +100,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   let served: ServedWorkspace | undefined;
   if (serve) {
     try {
-      served = serveWorkspace(await conn.client.openWorkspace(job.id), workspace, out);
+      served = await serveJobWorkspace(conn.client, job.id, workspace, out);
     } catch (e) {
       await conn.client.cancel(job.id).catch(() => {});
       await conn.client.close();

@@ -10,17 +10,12 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync, readdirSync } from 
 import { join } from 'node:path';
 import { request as httpRequest } from 'node:http';
 import { cleanup, createToken, gpurun, gpurunSpawn, scratch, startBrokerProcess, stopBroker, testEnv, waitFor, requirePart, type BrokerProc } from '../support/harness.ts';
-import { makeSshHosts, mountedUnder, sshHostsMissing, type TestHostSet } from '../support/sshHosts.ts';
+import { hiddenFrom, makeSshHosts, mountedUnder, sshHostsMissing, unshareMissing, type TestHostSet } from '../support/sshHosts.ts';
 
 const L4 = { name: 'NVIDIA L4', memoryMiB: 23034 };
 
 function containers(label: string): string[] {
   return execFileSync('docker', ['ps', '-a', '--filter', `label=${label}`, '--format', '{{.Names}}'], { encoding: 'utf8' }).split('\n').filter(Boolean);
-}
-
-function unshareMissing(): string | null {
-  const r = spawnSync('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', 'mount -t tmpfs gpurun-probe /mnt'], { encoding: 'utf8' });
-  return r.status === 0 ? null : `unshare --mount with a tmpfs does not work here: ${(r.stderr || String(r.error)).trim()}`;
 }
 
 describe('client-served workspace through a broker that cannot read it (sshd + Docker + sshfs)', function () {
@@ -48,12 +43,11 @@ describe('client-served workspace through a broker that cannot read it (sshd + D
     workDir = join(dir, 'hostwork');
     const common = { type: 'ssh', user: 'root', port: 2222, identityFile: set.clientKey, knownHosts: set.knownHosts, gpuMode: 'env', workDir, mount: { transport: 'relay' } };
     // The broker's own mount namespace hides the laptop folder under an empty tmpfs: it cannot read the workspace.
-    const hide = ['unshare', '--mount', '--propagation', 'private', '--', 'sh', '-c', 'mount -t tmpfs gpurun-hidden "$1" && shift && exec "$@"', 'gpurun-hide', laptop];
     broker = await startBrokerProcess(
       join(dir, 'home'),
       { hosts: [{ ...common, name: 'gpu1', address: '127.0.0.12' }, { ...common, name: 'gpu2', address: '127.0.0.13' }], defaults: { image: 'local/busybox:1', gpus: 1, memory: '256M' } },
       {},
-      { wrap: hide },
+      { wrap: hiddenFrom(laptop) },
     );
     env = { ...testEnv(join(dir, 'home')), GPURUN_BROKER: broker.url, GPURUN_TOKEN: await createToken(broker, 'carol') };
   });
@@ -67,6 +61,17 @@ describe('client-served workspace through a broker that cannot read it (sshd + D
       cleanup(dir);
     }
   });
+
+  /** What the VS Code extension does: submit through the HTTP API; the workspace is served by another process. */
+  async function submitViaApi(command: string[], workspaceFrom: 'client' | 'broker' = 'client'): Promise<string> {
+    const r = await fetch(`${broker.url}/v1/jobs`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${env.GPURUN_TOKEN}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ command, workspace: ws, workspaceFrom, gpus: 1 }),
+    });
+    assert.equal(r.status, 201, await r.clone().text());
+    return ((await r.json()) as { id: string }).id;
+  }
 
   it('the broker really cannot see the workspace', () => {
     const r = spawnSync('nsenter', ['-t', String(broker.proc.pid), '-m', 'ls', '-A', laptop], { encoding: 'utf8' });
@@ -95,6 +100,40 @@ describe('client-served workspace through a broker that cannot read it (sshd + D
     const r = await gpurun(['run', '--workspace', ws, '--', 'cat', 'input.txt'], env);
     assert.notEqual(r.code, 0, `the broker-served job could not have read the file:\n${r.stdout}`);
     assert.doesNotMatch(r.stdout, /only on the laptop/);
+  });
+
+  it('gpurun serve-workspace ID serves a job submitted through the API: it reads input.txt, writes out2.txt locally; exits 0 when the job ends', async () => {
+    await waitFor('hosts up', async () => /gpu1\s+up/.test((await gpurun(['hosts'], env)).stdout));
+    const id = await submitViaApi(['sh', '-c', 'cat input.txt; echo served-by-serve-workspace > out2.txt; sleep 1; echo finished']);
+    // No --workspace: the folder is the job's own workspace, as the broker reports it.
+    const r = await gpurun(['serve-workspace', id], env, { timeoutMs: 90_000 });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, new RegExp(`serving ${ws} to host gpu\\d`));
+    assert.match(r.stderr, new RegExp(`job ${id} succeeded; stopped serving`));
+    assert.equal(readFileSync(join(ws, 'out2.txt'), 'utf8'), 'served-by-serve-workspace\n');
+    const logs = await gpurun(['logs', id], env);
+    assert.equal(logs.stdout, 'only on the laptop\nfinished\n');
+    assert.deepEqual(mountedUnder(workDir), [], 'the workspace is unmounted');
+
+    const over = await gpurun(['serve-workspace', id], env);
+    assert.equal(over.code, 1);
+    assert.match(over.stderr, new RegExp(`job ${id} has already ended \\(succeeded\\); there is nothing to serve`));
+  });
+
+  it('gpurun serve-workspace refuses another user\'s job and a job the broker serves', async () => {
+    const id = await submitViaApi(['sleep', '3']);
+    const mallory = { ...env, GPURUN_TOKEN: await createToken(broker, 'mallory') };
+    const notMine = await gpurun(['serve-workspace', '--workspace', ws, id], mallory);
+    assert.equal(notMine.code, 1);
+    assert.match(notMine.stderr, new RegExp(`gpurun: error: no job ${id}`));
+    // The owner serves it after all, so that the job ends well.
+    const served = await gpurun(['serve-workspace', id], env, { timeoutMs: 90_000 });
+    assert.equal(served.code, 0, served.stderr);
+
+    const brokerServed = await submitViaApi(['true'], 'broker');
+    const r = await gpurun(['serve-workspace', brokerServed], env);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, new RegExp(`job ${brokerServed} does not take its workspace from the client`));
   });
 
   it('refuses --serve-workspace with --detach', async () => {
@@ -143,13 +182,7 @@ describe('client-served workspace through a broker that cannot read it (sshd + D
   it('fails a job whose client never attaches after 30 s, saying why; nothing is left on the host', async function () {
     this.timeout(90_000);
     // What a client that submits and then goes away (or is not gpurun) looks like: the API, no workspace stream.
-    const r = await fetch(`${broker.url}/v1/jobs`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${env.GPURUN_TOKEN}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ command: ['echo', 'never'], workspace: ws, workspaceFrom: 'client', gpus: 1 }),
-    });
-    assert.equal(r.status, 201, await r.clone().text());
-    const { id } = (await r.json()) as { id: string };
+    const id = await submitViaApi(['echo', 'never']);
     const started = Date.now();
     const job = await waitFor('the job to fail', async () => {
       await new Promise((res) => setTimeout(res, 500));

@@ -50,6 +50,20 @@ export function sshHostsMissing(opts: { docker?: boolean } = {}): string | null 
   return null;
 }
 
+/** Why a broker cannot be started in its own mount namespace here (`unshare --mount` + tmpfs), or null when it can. */
+export function unshareMissing(): string | null {
+  const r = spawnSync('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', 'mount -t tmpfs gpurun-probe /mnt'], { encoding: 'utf8' });
+  return r.status === 0 ? null : `unshare --mount with a tmpfs does not work here: ${(r.stderr || String(r.error)).trim()}`;
+}
+
+/**
+ * The `wrap` argv (startBrokerProcess) that runs the broker in its own mount namespace with an empty tmpfs over
+ * `folder`: the broker cannot read what is in it, as a team broker on another machine could not.
+ */
+export function hiddenFrom(folder: string): string[] {
+  return ['unshare', '--mount', '--propagation', 'private', '--', 'sh', '-c', 'mount -t tmpfs gpurun-hidden "$1" && shift && exec "$@"', 'gpurun-hide', folder];
+}
+
 /** The mount points under `dir` on this machine (from /proc/mounts). */
 export function mountedUnder(dir: string): string[] {
   return readFileSync('/proc/mounts', 'utf8').split('\n').map((l) => l.split(' ')[1]).filter((m) => m && m.startsWith(dir));
