@@ -8,12 +8,26 @@ import type { WorkspaceFrom } from '../../server/protocol/jobs.ts';
 export type WorkspaceFromSetting = 'auto' | WorkspaceFrom;
 
 /**
- * `auto`: a team broker (`gpurun.brokerUrl` set) usually runs on another machine and cannot read this one's files, so
- * the client serves them; the local broker (embedded default) reads them itself. An unknown value counts as `auto`.
+ * `auto`: a broker on this machine (the local default, or a `gpurun.brokerUrl` on a loopback address) reads the files
+ * itself; a broker elsewhere usually cannot, so the client serves them. An unknown value counts as `auto`. (A remote
+ * broker reached through a local port forward looks local: set `client` for it.)
  */
 export function resolveWorkspaceFrom(setting: string | undefined, brokerUrl: string): WorkspaceFrom {
   if (setting === 'broker' || setting === 'client') return setting;
-  return brokerUrl.trim() ? 'client' : 'broker';
+  return onThisMachine(brokerUrl) ? 'broker' : 'client';
+}
+
+/** Whether the broker URL names this machine: empty (the local broker), a Unix socket, or a loopback host. */
+function onThisMachine(brokerUrl: string): boolean {
+  const u = brokerUrl.trim();
+  if (!u || u.startsWith('unix:') || u.startsWith('/')) return true;
+  let host: string;
+  try {
+    host = new URL(u).hostname.toLowerCase();
+  } catch {
+    return false;
+  }
+  return host === 'localhost' || host.endsWith('.localhost') || /^127\.\d+\.\d+\.\d+$/.test(host) || host === '[::1]' || host === '::1';
 }
 
 /**

@@ -1,8 +1,8 @@
 /**
  * End to end, a team broker that cannot read the workspace: the broker runs in its own mount namespace with a tmpfs
  * over the laptop's folder (as in ssh-client-relay), one real sshd host with Docker on 127.0.0.18. VS Code has
- * `gpurun.brokerUrl` set, so `gpurun.workspaceFrom` `auto` means the window serves the files itself (the bundled
- * `gpurun serve-workspace`). The job reads input.txt and writes out.txt: it only works if the window served them.
+ * `gpurun.brokerUrl` set and `gpurun.workspaceFrom` `client` (`auto` would pick `broker`: the test broker listens on
+ * a loopback address), so the window serves the files itself (the bundled `gpurun serve-workspace`). The job reads input.txt and writes out.txt: it only works if the window served them.
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -67,7 +67,7 @@ describe('VS Code extension, end to end, workspace served by the window to a tea
     const extDir = join(dir, 'extensions');
     mkdirSync(extDir);
     installExtension(dir, extDir);
-    cs = await startCodeServer(dir, { folder: ws, extDir, settings: { 'gpurun.brokerUrl': broker.url, 'gpurun.pythonCommand': 'sh' }, env: { GPURUN_HOME: join(dir, 'gpurun-home') } });
+    cs = await startCodeServer(dir, { folder: ws, extDir, settings: { 'gpurun.brokerUrl': broker.url, 'gpurun.workspaceFrom': 'client', 'gpurun.pythonCommand': 'sh' }, env: { GPURUN_HOME: join(dir, 'gpurun-home') } });
     browser = await launchBrowser();
     page = await openWorkbench(browser, cs, ws);
   });

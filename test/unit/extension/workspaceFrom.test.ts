@@ -2,12 +2,18 @@ import assert from 'node:assert/strict';
 import { resolveWorkspaceFrom, serveWorkspaceSpawn, servingHost } from '../../../extension/core/workspaceFrom.ts';
 
 describe('extension: who serves the workspace (gpurun.workspaceFrom)', () => {
-  it('auto: the client with a team broker URL, the broker for the local default', () => {
+  it('auto: the client with a broker on another machine, the broker when it runs on this one', () => {
     assert.equal(resolveWorkspaceFrom('auto', 'http://gpu-broker:8750'), 'client');
+    assert.equal(resolveWorkspaceFrom('auto', 'https://10.0.0.5:8750/'), 'client');
+    assert.equal(resolveWorkspaceFrom(undefined, 'http://gpu-broker:8750'), 'client');
+    assert.equal(resolveWorkspaceFrom('auto', 'not a url'), 'client');
     assert.equal(resolveWorkspaceFrom('auto', ''), 'broker');
     assert.equal(resolveWorkspaceFrom('auto', '   '), 'broker');
-    assert.equal(resolveWorkspaceFrom(undefined, 'http://gpu-broker:8750'), 'client');
     assert.equal(resolveWorkspaceFrom('nonsense', ''), 'broker');
+    assert.equal(resolveWorkspaceFrom('auto', 'http://127.0.0.1:8750'), 'broker');
+    assert.equal(resolveWorkspaceFrom('auto', 'http://127.3.4.5:41234'), 'broker');
+    assert.equal(resolveWorkspaceFrom('auto', 'http://localhost:8750'), 'broker');
+    assert.equal(resolveWorkspaceFrom('auto', 'http://[::1]:8750'), 'broker');
   });
 
   it('broker and client are taken as they are, whatever the broker', () => {
