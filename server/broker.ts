@@ -94,7 +94,17 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     if (onCluster && v.workspaceFrom === 'client') {
       throw new GpurunError('E_BAD_REQUEST', `workspaceFrom: the cluster ${backend} stages the workspace from the broker; it cannot be served by the client`, { hint: 'Leave out --serve-workspace for cluster jobs.' });
     }
-    const why = onCluster ? null : unsatisfiableReason(caps, v.resources);
+    let usable = caps;
+    if (!onCluster && v.workspaceFrom === 'client') {
+      const mounting = this.d.hosts.mountingHosts();
+      usable = caps.filter((h) => mounting.has(h.name));
+      if (usable.length === 0) {
+        throw new GpurunError('E_BAD_REQUEST', 'workspaceFrom: "client" needs a host that mounts the workspace (an SSH host), and this broker has none: its hosts run jobs in place', {
+          hint: 'Leave out --serve-workspace (set gpurun.workspaceFrom to "broker" in VS Code): this broker reads the workspace itself.',
+        });
+      }
+    }
+    const why = onCluster ? null : unsatisfiableReason(usable, v.resources);
     if (why) {
       throw new GpurunError('E_UNSATISFIABLE', why, { hint: 'Ask for fewer GPUs, CPUs or less memory (or another GPU type), or ask an admin to add a larger host.' });
     }

@@ -104,6 +104,11 @@ export class HostRegistry {
     return this.hosts.map((h) => ({ name: h.config.name, up: h.state === 'up', gpus: h.gpus.map((g) => ({ index: g.index, name: g.name })), cpus: h.cpus, memoryMiB: h.memoryMiB }));
   }
 
+  /** Names of the hosts whose runtime mounts the workspace (SSH hosts): the only ones a client-served job can use. */
+  mountingHosts(): Set<string> {
+    return new Set(this.hosts.filter((h) => this.runtimes[h.runtime]?.mountsWorkspace).map((h) => h.config.name));
+  }
+
   totalGpus(): number {
     return this.hosts.reduce((n, h) => n + h.gpus.length, 0);
   }

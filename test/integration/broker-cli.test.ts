@@ -163,6 +163,12 @@ describe('broker and CLI (real broker process, local host)', function () {
     assert.equal(r.status, 401);
     r = await fetch(`${broker.url}/v1/nope`, { headers: auth });
     assert.equal(r.status, 404);
+    // Only the local host: nothing here could mount a workspace that the client serves.
+    r = await post(JSON.stringify({ command: ['true'], workspace: '/tmp', workspaceFrom: 'client', gpus: 0 }), auth);
+    assert.equal(r.status, 400);
+    const noMount = (await r.json()) as { message: string; hint: string };
+    assert.match(noMount.message, /workspaceFrom: "client" needs a host that mounts the workspace \(an SSH host\), and this broker has none/);
+    assert.match(noMount.hint, /Leave out --serve-workspace/);
     assert.equal((await jobs(admin)).length, before);
   });
 
