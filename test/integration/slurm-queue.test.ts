@@ -3,10 +3,8 @@
  * partition's queue; cancel works on a pending and on a running job, and takes the job out of Slurm too.
  */
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
-import { cleanup, gpurun, gpurunSpawn, scratch, waitFor } from '../support/harness.ts';
-import { requireSlurm, scancelAllGpurun, slurmState, startSlurmBroker, type SlurmBroker } from '../support/slurm.ts';
+import { gpurun, gpurunSpawn, waitFor } from '../support/harness.ts';
+import { setUpSlurmSuite, slurmState, tearDownSlurmSuite, type SlurmBroker } from '../support/slurm.ts';
 import type { Job } from '../../server/protocol/jobs.ts';
 
 describe('slurm: queue reasons and cancel', function () {
@@ -16,17 +14,9 @@ describe('slurm: queue reasons and cancel', function () {
   let s: SlurmBroker;
 
   before(async function () {
-    requireSlurm(this);
-    home = scratch('gpurun-slurm-queue-');
-    ws = join(home, 'ws');
-    mkdirSync(ws);
-    s = await startSlurmBroker(home);
+    ({ home, ws, s } = await setUpSlurmSuite(this, 'gpurun-slurm-queue-'));
   });
-  after(async () => {
-    await s?.broker.stop();
-    scancelAllGpurun();
-    if (home) cleanup(home);
-  });
+  after(() => tearDownSlurmSuite(home, s));
 
   async function jobs(): Promise<Job[]> {
     const r = await gpurun(['ls', '--json'], s.env);

@@ -5,8 +5,8 @@
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { cleanup, gpurun, scratch, waitFor } from '../support/harness.ts';
-import { clusterConfig, requireSlurm, scancelAllGpurun, startSlurmBroker, type SlurmBroker } from '../support/slurm.ts';
+import { gpurun, scratch, waitFor } from '../support/harness.ts';
+import { clusterConfig, requireSlurm, startSlurmBroker, tearDownSlurmSuite, type SlurmBroker } from '../support/slurm.ts';
 import type { Job } from '../../server/protocol/jobs.ts';
 
 describe('slurm: broker restart', function () {
@@ -21,11 +21,7 @@ describe('slurm: broker restart', function () {
     ws = join(home, 'ws');
     mkdirSync(ws);
   });
-  after(async () => {
-    await s?.broker.stop();
-    scancelAllGpurun();
-    if (home) cleanup(home);
-  });
+  after(() => tearDownSlurmSuite(home, s));
 
   it('a job running in Slurm survives kill -9 of the broker and is followed to its end', async () => {
     s = await startSlurmBroker(home, clusterConfig(home));

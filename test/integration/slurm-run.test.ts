@@ -3,10 +3,10 @@
  * argv arrives intact through the batch script), a time limit ends the job timed_out.
  */
 import assert from 'node:assert/strict';
-import { writeFileSync, mkdirSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { cleanup, gpurun, gpurunSpawn, scratch, waitFor } from '../support/harness.ts';
-import { requireSlurm, scancelAllGpurun, slurmState, startSlurmBroker, type SlurmBroker } from '../support/slurm.ts';
+import { gpurun, gpurunSpawn, waitFor } from '../support/harness.ts';
+import { setUpSlurmSuite, slurmState, tearDownSlurmSuite, type SlurmBroker } from '../support/slurm.ts';
 import type { Job } from '../../server/protocol/jobs.ts';
 
 describe('slurm: run, output, exit codes, time limits', function () {
@@ -16,18 +16,11 @@ describe('slurm: run, output, exit codes, time limits', function () {
   let s: SlurmBroker;
 
   before(async function () {
-    requireSlurm(this);
-    home = scratch('gpurun-slurm-run-');
-    ws = join(home, 'ws');
-    mkdirSync(ws);
-    writeFileSync(join(ws, 'steps.py'), 'import time, os\nprint("first", flush=True)\ntime.sleep(4)\nprint("second", os.environ.get("CUDA_VISIBLE_DEVICES"))\n');
-    s = await startSlurmBroker(home);
+    ({ home, ws, s } = await setUpSlurmSuite(this, 'gpurun-slurm-run-', {
+      prepare: (dir) => writeFileSync(join(dir, 'steps.py'), 'import time, os\nprint("first", flush=True)\ntime.sleep(4)\nprint("second", os.environ.get("CUDA_VISIBLE_DEVICES"))\n'),
+    }));
   });
-  after(async () => {
-    await s?.broker.stop();
-    scancelAllGpurun();
-    if (home) cleanup(home);
-  });
+  after(() => tearDownSlurmSuite(home, s));
 
   async function job(id: string): Promise<Job> {
     const r = await gpurun(['ls', '--all', '--json'], s.env);

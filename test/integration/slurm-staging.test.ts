@@ -6,8 +6,8 @@
 import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync, utimesSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { cleanup, gpurun, gpurunSpawn, scratch, waitFor } from '../support/harness.ts';
-import { requireSlurm, scancelAllGpurun, startSlurmBroker, type SlurmBroker } from '../support/slurm.ts';
+import { gpurun, gpurunSpawn, waitFor } from '../support/harness.ts';
+import { setUpSlurmSuite, tearDownSlurmSuite, type SlurmBroker } from '../support/slurm.ts';
 import type { Job } from '../../server/protocol/jobs.ts';
 
 const MAIN = `import os
@@ -23,26 +23,21 @@ describe('slurm: workspace staging', function () {
   let s: SlurmBroker;
 
   before(async function () {
-    requireSlurm(this);
-    home = scratch('gpurun-slurm-stage-');
-    ws = join(home, 'my project');
-    mkdirSync(join(ws, 'lib'), { recursive: true });
-    mkdirSync(join(ws, '.git'));
-    mkdirSync(join(ws, 'data'));
-    writeFileSync(join(ws, 'main.py'), MAIN);
-    writeFileSync(join(ws, 'input.txt'), 'version one\n');
-    writeFileSync(join(ws, 'lib', 'util.py'), 'X = 1\n');
-    writeFileSync(join(ws, '.git', 'config'), '[core]\n');
-    writeFileSync(join(ws, 'data', 'big.bin'), Buffer.alloc(4096));
-    writeFileSync(join(ws, 'debug.log'), 'noise\n');
-    writeFileSync(join(ws, '.gpurun-ignore'), '# not for the cluster\ndata/\n*.log\n');
-    s = await startSlurmBroker(home);
+    ({ home, ws, s } = await setUpSlurmSuite(this, 'gpurun-slurm-stage-', {
+      wsName: 'my project',
+      prepare: (dir) => {
+        for (const d of ['lib', '.git', 'data']) mkdirSync(join(dir, d));
+        writeFileSync(join(dir, 'main.py'), MAIN);
+        writeFileSync(join(dir, 'input.txt'), 'version one\n');
+        writeFileSync(join(dir, 'lib', 'util.py'), 'X = 1\n');
+        writeFileSync(join(dir, '.git', 'config'), '[core]\n');
+        writeFileSync(join(dir, 'data', 'big.bin'), Buffer.alloc(4096));
+        writeFileSync(join(dir, 'debug.log'), 'noise\n');
+        writeFileSync(join(dir, '.gpurun-ignore'), '# not for the cluster\ndata/\n*.log\n');
+      },
+    }));
   });
-  after(async () => {
-    await s?.broker.stop();
-    scancelAllGpurun();
-    if (home) cleanup(home);
-  });
+  after(() => tearDownSlurmSuite(home, s));
 
   const run = (cmd: string[]) => gpurun(['run', '--workspace', ws, '--gpus', '0', '--memory', '100M', '--', ...cmd], s.env);
   async function job(id: string): Promise<Job> {

@@ -3,8 +3,9 @@
  * it as its only backend (cluster "test", partitions online/offline, staging under the test's scratch folder).
  */
 import { spawnSync } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { createToken, requirePart, startBrokerProcess, testEnv, type BrokerProc } from './harness.ts';
+import { cleanup, createToken, requirePart, scratch, startBrokerProcess, testEnv, type BrokerProc } from './harness.ts';
 
 export function slurmUp(): { ok: boolean; why: string } {
   const r = spawnSync('sinfo', ['-h', '-n', 'localhost', '-o', '%t'], { encoding: 'utf8', timeout: 10_000 });
@@ -46,4 +47,24 @@ export function scancelAllGpurun(): void {
   const r = spawnSync('squeue', ['-h', '-o', '%i %j'], { encoding: 'utf8' });
   const ids = r.stdout.split('\n').filter((l) => / gpurun-/.test(l)).map((l) => l.split(' ')[0]);
   if (ids.length) spawnSync('scancel', ids);
+}
+
+/**
+ * A Slurm suite's set-up, for its `before`: Slurm must be up (CI fails, a laptop skips), a scratch home with a
+ * workspace folder `wsName` (filled by `prepare`), and a broker process with the test cluster.
+ */
+export async function setUpSlurmSuite(ctx: Mocha.Context, prefix: string, opts: { wsName?: string; prepare?: (ws: string) => void } = {}): Promise<{ home: string; ws: string; s: SlurmBroker }> {
+  requireSlurm(ctx);
+  const home = scratch(prefix);
+  const ws = join(home, opts.wsName ?? 'ws');
+  mkdirSync(ws, { recursive: true });
+  opts.prepare?.(ws);
+  return { home, ws, s: await startSlurmBroker(home) };
+}
+
+/** A Slurm suite's tear-down, for its `after`: the broker stopped, every gpurun job cancelled in Slurm, scratch gone. */
+export async function tearDownSlurmSuite(home: string | undefined, s: SlurmBroker | undefined): Promise<void> {
+  await s?.broker.stop();
+  scancelAllGpurun();
+  if (home) cleanup(home);
 }

@@ -161,18 +161,21 @@ export async function maximizePanel(page: Page, on: boolean): Promise<void> {
   if ((await tall()) !== on) throw new Error(`could not ${on ? 'maximize' : 'restore'} the panel`);
 }
 
-/** F1, the command's title, Enter. Tries again if something (a terminal opening) takes the focus meanwhile. */
-export async function runCommand(page: Page, title: string): Promise<void> {
+/**
+ * F1, `text` into the quick input, Enter once a row showing `row` is listed, then `done` (if given) must hold. Tries
+ * again (three times in all) if something, such as a terminal opening, takes the focus meanwhile.
+ */
+async function pickInQuickInput(page: Page, text: string, row: string, done?: () => Promise<unknown>): Promise<void> {
   let last: unknown;
   for (let attempt = 0; attempt < 3; attempt++) {
     try {
       await page.keyboard.press('F1');
       const input = page.locator('.quick-input-widget input');
       await input.waitFor({ state: 'visible', timeout: 5000 });
-      await input.fill(`>${title}`, { timeout: 5000 });
-      const row = page.locator('.quick-input-list .monaco-list-row', { hasText: title }).first();
-      await row.waitFor({ state: 'visible', timeout: 15_000 });
+      await input.fill(text, { timeout: 5000 });
+      await page.locator('.quick-input-list .monaco-list-row', { hasText: row }).first().waitFor({ state: 'visible', timeout: 15_000 });
       await page.keyboard.press('Enter');
+      await done?.();
       return;
     } catch (err) {
       last = err;
@@ -181,6 +184,11 @@ export async function runCommand(page: Page, title: string): Promise<void> {
     }
   }
   throw last;
+}
+
+/** Runs a command by its title from the command palette. */
+export async function runCommand(page: Page, title: string): Promise<void> {
+  await pickInQuickInput(page, `>${title}`, title);
 }
 
 /**
@@ -194,27 +202,9 @@ export async function answerInput(page: Page, step: string, text: string): Promi
   await page.keyboard.press('Enter');
 }
 
-/** Opens a workspace file by Quick Open (tries again if the focus moves meanwhile). */
+/** Opens a workspace file by Quick Open (F1 without the ">" finds files; Ctrl+P is kept by some views). */
 export async function openFile(page: Page, name: string): Promise<void> {
-  let last: unknown;
-  for (let attempt = 0; attempt < 3; attempt++) {
-    try {
-      // F1 opens the same quick input as Ctrl+P (which some views keep for themselves); without the ">" it finds files.
-      await page.keyboard.press('F1');
-      const input = page.locator('.quick-input-widget input');
-      await input.waitFor({ state: 'visible', timeout: 5000 });
-      await input.fill(name, { timeout: 5000 });
-      await page.locator('.quick-input-list .monaco-list-row', { hasText: name }).first().waitFor({ state: 'visible', timeout: 15_000 });
-      await page.keyboard.press('Enter');
-      await page.locator(`.tab.active[aria-label*="${name}"]`).waitFor({ timeout: 5000 });
-      return;
-    } catch (err) {
-      last = err;
-      await page.keyboard.press('Escape').catch(() => {});
-      await sleep(500);
-    }
-  }
-  throw last;
+  await pickInQuickInput(page, name, name, () => page.locator(`.tab.active[aria-label*="${name}"]`).waitFor({ timeout: 5000 }));
 }
 
 /** The text of the visible terminal (DOM renderer: rows under .xterm-rows). */
