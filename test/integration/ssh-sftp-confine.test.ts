@@ -8,22 +8,7 @@ import { existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 
 import { join } from 'node:path';
 import { cleanup, CLI, NODE, requirePart, scratch } from '../support/harness.ts';
 import { PacketFramer, SSH_FXP } from '../../server/hosts/sftpGuard.ts';
-
-function sftpString(s: string | Buffer): Buffer {
-  const b = Buffer.from(s);
-  const len = Buffer.alloc(4);
-  len.writeUInt32BE(b.length);
-  return Buffer.concat([len, b]);
-}
-function sftpPacket(type: number, id: number | null, ...parts: Buffer[]): Buffer {
-  const head = Buffer.alloc(id === null ? 1 : 5);
-  head.writeUInt8(type, 0);
-  if (id !== null) head.writeUInt32BE(id, 1);
-  const body = Buffer.concat([head, ...parts]);
-  const len = Buffer.alloc(4);
-  len.writeUInt32BE(body.length);
-  return Buffer.concat([len, body]);
-}
+import { sftpPacket, sftpString, sftpU32 } from '../support/sftpPackets.ts';
 
 describe('gpurun sftp-serve confinement (with the real sftp client)', () => {
   let dir: string;
@@ -83,15 +68,14 @@ describe('gpurun sftp-serve confinement (with the real sftp client)', () => {
         if (replies.has(5)) resolve();
       });
     });
-    const u32 = (n: number) => Buffer.from([n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255]);
     // One write: the path of the OPEN is checked while `a` is still a real folder unless the guard waits for the
     // rename and the symlink to be answered first.
     serve.stdin.write(Buffer.concat([
-      sftpPacket(SSH_FXP.INIT, null, u32(3)),
+      sftpPacket(SSH_FXP.INIT, null, sftpU32(3)),
       sftpPacket(SSH_FXP.RENAME, 1, sftpString(join(ws, 'a')), sftpString(join(ws, 'b'))),
       // a → out (a link already in the workspace that leads out: allowed to point at, refused to follow).
       sftpPacket(SSH_FXP.SYMLINK, 2, sftpString('out'), sftpString(join(ws, 'a'))),
-      sftpPacket(SSH_FXP.OPEN, 3, sftpString(join(ws, 'a', 'key')), u32(1 /* READ */), u32(0)),
+      sftpPacket(SSH_FXP.OPEN, 3, sftpString(join(ws, 'a', 'key')), sftpU32(1 /* READ */), sftpU32(0)),
       sftpPacket(SSH_FXP.STAT, 4, sftpString(join(ws, 'b', 'key'))),
       sftpPacket(SSH_FXP.LSTAT, 5, sftpString(join(ws, 'a'))),
     ]));

@@ -3,22 +3,8 @@ import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { checkRequest, confined, PacketFramer, SSH_FXP, statusPacket } from '../../server/hosts/sftpGuard.ts';
+import { sftpPacket, sftpString } from '../support/sftpPackets.ts';
 
-function str(s: string): Buffer {
-  const b = Buffer.from(s);
-  const len = Buffer.alloc(4);
-  len.writeUInt32BE(b.length);
-  return Buffer.concat([len, b]);
-}
-function packet(type: number, id: number, ...parts: Buffer[]): Buffer {
-  const head = Buffer.alloc(5);
-  head.writeUInt8(type, 0);
-  head.writeUInt32BE(id, 1);
-  const body = Buffer.concat([head, ...parts]);
-  const len = Buffer.alloc(4);
-  len.writeUInt32BE(body.length);
-  return Buffer.concat([len, body]);
-}
 
 describe('SFTP confinement', () => {
   let root: string;
@@ -51,22 +37,22 @@ describe('SFTP confinement', () => {
   });
 
   it('answers a refused request with PERMISSION_DENIED for its id, and forwards allowed ones', () => {
-    const bad = checkRequest(packet(SSH_FXP.OPEN, 42, str(`${root}/out/key`), Buffer.alloc(8)), root, root);
+    const bad = checkRequest(sftpPacket(SSH_FXP.OPEN, 42, sftpString(`${root}/out/key`), Buffer.alloc(8)), root, root);
     assert.equal(bad.forward, false);
     if (bad.forward) return;
     assert.equal(bad.reply.readUInt8(4), SSH_FXP.STATUS);
     assert.equal(bad.reply.readUInt32BE(5), 42);
     assert.equal(bad.reply.readUInt32BE(9), 3);
-    assert.equal(checkRequest(packet(SSH_FXP.STAT, 7, str(`${root}/pkg`)), root, root).forward, true);
-    assert.equal(checkRequest(packet(SSH_FXP.RENAME, 8, str(`${root}/pkg/a.py`), str(`${root}/../a.py`)), root, root).forward, false);
-    assert.equal(checkRequest(packet(SSH_FXP.EXTENDED, 9, str('posix-rename@openssh.com'), str(`${root}/pkg/a.py`), str('/tmp/x')), root, root).forward, false);
-    assert.equal(checkRequest(packet(SSH_FXP.EXTENDED, 10, str('home-directory'), str('me')), root, root).forward, false);
-    assert.equal(checkRequest(packet(SSH_FXP.EXTENDED, 11, str('statvfs@openssh.com'), str(root)), root, root).forward, true);
-    assert.equal(checkRequest(packet(SSH_FXP.READ, 12, str('handle'), Buffer.alloc(12)), root, root).forward, true);
+    assert.equal(checkRequest(sftpPacket(SSH_FXP.STAT, 7, sftpString(`${root}/pkg`)), root, root).forward, true);
+    assert.equal(checkRequest(sftpPacket(SSH_FXP.RENAME, 8, sftpString(`${root}/pkg/a.py`), sftpString(`${root}/../a.py`)), root, root).forward, false);
+    assert.equal(checkRequest(sftpPacket(SSH_FXP.EXTENDED, 9, sftpString('posix-rename@openssh.com'), sftpString(`${root}/pkg/a.py`), sftpString('/tmp/x')), root, root).forward, false);
+    assert.equal(checkRequest(sftpPacket(SSH_FXP.EXTENDED, 10, sftpString('home-directory'), sftpString('me')), root, root).forward, false);
+    assert.equal(checkRequest(sftpPacket(SSH_FXP.EXTENDED, 11, sftpString('statvfs@openssh.com'), sftpString(root)), root, root).forward, true);
+    assert.equal(checkRequest(sftpPacket(SSH_FXP.READ, 12, sftpString('handle'), Buffer.alloc(12)), root, root).forward, true);
   });
 
   it('frames packets split and joined arbitrarily', () => {
-    const a = packet(SSH_FXP.STAT, 1, str('/x'));
+    const a = sftpPacket(SSH_FXP.STAT, 1, sftpString('/x'));
     const b = statusPacket(2, 0, 'ok');
     const all = Buffer.concat([a, b]);
     const f = new PacketFramer();
