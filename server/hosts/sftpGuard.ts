@@ -38,7 +38,8 @@ const PATH_ARGS: Record<number, Array<{ follow: boolean }>> = {
   [SSH_FXP.STAT]: [{ follow: true }],
   [SSH_FXP.RENAME]: [{ follow: false }, { follow: false }],
   [SSH_FXP.READLINK]: [{ follow: false }],
-  // OpenSSH sends (target, linkpath); only the link's own place is confined: following it later is checked then.
+  // OpenSSH sends (target, linkpath); both must name places inside (the target taken from the root, not from the
+  // link's folder: stricter than needed). Following the link later is checked again then.
   [SSH_FXP.SYMLINK]: [{ follow: false }, { follow: false }],
 };
 const EXTENDED_PATH_ARGS: Record<string, Array<{ follow: boolean }>> = {
