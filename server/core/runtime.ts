@@ -24,12 +24,50 @@ export interface ExitInfo {
   oomKilled?: boolean;
   /** The job was stopped because something it depends on failed (e.g. `workspace_lost: …`); the reason shown. */
   failure?: string;
+  /** What the runtime and the host saw around this end; the outcome classifier decides from it. */
+  evidence?: Evidence;
   endedAt: string;
 }
 
 /** The job's process is gone and no exit status can be had. */
 export interface Lost {
   lost: string;
+  evidence?: Evidence;
+}
+
+/**
+ * Facts a runtime or the host layer observed about an attempt, never a decision: the outcome classifier in core/
+ * turns them into a state, a fault kind and whether a restart may help. Every field is optional; absent = not seen.
+ */
+export interface Evidence {
+  /** The container or supervised process is gone without an exit status (removed from outside, engine restarted). */
+  runtimeGone?: string;
+  /** The container engine does not answer on a host that is otherwise reachable. */
+  engineDown?: string;
+  /** The host could not be reached (its SSH connection and a fresh one both failed) for this many seconds. */
+  hostUnreachableSec?: number;
+  /** The host came back with another boot id: it rebooted, so nothing of the attempt survived there. */
+  bootIdChanged?: boolean;
+  /**
+   * The workspace mount broke. `controlPlane`: the break was in gpurun's own path (a relay stream, the serving
+   * client, the broker), not the developer's files or the host's FUSE; such a break may be retried.
+   */
+  workspaceLost?: { reason: string; controlPlane: boolean };
+  /** GPU faults seen on the attempt's GPUs: Xid lines of the host's kernel log, or nvidia-smi health. */
+  gpuFaults?: GpuFaultEvidence[];
+  /** Slurm's view of the job, for cluster backends. */
+  slurm?: { state: string; reason?: string };
+  /** Anything else worth showing a user, in words (e.g. "container gone after reboot"). */
+  notes?: string[];
+}
+
+/** One GPU fault observation. `gpu` is the host's index (nvidia-smi numbering); `at` an ISO time. */
+export interface GpuFaultEvidence {
+  gpu: number;
+  /** NVIDIA Xid code when the fault came from an `NVRM: Xid` kernel log line. */
+  xid?: number;
+  detail: string;
+  at: string;
 }
 
 export interface Runtime {
