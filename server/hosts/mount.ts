@@ -64,6 +64,20 @@ export function sshfsRelayArgs(m: MountConfig, workspace: string, mnt: string): 
   return ['sshfs', '-f', '-o', ['passive', ...commonOptions(m)].join(','), `:${workspace}`, mnt];
 }
 
+/**
+ * `sshfsArgv` run so that symlinks reach the job as they are on the developer's disk. Debian's sshfs (3.7.3 with
+ * its `contain_symlinks` patch, on by default) answers EPERM to readlink of any link whose text is absolute or has
+ * `..`, which breaks every virtualenv (`.venv/bin/python3 -> /usr/bin/python3`: `exec: Operation not permitted`).
+ * The link's text is only text: the job resolves it in its own file system (the container's, or the host's for a
+ * process job), never on the developer's machine, where the SFTP guard still refuses every path that leads out.
+ * So `no_contain_symlinks` is given where this sshfs knows it (upstream sshfs has no such option, and refuses
+ * unknown ones), before the other options so that `mount.options` can still turn containment back on.
+ */
+export function sshfsLinksAsIs(sshfsArgv: string[]): string[] {
+  const script = 'if sshfs -h 2>&1 | grep -q no_contain_symlinks; then shift; exec sshfs -o no_contain_symlinks "$@"; fi; exec "$@"';
+  return ['sh', '-c', script, 'gpurun-sshfs', ...sshfsArgv];
+}
+
 /** argv that unmounts (lazily, so a busy mount goes too) and removes the mount point; succeeds if already gone. */
 export function unmountArgs(mnt: string): string[] {
   return ['sh', '-c', 'fusermount3 -uz "$1" 2>/dev/null || fusermount -uz "$1" 2>/dev/null || umount -l "$1" 2>/dev/null; rmdir "$1" 2>/dev/null; test ! -e "$1"', 'gpurun-unmount', mnt];
@@ -108,10 +122,10 @@ export class Mounts {
     try {
       if (client) return await this.relayToClient(ssh, m, workspace, mnt, client);
       if (m.transport === 'direct') {
-        await ssh.run(sshfsDirectArgs(m, workspace, mnt), `mounting ${m.target}:${workspace} with sshfs`, { timeoutMs: 30_000 });
+        await ssh.run(sshfsLinksAsIs(sshfsDirectArgs(m, workspace, mnt)), `mounting ${m.target}:${workspace} with sshfs`, { timeoutMs: 30_000 });
         return { mnt, transport: 'direct' };
       }
-      const ch = await ssh.spawn(sshfsRelayArgs(m, workspace, mnt));
+      const ch = await ssh.spawn(sshfsLinksAsIs(sshfsRelayArgs(m, workspace, mnt)));
       relayCh = ch;
       let stderr = '';
       ch.stderr.on('data', (d: Buffer) => (stderr += d.toString('utf8')).length > 4096 && (stderr = stderr.slice(-4096)));
@@ -132,7 +146,7 @@ export class Mounts {
 
   /** The host's sshfs channel piped to the client's stream, after one JSON line that tells the client to start. */
   private async relayToClient(ssh: RemoteExec, m: MountConfig, workspace: string, mnt: string, client: Duplex): Promise<MountHandle> {
-    const ch = await ssh.spawn(sshfsRelayArgs(m, workspace, mnt));
+    const ch = await ssh.spawn(sshfsLinksAsIs(sshfsRelayArgs(m, workspace, mnt)));
     let stderr = '';
     ch.stderr.on('data', (d: Buffer) => (stderr += d.toString('utf8')).length > 4096 && (stderr = stderr.slice(-4096)));
     let clientGone = client.destroyed;
