@@ -183,9 +183,9 @@ export class Mounts {
     this.relays.set(mnt, { ...handle, mnt, lazy: p.lazy });
     const local = walkTree(workspace);
     const stats = await syncCache(ssh, workspace, p.cache, local);
-    log(`workspace snapshot: sent ${stats.files} small files (${stats.bytes} bytes), removed ${stats.removed} from the host's cache`);
+    log(`workspace snapshot: sent ${stats.files} small files (${stats.bytes} bytes), removed ${stats.removed} entries from the host's cache, ${stats.opaque.length} folders need no sshfs lookups`);
     await ssh.run(overlayMountArgs(p, mnt), 'mounting the workspace overlay', { timeoutMs: 30_000 });
-    const sync = new SnapshotSync(ssh, workspace, mnt, p, local, log);
+    const sync = new SnapshotSync(ssh, workspace, mnt, p, local, stats.opaque, log);
     const full: MountHandle = { ...handle, mnt, lazy: p.lazy, snapshot: sync };
     this.relays.set(mnt, full);
     await sync.start();

@@ -20,7 +20,7 @@ import { createHash } from 'node:crypto';
 import { lstatSync, readdirSync, watch, type FSWatcher } from 'node:fs';
 import { posix, join } from 'node:path';
 import type { RemoteExec } from './ssh.ts';
-import { cached, cachePlan, LISTING_SH, listingArgs, parseListing, sameEntry, safeRelative, writeBackArgs, writeBacks, type Tree, type TreeEntry } from './snapshotPlan.ts';
+import { cached, cachePlan, LISTING_SH, listingArgs, noLongerOpaque, opaqueDirs, opaqueTar, parseListing, sameEntry, safeRelative, withoutSubtrees, writeBackArgs, writeBacks, type Tree, type TreeEntry } from './snapshotPlan.ts';
 
 /** How often the upper layer is listed for the job's writes. */
 export const WRITE_BACK_MS = 250;
@@ -76,7 +76,7 @@ function entryOf(root: string, p: string): TreeEntry | undefined {
   try {
     const s = lstatSync(join(root, p));
     const type = s.isDirectory() ? 'd' : s.isSymbolicLink() ? 'l' : s.isFile() ? 'f' : 'o';
-    return { type, size: s.size, mtimeMs: s.mtimeMs };
+    return { type, size: s.size, mtimeMs: s.mtimeMs, mode: s.mode & 0o7777 };
   } catch {
     return undefined;
   }
@@ -93,7 +93,11 @@ async function sendTar(ssh: RemoteExec, workspace: string, paths: string[], dir:
   tar.stderr.on('data', (d: Buffer) => (localErr = (localErr + d.toString('utf8')).slice(-2000)));
   tar.stdin.end(Buffer.from(paths.map((p) => `${p}\0`).join(''), 'utf8'));
   tar.stdout.pipe(ch);
-  const code = await new Promise<number | null>((resolve) => ch.on('exit', (c: number | null) => resolve(c)));
+  let code: number | null = null;
+  ch.on('exit', (c: number | null) => (code = c));
+  ch.on('error', () => {});
+  // The channel closes after the host's tar exits, or when the connection drops (then no exit code).
+  await new Promise((resolve) => ch.on('close', resolve));
   await new Promise((resolve) => (tar.exitCode !== null ? resolve(null) : tar.once('close', resolve)));
   // A file that vanished between listing and sending is not an error: the next edit pass sees it gone.
   if (code !== 0) throw new Error(`sending the workspace's small files failed (tar exit ${code}): ${stderr.trim() || localErr.trim()}`);
@@ -105,16 +109,36 @@ export interface SnapshotStats {
   removed: number;
 }
 
-/** Brings the host's cache up to the workspace's small files now (before the overlay is mounted). */
-export async function syncCache(ssh: RemoteExec, workspace: string, cache: string, local: Tree): Promise<SnapshotStats> {
-  const host = parseListing((await ssh.exec(listingArgs(cache), { timeoutMs: 60_000 })).stdout);
-  const plan = cachePlan(local, host);
-  if (plan.remove.length) {
-    const r = await ssh.exec(['sh', '-c', 'cd "$1" && xargs -0 rm -rf --', 'gpurun-cache', cache], { stdin: Buffer.from(plan.remove.map((p) => `${p}\0`).join(''), 'utf8'), timeoutMs: 60_000 });
+/**
+ * Brings the host's cache up to the workspace's small files now (before the overlay is mounted), and marks opaque
+ * the folders that hold no large file (`CACHE.opaque` lists them, for the next run). Returns what was sent and the
+ * opaque folders.
+ */
+export async function syncCache(ssh: RemoteExec, workspace: string, cache: string, local: Tree): Promise<SnapshotStats & { opaque: string[] }> {
+  const opaqueList = `${cache}.opaque`;
+  const [listing, before] = await Promise.all([
+    ssh.exec(listingArgs(cache), { timeoutMs: 60_000 }),
+    ssh.exec(['sh', '-c', 'cat "$1" 2>/dev/null || true', 'gpurun-cache', opaqueList], { timeoutMs: 60_000 }),
+  ]);
+  const now = opaqueDirs(local);
+  const was = before.stdout.split('\0').filter(Boolean);
+  const gone = noLongerOpaque(was, now);
+  const plan = cachePlan(local, withoutSubtrees(parseListing(listing.stdout), gone));
+  const remove = [...new Set([...gone, ...plan.remove])];
+  if (remove.length) {
+    const r = await ssh.exec(['sh', '-c', 'cd "$1" && xargs -0 rm -rf --', 'gpurun-cache', cache], { stdin: Buffer.from(remove.map((p) => `${p}\0`).join(''), 'utf8'), timeoutMs: 60_000 });
     if (r.code !== 0) throw new Error(`pruning the host's cache failed: ${r.stderr.trim()}`);
   }
   await sendTar(ssh, workspace, plan.send, cache);
-  return { files: plan.send.filter((p) => local.get(p)?.type === 'f').length, bytes: plan.bytes, removed: plan.remove.length };
+  if (plan.send.length || remove.length || was.join('\0') !== now.join('\0')) {
+    const dirs = now.map((p) => ({ path: p, mode: local.get(p)!.mode ?? 0o755, mtimeMs: local.get(p)!.mtimeMs }));
+    const script = 'tar -x -f - --xattrs --xattrs-include="trusted.overlay.*" -C "$1" && rm -f "$2"';
+    const r = await ssh.exec(['sh', '-c', script, 'gpurun-cache', cache, opaqueList], { stdin: opaqueTar(dirs), timeoutMs: 60_000 });
+    if (r.code !== 0) throw new Error(`marking the cache's folders failed: ${r.stderr.trim()}`);
+    const w = await ssh.exec(['sh', '-c', 'cat > "$1"', 'gpurun-cache', opaqueList], { stdin: Buffer.from(now.map((p) => `${p}\0`).join(''), 'utf8'), timeoutMs: 60_000 });
+    if (w.code !== 0) throw new Error(`writing the cache's list of folders failed: ${w.stderr.trim()}`);
+  }
+  return { files: plan.send.filter((p) => local.get(p)?.type === 'f').length, bytes: plan.bytes, removed: remove.length, opaque: now };
 }
 
 /**
@@ -140,7 +164,11 @@ export class SnapshotSync {
   private readonly p: SnapshotPaths;
   private readonly log: (msg: string) => void;
 
-  constructor(ssh: RemoteExec, workspace: string, mnt: string, p: SnapshotPaths, initial: Tree, log: (msg: string) => void) {
+  /** Folders of the cache that hide the sshfs layer: a large file new in one of them must be sent. */
+  private readonly opaque: Set<string>;
+
+  constructor(ssh: RemoteExec, workspace: string, mnt: string, p: SnapshotPaths, initial: Tree, opaque: string[], log: (msg: string) => void) {
+    this.opaque = new Set(opaque);
     this.ssh = ssh;
     this.workspace = workspace;
     this.mnt = mnt;
@@ -228,8 +256,9 @@ export class SnapshotSync {
         continue;
       }
       if (sameEntry(e, known) || (e.type === 'd' && known?.type === 'd')) continue;
-      // A large file is read through the sshfs layer: nothing to send.
-      if (!cached(e)) continue;
+      // A large file is read through the sshfs layer: nothing to send, unless the cache still holds it small (it
+      // grew), which would hide the sshfs layer's copy.
+      if (!cached(e) && !(known && cached(known)) && !this.underOpaque(name)) continue;
       send.push(name);
     }
     if (remove.length) {
@@ -249,6 +278,11 @@ export class SnapshotSync {
       }
       await sendTar(this.ssh, this.workspace, send, this.mnt);
     }
+  }
+
+  private underOpaque(p: string): boolean {
+    for (let i = p.lastIndexOf('/'); i > 0; i = p.lastIndexOf('/', i - 1)) if (this.opaque.has(p.slice(0, i))) return true;
+    return false;
   }
 
   /** Carries the last writes back (one more listing of the upper layer), then stops. */

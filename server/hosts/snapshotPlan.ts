@@ -11,6 +11,8 @@ export interface TreeEntry {
   size: number;
   /** Modification time in ms (fractional). */
   mtimeMs: number;
+  /** Permission bits, where the listing has them (the workspace's). */
+  mode?: number;
 }
 
 export type Tree = Map<string, TreeEntry>;
@@ -141,4 +143,76 @@ export const WRITE_BACK_SH = [
 /** argv of one batch of write-backs. */
 export function writeBackArgs(upper: string, lazy: string, steps: WriteBack[]): string[] {
   return ['sh', '-c', WRITE_BACK_SH, 'gpurun-write-back', upper, lazy, ...steps.flatMap((s) => [s.op, s.path])];
+}
+
+/**
+ * Folders of the cache that may be made opaque to the sshfs layer below (overlay's `trusted.overlay.opaque`): those
+ * with nothing under them that the cache lacks (no large file at any depth). A lookup under such a folder, found or
+ * not, then never leaves the host's disk. The root is never one: a layer's root cannot be opaque.
+ */
+export function opaqueDirs(local: Tree): string[] {
+  const impure = new Set<string>();
+  for (const [p, e] of local) {
+    if (cached(e)) continue;
+    for (let i = p.lastIndexOf('/'); i > 0; i = p.lastIndexOf('/', i - 1)) impure.add(p.slice(0, i));
+  }
+  return [...local].filter(([p, e]) => e.type === 'd' && !impure.has(p)).map(([p]) => p).sort();
+}
+
+/** Folders opaque before and not now: their cached copy must go (an extracted folder keeps its old xattrs). */
+export function noLongerOpaque(before: string[], now: string[]): string[] {
+  const keep = new Set(now);
+  return before.filter((d) => !keep.has(d) && safeRelative(d));
+}
+
+/** `tree` without `dirs` and what is under them. */
+export function withoutSubtrees(tree: Tree, dirs: string[]): Tree {
+  if (!dirs.length) return tree;
+  const out: Tree = new Map();
+  const set = new Set(dirs);
+  for (const [p, e] of tree) {
+    let under = set.has(p);
+    for (let i = p.lastIndexOf('/'); !under && i > 0; i = p.lastIndexOf('/', i - 1)) under = set.has(p.slice(0, i));
+    if (!under) out.set(p, e);
+  }
+  return out;
+}
+
+function paxRecord(key: string, value: string): string {
+  const body = ` ${key}=${value}\n`;
+  let n = Buffer.byteLength(body) + 1;
+  while (String(n).length + Buffer.byteLength(body) !== n) n = String(n).length + Buffer.byteLength(body);
+  return `${n}${body}`;
+}
+
+function tarHeader(name: string, type: string, size: number, mode: number, mtimeSec: number): Buffer {
+  const h = Buffer.alloc(512);
+  const put = (s: string, off: number, len: number) => h.write(s, off, Math.min(len, Buffer.byteLength(s)), 'utf8');
+  const oct = (n: number, len: number) => n.toString(8).padStart(len - 1, '0');
+  put(name.slice(0, 99), 0, 100);
+  put(oct(mode & 0o7777, 8), 100, 8);
+  put(oct(0, 8), 108, 8);
+  put(oct(0, 8), 116, 8);
+  put(oct(size, 12), 124, 12);
+  put(oct(Math.floor(mtimeSec), 12), 136, 12);
+  h.fill(0x20, 148, 156);
+  put(type, 156, 1);
+  put('ustar\0', 257, 6);
+  put('00', 263, 2);
+  let sum = 0;
+  for (const b of h) sum += b;
+  put(`${oct(sum, 7)}\0`, 148, 8);
+  return h;
+}
+
+/** A POSIX tar of folder entries that carry `trusted.overlay.opaque=y` (GNU tar extracts it with --xattrs). */
+export function opaqueTar(dirs: Array<{ path: string; mode: number; mtimeMs: number }>): Buffer {
+  const parts: Buffer[] = [];
+  for (const d of dirs) {
+    const pax = Buffer.from(paxRecord('path', d.path) + paxRecord('SCHILY.xattr.trusted.overlay.opaque', 'y'), 'utf8');
+    parts.push(tarHeader('PaxHeader', 'x', pax.length, 0o644, d.mtimeMs / 1000), pax, Buffer.alloc((512 - (pax.length % 512)) % 512));
+    parts.push(tarHeader(d.path, '5', 0, d.mode, d.mtimeMs / 1000));
+  }
+  parts.push(Buffer.alloc(1024));
+  return Buffer.concat(parts);
 }

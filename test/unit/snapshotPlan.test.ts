@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { cachePlan, parseListing, safeRelative, SMALL_FILE_MAX, writeBacks, type Tree, type TreeEntry } from '../../server/hosts/snapshotPlan.ts';
+import { spawnSync } from 'node:child_process';
+import { cachePlan, noLongerOpaque, opaqueDirs, opaqueTar, parseListing, safeRelative, SMALL_FILE_MAX, withoutSubtrees, writeBacks, type Tree, type TreeEntry } from '../../server/hosts/snapshotPlan.ts';
 
 const f = (size: number, mtimeMs = 1000): TreeEntry => ({ type: 'f', size, mtimeMs });
 const d: TreeEntry = { type: 'd', size: 4096, mtimeMs: 5 };
@@ -40,5 +41,22 @@ describe('snapshot plan', () => {
     ]);
     // Nothing changed since the last listing: nothing to do.
     assert.deepEqual(writeBacks(cur, cur, pushed), []);
+  });
+
+  it('makes opaque only folders with no large file under them, and notices folders that stop being so', () => {
+    const local = tree({ a: d, 'a/b': d, 'a/b/x.py': f(1), 'a/data': d, 'a/data/big.bin': f(SMALL_FILE_MAX + 1), c: d });
+    assert.deepEqual(opaqueDirs(local), ['a/b', 'c']);
+    assert.deepEqual(noLongerOpaque(['a/b', 'a/data', 'c'], ['a/b', 'c']), ['a/data']);
+    assert.deepEqual([...withoutSubtrees(local, ['a/data']).keys()], ['a', 'a/b', 'a/b/x.py', 'c']);
+  });
+
+  it('writes a tar of opaque folder entries that GNU tar reads, long unicode names included', () => {
+    const long = `${'ü'.repeat(80)}/sub dir`;
+    const t = opaqueTar([{ path: 'pkg', mode: 0o755, mtimeMs: 1_700_000_000_000 }, { path: long, mode: 0o700, mtimeMs: 1_700_000_000_000 }]);
+    assert.equal(t.length % 512, 0);
+    const r = spawnSync('tar', ['-t', '-v', '--xattrs', '-f', '-'], { input: t, encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /drwxr-xr-x .* pkg\/?\n/);
+    assert.ok(r.stdout.includes(long), r.stdout);
   });
 });
