@@ -69,7 +69,7 @@ export async function run(): Promise<void> {
   const dir = scratch('gpurun-bench-ws-');
   const set = await makeSshHosts(join(dir, 'hosts'), [
     { name: 'plain', address: '127.0.7.10', gpus: [{ name: 'NVIDIA A100', memoryMiB: 81920 }] },
-    { name: 'snap', address: '127.0.7.11', gpus: [{ name: 'NVIDIA A10', memoryMiB: 23028 }] },
+    { name: 'snap', address: '127.0.7.11', gpus: [{ name: 'NVIDIA L4', memoryMiB: 23034 }] },
   ]);
   const common = { type: 'ssh', user: 'root', port: 2222, identityFile: set.clientKey, knownHosts: set.knownHosts, gpuMode: 'env', workDir: join(dir, 'hostwork') };
   let broker: BrokerProc | undefined;
@@ -84,7 +84,7 @@ export async function run(): Promise<void> {
     const token = await createToken(broker, 'bench');
     const url = broker.url;
     const headers = { authorization: `Bearer ${token}`, 'content-type': 'application/json' };
-    const gpu = (m: 'plain' | 'snap') => (m === 'plain' ? 'A100' : 'A10');
+    const gpu = (m: 'plain' | 'snap') => (m === 'plain' ? 'A100' : 'L4');
     /** Submits, follows the output to the end; returns it and the time to its first line. */
     const job = async (m: 'plain' | 'snap', ws: string, command: string[], onOutput?: (out: string) => void): Promise<{ out: string; firstMs: number }> => {
       const t0 = performance.now();

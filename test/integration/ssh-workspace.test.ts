@@ -14,7 +14,7 @@ import { makeSshHosts, mountedUnder, sshHostsMissing, type TestHostSet } from '.
 
 const A100 = { name: 'NVIDIA A100-SXM4-80GB', memoryMiB: 81920 };
 const H100 = { name: 'NVIDIA H100', memoryMiB: 81559 };
-const A10 = { name: 'NVIDIA A10', memoryMiB: 23028 };
+const L4 = { name: 'NVIDIA L4', memoryMiB: 23034 };
 const T4 = { name: 'Tesla T4', memoryMiB: 15360 };
 
 /** Every file's SHA-256, every link's text and every folder, as Python sees the tree from the working directory. */
@@ -47,7 +47,7 @@ describe('the mounted workspace: symlinks and virtualenvs (sshd + Docker + sshfs
     set = await makeSshHosts(join(dir, 'hosts'), [
       { name: 'docker', address: '127.0.7.1', gpus: [A100] },
       { name: 'proc', address: '127.0.7.2', gpus: [H100] },
-      { name: 'snap', address: '127.0.7.3', gpus: [A10] },
+      { name: 'snap', address: '127.0.7.3', gpus: [L4] },
       { name: 'snap-ro', address: '127.0.7.4', gpus: [T4] },
     ]);
     ws = join(dir, 'workspace');
@@ -111,10 +111,10 @@ describe('the mounted workspace: symlinks and virtualenvs (sshd + Docker + sshfs
   });
 
   describe('snapshot mount (small files from a cache on the host, large ones through sshfs)', () => {
-    const snap = (cmd: string[], extra: string[] = []) => gpurun(['run', '--workspace', ws, '--gpu-type', 'A10', ...extra, '--', ...cmd], env);
+    const snap = (cmd: string[], extra: string[] = []) => gpurun(['run', '--workspace', ws, '--gpu-type', 'L4', ...extra, '--', ...cmd], env);
     /** A job that prints "ready", then waits (up to 30 s) until `check` (a shell condition) holds, and prints "seen". */
     function waitingJob(check: string): { proc: ChildProcess; out: () => string; ready: Promise<void>; done: Promise<number | null> } {
-      const proc = gpurunSpawn(['run', '--workspace', ws, '--gpu-type', 'A10', '--', 'sh', '-c', `echo ready; i=0; until ${check}; do i=$((i+1)); [ $i -gt 300 ] && exit 3; sleep 0.1; done; echo seen`], env);
+      const proc = gpurunSpawn(['run', '--workspace', ws, '--gpu-type', 'L4', '--', 'sh', '-c', `echo ready; i=0; until ${check}; do i=$((i+1)); [ $i -gt 300 ] && exit 3; sleep 0.1; done; echo seen`], env);
       let out = '';
       proc.stdout!.on('data', (d) => (out += d));
       proc.stderr!.on('data', (d) => (out += d));
