@@ -114,8 +114,13 @@ export async function run(): Promise<void> {
       const ws = join(dir, `ws-pkg-${m}`);
       cpSync(pkg, ws, { recursive: true });
       const first = importMs((await job(m, ws, ['python3', 'imp.py'])).out);
-      const later = p50([await job(m, ws, ['python3', 'imp.py']), await job(m, ws, ['python3', 'imp.py']), await job(m, ws, ['python3', 'imp.py'])].map((j) => importMs(j.out)));
-      console.log(`  relay ${m === 'plain' ? 'sshfs   ' : 'snapshot'}: first run ${ms(first)} = ${ratio(first, local, 1.5)}; later runs ${ms(later)} = ${ratio(later, local, 1.2)}`);
+      // Plain sshfs is slow and the same every run: one later run of it is enough.
+      const runs: number[] = [];
+      for (let i = 0; i < (m === 'plain' ? 1 : 3); i++) runs.push(importMs((await job(m, ws, ['python3', 'imp.py'])).out));
+      const later = p50(runs);
+      // The machine is shared: local disk again right after, and the ratio taken to the mean of both.
+      const base = (local + importMs(inContainer(pkg, ['python3', 'imp.py']))) / 2;
+      console.log(`  relay ${m === 'plain' ? 'sshfs   ' : 'snapshot'}: first run ${ms(first)} = ${ratio(first, base, 1.5)}; later runs ${ms(later)} = ${ratio(later, base, 1.2)} (local disk now ${ms(base)})`);
     }
 
     // 2. a 20,000-file virtualenv, run by its own python.
@@ -128,7 +133,8 @@ export async function run(): Promise<void> {
       cpSync(venv, ws, { recursive: true, verbatimSymlinks: true });
       const first = importMs((await job(m, ws, ['.venv/bin/python3', 'venvimp.py'])).out);
       const later = importMs((await job(m, ws, ['.venv/bin/python3', 'venvimp.py'])).out);
-      console.log(`  relay ${m === 'plain' ? 'sshfs   ' : 'snapshot'}: first run ${ms(first)} = ${ratio(first, vlocal, 1.5)}; later run ${ms(later)} = ${ratio(later, vlocal, 1.2)}`);
+      const base = (vlocal + importMs(inContainer(venv, ['.venv/bin/python3', 'venvimp.py']))) / 2;
+      console.log(`  relay ${m === 'plain' ? 'sshfs   ' : 'snapshot'}: first run ${ms(first)} = ${ratio(first, base, 1.5)}; later run ${ms(later)} = ${ratio(later, base, 1.2)} (local disk now ${ms(base)})`);
     }
 
     // 3. start: 1 GB workspace (one 900 MB file and small ones) against a 1 MB one.
