@@ -7,7 +7,7 @@ import { resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { GpurunError } from '../protocol/errors.ts';
 import { isFinal, type Job, type SubmitRequest, type Queue } from '../protocol/jobs.ts';
-import { applyDirective, parseDirectives } from '../core/directives.ts';
+import { applyDirective, parseDirectives, parseExitCodes } from '../core/directives.ts';
 import { parseArgs, usage } from './args.ts';
 import { connect, type Connection } from './connect.ts';
 import { followLogs } from './follow.ts';
@@ -30,13 +30,16 @@ Options:
   --env K=V           environment variable for the job (repeatable)
   --name NAME         label shown in lists (default: the script's name)
   --backend NAME      where it runs: "hosts" (the host pool) or a Slurm cluster's name (default: the broker's)
+  --restarts N        restart it up to N times after a fault that is not its own (host lost, GPU fault, container
+                      gone, preempted, node failure); default: the queue's (usually 0)
+  --restart-on-exit CODES  also restart it when it exits with one of these codes, e.g. 75,143 (counts as a restart)
   --detach, -d        print the job id and return at once
   --serve-workspace   serve the workspace's files from this machine, through the broker, to the GPU host (for a
                       broker that runs elsewhere and cannot read them); gpurun run must stay attached meanwhile
   --broker URL        broker address (default: $GPURUN_BROKER, else the local embedded broker)
 
-A "# gpurun: gpus=2 gpu-type=A100 time=2h ..." line at the top of the script sets its defaults; options win.
-Exit codes: the job's own; 124 timed out; 125 could not start; 130 cancelled; 75 lost.
+A "# gpurun: gpus=2 gpu-type=A100 time=2h restarts=3 ..." line at the top of the script sets its defaults; options win.
+Exit codes: the last attempt's own; 124 timed out; 125 could not start; 130 cancelled; 75 lost.
 `;
 
 function out(s: string): void {
@@ -46,7 +49,7 @@ function out(s: string): void {
 export async function runCommand(argv: string[]): Promise<number> {
   const { opts, rest } = parseArgs(
     argv,
-    { values: ['gpus', 'gpu-type', 'cpus', 'memory', 'time', 'queue', 'image', 'workspace', 'env', 'name', 'broker', 'backend'], flags: ['detach', 'help', 'serve-workspace'], repeat: ['env'], short: { d: 'detach', h: 'help' }, stopAtPositional: true },
+    { values: ['gpus', 'gpu-type', 'cpus', 'memory', 'time', 'queue', 'image', 'workspace', 'env', 'name', 'broker', 'backend', 'restarts', 'restart-on-exit'], flags: ['detach', 'help', 'serve-workspace'], repeat: ['env'], short: { d: 'detach', h: 'help' }, stopAtPositional: true },
     'run',
   );
   if (opts.help) {
@@ -72,6 +75,12 @@ export async function runCommand(argv: string[]): Promise<number> {
   if (opts.image !== undefined) req.image = opts.image as string;
   if (opts.name !== undefined) req.name = opts.name as string;
   if (opts.backend !== undefined) req.backend = opts.backend as string;
+  if (opts.restarts !== undefined) req.restarts = intOpt('restarts', opts.restarts as string);
+  if (opts['restart-on-exit'] !== undefined) {
+    const codes = parseExitCodes(opts['restart-on-exit'] as string);
+    if (typeof codes === 'string') throw usage('run', `--restart-on-exit ${codes}`);
+    req.restartOnExit = codes;
+  }
   const env: Record<string, string> = {};
   for (const kv of (opts.env as string[]) ?? []) {
     const eq = kv.indexOf('=');
