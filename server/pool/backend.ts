@@ -60,7 +60,7 @@ export class HostPool implements Backend {
       }
     };
     const avoiding = queued.filter((q) => !plain.includes(q));
-    for (const q of avoiding) take(schedule(avoided(caps, q.avoid, q.job), held, [q.job]), [q]);
+    for (const q of avoiding) take(schedule(hostsAvoiding(caps, q.avoid, q.job), held, [q.job]), [q]);
     take(schedule(caps, held, plain.map((q) => q.job)), plain);
     return out;
   }
@@ -128,7 +128,7 @@ export class HostPool implements Backend {
  * The hosts as a job that must avoid some sees them: without the lost hosts and the failed GPUs, unless that leaves
  * no host that could ever run it (then it may go back: better than waiting forever).
  */
-function avoided(caps: HostCapacity[], avoid: Avoid, job: StoredJob): HostCapacity[] {
+export function hostsAvoiding(caps: HostCapacity[], avoid: Avoid, job: Pick<StoredJob, 'resources'>): HostCapacity[] {
   const view = caps
     .filter((h) => !avoid.hosts.includes(h.name))
     .map((h) => ({ ...h, gpus: h.gpus.filter((g) => !avoid.gpus.some((a) => a.host === h.name && a.index === g.index)) }));
