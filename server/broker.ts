@@ -360,7 +360,7 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     if (!job || this.current.get(jobId)?.n !== n) return;
     const att = this.currentAttempt(job);
     const now = this.now();
-    if (att && !att.startedAt) this.d.store.putAttempt(jobId, { ...att, startedAt: now, ...(where.host ? { host: where.host } : {}) });
+    if (att && (!att.startedAt || (where.host && where.host !== att.host))) this.d.store.putAttempt(jobId, { ...att, startedAt: att.startedAt ?? now, ...(where.host ? { host: where.host } : {}) });
     const after = n > 1 ? this.afterWords(job, n) : '';
     const running = this.update(jobId, {
       ...(job.stopIntent ? {} : { reason: `${where.reason}${after}` }),
@@ -376,6 +376,7 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     const prev = this.attemptsOf(job).find((a) => a.n === n - 1);
     return ` · attempt ${n}/${this.maxAttempts(job)}${prev ? ` · after ${describeEnd(prev)}` : ''}`;
   }
+
 
   /** Waits for the attempt's end; arms the time limit of a running job. */
   private follow(job: StoredJob, n: number): void {
@@ -441,6 +442,8 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
       this.timers.set(id, this.clock.after(delay, () => this.kick()));
       return;
     }
+    // A job so quick that nobody saw it run (a cluster's poll) still has a start.
+    if (o.state === 'succeeded' && !job.startedAt) this.update(id, { startedAt: endedAt });
     const why = decision.why && o.restartable ? ` (not restarted: ${decision.why})` : '';
     this.finish(id, { state: o.state, reason: `${o.reason}${why}`, exitCode: o.exitCode }, endedAt);
   }
