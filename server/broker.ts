@@ -548,7 +548,8 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     if (atts.length) out.attempt = { n: atts[atts.length - 1].n + (job.state === 'queued' && atts[atts.length - 1].endedAt ? 1 : 0), of: this.maxAttempts(job) };
     const backend = this.backendFor(job);
     if (!backend) return out;
-    const d = backend.describe(job, this.allocations());
+    // What attempts hold matters only to a waiting job's reason; computing it for every ended job would cost a list.
+    const d = backend.describe(job, job.state === 'queued' ? this.allocations() : []);
     if (d.cluster) out.cluster = d.cluster;
     if (d.reason) out.reason = d.reason;
     if (job.state === 'queued') {
