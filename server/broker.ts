@@ -7,13 +7,12 @@
  */
 import { EventEmitter } from 'node:events';
 import { randomBytes } from 'node:crypto';
-import { appendFileSync, closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { GpurunError, isGpurunError } from './protocol/errors.ts';
 import { isFinal, type HostInfo, type Job } from './protocol/jobs.ts';
 import type { Store, StoredAttempt, StoredJob, StopIntent } from './core/store.ts';
 import type { AttemptEnd, AttemptEvents, AttemptPlacement, Backend } from './core/backend.ts';
 import type { Allocation } from './core/scheduler.ts';
-import { classify, summarize, type Outcome } from './core/outcome.ts';
+import { attemptMarker, classify, describeEnd, type Outcome } from './core/outcome.ts';
 import { avoidOf, backoffMs, decideRestart, usedMs, type BackoffConfig } from './core/restartPolicy.ts';
 import { isoAt, systemClock, type Clock, type TimerHandle } from './core/clock.ts';
 import { validateSubmit } from './core/submit.ts';
@@ -309,7 +308,7 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     // An attempt that never got started (the broker stopped first) is tried again under its own number.
     const n = last ? (last.endedAt ? last.n + 1 : last.n) : 1;
     const previous = prior.filter((a) => a.n < n).pop();
-    if (n > 1 && previous && last?.endedAt) appendFileSync(this.d.logs.path(job0.id), `${endsLine(this.d.logs.path(job0.id)) ? '' : '\n'}${attemptMarker(n, this.maxAttempts(job0), previous)}`);
+    if (n > 1 && previous && last?.endedAt) this.d.logs.appendLine(job0.id, attemptMarker(n, this.maxAttempts(job0), previous));
     const logOffset = n === last?.n ? last.logOffset : this.d.logs.size(job0.id);
     const attempt: StoredAttempt = { n, host: pl.host, gpuIndices: pl.gpuIndices, runtimeRef: null, startedAt: null, endedAt: null, state: null, fault: null, reason: null, exitCode: null, logOffset, evidence: {} };
     this.d.store.putAttempt(job0.id, attempt);
@@ -592,33 +591,5 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
       for (const b of bytes) id += ID_ALPHABET[b % ID_ALPHABET.length];
       if (!this.active.has(id) && !this.d.store.getJob(id)) return id;
     }
-  }
-}
-
-/** How an attempt ended, in a few words: "host_lost on gpu1 (unreachable 72 s, container gone after reboot)". */
-export function describeEnd(a: Pick<StoredAttempt, 'fault' | 'host' | 'evidence' | 'reason'>): string {
-  const ev = summarize(a.evidence);
-  return `${a.fault ?? 'end'}${a.host ? ` on ${a.host}` : ''}${ev ? ` (${ev})` : a.reason ? ` (${a.reason})` : ''}`;
-}
-
-/** The line written into the job's log between attempts. */
-export function attemptMarker(n: number, of: number, previous: Pick<StoredAttempt, 'fault' | 'host' | 'evidence' | 'reason'>): string {
-  return `── attempt ${n}/${of} after ${describeEnd(previous)} ──\n`;
-}
-
-/** Whether the file is empty or ends with a newline (so a marker line starts on a line of its own). */
-function endsLine(path: string): boolean {
-  let fd: number | undefined;
-  try {
-    fd = openSync(path, 'r');
-    const size = fstatSync(fd).size;
-    if (size === 0) return true;
-    const b = Buffer.alloc(1);
-    readSync(fd, b, 0, 1, size - 1);
-    return b[0] === 0x0a;
-  } catch {
-    return true;
-  } finally {
-    if (fd !== undefined) closeSync(fd);
   }
 }

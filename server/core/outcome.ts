@@ -199,3 +199,14 @@ export function summarize(e: AttemptEvidence): string {
   for (const n of e.notes ?? []) parts.push(n);
   return parts.join(', ');
 }
+
+/** How an attempt ended, in a few words: "host_lost on gpu1 (unreachable 72 s, container gone after reboot)". */
+export function describeEnd(a: { fault: Fault | null; host: string | null; evidence: AttemptEvidence; reason: string | null }): string {
+  const ev = summarize(a.evidence);
+  return `${a.fault ?? 'end'}${a.host ? ` on ${a.host}` : ''}${ev ? ` (${ev})` : a.reason ? ` (${a.reason})` : ''}`;
+}
+
+/** The line the broker writes into the job's log before attempt `n`'s output. */
+export function attemptMarker(n: number, of: number, previous: Parameters<typeof describeEnd>[0]): string {
+  return `── attempt ${n}/${of} after ${describeEnd(previous)} ──\n`;
+}
