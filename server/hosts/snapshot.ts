@@ -86,20 +86,24 @@ function entryOf(root: string, p: string): TreeEntry | undefined {
 async function sendTar(ssh: RemoteExec, workspace: string, paths: string[], dir: string): Promise<void> {
   if (!paths.length) return;
   const ch = await ssh.spawn(['tar', '-x', '-f', '-', '--no-same-owner', '-C', dir]);
-  let stderr = '';
-  ch.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString('utf8')).slice(-2000)));
-  const tar = spawn('tar', ['-c', '-f', '-', '-C', workspace, '--format=posix', '--no-recursion', '--null', '-T', '-'], { stdio: ['pipe', 'pipe', 'pipe'] });
-  let localErr = '';
-  tar.stderr.on('data', (d: Buffer) => (localErr = (localErr + d.toString('utf8')).slice(-2000)));
-  tar.stdin.end(Buffer.from(paths.map((p) => `${p}\0`).join(''), 'utf8'));
-  tar.stdout.pipe(ch);
   let code: number | null = null;
+  let stderr = '';
   ch.on('exit', (c: number | null) => (code = c));
   ch.on('error', () => {});
-  // The channel closes after the host's tar exits, or when the connection drops (then no exit code).
-  await new Promise((resolve) => ch.on('close', resolve));
-  await new Promise((resolve) => (tar.exitCode !== null ? resolve(null) : tar.once('close', resolve)));
-  // A file that vanished between listing and sending is not an error: the next edit pass sees it gone.
+  // The channel closes after the host's tar exits, or when the connection drops (then no exit code). Its readable
+  // side must be consumed, or it never ends and never closes.
+  const closed = new Promise((resolve) => ch.once('close', resolve));
+  ch.resume();
+  ch.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString('utf8')).slice(-2000)));
+  const tar = spawn('tar', ['-c', '-f', '-', '-C', workspace, '--format=posix', '--no-recursion', '--null', '-T', '-'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const tarDone = new Promise((resolve) => tar.once('close', resolve));
+  let localErr = '';
+  tar.stderr.on('data', (d: Buffer) => (localErr = (localErr + d.toString('utf8')).slice(-2000)));
+  tar.on('error', (e) => (localErr = e.message));
+  tar.stdin.end(Buffer.from(paths.map((p) => `${p}\0`).join(''), 'utf8'));
+  tar.stdout.pipe(ch);
+  await closed;
+  await tarDone;
   if (code !== 0) throw new Error(`sending the workspace's small files failed (tar exit ${code}): ${stderr.trim() || localErr.trim()}`);
 }
 
