@@ -74,14 +74,14 @@ describe('the mounted workspace: symlinks and virtualenvs (sshd + Docker + sshfs
       ],
       defaults: { image: 'local/python:3', gpus: 1, memory: '512M' },
     });
-    env = { ...testEnv(join(dir, 'home')), GPURUN_BROKER: broker.url, GPURUN_TOKEN: await createToken(broker, 'alice') };
+    env = { ...testEnv(join(dir, 'home')), GPURUN_BROKER: broker.url, GPURUN_TOKEN: await createToken(broker, 'ws-tester') };
   });
 
   after(async function () {
     await stopBroker(broker);
     await set?.stopAll();
     if (dir) {
-      for (const c of execFileSync('docker', ['ps', '-aq', '--filter', 'label=gpurun.owner=alice'], { encoding: 'utf8' }).split('\n').filter(Boolean)) spawnSync('docker', ['rm', '-f', c]);
+      for (const c of execFileSync('docker', ['ps', '-aq', '--filter', 'label=gpurun.owner=ws-tester'], { encoding: 'utf8' }).split('\n').filter(Boolean)) spawnSync('docker', ['rm', '-f', c]);
       for (const m of mountedUnder(workDir)) spawnSync('sh', ['-c', 'fusermount3 -uz "$1" || umount -l "$1"', 'unmount', m]);
       cleanup(dir);
     }
