@@ -25,9 +25,17 @@ import type { WorkspaceServeStart } from '../protocol/jobs.ts';
  */
 export const TUNED_OPTIONS = ['kernel_cache', 'dir_cache=yes', 'dcache_timeout=20', 'entry_timeout=20', 'attr_timeout=20', 'negative_timeout=20'];
 
-/** Where a job's workspace is mounted on the host. */
-export function mountPoint(workDir: string, jobId: string): string {
-  return posix.join(workDir, 'mnt', jobId);
+/**
+ * Where a job's workspace is mounted on the host: under the broker's own folder, so the orphan sweep of one broker
+ * never touches the mounts of another broker sharing the host (and workDir).
+ */
+export function mountPoint(workDir: string, brokerId: string, jobId: string): string {
+  return posix.join(mountsDir(workDir, brokerId), jobId);
+}
+
+/** The folder of one broker's mount points on a host. */
+export function mountsDir(workDir: string, brokerId: string): string {
+  return posix.join(workDir, 'mnt', brokerId);
 }
 
 /** A value inside `-o a,b,c`: libfuse splits on commas, and takes `\` as an escape. */
@@ -93,6 +101,9 @@ export interface MountSource {
   /** The client's stream; rejects when none comes in time (hosts/clientWorkspaces.ts `take`). */
   fromClient(): Promise<Duplex>;
 }
+
+/** How long a relay mount may take to come up. */
+const READY_MS = 60_000;
 
 export class Mounts {
   /** Relay sessions of this broker process, by mount point. */
@@ -161,13 +172,17 @@ export class Mounts {
     return handle;
   }
 
-  /** sshfs -f does not say when the mount is ready: polls the file system type. */
+  /**
+   * sshfs -f does not say when the mount is ready: polls the file system type. A check that fails to answer (a busy
+   * host during a burst of starts) is only "not yet"; the mount fails when the relay ends or after READY_MS.
+   */
   private async waitReady(ssh: RemoteExec, mnt: string, ended: Promise<string>, stderr: () => string): Promise<void> {
-    for (let i = 0; ; i++) {
-      const race = await Promise.race([ended.then((why) => ({ why })), this.alive(ssh, mnt).then((ok) => ({ ok }))]);
+    const deadline = Date.now() + READY_MS;
+    for (;;) {
+      const race = await Promise.race([ended.then((why) => ({ why })), this.alive(ssh, mnt).then((ok) => ({ ok }), () => ({ ok: false }))]);
       if ('why' in race) throw new GpurunError('E_INTERNAL', `host ${ssh.hostName}: sshfs (relay) failed: ${race.why}`, { stderr: stderr() });
       if (race.ok) return;
-      if (i > 200) throw new GpurunError('E_INTERNAL', `host ${ssh.hostName}: the relay mount did not come up within 10 s`, { stderr: stderr() });
+      if (Date.now() > deadline) throw new GpurunError('E_INTERNAL', `host ${ssh.hostName}: the relay mount did not come up within ${READY_MS / 1000} s`, { stderr: stderr() });
       await new Promise((r) => setTimeout(r, 50));
     }
   }
