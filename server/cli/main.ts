@@ -18,6 +18,7 @@ Usage:
   gpurun logs [-f] [--from OFFSET] ID     print a job's output
   gpurun cancel ID                        stop a job
   gpurun hosts [--json]                   show hosts and their GPUs
+  gpurun hosts clear HOST GPU             admin: put a quarantined GPU back into service
   gpurun broker [--config FILE]           run a broker in the foreground
   gpurun token create USER [--admin]      create an API token (on the broker machine)
   gpurun serve-workspace ID               serve a client-served job's files until it ends (--help: options)

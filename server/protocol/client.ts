@@ -114,6 +114,10 @@ export class BrokerClient {
   async hosts(): Promise<HostInfo[]> {
     return (await this.json<{ hosts: HostInfo[] }>('GET', '/v1/hosts')).hosts;
   }
+  /** Admin: puts a quarantined GPU of a host back into service. */
+  async clearGpu(host: string, gpu: number): Promise<HostInfo[]> {
+    return (await this.json<{ hosts: HostInfo[] }>('POST', `/v1/hosts/${encodeURIComponent(host)}/gpus/${gpu}/clear`)).hosts;
+  }
 
   /**
    * The job's output from byte `offset`. With `follow`, the stream lasts until the job has ended and everything is
