@@ -32,8 +32,8 @@ export interface SshHostsOptions {
 
 export const DEFAULT_HOST_LOST_AFTER_MS = 60_000;
 const HEALTH_EVERY_MS = 5_000;
-/** A health check slower than this counts as failed (then a fresh connection is tried). */
-const HEALTH_TIMEOUT_MS = 5_000;
+/** A health check slower than this counts as failed (then a fresh connection is tried, with twice the time). */
+const HEALTH_TIMEOUT_MS = 10_000;
 
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let t: NodeJS.Timeout;
