@@ -102,6 +102,19 @@ export interface MountSource {
   fromClient(): Promise<Duplex>;
 }
 
+/** How a relay's sshfs ended on the host, when the host said (null: the channel closed without an exit status). */
+type RelayExit = { code: number | null; signal: string | null } | null;
+
+/**
+ * Why a relay stream ended, in words: sshfs exited on the host (the host's side failed), or the channel closed
+ * without an exit status (the broker's SSH connection to the host dropped: gpurun's own path).
+ */
+export function relayEnd(exit: RelayExit, stderr: string): string {
+  const said = stderr.trim() ? `: ${stderr.trim()}` : '';
+  if (exit) return `sshfs on the host exited (${exit.signal ? `signal ${exit.signal}` : `code ${exit.code}`})${said}`;
+  return `the SFTP relay stream ended (the broker's SSH channel to the host closed)${said}`;
+}
+
 /** How long a relay mount may take to come up. */
 const READY_MS = 60_000;
 
@@ -127,7 +140,9 @@ export class Mounts {
       let stderr = '';
       ch.stderr.on('data', (d: Buffer) => (stderr += d.toString('utf8')).length > 4096 && (stderr = stderr.slice(-4096)));
       const session = serveSftp(workspace, ch, ch, { readOnly: m.readOnly, onDenied: (why) => log(`sftp request refused: ${why}`) });
-      const ended = new Promise<string>((resolve) => ch.on('close', () => resolve(`the SFTP relay stream ended${stderr.trim() ? `: ${stderr.trim()}` : ''}`)));
+      const ended = new Promise<string>((resolve) => ch.on('close', () => resolve(relayEnd(exit, stderr))));
+      let exit: RelayExit = null;
+      ch.on('exit', (code: number | null, signal?: string) => (exit = { code, signal: signal ?? null }));
       ended.then(() => session.close());
       const handle: MountHandle = { mnt, transport: 'relay', session, ended };
       await this.waitReady(ssh, mnt, ended, () => stderr);
@@ -147,10 +162,12 @@ export class Mounts {
     let stderr = '';
     ch.stderr.on('data', (d: Buffer) => (stderr += d.toString('utf8')).length > 4096 && (stderr = stderr.slice(-4096)));
     let clientGone = client.destroyed;
+    let exit: RelayExit = null;
+    ch.on('exit', (code: number | null, signal?: string) => (exit = { code, signal: signal ?? null }));
     const ended = new Promise<string>((resolve) => {
       ch.on('close', () => {
         client.destroy();
-        resolve(clientGone ? 'the client that served the workspace disconnected (gpurun run ended or lost its connection to the broker)' : `the SFTP relay stream ended${stderr.trim() ? `: ${stderr.trim()}` : ''}`);
+        resolve(clientGone ? 'the client that served the workspace disconnected (gpurun run ended or lost its connection to the broker)' : relayEnd(exit, stderr));
       });
     });
     client.on('error', () => {}); // its end is reported through 'close'
@@ -178,12 +195,13 @@ export class Mounts {
    */
   private async waitReady(ssh: RemoteExec, mnt: string, ended: Promise<string>, stderr: () => string): Promise<void> {
     const deadline = Date.now() + READY_MS;
-    for (;;) {
+    for (let i = 0; ; ) {
       const race = await Promise.race([ended.then((why) => ({ why })), this.alive(ssh, mnt).then((ok) => ({ ok }), () => ({ ok: false }))]);
       if ('why' in race) throw new GpurunError('E_INTERNAL', `host ${ssh.hostName}: sshfs (relay) failed: ${race.why}`, { stderr: stderr() });
       if (race.ok) return;
       if (Date.now() > deadline) throw new GpurunError('E_INTERNAL', `host ${ssh.hostName}: the relay mount did not come up within ${READY_MS / 1000} s`, { stderr: stderr() });
-      await new Promise((r) => setTimeout(r, 50));
+      // Soon at first (a mount is usually up within a few checks), then less often: each check is a channel and a process.
+      await new Promise((r) => setTimeout(r, Math.min(500, 50 * 2 ** Math.min(i++, 4))));
     }
   }
 

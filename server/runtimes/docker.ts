@@ -110,6 +110,8 @@ const RECOVER_WAIT_MS = 3_000;
 
 export class DockerRuntime extends MountedRuntime {
   readonly kind = 'docker';
+  /** Hosts and owners whose network exists (made or checked by this broker process). */
+  private readonly networks = new Set<string>();
   /** Containers seen paused (logged once). */
   private readonly pausedSeen = new Set<string>();
   private readonly defaultImage: string | undefined;
@@ -129,7 +131,12 @@ export class DockerRuntime extends MountedRuntime {
     const job = spec.job;
     const image = job.image ?? this.defaultImage;
     if (!image) throw new GpurunError('E_BAD_REQUEST', 'no image: the job names none and the broker config has no defaults.image', { hint: 'Pass --image IMAGE (an image present on the host), or set defaults.image.' });
-    await ssh.run(ensureNetworkArgs(job.owner), `creating the network ${userNetwork(job.owner)}`);
+    // Once made on a host, a user's network stays (nothing here removes it): one round trip less per start.
+    const net = `${spec.host}\0${job.owner}`;
+    if (!this.networks.has(net)) {
+      await ssh.run(ensureNetworkArgs(job.owner), `creating the network ${userNetwork(job.owner)}`);
+      this.networks.add(net);
+    }
     const { mnt, transport } = await this.mountWorkspace(ssh, cfg, job);
     const name = containerName(job.id);
     try {
@@ -142,6 +149,7 @@ export class DockerRuntime extends MountedRuntime {
       if (r.code !== 0) {
         const err = r.stderr.trim().split('\n').slice(-2).join(' / ');
         const noImage = /Unable to find image|No such image|pull access denied|repository does not exist/i.test(r.stderr);
+        if (/network .* not found/i.test(r.stderr)) this.networks.delete(net);
         throw new GpurunError('E_BAD_REQUEST', noImage ? `image ${image} is not on host ${spec.host}: ${err}` : `docker run failed on ${spec.host} (exit ${r.code}): ${err}`, {
           hint: noImage ? `List the host's images with: docker image ls (on ${spec.host}); load or build it there, or pick another with --image.` : 'See the broker log for the full error.',
           exitCode: r.code ?? undefined,

@@ -101,7 +101,7 @@ interface FollowResult {
  * host's sshfs: a relay stream that ended or a client that left is the control plane; restartable.
  */
 export function relayDropIsControlPlane(why: string): boolean {
-  return /client that served the workspace disconnected|SFTP relay stream ended|ended with the broker process/.test(why);
+  return /client that served the workspace disconnected|SFTP relay stream ended \(the broker's SSH channel|ended with the broker process/.test(why);
 }
 
 function describeGpuFaults(fs: readonly GpuFaultEvidence[]): string {

@@ -118,3 +118,16 @@ describe('host health readings', () => {
     assert.equal(h.quarantined('g').size, 0);
   });
 });
+
+describe('workspace loss: control plane or not', () => {
+  it('a relay stream or the serving client ending is gpurun\'s own path; a mount that stops answering on the host is not', async () => {
+    const { relayDropIsControlPlane } = await import('../../server/runtimes/mounted.ts');
+    const { relayEnd } = await import('../../server/hosts/mount.ts');
+    assert.equal(relayDropIsControlPlane(relayEnd(null, 'read: Connection reset by peer')), true);
+    assert.equal(relayDropIsControlPlane(relayEnd({ code: null, signal: 'KILL' }, '')), false, 'sshfs killed on the host');
+    assert.equal(relayEnd({ code: null, signal: 'KILL' }, ''), 'sshfs on the host exited (signal KILL)');
+    assert.equal(relayDropIsControlPlane('the client that served the workspace disconnected (gpurun run ended or lost its connection to the broker)'), true);
+    assert.equal(relayDropIsControlPlane('the SFTP relay of this mount ended with the broker process that served it'), true);
+    assert.equal(relayDropIsControlPlane('the mount /w/mnt/b/j1 on gpu1 is gone or does not answer'), false);
+  });
+});
