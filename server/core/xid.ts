@@ -50,7 +50,9 @@ export function parseXidLines(text: string): XidEvent[] {
     if (!m) continue;
     const pci = pciKey(m[1]);
     if (!pci) continue;
-    out.push({ pci, xid: Number(m[2]), detail: m[3].trim(), at: isoOf(line), line });
+    // Newer drivers put the process first (`pid=1234, name=python3, …`): the text after it is what happened.
+    const detail = m[3].replace(/^pid=[^,]*,\s*(?:name=[^,]*,\s*)?/, '').trim();
+    out.push({ pci, xid: Number(m[2]), detail, at: isoOf(line), line });
   }
   return out;
 }

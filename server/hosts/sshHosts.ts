@@ -48,7 +48,8 @@ export class SshHosts extends EventEmitter<{ lost: [string]; health: [string] }>
   private readonly healthEveryMs: number;
   private readonly log: (msg: string, fields: Record<string, unknown>) => void;
   private healthTimer?: NodeJS.Timeout;
-  private readonly checking = new Set<string>();
+  /** Health checks under way, by host: a second caller waits for the same one. */
+  private readonly checking = new Map<string, Promise<void>>();
 
   constructor(configs: SshHostConfig[], opts: SshHostsOptions = {}) {
     super();
@@ -130,37 +131,40 @@ export class SshHosts extends EventEmitter<{ lost: [string]; health: [string] }>
    * One health check of a host: over its pooled connection, and when that fails or hangs, over a fresh connection
    * (so a connection that hangs does not make a reachable host look lost). Only when both fail is the host failing.
    */
-  async checkHealth(name: string): Promise<void> {
-    if (this.checking.has(name)) return;
-    this.checking.add(name);
-    const before = this.reach(name).reach;
-    try {
-      let text: string;
-      try {
-        text = (await withTimeout(this.exec(name).exec(['sh', '-c', healthScript()]), HEALTH_TIMEOUT_MS, `host ${name}`)).stdout;
-      } catch (pooled) {
-        const fresh = new SshPool(this.config(name), () => {}, undefined, { readyTimeoutMs: HEALTH_TIMEOUT_MS });
-        try {
-          text = (await withTimeout(fresh.exec(['sh', '-c', healthScript()]), HEALTH_TIMEOUT_MS * 2, `host ${name} (fresh connection)`)).stdout;
-        } catch (e) {
-          const why = `${(pooled as Error).message}; a fresh connection: ${(e as Error).message}`;
-          if (this.health.failed(name, Date.now(), why)) this.changed(name, before);
-          return;
-        } finally {
-          fresh.close();
-        }
-      }
-      let reading;
-      try {
-        reading = parseHealth(text);
-      } catch (e) {
-        if (this.health.failed(name, Date.now(), (e as Error).message)) this.changed(name, before);
-        return;
-      }
-      if (this.health.reading(name, Date.now(), reading)) this.changed(name, before);
-    } finally {
-      this.checking.delete(name);
+  checkHealth(name: string): Promise<void> {
+    let p = this.checking.get(name);
+    if (!p) {
+      p = this.checkHealthNow(name).finally(() => this.checking.delete(name));
+      this.checking.set(name, p);
     }
+    return p;
+  }
+
+  private async checkHealthNow(name: string): Promise<void> {
+    const before = this.reach(name).reach;
+    let text: string;
+    try {
+      text = (await withTimeout(this.exec(name).exec(['sh', '-c', healthScript()]), HEALTH_TIMEOUT_MS, `host ${name}`)).stdout;
+    } catch (pooled) {
+      const fresh = new SshPool(this.config(name), () => {}, undefined, { readyTimeoutMs: HEALTH_TIMEOUT_MS });
+      try {
+        text = (await withTimeout(fresh.exec(['sh', '-c', healthScript()]), HEALTH_TIMEOUT_MS * 2, `host ${name} (fresh connection)`)).stdout;
+      } catch (e) {
+        const why = `${(pooled as Error).message}; a fresh connection: ${(e as Error).message}`;
+        if (this.health.failed(name, Date.now(), why)) this.changed(name, before);
+        return;
+      } finally {
+        fresh.close();
+      }
+    }
+    let reading;
+    try {
+      reading = parseHealth(text);
+    } catch (e) {
+      if (this.health.failed(name, Date.now(), (e as Error).message)) this.changed(name, before);
+      return;
+    }
+    if (this.health.reading(name, Date.now(), reading)) this.changed(name, before);
   }
 
   private changed(name: string, before: string): void {

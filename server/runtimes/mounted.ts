@@ -28,6 +28,8 @@ export interface SshHostLookup {
   gpuEvents(host: string, gpus: readonly number[], sinceIso: string): GpuEvent[];
   /** The host's quarantined GPUs. */
   quarantined(host: string): ReadonlyMap<number, unknown>;
+  /** Checks the host's health now (boot id, GPUs); resolves when done, whatever it found. */
+  checkHealth(host: string): Promise<void>;
 }
 
 /** The part of a runtime ref that wait() needs: where the job runs, its mount, and the broker's log file for it. */
@@ -247,6 +249,8 @@ export abstract class MountedRuntime implements Runtime {
         // The follower did not see the stream to its end: read what is left before the job's remains go.
         if (!f.complete) await this.drain(ssh, r).catch((e) => this.log('could not read the rest of the output', { ...this.describe(r), err: (e as Error).message }));
         await this.cleanup(ssh, r);
+        // Gone without a trace: read the host's boot id now, so a reboot is named even before the next health check.
+        if ('lost' in st) await this.hosts.checkHealth(r.host).catch(() => {});
         return this.withEvidence(st, r, seen);
       } catch (e) {
         if (signal.aborted) throw signal.reason;

@@ -34,7 +34,8 @@ describe('GPU faults: Xid lines and nvidia-smi health', () => {
       ['0000:07:00', 13, '2026-12-01T13:07:00.000Z'],
       ['0000:3b:00', 94, null],
     ]);
-    assert.match(xs[0].detail, /GPU has fallen off the bus/);
+    assert.equal(xs[0].detail, 'GPU has fallen off the bus.');
+    assert.equal(xs[2].detail, 'Graphics SM Warp Exception on (GPC 0, TPC 0, SM 0): Out Of Range Address');
   });
 
   it('reads nvidia-smi health: uncorrectable ECC, pending retired pages, a GPU that is lost; [N/A] is healthy', () => {
