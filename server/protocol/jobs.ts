@@ -52,6 +52,10 @@ export interface SubmitRequest {
   env?: Record<string, string>;
   /** A short label shown in lists (defaults to the script name). */
   name?: string;
+  /** Times the job is started again after a fault or an exit code of `restartOnExit` (0 to 100; default 0). */
+  restarts?: number;
+  /** Exit codes (1 to 255) that count as a reason to restart, besides faults. */
+  restartOnExit?: number[];
   // -- Slurm backend (issue 5) --
   /** Where the job runs: "hosts" (the broker's host pool) or a cluster's name; default: see the README. */
   backend?: string;
