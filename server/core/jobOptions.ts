@@ -200,10 +200,14 @@ export function didYouMean(word: string, candidates: readonly string[]): string 
   const w = word.toLowerCase();
   let best: string | undefined;
   let bestD = Infinity;
+  let bestPrefix = -1;
   for (const c of candidates) {
     const lc = c.toLowerCase();
     const dist = lc === w ? 0 : lc.startsWith(w) || w.startsWith(lc) ? 1 : editDistance(w, lc);
-    if (dist < bestD) [best, bestD] = [c, dist];
+    // Ties go to the candidate that starts like the word (a typo is more often late in a word than early).
+    let prefix = 0;
+    while (prefix < w.length && w[prefix] === lc[prefix]) prefix++;
+    if (dist < bestD || (dist === bestD && prefix > bestPrefix)) [best, bestD, bestPrefix] = [c, dist, prefix];
   }
   return best !== undefined && bestD <= Math.max(2, Math.floor(w.length / 3)) ? best : undefined;
 }
