@@ -1,17 +1,15 @@
 /**
  * `gpurun lsp`: the language server of `# gpurun:` lines, over stdio. It wires the pure providers (providers.ts) to
- * an LSP connection and to the pool feed. Besides the standard requests it answers `gpurun/estimate`
- * ({uri} → {estimate?: "~now" | "~queued #N" | "never fits"}, for run buttons) and sends `gpurun/poolChanged`
- * when the pool changes, so a client can refresh what it shows.
+ * an LSP connection and to the pool feed. Besides the standard requests it answers `gpurun/estimate` and sends
+ * `gpurun/poolChanged` (protocol/lsp.ts), so a client's run buttons can show the estimate.
  */
 import { createConnection, TextDocuments, TextDocumentSyncKind, type Connection } from 'vscode-languageserver/node';
 import { TextDocument } from 'vscode-languageserver-textdocument';
 import type { BrokerClient } from '../protocol/client.ts';
+import { LSP_ESTIMATE_REQUEST as ESTIMATE_REQUEST, LSP_POOL_CHANGED as POOL_CHANGED, type EstimateResult } from '../protocol/lsp.ts';
 import { PoolFeed } from './poolFeed.ts';
 import { codeActions, completions, diagnostics, hover, runEstimate } from './providers.ts';
 
-export const ESTIMATE_REQUEST = 'gpurun/estimate';
-export const POOL_CHANGED = 'gpurun/poolChanged';
 
 /** While offline, diagnostics are published again this often, so the snapshot's age stays roughly right. */
 const OFFLINE_REPUBLISH_MS = 30_000;
@@ -52,7 +50,7 @@ export function startLanguageServer(client: BrokerClient, opts: { pollMs?: numbe
     return doc ? hover(doc.getText(), p.position, feed.view) : null;
   });
   conn.onCodeAction((p) => codeActions(p.textDocument.uri, p.context.diagnostics));
-  conn.onRequest(ESTIMATE_REQUEST, (p: { uri: string }): { estimate?: string } => {
+  conn.onRequest(ESTIMATE_REQUEST, (p: { uri: string }): EstimateResult => {
     const doc = docs.get(p.uri);
     const e = doc ? runEstimate(doc.getText(), feed.view) : undefined;
     return e ? { estimate: e } : {};
