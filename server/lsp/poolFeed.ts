@@ -55,16 +55,20 @@ export class PoolFeed {
 
   private async fetchOnce(): Promise<void> {
     let snap: PoolSnapshot | undefined;
+    let problem: string | undefined;
     try {
       snap = await this.client.pool();
-    } catch {
-      snap = undefined;
+    } catch (err) {
+      const e = err as { code?: string; message?: string };
+      // A broker that answers but refuses (a token it does not know) is named as such, not as unreachable.
+      problem = e.code === 'E_UNREACHABLE' ? undefined : (e.message ?? String(err));
     }
     if (this.ac.signal.aborted) return;
     const wasOnline = this.view.online;
     if (!snap) {
-      if (wasOnline) {
-        this.view = { ...this.view, online: false };
+      if (wasOnline || this.view.problem !== problem) {
+        const { problem: _p, ...rest } = this.view;
+        this.view = { ...rest, online: false, ...(problem ? { problem } : {}) };
         this.onChange();
       }
       return;

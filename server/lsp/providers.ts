@@ -19,6 +19,8 @@ export interface PoolView {
   online: boolean;
   /** When the snapshot was taken (ms since the epoch, this machine's clock). */
   takenAt?: number;
+  /** Why the broker did not answer, when it was not a network failure (e.g. the token was refused). */
+  problem?: string;
 }
 
 /** Kinds of LSP enums, as numbers (the protocol's values), so this file needs no runtime import. */
@@ -212,9 +214,10 @@ export function diagnostics(text: string, view: PoolView, now = Date.now()): Dia
   if (pool && schemaErrors === 0) out.push(...poolDiagnostics(text, lines, pool));
   if (!view.online) {
     const first = lines[0];
+    const why = view.problem ? `The broker refused the pool (${view.problem})` : 'The broker is unreachable';
     const msg = pool
-      ? `The broker is unreachable: pool checks use the snapshot of ${age(now - (view.takenAt ?? now))} ago.`
-      : 'The broker is unreachable and no pool was seen yet: only the options themselves are checked.';
+      ? `${why}: pool checks use the snapshot of ${age(now - (view.takenAt ?? now))} ago.`
+      : `${why} and no pool was seen yet: only the options themselves are checked.`;
     out.push({ range: range(first.line, 0, first.bodyColumn), severity: SEVERITY.warning, source: SOURCE, message: msg, code: 'offline' });
   }
   return out;

@@ -104,6 +104,10 @@ describe('language server: diagnostics and quick fixes', () => {
       'warning: The broker is unreachable and no pool was seen yet: only the options themselves are checked.',
     ]);
   });
+  it('names a broker that refuses (a token it does not know) as such, not as unreachable', () => {
+    const refused: PoolView = { online: false, problem: 'invalid token' };
+    assert.deepEqual(messages('# gpurun: gpus=1', refused), ['warning: The broker refused the pool (invalid token) and no pool was seen yet: only the options themselves are checked.']);
+  });
   it('has nothing to say about a file without directives', () => {
     assert.deepEqual(diagnostics('import torch\n'.repeat(100), { online: false }), []);
   });
