@@ -106,7 +106,8 @@ function applyOptionFlags(req: SubmitRequest, opts: Record<string, unknown>): vo
     if (typeof text !== 'string') continue;
     const r = parseOptionText(o, text);
     if ('error' in r) throw usage('run', `--${o.key}${r.error.startsWith('must') ? ' ' : ': '}${r.error}`);
-    (req as unknown as Record<string, unknown>)[o.field] = r.value;
+    // Sizes and durations go as typed: the broker parses them with the same schema, and its messages quote them.
+    (req as unknown as Record<string, unknown>)[o.field] = o.type === 'size' || o.type === 'duration' ? text : r.value;
   }
 }
 
