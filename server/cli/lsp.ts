@@ -15,7 +15,8 @@ pool, hover, diagnostics and quick fixes. Broker: $GPURUN_BROKER with $GPURUN_TO
 `;
 
 export async function lspCommand(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
-  const { opts } = parseArgs(argv, { values: [], flags: ['stdio', 'help'], short: { h: 'help' } }, 'lsp');
+  // vscode-languageclient adds --stdio and --clientProcessId=PID to the server's argv.
+  const { opts } = parseArgs(argv, { values: ['clientProcessId'], flags: ['stdio', 'help'], short: { h: 'help' } }, 'lsp');
   if (opts.help) {
     process.stdout.write(LSP_HELP);
     return 0;

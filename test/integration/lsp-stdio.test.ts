@@ -30,7 +30,7 @@ describe('gpurun lsp over stdio (real broker, stand-in GPUs)', function () {
       queues: { offline: { maxTime: '7d' } },
     }, { PATH: `${bin}:${process.env.PATH}` });
     token = await createToken(broker, 'alice');
-    lsp = new LspClient([NODE, CLI, 'lsp', '--stdio'], testEnv(join(dir, 'client'), { GPURUN_BROKER: broker.url, GPURUN_TOKEN: token, GPURUN_LSP_POLL_MS: '500' }));
+    lsp = new LspClient([NODE, CLI, 'lsp', '--stdio', `--clientProcessId=${process.pid}`], testEnv(join(dir, 'client'), { GPURUN_BROKER: broker.url, GPURUN_TOKEN: token, GPURUN_LSP_POLL_MS: '500' }));
     const init = await lsp.initialize();
     assert.ok(init.capabilities.completionProvider && init.capabilities.hoverProvider && init.capabilities.codeActionProvider);
   });
