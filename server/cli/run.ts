@@ -28,8 +28,8 @@ ${optionsHelp()}
                         broker that runs elsewhere and cannot read them); gpurun run must stay attached meanwhile
   --broker URL          broker address (default: $GPURUN_BROKER, else the local embedded broker)
 
-A "# gpurun: gpus=2 gpu-type=A100 time=2h ..." line at the top of the script sets its defaults; options win.
-Exit codes: the job's own; 124 timed out; 125 could not start; 130 cancelled; 75 lost.
+A "# gpurun: gpus=2 gpu-type=A100 time=2h restarts=3 ..." line at the top of the script sets its defaults; options win.
+Exit codes: the last attempt's own; 124 timed out; 125 could not start; 130 cancelled; 75 lost.
 `;
 
 function out(s: string): void {
@@ -141,7 +141,7 @@ async function attach(conn: Connection, job0: Job): Promise<number> {
     let line = '';
     if (job.state === 'queued') line = `queued${job.queuePosition ? ` (position ${job.queuePosition} in ${job.queue})` : ''}: ${job.reason}`;
     // Once placed, say where (also for a job so quick that it is already over when asked).
-    else if (job.host) line = `running on ${job.host} (${job.gpuIndices.length ? `GPU ${job.gpuIndices.join(',')}` : 'no GPU'})`;
+    else if (job.host) line = `running on ${job.host} (${job.gpuIndices.length ? `GPU ${job.gpuIndices.join(',')}` : 'no GPU'})${job.attempt && job.attempt.n > 1 ? ` · attempt ${job.attempt.n}/${job.attempt.of}` : ''}`;
     if (line && line !== lastStatus) {
       out(line);
       lastStatus = line;
@@ -173,13 +173,20 @@ async function attach(conn: Connection, job0: Job): Promise<number> {
   };
   process.on('SIGINT', onSigint);
 
-  // Show queue and start changes while the output streams.
+  // Show queue and start changes while the output streams; a restarted job goes back to the queue, so this watches
+  // to the end (often while it waits, seldom while it runs).
+  let streamDone = false;
+  let wake: (() => void) | undefined;
   const watcher = (async () => {
     let job = job0;
-    while (!ac.signal.aborted && (job.state === 'queued' || job.state === 'starting')) {
-      await new Promise((r) => setTimeout(r, 300));
+    while (!ac.signal.aborted && !streamDone && !isFinal(job.state)) {
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, job.state === 'running' ? 2_000 : 300);
+        wake = () => (clearTimeout(t), r());
+      });
+      if (streamDone) break;
       job = await conn.client.get(id).catch(() => job);
-      status(job);
+      if (!isFinal(job.state)) status(job);
     }
   })();
 
@@ -201,6 +208,8 @@ async function attach(conn: Connection, job0: Job): Promise<number> {
     );
   } finally {
     process.off('SIGINT', onSigint);
+    streamDone = true;
+    wake?.();
   }
   await watcher;
   if (detached) {

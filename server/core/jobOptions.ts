@@ -6,6 +6,10 @@
  */
 import { QUEUES } from '../protocol/jobs.ts';
 import { formatDuration, formatMemory, parseDuration, parseMemory } from './units.ts';
+import { MAX_RESTARTS } from './restartPolicy.ts';
+
+/** Most exit codes one job may list in restart-on-exit. */
+const MAX_EXIT_CODES = 32;
 
 /** A parsed value, or the reason the text is not one (a message without the option's name). */
 export type Parsed<T> = { value: T } | { error: string };
@@ -52,8 +56,8 @@ export const JOB_OPTIONS: readonly JobOption[] = [
   { key: 'time', field: 'time', prop: 'timeSec', type: 'duration', unit: 's', default: "the queue's", description: 'time limit, e.g. 90s, 30m, 2h, 1:30:00', metavar: 'DURATION', example: '2h', directive: true },
   { key: 'queue', field: 'queue', prop: 'queue', type: 'enum', values: QUEUES, default: 'online', description: 'online (interactive, first) or offline (batch)', metavar: 'Q', example: 'offline', directive: true },
   { key: 'image', field: 'image', prop: 'image', type: 'image', default: "the broker's", description: 'container image (for container hosts)', metavar: 'IMG', example: 'python:3.12', directive: true },
-  { key: 'restarts', field: 'restarts', prop: 'restarts', type: 'integer', min: 0, max: 100, default: '0', description: 'times the job is started again after a fault or a listed exit code', metavar: 'N', example: '3', directive: true },
-  { key: 'restart-on-exit', field: 'restartOnExit', prop: 'restartOnExit', type: 'integer-list', min: 1, max: 255, default: 'none', description: 'exit codes that also restart the job (comma-separated)', metavar: 'C,C', example: '75,143', directive: true },
+  { key: 'restarts', field: 'restarts', prop: 'restarts', type: 'integer', min: 0, max: MAX_RESTARTS, default: "the queue's (usually 0)", description: 'restart it up to N times after a fault that is not its own (host lost, GPU fault, container gone, preempted, node failure)', metavar: 'N', example: '3', directive: true },
+  { key: 'restart-on-exit', field: 'restartOnExit', prop: 'restartOnExit', type: 'integer-list', min: 1, max: 255, default: 'none', description: 'also restart it when it exits with one of these codes, e.g. 75,143 (counts as a restart)', metavar: 'C,C', example: '75,143', directive: true },
   { key: 'backend', field: 'backend', prop: 'backend', type: 'name', default: "the broker's", description: 'where it runs: "hosts" (the host pool) or a Slurm cluster\'s name', metavar: 'NAME', example: 'hosts', directive: true },
   { key: 'name', field: 'name', prop: 'name', type: 'name', default: "the script's name", description: 'label shown in lists', metavar: 'NAME', example: 'train', directive: false },
 ];
@@ -77,7 +81,7 @@ export type OptionValue = number | string | number[];
 /** The valid values in words: "from 0 to 1024", "one of online, offline"; undefined when there is no short answer. */
 export function validRange(o: JobOption): string | undefined {
   if (o.type === 'integer') return `a whole number from ${o.min} to ${o.max}`;
-  if (o.type === 'integer-list') return `whole numbers from ${o.min} to ${o.max}, comma-separated`;
+  if (o.type === 'integer-list') return `exit codes from ${o.min} to ${o.max}, comma-separated`;
   if (o.type === 'enum') return `one of ${o.values!.join(', ')}`;
   if (o.type === 'size') return 'a size such as 512M or 16G';
   if (o.type === 'duration') return 'a duration such as 90s, 30m, 2h or 1:30:00';
@@ -101,13 +105,11 @@ export function parseOptionText(o: JobOption, text: string): Parsed<OptionValue>
     case 'integer':
       return int(o, text);
     case 'integer-list': {
-      const out: number[] = [];
-      for (const part of text.split(',')) {
-        const r = int(o, part.trim());
-        if ('error' in r) return { error: `${r.error.replace('must be', 'each code must be')}${text.includes(',') ? ` in "${text}"` : ''}` };
-        out.push(r.value);
+      const parts = text.split(',');
+      if (parts.length > MAX_EXIT_CODES || !parts.every((p) => /^\d{1,3}$/.test(p) && Number(p) >= o.min! && Number(p) <= o.max!)) {
+        return { error: `must be exit codes from ${o.min} to ${o.max} separated by commas, e.g. ${o.example}; got "${text}"` };
       }
-      return { value: [...new Set(out)] };
+      return { value: [...new Set(parts.map(Number))] };
     }
     case 'name':
       if (o.field === 'gpuType' && !GPU_NAME.test(text)) return { error: `must be a GPU name such as A100 or L4, got "${text}"` };
@@ -138,7 +140,7 @@ export function parseOptionJson(o: JobOption, v: unknown): Parsed<OptionValue> {
     case 'integer':
       return typeof v === 'number' && Number.isInteger(v) && v >= o.min! && v <= o.max! ? { value: v } : { error: `must be a whole number from ${o.min} to ${o.max}` };
     case 'integer-list':
-      if (!Array.isArray(v) || v.some((c) => typeof c !== 'number' || !Number.isInteger(c) || c < o.min! || c > o.max!)) return { error: `must be a list of whole numbers from ${o.min} to ${o.max}` };
+      if (!Array.isArray(v) || v.length > MAX_EXIT_CODES || v.some((c) => typeof c !== 'number' || !Number.isInteger(c) || c < o.min! || c > o.max!)) return { error: `must be a list of exit codes from ${o.min} to ${o.max}` };
       return { value: [...new Set(v as number[])] };
     case 'name':
     case 'image':

@@ -24,11 +24,11 @@ export interface ValidSubmit {
   env: Record<string, string>;
   /** As asked (Slurm backend, issue 5); the broker checks that it exists and picks the default. */
   backend?: string;
-  /** Restart policy, as asked (the broker applies it). */
-  restarts?: number;
-  restartOnExit?: number[];
   /** Set when the submitting client serves the workspace itself. */
   workspaceFrom?: 'client';
+  /** As asked; absent = the queue's default. */
+  restarts?: number;
+  restartOnExit?: number[];
 }
 
 /** The job options (jobOptions.ts) and the fields that are not options of a job's resources. */

@@ -19,7 +19,7 @@ describe('job options schema', () => {
     assert.deepEqual(parseOptionText(opt('restart-on-exit'), '75,143,75'), { value: [75, 143] });
     assert.deepEqual(parseOptionText(opt('restarts'), '101'), { error: 'must be at most 100' });
     assert.deepEqual(parseOptionText(opt('gpus'), '2000'), { error: 'must be at most 1024' });
-    assert.match((parseOptionText(opt('restart-on-exit'), '75,0') as { error: string }).error, /each code must be at least 1 in "75,0"/);
+    assert.match((parseOptionText(opt('restart-on-exit'), '75,0') as { error: string }).error, /must be exit codes from 1 to 255 separated by commas, e.g. 75,143; got "75,0"/);
     assert.match((parseOptionText(opt('image'), 'x; rm -rf /') as { error: string }).error, /must be an image reference/);
   });
 
@@ -29,7 +29,7 @@ describe('job options schema', () => {
     const v = validateSubmit({ command: ['a'], workspace: '/w', restarts: 3, restartOnExit: [75] }, defaults);
     assert.equal(v.restarts, 3);
     assert.deepEqual(v.restartOnExit, [75]);
-    assert.throws(() => validateSubmit({ command: ['a'], workspace: '/w', restartOnExit: [300] }, defaults), /restartOnExit: must be a list of whole numbers from 1 to 255/);
+    assert.throws(() => validateSubmit({ command: ['a'], workspace: '/w', restartOnExit: [300] }, defaults), /restartOnExit: must be a list of exit codes from 1 to 255/);
   });
 
   it('is what the directive parser accepts, so a directive and a flag agree', () => {
@@ -41,7 +41,7 @@ describe('job options schema', () => {
   it('writes the run options of --help, one line per option with its default', () => {
     const help = optionsHelp();
     for (const o of JOB_OPTIONS) assert.match(help, new RegExp(`--${o.key} ${o.metavar.replace(',', ',')} +${o.description.replace(/[()"']/g, '.')}`));
-    assert.match(help, /--restart-on-exit C,C exit codes that also restart the job/);
+    assert.match(help, /--restart-on-exit C,C also restart it when it exits with one of these codes/);
   });
 
   it('suggests the likely key or value of a typo', () => {
