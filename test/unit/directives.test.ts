@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { parseDirectives } from '../../server/core/directives.ts';
+import { directiveLines, parseDirectives } from '../../server/core/directives.ts';
 
 describe('directives', () => {
   it('reads every key of a # gpurun: line', () => {
@@ -44,5 +44,14 @@ describe('directives', () => {
   });
   it('is not fooled by a similar comment', () => {
     assert.deepEqual(parseDirectives('# gpurun is great: gpus=9\nprint("# gpurun: gpus=3")\n').lines, []);
+  });
+  it('gives the language server each word with where its key and value are', () => {
+    const [l] = directiveLines('# gpurun: gpus=2 oops colour=red\n');
+    assert.equal(l.bodyColumn, 9);
+    assert.deepEqual(l.words.map((w) => [w.key, w.value, w.column, w.eq, w.option?.field]), [
+      ['gpus', '2', 10, 14, 'gpus'],
+      ['oops', '', 17, -1, undefined],
+      ['colour', 'red', 22, 28, undefined],
+    ]);
   });
 });
