@@ -68,6 +68,7 @@ export function buildApp(d: AppDeps): Handler {
     ['GET', /^\/v1\/jobs\/([a-z0-9]{1,32})\/logs$/, (c) => streamLogs(d, c)],
     ['GET', /^\/v1\/hosts$/, () => ({ hosts: d.broker.hosts() })],
     ['POST', /^\/v1\/hosts\/([A-Za-z0-9][\w.-]{0,99})\/gpus\/(\d{1,4})\/clear$/, (c) => clearGpu(d, c)],
+    ['GET', /^\/v1\/pool$/, () => d.broker.pool()],
     ['GET', /^\/v1\/events$/, (c) => streamEvents(d, c)],
   ];
 

@@ -45,6 +45,8 @@ export interface MountedRef extends Record<string, unknown> {
   bootId?: string;
   /** When the job started (ISO): GPU events before it are not the job's. */
   startedAt?: string;
+  /** Byte of the log file where this attempt's output begins (set by the host pool; absent = 0). */
+  logOffset?: number;
 }
 
 /** How to follow a job's output: the command that prints it from some byte on, and how much of what it prints to drop. */
@@ -131,6 +133,11 @@ function lastBytes(path: string, n: number): Buffer {
 /** A follow that ends sooner than this while the job still runs is not started again at once (no busy loop). */
 const FOLLOW_MIN_MS = 1_000;
 
+/** Bytes of this attempt's output the log file already has (the attempt's output begins at `logOffset`). */
+function attemptBytes(r: MountedRef): number {
+  return Math.max(0, fileSize(r.logPath) - (r.logOffset ?? 0));
+}
+
 function fileSize(path: string): number {
   try {
     return statSync(path).size;
@@ -210,7 +217,7 @@ export abstract class MountedRuntime implements Runtime {
     const clients = this.clients;
     if (job.workspaceFrom === 'client' && !clients) throw new GpurunError('E_CONFIG', 'this broker cannot relay client-served workspaces');
     const source = job.workspaceFrom === 'client' ? { fromClient: () => clients!.take(job.id, CLIENT_WORKSPACE_WAIT_MS) } : undefined;
-    await this.mounts.mount(ssh, cfg.mount, job.workspace, mnt, (msg) => this.log(msg, { job: job.id }), source);
+    await this.mounts.mount(ssh, cfg.mount, job.workspace, mnt, (msg) => this.log(msg, { job: job.id }), source, job.owner);
     return { mnt, transport: source ? 'relay' : cfg.mount.transport };
   }
 
@@ -310,7 +317,7 @@ export abstract class MountedRuntime implements Runtime {
 
   /** Appends the drain command's output (the rest of an ended job's output) to the log file. */
   private async drain(ssh: RemoteExec, r: MountedRef): Promise<void> {
-    const f = this.drainCommand(r, fileSize(r.logPath));
+    const f = this.drainCommand(r, attemptBytes(r));
     const ch = await ssh.spawn(f.argv);
     await this.pipe(ch, r, f.skip, () => new Promise<void>((resolve) => ch.on('close', () => resolve())));
   }
@@ -356,7 +363,7 @@ export abstract class MountedRuntime implements Runtime {
    * first and its stream read to its end, so the last lines it printed are kept; then says what happened.
    */
   private async followOnce(ssh: RemoteExec, r: MountedRef, signal: AbortSignal): Promise<FollowResult> {
-    const f = this.followCommand(r, fileSize(r.logPath));
+    const f = this.followCommand(r, attemptBytes(r));
     const ch = await ssh.spawn(f.argv);
     let exit: number | null = null;
     ch.on('exit', (code: number | null) => (exit = code));
