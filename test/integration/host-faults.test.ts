@@ -215,7 +215,8 @@ describe('host faults: unreachable and lost hosts, blips, GPU faults, bursts (ss
     const j = await ended(id, (GRACE_S + 40) * 1000);
     const took = (Date.now() - t0) / 1000;
     assert.equal(j.state, 'lost');
-    assert.match(j.reason, new RegExp(`^host_lost: f2 could not be reached for \\d+ s`));
+    // The runtime's words, or the outcome classifier's summary of the same evidence.
+    assert.match(j.reason, /^(host_lost: f2 could not be reached for \d+ s|lost its host f2: unreachable \d+ s)/);
     assert.ok(took >= GRACE_S - 1, `not before the grace (${took} s)`);
     assert.match((await gpurun(['hosts'], env)).stdout, /f2\s+lost/);
     await host('f2').start();
@@ -232,7 +233,8 @@ describe('host faults: unreachable and lost hosts, blips, GPU faults, bursts (ss
     await host('f2').start();
     const j = await ended(id, GRACE_S * 1000);
     assert.equal(j.state, 'lost');
-    assert.match(j.reason, /vanished.*the host rebooted \(its boot id changed\)/);
+    assert.match(j.reason, /rebooted/);
+    assert.match(j.reason, /vanished/);
   }).timeout(120_000);
 
   it('a GPU fault (Xid 79) on a job\'s GPU stops that job and quarantines the GPU; an Xid 13 does not; the other job runs on; an admin clears it', async () => {
@@ -247,7 +249,7 @@ describe('host faults: unreachable and lost hosts, blips, GPU faults, bursts (ss
     const ja = await ended(a, 30_000);
     const took = (Date.now() - t0) / 1000;
     assert.equal(ja.state, 'failed');
-    assert.match(ja.reason, new RegExp(`^gpu_fault: Xid 79 on GPU ${ga} \\(GPU has fallen off the bus\\.\\)`));
+    assert.match(ja.reason, new RegExp(`^(gpu_fault: Xid 79 on GPU ${ga} \\(GPU has fallen off the bus\\.\\)|GPU ${ga} on f2 failed \\(Xid 79\\))`));
     assert.ok(took <= 20, `decided in ${took} s`);
     const hosts = (await gpurun(['hosts'], env)).stdout;
     assert.match(hosts, new RegExp(`f2 GPU ${ga} .*quarantined \\(Xid 79 at \\d\\d:\\d\\d\\)`));
@@ -272,7 +274,8 @@ describe('host faults: unreachable and lost hosts, blips, GPU faults, bursts (ss
     broker = await restartBroker(broker);
     for (const id of ids) {
       const j = await ended(id, 120_000);
-      if (j.state === 'succeeded') assert.match(await logsOf(id), /^job \d\ndone\n$/);
+      // A job caught before it ran is requeued (or, without requeues, ends lost "before it ran").
+      if (j.state === 'succeeded') assert.match(await logsOf(id), /job \d\ndone\n$/);
       else {
         assert.equal(j.state, 'lost', `${id}: ${j.reason}`);
         assert.match(j.reason, /before it ran/);
