@@ -14,7 +14,12 @@ const modules = readdirSync(dir)
   .sort();
 for (const f of modules) {
   console.log(`\n## ${f.replace(/\.ts$/, '')}`);
-  const mod = (await import(new URL(f, import.meta.url).href)) as { run(): Promise<void> };
+  const mod = (await import(new URL(f, import.meta.url).href)) as { run(): Promise<void>; onlyWhenNamed?: boolean };
+  // Long fault injections (bench/faults.ts) run only when named: npm run bench -- faults
+  if (mod.onlyWhenNamed && !only.includes(f.replace(/\.ts$/, ''))) {
+    console.log('  (runs only when named)');
+    continue;
+  }
   try {
     await mod.run();
   } catch (err) {

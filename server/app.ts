@@ -24,6 +24,16 @@ export interface AppDeps {
   trustedPrincipal?: Principal;
   /** Streams of client-served workspaces (absent without SSH hosts: the upgrade is then refused). */
   clientWorkspaces?: ClientWorkspaces;
+  /** Lifts a GPU's quarantine (hosts/registry.ts); absent: nothing can be cleared. */
+  clearGpuQuarantine?: (host: string, gpu: number) => void;
+}
+
+/** `POST /v1/hosts/NAME/gpus/N/clear`: an admin puts a quarantined GPU back into service. */
+function clearGpu(d: AppDeps, c: Ctx): unknown {
+  if (!c.principal.admin) throw new GpurunError('E_FORBIDDEN', 'only an admin can clear a GPU\'s quarantine', { hint: 'Ask an admin (a token made with gpurun token create USER --admin).' });
+  if (!d.clearGpuQuarantine) throw new GpurunError('E_CONFLICT', `GPU ${c.params[1]} of ${c.params[0]} is not quarantined`);
+  d.clearGpuQuarantine(c.params[0], Number(c.params[1]));
+  return { hosts: d.broker.hosts() };
 }
 
 export type Handler = (req: IncomingMessage, res: ServerResponse) => void;
@@ -57,6 +67,8 @@ export function buildApp(d: AppDeps): Handler {
     ['POST', /^\/v1\/jobs\/([a-z0-9]{1,32})\/cancel$/, (c) => d.broker.cancel(c.principal, c.params[0])],
     ['GET', /^\/v1\/jobs\/([a-z0-9]{1,32})\/logs$/, (c) => streamLogs(d, c)],
     ['GET', /^\/v1\/hosts$/, () => ({ hosts: d.broker.hosts() })],
+    ['POST', /^\/v1\/hosts\/([A-Za-z0-9][\w.-]{0,99})\/gpus\/(\d{1,4})\/clear$/, (c) => clearGpu(d, c)],
+    ['GET', /^\/v1\/pool$/, () => d.broker.pool()],
     ['GET', /^\/v1\/events$/, (c) => streamEvents(d, c)],
   ];
 

@@ -42,6 +42,11 @@ export interface BrokerConfig {
   defaults: { image?: string; gpus: number | 'auto'; cpus: number; memoryMiB: number };
   /** Time between TERM and KILL when a job is cancelled or runs out of time. */
   killGraceMs: number;
+  /**
+   * How long an SSH host may fail its health checks (its connection and a fresh one) before it is `lost` and its
+   * jobs end `lost` (default 60 s). Shorter gaps are blips: jobs keep running and their output resumes.
+   */
+  hostLostAfterMs: number;
   /** Wait before a job's first restart, doubling for each further one up to `maxMs`. */
   restartBackoff: BackoffConfig;
   auth: {
@@ -116,7 +121,7 @@ export function parseListen(text: string, onError: (msg: string) => never): List
 export function validateConfig(raw: unknown, file: string, baseDir: string, fallbackDataDir: string): BrokerConfig {
   const f = new Fields(file);
   const o = f.obj(raw, '(top level)');
-  f.keys(o, '', ['listen', 'dataDir', 'hosts', 'queues', 'defaults', 'killGrace', 'restartBackoff', 'auth', 'clusters', 'defaultBackend']);
+  f.keys(o, '', ['listen', 'dataDir', 'hosts', 'queues', 'defaults', 'killGrace', 'hostLostAfter', 'restartBackoff', 'auth', 'clusters', 'defaultBackend']);
   const listen = parseListen(o.listen === undefined ? '127.0.0.1:8750' : f.str(o.listen, 'listen'), (m) => f.fail('listen', m));
   const dataDir = o.dataDir === undefined ? fallbackDataDir : resolve(baseDir, f.str(o.dataDir, 'dataDir'));
 
@@ -194,6 +199,7 @@ export function validateConfig(raw: unknown, file: string, baseDir: string, fall
     queues,
     defaults,
     killGraceMs: o.killGrace === undefined ? 10_000 : f.dur(o.killGrace, 'killGrace') * 1000,
+    hostLostAfterMs: o.hostLostAfter === undefined ? 60_000 : Math.max(1, f.dur(o.hostLostAfter, 'hostLostAfter')) * 1000,
     restartBackoff,
     auth: {
       trustUnixSocket: a.trustUnixSocket === undefined ? listen.kind === 'unix' : f.bool(a.trustUnixSocket, 'auth.trustUnixSocket'),

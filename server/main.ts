@@ -71,7 +71,7 @@ export async function startBroker(config: BrokerConfig, opts: { log?: Logger; id
   sshSide.startSweeps((jobId) => !broker.isDone(jobId));
 
   const trusted = config.listen.kind === 'unix' && config.auth.trustUnixSocket ? { user: config.auth.localUser, admin: true } : undefined;
-  const appDeps = { broker, store, logs, log, version: VERSION, ...(trusted ? { trustedPrincipal: trusted } : {}), ...(sshSide.clientWorkspaces ? { clientWorkspaces: sshSide.clientWorkspaces } : {}) };
+  const appDeps = { broker, store, logs, log, version: VERSION, ...(trusted ? { trustedPrincipal: trusted } : {}), ...(sshSide.clientWorkspaces ? { clientWorkspaces: sshSide.clientWorkspaces } : {}), clearGpuQuarantine: (h: string, g: number) => hosts.clearQuarantine(h, g) };
   const server = createServer({ keepAliveTimeout: 65_000 }, buildApp(appDeps));
   server.on('upgrade', buildUpgrade(appDeps));
   const listen = config.listen;

@@ -82,13 +82,15 @@ export async function cancelCommand(argv: string[]): Promise<number> {
 }
 
 export async function hostsCommand(argv: string[]): Promise<number> {
-  const { opts } = parseArgs(argv, { values: ['broker'], flags: ['json', 'help'], short: { h: 'help' } }, 'hosts');
+  const { opts, rest } = parseArgs(argv, { values: ['broker'], flags: ['json', 'help'], short: { h: 'help' } }, 'hosts');
   if (opts.help) {
-    process.stdout.write('Usage: gpurun hosts [--json]\n\nShows each host: state, GPUs (free, and which job uses each), CPUs and memory.\n');
+    process.stdout.write('Usage: gpurun hosts [--json]\n       gpurun hosts clear HOST GPU   (admin: put a quarantined GPU back into service)\n\nShows each host: state, GPUs (free, quarantined, and which job uses each), CPUs and memory.\n');
     return 0;
   }
+  if (rest.length && (rest[0] !== 'clear' || rest.length !== 3 || !/^\d+$/.test(rest[2]))) throw usage('hosts', 'expected: gpurun hosts [--json] or gpurun hosts clear HOST GPU');
   const conn = await connect(opts.broker as string | undefined);
-  const hosts = await conn.client.hosts();
+  const hosts = rest.length ? await conn.client.clearGpu(rest[1], Number(rest[2])) : await conn.client.hosts();
+  if (rest.length && !opts.json) process.stdout.write(`GPU ${rest[2]} of ${rest[1]} is back in service\n`);
   process.stdout.write(opts.json ? `${JSON.stringify(hosts, null, 2)}\n` : hostsTable(hosts));
   await conn.client.close();
   return 0;

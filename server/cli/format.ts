@@ -90,10 +90,21 @@ export function hostsTable(hosts: HostInfo[]): string {
     }),
   ]);
   for (const h of hosts) {
-    if (h.lastError) out += `${h.name}: ${h.lastError}\n`;
-    for (const g of h.gpus) out += `  ${h.name} GPU ${g.index}  ${g.name}  ${formatMemory(g.memoryTotalMiB)}  ${g.jobId ? `used by ${g.jobId}` : 'free'}\n`;
+    const since = h.since ? `${h.state} since ${clock(h.since)} (${formatDuration(Math.max(0, Math.round((Date.now() - Date.parse(h.since)) / 1000)))}): ` : '';
+    if (h.lastError || since) out += `${h.name}: ${since}${h.lastError ?? ''}\n`;
+    for (const g of h.gpus) {
+      const q = g.quarantined;
+      const use = q ? `quarantined (${q.xid === undefined ? q.detail : `Xid ${q.xid}`} at ${clock(q.at).slice(0, 5)})${g.jobId ? `, used by ${g.jobId}` : ''}` : g.jobId ? `used by ${g.jobId}` : 'free';
+      out += `  ${h.name} GPU ${g.index}  ${g.name}  ${formatMemory(g.memoryTotalMiB)}  ${use}\n`;
+    }
   }
   return out;
+}
+
+/** HH:MM:SS of an ISO time, in the local time zone of the CLI. */
+function clock(iso: string): string {
+  const d = new Date(iso);
+  return [d.getHours(), d.getMinutes(), d.getSeconds()].map((n) => String(n).padStart(2, '0')).join(':');
 }
 
 /** The CLI's exit code for a job that has ended (documented in the README). */

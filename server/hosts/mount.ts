@@ -26,9 +26,17 @@ import { overlayMountArgs, snapshotJobDir, snapshotPaths, SnapshotSync, syncCach
  */
 export const TUNED_OPTIONS = ['kernel_cache', 'dir_cache=yes', 'dcache_timeout=20', 'entry_timeout=20', 'attr_timeout=20', 'negative_timeout=20'];
 
-/** Where a job's workspace is mounted on the host. */
-export function mountPoint(workDir: string, jobId: string): string {
-  return posix.join(workDir, 'mnt', jobId);
+/**
+ * Where a job's workspace is mounted on the host: under the broker's own folder, so the orphan sweep of one broker
+ * never touches the mounts of another broker sharing the host (and workDir).
+ */
+export function mountPoint(workDir: string, brokerId: string, jobId: string): string {
+  return posix.join(mountsDir(workDir, brokerId), jobId);
+}
+
+/** The folder of one broker's mount points on a host. */
+export function mountsDir(workDir: string, brokerId: string): string {
+  return posix.join(workDir, 'mnt', brokerId);
 }
 
 /** A value inside `-o a,b,c`: libfuse splits on commas, and takes `\` as an escape. */
@@ -128,6 +136,22 @@ export interface MountSource {
   fromClient(): Promise<Duplex>;
 }
 
+/** How a relay's sshfs ended on the host, when the host said (null: the channel closed without an exit status). */
+type RelayExit = { code: number | null; signal: string | null } | null;
+
+/**
+ * Why a relay stream ended, in words: sshfs exited on the host (the host's side failed), or the channel closed
+ * without an exit status (the broker's SSH connection to the host dropped: gpurun's own path).
+ */
+export function relayEnd(exit: RelayExit, stderr: string): string {
+  const said = stderr.trim() ? `: ${stderr.trim()}` : '';
+  if (exit) return `sshfs on the host exited (${exit.signal ? `signal ${exit.signal}` : `code ${exit.code}`})${said}`;
+  return `the SFTP relay stream ended (the broker's SSH channel to the host closed)${said}`;
+}
+
+/** How long a relay mount may take to come up. */
+const READY_MS = 60_000;
+
 export class Mounts {
   /** Relay sessions of this broker process, by mount point. */
   private readonly relays = new Map<string, MountHandle>();
@@ -168,7 +192,9 @@ export class Mounts {
     let stderr = '';
     ch.stderr.on('data', (d: Buffer) => (stderr += d.toString('utf8')).length > 4096 && (stderr = stderr.slice(-4096)));
     const session = serveSftp(workspace, ch, ch, { readOnly: m.readOnly, onDenied: (why) => log(`sftp request refused: ${why}`) });
-    const ended = new Promise<string>((resolve) => ch.on('close', () => resolve(`the SFTP relay stream ended${stderr.trim() ? `: ${stderr.trim()}` : ''}`)));
+    let exit: RelayExit = null;
+    ch.on('exit', (code: number | null, signal?: string) => (exit = { code, signal: signal ?? null }));
+    const ended = new Promise<string>((resolve) => ch.on('close', () => resolve(relayEnd(exit, stderr))));
     ended.then(() => session.close());
     await this.waitReady(ssh, at, ended, () => stderr);
     return { mnt: at, transport: 'relay', session, ended };
@@ -198,10 +224,12 @@ export class Mounts {
     let stderr = '';
     ch.stderr.on('data', (d: Buffer) => (stderr += d.toString('utf8')).length > 4096 && (stderr = stderr.slice(-4096)));
     let clientGone = client.destroyed;
+    let exit: RelayExit = null;
+    ch.on('exit', (code: number | null, signal?: string) => (exit = { code, signal: signal ?? null }));
     const ended = new Promise<string>((resolve) => {
       ch.on('close', () => {
         client.destroy();
-        resolve(clientGone ? 'the client that served the workspace disconnected (gpurun run ended or lost its connection to the broker)' : `the SFTP relay stream ended${stderr.trim() ? `: ${stderr.trim()}` : ''}`);
+        resolve(clientGone ? 'the client that served the workspace disconnected (gpurun run ended or lost its connection to the broker)' : relayEnd(exit, stderr));
       });
     });
     client.on('error', () => {}); // its end is reported through 'close'
@@ -223,14 +251,19 @@ export class Mounts {
     return handle;
   }
 
-  /** sshfs -f does not say when the mount is ready: polls the file system type. */
+  /**
+   * sshfs -f does not say when the mount is ready: polls the file system type. A check that fails to answer (a busy
+   * host during a burst of starts) is only "not yet"; the mount fails when the relay ends or after READY_MS.
+   */
   private async waitReady(ssh: RemoteExec, mnt: string, ended: Promise<string>, stderr: () => string): Promise<void> {
-    for (let i = 0; ; i++) {
-      const race = await Promise.race([ended.then((why) => ({ why })), this.alive(ssh, mnt).then((ok) => ({ ok }))]);
+    const deadline = Date.now() + READY_MS;
+    for (let i = 0; ; ) {
+      const race = await Promise.race([ended.then((why) => ({ why })), this.alive(ssh, mnt).then((ok) => ({ ok }), () => ({ ok: false }))]);
       if ('why' in race) throw new GpurunError('E_INTERNAL', `host ${ssh.hostName}: sshfs (relay) failed: ${race.why}`, { stderr: stderr() });
       if (race.ok) return;
-      if (i > 200) throw new GpurunError('E_INTERNAL', `host ${ssh.hostName}: the relay mount did not come up within 10 s`, { stderr: stderr() });
-      await new Promise((r) => setTimeout(r, 50));
+      if (Date.now() > deadline) throw new GpurunError('E_INTERNAL', `host ${ssh.hostName}: the relay mount did not come up within ${READY_MS / 1000} s`, { stderr: stderr() });
+      // Soon at first (a mount is usually up within a few checks), then less often: each check is a channel and a process.
+      await new Promise((r) => setTimeout(r, Math.min(500, 50 * 2 ** Math.min(i++, 4))));
     }
   }
 

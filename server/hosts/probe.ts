@@ -35,7 +35,8 @@ export function probeScript(): string {
   ].join('\n');
 }
 
-function sections(text: string): Map<string, { body: string; rc: string | null }> {
+/** Splits a probe script's output into its `@@name` sections, each with the `@@name_rc CODE` it ended with. */
+export function sections(text: string): Map<string, { body: string; rc: string | null }> {
   const out = new Map<string, { body: string; rc: string | null }>();
   let cur: string | null = null;
   let lines: string[] = [];

@@ -8,10 +8,15 @@ import type { Allocation, HostCapacity } from '../core/scheduler.ts';
 import type { Runtime } from '../core/runtime.ts';
 import { probeLocal } from './local.ts';
 import type { SshHosts } from './sshHosts.ts';
+import { GpurunError } from '../protocol/errors.ts';
 
 interface HostEntry {
   config: HostConfig;
   state: HostState;
+  /** The last full probe answered and found what the runtime needs. */
+  probedUp: boolean;
+  /** It has been up at least once in this broker process (else a failing host is down, not unreachable). */
+  everUp: boolean;
   lastError: string | null;
   gpus: Gpu[];
   cpus: number;
@@ -36,8 +41,26 @@ export class HostRegistry {
     this.env = env;
     this.runtimes = runtimes;
     this.ssh = ssh;
-    this.hosts = configs.map((config) => ({ config, state: 'down', lastError: 'not probed yet', gpus: [], cpus: 0, memoryMiB: 0, runtime: config.type === 'ssh' ? (config.runtime === 'docker' ? 'docker' : 'ssh-process') : 'process' }));
+    this.hosts = configs.map((config) => ({ config, state: 'down', probedUp: false, everUp: false, lastError: 'not probed yet', gpus: [], cpus: 0, memoryMiB: 0, runtime: config.type === 'ssh' ? (config.runtime === 'docker' ? 'docker' : 'ssh-process') : 'process' }));
     ssh?.on('lost', (name) => void this.probeHost(name));
+    ssh?.on('health', (name) => {
+      const h = this.hosts.find((x) => x.config.name === name);
+      if (!h) return;
+      const wasFailing = h.state === 'unreachable' || h.state === 'lost';
+      this.settle(h);
+      // Back after failing: probe it fully again (GPUs, Docker) before it takes jobs.
+      if (wasFailing && this.ssh!.reach(name).reach === 'up') void this.probeHost(name);
+      this.changed();
+    });
+  }
+
+  /** An SSH host's state from its last full probe and its health checks. */
+  private settle(h: HostEntry): void {
+    const r = this.ssh!.reach(h.config.name);
+    if (r.reach !== 'up' && h.everUp) {
+      h.state = r.reach;
+      h.lastError = r.lastError;
+    } else h.state = !h.probedUp ? 'down' : h.config.type === 'ssh' && h.config.draining ? 'draining' : 'up';
   }
 
   /** Called when a host's state changes outside probeAll() (e.g. its connection dropped): the broker re-schedules. */
@@ -70,7 +93,9 @@ export class HostRegistry {
         h.memoryMiB = h.config.memoryMiB ?? p.memoryMiB;
       }
       h.lastError = p.error;
-      h.state = !p.up ? 'down' : h.config.draining ? 'draining' : 'up';
+      h.probedUp = p.up;
+      if (p.up) h.everUp = true;
+      this.settle(h);
     } else {
       const p = await probeLocal(this.env);
       h.gpus = p.gpus;
@@ -101,7 +126,27 @@ export class HostRegistry {
   }
 
   capacities(): HostCapacity[] {
-    return this.hosts.map((h) => ({ name: h.config.name, up: h.state === 'up', gpus: h.gpus.map((g) => ({ index: g.index, name: g.name })), cpus: h.cpus, memoryMiB: h.memoryMiB }));
+    return this.hosts.map((h) => {
+      const q = this.quarantine(h);
+      return { name: h.config.name, up: h.state === 'up', gpus: h.gpus.filter((g) => !q.has(g.index)).map((g) => ({ index: g.index, name: g.name })), cpus: h.cpus, memoryMiB: h.memoryMiB };
+    });
+  }
+
+  private quarantine(h: HostEntry): ReadonlyMap<number, { xid?: number; detail: string; at: string }> {
+    return h.config.type === 'ssh' && this.ssh ? this.ssh.quarantined(h.config.name) : new Map();
+  }
+
+  /**
+   * Lifts the quarantine of GPU `gpu` of `host` (an admin's decision). Throws a GpurunError when the host is unknown
+   * or the GPU is not quarantined.
+   */
+  clearQuarantine(host: string, gpu: number): void {
+    const h = this.hosts.find((x) => x.config.name === host);
+    if (!h) throw new GpurunError('E_NOT_FOUND', `no host ${host}`, { hint: 'List the hosts with: gpurun hosts' });
+    if (h.config.type !== 'ssh' || !this.ssh?.clearQuarantine(host, gpu)) {
+      throw new GpurunError('E_CONFLICT', `GPU ${gpu} of ${host} is not quarantined`, { hint: 'gpurun hosts shows which GPUs are.' });
+    }
+    this.changed();
   }
 
   /** Names of the hosts whose runtime mounts the workspace (SSH hosts): the only ones a client-served job can use. */
@@ -118,12 +163,18 @@ export class HostRegistry {
       const mine = allocations.filter((a) => a.host === h.config.name);
       const gpuJob = new Map<number, string>();
       for (const a of mine) for (const g of a.gpuIndices) gpuJob.set(g, a.jobId);
+      const q = this.quarantine(h);
+      const since = h.config.type === 'ssh' && this.ssh && (h.state === 'unreachable' || h.state === 'lost') ? this.ssh.reach(h.config.name).failingSince : null;
       return {
         name: h.config.name,
         state: h.state,
         lastError: h.lastError,
+        ...(since ? { since: new Date(since).toISOString() } : {}),
         runtime: h.runtime,
-        gpus: h.gpus.map((g) => ({ ...g, jobId: gpuJob.get(g.index) ?? null })),
+        gpus: h.gpus.map((g) => {
+          const gq = q.get(g.index);
+          return { ...g, jobId: gpuJob.get(g.index) ?? null, ...(gq ? { quarantined: { ...(gq.xid === undefined ? {} : { xid: gq.xid }), detail: gq.detail, at: gq.at } } : {}) };
+        }),
         cpus: h.cpus,
         cpusUsed: mine.reduce((n, a) => n + a.cpus, 0),
         memoryMiB: h.memoryMiB,

@@ -39,7 +39,7 @@ export interface SnapshotPaths {
 
 /** Where a job's snapshot mount keeps its parts, from its mount point (`WORKDIR/mnt/JOB`). */
 export function snapshotPaths(mnt: string, owner: string, workspace: string): SnapshotPaths {
-  const workDir = posix.dirname(posix.dirname(mnt));
+  const workDir = workDirOf(mnt);
   const job = posix.join(workDir, 'snap', posix.basename(mnt));
   const key = createHash('sha256').update(`${owner}\0${workspace}`).digest('hex').slice(0, 24);
   return { cache: posix.join(workDir, 'cache', key), job, lazy: posix.join(job, 'lazy'), upper: posix.join(job, 'upper'), work: posix.join(job, 'work') };
@@ -47,7 +47,13 @@ export function snapshotPaths(mnt: string, owner: string, workspace: string): Sn
 
 /** The job's folder of snapshot parts for a mount point, whatever the cache (for unmounting). */
 export function snapshotJobDir(mnt: string): string {
-  return posix.join(posix.dirname(posix.dirname(mnt)), 'snap', posix.basename(mnt));
+  return posix.join(workDirOf(mnt), 'snap', posix.basename(mnt));
+}
+
+/** The host's workDir of a mount point (`WORKDIR/mnt/…/JOB`, hosts/mount.ts mountPoint). */
+function workDirOf(mnt: string): string {
+  const i = mnt.lastIndexOf('/mnt/');
+  return i >= 0 ? mnt.slice(0, i) || '/' : posix.dirname(posix.dirname(mnt));
 }
 
 /** argv of the overlay mount (lower: cache over the sshfs mount; upper: the job's writes). */

@@ -25,6 +25,17 @@ const MAX_CHANNELS = 8;
 const KEEPALIVE_MS = 2_000;
 const KEEPALIVE_COUNT = 3;
 
+export interface SshPoolOptions {
+  /**
+   * How long a connection may go without an answer to its keepalives before it is given up (default ~6 s). Hosts
+   * set it to the grace of `hostLostAfter`: TCP carries the streams over a shorter gap, and giving the connection up
+   * sooner would end every channel on it (a relay mount's SFTP stream among them).
+   */
+  keepaliveToleranceMs?: number;
+  /** How long the SSH handshake may take (default 10 s). */
+  readyTimeoutMs?: number;
+}
+
 interface PooledConn {
   client: Client;
   channels: number;
@@ -40,13 +51,15 @@ export class SshPool implements RemoteExec {
   private readonly conns: PooledConn[] = [];
   private readonly onClose: (err: Error) => void;
   private shut = false;
+  private readonly opts: SshPoolOptions;
 
   /**
    * `onClose` hears about every connection that ends with an error or unexpectedly (for the host's state); `what`
    * names the other end in messages (default "host NAME").
    */
-  constructor(cfg: SshTarget & { name: string }, onClose: (err: Error) => void = () => {}, what = `host ${cfg.name}`) {
+  constructor(cfg: SshTarget & { name: string }, onClose: (err: Error) => void = () => {}, what = `host ${cfg.name}`, opts: SshPoolOptions = {}) {
     this.cfg = cfg;
+    this.opts = opts;
     this.what = what;
     this.hostName = cfg.name;
     this.onClose = onClose;
@@ -77,8 +90,8 @@ export class SshPool implements RemoteExec {
       ...(privateKey ? { privateKey } : {}),
       ...(c.agent && process.env.SSH_AUTH_SOCK ? { agent: process.env.SSH_AUTH_SOCK } : {}),
       keepaliveInterval: KEEPALIVE_MS,
-      keepaliveCountMax: KEEPALIVE_COUNT,
-      readyTimeout: 10_000,
+      keepaliveCountMax: this.opts.keepaliveToleranceMs ? Math.max(KEEPALIVE_COUNT, Math.ceil(this.opts.keepaliveToleranceMs / KEEPALIVE_MS) + 1) : KEEPALIVE_COUNT,
+      readyTimeout: this.opts.readyTimeoutMs ?? 10_000,
       ...(types.length ? { algorithms: { serverHostKey: types as never } } : {}),
       hostVerifier: (key: Buffer) => {
         verdict.v = checkHostKey(known, name, key);

@@ -1,7 +1,7 @@
 /**
- * The SSH hosts of the broker config: one connection pool each, probing, and the lookup the SSH runtimes use.
- * Emits `lost` with the host name when a connection to it drops, so its state is checked again at once instead of
- * at the next periodic probe.
+ * The SSH hosts of the broker config: one connection pool each, probing, health checks, and the lookup the SSH
+ * runtimes use. Emits `lost` with the host name when a connection to it drops, so its state is checked again at once
+ * instead of at the next periodic probe, and `health` when a host's reachability or its GPU quarantines change.
  */
 import { EventEmitter } from 'node:events';
 import type { Gpu } from '../protocol/jobs.ts';
@@ -9,6 +9,8 @@ import { GpurunError } from '../protocol/errors.ts';
 import type { SshHostConfig } from './sshConfig.ts';
 import { SshPool, type RemoteExec } from './ssh.ts';
 import { parseProbe, probeScript } from './probe.ts';
+import { HostHealth, healthScript, parseHealth, type GpuEvent, type Quarantine } from './health.ts';
+import type { HostReach } from '../core/hostHealth.ts';
 
 export interface SshProbeResult {
   up: boolean;
@@ -19,15 +21,48 @@ export interface SshProbeResult {
   error: string | null;
 }
 
-export class SshHosts extends EventEmitter<{ lost: [string] }> {
+export interface SshHostsOptions {
+  /** The grace (ms) before a host whose probes fail is lost (`hostLostAfter`). */
+  hostLostAfterMs?: number;
+  /** How often each host's health is checked (ms). */
+  healthEveryMs?: number;
+  /** Called with what the health loop noticed (state changes only). */
+  log?: (msg: string, fields: Record<string, unknown>) => void;
+}
+
+export const DEFAULT_HOST_LOST_AFTER_MS = 60_000;
+const HEALTH_EVERY_MS = 5_000;
+/**
+ * A health check slower than this counts as failed (then a fresh connection is tried, with twice the time). Short on
+ * purpose: `unreachable` ends nothing (only the whole grace does), and a blip should show as one.
+ */
+const HEALTH_TIMEOUT_MS = 5_000;
+
+function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let t: NodeJS.Timeout;
+  return Promise.race([p, new Promise<never>((_, rej) => (t = setTimeout(() => rej(new Error(`${what} did not answer within ${ms / 1000} s`)), ms)))]).finally(() => clearTimeout(t));
+}
+
+export class SshHosts extends EventEmitter<{ lost: [string]; health: [string] }> {
   private readonly cfgs = new Map<string, SshHostConfig>();
   private readonly pools = new Map<string, SshPool>();
+  readonly health: HostHealth;
+  readonly hostLostAfterMs: number;
+  private readonly healthEveryMs: number;
+  private readonly log: (msg: string, fields: Record<string, unknown>) => void;
+  private healthTimer?: NodeJS.Timeout;
+  /** Health checks under way, by host: a second caller waits for the same one. */
+  private readonly checking = new Map<string, Promise<void>>();
 
-  constructor(configs: SshHostConfig[]) {
+  constructor(configs: SshHostConfig[], opts: SshHostsOptions = {}) {
     super();
+    this.hostLostAfterMs = opts.hostLostAfterMs ?? DEFAULT_HOST_LOST_AFTER_MS;
+    this.healthEveryMs = opts.healthEveryMs ?? HEALTH_EVERY_MS;
+    this.log = opts.log ?? (() => {});
+    this.health = new HostHealth(this.hostLostAfterMs);
     for (const c of configs) {
       this.cfgs.set(c.name, c);
-      this.pools.set(c.name, new SshPool(c, () => this.emit('lost', c.name)));
+      this.pools.set(c.name, new SshPool(c, () => this.emit('lost', c.name), undefined, { keepaliveToleranceMs: this.hostLostAfterMs }));
     }
   }
 
@@ -49,6 +84,26 @@ export class SshHosts extends EventEmitter<{ lost: [string] }> {
     const p = this.pools.get(name);
     if (!p) throw new GpurunError('E_INTERNAL', `no SSH host ${name}`);
     return p;
+  }
+
+  /** Whether the host can be reached now (health checks), with since when it cannot and its last boot id. */
+  reach(name: string): HostReach {
+    return this.health.reach(name);
+  }
+
+  quarantined(name: string): ReadonlyMap<number, Quarantine> {
+    return this.health.quarantined(name);
+  }
+
+  /** GPU fault events on the given GPUs of a host seen since `sinceIso`. */
+  gpuEvents(name: string, gpus: readonly number[], sinceIso: string): GpuEvent[] {
+    return this.health.eventsFor(name, gpus, sinceIso);
+  }
+
+  clearQuarantine(name: string, gpu: number): boolean {
+    const ok = this.health.clear(name, gpu);
+    if (ok) this.emit('health', name);
+    return ok;
   }
 
   /** Connects (or reuses the connection) and probes; never rejects: an unreachable host is `up: false` with why. */
@@ -75,7 +130,64 @@ export class SshHosts extends EventEmitter<{ lost: [string] }> {
     return { up: true, gpus: p.gpus, cpus: p.cpus, memoryMiB: p.memoryMiB, error: p.gpuError };
   }
 
+  /**
+   * One health check of a host: over its pooled connection, and when that fails or hangs, over a fresh connection
+   * (so a connection that hangs does not make a reachable host look lost). Only when both fail is the host failing.
+   */
+  checkHealth(name: string): Promise<void> {
+    let p = this.checking.get(name);
+    if (!p) {
+      p = this.checkHealthNow(name).finally(() => this.checking.delete(name));
+      this.checking.set(name, p);
+    }
+    return p;
+  }
+
+  private async checkHealthNow(name: string): Promise<void> {
+    const before = this.reach(name).reach;
+    let text: string;
+    try {
+      text = (await withTimeout(this.exec(name).exec(['sh', '-c', healthScript()]), HEALTH_TIMEOUT_MS, `host ${name}`)).stdout;
+    } catch (pooled) {
+      const fresh = new SshPool(this.config(name), () => {}, undefined, { readyTimeoutMs: HEALTH_TIMEOUT_MS });
+      try {
+        text = (await withTimeout(fresh.exec(['sh', '-c', healthScript()]), HEALTH_TIMEOUT_MS * 2, `host ${name} (fresh connection)`)).stdout;
+      } catch (e) {
+        const why = `${(pooled as Error).message}; a fresh connection: ${(e as Error).message}`;
+        if (this.health.failed(name, Date.now(), why)) this.changed(name, before);
+        return;
+      } finally {
+        fresh.close();
+      }
+    }
+    let reading;
+    try {
+      reading = parseHealth(text);
+    } catch (e) {
+      if (this.health.failed(name, Date.now(), (e as Error).message)) this.changed(name, before);
+      return;
+    }
+    if (this.health.reading(name, Date.now(), reading)) this.changed(name, before);
+  }
+
+  private changed(name: string, before: string): void {
+    const r = this.reach(name);
+    if (r.reach !== before) this.log('host reachability changed', { host: name, from: before, to: r.reach, ...(r.lastError ? { why: r.lastError } : {}) });
+    this.emit('health', name);
+  }
+
+  /** Checks every host's health now and then every few seconds. */
+  startHealth(): void {
+    const all = () => {
+      for (const n of this.cfgs.keys()) void this.checkHealth(n).catch((err) => this.log('health check failed', { host: n, err: (err as Error).message }));
+    };
+    all();
+    this.healthTimer = setInterval(all, this.healthEveryMs);
+    this.healthTimer.unref();
+  }
+
   close(): void {
+    clearInterval(this.healthTimer);
     for (const p of this.pools.values()) p.close();
   }
 }

@@ -34,7 +34,9 @@ export function brokerId(dataDir: string): string {
 export function createSshSide(config: BrokerConfig, log: Logger): SshSide {
   const sshConfigs = config.hosts.filter((h): h is SshHostConfig => h.type === 'ssh');
   if (sshConfigs.length === 0) return { ssh: undefined, runtimes: {}, clientWorkspaces: undefined, startSweeps() {}, close() {} };
-  const ssh = new SshHosts(sshConfigs);
+  const hlog = log.child({ part: 'hosts' });
+  const ssh = new SshHosts(sshConfigs, { hostLostAfterMs: config.hostLostAfterMs, log: (msg, fields) => hlog.warn(msg, fields) });
+  ssh.startHealth();
   const clientWorkspaces = new ClientWorkspaces();
   const common = { hosts: ssh, mounts: new Mounts(), brokerId: brokerId(config.dataDir), clients: clientWorkspaces };
   const dlog = log.child({ part: 'docker' });

@@ -220,16 +220,30 @@ export interface Gpu {
   utilizationPct: number;
 }
 
-export const HOST_STATES = ['up', 'down', 'draining'] as const;
+/**
+ * up: takes jobs. down: cannot be used (never reached, or missing what its runtime needs). unreachable: was up, and
+ * health checks fail, for less than the grace (`hostLostAfter`): its jobs are kept. lost: they failed for the whole
+ * grace: its jobs have ended `lost`. draining: finishes its jobs, gets no new ones.
+ */
+export const HOST_STATES = ['up', 'down', 'unreachable', 'lost', 'draining'] as const;
 export type HostState = (typeof HOST_STATES)[number];
+
+/** Why a GPU is held back from jobs (a GPU fault seen on it); `at` is an ISO time. */
+export interface GpuQuarantine {
+  xid?: number;
+  detail: string;
+  at: string;
+}
 
 /** A host as `GET /v1/hosts` returns it. */
 export interface HostInfo {
   name: string;
   state: HostState;
   lastError: string | null;
+  /** unreachable or lost: since when its health checks fail (ISO). */
+  since?: string;
   runtime: string;
-  gpus: Array<Gpu & { jobId: string | null }>;
+  gpus: Array<Gpu & { jobId: string | null; quarantined?: GpuQuarantine }>;
   cpus: number;
   cpusUsed: number;
   memoryMiB: number;

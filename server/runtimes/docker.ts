@@ -9,6 +9,8 @@
 import { createHash } from 'node:crypto';
 import { GpurunError } from '../protocol/errors.ts';
 import type { ExitInfo, StartSpec } from '../core/runtime.ts';
+import type { StoredJob } from '../core/store.ts';
+import { mountPoint } from '../hosts/mount.ts';
 import type { RemoteExec } from '../hosts/ssh.ts';
 import { hostJobEnv, MountedRuntime, type FollowCommand, type HostJobState, type MountedRef, type MountedRuntimeOptions } from './mounted.ts';
 
@@ -85,6 +87,8 @@ export function ensureNetworkArgs(owner: string): string[] {
 
 export interface ContainerState {
   running: boolean;
+  /** Frozen by `docker pause`: running, but runs no code. */
+  paused: boolean;
   exitCode: number;
   oomKilled: boolean;
   finishedAt: string;
@@ -93,16 +97,23 @@ export interface ContainerState {
 
 /** Parses `docker inspect --format '{{json .State}}'`. */
 export function parseContainerState(json: string): ContainerState {
-  const s = JSON.parse(json) as { Running?: boolean; Restarting?: boolean; ExitCode?: number; OOMKilled?: boolean; FinishedAt?: string; Error?: string };
-  return { running: !!(s.Running || s.Restarting), exitCode: s.ExitCode ?? 0, oomKilled: !!s.OOMKilled, finishedAt: s.FinishedAt ?? '', error: s.Error ?? '' };
+  const s = JSON.parse(json) as { Running?: boolean; Paused?: boolean; Restarting?: boolean; ExitCode?: number; OOMKilled?: boolean; FinishedAt?: string; Error?: string };
+  return { running: !!(s.Running || s.Restarting), paused: !!s.Paused, exitCode: s.ExitCode ?? 0, oomKilled: !!s.OOMKilled, finishedAt: s.FinishedAt ?? '', error: s.Error ?? '' };
 }
 
 export interface DockerRef extends MountedRef {
   container: string;
 }
 
+/** How long recover() looks for the container of a job whose `docker run` may still be under way. */
+const RECOVER_WAIT_MS = 3_000;
+
 export class DockerRuntime extends MountedRuntime {
   readonly kind = 'docker';
+  /** Hosts and owners whose network exists (made or checked by this broker process). */
+  private readonly networks = new Set<string>();
+  /** Containers seen paused (logged once). */
+  private readonly pausedSeen = new Set<string>();
   private readonly defaultImage: string | undefined;
 
   constructor(opts: MountedRuntimeOptions & { defaultImage?: string }) {
@@ -110,13 +121,22 @@ export class DockerRuntime extends MountedRuntime {
     this.defaultImage = opts.defaultImage;
   }
 
-  async start(spec: StartSpec): Promise<DockerRef> {
+  start(spec: StartSpec): Promise<DockerRef> {
+    return this.startSlot(spec.host, () => this.startNow(spec));
+  }
+
+  private async startNow(spec: StartSpec): Promise<DockerRef> {
     const cfg = this.hosts.config(spec.host);
     const ssh = this.hosts.exec(spec.host);
     const job = spec.job;
     const image = job.image ?? this.defaultImage;
     if (!image) throw new GpurunError('E_BAD_REQUEST', 'no image: the job names none and the broker config has no defaults.image', { hint: 'Pass --image IMAGE (an image present on the host), or set defaults.image.' });
-    await ssh.run(ensureNetworkArgs(job.owner), `creating the network ${userNetwork(job.owner)}`);
+    // Once made on a host, a user's network stays (nothing here removes it): one round trip less per start.
+    const net = `${spec.host}\0${job.owner}`;
+    if (!this.networks.has(net)) {
+      await ssh.run(ensureNetworkArgs(job.owner), `creating the network ${userNetwork(job.owner)}`);
+      this.networks.add(net);
+    }
     const { mnt, transport } = await this.mountWorkspace(ssh, cfg, job);
     const name = containerName(job.id);
     try {
@@ -129,6 +149,7 @@ export class DockerRuntime extends MountedRuntime {
       if (r.code !== 0) {
         const err = r.stderr.trim().split('\n').slice(-2).join(' / ');
         const noImage = /Unable to find image|No such image|pull access denied|repository does not exist/i.test(r.stderr);
+        if (/network .* not found/i.test(r.stderr)) this.networks.delete(net);
         throw new GpurunError('E_BAD_REQUEST', noImage ? `image ${image} is not on host ${spec.host}: ${err}` : `docker run failed on ${spec.host} (exit ${r.code}): ${err}`, {
           hint: noImage ? `List the host's images with: docker image ls (on ${spec.host}); load or build it there, or pick another with --image.` : 'See the broker log for the full error.',
           exitCode: r.code ?? undefined,
@@ -140,12 +161,53 @@ export class DockerRuntime extends MountedRuntime {
       await this.mounts.unmount(ssh, mnt).catch(() => {});
       throw e;
     }
-    return { host: spec.host, container: name, mnt, transport, logPath: spec.logPath };
+    return { host: spec.host, container: name, mnt, transport, logPath: spec.logPath, ...this.startFacts(spec) };
   }
 
-  /** `docker logs` cannot start at a byte: it prints everything, and what the log file has is dropped. */
+  /**
+   * A job that was starting when the broker stopped: its container (labelled with the job and this broker) may run
+   * the user's code already; then it is followed from the log file's size. A container that was created but never
+   * started is removed, as is the mount of a job with no container; null then.
+   */
+  async recover(job: StoredJob, logPath: string): Promise<DockerRef | null> {
+    if (!job.host) return null;
+    const cfg = this.hosts.config(job.host);
+    const ssh = this.hosts.exec(job.host);
+    const mnt = mountPoint(cfg.workDir, this.brokerId, job.id);
+    const name = containerName(job.id);
+    let found: string[] = [];
+    // `docker run` may still be creating it (its CLI was cut off with the broker's SSH session): look again shortly.
+    for (let waited = 0; ; waited += 1_000) {
+      const ps = await ssh.run(['docker', 'ps', '-a', '--filter', `label=gpurun.job=${job.id}`, '--filter', `label=gpurun.broker=${this.brokerId}`, '--format', '{{.Names}} {{.State}}'], 'finding the job\'s container', { timeoutMs: 30_000 });
+      found = ps.split('\n').map((l) => l.trim()).filter((l) => l.startsWith(`${name} `));
+      if (found.length || waited >= RECOVER_WAIT_MS) break;
+      await new Promise((r) => setTimeout(r, 1_000));
+    }
+    const state = found[0]?.split(' ')[1];
+    if (!state || state === 'created') {
+      if (state) await ssh.exec(['docker', 'rm', '-f', name]);
+      await this.unmount(ssh, mnt);
+      return null;
+    }
+    const transport = job.workspaceFrom === 'client' ? 'relay' : cfg.mount.transport;
+    const boot = this.hosts.reach(job.host).bootId;
+    return { host: job.host, container: name, mnt, transport, logPath, gpus: job.gpuIndices, ...(boot ? { bootId: boot } : {}), startedAt: new Date().toISOString() };
+  }
+
+  /**
+   * `docker logs` cannot start at a byte: it prints everything, and what the log file has is dropped. The job's stderr
+   * is joined to its stdout inside the container, so the command's own stderr is not the job's (login-shell noise).
+   */
   protected followCommand(ref: MountedRef, logSize: number): FollowCommand {
-    return { argv: ['docker', 'logs', '-f', (ref as DockerRef).container], skip: logSize, stderrIsOutput: true };
+    return { argv: ['docker', 'logs', '-f', (ref as DockerRef).container], skip: logSize };
+  }
+
+  protected override notes(ref: MountedRef): string[] {
+    return this.pausedSeen.has((ref as DockerRef).container) ? ['the container was paused (docker pause) while it ran'] : [];
+  }
+
+  protected drainCommand(ref: MountedRef, logSize: number): FollowCommand {
+    return { argv: ['docker', 'logs', (ref as DockerRef).container], skip: logSize };
   }
 
   protected async state(ssh: RemoteExec, ref: MountedRef): Promise<HostJobState> {
@@ -156,7 +218,13 @@ export class DockerRuntime extends MountedRuntime {
       return { lost: `the container ${r.container} vanished from ${r.host} (removed by someone else, or the host's Docker was reset)` };
     }
     const st = parseContainerState(ins.stdout.trim());
-    if (st.running) return 'running';
+    if (st.running) {
+      if (st.paused && !this.pausedSeen.has(r.container)) {
+        this.pausedSeen.add(r.container);
+        this.log('the job\'s container is paused (docker pause): it runs no code until unpaused', this.describe(r));
+      }
+      return 'running';
+    }
     const endedAt = st.finishedAt && !st.finishedAt.startsWith('0001') ? new Date(st.finishedAt).toISOString() : new Date().toISOString();
     const info: ExitInfo = { exitCode: st.exitCode, signal: null, endedAt, ...(st.oomKilled ? { oomKilled: true } : {}) };
     if (st.error) return { ...info, startError: st.error };

@@ -5,20 +5,31 @@
  * broker restart), the mount is watched while the job runs, and on every way out the job's remains and its mount are
  * removed. A subclass says how its jobs start, end, stop and are removed; `wait()` is the same for both.
  */
-import { closeSync, openSync, statSync, writeSync } from 'node:fs';
+import { closeSync, openSync, readSync, statSync, writeSync } from 'node:fs';
+import type { ClientChannel } from 'ssh2';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { GpurunError } from '../protocol/errors.ts';
 import { CLIENT_WORKSPACE_WAIT_MS } from '../protocol/jobs.ts';
-import type { ExitInfo, Lost, Runtime, StartSpec } from '../core/runtime.ts';
+import type { Evidence, ExitInfo, GpuFaultEvidence, Lost, Runtime, StartSpec } from '../core/runtime.ts';
+import { rebooted, unreachableSec, type HostReach } from '../core/hostHealth.ts';
+import type { GpuEvent } from '../hosts/health.ts';
 import type { SshHostConfig } from '../hosts/sshConfig.ts';
 import type { RemoteExec } from '../hosts/ssh.ts';
-import { mountPoint, type Mounts } from '../hosts/mount.ts';
+import { mountPoint, mountsDir, type Mounts } from '../hosts/mount.ts';
 import type { ClientWorkspaces } from '../hosts/clientWorkspaces.ts';
 
 /** What the runtimes need from the SSH side of the registry. */
 export interface SshHostLookup {
   config(host: string): SshHostConfig;
   exec(host: string): RemoteExec;
+  /** Whether the host answers its health checks, since when it does not, and its boot id (hosts/health.ts). */
+  reach(host: string): HostReach;
+  /** GPU fault events on the given GPUs of the host that were seen since `sinceIso`. */
+  gpuEvents(host: string, gpus: readonly number[], sinceIso: string): GpuEvent[];
+  /** The host's quarantined GPUs. */
+  quarantined(host: string): ReadonlyMap<number, unknown>;
+  /** Checks the host's health now (boot id, GPUs); resolves when done, whatever it found. */
+  checkHealth(host: string): Promise<void>;
 }
 
 /** The part of a runtime ref that wait() needs: where the job runs, its mount, and the broker's log file for it. */
@@ -28,6 +39,12 @@ export interface MountedRef extends Record<string, unknown> {
   transport: 'direct' | 'relay';
   /** The broker's log file for the job (output is appended there). */
   logPath: string;
+  /** The job's GPUs on the host (absent on refs stored by older brokers: no GPU checks then). */
+  gpus?: number[];
+  /** The host's boot id when the job started (absent when unknown): another one later means it rebooted. */
+  bootId?: string;
+  /** When the job started (ISO): GPU events before it are not the job's. */
+  startedAt?: string;
   /** Byte of the log file where this attempt's output begins (set by the host pool; absent = 0). */
   logOffset?: number;
 }
@@ -37,8 +54,6 @@ export interface FollowCommand {
   argv: string[];
   /** Bytes at the start of the command's output that the log file already has. */
   skip: number;
-  /** Whether the command's stderr is part of the job's output (docker logs) or its own complaints (tail). */
-  stderrIsOutput: boolean;
 }
 
 /** The state of a job on its host: still running, ended (how), or gone without a trace of how it ended. */
@@ -62,8 +77,66 @@ export function hostJobEnv(spec: StartSpec): Record<string, string> {
 }
 
 const CHECK_MS = 3_000;
+/** Starts run at once on one host at most; more wait their turn (startSlot). */
+const START_SLOTS = 6;
+/** How long a stopped job's output stream may take to end by itself before it is closed and drained. */
+const STREAM_END_MS = 15_000;
+/** Bytes compared at a resume offset (pipe). */
+const OFFSET_CHECK_BYTES = 64;
+
+interface Seen {
+  workspaceLost: { reason: string; controlPlane: boolean } | null;
+  gpuStop: GpuFaultEvidence[] | null;
+  maxUnreachableSec: number;
+  /** "lost touch" was logged and not yet followed by "in touch again" (state changes are logged once). */
+  outOfTouch: boolean;
+}
+
+interface FollowResult {
+  fault: 'none' | 'workspace' | 'gpu' | 'hostLost';
+  /** The follow command printed its stream to its end (exit 0): nothing is left to drain. */
+  complete: boolean;
+  workspace?: { reason: string; controlPlane: boolean };
+  gpu?: GpuFaultEvidence[];
+}
+
+/**
+ * Whether a relay's end is gpurun's own path failing (the broker's SSH channel, the serving client) rather than the
+ * host's sshfs: a relay stream that ended or a client that left is the control plane; restartable.
+ */
+export function relayDropIsControlPlane(why: string): boolean {
+  return /client that served the workspace disconnected|SFTP relay stream ended \(the broker's SSH channel|ended with the broker process/.test(why);
+}
+
+function describeGpuFaults(fs: readonly GpuFaultEvidence[]): string {
+  return fs.map((f) => `${f.xid === undefined ? '' : `Xid ${f.xid} `}on GPU ${f.gpu} (${f.detail})`).join('; ');
+}
+
+/** The last `n` bytes of a file (empty when it is shorter or missing). */
+function lastBytes(path: string, n: number): Buffer {
+  if (n <= 0) return Buffer.alloc(0);
+  try {
+    const size = statSync(path).size;
+    if (size < n) return Buffer.alloc(0);
+    const fd = openSync(path, 'r');
+    try {
+      const b = Buffer.alloc(n);
+      readSync(fd, b, 0, n, size - n);
+      return b;
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    return Buffer.alloc(0);
+  }
+}
 /** A follow that ends sooner than this while the job still runs is not started again at once (no busy loop). */
 const FOLLOW_MIN_MS = 1_000;
+
+/** Bytes of this attempt's output the log file already has (the attempt's output begins at `logOffset`). */
+function attemptBytes(r: MountedRef): number {
+  return Math.max(0, fileSize(r.logPath) - (r.logOffset ?? 0));
+}
 
 function fileSize(path: string): number {
   try {
@@ -94,6 +167,8 @@ export abstract class MountedRuntime implements Runtime {
   abstract stop(ref: Record<string, unknown>, graceMs: number): Promise<void>;
   /** The command that follows the job's output to its end, given how many bytes the log file has. */
   protected abstract followCommand(ref: MountedRef, logSize: number): FollowCommand;
+  /** The command that prints the rest of an ended job's output (from `logSize` on) and exits. */
+  protected abstract drainCommand(ref: MountedRef, logSize: number): FollowCommand;
   /** Where the job stands now. Rejects when the host cannot tell (unreachable): wait() tries again. */
   protected abstract state(ssh: RemoteExec, ref: MountedRef): Promise<HostJobState>;
   /** Stops the job at once (its workspace is gone), with a short grace. */
@@ -101,12 +176,44 @@ export abstract class MountedRuntime implements Runtime {
   /** Removes what the job left on the host besides its mount (container, run directory, stray processes). */
   protected abstract remove(ssh: RemoteExec, ref: MountedRef): Promise<void>;
 
+  /** Facts the runtime noticed about the job while it ran, in words (Evidence.notes). */
+  protected notes(_ref: MountedRef): string[] {
+    return [];
+  }
+
+  /** What a ref records about the start, for wait(): the GPUs, the host's boot id, the time. */
+  protected startFacts(spec: StartSpec): Pick<MountedRef, 'gpus' | 'bootId' | 'startedAt'> {
+    const boot = this.hosts.reach(spec.host).bootId;
+    return { gpus: spec.gpuIndices, ...(boot ? { bootId: boot } : {}), startedAt: new Date().toISOString() };
+  }
+
+  private readonly starting = new Map<string, { n: number; queue: Array<() => void> }>();
+
+  /**
+   * Runs `fn` (a job's start on `host`) when fewer than START_SLOTS starts run there: a burst of starts then does not
+   * open more SSH channels and Docker requests at once than the host answers in time.
+   */
+  protected async startSlot<T>(host: string, fn: () => Promise<T>): Promise<T> {
+    let s = this.starting.get(host);
+    if (!s) this.starting.set(host, (s = { n: 0, queue: [] }));
+    const slots = s;
+    if (slots.n >= START_SLOTS) await new Promise<void>((r) => slots.queue.push(r));
+    else slots.n++;
+    try {
+      return await fn();
+    } finally {
+      const next = slots.queue.shift();
+      if (next) next();
+      else slots.n--;
+    }
+  }
+
   /**
    * Mounts the job's workspace at its mount point on the host: by the host's transport, or relayed to the client
    * that serves it (`workspaceFrom: "client"`). Returns the mount point and the transport used.
    */
   protected async mountWorkspace(ssh: RemoteExec, cfg: SshHostConfig, job: StartSpec['job']): Promise<{ mnt: string; transport: 'direct' | 'relay' }> {
-    const mnt = mountPoint(cfg.workDir, job.id);
+    const mnt = mountPoint(cfg.workDir, this.brokerId, job.id);
     const clients = this.clients;
     if (job.workspaceFrom === 'client' && !clients) throw new GpurunError('E_CONFIG', 'this broker cannot relay client-served workspaces');
     const source = job.workspaceFrom === 'client' ? { fromClient: () => clients!.take(job.id, CLIENT_WORKSPACE_WAIT_MS) } : undefined;
@@ -116,38 +223,90 @@ export abstract class MountedRuntime implements Runtime {
 
   /**
    * Follows the job to its end. Survives lost connections (it tries again until the host answers) and a broker
-   * restart (the log file's size is the offset to resume from). Always cleans up: the job's remains, its mount.
+   * restart (the log file's size is the offset to resume from). A host that stays unreachable for the grace
+   * (`hostLostAfter`) ends the wait with Lost; so does a host that comes back rebooted or without the job. Always
+   * cleans up when the host can be reached: the job's remains, its mount.
    */
   async wait(ref: Record<string, unknown>, signal: AbortSignal): Promise<ExitInfo | Lost> {
     const r = ref as MountedRef;
-    let workspaceLost: string | null = null;
+    const seen: Seen = { workspaceLost: null, gpuStop: null, maxUnreachableSec: 0, outOfTouch: false };
     for (;;) {
       if (signal.aborted) throw signal.reason;
+      const reach = this.hosts.reach(r.host);
+      seen.maxUnreachableSec = Math.max(seen.maxUnreachableSec, unreachableSec(reach, Date.now()));
+      if (reach.reach === 'lost') return this.hostLost(r, reach, seen);
       try {
         const ssh = this.hosts.exec(r.host);
         const began = Date.now();
-        const lost = await this.followOnce(ssh, r, signal);
+        const f = await this.followOnce(ssh, r, signal);
         if (signal.aborted) throw signal.reason;
-        if (lost && !workspaceLost) {
-          workspaceLost = lost;
-          this.log('workspace lost: stopping the job', { ...this.describe(r), why: lost });
-          await this.stopNow(ssh, r);
-        }
+        if (f.fault === 'workspace' && !seen.workspaceLost) seen.workspaceLost = f.workspace!;
+        if (f.fault === 'gpu' && !seen.gpuStop) seen.gpuStop = f.gpu!;
+        if (f.fault === 'hostLost') continue;
         const st = await this.state(ssh, r);
+        if (seen.outOfTouch) {
+          seen.outOfTouch = false;
+          this.log('in touch with the job again', this.describe(r));
+        }
         if (st === 'running') {
           // The output stream broke (connection), the job still runs: follow again.
           if (Date.now() - began < FOLLOW_MIN_MS) await sleep(FOLLOW_MIN_MS, undefined, { signal }).catch(() => {});
           continue;
         }
+        // The follower did not see the stream to its end: read what is left before the job's remains go.
+        if (!f.complete) await this.drain(ssh, r).catch((e) => this.log('could not read the rest of the output', { ...this.describe(r), err: (e as Error).message }));
         await this.cleanup(ssh, r);
-        if (workspaceLost && !('lost' in st)) return { ...st, failure: `workspace_lost: ${workspaceLost}` };
-        return st;
+        // Gone without a trace: read the host's boot id now, so a reboot is named even before the next health check.
+        if ('lost' in st) await this.hosts.checkHealth(r.host).catch(() => {});
+        return this.withEvidence(st, r, seen);
       } catch (e) {
         if (signal.aborted) throw signal.reason;
-        this.log('lost touch with a job on its host; trying again', { ...this.describe(r), err: (e as Error).message });
+        if (!seen.outOfTouch) {
+          seen.outOfTouch = true;
+          this.log('lost touch with a job on its host; trying again until it answers or is lost', { ...this.describe(r), err: (e as Error).message });
+        }
         await sleep(2_000, undefined, { signal }).catch(() => {});
       }
     }
+  }
+
+  /** The end of a job whose host was unreachable for the whole grace: nothing can be asked of the host. */
+  private hostLost(r: MountedRef, reach: HostReach, seen: Seen): Lost {
+    const sec = Math.max(seen.maxUnreachableSec, unreachableSec(reach, Date.now()));
+    this.log('host lost: giving the job up', { ...this.describe(r), unreachableSec: sec, why: reach.lastError });
+    return {
+      lost: `host_lost: ${r.host} could not be reached for ${sec} s (${reach.lastError ?? 'no answer'})`,
+      evidence: { hostUnreachableSec: sec, notes: [`${r.host} unreachable ${sec} s`] },
+    };
+  }
+
+  /** The runtime's end with what was seen around it, as Evidence, and the failure text today's broker shows. */
+  private withEvidence(st: ExitInfo | Lost, r: MountedRef, seen: Seen): ExitInfo | Lost {
+    const ev: Evidence = {};
+    const notes: string[] = this.notes(r);
+    if (seen.maxUnreachableSec > 0) ev.hostUnreachableSec = seen.maxUnreachableSec;
+    const reboot = rebooted(r.bootId, this.hosts.reach(r.host).bootId);
+    if (reboot) ev.bootIdChanged = true;
+    const gpuEvents = r.gpus && r.startedAt ? this.hosts.gpuEvents(r.host, r.gpus, r.startedAt) : [];
+    const faults: GpuFaultEvidence[] = seen.gpuStop ?? gpuEvents.map(({ cls: _c, ...g }) => g);
+    if (faults.length) ev.gpuFaults = faults;
+    if ('lost' in st) {
+      ev.runtimeGone = st.lost;
+      if (reboot) notes.push('container gone after reboot');
+      if (seen.maxUnreachableSec) notes.unshift(`unreachable ${seen.maxUnreachableSec} s`);
+      if (notes.length) ev.notes = notes;
+      return { lost: reboot ? `${st.lost}; the host rebooted (its boot id changed)` : st.lost, evidence: { ...st.evidence, ...ev } };
+    }
+    let failure = st.failure;
+    if (seen.gpuStop) failure = `gpu_fault: ${describeGpuFaults(seen.gpuStop)}`;
+    else if (seen.workspaceLost) {
+      ev.workspaceLost = seen.workspaceLost;
+      failure = `workspace_lost: ${seen.workspaceLost.reason}`;
+    }
+    const app = gpuEvents.filter((g) => g.cls === 'application');
+    if (app.length && !seen.gpuStop) notes.push(`application GPU error: ${describeGpuFaults(app)}`);
+    if (notes.length) ev.notes = [...(st.evidence?.notes ?? []), ...notes];
+    return { ...st, ...(failure ? { failure } : {}), evidence: { ...st.evidence, ...ev } };
   }
 
   /** The ref's fields for log lines (no paths of the developer's machine). */
@@ -156,47 +315,86 @@ export abstract class MountedRuntime implements Runtime {
     return rest;
   }
 
+  /** Appends the drain command's output (the rest of an ended job's output) to the log file. */
+  private async drain(ssh: RemoteExec, r: MountedRef): Promise<void> {
+    const f = this.drainCommand(r, attemptBytes(r));
+    const ch = await ssh.spawn(f.argv);
+    await this.pipe(ch, r, f.skip, () => new Promise<void>((resolve) => ch.on('close', () => resolve())));
+  }
+
   /**
-   * Appends the follow command's output to the log file from the byte the file ends at, until the stream ends.
-   * Meanwhile checks the mount; returns why the workspace was lost, if it was (the caller stops the job).
+   * Appends `ch`'s stdout to the job's log file after dropping `skip` bytes, while `during` runs; the channel's stderr
+   * goes to the broker log, never into the job's output (a host's login shell may print there). The dropped bytes
+   * are compared with the end of the log file: a mismatch means the offset is off, which is logged.
    */
-  private async followOnce(ssh: RemoteExec, r: MountedRef, signal: AbortSignal): Promise<string | null> {
-    const f = this.followCommand(r, Math.max(0, fileSize(r.logPath) - (r.logOffset ?? 0)));
-    let skip = f.skip;
+  private async pipe<T>(ch: ClientChannel, r: MountedRef, skip: number, during: () => Promise<T>): Promise<T> {
+    const tail = lastBytes(r.logPath, Math.min(skip, OFFSET_CHECK_BYTES));
     const fd = openSync(r.logPath, 'a');
-    let lostWhy: string | null = null;
+    let toSkip = skip;
+    let checked = tail.length === 0;
+    let droppedTail = Buffer.alloc(0);
+    let complaint = '';
     try {
-      const ch = await ssh.spawn(f.argv);
-      let complaint = '';
-      try {
-        const closed = new Promise<void>((resolve) => ch.on('close', () => resolve()));
-        const onData = (d: Buffer) => {
-          if (skip >= d.length) {
-            skip -= d.length;
-            return;
+      ch.on('data', (d: Buffer) => {
+        if (toSkip > 0) {
+          const n = Math.min(toSkip, d.length);
+          if (!checked) droppedTail = Buffer.concat([droppedTail, d.subarray(0, n)]).subarray(-tail.length);
+          toSkip -= n;
+          if (toSkip === 0 && !checked) {
+            checked = true;
+            if (!droppedTail.equals(tail)) this.log('the output stream does not match the log file at the resume offset', { ...this.describe(r), offset: skip });
           }
-          writeSync(fd, skip ? d.subarray(skip) : d);
-          skip = 0;
-        };
-        ch.on('data', onData);
-        if (f.stderrIsOutput) ch.stderr.on('data', onData);
-        else ch.stderr.on('data', (d: Buffer) => (complaint = (complaint + d.toString('utf8')).slice(-1000)));
-        const abort = () => ch.close();
-        signal.addEventListener('abort', abort);
-        lostWhy = await this.watchMount(ssh, r, closed);
-        signal.removeEventListener('abort', abort);
-      } finally {
-        if (lostWhy) ch.close();
-      }
-      if (complaint.trim()) this.log('following the output: the host said', { ...this.describe(r), stderr: complaint.trim() });
-      return lostWhy;
+          d = d.subarray(n);
+          if (d.length === 0) return;
+        }
+        writeSync(fd, d);
+      });
+      ch.stderr.on('data', (d: Buffer) => (complaint = (complaint + d.toString('utf8')).slice(-1000)));
+      return await during();
     } finally {
       closeSync(fd);
+      if (complaint.trim()) this.log('following the output: the host said', { ...this.describe(r), stderr: complaint.trim() });
     }
   }
 
-  /** Until `closed` resolves: checks the mount every few seconds; resolves with why it was lost, or null. */
-  private async watchMount(ssh: RemoteExec, r: MountedRef, closed: Promise<void>): Promise<string | null> {
+  /**
+   * Appends the follow command's output to the log file from the byte the file ends at, until the stream ends.
+   * Meanwhile checks the mount, the host and the job's GPUs. On a fault (workspace lost, GPU fault) the job is stopped
+   * first and its stream read to its end, so the last lines it printed are kept; then says what happened.
+   */
+  private async followOnce(ssh: RemoteExec, r: MountedRef, signal: AbortSignal): Promise<FollowResult> {
+    const f = this.followCommand(r, attemptBytes(r));
+    const ch = await ssh.spawn(f.argv);
+    let exit: number | null = null;
+    ch.on('exit', (code: number | null) => (exit = code));
+    const closed = new Promise<void>((resolve) => ch.on('close', () => resolve()));
+    let ended = false;
+    void closed.then(() => (ended = true));
+    const abort = () => ch.close();
+    signal.addEventListener('abort', abort);
+    try {
+      return await this.pipe(ch, r, f.skip, async (): Promise<FollowResult> => {
+        const w = await this.watch(ssh, r, closed);
+        if (w.fault === 'none') return { fault: 'none', complete: exit === 0 };
+        if (w.fault === 'hostLost') {
+          ch.close();
+          return w;
+        }
+        this.log(w.fault === 'gpu' ? 'GPU fault: stopping the job' : 'workspace lost: stopping the job', { ...this.describe(r), why: w.fault === 'gpu' ? describeGpuFaults(w.gpu!) : w.workspace!.reason });
+        await this.stopNow(ssh, r).catch((e) => this.log('could not stop the job', { ...this.describe(r), err: (e as Error).message }));
+        // The follower ends with the job (docker logs -f, tail --pid): what it printed last arrives meanwhile.
+        await Promise.race([closed, sleep(STREAM_END_MS)]);
+        const complete = ended && exit === 0;
+        ch.close();
+        return { ...w, complete };
+      });
+    } finally {
+      signal.removeEventListener('abort', abort);
+    }
+  }
+
+  /** Until `closed` resolves: checks the mount, the host and the job's GPUs every few seconds; says what went wrong. */
+  private async watch(ssh: RemoteExec, r: MountedRef, closed: Promise<void>): Promise<FollowResult> {
     const relay = this.mounts.relay(r.mnt);
     let misses = 0;
     for (;;) {
@@ -205,14 +403,28 @@ export abstract class MountedRuntime implements Runtime {
         relay?.ended ? relay.ended.then((why) => ({ why })) : new Promise<never>(() => {}),
         sleep(CHECK_MS).then(() => 'check' as const),
       ]);
-      if (ev === 'closed') return null;
-      if (typeof ev === 'object') return ev.why;
+      if (ev === 'closed') return { fault: 'none', complete: false };
+      if (typeof ev === 'object') return { fault: 'workspace', complete: false, workspace: { reason: ev.why, controlPlane: relayDropIsControlPlane(ev.why) } };
+      if (this.hosts.reach(r.host).reach === 'lost') return { fault: 'hostLost', complete: false };
+      const gpu = this.gpuFault(r);
+      if (gpu) return { fault: 'gpu', complete: false, gpu };
+      if (this.hosts.reach(r.host).reach !== 'up') continue; // a blip: the mount cannot be asked now
       const ok = await this.mounts.alive(ssh, r.mnt).catch(() => true /* the host, not the mount, is unreachable */);
       misses = ok ? 0 : misses + 1;
       if (misses >= 2) {
-        return r.transport === 'relay' && !relay ? 'the SFTP relay of this mount ended with the broker process that served it' : `the mount ${r.mnt} on ${r.host} is gone or does not answer`;
+        if (r.transport === 'relay' && !relay) return { fault: 'workspace', complete: false, workspace: { reason: 'the SFTP relay of this mount ended with the broker process that served it', controlPlane: true } };
+        return { fault: 'workspace', complete: false, workspace: { reason: `the mount ${r.mnt} on ${r.host} is gone or does not answer`, controlPlane: false } };
       }
     }
+  }
+
+  /** Fault-class GPU events on the job's GPUs since it started (they quarantine the GPU), or null. */
+  private gpuFault(r: MountedRef): GpuFaultEvidence[] | null {
+    if (!r.gpus?.length || !r.startedAt) return null;
+    const q = this.hosts.quarantined(r.host);
+    if (!r.gpus.some((g) => q.has(g))) return null;
+    const evs = this.hosts.gpuEvents(r.host, r.gpus, r.startedAt).filter((e) => e.cls !== 'application' && q.has(e.gpu));
+    return evs.length ? evs.map(({ cls: _c, ...g }) => g) : null;
   }
 
   protected async cleanup(ssh: RemoteExec, r: MountedRef): Promise<void> {
@@ -224,14 +436,18 @@ export abstract class MountedRuntime implements Runtime {
     await this.mounts.unmount(ssh, mnt).catch((e) => this.log('unmount failed', { mnt, err: (e as Error).message }));
   }
 
-  /** Unmounts the mounts under the host's workDir that belong to no live job; returns the mount points removed. */
+  /**
+   * Unmounts this broker's mounts on the host (under workDir/mnt/BROKER-ID) that belong to no live job; returns the
+   * mount points removed. Other brokers' mounts on the same host are not touched.
+   */
   protected async sweepMounts(ssh: RemoteExec, cfg: SshHostConfig, isLive: (jobId: string) => boolean): Promise<string[]> {
     const removed: string[] = [];
-    const ls = await ssh.exec(['ls', '-1', `${cfg.workDir}/mnt`]);
+    const ls = await ssh.exec(['ls', '-1', mountsDir(cfg.workDir, this.brokerId)]);
     for (const jobId of ls.code === 0 ? ls.stdout.split('\n').map((s) => s.trim()).filter(Boolean) : []) {
       if (isLive(jobId)) continue;
-      await this.mounts.unmount(ssh, mountPoint(cfg.workDir, jobId)).catch(() => {});
-      removed.push(mountPoint(cfg.workDir, jobId));
+      const mnt = mountPoint(cfg.workDir, this.brokerId, jobId);
+      await this.mounts.unmount(ssh, mnt).catch(() => {});
+      removed.push(mnt);
     }
     return removed;
   }

@@ -30,7 +30,11 @@ const RECOVER_WAIT_MS = 3_000;
 export class SshProcessRuntime extends MountedRuntime {
   readonly kind = 'ssh-process';
 
-  async start(spec: StartSpec): Promise<SshProcessRef> {
+  start(spec: StartSpec): Promise<SshProcessRef> {
+    return this.startSlot(spec.host, () => this.startNow(spec));
+  }
+
+  private async startNow(spec: StartSpec): Promise<SshProcessRef> {
     const cfg = this.hosts.config(spec.host);
     const ssh = this.hosts.exec(spec.host);
     const job = spec.job;
@@ -39,7 +43,7 @@ export class SshProcessRuntime extends MountedRuntime {
     try {
       const env = { ...hostJobEnv(spec), ...gpuSettings('env', spec.gpuIndices).env };
       const out = await ssh.run(launchArgs({ dir, brokerId: this.brokerId, cwd: mnt, env, command: job.command }), 'starting the job', { timeoutMs: 60_000 });
-      return { host: spec.host, dir, mnt, transport, logPath: spec.logPath, ...parsePidFile(out) };
+      return { host: spec.host, dir, mnt, transport, logPath: spec.logPath, ...this.startFacts(spec), ...parsePidFile(out) };
     } catch (e) {
       await ssh.exec(removeArgs(dir)).catch(() => {});
       await this.unmount(ssh, mnt);
@@ -56,7 +60,7 @@ export class SshProcessRuntime extends MountedRuntime {
     const cfg = this.hosts.config(job.host);
     const ssh = this.hosts.exec(job.host);
     const dir = runDir(cfg.workDir, job.id);
-    const mnt = mountPoint(cfg.workDir, job.id);
+    const mnt = mountPoint(cfg.workDir, this.brokerId, job.id);
     let st = await this.runState(ssh, dir);
     for (let waited = 0; st.kind === 'nopid' && waited < RECOVER_WAIT_MS; waited += 250) {
       await new Promise((r) => setTimeout(r, 250));
@@ -68,7 +72,8 @@ export class SshProcessRuntime extends MountedRuntime {
       return null;
     }
     const transport = job.workspaceFrom === 'client' ? 'relay' : cfg.mount.transport;
-    return { host: job.host, dir, mnt, transport, logPath, pid: st.pid, supervisor: st.supervisor };
+    const boot = this.hosts.reach(job.host).bootId;
+    return { host: job.host, dir, mnt, transport, logPath, gpus: job.gpuIndices, ...(boot ? { bootId: boot } : {}), startedAt: new Date().toISOString(), pid: st.pid, supervisor: st.supervisor };
   }
 
   private async runState(ssh: RemoteExec, dir: string): Promise<RunState> {
@@ -77,7 +82,12 @@ export class SshProcessRuntime extends MountedRuntime {
 
   protected followCommand(ref: MountedRef, logSize: number): FollowCommand {
     const r = ref as SshProcessRef;
-    return { argv: followArgs(r.dir, logSize, r.pid), skip: 0, stderrIsOutput: false };
+    return { argv: followArgs(r.dir, logSize, r.pid), skip: 0 };
+  }
+
+  /** The follow command of an ended job prints the rest and exits (its pid is gone). */
+  protected drainCommand(ref: MountedRef, logSize: number): FollowCommand {
+    return this.followCommand(ref, logSize);
   }
 
   protected async state(ssh: RemoteExec, ref: MountedRef): Promise<HostJobState> {

@@ -9,6 +9,8 @@ import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { cleanup, CLI, cliJobs, createToken, gpurun, NODE, scratch, startBrokerProcess, stopBroker, testEnv, waitFor, requirePart, type BrokerProc } from '../support/harness.ts';
 import { makeSshHosts, mountedUnder, sshHostsMissing, type TestHostSet } from '../support/sshHosts.ts';
+import { mountPoint } from '../../server/hosts/mount.ts';
+import { brokerId } from '../../server/hosts/sshSide.ts';
 
 const A100 = { name: 'NVIDIA A100-SXM4-80GB', memoryMiB: 81920 };
 const L4 = { name: 'NVIDIA L4', memoryMiB: 23034 };
@@ -160,7 +162,7 @@ describe('GPU hosts over SSH (sshd + Docker + sshfs)', function () {
     // Orphans as a crash mid-start leaves them: a container of this broker and a mount for a job it has no record of.
     const brokerLabel = execFileSync('docker', ['inspect', '--format', '{{index .Config.Labels "gpurun.broker"}}', `gpurun-${id}`], { encoding: 'utf8' }).trim();
     execFileSync('docker', ['run', '-d', '--name', 'gpurun-j-orphan', '--label', `gpurun.broker=${brokerLabel}`, '--label', 'gpurun.job=j-orphan', '--label', 'gpurun.owner=alice', 'local/busybox:1', 'sleep', '300']);
-    const orphanMnt = join(workDir, 'mnt', 'j-orphan');
+    const orphanMnt = mountPoint(workDir, brokerLabel, 'j-orphan');
     mkdirSync(orphanMnt, { recursive: true });
     execFileSync('mount', ['-t', 'tmpfs', 'gpurun-orphan', orphanMnt]);
     broker = await startBrokerProcess(join(dir, 'home'), config);
@@ -187,7 +189,7 @@ describe('GPU hosts over SSH (sshd + Docker + sshfs)', function () {
   it('fails a job whose workspace mount breaks with the reason workspace_lost', async () => {
     const id = await detach(['--gpu-type', 'A100', '--', 'sh', '-c', 'echo started; sleep 300']);
     await waitFor('running', async () => /started/.test(await logsOf(id)));
-    const mnt = join(workDir, 'mnt', id);
+    const mnt = mountPoint(workDir, brokerId(join(dir, 'home', 'data')), id);
     const sshfs = execFileSync('pgrep', ['-f', `sshfs .*${mnt}`], { encoding: 'utf8' }).trim().split('\n').map(Number);
     for (const pid of sshfs) process.kill(pid, 'SIGKILL');
     const j = await waitFor('it fails', async () => ((await job(id)).state === 'failed' ? job(id) : undefined), 30_000);
@@ -224,14 +226,14 @@ describe('GPU hosts over SSH (sshd + Docker + sshfs)', function () {
     }
   });
 
-  it('a host whose sshd stops is shown down and gets no new jobs', async () => {
+  it('a host whose sshd stops is shown unreachable, with since when and why, and gets no new jobs', async () => {
     const a100 = set.hosts.find((h) => h.name === 'a100')!;
     await a100.stop();
-    const h = await waitFor('a100 down', async () => {
+    const h = await waitFor('a100 unreachable', async () => {
       const r = await gpurun(['hosts'], env);
-      return /a100\s+down/.test(r.stdout) && r.stdout;
-    });
-    assert.match(h, /a100: .*(ECONNREFUSED|closed)/);
+      return /a100\s+unreachable/.test(r.stdout) && r.stdout;
+    }, 40_000);
+    assert.match(h, /a100: unreachable since \d\d:\d\d:\d\d .*ECONNREFUSED/);
     const id = await detach(['--gpu-type', 'A100', '--', 'echo', 'never']);
     await new Promise((r) => setTimeout(r, 2000));
     const j = await job(id);

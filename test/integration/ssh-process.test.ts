@@ -13,6 +13,7 @@ import { cleanup, CLI, cliJobs, createToken, gpurun, gpurunSpawn, NODE, scratch,
 import { makeSshHosts, mountedUnder, sshHostsMissing, type TestHostSet } from '../support/sshHosts.ts';
 import { brokerId } from '../../server/hosts/sshSide.ts';
 import { launchArgs } from '../../server/runtimes/sshProcessArgs.ts';
+import { mountPoint } from '../../server/hosts/mount.ts';
 
 const A100 = { name: 'NVIDIA A100-SXM4-80GB', memoryMiB: 81920 };
 const L4 = { name: 'NVIDIA L4', memoryMiB: 23034 };
@@ -105,7 +106,7 @@ describe('SSH hosts without Docker: jobs as plain processes (sshd + sshfs)', fun
     assert.match(r.stdout, /hello from the laptop\n/);
     assert.match(r.stdout, /to stderr\n/);
     const j = JSON.parse((await gpurun(['ls', '--json', '--all'], env)).stdout)[0];
-    assert.ok(r.stdout.includes(`${join(work1, 'mnt', j.id)}\n`), `it ran in its mount:\n${r.stdout}`);
+    assert.ok(r.stdout.includes(`${mountPoint(work1, brokerId(join(dir, 'home', 'data')), j.id)}\n`), `it ran in its mount:\n${r.stdout}`);
     assert.equal(readFileSync(join(ws, 'out-relay.txt'), 'utf8'), 'written-by-job\n');
     assert.equal(j.host, 'p1');
     assert.equal(j.state, 'failed');
@@ -189,7 +190,7 @@ describe('SSH hosts without Docker: jobs as plain processes (sshd + sshfs)', fun
     const m = mark();
     const id = await detach(['--gpu-type', 'A100', '--', 'sh', '-c', 'echo started; sleep 300', m]);
     await waitFor('running', async () => /started/.test(await logsOf(id)));
-    const mnt = join(work1, 'mnt', id);
+    const mnt = mountPoint(work1, brokerId(join(dir, 'home', 'data')), id);
     const sshfs = execFileSync('pgrep', ['-f', `sshfs .*${mnt}`], { encoding: 'utf8' }).trim().split('\n').map(Number);
     for (const pid of sshfs) process.kill(pid, 'SIGKILL');
     const j = await waitFor('it fails', async () => ((await job(id)).state === 'failed' ? job(id) : undefined), 30_000);
@@ -207,8 +208,8 @@ describe('SSH hosts without Docker: jobs as plain processes (sshd + sshfs)', fun
     // A run directory of this broker that belongs to no job, with a process in it, as a crash mid-start leaves one.
     const orphanMark = mark();
     const orphan = join(work2, 'jobs', 'orphan1');
-    mkdirSync(join(work2, 'mnt', 'orphan1'), { recursive: true });
-    const launch = launchArgs({ dir: orphan, brokerId: brokerId(join(dir, 'home', 'data')), cwd: join(work2, 'mnt', 'orphan1'), env: {}, command: ['sh', '-c', 'sleep 300', orphanMark] });
+    mkdirSync(mountPoint(work2, brokerId(join(dir, 'home', 'data')), 'orphan1'), { recursive: true });
+    const launch = launchArgs({ dir: orphan, brokerId: brokerId(join(dir, 'home', 'data')), cwd: mountPoint(work2, brokerId(join(dir, 'home', 'data')), 'orphan1'), env: {}, command: ['sh', '-c', 'sleep 300', orphanMark] });
     execFileSync(launch[0], launch.slice(1));
     assert.ok(processesWith(orphanMark).length > 0);
 
@@ -219,6 +220,6 @@ describe('SSH hosts without Docker: jobs as plain processes (sshd + sshfs)', fun
     const j = await waitFor('it ends', async () => ((await job(id)).state === 'succeeded' ? job(id) : undefined));
     assert.equal(j.exitCode, 0);
     await nothingLeft(id);
-    await waitFor('the orphan is swept', () => processesWith(orphanMark).length === 0 && !existsSync(orphan) && !existsSync(join(work2, 'mnt', 'orphan1')));
+    await waitFor('the orphan is swept', () => processesWith(orphanMark).length === 0 && !existsSync(orphan) && !existsSync(mountPoint(work2, brokerId(join(dir, 'home', 'data')), 'orphan1')));
   });
 });

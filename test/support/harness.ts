@@ -58,15 +58,27 @@ export function testEnv(home: string, extra: NodeJS.ProcessEnv = {}): NodeJS.Pro
 
 /**
  * A folder holding an executable `nvidia-smi` STAND-IN that prints the CSV the real one prints for the query gpurun
- * makes. Put it first on PATH of a broker (or an SSH host) to give it these GPUs.
+ * makes. Put it first on PATH of a broker (or an SSH host) to give it these GPUs. The health query
+ * (`--query-gpu=index,pci.bus_id,…`) is answered from the file `gpu-health.csv` next to the folder when it exists
+ * (a test writes a fault there; a line with "GPU is lost" makes it exit 15 as the real one does), else all healthy.
  */
 export function fakeNvidiaSmi(dir: string, gpus: Array<{ name: string; memoryMiB: number }>): string {
   const bin = join(dir, 'fake-gpu-bin');
   mkdirSync(bin, { recursive: true });
   const lines = gpus.map((g, i) => `${i}, GPU-${String(i).padStart(8, '0')}-stand-in-0000-000000000000, ${g.name}, ${g.memoryMiB}, 0, 0`).join('\n');
-  writeFileSync(join(bin, 'nvidia-smi'), `#!/bin/sh\n# nvidia-smi STAND-IN for tests on machines without a GPU.\ncat <<'CSV'\n${lines}\nCSV\n`);
+  const healthy = gpus.map((_, i) => `${i}, ${fakePciBusId(i)}, 0, No`).join('\n');
+  const health = join(dir, 'gpu-health.csv');
+  writeFileSync(
+    join(bin, 'nvidia-smi'),
+    `#!/bin/sh\n# nvidia-smi STAND-IN for tests on machines without a GPU.\ncase "$*" in *pci.bus_id*)\n  if [ -f '${health}' ]; then cat '${health}'; if grep -q 'GPU is lost' '${health}'; then exit 15; fi; exit 0; fi\n  cat <<'CSV'\n${healthy}\nCSV\n  exit 0;;\nesac\ncat <<'CSV'\n${lines}\nCSV\n`,
+  );
   chmodSync(join(bin, 'nvidia-smi'), 0o755);
   return bin;
+}
+
+/** The PCI bus id the nvidia-smi stand-in gives GPU `i` (as nvidia-smi prints it: `00000000:1i:00.0`). */
+export function fakePciBusId(i: number): string {
+  return `00000000:${(0x10 + i).toString(16).toUpperCase()}:00.0`;
 }
 
 export interface BrokerProc {

@@ -6,7 +6,8 @@
  * jobs as plain processes, setsid and GNU tail).
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -21,6 +22,14 @@ export interface TestHost {
   start(): Promise<void>;
   /** Kills the sshd and every session under it: the host is unreachable. */
   stop(): Promise<void>;
+  /** The host's own folder (config, stand-ins' files). */
+  dir: string;
+  /** Makes the host's boot id (its stand-in file, GPURUN_BOOT_ID_FILE) a new one, as a reboot does. */
+  newBootId(): string;
+  /** Appends a line to the host's kernel log (the `dmesg` stand-in prints it). */
+  kernelLog(line: string): void;
+  /** What the nvidia-smi stand-in answers to the health query (null: all healthy). */
+  gpuHealth(csv: string | null): void;
 }
 
 export interface TestHostSet {
@@ -100,8 +109,14 @@ function descendants(pid: number): number[] {
   return out;
 }
 
-/** `trusted: false` leaves a host out of known_hosts; `sshdConfig` adds lines to its sshd_config (e.g. an sftp subsystem). */
-export async function makeSshHosts(dir: string, specs: Array<{ name: string; address: string; port?: number; gpus: Array<{ name: string; memoryMiB: number }>; trusted?: boolean; sshdConfig?: string[] }>): Promise<TestHostSet> {
+/**
+ * `trusted: false` leaves a host out of known_hosts; `sshdConfig` adds lines to its sshd_config (e.g. an sftp subsystem);
+ * `env` adds variables to the host's sessions (sshd SetEnv, e.g. HOME for a noisy login shell); `sshdDefaults` keeps
+ * sshd's own limits (MaxSessions 10, MaxStartups 10:30:100) instead of the raised ones.
+ * Each host has STAND-INS on its PATH: nvidia-smi (harness.ts), and `dmesg`, which prints the host's `kmsg` file
+ * (TestHost.kernelLog); its boot id is the file named by GPURUN_BOOT_ID_FILE (TestHost.newBootId).
+ */
+export async function makeSshHosts(dir: string, specs: Array<{ name: string; address: string; port?: number; gpus: Array<{ name: string; memoryMiB: number }>; trusted?: boolean; sshdConfig?: string[]; env?: Record<string, string>; sshdDefaults?: boolean }>): Promise<TestHostSet> {
   mkdirSync(dir, { recursive: true });
   const clientKey = join(dir, 'client_key');
   execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'gpurun-test', '-f', clientKey]);
@@ -115,6 +130,13 @@ export async function makeSshHosts(dir: string, specs: Array<{ name: string; add
     const hostKey = join(hdir, 'ssh_host_ed25519_key');
     execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', spec.name, '-f', hostKey]);
     const bin = fakeNvidiaSmi(hdir, spec.gpus);
+    const kmsg = join(hdir, 'kmsg');
+    writeFileSync(kmsg, '');
+    writeFileSync(join(bin, 'dmesg'), `#!/bin/sh\n# dmesg STAND-IN: the test host's kernel log.\ncat '${kmsg}'\n`);
+    chmodSync(join(bin, 'dmesg'), 0o755);
+    const bootIdFile = join(hdir, 'boot_id');
+    writeFileSync(bootIdFile, `${randomUUID()}\n`);
+    const env = { PATH: `${bin}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`, GPURUN_BOOT_ID_FILE: bootIdFile, ...spec.env };
     const cfg = join(hdir, 'sshd_config');
     const pidFile = join(hdir, 'sshd.pid');
     writeFileSync(
@@ -129,10 +151,9 @@ export async function makeSshHosts(dir: string, specs: Array<{ name: string; add
         'PasswordAuthentication no',
         'KbdInteractiveAuthentication no',
         'UsePAM no',
-        'MaxStartups 100:30:200',
-        'MaxSessions 20',
+        ...(spec.sshdDefaults ? [] : ['MaxStartups 100:30:200', 'MaxSessions 20']),
         'LogLevel ERROR',
-        `SetEnv PATH=${bin}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`,
+        `SetEnv ${Object.entries(env).map(([k, v]) => `${k}=${v}`).join(' ')}`,
         ...(spec.sshdConfig ?? []),
         '',
       ].join('\n'),
@@ -145,6 +166,19 @@ export async function makeSshHosts(dir: string, specs: Array<{ name: string; add
       address: spec.address,
       port,
       knownHostsLine,
+      dir: hdir,
+      newBootId() {
+        const id = randomUUID();
+        writeFileSync(bootIdFile, `${id}\n`);
+        return id;
+      },
+      kernelLog(line) {
+        writeFileSync(kmsg, `${line}\n`, { flag: 'a' });
+      },
+      gpuHealth(csv) {
+        if (csv === null) rmSync(join(hdir, 'gpu-health.csv'), { force: true });
+        else writeFileSync(join(hdir, 'gpu-health.csv'), csv);
+      },
       async start() {
         if (await portOpen(spec.address, port)) throw new Error(`${spec.address}:${port} is already taken (an sshd left by an earlier test run?); stop it first`);
         execFileSync('/usr/sbin/sshd', ['-f', cfg, '-E', join(hdir, 'sshd.log')]);

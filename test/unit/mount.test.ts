@@ -58,6 +58,6 @@ describe('workspace mount commands', () => {
     assert.equal(isFuseType('fuseblk\n'), true);
     assert.equal(isFuseType('fuse.sshfs\n'), true);
     assert.equal(isFuseType('ext2/ext3\n'), false);
-    assert.equal(mountPoint('/var/tmp/gpurun', 'j1'), '/var/tmp/gpurun/mnt/j1');
+    assert.equal(mountPoint('/var/tmp/gpurun', 'b0123456789a', 'j1'), '/var/tmp/gpurun/mnt/b0123456789a/j1');
   });
 });
