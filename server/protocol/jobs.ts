@@ -45,7 +45,10 @@ export interface SubmitRequest {
   cpus?: number;
   /** e.g. "16G", "512M", or a number of MiB. */
   memory?: string | number;
-  /** e.g. "2h", "30m", "90s", "1:30:00", or a number of seconds. */
+  /**
+   * Text in Slurm's forms ("30" is 30 minutes, "45:00", "1:30:00", "2-12:00") or with units ("2h", "90s"); a JSON
+   * number is seconds.
+   */
   time?: string | number;
   queue?: Queue;
   image?: string;
