@@ -10,9 +10,13 @@ import { registerRunFile } from './commands/runFile.ts';
 import { registerRunWithOptions } from './commands/runWithOptions.ts';
 import { registerShowOutput } from './commands/showOutput.ts';
 import { registerSignIn } from './commands/signIn.ts';
+import { registerJobsView } from './commands/jobsView.ts';
+import { registerJobNotifier } from './jobNotifier.ts';
 import { SETTINGS_SECTION, STATE, VIEWS } from './contributions.ts';
 import { isFinal } from '../server/protocol/jobs.ts';
 import { JobSync } from './jobSync.ts';
+import { ConnectionNotice } from './connectionNotice.ts';
+import { GpurunError } from '../server/protocol/errors.ts';
 import { createLog } from './log.ts';
 import { registerStatusBar } from './statusBar.ts';
 import { JobTerminals } from './terminal/jobTerminal.ts';
@@ -52,14 +56,24 @@ export function activate(context: vscode.ExtensionContext): GpurunApi {
     registerRerunJob(ctx);
     registerRefresh(ctx);
     registerSignIn(ctx);
+    registerJobsView(ctx);
+    registerJobNotifier(ctx);
     registerStatusBar(context, sync);
 
     const lens = new RunLensProvider();
     context.subscriptions.push(lens, vscode.languages.registerCodeLensProvider({ language: 'python' }, lens));
     registerDirectiveDiagnostics(context);
 
-    // Errors of the event stream (broker down, token refused) are shown once, with the action that fixes them.
-    sync.onError = (err) => void showError(ctx, err, 'connecting to the broker');
+    // Errors of the event stream (broker down, token refused) are shown once, with the action that fixes them; a
+    // broker that cannot be reached gets one notice, which closes when the connection is back.
+    const notice = new ConnectionNotice();
+    context.subscriptions.push(notice, sync.onDidChange(() => sync.state.kind === 'connected' && notice.close()));
+    sync.onError = (err) => {
+      if (err instanceof GpurunError && err.code === 'E_UNREACHABLE') {
+        ctx.log.error(`connecting to the broker: ${err.stack ?? err.message}`);
+        notice.show(err, !broker.url());
+      } else void showError(ctx, err, 'connecting to the broker');
+    };
     context.subscriptions.push(
       broker.onDidChange(() => sync.restart()),
       vscode.workspace.onDidChangeConfiguration((e) => {

@@ -1,10 +1,12 @@
 /** Rerun Job: the same command, workspace and resources as a new job. */
 import type { SubmitRequest } from '../../server/protocol/jobs.ts';
 import { COMMANDS } from '../contributions.ts';
-import { jobArg, register, submitAndShow, type Ctx } from './common.ts';
+import { fromTree, jobArg, register, submitAndShow, type Ctx } from './common.ts';
 
 export function registerRerunJob(ctx: Ctx): void {
   register(ctx, COMMANDS.rerunJob.id, async (arg?: unknown) => {
+    // Rows stay where they are while the new job appears, so a second click reruns the same job, not its neighbour.
+    if (fromTree(arg)) ctx.sync.holdRows();
     const job = await jobArg(ctx, arg, () => true, 'Job to run again');
     const r = job.resources;
     const req: SubmitRequest = {

@@ -13,6 +13,7 @@ import { terminalName } from '../core/format.ts';
 import type { Broker } from '../brokerClient.ts';
 import type { JobSync } from '../jobSync.ts';
 import type { Log } from '../log.ts';
+import { SETTINGS, SETTINGS_SECTION } from '../contributions.ts';
 
 export class JobTerminal implements vscode.Pseudoterminal {
   private readonly writeEmitter = new vscode.EventEmitter<string>();
@@ -26,6 +27,8 @@ export class JobTerminal implements vscode.Pseudoterminal {
   private readonly encoder = new TerminalEncoder();
   private sub: vscode.Disposable | undefined;
   private outputStarted = false;
+  /** All output and the end line have been shown. */
+  ended = false;
   /** Bytes of output written so far: where a reconnect resumes. */
   offset = 0;
   readonly jobId: string;
@@ -97,6 +100,7 @@ export class JobTerminal implements vscode.Pseudoterminal {
         }
         this.write(this.encoder.end());
         await this.finish(conn);
+        this.ended = true;
         return;
       } catch (err) {
         if (signal.aborted) return;
@@ -136,8 +140,11 @@ export class JobTerminal implements vscode.Pseudoterminal {
     void (async () => {
       const job = this.sync.jobs.get(this.jobId) ?? this.job;
       if (isFinal(job.state)) return;
-      const pick = await vscode.window.showWarningMessage(`Cancel job ${this.jobId}?`, { modal: true, detail: 'Closing this terminal leaves the job running.' }, 'Cancel Job');
-      if (pick !== 'Cancel Job') return;
+      // Buttons say what they do; the safe one is first (the default for Enter) and also what Escape picks.
+      const keep: vscode.MessageItem = { title: 'Keep it running', isCloseAffordance: true };
+      const stop: vscode.MessageItem = { title: 'Stop the job' };
+      const pick = await vscode.window.showWarningMessage(`Stop job ${this.jobId} (${job.name})?`, { modal: true, detail: 'Closing this terminal leaves the job running.' }, keep, stop);
+      if (pick !== stop) return;
       try {
         const conn = await this.broker.connection();
         await conn.client.cancel(this.jobId);
@@ -171,12 +178,27 @@ export class JobTerminals implements vscode.Disposable {
     this.log = log;
   }
 
-  /** Shows the job's terminal, creating it (output from offset 0) if there is none. */
+  /** The job's terminal is the one in view (the active terminal of the panel, and the panel is open). */
+  inView(jobId: string): boolean {
+    const have = this.open.get(jobId);
+    return !!have && vscode.window.activeTerminal === have.terminal && vscode.window.state.focused;
+  }
+
+  /**
+   * Shows the job's terminal, creating it (output from offset 0) if there is none. With gpurun.reuseTerminals on, the
+   * terminals of jobs that have ended are closed first: a new job takes their place instead of adding a tab.
+   */
   show(job: Job, focus = true): vscode.Terminal {
     const have = this.open.get(job.id);
     if (have) {
       have.terminal.show(!focus);
       return have.terminal;
+    }
+    if (vscode.workspace.getConfiguration(SETTINGS_SECTION).get<boolean>(SETTINGS.reuseTerminals.key, SETTINGS.reuseTerminals.default)) {
+      for (const [id, t] of this.open) {
+        const j = this.sync.jobs.get(id);
+        if (j && isFinal(j.state) && t.pty.ended) t.terminal.dispose();
+      }
     }
     const pty = new JobTerminal(job, this.broker, this.sync, this.log);
     const terminal = vscode.window.createTerminal({ name: pty.name, pty, iconPath: new vscode.ThemeIcon('server-process') });

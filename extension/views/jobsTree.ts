@@ -7,7 +7,7 @@ import { GROUPS, jobItem, type GroupId } from '../core/jobTree.ts';
 import type { JobSync } from '../jobSync.ts';
 import { COMMANDS } from '../contributions.ts';
 
-export type JobNode = { kind: 'group'; id: GroupId; label: string } | { kind: 'job'; job: Job } | { kind: 'message'; text: string; tooltip?: string; command?: vscode.Command };
+export type JobNode = { kind: 'group'; id: GroupId; label: string } | { kind: 'job'; job: Job } | { kind: 'message'; text: string; tooltip?: string; icon?: string; command?: vscode.Command };
 
 export class JobsTree implements vscode.TreeDataProvider<JobNode>, vscode.Disposable {
   private readonly changed = new vscode.EventEmitter<JobNode | undefined>();
@@ -42,7 +42,9 @@ export class JobsTree implements vscode.TreeDataProvider<JobNode>, vscode.Dispos
       }
       if (st.kind === 'connecting') return [{ kind: 'message', text: 'Connecting to the broker…' }];
       if (this.sync.jobs.all().length === 0) return [];
-      return GROUPS.map((g) => ({ kind: 'group', id: g.id, label: g.label }));
+      const groups: JobNode[] = GROUPS.map((g) => ({ kind: 'group', id: g.id, label: g.label }));
+      const f = this.sync.jobs.filter;
+      return f ? [{ kind: 'message', text: `Filter: "${f}" (click to change)`, icon: 'filter', command: { command: COMMANDS.filterJobs.id, title: COMMANDS.filterJobs.title } }, ...groups] : groups;
     }
     if (node.kind === 'group') return this.sync.jobs.group(node.id).map((job) => ({ kind: 'job', job }));
     return [];
@@ -51,7 +53,7 @@ export class JobsTree implements vscode.TreeDataProvider<JobNode>, vscode.Dispos
   getTreeItem(node: JobNode): vscode.TreeItem {
     if (node.kind === 'message') {
       const item = new vscode.TreeItem(node.text);
-      item.iconPath = new vscode.ThemeIcon('warning');
+      item.iconPath = new vscode.ThemeIcon(node.icon ?? 'warning');
       if (node.tooltip) item.tooltip = node.tooltip;
       if (node.command) item.command = node.command;
       return item;

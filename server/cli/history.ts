@@ -2,6 +2,7 @@
 import { JOB_STATES, type Job, type JobState } from '../protocol/jobs.ts';
 import { parseDuration } from '../core/units.ts';
 import { usage } from './args.ts';
+export { lastLines } from '../protocol/text.ts';
 
 export interface JobFilter {
   states?: Set<JobState>;
@@ -37,17 +38,4 @@ export function jobFilter(opts: { state?: string; since?: string; name?: string 
 
 export function filterJobs(jobs: Job[], f: JobFilter): Job[] {
   return jobs.filter((j) => (!f.states || f.states.has(j.state)) && (f.sinceMs === undefined || Date.parse(j.createdAt) >= f.sinceMs) && (!f.name || j.name.toLowerCase().includes(f.name)));
-}
-
-/** The last `n` lines of `text` (a final line without a newline counts). */
-export function lastLines(text: string, n: number): string {
-  if (n <= 0) return '';
-  let end = text.length;
-  if (text.endsWith('\n')) end--;
-  let i = end;
-  for (let k = 0; k < n; k++) {
-    i = text.lastIndexOf('\n', i - 1);
-    if (i < 0) return text;
-  }
-  return text.slice(i + 1);
 }
