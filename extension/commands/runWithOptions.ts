@@ -18,8 +18,8 @@ import { pythonCommand, workspaceOf } from './runFile.ts';
 const LIBRARY_DIRS = '**/{node_modules,.venv,venv,env,.env,.conda,site-packages,dist-packages,__pycache__,.git,.tox,.nox,.mypy_cache,.pytest_cache,build,dist,.eggs,*.egg-info}/**';
 
 /**
- * Step 1: a script, or a command typed into the same box. Whatever is typed is offered first as "Run command: …"
- * (always shown, the filter does not hide it); the last command typed is offered too.
+ * Step 1: a script, or a command typed into the same box. Whatever is typed is offered as "Run command: …" (always
+ * shown, the filter does not hide it; after the scripts that match); the last command typed is offered too.
  */
 function pickScriptOrCommand(scripts: string[], lastCommand: string | undefined): Promise<{ script: string } | { commandLine: string; argv: string[] } | undefined> {
   type Item = vscode.QuickPickItem & { script?: string; commandLine?: string };
@@ -27,13 +27,14 @@ function pickScriptOrCommand(scripts: string[], lastCommand: string | undefined)
   qp.title = 'Run on GPU (1/5)';
   qp.placeholder = 'Script to run, or type a command (e.g. python3 -m pkg.train --lr 3e-4)';
   const base: Item[] = [
-    ...(lastCommand ? [{ label: `$(history) ${lastCommand}`, description: 'the last command', commandLine: lastCommand, alwaysShow: true }] : []),
+    ...(lastCommand ? [{ label: `$(history) ${lastCommand}`, description: 'the last command', commandLine: lastCommand }] : []),
     ...scripts.map((s) => ({ label: s, script: s })),
   ];
   const update = () => {
     const v = qp.value.trim();
     const typed: Item[] = v ? [{ label: `$(terminal) Run command: ${v}`, description: typeof splitCommandLine(v) === 'string' ? (splitCommandLine(v) as string) : 'no shell: quote words with spaces', commandLine: v, alwaysShow: true }] : [];
-    qp.items = [...typed, ...base];
+    // Last: a typed script name still picks the script with Enter; text that matches none runs as a command.
+    qp.items = [...base, ...typed];
   };
   update();
   return new Promise((resolve) => {

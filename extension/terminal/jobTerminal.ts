@@ -178,10 +178,10 @@ export class JobTerminals implements vscode.Disposable {
     this.log = log;
   }
 
-  /** The job's terminal is the one in view (the active terminal of the panel, and the panel is open). */
+  /** The job's terminal is the one in view (the active terminal of the panel). */
   inView(jobId: string): boolean {
     const have = this.open.get(jobId);
-    return !!have && vscode.window.activeTerminal === have.terminal && vscode.window.state.focused;
+    return !!have && vscode.window.activeTerminal === have.terminal;
   }
 
   /**

@@ -161,13 +161,16 @@ describe('VS Code extension, end to end (code-server + Chromium)', function () {
 
   it('Run on GPU… offers the pool\'s GPUs and submits the picked GPUs, queue and time limit', async () => {
     await runCommand(page, 'GPU Run: Run on GPU…');
-    await answerInput(page, 'Run on GPU (1/4)', 'train.py');
-    await page.locator('.quick-input-widget', { hasText: 'Run on GPU (2/4)' }).waitFor({ timeout: 15_000 });
+    await answerInput(page, 'Run on GPU (1/5)', 'train.py');
+    await page.locator('.quick-input-widget', { hasText: 'Run on GPU (2/5)' }).waitFor({ timeout: 15_000 });
     await page.locator('.quick-input-list .monaco-list-row', { hasText: '2 of 2 A100 free now' }).first().waitFor();
-    await answerInput(page, 'Run on GPU (2/4)', '2×A100');
+    await answerInput(page, 'Run on GPU (2/5)', '2×A100');
     await page.locator('.quick-input-list .monaco-list-row', { hasText: 'offline' }).first().waitFor({ timeout: 15_000 });
-    await answerInput(page, 'Run on GPU (3/4)', 'offline');
-    await answerInput(page, 'Run on GPU (4/4)', '5m');
+    await answerInput(page, 'Run on GPU (3/5)', 'offline');
+    // A bare number is minutes, as in Slurm.
+    await answerInput(page, 'Run on GPU (4/5)', '5');
+    await page.locator('.quick-input-list .monaco-list-row', { hasText: 'Memory:' }).first().waitFor({ timeout: 15_000 });
+    await answerInput(page, 'Run on GPU (5/5)', 'Run');
     await waitForTerminal(page, /running on gpu-box, GPU (0,1|1,0) \(2×A100, 1 CPU, 1G, limit 5m\)[\s\S]*succeeded \(exit code 0\)/);
     const job = (await jobs()).filter((j) => j.command.includes('train.py')).sort((a, b) => b.createdAt.localeCompare(a.createdAt))[0];
     assert.equal(job.resources.gpus, 2);
@@ -175,6 +178,42 @@ describe('VS Code extension, end to end (code-server + Chromium)', function () {
     assert.equal(job.resources.timeLimitSec, 300);
     assert.equal(job.queue, 'offline');
     assert.equal(job.state, 'succeeded');
+  });
+
+  it('Run on GPU… runs a command typed into its first box', async () => {
+    await runCommand(page, 'GPU Run: Run on GPU…');
+    await answerInput(page, 'Run on GPU (1/5)', 'python3 -c "print(6*7)"');
+    await answerInput(page, 'Run on GPU (2/5)', 'No GPU');
+    await answerInput(page, 'Run on GPU (3/5)', 'online');
+    await answerInput(page, 'Run on GPU (4/5)', '');
+    await answerInput(page, 'Run on GPU (5/5)', 'Run');
+    await waitForTerminal(page, /\n42\n[\s\S]*succeeded \(exit code 0\)/);
+    const job = (await jobs()).sort((a, b) => b.createdAt.localeCompare(a.createdAt))[0];
+    assert.deepEqual(job.command, ['python3', '-c', 'print(6*7)']);
+  });
+
+  it('a second click on Cancel hits the same row: the next job does not move under the pointer', async () => {
+    await openFile(page, 'long.py');
+    for (let i = 0; i < 2; i++) await runCommand(page, 'GPU Run: Run Current File on GPU');
+    const [a, b] = await waitFor('two long jobs to run', async () => {
+      const r = (await jobs()).filter((j) => j.command.includes('long.py') && j.state === 'running').sort((x, y) => (x.startedAt ?? '').localeCompare(y.startedAt ?? ''));
+      return r.length === 2 && r;
+    });
+    const row = jobRow(`${a.id} long.py, running`);
+    await row.waitFor({ timeout: 15_000 });
+    await row.hover();
+    const box = (await row.locator('.action-label[aria-label="Cancel Job"]').boundingBox())!;
+    await page.mouse.click(box.x + box.width / 2, box.y + box.height / 2);
+    await page.waitForTimeout(700);
+    // The same place again, as an impatient double click would.
+    await page.mouse.click(box.x + box.width / 2, box.y + box.height / 2);
+    await waitFor('the first job to be cancelled', async () => (await jobs()).find((j) => j.id === a.id)!.state === 'cancelled');
+    await page.waitForTimeout(1500);
+    assert.equal((await jobs()).find((j) => j.id === b.id)!.state, 'running', 'the job below was not cancelled by the second click');
+    await jobRow(`${b.id} long.py, running`).waitFor({ timeout: 10_000 });
+    await jobRow(`${b.id} long.py, running`).hover();
+    await jobRow(`${b.id} long.py, running`).locator('.action-label[aria-label="Cancel Job"]').click();
+    await waitFor('the second job to be cancelled', async () => (await jobs()).find((j) => j.id === b.id)!.state === 'cancelled');
   });
 
   it("a malformed directive shows the parser's message as a problem, and its lens says to fix it", async () => {
@@ -207,9 +246,18 @@ describe('VS Code extension, end to end (code-server + Chromium)', function () {
     await waitForTerminal(page, new RegExp(`job ${job.id}: python3 long\\.py[\\s\\S]*long job started`));
     await page.locator('.terminal-wrapper.active .xterm').click();
     await page.keyboard.press('Control+C');
-    const dialog = page.locator('.monaco-dialog-box', { hasText: `Cancel job ${job.id}?` });
+    const dialog = page.locator('.monaco-dialog-box', { hasText: `Stop job ${job.id}` });
     await dialog.waitFor({ timeout: 10_000 });
-    await dialog.locator('.monaco-button', { hasText: 'Cancel Job' }).click();
+    // The buttons say what they do; Enter keeps the job (the safe default).
+    assert.deepEqual(await dialog.locator('.monaco-button').allInnerTexts(), ['Keep it running', 'Stop the job']);
+    await page.keyboard.press('Enter');
+    await dialog.waitFor({ state: 'detached', timeout: 10_000 });
+    await new Promise((r) => setTimeout(r, 1000));
+    assert.equal((await jobs()).find((j) => j.id === job.id)!.state, 'running', 'Enter keeps it running');
+    await page.locator('.terminal-wrapper.active .xterm').click();
+    await page.keyboard.press('Control+C');
+    await dialog.waitFor({ timeout: 10_000 });
+    await dialog.locator('.monaco-button', { hasText: 'Stop the job' }).click();
     await waitForTerminal(page, new RegExp(`job ${job.id} cancelled`));
     assert.equal((await jobs()).find((j) => j.id === job.id)!.state, 'cancelled');
   });
