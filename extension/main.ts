@@ -39,7 +39,7 @@ export function activate(context: vscode.ExtensionContext): GpurunApi {
     const sync = new JobSync(broker, log);
     const terminals = new JobTerminals(broker, sync, log);
     const hosts = new HostsTree(broker, sync, log);
-    const jobsTree = new JobsTree(sync);
+    const jobsTree = new JobsTree(sync, hosts);
     const workspaces = new WorkspaceServers(context.extensionPath, broker, terminals, log);
     context.subscriptions.push(broker, sync, terminals, hosts, jobsTree, workspaces);
     const ctx: Ctx = { context, broker, sync, terminals, hosts, workspaces, log };

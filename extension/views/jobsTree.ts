@@ -6,6 +6,8 @@ import { errorText } from '../core/errors.ts';
 import { GROUPS, jobItem, type GroupId } from '../core/jobTree.ts';
 import type { JobSync } from '../jobSync.ts';
 import { COMMANDS } from '../contributions.ts';
+import { jobGpuView } from '../core/gpuText.ts';
+import type { HostsTree } from './hostsTree.ts';
 
 export type JobNode = { kind: 'group'; id: GroupId; label: string } | { kind: 'job'; job: Job } | { kind: 'message'; text: string; tooltip?: string; icon?: string; command?: vscode.Command };
 
@@ -16,9 +18,13 @@ export class JobsTree implements vscode.TreeDataProvider<JobNode>, vscode.Dispos
   private readonly timer: NodeJS.Timeout;
   private readonly sync: JobSync;
 
-  constructor(sync: JobSync) {
+  private readonly hosts: HostsTree | undefined;
+
+  constructor(sync: JobSync, hosts?: HostsTree) {
     this.sync = sync;
+    this.hosts = hosts;
     this.subs.push(sync.onDidChange(() => this.changed.fire(undefined)));
+    if (hosts) this.subs.push(hosts.onDidRefresh(() => this.sync.jobs.counts().running > 0 && this.changed.fire(undefined)));
     // Elapsed times of running jobs move on: redraw (from memory, no request) while any runs.
     this.timer = setInterval(() => {
       if (sync.jobs.counts().running > 0) this.changed.fire(undefined);
@@ -68,11 +74,12 @@ export class JobsTree implements vscode.TreeDataProvider<JobNode>, vscode.Dispos
       return item;
     }
     const v = jobItem(node.job, Date.now());
+    const usage = jobGpuView(node.job, this.hosts?.current() ?? [], Date.now());
     const item = new vscode.TreeItem(v.label);
     item.id = `job:${node.job.id}`;
-    item.description = v.description;
-    item.tooltip = new vscode.MarkdownString(v.tooltip);
-    item.iconPath = new vscode.ThemeIcon(v.icon.id, v.icon.color ? new vscode.ThemeColor(v.icon.color) : undefined);
+    item.description = usage ? `${v.description} · ${usage.short}` : v.description;
+    item.tooltip = new vscode.MarkdownString(usage ? `${v.tooltip}\n\n**GPU usage** (last probes)\n\n${usage.lines.join('\n')}` : v.tooltip);
+    item.iconPath = usage?.idle ? new vscode.ThemeIcon('warning', new vscode.ThemeColor('list.warningForeground')) : new vscode.ThemeIcon(v.icon.id, v.icon.color ? new vscode.ThemeColor(v.icon.color) : undefined);
     item.contextValue = v.contextValue;
     item.accessibilityInformation = { label: `${v.label}, ${node.job.state.replace('_', ' ')}, ${v.description}` };
     item.command = { command: COMMANDS.showOutput.id, title: COMMANDS.showOutput.title, arguments: [node] };

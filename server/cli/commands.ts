@@ -9,7 +9,7 @@ import { isFinal } from '../protocol/jobs.ts';
 import { parseArgs, usage } from './args.ts';
 import { brokerNode, connect } from './connect.ts';
 import { followLogs } from './follow.ts';
-import { exitCodeOf, hostsTable, jobsTable } from './format.ts';
+import { exitCodeOf, hostsTable, jobDetails, jobGpus, jobsTable } from './format.ts';
 import { filterJobs, jobFilter, lastLines } from './history.ts';
 import { notifyEnd } from './notify.ts';
 import { finalJob } from './run.ts';
@@ -43,7 +43,11 @@ export async function lsCommand(argv: string[]): Promise<number> {
   const filtered = filter.states || filter.sinceMs !== undefined || filter.name;
   if (opts.json) process.stdout.write(`${JSON.stringify(jobs, null, 2)}\n`);
   else if (jobs.length === 0) process.stdout.write(filtered ? 'No jobs match.\n' : opts.all ? 'No jobs.\n' : 'No jobs in the last 24 hours (gpurun ls --all shows older ones).\n');
-  else process.stdout.write(jobsTable(jobs, new Set(jobs.map((j) => j.owner)).size > 1));
+  else {
+    // Running jobs with GPUs also show what those GPUs do now (the hosts' last probe).
+    const hosts = jobs.some((j) => j.state === 'running' && j.gpuIndices.length) ? await conn.client.hosts().catch(() => []) : [];
+    process.stdout.write(jobsTable(jobs, new Set(jobs.map((j) => j.owner)).size > 1, hosts));
+  }
   await conn.client.close();
   return 0;
 }
@@ -112,6 +116,21 @@ export async function waitCommand(argv: string[]): Promise<number> {
   if (!opts.quiet) process.stderr.write(`gpurun: job ${id} ${job.state.replace('_', ' ')}${job.state === 'succeeded' ? '' : `: ${job.reason}`}\n`);
   if (opts.notify) notifyEnd(job);
   return exitCodeOf(job);
+}
+
+export async function showCommand(argv: string[]): Promise<number> {
+  const { opts, rest } = parseArgs(argv, { values: ['broker'], flags: ['json', 'help'], short: { h: 'help' } }, 'show');
+  if (opts.help) {
+    process.stdout.write('Usage: gpurun show [--json] ID\n\nOne job: command, resources, host and GPUs, times, reason; for a running job what each of its GPUs does\n(utilisation and memory now, and a bar per probe over the last minutes), and whether they sit idle.\n');
+    return 0;
+  }
+  const id = idArg(rest, 'show');
+  const conn = await connect(opts.broker as string | undefined);
+  const job = await conn.client.get(id);
+  const hosts = job.host && job.gpuIndices.length ? await conn.client.hosts().catch(() => []) : [];
+  await conn.client.close();
+  process.stdout.write(opts.json ? `${JSON.stringify({ job, gpus: jobGpus(job, hosts) }, null, 2)}\n` : jobDetails(job, hosts));
+  return 0;
 }
 
 export async function cancelCommand(argv: string[]): Promise<number> {

@@ -11,6 +11,7 @@ export const COMPLETION: Record<string, string[]> = {
   ls: ['all', 'state', 'since', 'name', 'json', 'broker', 'help'],
   logs: ['follow', 'tail', 'from', 'broker', 'help'],
   wait: ['notify', 'quiet', 'broker', 'help'],
+  show: ['json', 'broker', 'help'],
   cancel: ['broker', 'help'],
   hosts: ['json', 'broker', 'help'],
   broker: ['config', 'help'],

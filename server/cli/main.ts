@@ -4,7 +4,7 @@
  */
 import { GpurunError, isGpurunError } from '../protocol/errors.ts';
 import { runCommand } from './run.ts';
-import { brokerCommand, cancelCommand, hostsCommand, logsCommand, lsCommand, tokenCommand, waitCommand } from './commands.ts';
+import { brokerCommand, cancelCommand, hostsCommand, logsCommand, lsCommand, showCommand, tokenCommand, waitCommand } from './commands.ts';
 import { completionCommand } from './completion.ts';
 import { closest } from './suggest.ts';
 import { sftpServeCommand } from './sftpServe.ts';
@@ -20,6 +20,7 @@ Usage:
                                           list your jobs (gpurun ls --help)
   gpurun logs [-f] [--tail N] [--from OFFSET] ID
                                           print a job's output
+  gpurun show ID                          one job in full; for a running one, what its GPUs do
   gpurun wait [--notify] ID               wait for a job to end; exit with its code
   gpurun cancel ID                        stop a job
   gpurun hosts [--json]                   show hosts and their GPUs
@@ -39,6 +40,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   ls: lsCommand,
   logs: logsCommand,
   wait: waitCommand,
+  show: showCommand,
   cancel: cancelCommand,
   hosts: hostsCommand,
   broker: brokerCommand,

@@ -156,7 +156,11 @@ export interface HostInfo {
   state: HostState;
   lastError: string | null;
   runtime: string;
-  gpus: Array<Gpu & { jobId: string | null }>;
+  /**
+   * Each GPU, with the job that holds it, its utilisation at the broker's last probes (`history`, %, oldest first, one
+   * per probe, about 30 s apart) and, when it reads 0 % now, since when (`idleSince`, ISO; null while busy).
+   */
+  gpus: Array<Gpu & { jobId: string | null; history?: number[]; idleSince?: string | null }>;
   cpus: number;
   cpusUsed: number;
   memoryMiB: number;

@@ -59,11 +59,14 @@ describe('VS Code extension, end to end (code-server + Chromium)', function () {
       ['# gpurun: gpus=2 gpu-type=A100 queue=offline', 'import os', 'print("big job sees GPUs " + os.environ["CUDA_VISIBLE_DEVICES"], flush=True)', ''].join('\n'),
     );
     writeFileSync(join(ws, 'bad.py'), ['# gpurun: gpus=two queue=offline', 'print("never runs")', ''].join('\n'));
+    writeFileSync(join(ws, 'fails.py'), ['import sys, time', 'print("loading data", flush=True)', 'time.sleep(5)', 'print("ValueError: bad batch", flush=True)', 'sys.exit(3)', ''].join('\n'));
     writeFileSync(join(ws, 'long.py'), ['import time', 'print("long job started", flush=True)', 'time.sleep(600)', ''].join('\n'));
 
+    // The stand-in reports changing utilisation and memory, probe by probe (the GPU usage view shows them).
+    const usage = [10, 35, 60, 85, 95, 70, 90, 100].map((pct, k) => ({ pct, usedMiB: 8192 + k * 4096 }));
     const fakeBin = fakeNvidiaSmi(dir, [
-      { name: 'NVIDIA A100-SXM4-80GB', memoryMiB: 81920 },
-      { name: 'NVIDIA A100-SXM4-80GB', memoryMiB: 81920 },
+      { name: 'NVIDIA A100-SXM4-80GB', memoryMiB: 81920, usage },
+      { name: 'NVIDIA A100-SXM4-80GB', memoryMiB: 81920, usage: [...usage].reverse() },
     ]);
     broker = await startBrokerProcess(join(dir, 'broker'), { hosts: [{ name: 'gpu-box', type: 'local', cpus: 8, memory: '16G' }] }, { PATH: `${fakeBin}:${process.env.PATH}` });
     token = await createToken(broker, 'alice');
@@ -214,6 +217,41 @@ describe('VS Code extension, end to end (code-server + Chromium)', function () {
     await jobRow(`${b.id} long.py, running`).hover();
     await jobRow(`${b.id} long.py, running`).locator('.action-label[aria-label="Cancel Job"]').click();
     await waitFor('the second job to be cancelled', async () => (await jobs()).find((j) => j.id === b.id)!.state === 'cancelled');
+  });
+
+  it('shows what a running job\'s GPUs do: utilisation and a bar per probe in its row, per GPU in its tooltip and the Hosts view', async () => {
+    await openFile(page, 'long.py');
+    await runCommand(page, 'GPU Run: Run Current File on GPU');
+    const job = await waitFor('the long job to run', async () => (await jobs()).find((j) => j.command.includes('long.py') && j.state === 'running'));
+    const row = jobRow(`${job.id} long.py, running`);
+    // Two probes (30 s apart) make a history of two bars.
+    await page.locator(`.monaco-list-row[aria-label*="${job.id} long.py"] .label-description`, { hasText: /\d+% [▁▂▃▄▅▆▇█]{2,}/ }).first().waitFor({ timeout: 90_000 });
+    await page.locator('.monaco-list-row', { hasText: /GPU \d NVIDIA A100-SXM4-80GB/ }).filter({ hasText: `used by ${job.id}` }).first().waitFor({ timeout: 30_000 });
+    await row.hover();
+    await page.locator('.monaco-hover', { hasText: 'GPU usage' }).waitFor({ timeout: 10_000 }).catch(() => {});
+    await shot('vscode-gpu-usage.png');
+    await fetch(`${broker.url}/v1/jobs/${job.id}/cancel`, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
+    await waitFor('the long job to be cancelled', async () => (await jobs()).find((j) => j.id === job.id)!.state === 'cancelled');
+  });
+
+  it('a job that ends while its terminal is not in view raises a notification with its state, last lines, Show Output and Rerun', async () => {
+    await runCommand(page, 'Notifications: Clear All Notifications');
+    await openFile(page, 'fails.py');
+    await runCommand(page, 'GPU Run: Run Current File on GPU');
+    await waitForTerminal(page, /loading data/);
+    // Another job's terminal takes the view while fails.py still runs.
+    await openFile(page, 'long.py');
+    await runCommand(page, 'GPU Run: Run Current File on GPU');
+    await waitForTerminal(page, /long job started/);
+    const toast = page.locator('.notifications-toasts .notification-toast', { hasText: /fails\.py failed \(exit 3\)/ });
+    await toast.waitFor({ timeout: 30_000 });
+    assert.match(await toast.innerText(), /ValueError: bad batch/);
+    assert.deepEqual((await toast.locator('.monaco-button').allInnerTexts()).slice(0, 2), ['Show Output', 'Rerun']);
+    await shot('vscode-notification.png');
+    await toast.locator('.monaco-button', { hasText: 'Show Output' }).click();
+    await waitForTerminal(page, /ValueError: bad batch[\s\S]*exit code 3/);
+    const long = (await jobs()).find((j) => j.command.includes('long.py') && j.state === 'running');
+    if (long) await fetch(`${broker.url}/v1/jobs/${long.id}/cancel`, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
   });
 
   it("a malformed directive shows the parser's message as a problem, and its lens says to fix it", async () => {

@@ -8,7 +8,7 @@ import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { cleanup, CLI, gpurun, NODE, requirePart, ROOT, scratch, stopEmbedded, testEnv, waitFor } from '../support/harness.ts';
+import { cleanup, CLI, fakeNvidiaSmi, gpurun, NODE, requirePart, ROOT, scratch, stopEmbedded, testEnv, waitFor } from '../support/harness.ts';
 
 describe('daily loop: the CLI', function () {
   this.timeout(90_000);
@@ -181,5 +181,31 @@ describe('daily loop: the CLI', function () {
     process.kill(p.pid!, 'SIGKILL');
     await waitFor('the Node 24 broker to stop after its parent was killed', () => !existsSync(`/proc/${child}`) || readFileSync(`/proc/${child}/stat`, 'utf8').split(' ')[2] === 'Z', 15_000);
     cleanup(bh);
+  });
+});
+
+describe('daily loop: GPU usage of a running job', function () {
+  this.timeout(120_000);
+  it('gpurun ls and gpurun hosts show the utilisation and memory the GPUs report, and follow their changes', async () => {
+    const home = scratch();
+    const fake = fakeNvidiaSmi(home, [{ name: 'NVIDIA A100-SXM4-80GB', memoryMiB: 81920, usage: [{ pct: 37, usedMiB: 12288 }, { pct: 91, usedMiB: 40960 }] }]);
+    const env = testEnv(home, { PATH: `${fake}:${process.env.PATH}` });
+    try {
+      const id = (await gpurun(['run', '--detach', '--gpus', '1', '--', 'sleep', '60'], env)).stdout.trim();
+      const seen = new Set<string>();
+      await waitFor('two different readings in gpurun ls', async () => {
+        const ls = await gpurun(['ls'], env);
+        const m = new RegExp(`${id}.*running.*\\s(0:\\d+% \\S+/80G)\\s`).exec(ls.stdout);
+        if (m) seen.add(m[1]);
+        return seen.size >= 2;
+      }, 90_000);
+      assert.deepEqual([...seen].sort(), ['0:37% 12G/80G', '0:91% 40G/80G']);
+      assert.match((await gpurun(['ls'], env)).stdout, /GPU USE/);
+      assert.match((await gpurun(['hosts'], env)).stdout, new RegExp(`local GPU 0  NVIDIA A100-SXM4-80GB  (37|91)%  (12|40)G/80G  used by ${id}`));
+      await gpurun(['cancel', id], env);
+    } finally {
+      await stopEmbedded(home);
+      cleanup(home);
+    }
   });
 });

@@ -60,11 +60,21 @@ export function testEnv(home: string, extra: NodeJS.ProcessEnv = {}): NodeJS.Pro
  * A folder holding an executable `nvidia-smi` STAND-IN that prints the CSV the real one prints for the query gpurun
  * makes. Put it first on PATH of a broker (or an SSH host) to give it these GPUs.
  */
-export function fakeNvidiaSmi(dir: string, gpus: Array<{ name: string; memoryMiB: number }>): string {
+export function fakeNvidiaSmi(dir: string, gpus: Array<{ name: string; memoryMiB: number; usage?: Array<{ pct: number; usedMiB: number }> }>): string {
   const bin = join(dir, 'fake-gpu-bin');
   mkdirSync(bin, { recursive: true });
-  const lines = gpus.map((g, i) => `${i}, GPU-${String(i).padStart(8, '0')}-stand-in-0000-000000000000, ${g.name}, ${g.memoryMiB}, 0, 0`).join('\n');
-  writeFileSync(join(bin, 'nvidia-smi'), `#!/bin/sh\n# nvidia-smi STAND-IN for tests on machines without a GPU.\ncat <<'CSV'\n${lines}\nCSV\n`);
+  // A GPU with `usage` reports the next entry of it at each call (a counter file next to the script), so tests see
+  // utilisation and memory change from one probe to the next; the others report 0.
+  const lines = gpus
+    .map((g, i) => {
+      const uuid = `GPU-${String(i).padStart(8, '0')}-stand-in-0000-000000000000`;
+      if (!g.usage?.length) return `echo '${i}, ${uuid}, ${g.name}, ${g.memoryMiB}, 0, 0'`;
+      const cases = g.usage.map((u, k) => `${k}) echo '${i}, ${uuid}, ${g.name}, ${g.memoryMiB}, ${u.usedMiB}, ${u.pct}' ;;`).join(' ');
+      return `case $((n % ${g.usage.length})) in ${cases} esac`;
+    })
+    .join('\n');
+  const counter = join(bin, 'calls');
+  writeFileSync(join(bin, 'nvidia-smi'), `#!/bin/sh\n# nvidia-smi STAND-IN for tests on machines without a GPU.\nn=$(cat '${counter}' 2>/dev/null || echo 0)\necho $((n + 1)) > '${counter}'\n${lines}\n`);
   chmodSync(join(bin, 'nvidia-smi'), 0o755);
   return bin;
 }
