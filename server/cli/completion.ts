@@ -7,7 +7,7 @@ import { usage } from './args.ts';
 
 /** Subcommands and their options (without the leading --). */
 export const COMPLETION: Record<string, string[]> = {
-  run: ['gpus', 'gpu-type', 'cpus', 'memory', 'time', 'queue', 'image', 'workspace', 'env', 'env-file', 'name', 'backend', 'detach', 'notify', 'serve-workspace', 'broker', 'help'],
+  run: ['gpus', 'gpu-type', 'cpus', 'memory', 'time', 'queue', 'image', 'workspace', 'env', 'env-file', 'name', 'backend', 'config', 'detach', 'notify', 'serve-workspace', 'broker', 'help'],
   ls: ['all', 'state', 'since', 'name', 'json', 'broker', 'help'],
   logs: ['follow', 'tail', 'from', 'broker', 'help'],
   wait: ['notify', 'quiet', 'broker', 'help'],
@@ -43,7 +43,8 @@ _gpurun() {
   local w; for w in "\${COMP_WORDS[@]:1:COMP_CWORD-1}"; do [ "$w" = "--" ] && { COMPREPLY=( $(compgen -f -- "$cur") ); return; }; done
   case "$prev" in
 ${Object.entries(VALUES).map(([o, v]) => `    --${o}) COMPREPLY=( $(compgen -W "${v.join(' ')}" -- "$cur") ); return ;;`).join('\n')}
-    --workspace|--env-file|--config) COMPREPLY=( $(compgen -f -- "$cur") ); return ;;
+    --workspace|--env-file) COMPREPLY=( $(compgen -f -- "$cur") ); return ;;
+    --config) [ "$cmd" = run ] && return; COMPREPLY=( $(compgen -f -- "$cur") ); return ;;
   esac
   [ "$cmd" = completion ] && { COMPREPLY=( $(compgen -W "bash zsh fish" -- "$cur") ); return; }
   case "$cmd" in

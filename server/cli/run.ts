@@ -13,6 +13,7 @@ import { connect, type Connection } from './connect.ts';
 import { followLogs } from './follow.ts';
 import { exitCodeOf } from './format.ts';
 import { jobEnv } from './env.ts';
+import { loadRunConfig } from './runConfig.ts';
 import { notifyEnd, spawnNotifyWaiter } from './notify.ts';
 import { serveJobWorkspace, workspaceFolder, type ServedWorkspace } from './serveWorkspace.ts';
 
@@ -35,6 +36,8 @@ Options:
   --env-file FILE     variables from a .env file: NAME=VALUE lines, # comments, optional "export ", quotes;
                       nothing is expanded (repeatable; later files and --env win)
   --name NAME         label shown in lists (default: the script's name)
+  --config NAME       the settings (and command, unless one follows "--") of config NAME in the workspace's
+                      gpurun.json; options given here win
   --backend NAME      where it runs: "hosts" (the host pool) or a Slurm cluster's name (default: the broker's)
   --detach, -d        print the job id and return at once
   --serve-workspace   serve the workspace's files from this machine, through the broker, to the GPU host (for a
@@ -58,23 +61,27 @@ function out(s: string): void {
 export async function runCommand(argv: string[]): Promise<number> {
   const { opts, rest } = parseArgs(
     argv,
-    { values: ['gpus', 'gpu-type', 'cpus', 'memory', 'time', 'queue', 'image', 'workspace', 'env', 'env-file', 'name', 'broker', 'backend'], flags: ['detach', 'help', 'serve-workspace', 'notify'], repeat: ['env', 'env-file'], short: { d: 'detach', h: 'help' }, stopAtPositional: true },
+    { values: ['gpus', 'gpu-type', 'cpus', 'memory', 'time', 'queue', 'image', 'workspace', 'env', 'env-file', 'name', 'broker', 'backend', 'config'], flags: ['detach', 'help', 'serve-workspace', 'notify'], repeat: ['env', 'env-file'], short: { d: 'detach', h: 'help' }, stopAtPositional: true },
     'run',
   );
   if (opts.help) {
     process.stdout.write(RUN_HELP);
     return 0;
   }
-  if (rest.length === 0) throw usage('run', 'no command given');
   const workspace = workspaceFolder((opts.workspace as string) ?? process.cwd());
+  // A named configuration of gpurun.json: its settings, and its command unless one is given after "--".
+  const config = opts.config !== undefined ? loadRunConfig(workspace, opts.config as string) : undefined;
+  const command = rest.length ? rest : (config?.command ?? []);
+  if (command.length === 0) throw usage('run', opts.config !== undefined ? `config "${opts.config}" has no command, and none was given after "--"` : 'no command given');
 
   const serve = !!opts['serve-workspace'];
   if (serve && opts.detach) {
     throw new GpurunError('E_BAD_REQUEST', '--serve-workspace and --detach do not go together: this gpurun serves the workspace and must stay attached while the job runs', { hint: 'Leave out --detach, or leave out --serve-workspace when the broker can read the workspace itself.' });
   }
 
-  const req: SubmitRequest = { command: rest, workspace, ...(serve ? { workspaceFrom: 'client' as const } : {}) };
-  applyDirectives(req, rest, workspace);
+  const req: SubmitRequest = { command, workspace, ...(serve ? { workspaceFrom: 'client' as const } : {}) };
+  applyDirectives(req, command, workspace);
+  if (config) Object.assign(req, { ...config, command });
   if (opts.gpus !== undefined) req.gpus = intOpt('gpus', opts.gpus as string);
   if (opts['gpu-type'] !== undefined) req.gpuType = opts['gpu-type'] as string;
   if (opts.cpus !== undefined) req.cpus = intOpt('cpus', opts.cpus as string);
@@ -84,7 +91,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   if (opts.image !== undefined) req.image = opts.image as string;
   if (opts.name !== undefined) req.name = opts.name as string;
   if (opts.backend !== undefined) req.backend = opts.backend as string;
-  const env = jobEnv((opts['env-file'] as string[]) ?? [], (opts.env as string[]) ?? []);
+  const env = { ...(config?.env ?? {}), ...jobEnv((opts['env-file'] as string[]) ?? [], (opts.env as string[]) ?? []) };
 
   const conn = await connect(opts.broker as string | undefined);
   if (serve && conn.embedded) {

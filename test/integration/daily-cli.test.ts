@@ -53,6 +53,21 @@ describe('daily loop: the CLI', function () {
     cleanup(ws);
   });
 
+  it('runs a named configuration of gpurun.json; options and a command after "--" win', async () => {
+    const ws = scratch();
+    writeFileSync(join(ws, 'gpurun.json'), JSON.stringify({ configs: { hello: { command: ['sh', '-c', 'echo "$GREETING from $0"', 'config'], gpus: 0, env: { GREETING: 'hi' }, name: 'greeter' } } }));
+    const r = await gpurun(['run', '--workspace', ws, '--config', 'hello'], env);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, 'hi from config\n');
+    assert.match(r.stderr, /submitted \(greeter, /);
+    const o = await gpurun(['run', '--workspace', ws, '--config', 'hello', '--env', 'GREETING=hey', '--', 'sh', '-c', 'echo "$GREETING"'], env);
+    assert.equal(o.stdout, 'hey\n');
+    const bad = await gpurun(['run', '--workspace', ws, '--config', 'helo'], env);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /has no config "helo" \(did you mean "hello"\?\)\ngpurun: Its configs: hello\./);
+    cleanup(ws);
+  });
+
   it('says nothing about the queue when the job starts at once', async () => {
     const r = await gpurun(['run', '--gpus', '0', '--', 'echo', 'hi'], env);
     assert.equal(r.code, 0, r.stderr);

@@ -4,6 +4,7 @@ import { closest } from '../../server/cli/suggest.ts';
 import { filterJobs, jobFilter, lastLines } from '../../server/cli/history.ts';
 import { jobEnv } from '../../server/cli/env.ts';
 import type { Job } from '../../server/protocol/jobs.ts';
+import { parseRunConfigs } from '../../server/core/runConfigs.ts';
 
 describe('CLI pure parts', () => {
   it('suggests the nearest subcommand or option', () => {
@@ -40,5 +41,19 @@ describe('CLI pure parts', () => {
     assert.throws(() => jobEnv([], ['NOPE'], {}), /--env NOPE: NOPE is not set in this shell/);
     assert.throws(() => jobEnv([], ['1X=2'], {}), /--env needs NAME=VALUE or NAME, got "1X=2"/);
     assert.throws(() => jobEnv(['/no/such/.env'], [], {}), /cannot read the env file \/no\/such\/.env: ENOENT/);
+  });
+});
+
+describe('run configurations (gpurun.json)', () => {
+  it('reads named configs', () => {
+    const r = parseRunConfigs(JSON.stringify({ configs: { train: { command: ['python3', 'train.py'], gpus: 2, time: '2h', env: { SEED: '1' } }, 'eval-small': { gpus: 0 } } }));
+    assert.deepEqual(r, { train: { command: ['python3', 'train.py'], gpus: 2, time: '2h', env: { SEED: '1' } }, 'eval-small': { gpus: 0 } });
+  });
+  it('says what is wrong', () => {
+    assert.match(parseRunConfigs('{') as string, /not JSON/);
+    assert.equal(parseRunConfigs('{"configs": []}'), 'expected { "configs": { "NAME": { … }, … } }');
+    assert.match(parseRunConfigs('{"configs": {"a": {"gpu": 1}}}') as string, /configs\.a\.gpu: unknown setting; known: command, gpus/);
+    assert.equal(parseRunConfigs('{"configs": {"a": {"command": "python3 x.py"}}}'), 'configs.a.command: must be a non-empty array of strings (argv)');
+    assert.equal(parseRunConfigs('{"configs": {"a b": {}}}'), 'configs: "a b" is not a config name (letters, digits, . _ -)');
   });
 });
