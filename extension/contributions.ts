@@ -10,6 +10,7 @@ export const COMMANDS = {
   cancelJob: { id: 'gpurun.cancelJob', title: 'Cancel Job', icon: '$(debug-stop)' },
   showOutput: { id: 'gpurun.showOutput', title: 'Show Job Output', icon: '$(output)' },
   rerunJob: { id: 'gpurun.rerunJob', title: 'Rerun Job', icon: '$(debug-restart)' },
+  rerunWithChanges: { id: 'gpurun.rerunWithChanges', title: 'Rerun with Changes…', icon: '$(edit)' },
   refresh: { id: 'gpurun.refresh', title: 'Refresh', icon: '$(refresh)' },
   signIn: { id: 'gpurun.signIn', title: 'Sign In', icon: '$(sign-in)' },
   signOut: { id: 'gpurun.signOut', title: 'Sign Out', icon: '$(sign-out)' },

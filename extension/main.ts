@@ -5,7 +5,7 @@ import { RunLensProvider, registerDirectiveDiagnostics } from './codelens/runLen
 import { registerCancelJob } from './commands/cancelJob.ts';
 import { showError, type Ctx } from './commands/common.ts';
 import { registerRefresh } from './commands/refresh.ts';
-import { registerRerunJob } from './commands/rerunJob.ts';
+import { registerRerunJob, registerRerunWithChanges } from './commands/rerunJob.ts';
 import { registerRunFile } from './commands/runFile.ts';
 import { registerRunWithOptions } from './commands/runWithOptions.ts';
 import { registerShowOutput } from './commands/showOutput.ts';
@@ -54,6 +54,7 @@ export function activate(context: vscode.ExtensionContext): GpurunApi {
     registerCancelJob(ctx);
     registerShowOutput(ctx);
     registerRerunJob(ctx);
+    registerRerunWithChanges(ctx);
     registerRefresh(ctx);
     registerSignIn(ctx);
     registerJobsView(ctx);

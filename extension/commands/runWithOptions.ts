@@ -3,13 +3,16 @@
  * free now), the queue, the time limit, and a summary where memory, CPUs, image and env can be changed. The last
  * choice is remembered per workspace and offered first.
  */
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as vscode from 'vscode';
 import { GpurunError } from '../../server/protocol/errors.ts';
-import { parseDirectives, parseDuration, parseMemory, type Directive } from '../../server/protocol/directives.ts';
+import { parseDirectives, parseDuration, type Directive } from '../../server/protocol/directives.ts';
 import type { Queue } from '../../server/protocol/jobs.ts';
-import { buildSubmit, gpuChoices, parseEnvPairs, scriptCommand, splitCommandLine, type RunChoice } from '../core/runRequest.ts';
-import { lensTitle } from '../core/format.ts';
+import { buildSubmit, gpuChoices, scriptCommand, splitCommandLine, type RunChoice } from '../core/runRequest.ts';
+import { editRequest } from './editRequest.ts';
+import { displayCommand, lensTitle } from '../core/format.ts';
+import { parseRunConfigs, RUN_CONFIG_FILE, type RunConfig } from '../../server/protocol/runConfigs.ts';
 import { COMMANDS, STATE } from '../contributions.ts';
 import { Cancelled, register, submitAndShow, type Ctx } from './common.ts';
 import { pythonCommand, workspaceOf } from './runFile.ts';
@@ -21,12 +24,15 @@ const LIBRARY_DIRS = '**/{node_modules,.venv,venv,env,.env,.conda,site-packages,
  * Step 1: a script, or a command typed into the same box. Whatever is typed is offered as "Run command: …" (always
  * shown, the filter does not hide it; after the scripts that match); the last command typed is offered too.
  */
-function pickScriptOrCommand(scripts: string[], lastCommand: string | undefined): Promise<{ script: string } | { commandLine: string; argv: string[] } | undefined> {
-  type Item = vscode.QuickPickItem & { script?: string; commandLine?: string };
+type Picked = { script: string } | { commandLine: string; argv: string[] } | { config: string };
+
+function pickScriptOrCommand(scripts: string[], lastCommand: string | undefined, configs: Record<string, RunConfig>): Promise<Picked | undefined> {
+  type Item = vscode.QuickPickItem & { script?: string; commandLine?: string; config?: string };
   const qp = vscode.window.createQuickPick<Item>();
   qp.title = 'Run on GPU (1/5)';
   qp.placeholder = 'Script to run, or type a command (e.g. python3 -m pkg.train --lr 3e-4)';
   const base: Item[] = [
+    ...Object.entries(configs).map(([name, c]) => ({ label: `$(gear) ${name}`, description: `${RUN_CONFIG_FILE}: ${c.command ? displayCommand(c.command) : 'no command'}`, config: name })),
     ...(lastCommand ? [{ label: `$(history) ${lastCommand}`, description: 'the last command', commandLine: lastCommand }] : []),
     ...scripts.map((s) => ({ label: s, script: s })),
   ];
@@ -44,6 +50,7 @@ function pickScriptOrCommand(scripts: string[], lastCommand: string | undefined)
         const item = qp.selectedItems[0] ?? qp.activeItems[0];
         if (!item) return;
         if (item.script) return done({ script: item.script });
+        if (item.config) return done({ config: item.config });
         const argv = splitCommandLine(item.commandLine ?? '');
         // Not a command line (an unclosed quote): its item says why; the picker stays open.
         if (typeof argv === 'string' || argv.length === 0) return;
@@ -52,7 +59,7 @@ function pickScriptOrCommand(scripts: string[], lastCommand: string | undefined)
       qp.onDidHide(() => done(undefined)),
     ];
     let settled = false;
-    function done(r: { script: string } | { commandLine: string; argv: string[] } | undefined): void {
+    function done(r: Picked | undefined): void {
       if (settled) return;
       settled = true;
       for (const s of subs) s.dispose();
@@ -63,44 +70,22 @@ function pickScriptOrCommand(scripts: string[], lastCommand: string | undefined)
   });
 }
 
-type Extra = Pick<RunChoice, 'memory' | 'cpus' | 'image' | 'env'>;
-
-/** Step 5: a summary with "Run" first; picking a line asks for that value and comes back here. */
-async function moreOptions(last: RunChoice, directive: Directive | undefined): Promise<Extra | undefined> {
-  const x: Extra = { ...(last.memory ? { memory: last.memory } : {}), ...(last.cpus ? { cpus: last.cpus } : {}), ...(last.image ? { image: last.image } : {}), ...(last.env ? { env: last.env } : {}) };
-  for (;;) {
-    const envText = x.env ? Object.entries(x.env).map(([k, v]) => `${k}=${v}`).join(' ') : '';
-    type Item = vscode.QuickPickItem & { key: 'run' | 'memory' | 'cpus' | 'image' | 'env' };
-    const items: Item[] = [
-      { key: 'run', label: '$(play) Run', description: 'with the settings below' },
-      { key: 'memory', label: `Memory: ${x.memory ?? (directive?.memoryMiB ? `${directive.memoryMiB}M (script)` : 'the broker\'s default')}` },
-      { key: 'cpus', label: `CPUs: ${x.cpus ?? directive?.cpus ?? 'the broker\'s default'}` },
-      { key: 'image', label: `Image: ${x.image ?? directive?.image ?? 'the broker\'s default'}` },
-      { key: 'env', label: `Env: ${envText || 'none'}`, description: 'plus the settings gpurun.env and gpurun.envFile' },
-    ];
-    const pick = await vscode.window.showQuickPick(items, { title: 'Run on GPU (5/5): run, or change memory, CPUs, image or env first' });
-    if (!pick) return undefined;
-    if (pick.key === 'run') return x;
-    const ask = (prompt: string, value: string, check: (v: string) => string | undefined) =>
-      vscode.window.showInputBox({ title: `Run on GPU: ${pick.key}`, prompt, value, validateInput: (v) => (v.trim() ? check(v.trim()) : undefined) });
-    if (pick.key === 'memory') {
-      const v = await ask('e.g. 16G, 512M; empty: the default', x.memory ?? '', (t) => (typeof parseMemory(t) === 'string' ? (parseMemory(t) as string) : undefined));
-      if (v !== undefined) v.trim() ? (x.memory = v.trim()) : delete x.memory;
-    } else if (pick.key === 'cpus') {
-      const v = await ask('a whole number; empty: the default', x.cpus ? String(x.cpus) : '', (t) => (/^[1-9]\d*$/.test(t) ? undefined : 'a whole number of CPUs, 1 or more'));
-      if (v !== undefined) v.trim() ? (x.cpus = Number(v.trim())) : delete x.cpus;
-    } else if (pick.key === 'image') {
-      const v = await ask('a container image present on the hosts, e.g. local/python:3; empty: the default', x.image ?? '', (t) => (/^[\w.\-/:@]{1,256}$/.test(t) ? undefined : 'an image reference such as python:3.12'));
-      if (v !== undefined) v.trim() ? (x.image = v.trim()) : delete x.image;
-    } else {
-      const v = await ask('NAME=VALUE pairs separated by spaces (quote values with spaces); empty: none', envText, (t) => (typeof parseEnvPairs(t) === 'string' ? (parseEnvPairs(t) as string) : undefined));
-      if (v !== undefined) {
-        const env = parseEnvPairs(v.trim());
-        if (typeof env !== 'string' && Object.keys(env).length) x.env = env;
-        else delete x.env;
-      }
-    }
+/** The workspace's gpurun.json configs; none when there is no file; an error (shown) when it is malformed. */
+async function readRunConfigs(workspace: string): Promise<Record<string, RunConfig>> {
+  let text: string;
+  try {
+    text = await readFile(join(workspace, RUN_CONFIG_FILE), 'utf8');
+  } catch {
+    return {};
   }
+  const r = parseRunConfigs(text);
+  if (typeof r === 'string') throw new GpurunError('E_BAD_REQUEST', `${join(workspace, RUN_CONFIG_FILE)}: ${r}`, { hint: 'Fix the file (see the README, "Run configurations"), or remove it.' });
+  return r;
+}
+
+/** The extras remembered from the last run. */
+function pickExtra(last: RunChoice): Pick<RunChoice, 'memory' | 'cpus' | 'image'> {
+  return { ...(last.memory ? { memory: last.memory } : {}), ...(last.cpus ? { cpus: last.cpus } : {}), ...(last.image ? { image: last.image } : {}) };
 }
 
 export function registerRunWithOptions(ctx: Ctx): void {
@@ -119,8 +104,16 @@ export function registerRunWithOptions(ctx: Ctx): void {
       const rels = files.map((f) => vscode.workspace.asRelativePath(f, false)).sort();
       const active = vscode.window.activeTextEditor?.document;
       const first = [last.script, active?.languageId === 'python' ? vscode.workspace.asRelativePath(active.uri, false) : undefined].filter((x): x is string => !!x);
-      const picked = await pickScriptOrCommand([...new Set([...first, ...rels])], last.commandLine);
+      const configs = await readRunConfigs(workspace);
+      const picked = await pickScriptOrCommand([...new Set([...first, ...rels])], last.commandLine, configs);
       if (!picked) throw new Cancelled();
+      if ('config' in picked) {
+        // A saved configuration runs as it is (change it in gpurun.json, or afterwards with Rerun with Changes).
+        const c = configs[picked.config];
+        if (!c.command) throw new GpurunError('E_BAD_REQUEST', `the config "${picked.config}" of ${RUN_CONFIG_FILE} has no command`, { hint: 'Add "command": ["python3", "train.py"] to it.' });
+        await submitAndShow(ctx, { ...c, command: c.command, workspace });
+        return;
+      }
       if ('commandLine' in picked) {
         command = picked.argv;
         choice.commandLine = picked.commandLine;
@@ -180,12 +173,14 @@ export function registerRunWithOptions(ctx: Ctx): void {
     if (time.trim()) choice.time = time.trim();
 
     // 5. Memory, CPUs, image, env: a summary to run from at once (Enter), or to change first.
-    const extra = await moreOptions(last, directive);
-    if (!extra) throw new Cancelled();
-    Object.assign(choice, extra);
-
+    const base = buildSubmit({ command: command!, workspace, ...(directive ? { directive } : {}), choice: { ...choice, ...pickExtra(last) }, ...(last.env ? { env: last.env } : {}) });
+    const req = await editRequest(base, 'Run on GPU (5/5): run, or change memory, CPUs, image or env first', ['memory', 'cpus', 'image', 'env']);
+    if (!req) throw new Cancelled();
+    if (req.memory !== undefined && req.memory !== directive?.memoryMiB) choice.memory = String(req.memory);
+    if (req.cpus !== undefined && req.cpus !== directive?.cpus) choice.cpus = req.cpus;
+    if (req.image !== undefined && req.image !== directive?.image) choice.image = req.image;
+    if (req.env && Object.keys(req.env).length) choice.env = req.env;
     await ctx.context.workspaceState.update(STATE.lastRun, choice);
-    const req = buildSubmit({ command: command!, workspace, ...(directive ? { directive } : {}), choice, ...(choice.env ? { env: choice.env } : {}) });
     await submitAndShow(ctx, req);
   });
 }
