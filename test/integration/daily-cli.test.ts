@@ -185,6 +185,18 @@ describe('daily loop: the CLI', function () {
       await waitFor(`the Node 24 broker to be gone after ${sig}`, () => !existsSync(`/proc/${child}`));
       cleanup(bh);
     }
+    // The embedded broker, started by a CLI under Node 20: the pid in broker.lock is the broker itself (no stand-in),
+    // and each of the three signals stops it.
+    for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) {
+      const eh = scratch();
+      const r = spawnSync(old, [CLI, 'run', '--gpus', '0', '--', 'true'], { env: testEnv(eh), encoding: 'utf8', cwd: ROOT });
+      assert.equal(r.status, 0, r.stderr);
+      const pid = Number(readFileSync(join(eh, 'broker.lock'), 'utf8'));
+      assert.match(readFileSync(`/proc/${pid}/cmdline`, 'utf8'), /broker\0--embedded/);
+      process.kill(pid, sig);
+      await waitFor(`the embedded broker to stop after ${sig}`, () => !existsSync(`/proc/${pid}`) || readFileSync(`/proc/${pid}/stat`, 'utf8').split(' ')[2] === 'Z', 15_000);
+      cleanup(eh);
+    }
     // Killed outright, the parent cannot pass anything on: the broker notices its pipe closing and stops.
     const bh = scratch();
     writeFileSync(join(bh, 'broker.json'), JSON.stringify({ listen: '127.0.0.1:0', dataDir: join(bh, 'data') }));
