@@ -219,6 +219,8 @@ export async function brokerCommand(argv: string[]): Promise<number> {
     };
     process.once('SIGTERM', stop);
     process.once('SIGINT', stop);
+    // Node resets signal dispositions at start (nohup's ignored SIGHUP included), so a hang-up stopped the broker
+    // before too; now it stops it as cleanly as SIGTERM does.
     process.once('SIGHUP', stop);
     watchParent(stop);
   });
