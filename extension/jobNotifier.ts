@@ -1,5 +1,5 @@
 /**
- * When a job this window saw running ends and its terminal is not in view: a notification with how it ended, its
+ * When a job this window saw running ends (not cancelled from here) and its terminal is not in view: a notification with how it ended, its
  * last lines of output, and Show Output / Rerun. Setting gpurun.notifyOnEnd: whenHidden (default), always, never.
  */
 import * as vscode from 'vscode';
@@ -23,7 +23,7 @@ export function registerJobNotifier(ctx: Ctx): void {
         return;
       }
       if (!isFinal(job.state)) return void active.add(job.id);
-      if (!active.delete(job.id)) return;
+      if (!active.delete(job.id) || ctx.sync.cancelledHere.delete(job.id)) return;
       const mode = vscode.workspace.getConfiguration(SETTINGS_SECTION).get<string>(SETTINGS.notifyOnEnd.key, SETTINGS.notifyOnEnd.default);
       if (mode === 'never' || (mode === 'whenHidden' && ctx.terminals.inView(job.id))) return;
       void notify(ctx, job);

@@ -92,6 +92,9 @@ export class JobSync implements vscode.Disposable {
     if (this.jobs.apply(job)) this.changed.fire(job);
   }
 
+  /** Jobs this window asked to cancel: their end is no news (no notification). */
+  readonly cancelledHere = new Set<string>();
+
   /** Keeps the sidebar's rows where they are for a moment (before an inline action), then redraws. */
   holdRows(): void {
     this.jobs.holdRows(Date.now());

@@ -13,6 +13,7 @@ export function registerCancelJob(ctx: Ctx): void {
     // Held rows keep an ended job under the pointer: a second click says so instead of cancelling anything.
     if (isFinal((ctx.sync.jobs.get(job.id) ?? job).state)) return;
     const conn = await ctx.broker.connection();
+    ctx.sync.cancelledHere.add(job.id);
     const after = await conn.client.cancel(job.id);
     ctx.log.info(`cancel ${job.id}: ${after.state} (${after.reason})`);
     ctx.sync.upsert(after);

@@ -147,6 +147,7 @@ export class JobTerminal implements vscode.Pseudoterminal {
       if (pick !== stop) return;
       try {
         const conn = await this.broker.connection();
+        this.sync.cancelledHere.add(this.jobId);
         await conn.client.cancel(this.jobId);
         this.write(statusLine(`cancelling job ${this.jobId}…`));
       } catch (err) {

@@ -282,6 +282,8 @@ describe('VS Code extension, end to end (code-server + Chromium)', function () {
       await picker.locator('.monaco-list-row', { hasText: job.id }).first().click();
     }
     await waitForTerminal(page, new RegExp(`job ${job.id}: python3 long\\.py[\\s\\S]*long job started`));
+    // A job-end notification must not sit over the terminal.
+    await runCommand(page, 'Notifications: Clear All Notifications');
     await page.locator('.terminal-wrapper.active .xterm').click();
     await page.keyboard.press('Control+C');
     const dialog = page.locator('.monaco-dialog-box', { hasText: `Stop job ${job.id}` });
@@ -292,6 +294,8 @@ describe('VS Code extension, end to end (code-server + Chromium)', function () {
     await dialog.waitFor({ state: 'detached', timeout: 10_000 });
     await new Promise((r) => setTimeout(r, 1000));
     assert.equal((await jobs()).find((j) => j.id === job.id)!.state, 'running', 'Enter keeps it running');
+    // A job-end notification must not sit over the terminal.
+    await runCommand(page, 'Notifications: Clear All Notifications');
     await page.locator('.terminal-wrapper.active .xterm').click();
     await page.keyboard.press('Control+C');
     await dialog.waitFor({ timeout: 10_000 });
