@@ -47,7 +47,8 @@ function pickScriptOrCommand(scripts: string[], lastCommand: string | undefined,
     const subs = [
       qp.onDidChangeValue(update),
       qp.onDidAccept(() => {
-        const item = qp.selectedItems[0] ?? qp.activeItems[0];
+        // Enter can come before the items for the typed text are shown: the text is then the command.
+        const item = qp.selectedItems[0] ?? qp.activeItems[0] ?? (qp.value.trim() ? { label: '', commandLine: qp.value.trim() } : undefined);
         if (!item) return;
         if (item.script) return done({ script: item.script });
         if (item.config) return done({ config: item.config });

@@ -8,7 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import * as vscode from 'vscode';
 import { GpurunError } from '../../server/protocol/errors.ts';
 import { isFinal, type Job } from '../../server/protocol/jobs.ts';
-import { JobNarrator, TerminalEncoder, statusLine } from '../core/terminalText.ts';
+import { JobNarrator, QUIET_QUEUE_MS, TerminalEncoder, statusLine } from '../core/terminalText.ts';
 import { terminalName } from '../core/format.ts';
 import type { Broker } from '../brokerClient.ts';
 import type { JobSync } from '../jobSync.ts';
@@ -27,6 +27,7 @@ export class JobTerminal implements vscode.Pseudoterminal {
   private readonly encoder = new TerminalEncoder();
   private sub: vscode.Disposable | undefined;
   private outputStarted = false;
+  private quietTimer: NodeJS.Timeout | undefined;
   /** All output and the end line have been shown. */
   ended = false;
   /** Bytes of output written so far: where a reconnect resumes. */
@@ -66,6 +67,9 @@ export class JobTerminal implements vscode.Pseudoterminal {
   start(): void {
     this.write(statusLine(`job ${this.job.id}: ${this.job.command.join(' ')}`));
     this.narrate(this.sync.jobs.get(this.jobId) ?? this.job);
+    // A job that has not started a moment after it was submitted: say that it waits (and where in the queue).
+    const wait = Date.parse(this.job.createdAt) + QUIET_QUEUE_MS + 100 - Date.now();
+    this.quietTimer = setTimeout(() => !this.outputStarted && this.narrate(this.sync.jobs.get(this.jobId) ?? this.job), Math.max(0, wait));
     this.sub = this.sync.onDidChange((j) => {
       if (j?.id === this.jobId && !this.outputStarted) this.narrate(j);
     });
@@ -140,10 +144,12 @@ export class JobTerminal implements vscode.Pseudoterminal {
     void (async () => {
       const job = this.sync.jobs.get(this.jobId) ?? this.job;
       if (isFinal(job.state)) return;
-      // Buttons say what they do; the safe one is first (the default for Enter) and also what Escape picks.
-      const keep: vscode.MessageItem = { title: 'Keep it running', isCloseAffordance: true };
-      const stop: vscode.MessageItem = { title: 'Stop the job' };
-      const pick = await vscode.window.showWarningMessage(`Stop job ${this.jobId} (${job.name})?`, { modal: true, detail: 'Closing this terminal leaves the job running.' }, keep, stop);
+      // Choices say what they do; the safe one is first (what Enter picks), and Escape keeps the job too. (A modal
+      // dialog makes its first button the Enter default only when it is not the close affordance, and then adds a
+      // third "Cancel" button, the ambiguity this avoids.)
+      const keep = { label: '$(play) Keep it running', description: 'closing this terminal also leaves the job running' };
+      const stop = { label: '$(debug-stop) Stop the job', description: `cancel ${this.jobId}: its processes are stopped` };
+      const pick = await vscode.window.showQuickPick([keep, stop], { title: `Stop job ${this.jobId} (${job.name})?`, placeHolder: 'Enter or Escape keeps it running' });
       if (pick !== stop) return;
       try {
         const conn = await this.broker.connection();
@@ -158,6 +164,7 @@ export class JobTerminal implements vscode.Pseudoterminal {
 
   /** The terminal was closed: stop following; the job goes on. */
   close(): void {
+    clearTimeout(this.quietTimer);
     this.ac.abort();
     this.sub?.dispose();
     this.onClosed();

@@ -286,20 +286,21 @@ describe('VS Code extension, end to end (code-server + Chromium)', function () {
     await runCommand(page, 'Notifications: Clear All Notifications');
     await page.locator('.terminal-wrapper.active .xterm').click();
     await page.keyboard.press('Control+C');
-    const dialog = page.locator('.monaco-dialog-box', { hasText: `Stop job ${job.id}` });
-    await dialog.waitFor({ timeout: 10_000 });
-    // The buttons say what they do; Enter keeps the job (the safe default).
-    assert.deepEqual(await dialog.locator('.monaco-button').allInnerTexts(), ['Keep it running', 'Stop the job']);
+    const ask = page.locator('.quick-input-widget', { hasText: `Stop job ${job.id}` });
+    await ask.waitFor({ state: 'visible', timeout: 10_000 });
+    // The choices say what they do; the first, what Enter picks, keeps the job.
+    const choices = (await ask.locator('.quick-input-list .monaco-list-row').allInnerTexts()).map((t) => t.split('\n')[0].trim());
+    assert.deepEqual(choices.slice(0, 2), ['Keep it running', 'Stop the job']);
+    await shot('vscode-ctrl-c.png');
     await page.keyboard.press('Enter');
-    await dialog.waitFor({ state: 'detached', timeout: 10_000 });
+    await ask.waitFor({ state: 'hidden', timeout: 10_000 });
     await new Promise((r) => setTimeout(r, 1000));
     assert.equal((await jobs()).find((j) => j.id === job.id)!.state, 'running', 'Enter keeps it running');
-    // A job-end notification must not sit over the terminal.
     await runCommand(page, 'Notifications: Clear All Notifications');
     await page.locator('.terminal-wrapper.active .xterm').click();
     await page.keyboard.press('Control+C');
-    await dialog.waitFor({ timeout: 10_000 });
-    await dialog.locator('.monaco-button', { hasText: 'Stop the job' }).click();
+    await ask.waitFor({ state: 'visible', timeout: 10_000 });
+    await ask.locator('.quick-input-list .monaco-list-row', { hasText: 'Stop the job' }).click();
     await waitForTerminal(page, new RegExp(`job ${job.id} cancelled`));
     assert.equal((await jobs()).find((j) => j.id === job.id)!.state, 'cancelled');
   });
