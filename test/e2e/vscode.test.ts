@@ -277,10 +277,14 @@ describe('VS Code extension, end to end (code-server + Chromium)', function () {
     await row.locator('.action-label[aria-label="Show Job Output"]').click();
     // The tree redraws elapsed times every few seconds; a click that lands during a redraw reaches the command
     // without its row, and the command then asks which job (as it does from the palette): answer it.
+    // Under load the picker can take seconds: wait for it or for the terminal, whichever comes.
     const picker = page.locator('.quick-input-widget', { hasText: 'Job whose output to show' });
-    if (await picker.waitFor({ state: 'visible', timeout: 2000 }).then(() => true, () => false)) {
-      await picker.locator('.monaco-list-row', { hasText: job.id }).first().click();
-    }
+    const opened = page.locator('.terminal-wrapper.active .xterm-rows', { hasText: `job ${job.id}: python3 long.py` });
+    const first = await Promise.race([
+      picker.waitFor({ state: 'visible', timeout: 15_000 }).then(() => 'picker', () => 'none'),
+      opened.waitFor({ timeout: 15_000 }).then(() => 'terminal', () => 'none'),
+    ]);
+    if (first === 'picker') await picker.locator('.monaco-list-row', { hasText: job.id }).first().click();
     await waitForTerminal(page, new RegExp(`job ${job.id}: python3 long\\.py[\\s\\S]*long job started`));
     // A job-end notification must not sit over the terminal.
     await runCommand(page, 'Notifications: Clear All Notifications');
