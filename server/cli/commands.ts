@@ -1,4 +1,4 @@
-/** `gpurun ls | logs | cancel | hosts | token | broker`. */
+/** `gpurun ls | show | logs | cancel | hosts | token | broker`. */
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { constants as osConstants } from 'node:os';
@@ -9,7 +9,7 @@ import { isFinal } from '../protocol/jobs.ts';
 import { parseArgs, usage } from './args.ts';
 import { brokerNode, connect } from './connect.ts';
 import { followLogs } from './follow.ts';
-import { exitCodeOf, hostsTable, jobDetails, jobGpus, jobsTable } from './format.ts';
+import { exitCodeOf, gpuUsageLines, hostsTable, jobsTable, showJob } from './format.ts';
 import { filterJobs, jobFilter, lastLines } from './history.ts';
 import { notifyEnd } from './notify.ts';
 import { finalJob } from './run.ts';
@@ -121,15 +121,15 @@ export async function waitCommand(argv: string[]): Promise<number> {
 export async function showCommand(argv: string[]): Promise<number> {
   const { opts, rest } = parseArgs(argv, { values: ['broker'], flags: ['json', 'help'], short: { h: 'help' } }, 'show');
   if (opts.help) {
-    process.stdout.write('Usage: gpurun show [--json] ID\n\nOne job: command, resources, host and GPUs, times, reason; for a running job what each of its GPUs does\n(utilisation and memory now, and a bar per probe over the last minutes), and whether they sit idle.\n');
+    process.stdout.write('Usage: gpurun show [--json] ID\n\nShows a job and each of its attempts: where it ran, how it ended (fault), and the evidence; for a running job\nalso what each of its GPUs does (utilisation and memory now, a bar per probe) and whether they sit idle.\n  --json  machine-readable output (GET /v1/jobs/ID)\n');
     return 0;
   }
   const id = idArg(rest, 'show');
   const conn = await connect(opts.broker as string | undefined);
   const job = await conn.client.get(id);
-  const hosts = job.host && job.gpuIndices.length ? await conn.client.hosts().catch(() => []) : [];
+  const hosts = !opts.json && job.host && job.gpuIndices.length ? await conn.client.hosts().catch(() => []) : [];
+  process.stdout.write(opts.json ? `${JSON.stringify(job, null, 2)}\n` : showJob(job) + gpuUsageLines(job, hosts));
   await conn.client.close();
-  process.stdout.write(opts.json ? `${JSON.stringify({ job, gpus: jobGpus(job, hosts) }, null, 2)}\n` : jobDetails(job, hosts));
   return 0;
 }
 

@@ -1,5 +1,5 @@
 /** Text output of the CLI: tables and short descriptions. Pure. */
-import type { HostInfo, Job } from '../protocol/jobs.ts';
+import type { Attempt, HostInfo, Job } from '../protocol/jobs.ts';
 import { formatDuration, formatMemory } from '../core/units.ts';
 import { IDLE_AFTER_MS, idleForMs, sparkline } from '../core/gpuUsage.ts';
 
@@ -47,19 +47,11 @@ export function idleOf(job: Job, gpus: HostInfo['gpus'], now = Date.now()): numb
   return idle >= IDLE_AFTER_MS ? idle : 0;
 }
 
-/** `gpurun show ID`: one job, every field a person looks at, and for a running one what its GPUs do. */
-export function jobDetails(job: Job, hosts: HostInfo[], now = Date.now()): string {
-  const r = job.resources;
-  const lines = [
-    `job ${job.id}  ${job.name}  ${job.state.replace('_', ' ')}${job.exitCode !== null ? ` (exit ${job.exitCode})` : ''}`,
-    `  command:   ${job.command.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`)).join(' ')}`,
-    `  workspace: ${job.workspace}`,
-    `  asked:     ${r.gpus} GPU${r.gpus === 1 ? '' : 's'}${r.gpuType ? ` (${r.gpuType})` : ''}, ${r.cpus} CPU${r.cpus === 1 ? '' : 's'}, ${formatMemory(r.memoryMiB)}, ${r.timeLimitSec ? `limit ${formatDuration(r.timeLimitSec)}` : 'no time limit'}, queue ${job.queue}`,
-    ...(job.host ? [`  host:      ${job.host}${job.gpuIndices.length ? `, GPU ${job.gpuIndices.join(',')}` : ''}`] : []),
-    `  submitted: ${job.createdAt}${job.startedAt ? `, started ${job.startedAt}` : ''}${job.endedAt ? `, ended ${job.endedAt}` : ''} (${elapsed(job, now)})`,
-    ...(job.reason ? [`  reason:    ${job.reason}`] : []),
-  ];
+/** For `gpurun show`: each of a running job's GPUs with a bar per probe, and whether they sit idle; '' otherwise. */
+export function gpuUsageLines(job: Job, hosts: HostInfo[], now = Date.now()): string {
   const gpus = jobGpus(job, hosts);
+  if (!gpus.length) return '';
+  const lines = ['', 'GPUs (the broker\'s last probes, about 30 s apart):'];
   for (const g of gpus) lines.push(`  GPU ${g.index}: ${String(g.utilizationPct).padStart(3)}%  ${formatMemory(g.memoryUsedMiB)}/${formatMemory(g.memoryTotalMiB)}  ${sparkline(g.history ?? [], 20)}  (${g.name})`);
   const idle = idleOf(job, gpus, now);
   if (idle) lines.push(`  its GPUs have sat idle (0 %) for ${formatDuration(Math.round(idle / 1000))}: a data-loading bottleneck, or a hung job?`);
@@ -74,7 +66,7 @@ export function jobsTable(jobs: Job[], withOwner: boolean, hosts: HostInfo[] = [
     j.id,
     ...(withOwner ? [j.owner] : []),
     j.name,
-    j.state === 'queued' && j.queuePosition ? `queued #${j.queuePosition}` : j.state,
+    stateText(j),
     j.queue,
     j.host ?? '-',
     gpusOf(j),
@@ -83,6 +75,52 @@ export function jobsTable(jobs: Job[], withOwner: boolean, hosts: HostInfo[] = [
     j.exitCode !== null && j.state !== 'succeeded' ? `${j.reason}` : j.reason,
   ]);
   return table([head, ...rows]);
+}
+
+/** The STATE column: "queued #3", "running", and a later attempt's number ("running · attempt 2/4"). */
+export function stateText(j: Job): string {
+  const s = j.state === 'queued' && j.queuePosition ? `queued #${j.queuePosition}` : j.state;
+  return j.attempt && j.attempt.n > 1 && !j.reason.includes(`attempt ${j.attempt.n}/`) ? `${s} · attempt ${j.attempt.n}/${j.attempt.of}` : s;
+}
+
+/** `gpurun show ID`: the job, then its attempts with fault and evidence. */
+export function showJob(j: Job): string {
+  const lines = [
+    `job ${j.id} (${j.name}): ${j.state}${j.exitCode !== null ? `, exit code ${j.exitCode}` : ''}`,
+    `  reason:    ${j.reason}`,
+    `  command:   ${j.command.join(' ')}`,
+    `  owner:     ${j.owner} · queue ${j.queue} · backend ${j.backend ?? 'hosts'}`,
+    `  restarts:  ${j.restarts ?? 0}${j.restartOnExit?.length ? ` (also on exit ${j.restartOnExit.join(',')})` : ''}`,
+    `  submitted: ${j.createdAt}${j.endedAt ? ` · ended ${j.endedAt}` : ''}`,
+  ];
+  const atts = j.attempts ?? [];
+  if (atts.length === 0) return `${lines.join('\n')}\n  attempts:  none yet\n`;
+  const rows = [['#', 'HOST', 'GPUS', 'STARTED', 'ENDED', 'STATE', 'FAULT', 'LOG AT', 'REASON']];
+  for (const a of atts) rows.push([String(a.n), a.host ?? '-', a.gpuIndices.join(',') || '-', a.startedAt ?? '-', a.endedAt ?? '-', a.state ?? 'running', a.fault ?? '-', String(a.logOffset), a.reason ?? '']);
+  let out = `${lines.join('\n')}\n\nattempts (of at most ${j.attempt?.of ?? (j.restarts ?? 0) + 1}):\n${table(rows)}`;
+  for (const a of atts) {
+    const ev = evidenceLines(a);
+    if (ev.length) out += `evidence of attempt ${a.n}:\n${ev.map((l) => `  ${l}\n`).join('')}`;
+  }
+  return out;
+}
+
+function evidenceLines(a: Attempt): string[] {
+  const e = a.evidence;
+  const out: string[] = [];
+  if (e.exitCode !== undefined && e.exitCode !== null) out.push(`exit code ${e.exitCode}`);
+  if (e.signal) out.push(`signal ${e.signal}`);
+  if (e.oomKilled) out.push('killed by the OOM killer');
+  if (e.startError) out.push(`start error: ${e.startError}`);
+  if (e.hostUnreachableSec !== undefined) out.push(`host unreachable for ${Math.round(e.hostUnreachableSec)} s`);
+  if (e.bootIdChanged) out.push('host came back with another boot id (rebooted)');
+  if (e.runtimeGone) out.push(`runtime: ${e.runtimeGone}`);
+  if (e.engineDown) out.push(`engine: ${e.engineDown}`);
+  if (e.workspaceLost) out.push(`workspace lost (${e.workspaceLost.controlPlane ? "gpurun's own path" : 'the files or the mount'}): ${e.workspaceLost.reason}`);
+  for (const g of e.gpuFaults ?? []) out.push(`GPU ${g.gpu}${g.xid !== undefined ? ` Xid ${g.xid}` : ''} at ${g.at}: ${g.detail}`);
+  if (e.slurm) out.push(`Slurm: ${e.slurm.state}${e.slurm.reason ? ` (${e.slurm.reason})` : ''}`);
+  for (const n of e.notes ?? []) out.push(n);
+  return out;
 }
 
 export function hostsTable(hosts: HostInfo[]): string {

@@ -18,9 +18,9 @@ Usage:
   gpurun run [options] -- CMD [ARGS...]   run a job and stream its output (gpurun run --help)
   gpurun ls [--all] [--state S] [--since AGE] [--name TEXT] [--json]
                                           list your jobs (gpurun ls --help)
+  gpurun show [--json] ID                 a job, its attempts (faults, evidence), what its GPUs do
   gpurun logs [-f] [--tail N] [--from OFFSET] ID
                                           print a job's output
-  gpurun show ID                          one job in full; for a running one, what its GPUs do
   gpurun wait [--notify] ID               wait for a job to end; exit with its code
   gpurun cancel ID                        stop a job
   gpurun hosts [--json]                   show hosts and their GPUs
@@ -38,9 +38,9 @@ with its state in $GPURUN_HOME (default: $XDG_DATA_HOME/gpurun or ~/.local/share
 const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   run: runCommand,
   ls: lsCommand,
+  show: showCommand,
   logs: logsCommand,
   wait: waitCommand,
-  show: showCommand,
   cancel: cancelCommand,
   hosts: hostsCommand,
   broker: brokerCommand,

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { GpuUsageHistory, HISTORY_SAMPLES, idleForMs, sparkline } from '../../server/core/gpuUsage.ts';
-import { jobDetails, jobGpuUsage } from '../../server/cli/format.ts';
+import { gpuUsageLines, jobGpuUsage } from '../../server/cli/format.ts';
 import type { Gpu, HostInfo, Job } from '../../server/protocol/jobs.ts';
 
 const gpu = (index: number, pct: number): Gpu => ({ index, uuid: `GPU-${index}`, name: 'NVIDIA A100-SXM4-80GB', memoryTotalMiB: 81920, memoryUsedMiB: 12288, utilizationPct: pct });
@@ -31,9 +31,9 @@ describe('GPU usage', () => {
     const hosts = [{ name: 'g1', gpus: [{ ...gpu(0, 0), jobId: 'j1', history: [80, 40, 0], idleSince: '2026-12-01T10:01:00Z' }] }] as unknown as HostInfo[];
     assert.equal(jobGpuUsage(job, hosts, T0 + 5 * 60_000), '0:0% 12G/80G');
     assert.equal(jobGpuUsage(job, hosts, T0 + 13 * 60_000), '0:0% 12G/80G idle 12m');
-    const d = jobDetails(job, hosts, T0 + 13 * 60_000);
+    const d = gpuUsageLines(job, hosts, T0 + 13 * 60_000);
     assert.match(d, /GPU 0:   0%  12G\/80G  ▇▄▁  \(NVIDIA A100-SXM4-80GB\)/);
     assert.match(d, /its GPUs have sat idle \(0 %\) for 12m: a data-loading bottleneck, or a hung job\?/);
-    assert.match(d, /command:   python3 train\.py\n/);
+    assert.equal(gpuUsageLines({ ...job, state: 'succeeded' } as Job, hosts), '');
   });
 });
