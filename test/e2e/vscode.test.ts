@@ -80,7 +80,12 @@ describe('VS Code extension, end to end (code-server + Chromium)', function () {
   });
 
   afterEach(async function () {
-    if (this.currentTest?.state === 'failed' && page) await shot(`vscode-failed-${this.currentTest.title.replace(/\W+/g, '-').slice(0, 60)}.png`).catch(() => {});
+    if (this.currentTest?.state !== 'failed') return;
+    if (page) await shot(`vscode-failed-${this.currentTest.title.replace(/\W+/g, '-').slice(0, 60)}.png`).catch(() => {});
+    // A failed test must not leave jobs holding the GPUs for the tests after it.
+    for (const j of await jobs().catch(() => [])) {
+      if (['queued', 'starting', 'running'].includes(j.state)) await fetch(`${broker.url}/v1/jobs/${j.id}/cancel`, { method: 'POST', headers: { authorization: `Bearer ${token}` } }).catch(() => {});
+    }
   });
 
   after(async function () {
@@ -204,8 +209,22 @@ describe('VS Code extension, end to end (code-server + Chromium)', function () {
     });
     const row = jobRow(`${a.id} long.py, running`);
     await row.waitFor({ timeout: 15_000 });
-    await row.hover();
-    const box = (await row.locator('.action-label[aria-label="Cancel Job"]').boundingBox())!;
+    try {
+      // The tree redraws now and then (elapsed times, GPU usage): hover until the inline button is there to measure.
+      let box: { x: number; y: number; width: number; height: number } | null = null;
+      for (let i = 0; i < 10 && !box; i++) {
+        await row.hover();
+        box = await row.locator('.action-label[aria-label="Cancel Job"]').boundingBox({ timeout: 2000 }).catch(() => null);
+      }
+      assert.ok(box, 'the inline Cancel button shows on hover');
+      await secondClickOnCancel(box, a, b);
+    } finally {
+      // Whatever happened, the two long jobs must not hold the GPUs for the tests after this one.
+      for (const j of [a, b]) await fetch(`${broker.url}/v1/jobs/${j.id}/cancel`, { method: 'POST', headers: { authorization: `Bearer ${token}` } }).catch(() => {});
+    }
+  });
+
+  async function secondClickOnCancel(box: { x: number; y: number; width: number; height: number }, a: Job, b: Job): Promise<void> {
     await page.mouse.click(box.x + box.width / 2, box.y + box.height / 2);
     await page.waitForTimeout(700);
     // The same place again, as an impatient double click would.
@@ -217,7 +236,7 @@ describe('VS Code extension, end to end (code-server + Chromium)', function () {
     await jobRow(`${b.id} long.py, running`).hover();
     await jobRow(`${b.id} long.py, running`).locator('.action-label[aria-label="Cancel Job"]').click();
     await waitFor('the second job to be cancelled', async () => (await jobs()).find((j) => j.id === b.id)!.state === 'cancelled');
-  });
+  }
 
   it('shows what a running job\'s GPUs do: utilisation and a bar per probe in its row, per GPU in its tooltip and the Hosts view', async () => {
     await openFile(page, 'long.py');
