@@ -9,6 +9,7 @@ import { completionCommand } from './completion.ts';
 import { closest } from './suggest.ts';
 import { sftpServeCommand } from './sftpServe.ts';
 import { serveWorkspaceCommand } from './serveWorkspace.ts';
+import { lspCommand } from './lsp.ts';
 
 const VERSION = '0.1.0';
 
@@ -30,6 +31,7 @@ Usage:
   gpurun sftp-serve --root DIR            serve DIR over SFTP on stdin/stdout (for GPU hosts' sshfs)
   gpurun completion bash|zsh|fish         print a shell completion script (gpurun completion --help)
   gpurun help COMMAND                     the help of one command
+  gpurun lsp                              the language server of "# gpurun:" lines, on stdin/stdout
 
 Broker: --broker URL or GPURUN_BROKER (token in GPURUN_TOKEN); with neither, a local broker is started on demand
 with its state in $GPURUN_HOME (default: $XDG_DATA_HOME/gpurun or ~/.local/share/gpurun).
@@ -48,6 +50,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   'serve-workspace': serveWorkspaceCommand,
   'sftp-serve': sftpServeCommand,
   completion: completionCommand,
+  lsp: lspCommand,
 };
 
 async function main(argv: string[]): Promise<number> {

@@ -6,8 +6,9 @@ import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { createInterface, type Interface } from 'node:readline/promises';
 import { GpurunError } from '../protocol/errors.ts';
-import { isFinal, type Job, type SubmitRequest, type Queue } from '../protocol/jobs.ts';
-import { applyDirective, parseDirectives, parseExitCodes } from '../core/directives.ts';
+import { isFinal, type Job, type SubmitRequest } from '../protocol/jobs.ts';
+import { applyDirective, parseDirectives } from '../core/directives.ts';
+import { JOB_OPTIONS, optionsHelp, parseOptionText } from '../core/jobOptions.ts';
 import { parseArgs, usage } from './args.ts';
 import { connect, type Connection } from './connect.ts';
 import { followLogs } from './follow.ts';
@@ -22,32 +23,20 @@ export const RUN_HELP = `Usage: gpurun run [options] -- CMD [ARGS...]
 Runs CMD as a job, streams its output, and exits with its exit code.
 
 Options:
-  --gpus N            GPUs (default: 1 if the pool has GPUs, else 0)
-  --gpu-type T        GPU type, matched against the GPU name (e.g. A100, L4)
-  --cpus N            CPUs (default 1)
-  --memory SIZE       memory, e.g. 16G (default 1G)
-  --time DURATION     time limit, as in Slurm: 30 (a bare number is minutes), 45:00 (min:sec), 1:30:00,
-                      2-12:00 (days-hours:min), or with units: 90s, 30m, 2h, 1d (default: the queue's)
-  --queue Q           online (interactive, first) or offline (batch); default online
-  --image IMG         container image (for container hosts)
-  --workspace DIR     the folder the job runs in (default: the current folder)
-  --env NAME=VALUE    set a variable in the job (repeatable)
-  --env NAME          pass NAME with the value it has in this shell (an error if it is not set here)
-  --env-file FILE     variables from a .env file: NAME=VALUE lines, # comments, optional "export ", quotes;
-                      nothing is expanded (repeatable; later files and --env win)
-  --name NAME         label shown in lists (default: the script's name)
-  --config NAME       the settings (and command, unless one follows "--") of config NAME in the workspace's
-                      gpurun.json; options given here win
-  --backend NAME      where it runs: "hosts" (the host pool) or a Slurm cluster's name (default: the broker's)
-  --restarts N        restart it up to N times after a fault that is not its own (host lost, GPU fault, container
-                      gone, preempted, node failure); default: the queue's (usually 0)
-  --restart-on-exit CODES  also restart it when it exits with one of these codes, e.g. 75,143 (counts as a restart)
-  --detach, -d        print the job id and return at once
-  --serve-workspace   serve the workspace's files from this machine, through the broker, to the GPU host (for a
-                      broker that runs elsewhere and cannot read them); gpurun run must stay attached meanwhile
-  --notify            when the job ends, ring the terminal bell and send a desktop notification (notify-send,
-                      where there is one); with --detach, a background waiter does it
-  --broker URL        broker address (default: $GPURUN_BROKER, else the local embedded broker)
+${optionsHelp()}
+  --workspace DIR       the folder the job runs in (default: the current folder)
+  --env NAME=VALUE      set a variable in the job (repeatable)
+  --env NAME            pass NAME with the value it has in this shell (an error if it is not set here)
+  --env-file FILE       variables from a .env file: NAME=VALUE lines, # comments, optional "export ", quotes;
+                        nothing is expanded (repeatable; later files and --env win)
+  --config NAME         the settings (and command, unless one follows "--") of config NAME in the workspace's
+                        gpurun.json; options given here win
+  --detach, -d          print the job id and return at once
+  --serve-workspace     serve the workspace's files from this machine, through the broker, to the GPU host (for a
+                        broker that runs elsewhere and cannot read them); gpurun run must stay attached meanwhile
+  --notify              when the job ends, ring the terminal bell and send a desktop notification (notify-send,
+                        where there is one); with --detach, a background waiter does it
+  --broker URL          broker address (default: $GPURUN_BROKER, else the local embedded broker)
 
 The job's environment: what the broker gives every job (see the README, "A job's environment"), its GPUs in
 CUDA_VISIBLE_DEVICES, then --env-file and --env. Variables of your shell are NOT passed on, except with the local
@@ -64,7 +53,7 @@ function out(s: string): void {
 export async function runCommand(argv: string[]): Promise<number> {
   const { opts, rest } = parseArgs(
     argv,
-    { values: ['gpus', 'gpu-type', 'cpus', 'memory', 'time', 'queue', 'image', 'workspace', 'env', 'env-file', 'name', 'broker', 'backend', 'config', 'restarts', 'restart-on-exit'], flags: ['detach', 'help', 'serve-workspace', 'notify'], repeat: ['env', 'env-file'], short: { d: 'detach', h: 'help' }, stopAtPositional: true },
+    { values: [...JOB_OPTIONS.map((o) => o.key), 'workspace', 'env', 'env-file', 'config', 'broker'], flags: ['detach', 'help', 'serve-workspace', 'notify'], repeat: ['env', 'env-file'], short: { d: 'detach', h: 'help' }, stopAtPositional: true },
     'run',
   );
   if (opts.help) {
@@ -85,21 +74,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   const req: SubmitRequest = { command, workspace, ...(serve ? { workspaceFrom: 'client' as const } : {}) };
   applyDirectives(req, command, workspace);
   if (config) Object.assign(req, { ...config, command });
-  if (opts.gpus !== undefined) req.gpus = intOpt('gpus', opts.gpus as string);
-  if (opts['gpu-type'] !== undefined) req.gpuType = opts['gpu-type'] as string;
-  if (opts.cpus !== undefined) req.cpus = intOpt('cpus', opts.cpus as string);
-  if (opts.memory !== undefined) req.memory = opts.memory as string;
-  if (opts.time !== undefined) req.time = opts.time as string;
-  if (opts.queue !== undefined) req.queue = opts.queue as Queue;
-  if (opts.image !== undefined) req.image = opts.image as string;
-  if (opts.name !== undefined) req.name = opts.name as string;
-  if (opts.backend !== undefined) req.backend = opts.backend as string;
-  if (opts.restarts !== undefined) req.restarts = intOpt('restarts', opts.restarts as string);
-  if (opts['restart-on-exit'] !== undefined) {
-    const codes = parseExitCodes(opts['restart-on-exit'] as string);
-    if (typeof codes === 'string') throw usage('run', `--restart-on-exit ${codes}`);
-    req.restartOnExit = codes;
-  }
+  applyOptionFlags(req, opts);
   const env = { ...(config?.env ?? {}), ...jobEnv((opts['env-file'] as string[]) ?? [], (opts.env as string[]) ?? []) };
 
   const conn = await connect(opts.broker as string | undefined);
@@ -138,9 +113,16 @@ export async function runCommand(argv: string[]): Promise<number> {
   }
 }
 
-function intOpt(name: string, v: string): number {
-  if (!/^\d+$/.test(v)) throw usage('run', `--${name} must be a whole number, got "${v}"`);
-  return Number(v);
+/** Sets the job options given as flags, each parsed by the schema (a bad value is a usage error naming the flag). */
+function applyOptionFlags(req: SubmitRequest, opts: Record<string, unknown>): void {
+  for (const o of JOB_OPTIONS) {
+    const text = opts[o.key];
+    if (typeof text !== 'string') continue;
+    const r = parseOptionText(o, text);
+    if ('error' in r) throw usage('run', `--${o.key}${r.error.startsWith('must') ? ' ' : ': '}${r.error}`);
+    // Sizes and durations go as typed: the broker parses them with the same schema, and its messages quote them.
+    (req as unknown as Record<string, unknown>)[o.field] = o.type === 'size' || o.type === 'duration' ? text : r.value;
+  }
 }
 
 /** Defaults from `# gpurun:` lines of the script the command runs, if it is a file in the workspace. */
