@@ -10,10 +10,13 @@ export const COMMANDS = {
   cancelJob: { id: 'gpurun.cancelJob', title: 'Cancel Job', icon: '$(debug-stop)' },
   showOutput: { id: 'gpurun.showOutput', title: 'Show Job Output', icon: '$(output)' },
   rerunJob: { id: 'gpurun.rerunJob', title: 'Rerun Job', icon: '$(debug-restart)' },
+  rerunWithChanges: { id: 'gpurun.rerunWithChanges', title: 'Rerun with Changes…', icon: '$(edit)' },
   refresh: { id: 'gpurun.refresh', title: 'Refresh', icon: '$(refresh)' },
   signIn: { id: 'gpurun.signIn', title: 'Sign In', icon: '$(sign-in)' },
   signOut: { id: 'gpurun.signOut', title: 'Sign Out', icon: '$(sign-out)' },
   showLog: { id: 'gpurun.showLog', title: 'Show Log', icon: '$(list-flat)' },
+  filterJobs: { id: 'gpurun.filterJobs', title: 'Filter Jobs…', icon: '$(filter)' },
+  clearFinished: { id: 'gpurun.clearFinished', title: 'Clear Finished Jobs', icon: '$(clear-all)' },
 } as const;
 
 export type CommandKey = keyof typeof COMMANDS;
@@ -40,6 +43,14 @@ export interface Settings {
   codeLensEnabled: boolean;
   /** Who serves the workspace to the GPU host; `auto` = `client` with a brokerUrl, else `broker` (core/workspaceFrom). */
   workspaceFrom: WorkspaceFromSetting;
+  /** Variables set in every job run from this editor (NAME → value). */
+  env: Record<string, string>;
+  /** A .env file (workspace-relative or absolute) whose variables every job gets; `env` wins. Empty: none. */
+  envFile: string;
+  /** When a job ends: a notification when its terminal is not in view (`whenHidden`), `always`, or `never`. */
+  notifyOnEnd: 'whenHidden' | 'always' | 'never';
+  /** A new job's terminal replaces the terminals of jobs that have ended, instead of adding a tab. */
+  reuseTerminals: boolean;
 }
 
 export const SETTINGS: { readonly [K in keyof Settings]: { key: string; default: Settings[K] } } = {
@@ -48,6 +59,10 @@ export const SETTINGS: { readonly [K in keyof Settings]: { key: string; default:
   localBrokerNode: { key: 'localBrokerNode', default: '' },
   codeLensEnabled: { key: 'codeLens.enabled', default: true },
   workspaceFrom: { key: 'workspaceFrom', default: 'auto' },
+  env: { key: 'env', default: {} },
+  envFile: { key: 'envFile', default: '' },
+  notifyOnEnd: { key: 'notifyOnEnd', default: 'whenHidden' },
+  reuseTerminals: { key: 'reuseTerminals', default: true },
 };
 
 export const SETTINGS_SECTION = 'gpurun';
@@ -58,4 +73,5 @@ export const tokenKey = (url: string): string => `gpurun.token:${url}`;
 export const STATE = {
   lastRun: 'gpurun.lastRun',
   openTerminals: 'gpurun.openTerminals',
+  clearedBefore: 'gpurun.clearedBefore',
 } as const;

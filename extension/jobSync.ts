@@ -7,7 +7,7 @@ import * as vscode from 'vscode';
 import { GpurunError } from '../server/protocol/errors.ts';
 import type { Job, JobEvent } from '../server/protocol/jobs.ts';
 import type { Broker } from './brokerClient.ts';
-import { JobList } from './core/jobTree.ts';
+import { HOLD_ROWS_MS, JobList } from './core/jobTree.ts';
 import type { Log } from './log.ts';
 
 export type SyncState = { kind: 'connecting' } | { kind: 'connected'; embedded: boolean; address: string } | { kind: 'error'; error: unknown };
@@ -92,12 +92,29 @@ export class JobSync implements vscode.Disposable {
     if (this.jobs.apply(job)) this.changed.fire(job);
   }
 
+  /** Jobs this window asked to cancel: their end is no news (no notification). */
+  readonly cancelledHere = new Set<string>();
+
+  /** Keeps the sidebar's rows where they are for a moment (before an inline action), then redraws. */
+  holdRows(): void {
+    this.jobs.holdRows(Date.now());
+    setTimeout(() => !this.disposed && this.changed.fire(undefined), HOLD_ROWS_MS + 50);
+  }
+
+  /** Redraws every view of the jobs (after a filter change). */
+  redraw(): void {
+    this.changed.fire(undefined);
+  }
+
+  private disposed = false;
+
   /** Waits for the stream loop to finish (after dispose). */
   async stopped(): Promise<void> {
     await this.loop;
   }
 
   dispose(): void {
+    this.disposed = true;
     this.ac?.abort();
     this.changed.dispose();
   }

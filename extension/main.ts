@@ -6,14 +6,18 @@ import { DirectiveLanguageClient } from './lsp/languageClient.ts';
 import { registerCancelJob } from './commands/cancelJob.ts';
 import { showError, type Ctx } from './commands/common.ts';
 import { registerRefresh } from './commands/refresh.ts';
-import { registerRerunJob } from './commands/rerunJob.ts';
+import { registerRerunJob, registerRerunWithChanges } from './commands/rerunJob.ts';
 import { registerRunFile } from './commands/runFile.ts';
 import { registerRunWithOptions } from './commands/runWithOptions.ts';
 import { registerShowOutput } from './commands/showOutput.ts';
 import { registerSignIn } from './commands/signIn.ts';
+import { registerJobsView } from './commands/jobsView.ts';
+import { registerJobNotifier } from './jobNotifier.ts';
 import { SETTINGS_SECTION, STATE, VIEWS } from './contributions.ts';
 import { isFinal } from '../server/protocol/jobs.ts';
 import { JobSync } from './jobSync.ts';
+import { ConnectionNotice } from './connectionNotice.ts';
+import { GpurunError } from '../server/protocol/errors.ts';
 import { createLog } from './log.ts';
 import { registerStatusBar } from './statusBar.ts';
 import { JobTerminals } from './terminal/jobTerminal.ts';
@@ -36,7 +40,7 @@ export function activate(context: vscode.ExtensionContext): GpurunApi {
     const sync = new JobSync(broker, log);
     const terminals = new JobTerminals(broker, sync, log);
     const hosts = new HostsTree(broker, sync, log);
-    const jobsTree = new JobsTree(sync);
+    const jobsTree = new JobsTree(sync, hosts);
     const workspaces = new WorkspaceServers(context.extensionPath, broker, terminals, log);
     context.subscriptions.push(broker, sync, terminals, hosts, jobsTree, workspaces);
     const ctx: Ctx = { context, broker, sync, terminals, hosts, workspaces, log };
@@ -51,8 +55,11 @@ export function activate(context: vscode.ExtensionContext): GpurunApi {
     registerCancelJob(ctx);
     registerShowOutput(ctx);
     registerRerunJob(ctx);
+    registerRerunWithChanges(ctx);
     registerRefresh(ctx);
     registerSignIn(ctx);
+    registerJobsView(ctx);
+    registerJobNotifier(ctx);
     registerStatusBar(context, sync);
 
     const language = new DirectiveLanguageClient(context.extensionPath, broker, log);
@@ -60,8 +67,16 @@ export function activate(context: vscode.ExtensionContext): GpurunApi {
     context.subscriptions.push(language, lens, vscode.languages.registerCodeLensProvider({ language: 'python' }, lens), language.onDidChangePool(() => lens.refresh()));
     void language.restart();
 
-    // Errors of the event stream (broker down, token refused) are shown once, with the action that fixes them.
-    sync.onError = (err) => void showError(ctx, err, 'connecting to the broker');
+    // Errors of the event stream (broker down, token refused) are shown once, with the action that fixes them; a
+    // broker that cannot be reached gets one notice, which closes when the connection is back.
+    const notice = new ConnectionNotice();
+    context.subscriptions.push(notice, sync.onDidChange(() => sync.state.kind === 'connected' && notice.close()));
+    sync.onError = (err) => {
+      if (err instanceof GpurunError && err.code === 'E_UNREACHABLE') {
+        ctx.log.error(`connecting to the broker: ${err.stack ?? err.message}`);
+        notice.show(err, !broker.url());
+      } else void showError(ctx, err, 'connecting to the broker');
+    };
     context.subscriptions.push(
       broker.onDidChange(() => {
         sync.restart();

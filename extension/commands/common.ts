@@ -2,11 +2,14 @@
  * What every command shares: the objects it works with, the one wrapper that catches, logs the stack to the
  * "GPU Run" channel and shows the message with an action, and the job a command was invoked on.
  */
+import { readFile } from 'node:fs/promises';
+import { isAbsolute, join } from 'node:path';
 import * as vscode from 'vscode';
+import { parseEnvFile } from '../../server/protocol/dotenv.ts';
 import { GpurunError } from '../../server/protocol/errors.ts';
 import type { Job, SubmitRequest } from '../../server/protocol/jobs.ts';
 import type { Broker } from '../brokerClient.ts';
-import { actionsFor, errorText } from '../core/errors.ts';
+import { actionsFor, editorErrorText } from '../core/errors.ts';
 import { jobScript } from '../core/format.ts';
 import { COMMANDS, SETTINGS, SETTINGS_SECTION, VIEWS } from '../contributions.ts';
 import type { JobSync } from '../jobSync.ts';
@@ -29,17 +32,25 @@ export interface Ctx {
 /** Thrown when a person backs out of a picker: not an error. */
 export class Cancelled extends Error {}
 
+/** Error messages on screen now, by text: the same one is not shown twice at once. */
+const shown = new Set<string>();
+
 /** Shows an error with the action that fixes it; the stack goes to the log. */
 export async function showError(ctx: Ctx, err: unknown, what: string): Promise<void> {
   ctx.log.error(`${what}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
   const code = err instanceof GpurunError ? err.code : undefined;
   const embedded = !ctx.broker.url();
-  // The broker's hint for a missing token speaks of the CLI's GPURUN_TOKEN; here the fix is Sign In.
-  const text =
-    code === 'E_UNAUTHORIZED' ? `${(err as Error).message.replace(/\.$/, '')}. Sign in with a token from the broker's admin.` : err instanceof GpurunError ? errorText(err) : err instanceof Error ? err.message : String(err);
-  const pick = await vscode.window.showErrorMessage(`GPU Run: ${text}`, ...actionsFor(code, embedded));
+  const text = err instanceof GpurunError ? editorErrorText(err, embedded) : err instanceof Error ? err.message : String(err);
+  if (shown.has(text)) return;
+  shown.add(text);
+  let pick: string | undefined;
+  try {
+    pick = await vscode.window.showErrorMessage(`GPU Run: ${text}`, ...actionsFor(code, embedded));
+  } finally {
+    shown.delete(text);
+  }
   if (pick === 'Sign In') await vscode.commands.executeCommand(COMMANDS.signIn.id);
-  else if (pick === 'Open Settings') await vscode.commands.executeCommand('workbench.action.openSettings', 'gpurun');
+  else if (pick === 'Open Settings') await vscode.commands.executeCommand('workbench.action.openSettings', `${SETTINGS_SECTION}.${SETTINGS.brokerUrl.key}`);
   else if (pick === 'Show Log') ctx.log.show();
   else if (pick === 'Show Hosts') await vscode.commands.executeCommand(`${VIEWS.hosts}.focus`);
 }
@@ -55,6 +66,11 @@ export function register(ctx: Ctx, id: string, fn: (...args: unknown[]) => Promi
       }
     }),
   );
+}
+
+/** The command was invoked on a row of the sidebar (an inline or context-menu action). */
+export function fromTree(arg: unknown): boolean {
+  return !!arg && typeof arg === 'object' && 'job' in arg;
 }
 
 /** The job a command is about: a tree node, a job id, or one the person picks from `filter`ed jobs. */
@@ -83,6 +99,8 @@ export async function submitAndShow(ctx: Ctx, req: SubmitRequest): Promise<Job> 
     for (const k of ['PATH', 'VIRTUAL_ENV', 'CONDA_PREFIX', 'PYTHONPATH']) if (process.env[k] !== undefined && env[k] === undefined) env[k] = process.env[k]!;
     req = { ...req, env };
   }
+  req = { ...req, env: { ...(await settingsEnv(req.workspace)), ...(req.env ?? {}) } };
+  if (!Object.keys(req.env!).length) delete req.env;
   const job = await conn.client.submit(req);
   ctx.log.info(`submitted ${job.id}: ${job.command.join(' ')} (${job.queue}, ${job.resources.gpus} GPU)`);
   ctx.sync.upsert(job);
@@ -95,4 +113,29 @@ export async function submitAndShow(ctx: Ctx, req: SubmitRequest): Promise<Job> 
     });
   }
   return job;
+}
+
+/** The variables of the settings gpurun.envFile (a .env file) and gpurun.env (which wins), for every job. */
+export async function settingsEnv(workspace: string): Promise<Record<string, string>> {
+  const cfg = vscode.workspace.getConfiguration(SETTINGS_SECTION);
+  const file = cfg.get<string>(SETTINGS.envFile.key, SETTINGS.envFile.default).trim();
+  const env: Record<string, string> = {};
+  if (file) {
+    const path = isAbsolute(file) ? file : join(workspace, file);
+    let text: string;
+    try {
+      text = await readFile(path, 'utf8');
+    } catch (e) {
+      throw new GpurunError('E_CONFIG', `cannot read ${path}, the file of the setting gpurun.envFile: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { hint: 'Fix or clear the setting gpurun.envFile.' });
+    }
+    const r = parseEnvFile(text);
+    if (r.errors.length) throw new GpurunError('E_CONFIG', `${path}:${r.errors[0].line}: ${r.errors[0].message}`, { hint: 'The file of gpurun.envFile has one NAME=VALUE per line; # starts a comment.' });
+    Object.assign(env, r.env);
+  }
+  const fromSetting = cfg.get<Record<string, unknown>>(SETTINGS.env.key, SETTINGS.env.default) ?? {};
+  for (const [k, v] of Object.entries(fromSetting)) {
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k) || typeof v !== 'string') throw new GpurunError('E_CONFIG', `the setting gpurun.env has "${k}": names are letters, digits and _, values are strings`, { hint: 'Fix the setting gpurun.env.' });
+    env[k] = v;
+  }
+  return env;
 }

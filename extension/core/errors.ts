@@ -25,3 +25,16 @@ export function errorText(err: { message: string; hint?: string }): string {
   const msg = err.message.replace(/\.?$/, '.');
   return err.hint ? `${msg} ${err.hint}` : msg;
 }
+
+/**
+ * An error as the editor says it: the broker client's hints name the CLI's GPURUN_BROKER and --broker, which mean
+ * nothing here; the editor's setting is gpurun.brokerUrl (or, for the local broker, there is nothing to set).
+ */
+export function editorErrorText(err: { code?: string; message: string; hint?: string }, embedded: boolean): string {
+  if (err.code === 'E_UNREACHABLE') {
+    const hint = embedded ? 'The local broker did not answer; GPU Run starts it again by itself (Show Log has its output).' : 'Check that the broker runs and that the setting gpurun.brokerUrl is its address.';
+    return errorText({ message: err.message, hint });
+  }
+  if (err.code === 'E_UNAUTHORIZED') return `${err.message.replace(/\.$/, '')}. Sign in with a token from the broker's admin.`;
+  return errorText({ message: err.message, hint: err.hint?.replace(/GPURUN_BROKER or --broker/g, 'the setting gpurun.brokerUrl').replace(/GPURUN_TOKEN/g, 'GPU Run: Sign In') });
+}

@@ -59,3 +59,18 @@ export function terminalName(job: Pick<Job, 'id' | 'command' | 'name'>): string 
 export function displayCommand(argv: string[]): string {
   return argv.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`)).join(' ');
 }
+
+/** "5 min ago" / "in 2 h" / "just now": how long ago an ISO time was. */
+export function relativeTime(iso: string, now: number): string {
+  const sec = Math.round((now - Date.parse(iso)) / 1000);
+  const a = Math.abs(sec);
+  if (a < 10) return 'just now';
+  const [n, unit] = a < 60 ? [a, 's'] : a < 3600 ? [Math.floor(a / 60), 'min'] : a < 86400 ? [Math.floor(a / 3600), 'h'] : [Math.floor(a / 86400), 'd'];
+  return sec >= 0 ? `${n} ${unit} ago` : `in ${n} ${unit}`;
+}
+
+/** "5 min ago (Tue 1 Dec, 14:03:07)": relative, then the local date and time of this machine. */
+export function whenText(iso: string, now: number, timeZone?: string): string {
+  const local = new Date(iso).toLocaleString(undefined, { weekday: 'short', day: 'numeric', month: 'short', hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false, ...(timeZone ? { timeZone } : {}) });
+  return `${relativeTime(iso, now)} (${local})`;
+}

@@ -3,7 +3,7 @@
  * Queued and Recent, and how each job is shown. Pure: the TreeDataProvider in views/ only maps these to TreeItems.
  */
 import { isFinal, type Job, type JobState } from '../../server/protocol/jobs.ts';
-import { displayCommand, jobGpus, jobScript, jobTime, resourcesText } from './format.ts';
+import { displayCommand, jobGpus, jobScript, jobTime, resourcesText, whenText } from './format.ts';
 
 export type GroupId = 'running' | 'queued' | 'recent';
 export const GROUPS: ReadonlyArray<{ id: GroupId; label: string }> = [
@@ -21,9 +21,31 @@ export function groupOf(state: JobState): GroupId {
   return 'recent';
 }
 
+/** How long rows stay where they are after an inline action (Cancel, Rerun), so a second click hits the same job. */
+export const HOLD_ROWS_MS = 3000;
+
 /** Jobs by id, kept current from list answers and events. */
 export class JobList {
   private readonly jobs = new Map<string, Job>();
+  /** While held: each group's ids as they were shown, and until when (ms). */
+  private held: { until: number; rows: Record<GroupId, string[]> } | undefined;
+  /** The sidebar's filter: a part of the name, id or command (any case); empty shows every job. */
+  filter = '';
+
+  /**
+   * Keeps every row where it is for `ms`: a job whose state changes stays in its row (showing its new state), and
+   * new jobs appear when the hold ends. Called before an inline action, whose button sits under the pointer.
+   */
+  holdRows(now: number, ms = HOLD_ROWS_MS): void {
+    const rows = { running: [], queued: [], recent: [] } as Record<GroupId, string[]>;
+    for (const g of GROUPS) rows[g.id] = this.group(g.id, now).map((j) => j.id);
+    this.held = { until: now + ms, rows };
+  }
+
+  /** When the current hold ends (ms), if one is on. */
+  heldUntil(now: number): number | undefined {
+    return this.held && now < this.held.until ? this.held.until : undefined;
+  }
 
   /** Replaces everything (after a (re)connect, the list is the truth). */
   reset(jobs: Job[]): void {
@@ -50,9 +72,18 @@ export class JobList {
     return [...this.jobs.values()];
   }
 
-  /** A group's jobs: Running by start time, Queued by queue position, Recent newest end first (at most RECENT_LIMIT). */
-  group(g: GroupId): Job[] {
-    const jobs = this.all().filter((j) => groupOf(j.state) === g);
+  /** Jobs that ended at or before this ISO time are not shown (Clear Finished); the broker keeps them. */
+  clearedBefore = '';
+
+  /**
+   * A group's jobs: Running by start time, Queued by queue position, Recent newest end first (at most RECENT_LIMIT);
+   * only those matching the filter; while rows are held, the rows as they were.
+   */
+  group(g: GroupId, now = Date.now()): Job[] {
+    if (this.held && now < this.held.until) return this.held.rows[g].map((id) => this.jobs.get(id)).filter((j): j is Job => !!j);
+    this.held = undefined;
+    const f = this.filter.trim().toLowerCase();
+    const jobs = this.all().filter((j) => groupOf(j.state) === g && (!f || matchesFilter(j, f)) && !(isFinal(j.state) && (j.endedAt ?? j.createdAt) <= this.clearedBefore));
     if (g === 'queued') return jobs.sort((a, b) => (a.queuePosition ?? Infinity) - (b.queuePosition ?? Infinity) || a.createdAt.localeCompare(b.createdAt));
     if (g === 'running') return jobs.sort((a, b) => (a.startedAt ?? a.createdAt).localeCompare(b.startedAt ?? b.createdAt));
     return jobs.sort((a, b) => (b.endedAt ?? b.createdAt).localeCompare(a.endedAt ?? a.createdAt)).slice(0, RECENT_LIMIT);
@@ -67,6 +98,10 @@ export class JobList {
     }
     return { running, queued };
   }
+}
+
+function matchesFilter(j: Job, f: string): boolean {
+  return j.name.toLowerCase().includes(f) || j.id.toLowerCase().includes(f) || j.command.join(' ').toLowerCase().includes(f) || j.state.includes(f);
 }
 
 /** A ThemeIcon id and an optional ThemeColor id. */
@@ -119,9 +154,9 @@ export function jobItem(job: Job, now: number): JobItemView {
     `- queue: ${job.queue}${job.queuePosition ? ` (position ${job.queuePosition})` : ''}`,
     ...(job.host ? [`- host: ${job.host}${job.gpuIndices.length ? `, GPUs ${job.gpuIndices.join(',')}` : ''}`] : []),
     `- workspace: ${job.workspace}`,
-    `- submitted: ${job.createdAt}`,
-    ...(job.startedAt ? [`- started: ${job.startedAt}`] : []),
-    ...(job.endedAt ? [`- ended: ${job.endedAt}`] : []),
+    `- submitted: ${whenText(job.createdAt, now)}`,
+    ...(job.startedAt ? [`- started: ${whenText(job.startedAt, now)}`] : []),
+    ...(job.endedAt ? [`- ended: ${whenText(job.endedAt, now)}`] : []),
     ...(job.exitCode !== null ? [`- exit code: ${job.exitCode}`] : []),
     ...(job.reason ? [`- reason: ${job.reason}`] : []),
     ...(job.attempt ? [`- attempt: ${job.attempt.n} of at most ${job.attempt.of}`] : []),

@@ -16,6 +16,11 @@ export interface RunChoice {
   queue?: Queue;
   /** As typed, e.g. "2h"; empty = the queue's default. */
   time?: string;
+  /** As typed, e.g. "16G". */
+  memory?: string;
+  cpus?: number;
+  image?: string;
+  env?: Record<string, string>;
 }
 
 /** The argv that runs a workspace-relative Python script. */
@@ -28,7 +33,7 @@ export function buildSubmit(opts: {
   command: string[];
   workspace: string;
   directive?: Directive;
-  choice?: Pick<RunChoice, 'gpus' | 'gpuType' | 'queue' | 'time'>;
+  choice?: Pick<RunChoice, 'gpus' | 'gpuType' | 'queue' | 'time' | 'memory' | 'cpus' | 'image'>;
   env?: Record<string, string>;
   name?: string;
 }): SubmitRequest {
@@ -42,6 +47,9 @@ export function buildSubmit(opts: {
     }
     if (c.queue) req.queue = c.queue;
     if (c.time) req.time = c.time;
+    if (c.memory) req.memory = c.memory;
+    if (c.cpus) req.cpus = c.cpus;
+    if (c.image) req.image = c.image;
   }
   if (opts.env && Object.keys(opts.env).length) req.env = opts.env;
   if (opts.name) req.name = opts.name;
@@ -132,4 +140,18 @@ export function splitCommandLine(line: string): string[] | string {
   if (quote) return `unclosed ${quote} quote`;
   if (inWord) out.push(cur);
   return out;
+}
+
+/** "A=1 B='two words'" → { A: '1', B: 'two words' } (words as splitCommandLine splits them); an error message if not. */
+export function parseEnvPairs(text: string): Record<string, string> | string {
+  const words = splitCommandLine(text);
+  if (typeof words === 'string') return words;
+  const env: Record<string, string> = {};
+  for (const w of words) {
+    const eq = w.indexOf('=');
+    const name = eq < 0 ? w : w.slice(0, eq);
+    if (eq < 0 || !/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) return `"${w}" is not NAME=VALUE`;
+    env[name] = w.slice(eq + 1);
+  }
+  return env;
 }

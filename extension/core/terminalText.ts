@@ -44,6 +44,9 @@ export function statusLine(text: string, style = DIM): string {
  * Says what happens to a job, once per change: its queue position while queued, the host and GPUs when it starts,
  * the exit code or reason when it ends. Feed it every snapshot of the job; it returns the lines to print.
  */
+/** How long a job may be queued before its terminal says it waits. */
+export const QUIET_QUEUE_MS = 1000;
+
 export class JobNarrator {
   private lastQueued = '';
   private started = false;
@@ -54,9 +57,13 @@ export class JobNarrator {
     return this.ended;
   }
 
-  update(job: Job): string {
+  /**
+   * `now` (ms): a job still queued less than QUIET_QUEUE_MS after it was submitted is not said to wait (most start at
+   * once); the caller feeds the job again after that long.
+   */
+  update(job: Job, now = Date.now()): string {
     let out = '';
-    if (job.state === 'queued') {
+    if (job.state === 'queued' && now - Date.parse(job.createdAt) >= QUIET_QUEUE_MS) {
       const q = `queued${job.queuePosition ? ` (position ${job.queuePosition} in ${job.queue})` : ` in ${job.queue}`}${job.reason ? `: ${job.reason}` : ''}`;
       if (q !== this.lastQueued) out += statusLine(q);
       this.lastQueued = q;

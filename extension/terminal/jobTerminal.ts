@@ -8,11 +8,12 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import * as vscode from 'vscode';
 import { GpurunError } from '../../server/protocol/errors.ts';
 import { isFinal, type Job } from '../../server/protocol/jobs.ts';
-import { JobNarrator, TerminalEncoder, statusLine } from '../core/terminalText.ts';
+import { JobNarrator, QUIET_QUEUE_MS, TerminalEncoder, statusLine } from '../core/terminalText.ts';
 import { terminalName } from '../core/format.ts';
 import type { Broker } from '../brokerClient.ts';
 import type { JobSync } from '../jobSync.ts';
 import type { Log } from '../log.ts';
+import { SETTINGS, SETTINGS_SECTION } from '../contributions.ts';
 
 export class JobTerminal implements vscode.Pseudoterminal {
   private readonly writeEmitter = new vscode.EventEmitter<string>();
@@ -26,6 +27,9 @@ export class JobTerminal implements vscode.Pseudoterminal {
   private readonly encoder = new TerminalEncoder();
   private sub: vscode.Disposable | undefined;
   private outputStarted = false;
+  private quietTimer: NodeJS.Timeout | undefined;
+  /** All output and the end line have been shown. */
+  ended = false;
   /** Bytes of output written so far: where a reconnect resumes. */
   offset = 0;
   readonly jobId: string;
@@ -63,6 +67,9 @@ export class JobTerminal implements vscode.Pseudoterminal {
   start(): void {
     this.write(statusLine(`job ${this.job.id}: ${this.job.command.join(' ')}`));
     this.narrate(this.sync.jobs.get(this.jobId) ?? this.job);
+    // A job that has not started a moment after it was submitted: say that it waits (and where in the queue).
+    const wait = Date.parse(this.job.createdAt) + QUIET_QUEUE_MS + 100 - Date.now();
+    this.quietTimer = setTimeout(() => !this.outputStarted && this.narrate(this.sync.jobs.get(this.jobId) ?? this.job), Math.max(0, wait));
     this.sub = this.sync.onDidChange((j) => {
       if (j?.id === this.jobId && !this.outputStarted) this.narrate(j);
     });
@@ -97,6 +104,7 @@ export class JobTerminal implements vscode.Pseudoterminal {
         }
         this.write(this.encoder.end());
         await this.finish(conn);
+        this.ended = true;
         return;
       } catch (err) {
         if (signal.aborted) return;
@@ -136,10 +144,16 @@ export class JobTerminal implements vscode.Pseudoterminal {
     void (async () => {
       const job = this.sync.jobs.get(this.jobId) ?? this.job;
       if (isFinal(job.state)) return;
-      const pick = await vscode.window.showWarningMessage(`Cancel job ${this.jobId}?`, { modal: true, detail: 'Closing this terminal leaves the job running.' }, 'Cancel Job');
-      if (pick !== 'Cancel Job') return;
+      // Choices say what they do; the safe one is first (what Enter picks), and Escape keeps the job too. (A modal
+      // dialog makes its first button the Enter default only when it is not the close affordance, and then adds a
+      // third "Cancel" button, the ambiguity this avoids.)
+      const keep = { label: '$(play) Keep it running', description: 'closing this terminal also leaves the job running' };
+      const stop = { label: '$(debug-stop) Stop the job', description: `cancel ${this.jobId}: its processes are stopped` };
+      const pick = await vscode.window.showQuickPick([keep, stop], { title: `Stop job ${this.jobId} (${job.name})?`, placeHolder: 'Enter or Escape keeps it running' });
+      if (pick !== stop) return;
       try {
         const conn = await this.broker.connection();
+        this.sync.cancelledHere.add(this.jobId);
         await conn.client.cancel(this.jobId);
         this.write(statusLine(`cancelling job ${this.jobId}…`));
       } catch (err) {
@@ -150,6 +164,7 @@ export class JobTerminal implements vscode.Pseudoterminal {
 
   /** The terminal was closed: stop following; the job goes on. */
   close(): void {
+    clearTimeout(this.quietTimer);
     this.ac.abort();
     this.sub?.dispose();
     this.onClosed();
@@ -171,12 +186,27 @@ export class JobTerminals implements vscode.Disposable {
     this.log = log;
   }
 
-  /** Shows the job's terminal, creating it (output from offset 0) if there is none. */
+  /** The job's terminal is the one in view (the active terminal of the panel). */
+  inView(jobId: string): boolean {
+    const have = this.open.get(jobId);
+    return !!have && vscode.window.activeTerminal === have.terminal;
+  }
+
+  /**
+   * Shows the job's terminal, creating it (output from offset 0) if there is none. With gpurun.reuseTerminals on, the
+   * terminals of jobs that have ended are closed first: a new job takes their place instead of adding a tab.
+   */
   show(job: Job, focus = true): vscode.Terminal {
     const have = this.open.get(job.id);
     if (have) {
       have.terminal.show(!focus);
       return have.terminal;
+    }
+    if (vscode.workspace.getConfiguration(SETTINGS_SECTION).get<boolean>(SETTINGS.reuseTerminals.key, SETTINGS.reuseTerminals.default)) {
+      for (const [id, t] of this.open) {
+        const j = this.sync.jobs.get(id);
+        if (j && isFinal(j.state) && t.pty.ended) t.terminal.dispose();
+      }
     }
     const pty = new JobTerminal(job, this.broker, this.sync, this.log);
     const terminal = vscode.window.createTerminal({ name: pty.name, pty, iconPath: new vscode.ThemeIcon('server-process') });

@@ -1,10 +1,17 @@
-/** The Hosts view: each host with its free/used GPUs; fetched again when a job changes (events), not polled. */
+/**
+ * The Hosts view: each host with its free/used GPUs, their utilisation, memory and a bar per probe; fetched again when
+ * a job changes (events), and every 15 s while a GPU is held (utilisation has no events).
+ */
 import * as vscode from 'vscode';
 import { formatMemory } from '../../server/protocol/directives.ts';
 import type { HostInfo } from '../../server/protocol/jobs.ts';
 import type { Broker } from '../brokerClient.ts';
 import type { JobSync } from '../jobSync.ts';
 import type { Log } from '../log.ts';
+import { sparkline } from '../../server/protocol/gpuUsage.ts';
+
+/** How often the view fetches the hosts again while a GPU is held (the broker probes every 30 s). */
+const USAGE_POLL_MS = 15_000;
 
 type HostNode = { kind: 'host'; host: HostInfo } | { kind: 'gpu'; host: HostInfo; gpu: HostInfo['gpus'][number] };
 
@@ -17,11 +24,25 @@ export class HostsTree implements vscode.TreeDataProvider<HostNode>, vscode.Disp
   private readonly broker: Broker;
   private readonly log: Log;
 
+  private readonly poll: NodeJS.Timeout;
+  private readonly refreshed = new vscode.EventEmitter<void>();
+  /** The hosts were fetched again (the Jobs view shows their GPU usage). */
+  readonly onDidRefresh = this.refreshed.event;
+
   constructor(broker: Broker, sync: JobSync, log: Log) {
     this.broker = broker;
     this.log = log;
     // A job that starts or ends takes or frees GPUs; coalesce bursts of events into one request.
     this.sub = sync.onDidChange(() => this.refreshSoon());
+    // GPU utilisation changes without job events: while a GPU is held, fetch again at about the broker's probe rate.
+    this.poll = setInterval(() => {
+      if (this.hosts.some((h) => h.gpus.some((g) => g.jobId))) void this.refresh();
+    }, USAGE_POLL_MS);
+  }
+
+  /** The hosts as last fetched. */
+  current(): HostInfo[] {
+    return this.hosts;
   }
 
   refreshSoon(): void {
@@ -38,6 +59,7 @@ export class HostsTree implements vscode.TreeDataProvider<HostNode>, vscode.Disp
       this.hosts = [];
     }
     this.changed.fire(undefined);
+    this.refreshed.fire();
   }
 
   getChildren(node?: HostNode): HostNode[] {
@@ -60,14 +82,16 @@ export class HostsTree implements vscode.TreeDataProvider<HostNode>, vscode.Disp
     const g = node.gpu;
     const item = new vscode.TreeItem(`GPU ${g.index} ${g.name}`);
     item.id = `gpu:${node.host.name}:${g.index}`;
-    item.description = g.jobId ? `used by ${g.jobId}` : 'free';
-    item.tooltip = `${g.name}, ${formatMemory(g.memoryTotalMiB)}, ${g.uuid}`;
+    item.description = `${g.jobId ? `used by ${g.jobId}` : 'free'} · ${g.utilizationPct}% · ${formatMemory(g.memoryUsedMiB)}/${formatMemory(g.memoryTotalMiB)}${g.history?.length ? ` ${sparkline(g.history, 10)}` : ''}`;
+    item.tooltip = `${g.name}, ${formatMemory(g.memoryTotalMiB)}, ${g.uuid}\nutilisation ${g.utilizationPct}%, memory used ${formatMemory(g.memoryUsedMiB)}${g.history?.length ? `\nlast probes: ${sparkline(g.history, 40)}` : ''}`;
     item.iconPath = new vscode.ThemeIcon(g.jobId ? 'circle-filled' : 'circle-outline');
     return item;
   }
 
   dispose(): void {
     clearTimeout(this.pending);
+    clearInterval(this.poll);
+    this.refreshed.dispose();
     this.sub.dispose();
     this.changed.dispose();
   }

@@ -1,13 +1,18 @@
 /** `gpurun ls | show | logs | cancel | hosts | token | broker`. */
 import { join } from 'node:path';
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
+import { constants as osConstants } from 'node:os';
+import { Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { isGpurunError } from '../protocol/errors.ts';
 import { isFinal } from '../protocol/jobs.ts';
 import { parseArgs, usage } from './args.ts';
 import { brokerNode, connect } from './connect.ts';
 import { followLogs } from './follow.ts';
-import { hostsTable, jobsTable, showJob } from './format.ts';
+import { exitCodeOf, gpuUsageLines, hostsTable, jobsTable, showJob } from './format.ts';
+import { filterJobs, jobFilter, lastLines } from './history.ts';
+import { notifyEnd } from './notify.ts';
+import { finalJob } from './run.ts';
 import { gpurunHome } from '../protocol/paths.ts';
 
 function idArg(rest: string[], cmd: string): string {
@@ -15,50 +20,115 @@ function idArg(rest: string[], cmd: string): string {
   return rest[0];
 }
 
+const LS_HELP = `Usage: gpurun ls [--all] [--state S[,S]] [--since AGE] [--name TEXT] [--json]
+
+Lists your jobs: queued and running ones, and those that ended in the last 24 hours.
+  --all          every job you have run
+  --state S,S    only jobs in these states: queued, starting, running, succeeded, failed, cancelled, timed_out,
+                 lost; "active" (queued, starting, running) or "ended" (the rest)
+  --since AGE    only jobs submitted in the last AGE, e.g. 7d, 12h, 90m (looks past the 24 hours)
+  --name TEXT    only jobs whose name contains TEXT (any case)
+  --json         machine-readable output
+`;
+
 export async function lsCommand(argv: string[]): Promise<number> {
-  const { opts } = parseArgs(argv, { values: ['broker'], flags: ['all', 'json', 'help'], short: { a: 'all', h: 'help' } }, 'ls');
+  const { opts } = parseArgs(argv, { values: ['broker', 'state', 'since', 'name'], flags: ['all', 'json', 'help'], short: { a: 'all', h: 'help' } }, 'ls');
   if (opts.help) {
-    process.stdout.write('Usage: gpurun ls [--all] [--json]\n\nLists your jobs: queued and running ones, and those that ended in the last 24 hours.\n  --all   every job you have run\n  --json  machine-readable output\n');
+    process.stdout.write(LS_HELP);
     return 0;
   }
+  const filter = jobFilter({ ...(opts.state !== undefined ? { state: opts.state as string } : {}), ...(opts.since !== undefined ? { since: opts.since as string } : {}), ...(opts.name !== undefined ? { name: opts.name as string } : {}) });
   const conn = await connect(opts.broker as string | undefined);
-  const jobs = await conn.client.list({ all: !!opts.all });
+  const jobs = filterJobs(await conn.client.list({ all: !!opts.all || filter.sinceMs !== undefined }), filter);
+  const filtered = filter.states || filter.sinceMs !== undefined || filter.name;
   if (opts.json) process.stdout.write(`${JSON.stringify(jobs, null, 2)}\n`);
-  else if (jobs.length === 0) process.stdout.write(opts.all ? 'No jobs.\n' : 'No jobs in the last 24 hours (gpurun ls --all shows older ones).\n');
-  else process.stdout.write(jobsTable(jobs, new Set(jobs.map((j) => j.owner)).size > 1));
+  else if (jobs.length === 0) process.stdout.write(filtered ? 'No jobs match.\n' : opts.all ? 'No jobs.\n' : 'No jobs in the last 24 hours (gpurun ls --all shows older ones).\n');
+  else {
+    // Running jobs with GPUs also show what those GPUs do now (the hosts' last probe).
+    const hosts = jobs.some((j) => j.state === 'running' && j.gpuIndices.length) ? await conn.client.hosts().catch(() => []) : [];
+    process.stdout.write(jobsTable(jobs, new Set(jobs.map((j) => j.owner)).size > 1, hosts));
+  }
   await conn.client.close();
   return 0;
 }
 
+const LOGS_HELP = `Usage: gpurun logs [-f] [--tail N] [--from OFFSET] ID
+
+Prints a job's output (stdout and stderr, in order).
+  -f, --follow     keep printing until the job ends; then print how it ended (unless it succeeded) and exit with
+                   its exit code, as gpurun run does
+  --tail N         only the last N lines (with -f: then go on following)
+  --from OFFSET    start at this byte offset
+`;
+
 export async function logsCommand(argv: string[]): Promise<number> {
-  const { opts, rest } = parseArgs(argv, { values: ['from', 'broker'], flags: ['follow', 'help'], short: { f: 'follow', h: 'help' } }, 'logs');
+  const { opts, rest } = parseArgs(argv, { values: ['from', 'broker', 'tail'], flags: ['follow', 'help'], short: { f: 'follow', h: 'help', n: 'tail' } }, 'logs');
   if (opts.help) {
-    process.stdout.write('Usage: gpurun logs [-f] [--from OFFSET] ID\n\nPrints a job\'s output (stdout and stderr, in order).\n  -f, --follow     keep printing until the job ends\n  --from OFFSET    start at this byte offset\n');
+    process.stdout.write(LOGS_HELP);
     return 0;
   }
   const id = idArg(rest, 'logs');
-  const from = opts.from === undefined ? 0 : Number(opts.from);
+  let from = opts.from === undefined ? 0 : Number(opts.from);
   if (!Number.isInteger(from) || from < 0) throw usage('logs', `--from must be a byte offset (a whole number ≥ 0), got "${opts.from}"`);
+  const tail = opts.tail === undefined ? undefined : Number(opts.tail);
+  if (tail !== undefined && (!Number.isInteger(tail) || tail < 0)) throw usage('logs', `--tail must be a number of lines (a whole number ≥ 0), got "${opts.tail}"`);
   const conn = await connect(opts.broker as string | undefined);
+  if (tail !== undefined) {
+    // What there is now, of which the last lines; following goes on from its end.
+    const chunks: Buffer[] = [];
+    for await (const { data, next } of conn.client.logs(id, from)) {
+      chunks.push(data);
+      from = next;
+    }
+    process.stdout.write(lastLines(Buffer.concat(chunks).toString('utf8'), tail));
+  }
+  let code = 0;
   if (opts.follow) {
     await followLogs(conn, id, from, (b) => void process.stdout.write(b), { onReconnect: (m) => process.stderr.write(`gpurun: ${m}\n`) });
-  } else {
+    const job = await finalJob(conn, id);
+    code = exitCodeOf(job);
+    if (job.state !== 'succeeded') process.stderr.write(`gpurun: job ${id} ${job.state.replace('_', ' ')}: ${job.reason}\n`);
+  } else if (tail === undefined) {
     for await (const { data } of conn.client.logs(id, from)) process.stdout.write(data);
   }
   await conn.client.close();
-  return 0;
+  return code;
+}
+
+/** `gpurun wait ID`: waits for a job to end and exits with its code (what --notify --detach runs in the background). */
+export async function waitCommand(argv: string[]): Promise<number> {
+  const { opts, rest } = parseArgs(argv, { values: ['broker'], flags: ['notify', 'quiet', 'help'], short: { h: 'help', q: 'quiet' } }, 'wait');
+  if (opts.help) {
+    process.stdout.write('Usage: gpurun wait [--notify] [--quiet] ID\n\nWaits until the job has ended, prints how it ended and exits with its exit code (as gpurun run).\n  --notify   then ring the terminal bell and send a desktop notification (notify-send)\n  --quiet    print nothing\n');
+    return 0;
+  }
+  const id = idArg(rest, 'wait');
+  const conn = await connect(opts.broker as string | undefined);
+  let job = await conn.client.get(id);
+  while (!isFinal(job.state)) {
+    await new Promise((r) => setTimeout(r, 1000));
+    job = await conn.client.get(id).catch(async (e: unknown) => {
+      if (isGpurunError(e) && e.code === 'E_UNREACHABLE') return conn.revive().then(() => job);
+      throw e;
+    });
+  }
+  await conn.client.close();
+  if (!opts.quiet) process.stderr.write(`gpurun: job ${id} ${job.state.replace('_', ' ')}${job.state === 'succeeded' ? '' : `: ${job.reason}`}\n`);
+  if (opts.notify) notifyEnd(job);
+  return exitCodeOf(job);
 }
 
 export async function showCommand(argv: string[]): Promise<number> {
   const { opts, rest } = parseArgs(argv, { values: ['broker'], flags: ['json', 'help'], short: { h: 'help' } }, 'show');
   if (opts.help) {
-    process.stdout.write('Usage: gpurun show [--json] ID\n\nShows a job and each of its attempts: where it ran, how it ended (fault), and the evidence.\n  --json  machine-readable output (GET /v1/jobs/ID)\n');
+    process.stdout.write('Usage: gpurun show [--json] ID\n\nShows a job and each of its attempts: where it ran, how it ended (fault), and the evidence; for a running job\nalso what each of its GPUs does (utilisation and memory now, a bar per probe) and whether they sit idle.\n  --json  machine-readable output (GET /v1/jobs/ID)\n');
     return 0;
   }
   const id = idArg(rest, 'show');
   const conn = await connect(opts.broker as string | undefined);
   const job = await conn.client.get(id);
-  process.stdout.write(opts.json ? `${JSON.stringify(job, null, 2)}\n` : showJob(job));
+  const hosts = !opts.json && job.host && job.gpuIndices.length ? await conn.client.hosts().catch(() => []) : [];
+  process.stdout.write(opts.json ? `${JSON.stringify(job, null, 2)}\n` : showJob(job) + gpuUsageLines(job, hosts));
   await conn.client.close();
   return 0;
 }
@@ -143,9 +213,18 @@ export async function brokerCommand(argv: string[]): Promise<number> {
   }
   if (!opts.embedded) process.stderr.write(`gpurun: broker listening on ${running.address} (data in ${cfg.dataDir})\n`);
   await new Promise<void>((resolve) => {
-    const stop = () => void running.close().then(resolve);
+    let stopping = false;
+    const stop = () => {
+      if (stopping) return;
+      stopping = true;
+      void running.close().then(resolve);
+    };
     process.once('SIGTERM', stop);
     process.once('SIGINT', stop);
+    // Node resets signal dispositions at start (nohup's ignored SIGHUP included), so a hang-up stopped the broker
+    // before too; now it stops it as cleanly as SIGTERM does.
+    process.once('SIGHUP', stop);
+    watchParent(stop);
   });
   return 0;
 }
@@ -154,13 +233,50 @@ type BrokerModule = typeof import('../main.ts');
 
 /**
  * The broker bundle (dist/broker.js), which needs node:sqlite. On an older Node the same command is run again with
- * the Node gpurun installed, and its exit code is returned instead.
+ * the Node gpurun installed, and its exit code is returned instead. Node cannot exec(), so this process stands in
+ * for the child: SIGTERM, SIGINT and SIGHUP are passed on to it, and this one exits when it does, with its status.
+ * The child watches a pipe from this process and stops itself if this one dies without passing anything on
+ * (SIGKILL), so a process manager that sees only this pid still controls the broker.
  */
 async function loadBroker(argv: string[]): Promise<BrokerModule | number> {
   const node = brokerNode();
-  if (node !== process.execPath) {
-    const r = spawnSync(node, [fileURLToPath(new URL('./cli.js', import.meta.url)), ...argv], { stdio: 'inherit' });
-    return r.status ?? 1;
-  }
+  if (node !== process.execPath) return runUnder(node, argv);
   return (await import(new URL('./broker.js', import.meta.url).href)) as BrokerModule;
+}
+
+const FORWARDED: NodeJS.Signals[] = ['SIGTERM', 'SIGINT', 'SIGHUP'];
+
+function runUnder(node: string, argv: string[]): Promise<number> {
+  const child = spawn(node, [fileURLToPath(new URL('./cli.js', import.meta.url)), ...argv], { stdio: ['inherit', 'inherit', 'inherit', 'pipe'], env: { ...process.env, [PARENT_FD_ENV]: '3' } });
+  const forward = (sig: NodeJS.Signals) => () => void child.kill(sig);
+  const handlers = FORWARDED.map((sig) => [sig, forward(sig)] as const);
+  for (const [sig, h] of handlers) process.on(sig, h);
+  return new Promise((resolve) => {
+    child.on('error', () => resolve(1));
+    child.on('exit', (code, signal) => {
+      for (const [sig, h] of handlers) process.off(sig, h);
+      // Died of a signal: the same exit status a shell would report (128 + signal number).
+      resolve(code ?? 128 + (signal ? (osConstants.signals[signal] ?? 0) : 0));
+    });
+  });
+}
+
+/** Set in the environment of a broker run by runUnder(): the fd of the pipe from the parent. */
+const PARENT_FD_ENV = 'GPURUN_PARENT_FD';
+
+/** In a broker run by runUnder(): stop (as on SIGTERM) when the parent is gone and the pipe from it closes. */
+export function watchParent(stop: () => void): void {
+  const fd = Number(process.env[PARENT_FD_ENV]);
+  delete process.env[PARENT_FD_ENV];
+  if (!Number.isInteger(fd) || fd < 3) return;
+  try {
+    const s = new Socket({ fd, readable: true, writable: false });
+    s.on('error', () => stop());
+    s.on('end', () => stop());
+    s.on('close', () => stop());
+    s.resume();
+    s.unref();
+  } catch {
+    /* not a pipe: nothing to watch */
+  }
 }

@@ -1,6 +1,7 @@
 /** Text output of the CLI: tables and short descriptions. Pure. */
 import type { Attempt, HostInfo, Job } from '../protocol/jobs.ts';
 import { formatDuration, formatMemory } from '../core/units.ts';
+import { IDLE_AFTER_MS, idleForMs, sparkline } from '../core/gpuUsage.ts';
 
 export function table(rows: string[][]): string {
   const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
@@ -19,9 +20,49 @@ export function elapsed(job: Job, now = Date.now()): string {
   return formatDuration(Math.max(0, Math.round((end - start) / 1000)));
 }
 
-export function jobsTable(jobs: Job[], withOwner: boolean): string {
-  const head = ['ID', ...(withOwner ? ['OWNER'] : []), 'NAME', 'STATE', 'QUEUE', 'HOST', 'GPUS', 'TIME', 'REASON'];
-  const rows = jobs.map((j) => [
+/** A running job's GPUs as the hosts' last probes saw them. */
+export function jobGpus(job: Job, hosts: HostInfo[]): HostInfo['gpus'] {
+  if (!job.host || !job.gpuIndices.length || (job.state !== 'running' && job.state !== 'starting')) return [];
+  const h = hosts.find((x) => x.name === job.host);
+  return h ? job.gpuIndices.map((i) => h.gpus.find((g) => g.index === i)).filter((g): g is HostInfo['gpus'][number] => !!g) : [];
+}
+
+/**
+ * What a running job's GPUs do now: "0:37% 12G/80G 1:0% 1G/80G" (utilisation, memory used of total, per GPU index),
+ * then "idle 12m" when they have all read 0 % for 10 minutes or more of the job's time; empty for a job that holds no
+ * GPU or a host that did not report them.
+ */
+export function jobGpuUsage(job: Job, hosts: HostInfo[], now = Date.now()): string {
+  const gpus = jobGpus(job, hosts);
+  if (!gpus.length) return '';
+  const text = gpus.map((g) => `${g.index}:${g.utilizationPct}% ${formatMemory(g.memoryUsedMiB)}/${formatMemory(g.memoryTotalMiB)}`).join(' ');
+  const idle = idleOf(job, gpus, now);
+  return idle ? `${text} idle ${formatDuration(Math.round(idle / 1000))}` : text;
+}
+
+/** How long all of a job's GPUs have sat at 0 % during the job (ms), when that is IDLE_AFTER_MS or more; else 0. */
+export function idleOf(job: Job, gpus: HostInfo['gpus'], now = Date.now()): number {
+  if (!gpus.length) return 0;
+  const idle = Math.min(...gpus.map((g) => idleForMs(g.idleSince, job.startedAt, now)));
+  return idle >= IDLE_AFTER_MS ? idle : 0;
+}
+
+/** For `gpurun show`: each of a running job's GPUs with a bar per probe, and whether they sit idle; '' otherwise. */
+export function gpuUsageLines(job: Job, hosts: HostInfo[], now = Date.now()): string {
+  const gpus = jobGpus(job, hosts);
+  if (!gpus.length) return '';
+  const lines = ['', 'GPUs (the broker\'s last probes, about 30 s apart):'];
+  for (const g of gpus) lines.push(`  GPU ${g.index}: ${String(g.utilizationPct).padStart(3)}%  ${formatMemory(g.memoryUsedMiB)}/${formatMemory(g.memoryTotalMiB)}  ${sparkline(g.history ?? [], 20)}  (${g.name})`);
+  const idle = idleOf(job, gpus, now);
+  if (idle) lines.push(`  its GPUs have sat idle (0 %) for ${formatDuration(Math.round(idle / 1000))}: a data-loading bottleneck, or a hung job?`);
+  return lines.join('\n') + '\n';
+}
+
+export function jobsTable(jobs: Job[], withOwner: boolean, hosts: HostInfo[] = []): string {
+  const usage = jobs.map((j) => jobGpuUsage(j, hosts));
+  const withUsage = usage.some(Boolean);
+  const head = ['ID', ...(withOwner ? ['OWNER'] : []), 'NAME', 'STATE', 'QUEUE', 'HOST', 'GPUS', ...(withUsage ? ['GPU USE'] : []), 'TIME', 'REASON'];
+  const rows = jobs.map((j, k) => [
     j.id,
     ...(withOwner ? [j.owner] : []),
     j.name,
@@ -29,6 +70,7 @@ export function jobsTable(jobs: Job[], withOwner: boolean): string {
     j.queue,
     j.host ?? '-',
     gpusOf(j),
+    ...(withUsage ? [usage[k] || '-'] : []),
     elapsed(j),
     j.exitCode !== null && j.state !== 'succeeded' ? `${j.reason}` : j.reason,
   ]);
@@ -95,7 +137,7 @@ export function hostsTable(hosts: HostInfo[]): string {
     for (const g of h.gpus) {
       const q = g.quarantined;
       const use = q ? `quarantined (${q.xid === undefined ? q.detail : `Xid ${q.xid}`} at ${clock(q.at).slice(0, 5)})${g.jobId ? `, used by ${g.jobId}` : ''}` : g.jobId ? `used by ${g.jobId}` : 'free';
-      out += `  ${h.name} GPU ${g.index}  ${g.name}  ${formatMemory(g.memoryTotalMiB)}  ${use}\n`;
+      out += `  ${h.name} GPU ${g.index}  ${g.name}  ${g.utilizationPct}%  ${formatMemory(g.memoryUsedMiB)}/${formatMemory(g.memoryTotalMiB)}  ${use}${g.history?.length ? `  ${sparkline(g.history)}` : ''}\n`;
     }
   }
   return out;

@@ -4,7 +4,9 @@
  */
 import { GpurunError, isGpurunError } from '../protocol/errors.ts';
 import { runCommand } from './run.ts';
-import { brokerCommand, cancelCommand, hostsCommand, logsCommand, lsCommand, showCommand, tokenCommand } from './commands.ts';
+import { brokerCommand, cancelCommand, hostsCommand, logsCommand, lsCommand, showCommand, tokenCommand, waitCommand } from './commands.ts';
+import { completionCommand } from './completion.ts';
+import { closest } from './suggest.ts';
 import { sftpServeCommand } from './sftpServe.ts';
 import { serveWorkspaceCommand } from './serveWorkspace.ts';
 import { lspCommand } from './lsp.ts';
@@ -15,9 +17,12 @@ const HELP = `gpurun ${VERSION}: run code on a GPU host or a Slurm cluster, from
 
 Usage:
   gpurun run [options] -- CMD [ARGS...]   run a job and stream its output (gpurun run --help)
-  gpurun ls [--all] [--json]              list your jobs
-  gpurun show [--json] ID                 show a job and its attempts (faults, evidence)
-  gpurun logs [-f] [--from OFFSET] ID     print a job's output
+  gpurun ls [--all] [--state S] [--since AGE] [--name TEXT] [--json]
+                                          list your jobs (gpurun ls --help)
+  gpurun show [--json] ID                 a job, its attempts (faults, evidence), what its GPUs do
+  gpurun logs [-f] [--tail N] [--from OFFSET] ID
+                                          print a job's output
+  gpurun wait [--notify] ID               wait for a job to end; exit with its code
   gpurun cancel ID                        stop a job
   gpurun hosts [--json]                   show hosts and their GPUs
   gpurun hosts clear HOST GPU             admin: put a quarantined GPU back into service
@@ -25,6 +30,8 @@ Usage:
   gpurun token create USER [--admin]      create an API token (on the broker machine)
   gpurun serve-workspace ID               serve a client-served job's files until it ends (--help: options)
   gpurun sftp-serve --root DIR            serve DIR over SFTP on stdin/stdout (for GPU hosts' sshfs)
+  gpurun completion bash|zsh|fish         print a shell completion script (gpurun completion --help)
+  gpurun help COMMAND                     the help of one command
   gpurun lsp                              the language server of "# gpurun:" lines, on stdin/stdout
 
 Broker: --broker URL or GPURUN_BROKER (token in GPURUN_TOKEN); with neither, a local broker is started on demand
@@ -36,17 +43,21 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   ls: lsCommand,
   show: showCommand,
   logs: logsCommand,
+  wait: waitCommand,
   cancel: cancelCommand,
   hosts: hostsCommand,
   broker: brokerCommand,
   token: tokenCommand,
   'serve-workspace': serveWorkspaceCommand,
   'sftp-serve': sftpServeCommand,
+  completion: completionCommand,
   lsp: lspCommand,
 };
 
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
+  // `gpurun help run` is `gpurun run --help`.
+  if (cmd === 'help' && rest.length) return main([rest[0], '--help']);
   if (!cmd || cmd === 'help' || cmd === '--help' || cmd === '-h') {
     process.stdout.write(HELP);
     return cmd ? 0 : 2;
@@ -56,7 +67,10 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const fn = COMMANDS[cmd];
-  if (!fn) throw new GpurunError('E_BAD_REQUEST', `unknown command "${cmd}"`, { hint: 'See: gpurun --help' });
+  if (!fn) {
+    const near = closest(cmd, Object.keys(COMMANDS));
+    throw new GpurunError('E_BAD_REQUEST', `unknown command "${cmd}"${near ? ` (did you mean "${near}"?)` : ''}`, { hint: near ? `Run: gpurun ${near}${rest.length ? ' …' : ''}` : 'See: gpurun --help' });
+  }
   return fn(rest);
 }
 

@@ -4,7 +4,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { createInterface } from 'node:readline';
+import { createInterface, type Interface } from 'node:readline/promises';
 import { GpurunError } from '../protocol/errors.ts';
 import { isFinal, type Job, type SubmitRequest } from '../protocol/jobs.ts';
 import { applyDirective, parseDirectives } from '../core/directives.ts';
@@ -13,6 +13,9 @@ import { parseArgs, usage } from './args.ts';
 import { connect, type Connection } from './connect.ts';
 import { followLogs } from './follow.ts';
 import { exitCodeOf } from './format.ts';
+import { jobEnv } from './env.ts';
+import { loadRunConfig } from './runConfig.ts';
+import { notifyEnd, spawnNotifyWaiter } from './notify.ts';
 import { serveJobWorkspace, workspaceFolder, type ServedWorkspace } from './serveWorkspace.ts';
 
 export const RUN_HELP = `Usage: gpurun run [options] -- CMD [ARGS...]
@@ -22,11 +25,22 @@ Runs CMD as a job, streams its output, and exits with its exit code.
 Options:
 ${optionsHelp()}
   --workspace DIR       the folder the job runs in (default: the current folder)
-  --env K=V             environment variable for the job (repeatable)
+  --env NAME=VALUE      set a variable in the job (repeatable)
+  --env NAME            pass NAME with the value it has in this shell (an error if it is not set here)
+  --env-file FILE       variables from a .env file: NAME=VALUE lines, # comments, optional "export ", quotes;
+                        nothing is expanded (repeatable; later files and --env win)
+  --config NAME         the settings (and command, unless one follows "--") of config NAME in the workspace's
+                        gpurun.json; options given here win
   --detach, -d          print the job id and return at once
   --serve-workspace     serve the workspace's files from this machine, through the broker, to the GPU host (for a
                         broker that runs elsewhere and cannot read them); gpurun run must stay attached meanwhile
+  --notify              when the job ends, ring the terminal bell and send a desktop notification (notify-send,
+                        where there is one); with --detach, a background waiter does it
   --broker URL          broker address (default: $GPURUN_BROKER, else the local embedded broker)
+
+The job's environment: what the broker gives every job (see the README, "A job's environment"), its GPUs in
+CUDA_VISIBLE_DEVICES, then --env-file and --env. Variables of your shell are NOT passed on, except with the local
+broker PATH, VIRTUAL_ENV, CONDA_PREFIX and PYTHONPATH (so an activated virtualenv is used); pass others with --env NAME.
 
 A "# gpurun: gpus=2 gpu-type=A100 time=2h restarts=3 ..." line at the top of the script sets its defaults; options win.
 Exit codes: the last attempt's own; 124 timed out; 125 could not start; 130 cancelled; 75 lost.
@@ -39,30 +53,29 @@ function out(s: string): void {
 export async function runCommand(argv: string[]): Promise<number> {
   const { opts, rest } = parseArgs(
     argv,
-    { values: [...JOB_OPTIONS.map((o) => o.key), 'workspace', 'env', 'broker'], flags: ['detach', 'help', 'serve-workspace'], repeat: ['env'], short: { d: 'detach', h: 'help' }, stopAtPositional: true },
+    { values: [...JOB_OPTIONS.map((o) => o.key), 'workspace', 'env', 'env-file', 'config', 'broker'], flags: ['detach', 'help', 'serve-workspace', 'notify'], repeat: ['env', 'env-file'], short: { d: 'detach', h: 'help' }, stopAtPositional: true },
     'run',
   );
   if (opts.help) {
     process.stdout.write(RUN_HELP);
     return 0;
   }
-  if (rest.length === 0) throw usage('run', 'no command given');
   const workspace = workspaceFolder((opts.workspace as string) ?? process.cwd());
+  // A named configuration of gpurun.json: its settings, and its command unless one is given after "--".
+  const config = opts.config !== undefined ? loadRunConfig(workspace, opts.config as string) : undefined;
+  const command = rest.length ? rest : (config?.command ?? []);
+  if (command.length === 0) throw usage('run', opts.config !== undefined ? `config "${opts.config}" has no command, and none was given after "--"` : 'no command given');
 
   const serve = !!opts['serve-workspace'];
   if (serve && opts.detach) {
     throw new GpurunError('E_BAD_REQUEST', '--serve-workspace and --detach do not go together: this gpurun serves the workspace and must stay attached while the job runs', { hint: 'Leave out --detach, or leave out --serve-workspace when the broker can read the workspace itself.' });
   }
 
-  const req: SubmitRequest = { command: rest, workspace, ...(serve ? { workspaceFrom: 'client' as const } : {}) };
-  applyDirectives(req, rest, workspace);
+  const req: SubmitRequest = { command, workspace, ...(serve ? { workspaceFrom: 'client' as const } : {}) };
+  applyDirectives(req, command, workspace);
+  if (config) Object.assign(req, { ...config, command });
   applyOptionFlags(req, opts);
-  const env: Record<string, string> = {};
-  for (const kv of (opts.env as string[]) ?? []) {
-    const eq = kv.indexOf('=');
-    if (eq <= 0) throw usage('run', `--env needs NAME=VALUE, got "${kv}"`);
-    env[kv.slice(0, eq)] = kv.slice(eq + 1);
-  }
+  const env = { ...(config?.env ?? {}), ...jobEnv((opts['env-file'] as string[]) ?? [], (opts.env as string[]) ?? []) };
 
   const conn = await connect(opts.broker as string | undefined);
   if (serve && conn.embedded) {
@@ -78,6 +91,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   const job = await conn.client.submit(req);
   if (opts.detach) {
     process.stdout.write(`${job.id}\n`);
+    if (opts.notify) spawnNotifyWaiter(job.id, opts.broker as string | undefined);
     await conn.client.close();
     return 0;
   }
@@ -93,7 +107,7 @@ export async function runCommand(argv: string[]): Promise<number> {
     }
   }
   try {
-    return await attach(conn, job);
+    return await attach(conn, job, !!opts.notify);
   } finally {
     served?.close();
   }
@@ -123,12 +137,20 @@ function applyDirectives(req: SubmitRequest, command: string[], workspace: strin
   applyDirective(req, d);
 }
 
-/** Streams a job to its end; returns the CLI exit code. */
-async function attach(conn: Connection, job0: Job): Promise<number> {
+/** A job that is still queued this long after it was submitted is said to wait; a quicker start says nothing. */
+const QUIET_QUEUE_MS = 1000;
+
+/**
+ * Streams a job to its end; returns the CLI exit code. Ctrl+C opens a prompt (cancel or detach); while it is open
+ * the job's output is held back, so it does not run into the prompt line, and shown after it.
+ */
+async function attach(conn: Connection, job0: Job, notify: boolean): Promise<number> {
   const id = job0.id;
+  const submitted = Date.now();
   const ac = new AbortController();
   let detached = false;
-  let prompting = false;
+  let prompt: { rl: Interface; ac: AbortController } | undefined;
+  let held: Buffer[] = [];
   let lastStatus = '';
   let stagedShown = false;
   const status = (job: Job) => {
@@ -139,37 +161,55 @@ async function attach(conn: Connection, job0: Job): Promise<number> {
       out(`workspace staged on cluster ${job.cluster!.name}: ${st.copied} file${st.copied === 1 ? '' : 's'} copied, ${st.unchanged} unchanged${st.removed ? `, ${st.removed} removed` : ''} (${st.ms} ms)`);
     }
     let line = '';
-    if (job.state === 'queued') line = `queued${job.queuePosition ? ` (position ${job.queuePosition} in ${job.queue})` : ''}: ${job.reason}`;
+    if (job.state === 'queued') {
+      if (Date.now() - submitted < QUIET_QUEUE_MS) return;
+      line = `queued${job.queuePosition ? ` (position ${job.queuePosition} in ${job.queue})` : ''}: ${job.reason}`;
+    }
     // Once placed, say where (also for a job so quick that it is already over when asked).
     else if (job.host) line = `running on ${job.host} (${job.gpuIndices.length ? `GPU ${job.gpuIndices.join(',')}` : 'no GPU'})${job.attempt && job.attempt.n > 1 ? ` · attempt ${job.attempt.n}/${job.attempt.of}` : ''}`;
-    if (line && line !== lastStatus) {
+    if (line && line !== lastStatus && !prompt) {
       out(line);
       lastStatus = line;
     }
   };
+  const detach = () => {
+    detached = true;
+    ac.abort();
+  };
+  const closePrompt = () => {
+    if (!prompt) return;
+    prompt.ac.abort();
+    prompt.rl.close();
+    prompt = undefined;
+    for (const b of held) process.stdout.write(b);
+    held = [];
+  };
   const onSigint = async () => {
-    if (prompting) {
-      detached = true;
-      ac.abort();
-      return;
+    if (prompt || !process.stdin.isTTY) {
+      closePrompt();
+      return detach();
     }
-    if (!process.stdin.isTTY) {
-      detached = true;
-      ac.abort();
-      return;
-    }
-    prompting = true;
     const rl = createInterface({ input: process.stdin, output: process.stderr });
-    const answer = await new Promise<string>((r) => rl.question(`\ngpurun: cancel job ${id}? [y] cancel, [N] detach and leave it running: `, r));
-    rl.close();
-    prompting = false;
+    // In the prompt, Ctrl+C arrives as a key, not a signal: a second one detaches.
+    rl.on('SIGINT', () => {
+      process.stderr.write('\n');
+      closePrompt();
+      detach();
+    });
+    const p = { rl, ac: new AbortController() };
+    prompt = p;
+    let answer: string;
+    try {
+      answer = await rl.question(`\ngpurun: cancel job ${id}? [y] cancel, [N] detach and leave it running: `, { signal: p.ac.signal });
+    } catch {
+      return; // closed: the job ended, or a second Ctrl+C
+    }
+    closePrompt();
     if (/^y(es)?$/i.test(answer.trim())) {
       out(`cancelling ${id}…`);
+      // The stream goes on until the job has stopped; its final state is printed below.
       await conn.client.cancel(id).catch((e: Error) => out(`cancel failed: ${e.message}`));
-    } else {
-      detached = true;
-      ac.abort();
-    }
+    } else detach();
   };
   process.on('SIGINT', onSigint);
 
@@ -202,7 +242,8 @@ async function attach(conn: Connection, job0: Job): Promise<number> {
           first = false;
           status(await conn.client.get(id).catch(() => job0));
         }
-        await writeOut(b);
+        if (prompt) held.push(b);
+        else await writeOut(b);
       },
       { signal: ac.signal, onReconnect: out },
     );
@@ -217,11 +258,12 @@ async function attach(conn: Connection, job0: Job): Promise<number> {
     await conn.client.close();
     return 0;
   }
-  let job = await conn.client.get(id);
-  for (let i = 0; !isFinal(job.state) && i < 50; i++) {
-    await new Promise((r) => setTimeout(r, 100));
-    job = await conn.client.get(id);
+  // The job ended while the prompt was open: the question is moot.
+  if (prompt) {
+    process.stderr.write('\n');
+    closePrompt();
   }
+  const job = await finalJob(conn, id);
   await conn.client.close();
   // Slurm backend (issue 5): what came back from the cluster's staged workspace.
   const back = job.cluster?.returned;
@@ -230,7 +272,18 @@ async function attach(conn: Connection, job0: Job): Promise<number> {
   }
   const code = exitCodeOf(job);
   if (job.state !== 'succeeded') out(`job ${id} ${job.state.replace('_', ' ')}: ${job.reason}`);
+  if (notify) notifyEnd(job);
   return code;
+}
+
+/** The job once it is final (its output has ended; the state follows within moments). */
+export async function finalJob(conn: Connection, id: string): Promise<Job> {
+  let job = await conn.client.get(id);
+  for (let i = 0; !isFinal(job.state) && i < 50; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    job = await conn.client.get(id);
+  }
+  return job;
 }
 
 function writeOut(b: Buffer): Promise<void> | void {

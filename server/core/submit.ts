@@ -2,7 +2,7 @@
  * Validation of `POST /v1/jobs` bodies. Pure. Anything wrong is an E_BAD_REQUEST naming the field; nothing is stored.
  */
 import { GpurunError } from '../protocol/errors.ts';
-import type { Queue, Resources } from '../protocol/jobs.ts';
+import { QUEUES, type Queue, type Resources } from '../protocol/jobs.ts';
 import { JOB_OPTIONS, optionByField, parseOptionJson, type JobOption, type OptionValue } from './jobOptions.ts';
 import { formatDuration } from './units.ts';
 
@@ -75,7 +75,7 @@ export function validateSubmit(body: unknown, d: SubmitDefaults): ValidSubmit {
   const q = d.queues[queue];
   const timeLimitSec = (option(b, 'time') as number | undefined) ?? q.defaultTimeSec;
   if (q.maxTimeSec > 0 && (timeLimitSec === 0 || timeLimitSec > q.maxTimeSec)) {
-    bad('time', `the ${queue} queue allows at most ${formatDuration(q.maxTimeSec)}${timeLimitSec ? `, asked for ${formatDuration(timeLimitSec)}` : ' and needs a time limit'}`, `Pass --time ${formatDuration(q.maxTimeSec)} or less.`);
+    bad('time', `the ${queue} queue allows at most ${formatDuration(q.maxTimeSec)}${timeLimitSec ? `, asked for ${formatDuration(timeLimitSec)}` : ' and needs a time limit'}`, timeHint(queue as Queue, timeLimitSec, d.queues));
   }
 
   const image = (option(b, 'image') as string | undefined) ?? d.image;
@@ -100,6 +100,14 @@ export function validateSubmit(body: unknown, d: SubmitDefaults): ValidSubmit {
 
   const resources: Resources = { gpus, cpus, memoryMiB, timeLimitSec, ...(gpuType ? { gpuType } : {}) };
   return { command: cmd as string[], workspace: b.workspace, name, resources, queue, ...(image ? { image } : {}), env, ...(restarts !== undefined ? { restarts } : {}), ...(restartOnExit?.length ? { restartOnExit } : {}), ...(backend ? { backend } : {}), ...(fromClient ? { workspaceFrom: 'client' as const } : {}) };
+}
+
+/** Pass a shorter time, or (when another queue allows this much) name that queue and its limit. */
+function timeHint(queue: Queue, asked: number, queues: SubmitDefaults['queues']): string {
+  const max = queues[queue].maxTimeSec;
+  const other = (QUEUES as readonly Queue[]).find((o) => o !== queue && (queues[o].maxTimeSec === 0 || (asked > 0 && queues[o].maxTimeSec >= asked)));
+  const limit = other ? (queues[other].maxTimeSec ? `up to ${formatDuration(queues[other].maxTimeSec)}` : 'with no limit') : '';
+  return `Pass --time ${formatDuration(max)} or less${other ? `, or --queue ${other} (it allows ${limit}; it runs when ${other === 'offline' ? 'online jobs leave room' : 'its turn comes'})` : ''}.`;
 }
 
 /** The script a command runs (`python3 -u train.py` → "train.py"), else the program's base name. */

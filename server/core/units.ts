@@ -1,4 +1,4 @@
-/** Parsing and printing of memory sizes (MiB) and durations (seconds). Pure. */
+/** Parsing and printing of memory sizes (MiB) and durations (seconds; text follows Slurm's forms). Pure. */
 
 const MEM_UNITS: Record<string, number> = { '': 1, k: 1 / 1024, m: 1, g: 1024, t: 1024 * 1024 };
 
@@ -18,24 +18,34 @@ export function parseMemory(text: string | number): number | string {
 const TIME_UNITS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86400 };
 
 /**
- * "90s", "30m", "2h", "1d", "1h30m", "1:30:00", "45:00", "120" (seconds), "0" (no limit) → seconds.
+ * A duration as text → seconds. The forms are Slurm's (`sbatch --time`), plus unit suffixes:
+ * - "30" — a bare number is MINUTES, as in Slurm ("0": no limit);
+ * - "45:00" minutes:seconds, "1:30:00" hours:minutes:seconds;
+ * - "2-12" days-hours, "2-12:30" days-hours:minutes, "2-12:30:00" days-hours:minutes:seconds;
+ * - "90s", "30m", "2h", "1d", "1h30m" with units.
+ * A number (not text) is seconds: the HTTP API's `time` field takes seconds as a JSON number.
  * Returns an error message instead of a number when the text is not a duration.
  */
 export function parseDuration(text: string | number): number | string {
   if (typeof text === 'number') return Number.isInteger(text) && text >= 0 ? text : `time must be a whole number of seconds ≥ 0, got ${text}`;
   const t = text.trim().toLowerCase();
-  if (/^\d+$/.test(t)) return Number(t);
+  if (/^\d+$/.test(t)) return Number(t) * 60;
   const clock = /^(?:(\d+):)?(\d{1,2}):(\d{2})$/.exec(t);
   if (clock) {
     const [h, m, s] = [Number(clock[1] ?? 0), Number(clock[2]), Number(clock[3])];
     if (m < 60 && s < 60) return clock[1] === undefined ? m * 60 + s : h * 3600 + m * 60 + s;
+  }
+  const days = /^(\d+)-(\d{1,2})(?::(\d{2}))?(?::(\d{2}))?$/.exec(t);
+  if (days) {
+    const [d, h, m, s] = [Number(days[1]), Number(days[2]), Number(days[3] ?? 0), Number(days[4] ?? 0)];
+    if (h < 24 && m < 60 && s < 60) return d * 86400 + h * 3600 + m * 60 + s;
   }
   if (/^(\d+(\.\d+)?[smhd])+$/.test(t)) {
     let total = 0;
     for (const part of t.matchAll(/(\d+(?:\.\d+)?)([smhd])/g)) total += Number(part[1]) * TIME_UNITS[part[2]];
     return Math.round(total);
   }
-  return `"${text}" is not a duration; use e.g. 90s, 30m, 2h, 1h30m or 1:30:00`;
+  return `"${text}" is not a duration; use e.g. 90s, 30m, 2h, 1h30m, 1:30:00, 2-12:00 (days-hours:minutes) or a bare number of minutes`;
 }
 
 export function formatMemory(mib: number): string {

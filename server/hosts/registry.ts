@@ -7,6 +7,7 @@ import type { Gpu, HostInfo, HostState } from '../protocol/jobs.ts';
 import type { Allocation, HostCapacity } from '../core/scheduler.ts';
 import type { Runtime } from '../core/runtime.ts';
 import { probeLocal } from './local.ts';
+import { GpuUsageHistory } from '../core/gpuUsage.ts';
 import type { SshHosts } from './sshHosts.ts';
 import { GpurunError } from '../protocol/errors.ts';
 
@@ -104,8 +105,12 @@ export class HostRegistry {
       h.lastError = p.error;
       if (h.state !== 'draining') h.state = 'up';
     }
+    if (h.state !== 'down') this.usage.record(h.config.name, h.gpus, Date.now());
     return JSON.stringify([h.state, h.gpus, h.cpus, h.memoryMiB, h.lastError]) !== before;
   }
+
+  /** Utilisation over the last probes, per GPU (GET /v1/hosts shows it). */
+  private readonly usage = new GpuUsageHistory();
 
   /** Probes every host; a host that cannot be probed is `down` with the reason. Returns true when anything changed. */
   async probeAll(): Promise<boolean> {
@@ -173,7 +178,7 @@ export class HostRegistry {
         runtime: h.runtime,
         gpus: h.gpus.map((g) => {
           const gq = q.get(g.index);
-          return { ...g, jobId: gpuJob.get(g.index) ?? null, ...(gq ? { quarantined: { ...(gq.xid === undefined ? {} : { xid: gq.xid }), detail: gq.detail, at: gq.at } } : {}) };
+          return { ...g, jobId: gpuJob.get(g.index) ?? null, ...this.usage.view(h.config.name, g.index), ...(gq ? { quarantined: { ...(gq.xid === undefined ? {} : { xid: gq.xid }), detail: gq.detail, at: gq.at } } : {}) };
         }),
         cpus: h.cpus,
         cpusUsed: mine.reduce((n, a) => n + a.cpus, 0),

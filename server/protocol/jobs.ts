@@ -46,7 +46,10 @@ export interface SubmitRequest {
   cpus?: number;
   /** e.g. "16G", "512M", or a number of MiB. */
   memory?: string | number;
-  /** e.g. "2h", "30m", "90s", "1:30:00", or a number of seconds. */
+  /**
+   * Text in Slurm's forms ("30" is 30 minutes, "45:00", "1:30:00", "2-12:00") or with units ("2h", "90s"); a JSON
+   * number is seconds.
+   */
   time?: string | number;
   queue?: Queue;
   image?: string;
@@ -243,7 +246,12 @@ export interface HostInfo {
   /** unreachable or lost: since when its health checks fail (ISO). */
   since?: string;
   runtime: string;
-  gpus: Array<Gpu & { jobId: string | null; quarantined?: GpuQuarantine }>;
+  /**
+   * Each GPU, with the job that holds it, its utilisation at the broker's last probes (`history`, %, oldest first, one
+   * per probe, about 30 s apart), when it reads 0 % now since when (`idleSince`, ISO; null while busy), and its
+   * quarantine when a fault took it out of use.
+   */
+  gpus: Array<Gpu & { jobId: string | null; history?: number[]; idleSince?: string | null; quarantined?: GpuQuarantine }>;
   cpus: number;
   cpusUsed: number;
   memoryMiB: number;

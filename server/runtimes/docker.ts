@@ -101,6 +101,18 @@ export function parseContainerState(json: string): ContainerState {
   return { running: !!(s.Running || s.Restarting), paused: !!s.Paused, exitCode: s.ExitCode ?? 0, oomKilled: !!s.OOMKilled, finishedAt: s.FinishedAt ?? '', error: s.Error ?? '' };
 }
 
+/** Docker's stderr when the image is neither on the host nor pullable. */
+export function isNoImage(stderr: string): boolean {
+  return /Unable to find image|No such image|pull access denied|repository does not exist/i.test(stderr);
+}
+
+/** What to do about a missing image; `listed` is `docker image ls --format {{.Repository}}:{{.Tag}}` output. Pure. */
+export function noImageHint(image: string, host: string, listed?: string): string {
+  const have = (listed ?? '').split('\n').map((l) => l.trim()).filter((l) => l && !l.includes('<none>'));
+  const shown = have.slice(0, 8).join(', ') + (have.length > 8 ? `, and ${have.length - 8} more` : '');
+  return `Pull or build it on ${host} (or ask the host's admin to), or pick another with --image.${listed === undefined ? '' : have.length ? ` Images on ${host}: ${shown}.` : ` ${host} has no images yet.`}`;
+}
+
 export interface DockerRef extends MountedRef {
   container: string;
 }
@@ -148,13 +160,15 @@ export class DockerRuntime extends MountedRuntime {
       const r = await ssh.exec(args, { timeoutMs: 120_000 });
       if (r.code !== 0) {
         const err = r.stderr.trim().split('\n').slice(-2).join(' / ');
-        const noImage = /Unable to find image|No such image|pull access denied|repository does not exist/i.test(r.stderr);
         if (/network .* not found/i.test(r.stderr)) this.networks.delete(net);
-        throw new GpurunError('E_BAD_REQUEST', noImage ? `image ${image} is not on host ${spec.host}: ${err}` : `docker run failed on ${spec.host} (exit ${r.code}): ${err}`, {
-          hint: noImage ? `List the host's images with: docker image ls (on ${spec.host}); load or build it there, or pick another with --image.` : 'See the broker log for the full error.',
-          exitCode: r.code ?? undefined,
-          stderr: r.stderr,
-        });
+        if (isNoImage(r.stderr)) {
+          // Which images the host has, to pick from (best effort: a failure only leaves the list out).
+          const ls = await ssh.exec(['docker', 'image', 'ls', '--format', '{{.Repository}}:{{.Tag}}'], { timeoutMs: 15_000 }).catch(() => undefined);
+          // The job's reason is this message (hints are not kept with a job), so what to do is in it.
+          const hint = noImageHint(image, spec.host, ls?.code === 0 ? ls.stdout : undefined);
+          throw new GpurunError('E_BAD_REQUEST', `image ${image} is not on host ${spec.host}. ${hint}`, { hint, exitCode: r.code ?? undefined, stderr: r.stderr });
+        }
+        throw new GpurunError('E_BAD_REQUEST', `docker run failed on ${spec.host} (exit ${r.code}): ${err}`, { hint: 'See the broker log for the full error.', exitCode: r.code ?? undefined, stderr: r.stderr });
       }
     } catch (e) {
       await ssh.exec(['docker', 'rm', '-f', name]).catch(() => {});

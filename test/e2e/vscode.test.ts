@@ -59,11 +59,14 @@ describe('VS Code extension, end to end (code-server + Chromium)', function () {
       ['# gpurun: gpus=2 gpu-type=A100 queue=offline', 'import os', 'print("big job sees GPUs " + os.environ["CUDA_VISIBLE_DEVICES"], flush=True)', ''].join('\n'),
     );
     writeFileSync(join(ws, 'bad.py'), ['# gpurun: gpus=two queue=offline', 'print("never runs")', ''].join('\n'));
+    writeFileSync(join(ws, 'fails.py'), ['import sys, time', 'print("loading data", flush=True)', 'time.sleep(5)', 'print("ValueError: bad batch", flush=True)', 'sys.exit(3)', ''].join('\n'));
     writeFileSync(join(ws, 'long.py'), ['import time', 'print("long job started", flush=True)', 'time.sleep(600)', ''].join('\n'));
 
+    // The stand-in reports changing utilisation and memory, probe by probe (the GPU usage view shows them).
+    const usage = [10, 35, 60, 85, 95, 70, 90, 100].map((pct, k) => ({ pct, usedMiB: 8192 + k * 4096 }));
     const fakeBin = fakeNvidiaSmi(dir, [
-      { name: 'NVIDIA A100-SXM4-80GB', memoryMiB: 81920 },
-      { name: 'NVIDIA A100-SXM4-80GB', memoryMiB: 81920 },
+      { name: 'NVIDIA A100-SXM4-80GB', memoryMiB: 81920, usage },
+      { name: 'NVIDIA A100-SXM4-80GB', memoryMiB: 81920, usage: [...usage].reverse() },
     ]);
     broker = await startBrokerProcess(join(dir, 'broker'), { hosts: [{ name: 'gpu-box', type: 'local', cpus: 8, memory: '16G' }] }, { PATH: `${fakeBin}:${process.env.PATH}` });
     token = await createToken(broker, 'alice');
@@ -77,7 +80,12 @@ describe('VS Code extension, end to end (code-server + Chromium)', function () {
   });
 
   afterEach(async function () {
-    if (this.currentTest?.state === 'failed' && page) await shot(`vscode-failed-${this.currentTest.title.replace(/\W+/g, '-').slice(0, 60)}.png`).catch(() => {});
+    if (this.currentTest?.state !== 'failed') return;
+    if (page) await shot(`vscode-failed-${this.currentTest.title.replace(/\W+/g, '-').slice(0, 60)}.png`).catch(() => {});
+    // A failed test must not leave jobs holding the GPUs for the tests after it.
+    for (const j of await jobs().catch(() => [])) {
+      if (['queued', 'starting', 'running'].includes(j.state)) await fetch(`${broker.url}/v1/jobs/${j.id}/cancel`, { method: 'POST', headers: { authorization: `Bearer ${token}` } }).catch(() => {});
+    }
   });
 
   after(async function () {
@@ -161,13 +169,16 @@ describe('VS Code extension, end to end (code-server + Chromium)', function () {
 
   it('Run on GPU… offers the pool\'s GPUs and submits the picked GPUs, queue and time limit', async () => {
     await runCommand(page, 'GPU Run: Run on GPU…');
-    await answerInput(page, 'Run on GPU (1/4)', 'train.py');
-    await page.locator('.quick-input-widget', { hasText: 'Run on GPU (2/4)' }).waitFor({ timeout: 15_000 });
+    await answerInput(page, 'Run on GPU (1/5)', 'train.py');
+    await page.locator('.quick-input-widget', { hasText: 'Run on GPU (2/5)' }).waitFor({ timeout: 15_000 });
     await page.locator('.quick-input-list .monaco-list-row', { hasText: '2 of 2 A100 free now' }).first().waitFor();
-    await answerInput(page, 'Run on GPU (2/4)', '2×A100');
+    await answerInput(page, 'Run on GPU (2/5)', '2×A100');
     await page.locator('.quick-input-list .monaco-list-row', { hasText: 'offline' }).first().waitFor({ timeout: 15_000 });
-    await answerInput(page, 'Run on GPU (3/4)', 'offline');
-    await answerInput(page, 'Run on GPU (4/4)', '5m');
+    await answerInput(page, 'Run on GPU (3/5)', 'offline');
+    // A bare number is minutes, as in Slurm.
+    await answerInput(page, 'Run on GPU (4/5)', '5');
+    await page.locator('.quick-input-list .monaco-list-row', { hasText: 'Memory:' }).first().waitFor({ timeout: 15_000 });
+    await answerInput(page, 'Run on GPU (5/5)', 'Run');
     await waitForTerminal(page, /running on gpu-box, GPU (0,1|1,0) \(2×A100, 1 CPU, 1G, limit 5m\)[\s\S]*succeeded \(exit code 0\)/);
     const job = (await jobs()).filter((j) => j.command.includes('train.py')).sort((a, b) => b.createdAt.localeCompare(a.createdAt))[0];
     assert.equal(job.resources.gpus, 2);
@@ -175,6 +186,91 @@ describe('VS Code extension, end to end (code-server + Chromium)', function () {
     assert.equal(job.resources.timeLimitSec, 300);
     assert.equal(job.queue, 'offline');
     assert.equal(job.state, 'succeeded');
+  });
+
+  it('Run on GPU… runs a command typed into its first box', async () => {
+    await runCommand(page, 'GPU Run: Run on GPU…');
+    await answerInput(page, 'Run on GPU (1/5)', 'python3 -c "print(6*7)"');
+    await answerInput(page, 'Run on GPU (2/5)', 'No GPU');
+    await answerInput(page, 'Run on GPU (3/5)', 'online');
+    await answerInput(page, 'Run on GPU (4/5)', '');
+    await answerInput(page, 'Run on GPU (5/5)', 'Run');
+    await waitForTerminal(page, /\n42\n[\s\S]*succeeded \(exit code 0\)/);
+    const job = (await jobs()).sort((a, b) => b.createdAt.localeCompare(a.createdAt))[0];
+    assert.deepEqual(job.command, ['python3', '-c', 'print(6*7)']);
+  });
+
+  it('a second click on Cancel hits the same row: the next job does not move under the pointer', async () => {
+    await openFile(page, 'long.py');
+    for (let i = 0; i < 2; i++) await runCommand(page, 'GPU Run: Run Current File on GPU');
+    const [a, b] = await waitFor('two long jobs to run', async () => {
+      const r = (await jobs()).filter((j) => j.command.includes('long.py') && j.state === 'running').sort((x, y) => (x.startedAt ?? '').localeCompare(y.startedAt ?? ''));
+      return r.length === 2 && r;
+    });
+    const row = jobRow(`${a.id} long.py, running`);
+    await row.waitFor({ timeout: 15_000 });
+    try {
+      // The tree redraws now and then (elapsed times, GPU usage): hover until the inline button is there to measure.
+      let box: { x: number; y: number; width: number; height: number } | null = null;
+      for (let i = 0; i < 10 && !box; i++) {
+        await row.hover();
+        box = await row.locator('.action-label[aria-label="Cancel Job"]').boundingBox({ timeout: 2000 }).catch(() => null);
+      }
+      assert.ok(box, 'the inline Cancel button shows on hover');
+      await secondClickOnCancel(box, a, b);
+    } finally {
+      // Whatever happened, the two long jobs must not hold the GPUs for the tests after this one.
+      for (const j of [a, b]) await fetch(`${broker.url}/v1/jobs/${j.id}/cancel`, { method: 'POST', headers: { authorization: `Bearer ${token}` } }).catch(() => {});
+    }
+  });
+
+  async function secondClickOnCancel(box: { x: number; y: number; width: number; height: number }, a: Job, b: Job): Promise<void> {
+    await page.mouse.click(box.x + box.width / 2, box.y + box.height / 2);
+    await page.waitForTimeout(700);
+    // The same place again, as an impatient double click would.
+    await page.mouse.click(box.x + box.width / 2, box.y + box.height / 2);
+    await waitFor('the first job to be cancelled', async () => (await jobs()).find((j) => j.id === a.id)!.state === 'cancelled');
+    await page.waitForTimeout(1500);
+    assert.equal((await jobs()).find((j) => j.id === b.id)!.state, 'running', 'the job below was not cancelled by the second click');
+    await jobRow(`${b.id} long.py, running`).waitFor({ timeout: 10_000 });
+    await jobRow(`${b.id} long.py, running`).hover();
+    await jobRow(`${b.id} long.py, running`).locator('.action-label[aria-label="Cancel Job"]').click();
+    await waitFor('the second job to be cancelled', async () => (await jobs()).find((j) => j.id === b.id)!.state === 'cancelled');
+  }
+
+  it('shows what a running job\'s GPUs do: utilisation and a bar per probe in its row, per GPU in its tooltip and the Hosts view', async () => {
+    await openFile(page, 'long.py');
+    await runCommand(page, 'GPU Run: Run Current File on GPU');
+    const job = await waitFor('the long job to run', async () => (await jobs()).find((j) => j.command.includes('long.py') && j.state === 'running'));
+    const row = jobRow(`${job.id} long.py, running`);
+    // Two probes (30 s apart) make a history of two bars.
+    await page.locator(`.monaco-list-row[aria-label*="${job.id} long.py"] .label-description`, { hasText: /\d+% [▁▂▃▄▅▆▇█]{2,}/ }).first().waitFor({ timeout: 90_000 });
+    await page.locator('.monaco-list-row', { hasText: /GPU \d NVIDIA A100-SXM4-80GB/ }).filter({ hasText: `used by ${job.id}` }).first().waitFor({ timeout: 30_000 });
+    await row.hover();
+    await page.locator('.monaco-hover', { hasText: 'GPU usage' }).waitFor({ timeout: 10_000 }).catch(() => {});
+    await shot('vscode-gpu-usage.png');
+    await fetch(`${broker.url}/v1/jobs/${job.id}/cancel`, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
+    await waitFor('the long job to be cancelled', async () => (await jobs()).find((j) => j.id === job.id)!.state === 'cancelled');
+  });
+
+  it('a job that ends while its terminal is not in view raises a notification with its state, last lines, Show Output and Rerun', async () => {
+    await runCommand(page, 'Notifications: Clear All Notifications');
+    await openFile(page, 'fails.py');
+    await runCommand(page, 'GPU Run: Run Current File on GPU');
+    await waitForTerminal(page, /loading data/);
+    // Another job's terminal takes the view while fails.py still runs.
+    await openFile(page, 'long.py');
+    await runCommand(page, 'GPU Run: Run Current File on GPU');
+    await waitForTerminal(page, /long job started/);
+    const toast = page.locator('.notifications-toasts .notification-toast', { hasText: /fails\.py failed \(exit 3\)/ });
+    await toast.waitFor({ timeout: 30_000 });
+    assert.match(await toast.innerText(), /ValueError: bad batch/);
+    assert.deepEqual((await toast.locator('.monaco-button').allInnerTexts()).slice(0, 2), ['Show Output', 'Rerun']);
+    await shot('vscode-notification.png');
+    await toast.locator('.monaco-button', { hasText: 'Show Output' }).click();
+    await waitForTerminal(page, /ValueError: bad batch[\s\S]*exit code 3/);
+    const long = (await jobs()).find((j) => j.command.includes('long.py') && j.state === 'running');
+    if (long) await fetch(`${broker.url}/v1/jobs/${long.id}/cancel`, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
   });
 
   it("a malformed directive shows the parser's message as a problem, and its lens says to fix it", async () => {
@@ -200,16 +296,34 @@ describe('VS Code extension, end to end (code-server + Chromium)', function () {
     await row.locator('.action-label[aria-label="Show Job Output"]').click();
     // The tree redraws elapsed times every few seconds; a click that lands during a redraw reaches the command
     // without its row, and the command then asks which job (as it does from the palette): answer it.
+    // Under load the picker can take seconds: wait for it or for the terminal, whichever comes.
     const picker = page.locator('.quick-input-widget', { hasText: 'Job whose output to show' });
-    if (await picker.waitFor({ state: 'visible', timeout: 2000 }).then(() => true, () => false)) {
-      await picker.locator('.monaco-list-row', { hasText: job.id }).first().click();
-    }
+    const opened = page.locator('.terminal-wrapper.active .xterm-rows', { hasText: `job ${job.id}: python3 long.py` });
+    const first = await Promise.race([
+      picker.waitFor({ state: 'visible', timeout: 15_000 }).then(() => 'picker', () => 'none'),
+      opened.waitFor({ timeout: 15_000 }).then(() => 'terminal', () => 'none'),
+    ]);
+    if (first === 'picker') await picker.locator('.monaco-list-row', { hasText: job.id }).first().click();
     await waitForTerminal(page, new RegExp(`job ${job.id}: python3 long\\.py[\\s\\S]*long job started`));
+    // A job-end notification must not sit over the terminal.
+    await runCommand(page, 'Notifications: Clear All Notifications');
     await page.locator('.terminal-wrapper.active .xterm').click();
     await page.keyboard.press('Control+C');
-    const dialog = page.locator('.monaco-dialog-box', { hasText: `Cancel job ${job.id}?` });
-    await dialog.waitFor({ timeout: 10_000 });
-    await dialog.locator('.monaco-button', { hasText: 'Cancel Job' }).click();
+    const ask = page.locator('.quick-input-widget', { hasText: `Stop job ${job.id}` });
+    await ask.waitFor({ state: 'visible', timeout: 10_000 });
+    // The choices say what they do; the first, what Enter picks, keeps the job.
+    const choices = (await ask.locator('.quick-input-list .monaco-list-row').allInnerTexts()).map((t) => t.split('\n')[0].trim());
+    assert.deepEqual(choices.slice(0, 2), ['Keep it running', 'Stop the job']);
+    await shot('vscode-ctrl-c.png');
+    await page.keyboard.press('Enter');
+    await ask.waitFor({ state: 'hidden', timeout: 10_000 });
+    await new Promise((r) => setTimeout(r, 1000));
+    assert.equal((await jobs()).find((j) => j.id === job.id)!.state, 'running', 'Enter keeps it running');
+    await runCommand(page, 'Notifications: Clear All Notifications');
+    await page.locator('.terminal-wrapper.active .xterm').click();
+    await page.keyboard.press('Control+C');
+    await ask.waitFor({ state: 'visible', timeout: 10_000 });
+    await ask.locator('.quick-input-list .monaco-list-row', { hasText: 'Stop the job' }).click();
     await waitForTerminal(page, new RegExp(`job ${job.id} cancelled`));
     assert.equal((await jobs()).find((j) => j.id === job.id)!.state, 'cancelled');
   });

@@ -116,6 +116,14 @@ describe('GPU hosts over SSH (sshd + Docker + sshfs)', function () {
     assert.deepEqual(mountedUnder(workDir), []);
   });
 
+  it('a missing image: a clean message naming the host, what to do, and the images the host has', async () => {
+    const r = await gpurun(['run', '--workspace', ws, '--gpu-type', 'L4', '--image', 'nosuch/image:1', '--', 'true'], env);
+    assert.equal(r.code, 125, r.stderr);
+    assert.match(r.stderr, /image nosuch\/image:1 is not on host \S+/);
+    assert.doesNotMatch(r.stderr, /docker run --help/);
+    assert.match(r.stderr, /Pull or build it on \S+ .*Images on \S+: .*local\/busybox:1/s);
+  });
+
   it('places by GPU count: 3 GPUs go to the host that has 4', async () => {
     const r = await gpurun(['run', '--workspace', ws, '--gpus', '3', '--', 'sh', '-c', 'echo "gpus=$CUDA_VISIBLE_DEVICES nv=$NVIDIA_VISIBLE_DEVICES"'], env);
     assert.equal(r.code, 0, r.stderr);

@@ -62,15 +62,25 @@ export function testEnv(home: string, extra: NodeJS.ProcessEnv = {}): NodeJS.Pro
  * (`--query-gpu=index,pci.bus_id,…`) is answered from the file `gpu-health.csv` next to the folder when it exists
  * (a test writes a fault there; a line with "GPU is lost" makes it exit 15 as the real one does), else all healthy.
  */
-export function fakeNvidiaSmi(dir: string, gpus: Array<{ name: string; memoryMiB: number }>): string {
+export function fakeNvidiaSmi(dir: string, gpus: Array<{ name: string; memoryMiB: number; usage?: Array<{ pct: number; usedMiB: number }> }>): string {
   const bin = join(dir, 'fake-gpu-bin');
   mkdirSync(bin, { recursive: true });
-  const lines = gpus.map((g, i) => `${i}, GPU-${String(i).padStart(8, '0')}-stand-in-0000-000000000000, ${g.name}, ${g.memoryMiB}, 0, 0`).join('\n');
+  // A GPU with `usage` reports the next entry of it at each call (a counter file next to the script), so tests see
+  // utilisation and memory change from one probe to the next; the others report 0.
+  const lines = gpus
+    .map((g, i) => {
+      const uuid = `GPU-${String(i).padStart(8, '0')}-stand-in-0000-000000000000`;
+      if (!g.usage?.length) return `echo '${i}, ${uuid}, ${g.name}, ${g.memoryMiB}, 0, 0'`;
+      const cases = g.usage.map((u, k) => `${k}) echo '${i}, ${uuid}, ${g.name}, ${g.memoryMiB}, ${u.usedMiB}, ${u.pct}' ;;`).join(' ');
+      return `case $((n % ${g.usage.length})) in ${cases} esac`;
+    })
+    .join('\n');
   const healthy = gpus.map((_, i) => `${i}, ${fakePciBusId(i)}, 0, No`).join('\n');
   const health = join(dir, 'gpu-health.csv');
+  const counter = join(bin, 'calls');
   writeFileSync(
     join(bin, 'nvidia-smi'),
-    `#!/bin/sh\n# nvidia-smi STAND-IN for tests on machines without a GPU.\ncase "$*" in *pci.bus_id*)\n  if [ -f '${health}' ]; then cat '${health}'; if grep -q 'GPU is lost' '${health}'; then exit 15; fi; exit 0; fi\n  cat <<'CSV'\n${healthy}\nCSV\n  exit 0;;\nesac\ncat <<'CSV'\n${lines}\nCSV\n`,
+    `#!/bin/sh\n# nvidia-smi STAND-IN for tests on machines without a GPU.\ncase "$*" in *pci.bus_id*)\n  if [ -f '${health}' ]; then cat '${health}'; if grep -q 'GPU is lost' '${health}'; then exit 15; fi; exit 0; fi\n  cat <<'CSV'\n${healthy}\nCSV\n  exit 0;;\nesac\nn=$(cat '${counter}' 2>/dev/null || echo 0)\necho $((n + 1)) > '${counter}'\n${lines}\n`,
   );
   chmodSync(join(bin, 'nvidia-smi'), 0o755);
   return bin;

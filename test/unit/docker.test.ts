@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { containerName, dockerRunArgs, ensureNetworkArgs, gpuSettings, parseContainerState, userNetwork, type DockerRunInput } from '../../server/runtimes/docker.ts';
+import { containerName, dockerRunArgs, ensureNetworkArgs, gpuSettings, isNoImage, noImageHint, parseContainerState, userNetwork, type DockerRunInput } from '../../server/runtimes/docker.ts';
 
 const base: DockerRunInput = {
   jobId: 'ab12cd34', owner: 'alice', brokerId: 'b0b0', image: 'local/python:3', command: ['python3', 'train.py', '--lr', '3e-4'],
@@ -54,5 +54,17 @@ describe('dockerRunArgs', () => {
     assert.deepEqual(s, { running: false, paused: false, exitCode: 137, oomKilled: true, finishedAt: '2026-11-22T10:40:02.5Z', error: '' });
     assert.equal(parseContainerState('{"Status":"paused","Running":true,"Paused":true,"ExitCode":0}').paused, true);
     assert.equal(parseContainerState('{"Running":true,"ExitCode":0}').running, true);
+  });
+});
+
+describe('a missing image', () => {
+  it('is told apart from other docker run failures', () => {
+    assert.ok(isNoImage("Unable to find image 'nosuch/image:1' locally\ndocker: Error response from daemon: pull access denied for nosuch/image, repository does not exist or may require 'docker login'.\nRun 'docker run --help' for more information"));
+    assert.ok(!isNoImage('docker: Error response from daemon: Conflict. The container name is already in use.'));
+  });
+  it('says what to do and lists the images the host has', () => {
+    assert.equal(noImageHint('nosuch/image:1', 'uxhost', 'local/python:3\nlocal/busybox:1\n<none>:<none>\n'), "Pull or build it on uxhost (or ask the host's admin to), or pick another with --image. Images on uxhost: local/python:3, local/busybox:1.");
+    assert.equal(noImageHint('x', 'h', ''), "Pull or build it on h (or ask the host's admin to), or pick another with --image. h has no images yet.");
+    assert.equal(noImageHint('x', 'h'), "Pull or build it on h (or ask the host's admin to), or pick another with --image.");
   });
 });

@@ -68,3 +68,18 @@ describe('submit validation', () => {
     assert.equal(defaultName(['bash', 'run.sh']), 'run.sh');
   });
 });
+
+describe('submit time limits', () => {
+  const d = { gpus: 0, cpus: 1, memoryMiB: 1024, queues: { online: { maxTimeSec: 8 * 3600, defaultTimeSec: 3600 }, offline: { maxTimeSec: 7 * 86400, defaultTimeSec: 86400 } } };
+  it('names the queue that allows a longer time', () => {
+    assert.throws(
+      () => validateSubmit({ command: ['a'], workspace: '/w', time: '9h' }, d),
+      (e: Error & { hint?: string }) => /online queue allows at most 8h, asked for 9h/.test(e.message) && e.hint === 'Pass --time 8h or less, or --queue offline (it allows up to 7d; it runs when online jobs leave room).',
+    );
+    assert.throws(() => validateSubmit({ command: ['a'], workspace: '/w', time: '8d' }, d), (e: Error & { hint?: string }) => e.hint === 'Pass --time 8h or less.');
+  });
+  it('reads a text number as minutes and a JSON number as seconds', () => {
+    assert.equal(validateSubmit({ command: ['a'], workspace: '/w', time: '5' }, d).resources.timeLimitSec, 300);
+    assert.equal(validateSubmit({ command: ['a'], workspace: '/w', time: 5 }, d).resources.timeLimitSec, 5);
+  });
+});

@@ -24,8 +24,17 @@ describe('units', () => {
     assert.equal(parseDuration('1d'), 86400);
     assert.equal(parseDuration('1:30:00'), 5400);
     assert.equal(parseDuration('45:00'), 2700);
-    assert.equal(parseDuration('120'), 120);
+    assert.equal(parseDuration(120), 120, 'a JSON number is seconds (the API)');
     assert.equal(parseDuration('0'), 0);
+  });
+  it('reads a bare number as minutes and the days forms, as Slurm does', () => {
+    assert.equal(parseDuration('5'), 300);
+    assert.equal(parseDuration('120'), 7200);
+    assert.equal(parseDuration('2-12'), 2 * 86400 + 12 * 3600);
+    assert.equal(parseDuration('1-00:30'), 86400 + 1800);
+    assert.equal(parseDuration('1-02:03:04'), 86400 + 7384);
+    assert.match(parseDuration('1-25') as string, /not a duration/);
+    assert.match(parseDuration('5 minutes') as string, /bare number of minutes/);
   });
   it('explains what is wrong with a duration', () => {
     assert.match(parseDuration('soon') as string, /not a duration.*2h/);

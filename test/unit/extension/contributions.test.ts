@@ -24,7 +24,9 @@ describe('extension manifest (package.json) matches extension/contributions.ts',
     assert.deepEqual(manifest.contributes.views[VIEWS.container].map((v: { id: string }) => v.id), [VIEWS.jobs, VIEWS.hosts]);
     const inline = manifest.contributes.menus['view/item/context'].filter((m: { group: string }) => m.group.startsWith('inline'));
     assert.deepEqual(inline.map((m: { command: string }) => m.command), [COMMANDS.cancelJob.id, COMMANDS.showOutput.id, COMMANDS.rerunJob.id]);
-    assert.ok(manifest.contributes.menus['editor/title'].some((m: { command: string; when: string }) => m.command === COMMANDS.runCurrentFile.id && m.when === 'resourceLangId == python'));
+    // One Run button in the editor title bar: the run menu's (editor/title would add a second, identical one).
+    assert.ok(manifest.contributes.menus['editor/title/run'].some((m: { command: string; when: string }) => m.command === COMMANDS.runCurrentFile.id && m.when === 'resourceLangId == python'));
+    assert.equal(manifest.contributes.menus['editor/title'], undefined);
     assert.equal(manifest.main, './dist/extension.cjs');
   });
 });

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { JobList, jobItem, statusText } from '../../../extension/core/jobTree.ts';
+import { HOLD_ROWS_MS, JobList, jobItem, statusText } from '../../../extension/core/jobTree.ts';
 import { job } from './fixtures.ts';
 
 const NOW = Date.parse('2026-11-22T10:05:30.000Z');
@@ -66,8 +66,10 @@ describe('extension core: the jobs tree model', () => {
     assert.equal(v.contextValue, 'job-ended');
     assert.match(v.tooltip, /python3 train\.py --lr 3e-4/);
     assert.match(v.tooltip, /resources: 2×A100, 8 CPUs, 32G, limit 2h/);
-    assert.match(v.tooltip, /started: 2026-11-22T10:00:10\.000Z/);
-    assert.match(v.tooltip, /ended: 2026-11-22T10:01:15\.000Z/);
+    // Local time and how long ago, not UTC ISO strings.
+    assert.doesNotMatch(v.tooltip, /2026-11-22T/);
+    assert.match(v.tooltip, /started: 5 min ago \(.*\d\d:\d\d:\d\d\)/);
+    assert.match(v.tooltip, /ended: 4 min ago \(/);
     assert.match(v.tooltip, /exit code: 3/);
     assert.match(v.tooltip, /reason: exited with code 3/);
   });
@@ -75,5 +77,34 @@ describe('extension core: the jobs tree model', () => {
   it('uses the script name for the label even with an interpreter and arguments before it', () => {
     assert.equal(jobItem(job({ command: ['python3', '-u', 'src/models/train.py', '--epochs', '3'] }), NOW).label, 'a1b2c3d4 train.py');
     assert.equal(jobItem(job({ command: ['nvidia-smi'], name: 'nvidia-smi' }), NOW).label, 'a1b2c3d4 nvidia-smi');
+  });
+});
+
+describe('rows under the pointer', () => {
+  const NOW2 = Date.parse('2026-11-22T10:05:30.000Z');
+  it('stay where they are after an inline action: a cancelled job keeps its row, the next job does not move up', () => {
+    const list = new JobList();
+    const a = job({ id: 'aaaa', state: 'running', startedAt: '2026-11-22T10:00:00.000Z' });
+    const b = job({ id: 'bbbb', state: 'running', startedAt: '2026-11-22T10:01:00.000Z' });
+    list.reset([a, b]);
+    assert.deepEqual(list.group('running', NOW2).map((j) => j.id), ['aaaa', 'bbbb']);
+    list.holdRows(NOW2);
+    list.apply({ ...a, state: 'cancelled', endedAt: '2026-11-22T10:05:31.000Z' });
+    list.apply(job({ id: 'cccc', state: 'running', startedAt: '2026-11-22T10:05:31.000Z' }));
+    const held = list.group('running', NOW2 + 1000);
+    assert.deepEqual(held.map((j) => [j.id, j.state]), [['aaaa', 'cancelled'], ['bbbb', 'running']]);
+    assert.deepEqual(list.group('recent', NOW2 + 1000).map((j) => j.id), [], 'the new job and the moved one wait for the hold to end');
+    assert.deepEqual(list.group('running', NOW2 + HOLD_ROWS_MS + 1).map((j) => j.id), ['bbbb', 'cccc']);
+    assert.deepEqual(list.group('recent', NOW2 + HOLD_ROWS_MS + 1).map((j) => j.id), ['aaaa']);
+  });
+  it('filter and Clear Finished choose what is shown', () => {
+    const list = new JobList();
+    list.reset([job({ id: 'aaaa', name: 'train.py', state: 'failed', endedAt: '2026-11-22T10:01:00.000Z' }), job({ id: 'bbbb', name: 'eval.py', command: ['python3', 'eval.py'], state: 'running' })]);
+    list.filter = 'EVAL';
+    assert.deepEqual([...list.group('running'), ...list.group('recent')].map((j) => j.id), ['bbbb']);
+    list.filter = '';
+    list.clearedBefore = '2026-11-22T10:02:00.000Z';
+    assert.deepEqual(list.group('recent').map((j) => j.id), []);
+    assert.deepEqual(list.group('running').map((j) => j.id), ['bbbb']);
   });
 });

@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
 import { pickBrokerNode, nodeVersionOk } from '../../../extension/core/brokerNode.ts';
-import { actionsFor, errorText } from '../../../extension/core/errors.ts';
-import { buildSubmit, gpuChoices, scriptCommand, shortGpuName, splitCommandLine } from '../../../extension/core/runRequest.ts';
-import { host } from './fixtures.ts';
+import { actionsFor, editorErrorText, errorText } from '../../../extension/core/errors.ts';
+import { endNotice } from '../../../extension/core/notice.ts';
+import { setField, show } from '../../../extension/core/editFields.ts';
+import { buildSubmit, gpuChoices, parseEnvPairs, scriptCommand, shortGpuName, splitCommandLine } from '../../../extension/core/runRequest.ts';
+import { host, job } from './fixtures.ts';
 
 describe('extension core: what a run submits', () => {
   it("submits the script with the directive's resources", () => {
@@ -81,5 +83,48 @@ describe('extension core: what a run submits', () => {
     assert.deepEqual(actionsFor('E_UNSATISFIABLE', false), ['Show Hosts', 'Show Log']);
     assert.deepEqual(actionsFor(undefined, false), ['Show Log']);
     assert.equal(errorText({ message: 'no host has 8 GPUs', hint: 'The largest host has 4.' }), 'no host has 8 GPUs. The largest host has 4.');
+  });
+});
+
+describe('Run on GPU… extras', () => {
+  it('reads env pairs as the command line splits words', () => {
+    assert.deepEqual(parseEnvPairs(`A=1 B='two words' C=`), { A: '1', B: 'two words', C: '' });
+    assert.equal(parseEnvPairs('A=1 nope'), '"nope" is not NAME=VALUE');
+  });
+  it('submits memory, CPUs and image as chosen', () => {
+    const req = buildSubmit({ command: ['x'], workspace: '/w', choice: { memory: '16G', cpus: 4, image: 'local/python:3' }, env: { A: '1' } });
+    assert.deepEqual(req, { command: ['x'], workspace: '/w', memory: '16G', cpus: 4, image: 'local/python:3', env: { A: '1' } });
+  });
+});
+
+describe('editor texts', () => {
+  it('names the setting, not the CLI variable, when the broker cannot be reached', () => {
+    const err = { code: 'E_UNREACHABLE', message: 'cannot reach the broker at http://gpu:8750 (ECONNREFUSED)', hint: 'Check that the broker runs and the address (GPURUN_BROKER or --broker) is right.' };
+    const t = editorErrorText(err, false);
+    assert.match(t, /gpurun\.brokerUrl/);
+    assert.doesNotMatch(t, /GPURUN_BROKER|--broker/);
+  });
+  it('says how a job ended, with its last lines, in one line', () => {
+    const n = endNotice(job({ id: 'j1', state: 'failed', exitCode: 3, reason: 'exited with code 3' }), 'epoch 9\n\x1b[31mTraceback\x1b[0m\nValueError: x\n');
+    assert.equal(n.text, 'GPU Run: job j1 train.py failed (exit 3): exited with code 3 — last output: epoch 9 ⏎ Traceback ⏎ ValueError: x');
+    assert.equal(n.ok, false);
+  });
+});
+
+describe('the request editor (Rerun with Changes, Run on GPU… step 5)', () => {
+  const req = { command: ['python3', 'train.py'], workspace: '/w', gpus: 1, time: 3600 };
+  it('shows each line as a person reads it', () => {
+    assert.equal(show(req, 'time'), '1h');
+    assert.equal(show(req, 'memory'), "the broker's default");
+    assert.equal(show({ ...req, gpuType: 'A100', gpus: 2 }, 'gpus'), '2 × A100');
+  });
+  it('takes typed values, refuses bad ones, and clears with an empty one', () => {
+    assert.deepEqual(setField(req, 'gpus', '2×A100'), { ...req, gpus: 2, gpuType: 'A100' });
+    assert.deepEqual(setField(req, 'command', `python3 train.py --lr '3e-4'`), { ...req, command: ['python3', 'train.py', '--lr', '3e-4'] });
+    assert.deepEqual(setField(req, 'time', '90'), { ...req, time: '90' });
+    assert.deepEqual(setField(req, 'time', ''), { command: req.command, workspace: '/w', gpus: 1 });
+    assert.match(setField(req, 'time', 'soon') as string, /not a duration/);
+    assert.equal(setField(req, 'cpus', '0'), 'a whole number of CPUs, 1 or more');
+    assert.deepEqual(setField(req, 'env', 'A=1'), { ...req, env: { A: '1' } });
   });
 });

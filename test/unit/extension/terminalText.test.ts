@@ -58,3 +58,13 @@ describe('extension core: terminal text', () => {
     assert.equal(terminalName(job({ id: 'x9y8', command: ['python3', 'experiments/train.py'] })), 'gpurun: x9y8 train.py');
   });
 });
+
+describe('the queued line of a job terminal', () => {
+  it('is said only when the job still waits a second after it was submitted', () => {
+    const n = new JobNarrator();
+    const j = job({ state: 'queued', queuePosition: 1, reason: 'waiting for its turn in the queue', createdAt: '2026-11-22T10:00:00.000Z' });
+    const t0 = Date.parse('2026-11-22T10:00:00.000Z');
+    assert.equal(n.update(j, t0 + 200), '');
+    assert.match(n.update(j, t0 + 1100), /queued \(position 1 in online\): waiting for its turn/);
+  });
+});

@@ -1,0 +1,39 @@
+import assert from 'node:assert/strict';
+import { GpuUsageHistory, HISTORY_SAMPLES, idleForMs, sparkline } from '../../server/core/gpuUsage.ts';
+import { gpuUsageLines, jobGpuUsage } from '../../server/cli/format.ts';
+import type { Gpu, HostInfo, Job } from '../../server/protocol/jobs.ts';
+
+const gpu = (index: number, pct: number): Gpu => ({ index, uuid: `GPU-${index}`, name: 'NVIDIA A100-SXM4-80GB', memoryTotalMiB: 81920, memoryUsedMiB: 12288, utilizationPct: pct });
+const T0 = Date.parse('2026-12-01T10:00:00Z');
+
+describe('GPU usage', () => {
+  it('keeps the last samples per GPU and since when a GPU reads 0 %', () => {
+    const h = new GpuUsageHistory();
+    h.record('g1', [gpu(0, 50), gpu(1, 0)], T0);
+    h.record('g1', [gpu(0, 0), gpu(1, 0)], T0 + 30_000);
+    h.record('g1', [gpu(0, 0), gpu(1, 20)], T0 + 60_000);
+    assert.deepEqual(h.view('g1', 0), { history: [50, 0, 0], idleSince: '2026-12-01T10:00:30.000Z' });
+    assert.deepEqual(h.view('g1', 1), { history: [0, 0, 20], idleSince: null });
+    assert.deepEqual(h.view('g2', 0), { history: [], idleSince: null });
+    for (let i = 0; i < HISTORY_SAMPLES + 5; i++) h.record('g1', [gpu(0, i % 100)], T0 + i);
+    assert.equal(h.view('g1', 0).history.length, HISTORY_SAMPLES);
+  });
+  it('counts idle time from no earlier than the job start', () => {
+    assert.equal(idleForMs('2026-12-01T10:00:00Z', '2026-12-01T10:05:00Z', T0 + 15 * 60_000), 10 * 60_000);
+    assert.equal(idleForMs(null, '2026-12-01T10:05:00Z', T0), 0);
+  });
+  it('draws a bar per sample', () => {
+    assert.equal(sparkline([0, 50, 100]), '▁▅█');
+    assert.equal(sparkline([0, 0, 0, 100], 2), '▁█');
+  });
+  it('shows a running job\'s GPUs in ls and show, and says when they sit idle', () => {
+    const job = { id: 'j1', name: 'train.py', state: 'running', host: 'g1', gpuIndices: [0], exitCode: null, command: ['python3', 'train.py'], workspace: '/w', queue: 'online', reason: 'running', createdAt: '2026-12-01T09:59:00Z', startedAt: '2026-12-01T10:00:00Z', endedAt: null, resources: { gpus: 1, cpus: 1, memoryMiB: 1024, timeLimitSec: 0 } } as unknown as Job;
+    const hosts = [{ name: 'g1', gpus: [{ ...gpu(0, 0), jobId: 'j1', history: [80, 40, 0], idleSince: '2026-12-01T10:01:00Z' }] }] as unknown as HostInfo[];
+    assert.equal(jobGpuUsage(job, hosts, T0 + 5 * 60_000), '0:0% 12G/80G');
+    assert.equal(jobGpuUsage(job, hosts, T0 + 13 * 60_000), '0:0% 12G/80G idle 12m');
+    const d = gpuUsageLines(job, hosts, T0 + 13 * 60_000);
+    assert.match(d, /GPU 0:   0%  12G\/80G  ▇▄▁  \(NVIDIA A100-SXM4-80GB\)/);
+    assert.match(d, /its GPUs have sat idle \(0 %\) for 12m: a data-loading bottleneck, or a hung job\?/);
+    assert.equal(gpuUsageLines({ ...job, state: 'succeeded' } as Job, hosts), '');
+  });
+});
