@@ -9,10 +9,9 @@ import type { AttemptEvidence, Fault, JobState } from '../protocol/jobs.ts';
 import type { Evidence, ExitInfo, Lost } from './runtime.ts';
 import type { StopIntent } from './store.ts';
 
-/** NVIDIA Xid codes caused by the application itself (bad address, illegal instruction, …): not the GPU's fault. */
-export const APPLICATION_XIDS: ReadonlySet<number> = new Set([13, 31, 43, 45, 68]);
-/** Xid codes that mean the GPU (or its link, memory, firmware) failed: the job may run elsewhere. */
-export const GPU_FAULT_XIDS: ReadonlySet<number> = new Set([48, 62, 64, 74, 79, 92, 93, 94, 95, 109, 119, 120]);
+// NVIDIA's Xid catalogue, one copy for the classifier and the host health checks.
+import { APPLICATION_XIDS, GPU_FAULT_XIDS } from './xid.ts';
+export { APPLICATION_XIDS, GPU_FAULT_XIDS };
 
 /** Faults after which a restart can help, provided the evidence allows it (workspace_lost: only the control plane). */
 const RECOVERABLE: ReadonlySet<Fault> = new Set(['host_lost', 'gpu_fault', 'runtime_lost', 'preempted', 'node_fail', 'workspace_lost']);
