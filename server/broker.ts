@@ -12,6 +12,9 @@ import type { ExitInfo, Lost } from './core/runtime.ts';
 import { schedule, unsatisfiableReason, waitReason, type Allocation } from './core/scheduler.ts';
 import { validateSubmit } from './core/submit.ts';
 import { formatDuration } from './core/units.ts';
+import { jobEnv } from './core/jobEnv.ts';
+import { longTimeout, type LongTimer } from './core/longTimer.ts';
+import type { WorkspaceGate } from './auth/workspaces.ts';
 import type { BrokerConfig } from './config.ts';
 import type { HostRegistry } from './hosts/registry.ts';
 import type { LogFiles } from './logs/logFiles.ts';
@@ -34,6 +37,8 @@ export interface BrokerDeps {
   baseEnv: Record<string, string>;
   /** Slurm clusters (issue 5); absent or empty when the config names none. */
   clusters?: SlurmClusters;
+  /** What folders a user may name as a broker-read workspace (auth/workspaces.ts); absent: any (embedded broker). */
+  workspaceGate?: WorkspaceGate;
 }
 
 const ID_ALPHABET = 'abcdefghijkmnpqrstuvwxyz23456789';
@@ -43,7 +48,7 @@ const PROBE_INTERVAL_MS = 30_000;
 export class Broker extends EventEmitter<{ job: [Job] }> {
   private readonly active = new Map<string, StoredJob>();
   private readonly waiters = new Map<string, AbortController>();
-  private readonly timers = new Map<string, NodeJS.Timeout>();
+  private readonly timers = new Map<string, LongTimer>();
   private passQueued = false;
   private closed = false;
   private probeTimer?: NodeJS.Timeout;
@@ -74,7 +79,7 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     this.closed = true;
     this.d.clusters?.close();
     clearInterval(this.probeTimer);
-    for (const t of this.timers.values()) clearTimeout(t);
+    for (const t of this.timers.values()) t.clear();
     for (const w of this.waiters.values()) w.abort(new Error('broker closing'));
   }
 
@@ -88,6 +93,7 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     const defaultGpus = cfg.defaults.gpus === 'auto' ? (onCluster || this.d.hosts.totalGpus() > 0 ? 1 : 0) : cfg.defaults.gpus;
     const defaultImage = onCluster && !this.d.clusters!.runsImages(backend) ? undefined : cfg.defaults.image;
     const v = validateSubmit(body, { gpus: defaultGpus, cpus: cfg.defaults.cpus, memoryMiB: cfg.defaults.memoryMiB, image: defaultImage, queues: cfg.queues });
+    if (this.d.workspaceGate && v.workspaceFrom !== 'client') v.workspace = this.d.workspaceGate(p.user, v.workspace);
     if (onCluster && v.image && !this.d.clusters!.runsImages(backend)) {
       throw new GpurunError('E_BAD_REQUEST', `image: the cluster ${backend} runs jobs without containers`, { hint: 'Leave out --image, or ask an admin to enable "container": "pyxis" for the cluster.' });
     }
@@ -252,16 +258,10 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
 
   private async launch(job: StoredJob): Promise<void> {
     const log = this.d.log.child({ job: job.id });
-    const env: Record<string, string> = {
-      ...this.d.baseEnv,
-      PYTHONUNBUFFERED: '1',
-      ...job.env,
-      // Exactly the assigned GPUs, numbered as nvidia-smi numbers them.
-      CUDA_DEVICE_ORDER: 'PCI_BUS_ID',
-      CUDA_VISIBLE_DEVICES: job.gpuIndices.join(','),
-      GPURUN_JOB_ID: job.id,
-    };
+    const env = jobEnv({ base: this.d.baseEnv, job: job.env, jobId: job.id, gpuIndices: job.gpuIndices });
     try {
+      // Checked again: a folder on the path may have been swapped for a symlink since the submit.
+      if (this.d.workspaceGate && job.workspaceFrom !== 'client') this.d.workspaceGate(job.owner, job.workspace);
       const rt = this.d.hosts.runtimeFor(job.host!);
       if (job.workspaceFrom === 'client' && !rt.mountsWorkspace) {
         throw new GpurunError('E_BAD_REQUEST', `host ${job.host} runs jobs without a workspace mount (${rt.kind} runtime); a workspace served by the client needs an SSH host`);
@@ -298,8 +298,7 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     const limit = job.resources.timeLimitSec;
     if (!limit || !job.startedAt || job.stopIntent) return;
     const due = Date.parse(job.startedAt) + limit * 1000 - Date.now();
-    const t = setTimeout(() => this.requestStop(job.id, 'timeout', `stopped after reaching its time limit of ${formatDuration(limit)}`), Math.max(0, due));
-    t.unref();
+    const t = longTimeout(() => this.requestStop(job.id, 'timeout', `stopped after reaching its time limit of ${formatDuration(limit)}`), Math.max(0, due));
     this.timers.set(job.id, t);
   }
 
@@ -337,7 +336,7 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
 
   private finish(id: string, f: { state: JobState; reason: string; exitCode: number | null }, endedAt?: string): void {
     const now = new Date().toISOString();
-    clearTimeout(this.timers.get(id));
+    this.timers.get(id)?.clear();
     this.timers.delete(id);
     this.waiters.delete(id);
     const job = this.update(id, { ...f, endedAt: endedAt ?? now }, now);

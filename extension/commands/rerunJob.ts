@@ -5,7 +5,8 @@ import { jobArg, register, submitAndShow, type Ctx } from './common.ts';
 
 export function registerRerunJob(ctx: Ctx): void {
   register(ctx, COMMANDS.rerunJob.id, async (arg?: unknown) => {
-    const job = await jobArg(ctx, arg, () => true, 'Job to run again');
+    // Fetched again: the event stream that fills the sidebar carries no env values.
+    const job = await (await ctx.broker.connection()).client.get((await jobArg(ctx, arg, () => true, 'Job to run again')).id);
     const r = job.resources;
     const req: SubmitRequest = {
       command: job.command,

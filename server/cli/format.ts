@@ -2,7 +2,20 @@
 import type { HostInfo, Job } from '../protocol/jobs.ts';
 import { formatDuration, formatMemory } from '../core/units.ts';
 
+/**
+ * Text from the broker (a job's name, argv, reason, host errors) made safe for a terminal: control characters
+ * (ESC, CR, BEL, C1, …) become visible escapes such as `\x1b`, so a job cannot move the cursor, change colours,
+ * set the window title or rewrite earlier lines of `gpurun ls`.
+ */
+export function printable(text: string): string {
+  return text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, (c) => {
+    const n = c.charCodeAt(0);
+    return c === '\t' ? ' ' : n > 0xff ? `\\u${n.toString(16)}` : `\\x${n.toString(16).padStart(2, '0')}`;
+  });
+}
+
 export function table(rows: string[][]): string {
+  rows = rows.map((r) => r.map(printable));
   const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
   return rows.map((r) => r.map((cell, c) => (c === r.length - 1 ? cell : cell.padEnd(widths[c]))).join('  ').trimEnd()).join('\n') + '\n';
 }
@@ -44,10 +57,14 @@ export function hostsTable(hosts: HostInfo[]): string {
     }),
   ]);
   for (const h of hosts) {
-    if (h.lastError) out += `${h.name}: ${h.lastError}\n`;
-    for (const g of h.gpus) out += `  ${h.name} GPU ${g.index}  ${g.name}  ${formatMemory(g.memoryTotalMiB)}  ${g.jobId ? `used by ${g.jobId}` : 'free'}\n`;
+    if (h.lastError) out += `${printable(`${h.name}: ${h.lastError}`)}\n`;
+    for (const g of h.gpus) out += `${printable(`  ${h.name} GPU ${g.index}  ${g.name}  ${formatMemory(g.memoryTotalMiB)}  ${g.jobId ? `used by ${g.jobId}` : 'free'}`)}\n`;
   }
   return out;
+}
+
+export function tokensTable(tokens: Array<{ id: string; user: string; admin: boolean; createdAt: string; expiresAt: string | null; state: string }>): string {
+  return table([['ID', 'USER', 'ADMIN', 'CREATED', 'EXPIRES', 'STATE'], ...tokens.map((t) => [t.id, t.user, t.admin ? 'yes' : 'no', t.createdAt.slice(0, 19), t.expiresAt?.slice(0, 19) ?? 'never', t.state])]);
 }
 
 /** The CLI's exit code for a job that has ended (documented in the README). */

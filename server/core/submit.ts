@@ -4,6 +4,7 @@
 import { GpurunError } from '../protocol/errors.ts';
 import { QUEUES, type Queue, type Resources } from '../protocol/jobs.ts';
 import { formatDuration, parseDuration, parseMemory } from './units.ts';
+import { reservedEnvName } from './jobEnv.ts';
 
 export interface SubmitDefaults {
   gpus: number;
@@ -84,7 +85,7 @@ export function validateSubmit(body: unknown, d: SubmitDefaults): ValidSubmit {
 
   let image = d.image;
   if (b.image !== undefined) {
-    if (typeof b.image !== 'string' || !/^[\w.\-/:@]{1,256}$/.test(b.image)) bad('image', 'must be an image reference such as python:3.12');
+    if (!validImage(b.image)) bad('image', 'must be an image reference such as python:3.12 (letters, digits and . _ - / : @, starting with a letter or digit)');
     image = b.image;
   }
 
@@ -93,6 +94,7 @@ export function validateSubmit(body: unknown, d: SubmitDefaults): ValidSubmit {
     if (typeof b.env !== 'object' || b.env === null || Array.isArray(b.env)) bad('env', 'must be an object of NAME: value strings');
     for (const [k, v] of Object.entries(b.env)) {
       if (!ENV_NAME.test(k)) bad(`env.${k}`, 'is not a valid variable name (letters, digits, _; not starting with a digit)');
+      if (reservedEnvName(k)) bad(`env.${k}`, 'is set by gpurun for every job (GPU visibility and GPURUN_* variables are the broker\'s)', 'Leave it out: the job sees exactly its GPUs in CUDA_VISIBLE_DEVICES, and GPURUN_GPUS holds the host\'s numbers.');
       if (typeof v !== 'string' || v.includes('\0')) bad(`env.${k}`, 'must be a string without NUL bytes');
       env[k] = v;
     }
@@ -113,6 +115,14 @@ export function validateSubmit(body: unknown, d: SubmitDefaults): ValidSubmit {
 
   const resources: Resources = { gpus, cpus, memoryMiB, timeLimitSec, ...(gpuType ? { gpuType } : {}) };
   return { command: cmd as string[], workspace: b.workspace, name, resources, queue: queue as Queue, ...(image ? { image } : {}), env, ...(backend ? { backend } : {}), ...(fromClient ? { workspaceFrom: 'client' as const } : {}) };
+}
+
+/**
+ * Whether `image` is an image reference Docker cannot read as anything else: it starts with a letter or digit (so
+ * never an option like `--privileged`) and has only the characters of `[registry[:port]/]name[:tag][@digest]`.
+ */
+export function validImage(image: unknown): image is string {
+  return typeof image === 'string' && /^[A-Za-z0-9][\w.\-/:@]{0,255}$/.test(image);
 }
 
 /** The script a command runs (`python3 -u train.py` → "train.py"), else the program's base name. */

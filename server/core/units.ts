@@ -17,23 +17,30 @@ export function parseMemory(text: string | number): number | string {
 
 const TIME_UNITS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86400 };
 
+/** The longest duration accepted (366 days): longer ones are refused rather than stored as a wrong number. */
+export const MAX_DURATION_SEC = 366 * 86400;
+
+function capped(sec: number, text: string | number): number | string {
+  return Number.isFinite(sec) && sec <= MAX_DURATION_SEC ? sec : `"${String(text).slice(0, 40)}${String(text).length > 40 ? '…' : ''}" is longer than the longest time allowed (${MAX_DURATION_SEC / 86400}d)`;
+}
+
 /**
  * "90s", "30m", "2h", "1d", "1h30m", "1:30:00", "45:00", "120" (seconds), "0" (no limit) → seconds.
  * Returns an error message instead of a number when the text is not a duration.
  */
 export function parseDuration(text: string | number): number | string {
-  if (typeof text === 'number') return Number.isInteger(text) && text >= 0 ? text : `time must be a whole number of seconds ≥ 0, got ${text}`;
+  if (typeof text === 'number') return Number.isInteger(text) && text >= 0 ? capped(text, text) : `time must be a whole number of seconds ≥ 0, got ${text}`;
   const t = text.trim().toLowerCase();
-  if (/^\d+$/.test(t)) return Number(t);
+  if (/^\d+$/.test(t)) return capped(Number(t), text);
   const clock = /^(?:(\d+):)?(\d{1,2}):(\d{2})$/.exec(t);
   if (clock) {
     const [h, m, s] = [Number(clock[1] ?? 0), Number(clock[2]), Number(clock[3])];
-    if (m < 60 && s < 60) return clock[1] === undefined ? m * 60 + s : h * 3600 + m * 60 + s;
+    if (m < 60 && s < 60) return capped(clock[1] === undefined ? m * 60 + s : h * 3600 + m * 60 + s, text);
   }
   if (/^(\d+(\.\d+)?[smhd])+$/.test(t)) {
     let total = 0;
     for (const part of t.matchAll(/(\d+(?:\.\d+)?)([smhd])/g)) total += Number(part[1]) * TIME_UNITS[part[2]];
-    return Math.round(total);
+    return capped(Math.round(total), text);
   }
   return `"${text}" is not a duration; use e.g. 90s, 30m, 2h, 1h30m or 1:30:00`;
 }

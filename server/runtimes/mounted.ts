@@ -14,6 +14,7 @@ import type { SshHostConfig } from '../hosts/sshConfig.ts';
 import type { RemoteExec } from '../hosts/ssh.ts';
 import { mountPoint, type Mounts } from '../hosts/mount.ts';
 import type { ClientWorkspaces } from '../hosts/clientWorkspaces.ts';
+import { withoutReserved } from '../core/jobEnv.ts';
 
 /** What the runtimes need from the SSH side of the registry. */
 export interface SshHostLookup {
@@ -54,7 +55,7 @@ export interface MountedRuntimeOptions {
 
 /** The variables a job on an SSH host gets: its own and gpurun's, never the broker's environment. */
 export function hostJobEnv(spec: StartSpec): Record<string, string> {
-  const out: Record<string, string> = { ...spec.job.env };
+  const out: Record<string, string> = withoutReserved(spec.job.env);
   for (const k of ['PYTHONUNBUFFERED', 'CUDA_DEVICE_ORDER', 'GPURUN_JOB_ID']) if (spec.env[k] !== undefined) out[k] = spec.env[k];
   return out;
 }
@@ -161,7 +162,7 @@ export abstract class MountedRuntime implements Runtime {
   private async followOnce(ssh: RemoteExec, r: MountedRef, signal: AbortSignal): Promise<string | null> {
     const f = this.followCommand(r, fileSize(r.logPath));
     let skip = f.skip;
-    const fd = openSync(r.logPath, 'a');
+    const fd = openSync(r.logPath, 'a', 0o600);
     let lostWhy: string | null = null;
     try {
       const ch = await ssh.spawn(f.argv);

@@ -37,6 +37,14 @@ describe('submit validation', () => {
     ['unknown field', { command: ['a'], workspace: '/w', gpu: 1 }, /gpu: unknown field/],
     ['hostile image', { command: ['a'], workspace: '/w', image: 'x; rm -rf /' }, /image: must be an image reference/],
     ['unknown workspaceFrom', { command: ['a'], workspace: '/w', workspaceFrom: 'laptop' }, /workspaceFrom: must be "broker" or "client"/],
+    ['an image that docker would read as an option', { command: ['a'], workspace: '/w', image: '--privileged' }, /image: must be an image reference .*starting with a letter or digit/],
+    ['an image starting with "-"', { command: ['a'], workspace: '/w', image: '-v/:/host' }, /image: must be an image reference/],
+    ['a job env naming the GPU visibility', { command: ['a'], workspace: '/w', env: { NVIDIA_VISIBLE_DEVICES: 'all' } }, /env.NVIDIA_VISIBLE_DEVICES: is set by gpurun for every job/],
+    ['a job env naming CUDA_VISIBLE_DEVICES', { command: ['a'], workspace: '/w', env: { CUDA_VISIBLE_DEVICES: '0,1' } }, /env.CUDA_VISIBLE_DEVICES: is set by gpurun/],
+    ['a job env naming a GPURUN_ variable', { command: ['a'], workspace: '/w', env: { GPURUN_GPUS: '0-7' } }, /env.GPURUN_GPUS: is set by gpurun/],
+    ['a 400-digit time (it was stored as no limit)', { command: ['a'], workspace: '/w', queue: 'offline', time: '9'.repeat(400) }, /time: .* is longer than the longest time allowed \(366d\)/],
+    ['a huge time in days', { command: ['a'], workspace: '/w', queue: 'offline', time: '99999999999999999999d' }, /time: .*longer than the longest time allowed/],
+    ['a huge time as a number', { command: ['a'], workspace: '/w', queue: 'offline', time: 1e20 }, /time: .*longer than the longest time allowed/],
   ];
   for (const [what, body, re] of bad) {
     it(`refuses ${what} with a message naming the field`, () => {

@@ -41,3 +41,15 @@ describe('units', () => {
     assert.equal(formatDuration(90061), '1d1h');
   });
 });
+
+describe('terminal-safe CLI text', () => {
+  it('shows control characters of job names and argv as escapes, never raw', async () => {
+    const { printable, jobsTable } = await import('../../server/cli/format.ts');
+    assert.equal(printable('a\x1b]0;pwned\x07b\rc\u009bd\u2028'), 'a\\x1b]0;pwned\\x07b\\x0dc\\x9bd\\u2028');
+    assert.equal(printable('tab\there'), 'tab here');
+    const job = { id: 'j1', owner: 'bob', name: '\x1b[2J\x1b[Hfake', state: 'running', queue: 'online', host: 'h', gpuIndices: [], resources: { gpus: 0 }, createdAt: new Date().toISOString(), startedAt: null, endedAt: null, exitCode: null, reason: 'ok\x1b[31m' };
+    const out = jobsTable([job as never], false);
+    assert.ok(!out.includes('\x1b'), out);
+    assert.match(out, /\\x1b\[2J\\x1b\[Hfake/);
+  });
+});
