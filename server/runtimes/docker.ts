@@ -136,6 +136,8 @@ export function parseContainerState(json: string): ContainerState {
 
 export interface DockerRef extends MountedRef {
   container: string;
+  /** The folder of the job's env file on the host (removed after `docker run`, and again at cleanup). */
+  envDir?: string;
 }
 
 export class DockerRuntime extends MountedRuntime {
@@ -181,7 +183,7 @@ export class DockerRuntime extends MountedRuntime {
       await this.mounts.unmount(ssh, mnt).catch(() => {});
       throw e;
     }
-    return { host: spec.host, container: name, mnt, transport, logPath: spec.logPath };
+    return { host: spec.host, container: name, mnt, transport, logPath: spec.logPath, envDir };
   }
 
   /** `docker logs` cannot start at a byte: it prints everything, and what the log file has is dropped. */
@@ -211,7 +213,8 @@ export class DockerRuntime extends MountedRuntime {
 
   protected async remove(ssh: RemoteExec, ref: MountedRef): Promise<void> {
     await ssh.exec(['docker', 'rm', '-f', (ref as DockerRef).container], { timeoutMs: 60_000 });
-    await removeEnvDir(ssh, `${this.hosts.config(ref.host).workDir}/run/${(ref as DockerRef).container.replace(/^gpurun-/, '')}`);
+    const envDir = (ref as DockerRef).envDir;
+    if (envDir) await removeEnvDir(ssh, envDir);
   }
 
   /**
