@@ -21,7 +21,8 @@ import { workspaceGate } from './auth/workspaces.ts';
 import { refuseUntrustedLocalHosts } from './config.ts';
 import { jsonLogger, type Logger } from './logger.ts';
 import { embeddedSocket } from './protocol/paths.ts';
-import { SlurmClusters, type ClusterParts } from './slurm/backend.ts';
+import { SlurmCluster, type ClusterParts } from './slurm/backend.ts';
+import { HostPool } from './pool/backend.ts';
 import { LocalExec } from './slurm/exec.ts';
 import { LocalClusterFiles } from './slurm/files.ts';
 import { SftpClusterFiles } from './slurm/sftpFiles.ts';
@@ -63,16 +64,16 @@ export async function startBroker(config: BrokerConfig, opts: { log?: Logger; id
   const brokerEnv = Object.fromEntries(Object.entries(process.env).filter((e): e is [string, string] => e[1] !== undefined && !e[0].startsWith('GPURUN_')));
   // A team broker's jobs start from a clean environment, never the broker's own (README: "Running a team broker").
   const baseEnv = config.team ? teamBaseEnv(process.env) : embeddedBaseEnv(process.env);
-  // Slurm backend (issue 5): a login node that is this machine runs Slurm's commands as local argv processes; one
+  // A Slurm cluster's login node that is this machine runs Slurm's commands as local argv processes; one
   // reached over SSH runs them through an ssh2 pool and stages over that pool's SFTP.
   const clusterParts = (c: ClusterConfig): ClusterParts => {
     if (c.login === 'local') return { exec: new LocalExec(brokerEnv), files: new LocalClusterFiles() };
     const pool = new SshPool({ name: c.name, ...c.login }, (err) => log.warn('connection to the login node lost', { cluster: c.name, err }), `cluster ${c.name}'s login node`);
     return { exec: pool, files: new SftpClusterFiles(pool), close: () => pool.close() };
   };
-  const clusters = config.clusters.length ? new SlurmClusters(config.clusters, { dataDir: config.dataDir, logs, log, parts: clusterParts }) : undefined;
+  const backends = [...(config.hosts.length ? [new HostPool(hosts, logs)] : []), ...config.clusters.map((c) => new SlurmCluster(c, clusterParts(c), { dataDir: config.dataDir, logs, log }))];
   const gate = workspaceGate(config);
-  const broker = new Broker({ config, store, logs, hosts, log, baseEnv, ...(clusters ? { clusters } : {}), ...(gate ? { workspaceGate: gate } : {}) });
+  const broker = new Broker({ config, store, logs, hosts, log, baseEnv, backends, ...(gate ? { workspaceGate: gate } : {}) });
   await broker.start();
   hosts.onChange(() => broker.kick());
   sshSide.startSweeps((jobId) => !broker.isDone(jobId));

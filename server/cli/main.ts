@@ -4,7 +4,7 @@
  */
 import { GpurunError, isGpurunError } from '../protocol/errors.ts';
 import { runCommand } from './run.ts';
-import { brokerCommand, cancelCommand, hostsCommand, logsCommand, lsCommand, tokenCommand } from './commands.ts';
+import { brokerCommand, cancelCommand, hostsCommand, logsCommand, lsCommand, showCommand, tokenCommand } from './commands.ts';
 import { sftpServeCommand } from './sftpServe.ts';
 import { serveWorkspaceCommand } from './serveWorkspace.ts';
 
@@ -15,6 +15,7 @@ const HELP = `gpurun ${VERSION}: run code on a GPU host or a Slurm cluster, from
 Usage:
   gpurun run [options] -- CMD [ARGS...]   run a job and stream its output (gpurun run --help)
   gpurun ls [--all] [--json]              list your jobs
+  gpurun show [--json] ID                 show a job and its attempts (faults, evidence)
   gpurun logs [-f] [--from OFFSET] ID     print a job's output
   gpurun cancel ID                        stop a job
   gpurun hosts [--json]                   show hosts and their GPUs
@@ -30,6 +31,7 @@ with its state in $GPURUN_HOME (default: $XDG_DATA_HOME/gpurun or ~/.local/share
 const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   run: runCommand,
   ls: lsCommand,
+  show: showCommand,
   logs: logsCommand,
   cancel: cancelCommand,
   hosts: hostsCommand,

@@ -7,7 +7,7 @@ import { resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { GpurunError } from '../protocol/errors.ts';
 import { isFinal, type Job, type SubmitRequest, type Queue } from '../protocol/jobs.ts';
-import { applyDirective, parseDirectives } from '../core/directives.ts';
+import { applyDirective, parseDirectives, parseExitCodes } from '../core/directives.ts';
 import { parseArgs, usage } from './args.ts';
 import { connect, type Connection } from './connect.ts';
 import { followLogs } from './follow.ts';
@@ -30,13 +30,16 @@ Options:
   --env K=V           environment variable for the job (repeatable)
   --name NAME         label shown in lists (default: the script's name)
   --backend NAME      where it runs: "hosts" (the host pool) or a Slurm cluster's name (default: the broker's)
+  --restarts N        restart it up to N times after a fault that is not its own (host lost, GPU fault, container
+                      gone, preempted, node failure); default: the queue's (usually 0)
+  --restart-on-exit CODES  also restart it when it exits with one of these codes, e.g. 75,143 (counts as a restart)
   --detach, -d        print the job id and return at once
   --serve-workspace   serve the workspace's files from this machine, through the broker, to the GPU host (for a
                       broker that runs elsewhere and cannot read them); gpurun run must stay attached meanwhile
   --broker URL        broker address (default: $GPURUN_BROKER, else the local embedded broker)
 
-A "# gpurun: gpus=2 gpu-type=A100 time=2h ..." line at the top of the script sets its defaults; options win.
-Exit codes: the job's own; 124 timed out; 125 could not start; 130 cancelled; 75 lost.
+A "# gpurun: gpus=2 gpu-type=A100 time=2h restarts=3 ..." line at the top of the script sets its defaults; options win.
+Exit codes: the last attempt's own; 124 timed out; 125 could not start; 130 cancelled; 75 lost.
 `;
 
 function out(s: string): void {
@@ -46,7 +49,7 @@ function out(s: string): void {
 export async function runCommand(argv: string[]): Promise<number> {
   const { opts, rest } = parseArgs(
     argv,
-    { values: ['gpus', 'gpu-type', 'cpus', 'memory', 'time', 'queue', 'image', 'workspace', 'env', 'name', 'broker', 'backend'], flags: ['detach', 'help', 'serve-workspace'], repeat: ['env'], short: { d: 'detach', h: 'help' }, stopAtPositional: true },
+    { values: ['gpus', 'gpu-type', 'cpus', 'memory', 'time', 'queue', 'image', 'workspace', 'env', 'name', 'broker', 'backend', 'restarts', 'restart-on-exit'], flags: ['detach', 'help', 'serve-workspace'], repeat: ['env'], short: { d: 'detach', h: 'help' }, stopAtPositional: true },
     'run',
   );
   if (opts.help) {
@@ -72,6 +75,12 @@ export async function runCommand(argv: string[]): Promise<number> {
   if (opts.image !== undefined) req.image = opts.image as string;
   if (opts.name !== undefined) req.name = opts.name as string;
   if (opts.backend !== undefined) req.backend = opts.backend as string;
+  if (opts.restarts !== undefined) req.restarts = intOpt('restarts', opts.restarts as string);
+  if (opts['restart-on-exit'] !== undefined) {
+    const codes = parseExitCodes(opts['restart-on-exit'] as string);
+    if (typeof codes === 'string') throw usage('run', `--restart-on-exit ${codes}`);
+    req.restartOnExit = codes;
+  }
   const env: Record<string, string> = {};
   for (const kv of (opts.env as string[]) ?? []) {
     const eq = kv.indexOf('=');
@@ -149,7 +158,7 @@ async function attach(conn: Connection, job0: Job): Promise<number> {
     let line = '';
     if (job.state === 'queued') line = `queued${job.queuePosition ? ` (position ${job.queuePosition} in ${job.queue})` : ''}: ${job.reason}`;
     // Once placed, say where (also for a job so quick that it is already over when asked).
-    else if (job.host) line = `running on ${job.host} (${job.gpuIndices.length ? `GPU ${job.gpuIndices.join(',')}` : 'no GPU'})`;
+    else if (job.host) line = `running on ${job.host} (${job.gpuIndices.length ? `GPU ${job.gpuIndices.join(',')}` : 'no GPU'})${job.attempt && job.attempt.n > 1 ? ` · attempt ${job.attempt.n}/${job.attempt.of}` : ''}`;
     if (line && line !== lastStatus) {
       out(line);
       lastStatus = line;
@@ -181,13 +190,20 @@ async function attach(conn: Connection, job0: Job): Promise<number> {
   };
   process.on('SIGINT', onSigint);
 
-  // Show queue and start changes while the output streams.
+  // Show queue and start changes while the output streams; a restarted job goes back to the queue, so this watches
+  // to the end (often while it waits, seldom while it runs).
+  let streamDone = false;
+  let wake: (() => void) | undefined;
   const watcher = (async () => {
     let job = job0;
-    while (!ac.signal.aborted && (job.state === 'queued' || job.state === 'starting')) {
-      await new Promise((r) => setTimeout(r, 300));
+    while (!ac.signal.aborted && !streamDone && !isFinal(job.state)) {
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, job.state === 'running' ? 2_000 : 300);
+        wake = () => (clearTimeout(t), r());
+      });
+      if (streamDone) break;
       job = await conn.client.get(id).catch(() => job);
-      status(job);
+      if (!isFinal(job.state)) status(job);
     }
   })();
 
@@ -209,6 +225,8 @@ async function attach(conn: Connection, job0: Job): Promise<number> {
     );
   } finally {
     process.off('SIGINT', onSigint);
+    streamDone = true;
+    wake?.();
   }
   await watcher;
   if (detached) {

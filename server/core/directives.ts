@@ -1,5 +1,5 @@
 /**
- * `# gpurun: gpus=2 gpu-type=A100 cpus=8 memory=32G time=2h queue=offline` in the first lines of a script sets that
+ * `# gpurun: gpus=2 gpu-type=A100 cpus=8 memory=32G time=2h queue=offline restarts=3` in the first lines of a script sets that
  * script's defaults. Pure: used by the CLI, the broker-less CodeLens and tests alike.
  */
 import { QUEUES, type Queue, type SubmitRequest } from '../protocol/jobs.ts';
@@ -16,6 +16,8 @@ export interface Directive {
   timeSec?: number;
   queue?: Queue;
   image?: string;
+  restarts?: number;
+  restartOnExit?: number[];
 }
 
 export interface DirectiveError {
@@ -34,7 +36,7 @@ export interface DirectiveResult {
   lines: number[];
 }
 
-const KEYS = ['gpus', 'gpu-type', 'cpus', 'memory', 'time', 'queue', 'image'] as const;
+const KEYS = ['gpus', 'gpu-type', 'cpus', 'memory', 'time', 'queue', 'image', 'restarts', 'restart-on-exit'] as const;
 const DIRECTIVE_RE = /^(\s*#\s*gpurun:)(.*)$/;
 
 /** Parses every `# gpurun:` line within the first DIRECTIVE_SCAN_LINES lines; later lines win for the same key. */
@@ -105,6 +107,16 @@ function applyKey(d: Directive, key: (typeof KEYS)[number], value: string): stri
     case 'image':
       d.image = value;
       return;
+    case 'restarts':
+      if (!/^\d+$/.test(value)) return `must be a whole number, got "${value}"`;
+      d.restarts = Number(value);
+      return;
+    case 'restart-on-exit': {
+      const codes = parseExitCodes(value);
+      if (typeof codes === 'string') return codes;
+      d.restartOnExit = codes;
+      return;
+    }
   }
 }
 
@@ -117,5 +129,14 @@ export function applyDirective(req: SubmitRequest, d: Directive): SubmitRequest 
   if (d.timeSec !== undefined) req.time = d.timeSec;
   if (d.queue !== undefined) req.queue = d.queue;
   if (d.image !== undefined) req.image = d.image;
+  if (d.restarts !== undefined) req.restarts = d.restarts;
+  if (d.restartOnExit !== undefined) req.restartOnExit = d.restartOnExit;
   return req;
+}
+
+/** "75,143" → [75, 143]; an error in words otherwise. Shared by the directive and `--restart-on-exit`. */
+export function parseExitCodes(value: string): number[] | string {
+  const parts = value.split(',');
+  if (!parts.every((p) => /^\d{1,3}$/.test(p) && Number(p) >= 1 && Number(p) <= 255)) return `must be exit codes from 1 to 255 separated by commas, e.g. 75,143; got "${value}"`;
+  return parts.map(Number);
 }

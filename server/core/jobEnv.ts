@@ -49,6 +49,8 @@ export interface JobEnvInput {
   job: Record<string, string>;
   jobId: string;
   gpuIndices: number[];
+  /** More variables the broker sets (the attempt's GPURUN_ATTEMPT, …): after the job's own. */
+  broker?: Record<string, string>;
 }
 
 /** The full environment of a job on a local host (SSH hosts take only the job's part: runtimes/mounted.ts). */
@@ -58,6 +60,7 @@ export function jobEnv(i: JobEnvInput): Record<string, string> {
     ...i.base,
     PYTHONUNBUFFERED: '1',
     ...withoutReserved(i.job),
+    ...i.broker,
     // Exactly the assigned GPUs, numbered as nvidia-smi numbers them.
     CUDA_DEVICE_ORDER: 'PCI_BUS_ID',
     CUDA_VISIBLE_DEVICES: gpus,

@@ -4,6 +4,7 @@
 import { GpurunError } from '../protocol/errors.ts';
 import { QUEUES, type Queue, type Resources } from '../protocol/jobs.ts';
 import { formatDuration, parseDuration, parseMemory } from './units.ts';
+import { MAX_RESTARTS } from './restartPolicy.ts';
 import { reservedEnvName } from './jobEnv.ts';
 
 export interface SubmitDefaults {
@@ -26,9 +27,12 @@ export interface ValidSubmit {
   backend?: string;
   /** Set when the submitting client serves the workspace itself. */
   workspaceFrom?: 'client';
+  /** As asked; absent = the queue's default. */
+  restarts?: number;
+  restartOnExit?: number[];
 }
 
-const FIELDS = ['command', 'workspace', 'gpus', 'gpuType', 'cpus', 'memory', 'time', 'queue', 'image', 'env', 'name', 'backend', 'workspaceFrom'];
+const FIELDS = ['command', 'workspace', 'gpus', 'gpuType', 'cpus', 'memory', 'time', 'queue', 'image', 'env', 'name', 'backend', 'workspaceFrom', 'restarts', 'restartOnExit'];
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const MAX_ARGS = 4096;
 const MAX_ARG_BYTES = 128 * 1024;
@@ -113,8 +117,20 @@ export function validateSubmit(body: unknown, d: SubmitDefaults): ValidSubmit {
   if (b.workspaceFrom !== undefined && b.workspaceFrom !== 'broker' && b.workspaceFrom !== 'client') bad('workspaceFrom', 'must be "broker" or "client"');
   const fromClient = b.workspaceFrom === 'client';
 
+  if (b.restarts !== undefined && (typeof b.restarts !== 'number' || !Number.isInteger(b.restarts) || b.restarts < 0 || b.restarts > MAX_RESTARTS)) {
+    bad('restarts', `must be a whole number from 0 to ${MAX_RESTARTS}`);
+  }
+  let restartOnExit: number[] | undefined;
+  if (b.restartOnExit !== undefined) {
+    const r = b.restartOnExit;
+    if (!Array.isArray(r) || r.length > 32 || !r.every((c) => typeof c === 'number' && Number.isInteger(c) && c >= 1 && c <= 255)) {
+      bad('restartOnExit', 'must be a list of exit codes from 1 to 255', 'e.g. --restart-on-exit 75,143');
+    }
+    restartOnExit = [...new Set(r as number[])];
+  }
+
   const resources: Resources = { gpus, cpus, memoryMiB, timeLimitSec, ...(gpuType ? { gpuType } : {}) };
-  return { command: cmd as string[], workspace: b.workspace, name, resources, queue: queue as Queue, ...(image ? { image } : {}), env, ...(backend ? { backend } : {}), ...(fromClient ? { workspaceFrom: 'client' as const } : {}) };
+  return { command: cmd as string[], workspace: b.workspace, name, resources, queue: queue as Queue, ...(image ? { image } : {}), env, ...(backend ? { backend } : {}), ...(fromClient ? { workspaceFrom: 'client' as const } : {}), ...(b.restarts !== undefined ? { restarts: b.restarts as number } : {}), ...(restartOnExit?.length ? { restartOnExit } : {}) };
 }
 
 /**

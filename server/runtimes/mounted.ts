@@ -29,6 +29,8 @@ export interface MountedRef extends Record<string, unknown> {
   transport: 'direct' | 'relay';
   /** The broker's log file for the job (output is appended there). */
   logPath: string;
+  /** Byte of the log file where this attempt's output begins (set by the host pool; absent = 0). */
+  logOffset?: number;
 }
 
 /** How to follow a job's output: the command that prints it from some byte on, and how much of what it prints to drop. */
@@ -56,7 +58,8 @@ export interface MountedRuntimeOptions {
 /** The variables a job on an SSH host gets: its own and gpurun's, never the broker's environment. */
 export function hostJobEnv(spec: StartSpec): Record<string, string> {
   const out: Record<string, string> = withoutReserved(spec.job.env);
-  for (const k of ['PYTHONUNBUFFERED', 'CUDA_DEVICE_ORDER', 'GPURUN_JOB_ID']) if (spec.env[k] !== undefined) out[k] = spec.env[k];
+  // gpurun's own (GPURUN_JOB_ID, GPURUN_ATTEMPT, …); the GPU variables come from the runtime's gpuSettings.
+  for (const [k, v] of Object.entries(spec.env)) if (k === 'PYTHONUNBUFFERED' || k === 'CUDA_DEVICE_ORDER' || (k.startsWith('GPURUN_') && k !== 'GPURUN_GPUS')) out[k] = v;
   return out;
 }
 
@@ -160,7 +163,7 @@ export abstract class MountedRuntime implements Runtime {
    * Meanwhile checks the mount; returns why the workspace was lost, if it was (the caller stops the job).
    */
   private async followOnce(ssh: RemoteExec, r: MountedRef, signal: AbortSignal): Promise<string | null> {
-    const f = this.followCommand(r, fileSize(r.logPath));
+    const f = this.followCommand(r, Math.max(0, fileSize(r.logPath) - (r.logOffset ?? 0)));
     let skip = f.skip;
     const fd = openSync(r.logPath, 'a', 0o600);
     let lostWhy: string | null = null;

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { embeddedBaseEnv, jobEnv, reservedEnvName, teamBaseEnv } from '../../server/core/jobEnv.ts';
-import { timerChunks, MAX_TIMER_MS, longTimeout } from '../../server/core/longTimer.ts';
+import { systemClock } from '../../server/core/clock.ts';
 
 describe('job environment', () => {
   const broker = { PATH: '/opt/bin:/usr/bin', HOME: '/var/lib/gpurun', USER: 'gpurun', LANG: 'en_US.UTF-8', SSH_AUTH_SOCK: '/tmp/agent.1', AWS_SECRET_ACCESS_KEY: 'sekrit', NVIDIA_VISIBLE_DEVICES: 'all', GPURUN_TOKEN: 'gpr_x' };
@@ -27,6 +27,7 @@ describe('job environment', () => {
     assert.equal(e.NVIDIA_VISIBLE_DEVICES, undefined);
     assert.equal(e.CUDA_DEVICE_ORDER, 'PCI_BUS_ID');
     assert.equal(e.GPURUN_JOB_ID, 'j1');
+    assert.equal(jobEnv({ base: {}, job: { GPURUN_ATTEMPT: '9' }, jobId: 'j1', gpuIndices: [], broker: { GPURUN_ATTEMPT: '2' } }).GPURUN_ATTEMPT, '2', "the broker's own GPURUN_ variables");
     assert.equal(e.PYTHONUNBUFFERED, '1');
     assert.equal(e.SSH_AUTH_SOCK, undefined);
   });
@@ -37,22 +38,12 @@ describe('job environment', () => {
   });
 });
 
-describe('long timers', () => {
-  it('split a wait longer than one Node timer can take into chunks', () => {
-    assert.deepEqual(timerChunks(1000), [1000]);
-    assert.deepEqual(timerChunks(25 * 86_400_000), [MAX_TIMER_MS, 25 * 86_400_000 - MAX_TIMER_MS]);
-    assert.deepEqual(timerChunks(-5), [0]);
-  });
-
+describe('long timers (the broker\'s clock)', () => {
   it('a 25-day timeout does not fire at once (a plain setTimeout would, after a warning)', async () => {
     let fired = false;
-    const t = longTimeout(() => (fired = true), 25 * 86_400_000);
+    const t = systemClock.after(25 * 86_400_000, () => (fired = true));
     await new Promise((r) => setTimeout(r, 50));
-    t.clear();
+    t.cancel();
     assert.equal(fired, false);
-    let soon = false;
-    longTimeout(() => (soon = true), 5);
-    await new Promise((r) => setTimeout(r, 50));
-    assert.equal(soon, true);
   });
 });

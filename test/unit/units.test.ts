@@ -51,5 +51,9 @@ describe('terminal-safe CLI text', () => {
     const out = jobsTable([job as never], false);
     assert.ok(!out.includes('\x1b'), out);
     assert.match(out, /\\x1b\[2J\\x1b\[Hfake/);
+    const { showJob } = await import('../../server/cli/format.ts');
+    const shown = showJob({ ...job, command: ['python3', '\x1b]0;pwned\x07x.py'], state: 'succeeded', queue: 'online', attempts: [] } as never);
+    assert.ok(!shown.includes('\x1b') && !shown.includes('\x07'), shown);
+    assert.match(shown, /command: {3}python3 \\x1b\]0;pwned\\x07x\.py/);
   });
 });
