@@ -43,7 +43,7 @@ export class LogFiles {
     } finally {
       if (fd !== undefined) closeSync(fd);
     }
-    appendFileSync(path, atLineStart ? line : `\n${line}`);
+    appendFileSync(path, atLineStart ? line : `\n${line}`, { mode: 0o600 });
   }
 
   /** Current size in bytes; 0 when the job has written nothing yet. */
