@@ -44,6 +44,11 @@ export function withoutReserved(env: Record<string, string>): Record<string, str
   return Object.fromEntries(Object.entries(env).filter(([k]) => !reservedEnvName(k)));
 }
 
+/** The env without the GPU visibility variables (a runtime sets its own: runtimes/docker.ts gpuSettings). */
+export function withoutGpuVars(env: Record<string, string>): Record<string, string> {
+  return Object.fromEntries(Object.entries(env).filter(([k]) => !(GPU_ENV_NAMES as readonly string[]).includes(k) && k !== 'GPURUN_GPUS'));
+}
+
 export interface JobEnvInput {
   base: Record<string, string>;
   job: Record<string, string>;

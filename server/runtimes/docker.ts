@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import { GpurunError } from '../protocol/errors.ts';
 import type { ExitInfo, StartSpec } from '../core/runtime.ts';
 import type { RemoteExec } from '../hosts/ssh.ts';
-import { withoutReserved } from '../core/jobEnv.ts';
+import { withoutGpuVars } from '../core/jobEnv.ts';
 import { hostJobEnv, MountedRuntime, type FollowCommand, type HostJobState, type MountedRef, type MountedRuntimeOptions } from './mounted.ts';
 
 export const CONTAINER_WORKSPACE = '/workspace';
@@ -55,11 +55,12 @@ export function gpuSettings(mode: 'nvidia' | 'env', indices: number[]): { args: 
 }
 
 /**
- * The text of a job's `--env-file`: its own variables (less the names gpurun sets), then gpurun's GPU variables,
+ * The text of a job's `--env-file`: its variables (hostJobEnv: the job's own and gpurun's GPURUN_JOB_ID, GPURUN_ATTEMPT,
+ * …) less any GPU visibility variable, then this runtime's GPU variables,
  * one `NAME=value` a line. Docker's env files cannot hold a line break in a value: such a job is refused.
  */
 export function envFileText(env: Record<string, string>, gpuMode: 'nvidia' | 'env', gpuIndices: number[]): string {
-  const all = { ...withoutReserved(env), ...gpuSettings(gpuMode, gpuIndices).env };
+  const all = { ...withoutGpuVars(env), ...gpuSettings(gpuMode, gpuIndices).env };
   return Object.entries(all).map(([k, v]) => {
     if (/[\r\n]/.test(v)) throw new GpurunError('E_BAD_REQUEST', `env.${k}: a value with a line break cannot be passed to a container`, { hint: 'Pass it in a file of the workspace instead.' });
     return `${k}=${v}\n`;

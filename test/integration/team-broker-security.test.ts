@@ -183,7 +183,7 @@ describe('team broker safety (real broker, local host, sshd + Docker host)', fun
 
   describe('secrets', () => {
     it('gives a Docker job its env through a file, never argv: no /proc/*/cmdline has the secret while it runs; the file is gone', async () => {
-      const r = await submit('alice', { command: ['sh', '-c', 'echo "got $JOB_SECRET"; sleep 4; echo done'], workspace: home.alice, gpus: 1, env: { JOB_SECRET } });
+      const r = await submit('alice', { command: ['sh', '-c', 'echo "got $JOB_SECRET $GPURUN_JOB_ID $GPURUN_ATTEMPT"; sleep 4; echo done'], workspace: home.alice, gpus: 1, env: { JOB_SECRET } });
       assert.equal(r.status, 201);
       const job = (await r.json()) as Job;
       const seen: string[] = [];
@@ -195,7 +195,7 @@ describe('team broker safety (real broker, local host, sshd + Docker host)', fun
       const end = await jobOf('alice', job.id);
       assert.equal(end.state, 'succeeded', end.reason);
       assert.deepEqual(seen, []);
-      assert.equal(await logOf('alice', job.id), `got ${JOB_SECRET}\ndone\n`);
+      assert.equal(await logOf('alice', job.id), `got ${JOB_SECRET} ${job.id} 1\ndone\n`, "the job's own and gpurun's variables arrive");
       assert.equal(existsSync(join(workDir, 'run', job.id)), false, 'the env file and its folder are removed');
     });
 

@@ -42,8 +42,8 @@ describe('dockerRunArgs', () => {
   });
 
   it('writes the env file: the job\'s variables without the names gpurun sets, then the GPU variables', () => {
-    const text = envFileText({ WANDB_MODE: 'offline', SECRET: 'a b=c', NVIDIA_VISIBLE_DEVICES: 'all', GPURUN_GPUS: '0-7' }, 'nvidia', [2, 3]);
-    assert.equal(text, 'WANDB_MODE=offline\nSECRET=a b=c\nCUDA_VISIBLE_DEVICES=0,1\nGPURUN_GPUS=2,3\n');
+    const text = envFileText({ WANDB_MODE: 'offline', SECRET: 'a b=c', NVIDIA_VISIBLE_DEVICES: 'all', GPURUN_GPUS: '0-7', GPURUN_ATTEMPT: '2' }, 'nvidia', [2, 3]);
+    assert.equal(text, 'WANDB_MODE=offline\nSECRET=a b=c\nGPURUN_ATTEMPT=2\nCUDA_VISIBLE_DEVICES=0,1\nGPURUN_GPUS=2,3\n');
     assert.throws(() => envFileText({ TWO: 'line one\nline two' }, 'env', []), /env\.TWO: a value with a line break cannot be passed to a container/);
   });
 
