@@ -62,6 +62,7 @@ export function buildApp(d: AppDeps): Handler {
     ['POST', /^\/v1\/jobs\/([a-z0-9]{1,32})\/cancel$/, (c) => d.broker.cancel(c.principal, c.params[0])],
     ['GET', /^\/v1\/jobs\/([a-z0-9]{1,32})\/logs$/, (c) => streamLogs(d, c)],
     ['GET', /^\/v1\/hosts$/, () => ({ hosts: d.broker.hosts() })],
+    ['GET', /^\/v1\/pool$/, () => d.broker.pool()],
     ['GET', /^\/v1\/events$/, (c) => (watchToken(c), streamEvents(d, c))],
     ['GET', /^\/v1\/tokens$/, (c) => (admin(c), { tokens: d.store.listTokens().map((t) => tokenView(t)) })],
     ['DELETE', /^\/v1\/tokens\/([0-9a-f]{4,12})$/, (c) => {

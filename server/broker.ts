@@ -19,6 +19,8 @@ import { validateSubmit } from './core/submit.ts';
 import { formatDuration } from './core/units.ts';
 import { jobEnv } from './core/jobEnv.ts';
 import type { WorkspaceGate } from './auth/workspaces.ts';
+import { poolSnapshot } from './core/pool.ts';
+import type { PoolSnapshot } from './protocol/pool.ts';
 import type { BrokerConfig } from './config.ts';
 import type { LogFiles } from './logs/logFiles.ts';
 import type { Logger } from './logger.ts';
@@ -194,6 +196,14 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
 
   hosts(): HostInfo[] {
     return this.d.hosts.info(this.allocations());
+  }
+
+  /** `GET /v1/pool`: hosts, queues with their limits and lengths, clusters (core/pool.ts). */
+  pool(): PoolSnapshot {
+    const c = this.d.config;
+    const queued = [...this.active.values()].filter((j) => j.state === 'queued' && (j.backend ?? 'hosts') === 'hosts' && !this.current.has(j.id)).map((j) => j.queue);
+    const clusters = c.clusters.map((k) => ({ name: k.name, partitions: k.partitions, gres: k.gres, images: k.container === 'pyxis' }));
+    return poolSnapshot({ hosts: this.hosts(), queues: c.queues, queued, clusters, hasHosts: c.hosts.length > 0, defaultBackend: c.defaultBackend, ...(c.defaults.image ? { defaultImage: c.defaults.image } : {}), now: new Date() });
   }
 
   /** Checks access and returns the job, for the logs endpoint. */

@@ -7,6 +7,7 @@ import { runCommand } from './run.ts';
 import { brokerCommand, cancelCommand, hostsCommand, logsCommand, lsCommand, showCommand, tokenCommand } from './commands.ts';
 import { sftpServeCommand } from './sftpServe.ts';
 import { serveWorkspaceCommand } from './serveWorkspace.ts';
+import { lspCommand } from './lsp.ts';
 
 const VERSION = '0.1.0';
 
@@ -23,6 +24,7 @@ Usage:
   gpurun token create USER [--admin]      create an API token (on the broker machine)
   gpurun serve-workspace ID               serve a client-served job's files until it ends (--help: options)
   gpurun sftp-serve --root DIR            serve DIR over SFTP on stdin/stdout (for GPU hosts' sshfs)
+  gpurun lsp                              the language server of "# gpurun:" lines, on stdin/stdout
 
 Broker: --broker URL or GPURUN_BROKER (token in GPURUN_TOKEN); with neither, a local broker is started on demand
 with its state in $GPURUN_HOME (default: $XDG_DATA_HOME/gpurun or ~/.local/share/gpurun).
@@ -39,6 +41,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   token: tokenCommand,
   'serve-workspace': serveWorkspaceCommand,
   'sftp-serve': sftpServeCommand,
+  lsp: lspCommand,
 };
 
 async function main(argv: string[]): Promise<number> {

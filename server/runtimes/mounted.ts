@@ -112,7 +112,7 @@ export abstract class MountedRuntime implements Runtime {
     const clients = this.clients;
     if (job.workspaceFrom === 'client' && !clients) throw new GpurunError('E_CONFIG', 'this broker cannot relay client-served workspaces');
     const source = job.workspaceFrom === 'client' ? { fromClient: () => clients!.take(job.id, CLIENT_WORKSPACE_WAIT_MS) } : undefined;
-    await this.mounts.mount(ssh, cfg.mount, job.workspace, mnt, (msg) => this.log(msg, { job: job.id }), source);
+    await this.mounts.mount(ssh, cfg.mount, job.workspace, mnt, (msg) => this.log(msg, { job: job.id }), source, job.owner);
     return { mnt, transport: source ? 'relay' : cfg.mount.transport };
   }
 

@@ -37,7 +37,7 @@ describe('submit validation', () => {
     ['unknown field', { command: ['a'], workspace: '/w', gpu: 1 }, /gpu: unknown field/],
     ['hostile image', { command: ['a'], workspace: '/w', image: 'x; rm -rf /' }, /image: must be an image reference/],
     ['unknown workspaceFrom', { command: ['a'], workspace: '/w', workspaceFrom: 'laptop' }, /workspaceFrom: must be "broker" or "client"/],
-    ['an image that docker would read as an option', { command: ['a'], workspace: '/w', image: '--privileged' }, /image: must be an image reference .*starting with a letter or digit/],
+    ['an image that docker would read as an option', { command: ['a'], workspace: '/w', image: '--privileged' }, /image: must be an image reference/],
     ['an image starting with "-"', { command: ['a'], workspace: '/w', image: '-v/:/host' }, /image: must be an image reference/],
     ['a job env naming the GPU visibility', { command: ['a'], workspace: '/w', env: { NVIDIA_VISIBLE_DEVICES: 'all' } }, /env.NVIDIA_VISIBLE_DEVICES: is set by gpurun for every job/],
     ['a job env naming CUDA_VISIBLE_DEVICES', { command: ['a'], workspace: '/w', env: { CUDA_VISIBLE_DEVICES: '0,1' } }, /env.CUDA_VISIBLE_DEVICES: is set by gpurun/],
@@ -45,6 +45,10 @@ describe('submit validation', () => {
     ['a 400-digit time (it was stored as no limit)', { command: ['a'], workspace: '/w', queue: 'offline', time: '9'.repeat(400) }, /time: .* is longer than the longest time allowed \(366d\)/],
     ['a huge time in days', { command: ['a'], workspace: '/w', queue: 'offline', time: '99999999999999999999d' }, /time: .*longer than the longest time allowed/],
     ['a huge time as a number', { command: ['a'], workspace: '/w', queue: 'offline', time: 1e20 }, /time: .*longer than the longest time allowed/],
+    ['negative restarts', { command: ['a'], workspace: '/w', restarts: -1 }, /restarts: must be a whole number from 0 to 100/],
+    ['too many restarts', { command: ['a'], workspace: '/w', restarts: 1e9 }, /restarts: must be a whole number from 0 to 100/],
+    ['restartOnExit not a list', { command: ['a'], workspace: '/w', restartOnExit: '75' }, /restartOnExit: must be a list of exit codes from 1 to 255/],
+    ['restartOnExit 0 (success)', { command: ['a'], workspace: '/w', restartOnExit: [0] }, /restartOnExit: must be a list of exit codes from 1 to 255/],
   ];
   for (const [what, body, re] of bad) {
     it(`refuses ${what} with a message naming the field`, () => {
@@ -56,6 +60,14 @@ describe('submit validation', () => {
     assert.equal(validateSubmit({ command: ['a'], workspace: '/w', workspaceFrom: 'client' }, d).workspaceFrom, 'client');
     assert.equal(validateSubmit({ command: ['a'], workspace: '/w', workspaceFrom: 'broker' }, d).workspaceFrom, undefined);
     assert.equal(validateSubmit({ command: ['a'], workspace: '/w' }, d).workspaceFrom, undefined);
+  });
+
+  it('keeps restarts and restart exit codes as asked (duplicates once), and leaves them out when not asked', () => {
+    const v = validateSubmit({ command: ['x'], workspace: '/w', restarts: 3, restartOnExit: [75, 143, 75] }, d);
+    assert.equal(v.restarts, 3);
+    assert.deepEqual(v.restartOnExit, [75, 143]);
+    const none = validateSubmit({ command: ['x'], workspace: '/w' }, d);
+    assert.equal('restarts' in none || 'restartOnExit' in none, false);
   });
 
   it('names a job after the script it runs', () => {
