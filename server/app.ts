@@ -8,7 +8,7 @@ import type { Socket } from 'node:net';
 import { GpurunError, isGpurunError } from './protocol/errors.ts';
 import { isFinal, LOG_OFFSET_HEADER, PROTOCOL_VERSION, WORKSPACE_UPGRADE, type Job } from './protocol/jobs.ts';
 import type { ClientWorkspaces } from './hosts/clientWorkspaces.ts';
-import { authenticate } from './auth/tokens.ts';
+import { authenticate, authenticateToken, findTokenRef, tokenRefusal, tokenView } from './auth/tokens.ts';
 import type { Broker, Principal } from './broker.ts';
 import type { Store } from './core/store.ts';
 import type { LogFiles } from './logs/logFiles.ts';
@@ -47,7 +47,12 @@ interface Ctx {
   url: URL;
   params: string[];
   principal: Principal;
+  /** The SHA-256 of the request's token (absent over the trusted socket): long streams check it again. */
+  tokenHash?: string;
 }
+
+/** How often open streams (events, log follows) check that their token is still valid (not revoked, not expired). */
+const STREAM_RECHECK_MS = 1_000;
 
 type Route = [method: string, pattern: RegExp, fn: (c: Ctx) => Promise<unknown> | unknown];
 
@@ -69,15 +74,47 @@ export function buildApp(d: AppDeps): Handler {
     ['GET', /^\/v1\/hosts$/, () => ({ hosts: d.broker.hosts() })],
     ['POST', /^\/v1\/hosts\/([A-Za-z0-9][\w.-]{0,99})\/gpus\/(\d{1,4})\/clear$/, (c) => clearGpu(d, c)],
     ['GET', /^\/v1\/pool$/, () => d.broker.pool()],
-    ['GET', /^\/v1\/events$/, (c) => streamEvents(d, c)],
+    ['GET', /^\/v1\/events$/, (c) => (watchToken(c), streamEvents(d, c))],
+    ['GET', /^\/v1\/tokens$/, (c) => (admin(c), { tokens: d.store.listTokens().map((t) => tokenView(t)) })],
+    ['DELETE', /^\/v1\/tokens\/([0-9a-f]{4,12})$/, (c) => {
+      admin(c);
+      const rec = findTokenRef(d.store, c.params[0]);
+      const out = tokenView(d.store.revokeToken(rec.id, new Date().toISOString())!);
+      d.log.info('token revoked', { token: rec.id, user: rec.user, by: c.principal.user });
+      recheckStreams();
+      return out;
+    }],
   ];
+
+  // Streams that outlive their request (event stream, log follow) end when their token is revoked or expires.
+  const streams = new Map<ServerResponse, string>();
+  const recheckStreams = () => {
+    const now = new Date();
+    for (const [res, hash] of streams) {
+      const rec = d.store.findToken(hash);
+      if (!rec || tokenRefusal(rec, now)) {
+        streams.delete(res);
+        res.destroy();
+      }
+    }
+  };
+  const recheck = setInterval(() => streams.size && recheckStreams(), STREAM_RECHECK_MS);
+  recheck.unref();
+  function watchToken(c: Ctx): void {
+    if (!c.tokenHash) return;
+    streams.set(c.res, c.tokenHash);
+    c.res.on('close', () => streams.delete(c.res));
+  }
+  function admin(c: Ctx): void {
+    if (!c.principal.admin) throw new GpurunError('E_FORBIDDEN', 'only an admin token may list or revoke tokens', { hint: 'On the broker machine: gpurun token list / gpurun token revoke ID' });
+  }
 
   return (req, res) => {
     void handle(req, res).catch((err) => sendError(d.log, res, err));
   };
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://broker');
+    const url = requestUrl(req);
     if (url.pathname === '/v1/health') {
       send(res, 200, { ok: true, version: d.version, protocol: PROTOCOL_VERSION });
       return;
@@ -88,14 +125,71 @@ export function buildApp(d: AppDeps): Handler {
       if (!m) continue;
       pathMatched = true;
       if (method !== req.method) continue;
-      const principal = d.trustedPrincipal ?? authenticate(d.store, req.headers.authorization);
-      const out = await fn({ req, res, url, params: m.slice(1), principal });
+      const auth = d.trustedPrincipal ? { principal: d.trustedPrincipal, hash: undefined } : authenticateToken(d.store, req.headers.authorization);
+      const c: Ctx = { req, res, url, params: m.slice(1), principal: auth.principal, ...(auth.hash ? { tokenHash: auth.hash } : {}) };
+      if (url.searchParams.get('follow') === '1') watchToken(c);
+      const out = redactFor(auth.principal, await fn(c));
       if (out !== undefined && !res.headersSent) send(res, res.statusCode === 200 ? 200 : res.statusCode, out);
       return;
     }
     if (pathMatched) throw new GpurunError('E_BAD_REQUEST', `${req.method} is not allowed on ${url.pathname}`);
     throw new GpurunError('E_NOT_FOUND', `no such endpoint: ${req.method} ${url.pathname}`, { hint: `This broker speaks protocol v${PROTOCOL_VERSION}; is the client newer?` });
   }
+}
+
+/**
+ * The request's path and query. A target that is not an origin path (`//host/…`, `%00`, no leading `/`) is a bad
+ * request, never an internal error.
+ */
+function requestUrl(req: IncomingMessage): URL {
+  const target = req.url ?? '/';
+  if (!target.startsWith('/')) throw new GpurunError('E_BAD_REQUEST', 'the request target must be a path starting with /');
+  try {
+    return new URL(`http://broker${target}`);
+  } catch {
+    throw new GpurunError('E_BAD_REQUEST', 'the request target is not a valid path');
+  }
+}
+
+/**
+ * Env values are shown only to the job's owner: an admin's view of another user's job, and every event of the event
+ * stream, carry the variables' names with empty values.
+ */
+export function redactJob(job: Job, viewer: Principal | undefined): Job {
+  if (viewer && viewer.user === job.owner) return job;
+  return { ...job, env: Object.fromEntries(Object.keys(job.env ?? {}).map((k) => [k, ''])) };
+}
+
+function redactFor(p: Principal, out: unknown): unknown {
+  if (!p.admin || typeof out !== 'object' || out === null) return out;
+  const o = out as { jobs?: Job[]; owner?: unknown; env?: unknown };
+  if (Array.isArray(o.jobs)) return { ...o, jobs: o.jobs.map((j) => redactJob(j, p)) };
+  if (typeof o.owner === 'string' && typeof o.env === 'object') return redactJob(out as Job, p);
+  return out;
+}
+
+/** For createServer's shouldUpgradeCallback: only the workspace endpoint upgrades; anything else is a plain request. */
+export function isWorkspaceUpgrade(req: IncomingMessage): boolean {
+  try {
+    return WORKSPACE_PATH.test(requestUrl(req).pathname);
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The server's 'clientError' listener: what Node's HTTP parser refuses (a bad request line or header, headers too
+ * large) is answered with the same JSON error body as everything else, then the connection is closed.
+ */
+export function onClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+  if (!socket.writable || (err.code === 'ECONNRESET')) {
+    socket.destroy();
+    return;
+  }
+  const tooLarge = err.code === 'HPE_HEADER_OVERFLOW';
+  const status = tooLarge ? 431 : 400;
+  const body = JSON.stringify({ code: 'E_BAD_REQUEST', message: tooLarge ? 'the request headers are too large' : `the request could not be parsed (${err.code ?? 'bad request'})`, hint: 'Send a well-formed HTTP/1.1 request.' });
+  socket.end(`HTTP/1.1 ${status} ${tooLarge ? 'Request Header Fields Too Large' : 'Bad Request'}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
 }
 
 export type UpgradeHandler = (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
@@ -111,7 +205,7 @@ export function buildUpgrade(d: AppDeps): UpgradeHandler {
   return (req, socket, head) => {
     socket.on('error', () => {});
     try {
-      const url = new URL(req.url ?? '/', 'http://broker');
+      const url = requestUrl(req);
       const m = WORKSPACE_PATH.exec(url.pathname);
       if (!m) throw new GpurunError('E_NOT_FOUND', `no upgrade on ${req.method} ${url.pathname}`);
       if (req.method !== 'GET') throw new GpurunError('E_BAD_REQUEST', `${req.method} is not allowed on ${url.pathname}`);
@@ -204,7 +298,8 @@ function streamEvents(d: AppDeps, c: Ctx): undefined {
   c.res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' });
   c.res.write(': gpurun events\n\n');
   const onJob = (job: Job) => {
-    if (c.principal.admin || job.owner === c.principal.user) c.res.write(`event: job\ndata: ${JSON.stringify({ type: 'job', job })}\n\n`);
+    // No env values on the stream, not even the owner's own (GET /v1/jobs/ID has them): names only.
+    if (c.principal.admin || job.owner === c.principal.user) c.res.write(`event: job\ndata: ${JSON.stringify({ type: 'job', job: redactJob(job, undefined) })}\n\n`);
   };
   d.broker.on('job', onJob);
   const keep = setInterval(() => c.res.write(': keep-alive\n\n'), SSE_KEEPALIVE_MS);

@@ -17,6 +17,8 @@ import { avoidOf, backoffMs, decideRestart, usedMs, type BackoffConfig } from '.
 import { isoAt, systemClock, type Clock, type TimerHandle } from './core/clock.ts';
 import { validateSubmit } from './core/submit.ts';
 import { formatDuration } from './core/units.ts';
+import { jobEnv } from './core/jobEnv.ts';
+import type { WorkspaceGate } from './auth/workspaces.ts';
 import { poolSnapshot } from './core/pool.ts';
 import type { PoolSnapshot } from './protocol/pool.ts';
 import type { BrokerConfig } from './config.ts';
@@ -45,6 +47,8 @@ export interface BrokerDeps {
   /** Environment every job starts from (the broker's own, usually); job env is laid over it. */
   baseEnv: Record<string, string>;
   clock?: Clock;
+  /** What folders a user may name as a broker-read workspace (auth/workspaces.ts); absent: any (embedded broker). */
+  workspaceGate?: WorkspaceGate;
 }
 
 const ID_ALPHABET = 'abcdefghijkmnpqrstuvwxyz23456789';
@@ -111,6 +115,7 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     const backend = this.backendOf(body);
     const defs = backend.defaults(cfg.defaults);
     const v = validateSubmit(body, { gpus: defs.gpus, cpus: cfg.defaults.cpus, memoryMiB: cfg.defaults.memoryMiB, image: defs.image, queues: cfg.queues });
+    if (this.d.workspaceGate && v.workspaceFrom !== 'client') v.workspace = this.d.workspaceGate(p.user, v.workspace);
     backend.admit(v);
     // Asking to be restarted on an exit code alone allows one restart, unless the queue allows more.
     const restarts = v.restarts ?? (cfg.queues[v.queue].restarts || (v.restartOnExit?.length ? 1 : 0));
@@ -329,19 +334,12 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     if (!job) return;
     const log = this.d.log.child({ job: job.id, attempt: n });
     const attemptEnv: Record<string, string> = { GPURUN_ATTEMPT: String(n), ...(previous?.fault ? { GPURUN_PREVIOUS_FAULT: previous.fault } : {}) };
-    const env: Record<string, string> = {
-      ...this.d.baseEnv,
-      PYTHONUNBUFFERED: '1',
-      ...job.env,
-      ...attemptEnv,
-      // Exactly the assigned GPUs, numbered as nvidia-smi numbers them.
-      CUDA_DEVICE_ORDER: 'PCI_BUS_ID',
-      CUDA_VISIBLE_DEVICES: pl.gpuIndices.join(','),
-      GPURUN_JOB_ID: job.id,
-    };
+    const env = jobEnv({ base: this.d.baseEnv, job: job.env, jobId: job.id, gpuIndices: pl.gpuIndices, broker: attemptEnv });
     const ev = this.events(job.id, n);
     let ref: Record<string, unknown>;
     try {
+      // Checked again: a folder on the path may have been swapped for a symlink since the submit.
+      if (this.d.workspaceGate && job.workspaceFrom !== 'client') this.d.workspaceGate(job.owner, job.workspace);
       ref = await backend.start({ job: { ...job, env: { ...job.env, ...attemptEnv } }, n, host: pl.host, gpuIndices: pl.gpuIndices, logOffset, env }, ev);
     } catch (err) {
       if (!ev.isCurrent()) return;

@@ -9,6 +9,7 @@ import { GpurunError } from './protocol/errors.ts';
 import { QUEUES, type Queue } from './protocol/jobs.ts';
 import { parseDuration, parseMemory } from './core/units.ts';
 import { DEFAULT_BACKOFF, MAX_RESTARTS, type BackoffConfig } from './core/restartPolicy.ts';
+import { validImage } from './core/submit.ts';
 import { validateClusters, type ClusterConfig } from './slurm/config.ts';
 import { SSH_HOST_KEYS, validateSshHost, type SshHostConfig } from './hosts/sshConfig.ts';
 
@@ -59,6 +60,20 @@ export interface BrokerConfig {
   clusters: ClusterConfig[];
   /** Backend of a job that names none: "hosts" (the host pool) or a cluster's name. */
   defaultBackend: string;
+  // -- Running a team broker (README) --
+  /** The folder of the config file (the embedded default: its data folder); never a workspace. */
+  configDir: string;
+  /**
+   * True unless this is the embedded single-user broker (a Unix socket whose requests are trusted without token):
+   * then workspaces are checked against `workspaceRoots`, local hosts need `trustLocalUsers`, jobs get a clean env.
+   */
+  team: boolean;
+  /** Folders each user may name as a broker-read workspace (`"*"`: everyone; `{user}` is the user's name); null: none. */
+  workspaceRoots: Record<string, string[]> | null;
+  /** A team broker with a `local` host runs its jobs as the broker's own Unix user: allowed only when this is true. */
+  trustLocalUsers: boolean;
+  /** `docker run` limits of every container. */
+  containers: { pidsLimit: number };
 }
 
 /** The backend name of the host pool. */
@@ -121,7 +136,7 @@ export function parseListen(text: string, onError: (msg: string) => never): List
 export function validateConfig(raw: unknown, file: string, baseDir: string, fallbackDataDir: string): BrokerConfig {
   const f = new Fields(file);
   const o = f.obj(raw, '(top level)');
-  f.keys(o, '', ['listen', 'dataDir', 'hosts', 'queues', 'defaults', 'killGrace', 'hostLostAfter', 'restartBackoff', 'auth', 'clusters', 'defaultBackend']);
+  f.keys(o, '', ['listen', 'dataDir', 'hosts', 'queues', 'defaults', 'killGrace', 'hostLostAfter', 'restartBackoff', 'auth', 'clusters', 'defaultBackend', 'workspaceRoots', 'trustLocalUsers', 'containers']);
   const listen = parseListen(o.listen === undefined ? '127.0.0.1:8750' : f.str(o.listen, 'listen'), (m) => f.fail('listen', m));
   const dataDir = o.dataDir === undefined ? fallbackDataDir : resolve(baseDir, f.str(o.dataDir, 'dataDir'));
 
@@ -170,7 +185,7 @@ export function validateConfig(raw: unknown, file: string, baseDir: string, fall
   const d = o.defaults === undefined ? {} : f.obj(o.defaults, 'defaults');
   f.keys(d, 'defaults', ['image', 'gpus', 'cpus', 'memory']);
   const defaults = {
-    ...(d.image === undefined ? {} : { image: f.str(d.image, 'defaults.image') }),
+    ...(d.image === undefined ? {} : { image: validImage(d.image) ? d.image : f.fail('defaults.image', 'must be an image reference such as python:3.12, starting with a letter or digit') }),
     gpus: d.gpus === undefined || d.gpus === 'auto' ? ('auto' as const) : f.int(d.gpus, 'defaults.gpus', 0),
     cpus: d.cpus === undefined ? 1 : f.int(d.cpus, 'defaults.cpus', 1),
     memoryMiB: d.memory === undefined ? 1024 : f.mem(d.memory, 'defaults.memory'),
@@ -192,6 +207,9 @@ export function validateConfig(raw: unknown, file: string, baseDir: string, fall
 
   const a = o.auth === undefined ? {} : f.obj(o.auth, 'auth');
   f.keys(a, 'auth', ['trustUnixSocket', 'localUser']);
+  const trustUnixSocket = a.trustUnixSocket === undefined ? listen.kind === 'unix' : f.bool(a.trustUnixSocket, 'auth.trustUnixSocket');
+  const c = o.containers === undefined ? {} : f.obj(o.containers, 'containers');
+  f.keys(c, 'containers', ['pidsLimit']);
   return {
     listen,
     dataDir,
@@ -202,12 +220,46 @@ export function validateConfig(raw: unknown, file: string, baseDir: string, fall
     hostLostAfterMs: o.hostLostAfter === undefined ? 60_000 : Math.max(1, f.dur(o.hostLostAfter, 'hostLostAfter')) * 1000,
     restartBackoff,
     auth: {
-      trustUnixSocket: a.trustUnixSocket === undefined ? listen.kind === 'unix' : f.bool(a.trustUnixSocket, 'auth.trustUnixSocket'),
+      trustUnixSocket,
       localUser: a.localUser === undefined ? userInfo().username : f.str(a.localUser, 'auth.localUser'),
     },
     clusters,
     defaultBackend,
+    configDir: baseDir,
+    team: !(listen.kind === 'unix' && trustUnixSocket),
+    workspaceRoots: o.workspaceRoots === undefined ? null : workspaceRoots(o.workspaceRoots, f),
+    trustLocalUsers: o.trustLocalUsers === undefined ? false : f.bool(o.trustLocalUsers, 'trustLocalUsers'),
+    containers: { pidsLimit: c.pidsLimit === undefined ? 4096 : f.int(c.pidsLimit, 'containers.pidsLimit', 16) },
   };
+}
+
+/** `{"*": "/home/{user}", "alice": ["/data/alice"]}`: each value an absolute path or a list of them. */
+function workspaceRoots(v: unknown, f: Fields): Record<string, string[]> {
+  const out: Record<string, string[]> = {};
+  for (const [user, roots] of Object.entries(f.obj(v, 'workspaceRoots'))) {
+    const p = `workspaceRoots.${user}`;
+    if (user !== '*' && !/^[a-z_][a-z0-9_.-]{0,63}$/i.test(user)) f.fail(p, 'must be "*" or a user name');
+    const list = Array.isArray(roots) ? roots : [roots];
+    out[user] = list.map((r, i) => {
+      const s = f.str(r, Array.isArray(roots) ? `${p}[${i}]` : p);
+      if (!isAbsolute(s) || s.includes('\0')) f.fail(p, `"${s}" must be an absolute path`);
+      return s;
+    });
+  }
+  return out;
+}
+
+/**
+ * A team broker refuses to start with a `local` host unless the config trusts its users: such a host runs every
+ * user's job as the broker's own Unix user, who can read the broker's store, logs and SSH keys.
+ */
+export function refuseUntrustedLocalHosts(config: BrokerConfig): void {
+  if (!config.team || config.trustLocalUsers) return;
+  const i = config.hosts.findIndex((h) => h.type === 'local');
+  if (i < 0) return;
+  throw new GpurunError('E_CONFIG', `hosts[${i}] "${config.hosts[i].name}" is a local host: on a team broker it would run every user's job as the broker's own user (${userInfo().username}), able to read the broker's data, tokens and SSH keys`, {
+    hint: 'Use SSH hosts (a config with no "hosts" has one implicit local host), or set "trustLocalUsers": true if every token holder may act as that user.',
+  });
 }
 
 export function loadConfig(file: string, fallbackDataDir: string): BrokerConfig {

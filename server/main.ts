@@ -15,7 +15,10 @@ import { HostRegistry } from './hosts/registry.ts';
 import { ProcessRuntime } from './runtimes/process.ts';
 import { createSshSide } from './hosts/sshSide.ts';
 import { Broker } from './broker.ts';
-import { buildApp, buildUpgrade } from './app.ts';
+import { buildApp, buildUpgrade, isWorkspaceUpgrade, onClientError } from './app.ts';
+import { embeddedBaseEnv, teamBaseEnv } from './core/jobEnv.ts';
+import { workspaceGate } from './auth/workspaces.ts';
+import { refuseUntrustedLocalHosts } from './config.ts';
 import { jsonLogger, type Logger } from './logger.ts';
 import { embeddedSocket } from './protocol/paths.ts';
 import { SlurmCluster, type ClusterParts } from './slurm/backend.ts';
@@ -28,7 +31,7 @@ import type { ClusterConfig } from './slurm/config.ts';
 
 export const VERSION = '0.1.0';
 export { SqliteStore } from './store/sqlite.ts';
-export { createToken } from './auth/tokens.ts';
+export { createToken, expiryOf, findTokenRef, tokenView } from './auth/tokens.ts';
 
 export interface RunningBroker {
   config: BrokerConfig;
@@ -49,31 +52,37 @@ export function configFromFile(file: string, home: string): BrokerConfig {
 
 export async function startBroker(config: BrokerConfig, opts: { log?: Logger; idleExitMs?: number } = {}): Promise<RunningBroker> {
   const log = opts.log ?? jsonLogger(process.stderr);
+  refuseUntrustedLocalHosts(config);
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+  chmodSync(config.dataDir, 0o700);
   const lock = config.listen.kind === 'unix' ? takeLock(join(config.dataDir, 'broker.lock')) : undefined;
   const store = new SqliteStore(join(config.dataDir, 'gpurun.db'));
   const logs = new LogFiles(join(config.dataDir, 'logs'));
   const shim = fileURLToPath(new URL('./shim.js', import.meta.url));
   const sshSide = createSshSide(config, log);
   const hosts = new HostRegistry(config.hosts, { process: new ProcessRuntime(join(config.dataDir, 'run'), shim), ...sshSide.runtimes }, process.env, sshSide.ssh);
-  const baseEnv = Object.fromEntries(Object.entries(process.env).filter((e): e is [string, string] => e[1] !== undefined && !e[0].startsWith('GPURUN_')));
+  const brokerEnv = Object.fromEntries(Object.entries(process.env).filter((e): e is [string, string] => e[1] !== undefined && !e[0].startsWith('GPURUN_')));
+  // A team broker's jobs start from a clean environment, never the broker's own (README: "Running a team broker").
+  const baseEnv = config.team ? teamBaseEnv(process.env) : embeddedBaseEnv(process.env);
   // A Slurm cluster's login node that is this machine runs Slurm's commands as local argv processes; one
   // reached over SSH runs them through an ssh2 pool and stages over that pool's SFTP.
   const clusterParts = (c: ClusterConfig): ClusterParts => {
-    if (c.login === 'local') return { exec: new LocalExec(baseEnv), files: new LocalClusterFiles() };
+    if (c.login === 'local') return { exec: new LocalExec(brokerEnv), files: new LocalClusterFiles() };
     const pool = new SshPool({ name: c.name, ...c.login }, (err) => log.warn('connection to the login node lost', { cluster: c.name, err }), `cluster ${c.name}'s login node`);
     return { exec: pool, files: new SftpClusterFiles(pool), close: () => pool.close() };
   };
   const backends = [...(config.hosts.length ? [new HostPool(hosts, logs)] : []), ...config.clusters.map((c) => new SlurmCluster(c, clusterParts(c), { dataDir: config.dataDir, logs, log }))];
-  const broker = new Broker({ config, store, logs, hosts, log, baseEnv, backends });
+  const gate = workspaceGate(config);
+  const broker = new Broker({ config, store, logs, hosts, log, baseEnv, backends, ...(gate ? { workspaceGate: gate } : {}) });
   await broker.start();
   hosts.onChange(() => broker.kick());
   sshSide.startSweeps((jobId) => !broker.isDone(jobId));
 
   const trusted = config.listen.kind === 'unix' && config.auth.trustUnixSocket ? { user: config.auth.localUser, admin: true } : undefined;
   const appDeps = { broker, store, logs, log, version: VERSION, ...(trusted ? { trustedPrincipal: trusted } : {}), ...(sshSide.clientWorkspaces ? { clientWorkspaces: sshSide.clientWorkspaces } : {}), clearGpuQuarantine: (h: string, g: number) => hosts.clearQuarantine(h, g) };
-  const server = createServer({ keepAliveTimeout: 65_000 }, buildApp(appDeps));
+  const server = createServer({ keepAliveTimeout: 65_000, shouldUpgradeCallback: isWorkspaceUpgrade }, buildApp(appDeps));
   server.on('upgrade', buildUpgrade(appDeps));
+  server.on('clientError', onClientError);
   const listen = config.listen;
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) => {

@@ -8,7 +8,7 @@ export function registerRerunJob(ctx: Ctx): void {
   register(ctx, COMMANDS.rerunJob.id, async (arg?: unknown) => {
     // Rows stay where they are while the new job appears, so a second click reruns the same job, not its neighbour.
     if (fromTree(arg)) ctx.sync.holdRows();
-    const job = await jobArg(ctx, arg, () => true, 'Job to run again');
+    const job = await fullJob(ctx, await jobArg(ctx, arg, () => true, 'Job to run again'));
     const req = rerunRequest(job);
     await submitAndShow(ctx, req);
   });
@@ -34,9 +34,14 @@ export function rerunRequest(job: Job): SubmitRequest {
 
 export function registerRerunWithChanges(ctx: Ctx): void {
   register(ctx, COMMANDS.rerunWithChanges.id, async (arg?: unknown) => {
-    const job = await jobArg(ctx, arg, () => true, 'Job to run again with changes');
+    const job = await fullJob(ctx, await jobArg(ctx, arg, () => true, 'Job to run again with changes'));
     const req = await editRequest(rerunRequest(job), `Rerun ${job.id} with changes`, ['command', 'gpus', 'queue', 'time', 'memory', 'cpus', 'image', 'env']);
     if (!req) throw new Cancelled();
     await submitAndShow(ctx, req);
   });
+}
+
+/** The job as the broker has it, env values included (the event stream that fills the sidebar carries only names). */
+async function fullJob(ctx: Ctx, job: Job): Promise<Job> {
+  return (await ctx.broker.connection()).client.get(job.id);
 }

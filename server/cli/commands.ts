@@ -9,7 +9,7 @@ import { isFinal } from '../protocol/jobs.ts';
 import { parseArgs, usage } from './args.ts';
 import { brokerNode, connect } from './connect.ts';
 import { followLogs } from './follow.ts';
-import { exitCodeOf, gpuUsageLines, hostsTable, jobsTable, showJob } from './format.ts';
+import { exitCodeOf, gpuUsageLines, hostsTable, jobsTable, showJob, tokensTable } from './format.ts';
 import { filterJobs, jobFilter, lastLines } from './history.ts';
 import { notifyEnd } from './notify.ts';
 import { finalJob } from './run.ts';
@@ -166,23 +166,55 @@ export async function hostsCommand(argv: string[]): Promise<number> {
   return 0;
 }
 
+const TOKEN_USAGE = `Usage: gpurun token create USER [--admin] [--expires 90d] [--config FILE]
+       gpurun token list [--json] [--config FILE]
+       gpurun token revoke ID|PREFIX|TOKEN [--config FILE]
+
+Manages the broker's API tokens in its store. Run it on the broker machine.
+  create   makes a token for USER and prints it once (--expires: it stops working after that long)
+  list     every token: id, user, admin, created, expires, state (active, expired, revoked); never the token itself
+  revoke   refuses the token from now on and ends its open streams within a second or two
+`;
+
 export async function tokenCommand(argv: string[]): Promise<number> {
-  const { opts, rest } = parseArgs(argv, { values: ['config'], flags: ['admin', 'help'], short: { h: 'help' } }, 'token');
-  if (opts.help || rest[0] !== 'create' || rest.length !== 2) {
-    if (!opts.help) throw usage('token', 'expected: gpurun token create USER [--admin] [--config FILE]');
-    process.stdout.write('Usage: gpurun token create USER [--admin] [--config FILE]\n\nCreates a token for USER in the broker\'s store and prints it once. Run it on the broker machine.\n');
+  const { opts, rest } = parseArgs(argv, { values: ['config', 'expires'], flags: ['admin', 'json', 'help'], short: { h: 'help' } }, 'token');
+  if (opts.help) {
+    process.stdout.write(TOKEN_USAGE);
     return 0;
+  }
+  const [sub, ...args] = rest;
+  const want = { create: 1, list: 0, revoke: 1 }[sub as string];
+  if (want === undefined || args.length !== want) {
+    throw usage('token', want === undefined ? 'expected: gpurun token create USER | list | revoke ID' : `gpurun token ${sub} takes ${want ? 'one argument' : 'no arguments'}`);
   }
   const mod = await loadBroker(['token', ...argv]);
   if (typeof mod === 'number') return mod;
-  const { configFromFile, embeddedConfig, SqliteStore, createToken } = mod;
+  const { configFromFile, embeddedConfig, SqliteStore, createToken, expiryOf, findTokenRef, tokenView } = mod;
   const home = gpurunHome();
   const cfg = opts.config ? configFromFile(opts.config as string, home) : embeddedConfig(home);
+  let expiresAt: string | null = null;
+  if (opts.expires !== undefined) {
+    if (sub !== 'create') throw usage('token', '--expires goes with gpurun token create');
+    const e = expiryOf(opts.expires as string, new Date());
+    if (typeof e !== 'string') throw e;
+    expiresAt = e;
+  }
   const store = new SqliteStore(join(cfg.dataDir, 'gpurun.db'));
   try {
-    const token = createToken(store, rest[1], !!opts.admin);
-    process.stdout.write(`${token}\n`);
-    process.stderr.write(`gpurun: token for ${rest[1]}${opts.admin ? ' (admin)' : ''} created; it is shown only this once. Give it to the user as GPURUN_TOKEN.\n`);
+    if (sub === 'create') {
+      const token = createToken(store, args[0], !!opts.admin, expiresAt);
+      process.stdout.write(`${token}\n`);
+      process.stderr.write(`gpurun: token for ${args[0]}${opts.admin ? ' (admin)' : ''} created${expiresAt ? `, valid until ${expiresAt}` : ''}; it is shown only this once. Give it to the user as GPURUN_TOKEN.\n`);
+    } else if (sub === 'list') {
+      const tokens = store.listTokens().map((t) => tokenView(t));
+      if (opts.json) process.stdout.write(`${JSON.stringify(tokens, null, 2)}\n`);
+      else if (!tokens.length) process.stdout.write('No tokens.\n');
+      else process.stdout.write(tokensTable(tokens));
+    } else {
+      const rec = findTokenRef(store, args[0]);
+      const after = store.revokeToken(rec.id, new Date().toISOString())!;
+      process.stdout.write(`token ${after.id} of ${after.user} revoked${after.revokedAt !== rec.revokedAt ? '' : ` (already, at ${after.revokedAt})`}\n`);
+    }
   } finally {
     store.close();
   }

@@ -3,7 +3,20 @@ import type { Attempt, HostInfo, Job } from '../protocol/jobs.ts';
 import { formatDuration, formatMemory } from '../core/units.ts';
 import { IDLE_AFTER_MS, idleForMs, sparkline } from '../core/gpuUsage.ts';
 
+/**
+ * Text from the broker (a job's name, argv, reason, host errors) made safe for a terminal: control characters
+ * (ESC, CR, BEL, C1, …) become visible escapes such as `\x1b`, so a job cannot move the cursor, change colours,
+ * set the window title or rewrite earlier lines of `gpurun ls`.
+ */
+export function printable(text: string): string {
+  return text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, (c) => {
+    const n = c.charCodeAt(0);
+    return c === '\t' ? ' ' : n > 0xff ? `\\u${n.toString(16)}` : `\\x${n.toString(16).padStart(2, '0')}`;
+  });
+}
+
 export function table(rows: string[][]): string {
+  rows = rows.map((r) => r.map(printable));
   const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
   return rows.map((r) => r.map((cell, c) => (c === r.length - 1 ? cell : cell.padEnd(widths[c]))).join('  ').trimEnd()).join('\n') + '\n';
 }
@@ -94,13 +107,14 @@ export function showJob(j: Job): string {
     `  submitted: ${j.createdAt}${j.endedAt ? ` · ended ${j.endedAt}` : ''}`,
   ];
   const atts = j.attempts ?? [];
-  if (atts.length === 0) return `${lines.join('\n')}\n  attempts:  none yet\n`;
+  const head = lines.map(printable).join('\n');
+  if (atts.length === 0) return `${head}\n  attempts:  none yet\n`;
   const rows = [['#', 'HOST', 'GPUS', 'STARTED', 'ENDED', 'STATE', 'FAULT', 'LOG AT', 'REASON']];
   for (const a of atts) rows.push([String(a.n), a.host ?? '-', a.gpuIndices.join(',') || '-', a.startedAt ?? '-', a.endedAt ?? '-', a.state ?? 'running', a.fault ?? '-', String(a.logOffset), a.reason ?? '']);
-  let out = `${lines.join('\n')}\n\nattempts (of at most ${j.attempt?.of ?? (j.restarts ?? 0) + 1}):\n${table(rows)}`;
+  let out = `${head}\n\nattempts (of at most ${j.attempt?.of ?? (j.restarts ?? 0) + 1}):\n${table(rows)}`;
   for (const a of atts) {
     const ev = evidenceLines(a);
-    if (ev.length) out += `evidence of attempt ${a.n}:\n${ev.map((l) => `  ${l}\n`).join('')}`;
+    if (ev.length) out += `evidence of attempt ${a.n}:\n${ev.map((l) => `  ${printable(l)}\n`).join('')}`;
   }
   return out;
 }
@@ -133,11 +147,11 @@ export function hostsTable(hosts: HostInfo[]): string {
   ]);
   for (const h of hosts) {
     const since = h.since ? `${h.state} since ${clock(h.since)} (${formatDuration(Math.max(0, Math.round((Date.now() - Date.parse(h.since)) / 1000)))}): ` : '';
-    if (h.lastError || since) out += `${h.name}: ${since}${h.lastError ?? ''}\n`;
+    if (h.lastError || since) out += `${printable(`${h.name}: ${since}${h.lastError ?? ''}`)}\n`;
     for (const g of h.gpus) {
       const q = g.quarantined;
       const use = q ? `quarantined (${q.xid === undefined ? q.detail : `Xid ${q.xid}`} at ${clock(q.at).slice(0, 5)})${g.jobId ? `, used by ${g.jobId}` : ''}` : g.jobId ? `used by ${g.jobId}` : 'free';
-      out += `  ${h.name} GPU ${g.index}  ${g.name}  ${g.utilizationPct}%  ${formatMemory(g.memoryUsedMiB)}/${formatMemory(g.memoryTotalMiB)}  ${use}${g.history?.length ? `  ${sparkline(g.history)}` : ''}\n`;
+      out += `${printable(`  ${h.name} GPU ${g.index}  ${g.name}  ${g.utilizationPct}%  ${formatMemory(g.memoryUsedMiB)}/${formatMemory(g.memoryTotalMiB)}  ${use}`)}${g.history?.length ? `  ${sparkline(g.history)}` : ''}\n`;
     }
   }
   return out;
@@ -147,6 +161,10 @@ export function hostsTable(hosts: HostInfo[]): string {
 function clock(iso: string): string {
   const d = new Date(iso);
   return [d.getHours(), d.getMinutes(), d.getSeconds()].map((n) => String(n).padStart(2, '0')).join(':');
+}
+
+export function tokensTable(tokens: Array<{ id: string; user: string; admin: boolean; createdAt: string; expiresAt: string | null; state: string }>): string {
+  return table([['ID', 'USER', 'ADMIN', 'CREATED', 'EXPIRES', 'STATE'], ...tokens.map((t) => [t.id, t.user, t.admin ? 'yes' : 'no', t.createdAt.slice(0, 19), t.expiresAt?.slice(0, 19) ?? 'never', t.state])]);
 }
 
 /** The CLI's exit code for a job that has ended (documented in the README). */

@@ -44,7 +44,8 @@ export interface JobOption {
 }
 
 const GPU_NAME = /^[\w.-]{1,64}$/;
-const IMAGE_REF = /^[\w.\-/:@]{1,256}$/;
+/** An image reference Docker cannot read as an option: it starts with a letter or digit (never `--privileged`). */
+const IMAGE_REF = /^[A-Za-z0-9][\w.\-/:@]{0,255}$/;
 const BACKEND_NAME = /^[A-Za-z0-9][\w.-]{0,63}$/;
 
 /** Every job option, in the order help lists them. */
@@ -150,7 +151,7 @@ export function parseOptionJson(o: JobOption, v: unknown): Parsed<OptionValue> {
         if ('value' in r) return r;
       }
       if (o.field === 'gpuType') return { error: 'must be a GPU name such as A100 or L4' };
-      if (o.field === 'image') return { error: 'must be an image reference such as python:3.12' };
+      if (o.field === 'image') return { error: 'must be an image reference such as python:3.12, starting with a letter or digit' };
       if (o.field === 'backend') return { error: 'must be the name of a backend: "hosts" or a cluster' };
       if (o.type === 'enum') return { error: `must be one of ${o.values!.join(', ')}` };
       return { error: 'must be 1 to 128 printable characters' };

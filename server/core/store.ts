@@ -42,9 +42,20 @@ export interface JobQuery {
 }
 
 export interface TokenRecord {
+  /** Public id (the first 12 hex digits of the token's SHA-256): names the token in lists and for revoking. */
+  id: string;
   user: string;
   admin: boolean;
   createdAt: string;
+  /** ISO time after which the token is refused; null: never. */
+  expiresAt: string | null;
+  /** ISO time it was revoked; null: not revoked. A revoked token stays listed. */
+  revokedAt: string | null;
+}
+
+/** The public id of the token whose SHA-256 (hex) is `hash`. */
+export function tokenIdOf(hash: string): string {
+  return hash.slice(0, 12);
 }
 
 export interface Store {
@@ -66,9 +77,14 @@ export interface Store {
   /** The job's attempts, by number; empty for jobs stored before attempts existed. */
   attempts(jobId: string): StoredAttempt[];
 
-  /** Stores a token's SHA-256 hash (hex). The token itself is never stored. */
-  addToken(hash: string, user: string, admin: boolean, at: string): void;
+  /** Stores a token's SHA-256 hash (hex). The token itself is never stored. Returns its record (id: tokenIdOf). */
+  addToken(hash: string, user: string, admin: boolean, at: string, expiresAt?: string | null): TokenRecord;
+  /** The token with this hash, revoked and expired ones included (the caller decides). */
   findToken(hash: string): TokenRecord | undefined;
+  /** Every token, oldest first. */
+  listTokens(): TokenRecord[];
+  /** Marks the token revoked at `at` (a second revoke keeps the first time). Undefined when the id is unknown. */
+  revokeToken(id: string, at: string): TokenRecord | undefined;
 
   close(): void;
 }

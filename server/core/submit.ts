@@ -5,6 +5,7 @@ import { GpurunError } from '../protocol/errors.ts';
 import { QUEUES, type Queue, type Resources } from '../protocol/jobs.ts';
 import { JOB_OPTIONS, optionByField, parseOptionJson, type JobOption, type OptionValue } from './jobOptions.ts';
 import { formatDuration } from './units.ts';
+import { reservedEnvName } from './jobEnv.ts';
 
 export interface SubmitDefaults {
   gpus: number;
@@ -87,6 +88,7 @@ export function validateSubmit(body: unknown, d: SubmitDefaults): ValidSubmit {
     if (typeof b.env !== 'object' || b.env === null || Array.isArray(b.env)) bad('env', 'must be an object of NAME: value strings');
     for (const [k, v] of Object.entries(b.env)) {
       if (!ENV_NAME.test(k)) bad(`env.${k}`, 'is not a valid variable name (letters, digits, _; not starting with a digit)');
+      if (reservedEnvName(k)) bad(`env.${k}`, 'is set by gpurun for every job (GPU visibility and GPURUN_* variables are the broker\'s)', 'Leave it out: the job sees exactly its GPUs in CUDA_VISIBLE_DEVICES, and GPURUN_GPUS holds the host\'s numbers.');
       if (typeof v !== 'string' || v.includes('\0')) bad(`env.${k}`, 'must be a string without NUL bytes');
       env[k] = v;
     }
@@ -108,6 +110,14 @@ function timeHint(queue: Queue, asked: number, queues: SubmitDefaults['queues'])
   const other = (QUEUES as readonly Queue[]).find((o) => o !== queue && (queues[o].maxTimeSec === 0 || (asked > 0 && queues[o].maxTimeSec >= asked)));
   const limit = other ? (queues[other].maxTimeSec ? `up to ${formatDuration(queues[other].maxTimeSec)}` : 'with no limit') : '';
   return `Pass --time ${formatDuration(max)} or less${other ? `, or --queue ${other} (it allows ${limit}; it runs when ${other === 'offline' ? 'online jobs leave room' : 'its turn comes'})` : ''}.`;
+}
+
+/**
+ * Whether `image` is an image reference Docker cannot read as anything else: it starts with a letter or digit (so
+ * never an option like `--privileged`) and has only the characters of `[registry[:port]/]name[:tag][@digest]`.
+ */
+export function validImage(image: unknown): image is string {
+  return typeof image === 'string' && /^[A-Za-z0-9][\w.\-/:@]{0,255}$/.test(image);
 }
 
 /** The script a command runs (`python3 -u train.py` → "train.py"), else the program's base name. */

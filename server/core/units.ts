@@ -17,6 +17,13 @@ export function parseMemory(text: string | number): number | string {
 
 const TIME_UNITS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86400 };
 
+/** The longest duration accepted (366 days): longer ones are refused rather than stored as a wrong number. */
+export const MAX_DURATION_SEC = 366 * 86400;
+
+function capped(sec: number, text: string | number): number | string {
+  return Number.isFinite(sec) && sec <= MAX_DURATION_SEC ? sec : `"${String(text).slice(0, 40)}${String(text).length > 40 ? '…' : ''}" is longer than the longest time allowed (${MAX_DURATION_SEC / 86400}d)`;
+}
+
 /**
  * A duration as text → seconds. The forms are Slurm's (`sbatch --time`), plus unit suffixes:
  * - "30" — a bare number is MINUTES, as in Slurm ("0": no limit);
@@ -27,23 +34,23 @@ const TIME_UNITS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86400 };
  * Returns an error message instead of a number when the text is not a duration.
  */
 export function parseDuration(text: string | number): number | string {
-  if (typeof text === 'number') return Number.isInteger(text) && text >= 0 ? text : `time must be a whole number of seconds ≥ 0, got ${text}`;
+  if (typeof text === 'number') return Number.isInteger(text) && text >= 0 ? capped(text, text) : `time must be a whole number of seconds ≥ 0, got ${text}`;
   const t = text.trim().toLowerCase();
-  if (/^\d+$/.test(t)) return Number(t) * 60;
+  if (/^\d+$/.test(t)) return capped(Number(t) * 60, text);
   const clock = /^(?:(\d+):)?(\d{1,2}):(\d{2})$/.exec(t);
   if (clock) {
     const [h, m, s] = [Number(clock[1] ?? 0), Number(clock[2]), Number(clock[3])];
-    if (m < 60 && s < 60) return clock[1] === undefined ? m * 60 + s : h * 3600 + m * 60 + s;
+    if (m < 60 && s < 60) return capped(clock[1] === undefined ? m * 60 + s : h * 3600 + m * 60 + s, text);
   }
   const days = /^(\d+)-(\d{1,2})(?::(\d{2}))?(?::(\d{2}))?$/.exec(t);
   if (days) {
     const [d, h, m, s] = [Number(days[1]), Number(days[2]), Number(days[3] ?? 0), Number(days[4] ?? 0)];
-    if (h < 24 && m < 60 && s < 60) return d * 86400 + h * 3600 + m * 60 + s;
+    if (h < 24 && m < 60 && s < 60) return capped(d * 86400 + h * 3600 + m * 60 + s, text);
   }
   if (/^(\d+(\.\d+)?[smhd])+$/.test(t)) {
     let total = 0;
     for (const part of t.matchAll(/(\d+(?:\.\d+)?)([smhd])/g)) total += Number(part[1]) * TIME_UNITS[part[2]];
-    return Math.round(total);
+    return capped(Math.round(total), text);
   }
   return `"${text}" is not a duration; use e.g. 90s, 30m, 2h, 1h30m, 1:30:00, 2-12:00 (days-hours:minutes) or a bare number of minutes`;
 }

@@ -16,7 +16,7 @@ export class LogFiles {
 
   constructor(dir: string) {
     this.dir = dir;
-    mkdirSync(dir, { recursive: true });
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
   }
 
   path(jobId: string): string {
@@ -25,7 +25,7 @@ export class LogFiles {
 
   /** Creates the (empty) file if it does not exist. */
   touch(jobId: string): void {
-    closeSync(openSync(this.path(jobId), 'a'));
+    closeSync(openSync(this.path(jobId), 'a', 0o600));
   }
 
   /** Appends `line` (ending in a newline) so that it starts a line of its own: after a newline if the file lacks one. */
@@ -43,7 +43,7 @@ export class LogFiles {
     } finally {
       if (fd !== undefined) closeSync(fd);
     }
-    appendFileSync(path, atLineStart ? line : `\n${line}`);
+    appendFileSync(path, atLineStart ? line : `\n${line}`, { mode: 0o600 });
   }
 
   /** Current size in bytes; 0 when the job has written nothing yet. */

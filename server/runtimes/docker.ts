@@ -12,6 +12,7 @@ import type { ExitInfo, StartSpec } from '../core/runtime.ts';
 import type { StoredJob } from '../core/store.ts';
 import { mountPoint } from '../hosts/mount.ts';
 import type { RemoteExec } from '../hosts/ssh.ts';
+import { withoutGpuVars } from '../core/jobEnv.ts';
 import { hostJobEnv, MountedRuntime, type FollowCommand, type HostJobState, type MountedRef, type MountedRuntimeOptions } from './mounted.ts';
 
 export const CONTAINER_WORKSPACE = '/workspace';
@@ -22,13 +23,16 @@ export interface DockerRunInput {
   brokerId: string;
   image: string;
   command: string[];
-  env: Record<string, string>;
+  /** The env file on the host (envFileText) that holds the job's variables; values never go on a command line. */
+  envFile: string;
   gpuMode: 'nvidia' | 'env';
   gpuIndices: number[];
   cpus: number;
   memoryMiB: number;
   mountPoint: string;
   readOnly: boolean;
+  /** `--pids-limit` (config containers.pidsLimit). */
+  pidsLimit: number;
 }
 
 export function containerName(jobId: string): string {
@@ -53,12 +57,27 @@ export function gpuSettings(mode: 'nvidia' | 'env', indices: number[]): { args: 
 }
 
 /**
+ * The text of a job's `--env-file`: its variables (hostJobEnv: the job's own and gpurun's GPURUN_JOB_ID, GPURUN_ATTEMPT,
+ * …) less any GPU visibility variable, then this runtime's GPU variables,
+ * one `NAME=value` a line. Docker's env files cannot hold a line break in a value: such a job is refused.
+ */
+export function envFileText(env: Record<string, string>, gpuMode: 'nvidia' | 'env', gpuIndices: number[]): string {
+  const all = { ...withoutGpuVars(env), ...gpuSettings(gpuMode, gpuIndices).env };
+  return Object.entries(all).map(([k, v]) => {
+    if (/[\r\n]/.test(v)) throw new GpurunError('E_BAD_REQUEST', `env.${k}: a value with a line break cannot be passed to a container`, { hint: 'Pass it in a file of the workspace instead.' });
+    return `${k}=${v}\n`;
+  }).join('');
+}
+
+/**
  * argv of `docker run`. The command runs under /bin/sh with stderr joined to stdout (one ordered stream, so the
  * log can be addressed by byte offset), under docker's init (so SIGTERM from `docker stop` reaches it).
+ * Hardened: no new privileges (setuid binaries do not raise it), every capability dropped, a pids limit. Nothing
+ * from the request is read as an option: the env is in a file, and the image (validated at submit to start with a
+ * letter or digit) comes after `--`, which ends docker's options.
  */
 export function dockerRunArgs(j: DockerRunInput): string[] {
   const gpu = gpuSettings(j.gpuMode, j.gpuIndices);
-  const env = { ...j.env, ...gpu.env };
   return [
     'docker', 'run', '-d', '--init',
     '--name', containerName(j.jobId),
@@ -69,11 +88,15 @@ export function dockerRunArgs(j: DockerRunInput): string[] {
     '--cpus', String(j.cpus),
     '--memory', `${j.memoryMiB}m`,
     '--memory-swap', `${j.memoryMiB}m`,
+    '--security-opt', 'no-new-privileges',
+    '--cap-drop', 'ALL',
+    '--pids-limit', String(j.pidsLimit),
     ...gpu.args,
     '-v', `${j.mountPoint}:${CONTAINER_WORKSPACE}${j.readOnly ? ':ro' : ''}`,
     '-w', CONTAINER_WORKSPACE,
-    ...Object.entries(env).flatMap(([k, v]) => ['-e', `${k}=${v}`]),
+    '--env-file', j.envFile,
     '--entrypoint', '/bin/sh',
+    '--',
     j.image,
     '-c', 'exec "$@" 2>&1', 'gpurun-job',
     ...j.command,
@@ -83,6 +106,21 @@ export function dockerRunArgs(j: DockerRunInput): string[] {
 /** argv that creates the user's network if it is missing. */
 export function ensureNetworkArgs(owner: string): string[] {
   return ['sh', '-c', 'docker network inspect "$1" >/dev/null 2>&1 || docker network create --label gpurun.owner="$2" "$1" >/dev/null', 'gpurun-net', userNetwork(owner), owner];
+}
+
+/**
+ * Writes the env file in a fresh 0700 folder on the host, the file 0600, its text through stdin (never argv).
+ * Docker reads it when it creates the container; it is removed right after `docker run` (and again at cleanup).
+ */
+async function writeEnvFile(ssh: RemoteExec, dir: string, text: string): Promise<string> {
+  const file = `${dir}/env`;
+  const r = await ssh.exec(['sh', '-c', 'umask 077 && mkdir -p "$1" && chmod 700 "$1" && cat >"$2"', 'gpurun-env', dir, file], { stdin: text, timeoutMs: 30_000 });
+  if (r.code !== 0) throw new GpurunError('E_INTERNAL', `writing the job's env file ${file} failed (exit ${r.code ?? r.signal}): ${r.stderr.trim() || '(no output)'}`, { stderr: r.stderr });
+  return file;
+}
+
+function removeEnvDir(ssh: RemoteExec, dir: string): Promise<unknown> {
+  return ssh.exec(['rm', '-rf', dir], { timeoutMs: 30_000 }).catch(() => undefined);
 }
 
 export interface ContainerState {
@@ -115,6 +153,8 @@ export function noImageHint(image: string, host: string, listed?: string): strin
 
 export interface DockerRef extends MountedRef {
   container: string;
+  /** The folder of the job's env file on the host (removed after `docker run`, and again at cleanup). */
+  envDir?: string;
 }
 
 /** How long recover() looks for the container of a job whose `docker run` may still be under way. */
@@ -127,10 +167,12 @@ export class DockerRuntime extends MountedRuntime {
   /** Containers seen paused (logged once). */
   private readonly pausedSeen = new Set<string>();
   private readonly defaultImage: string | undefined;
+  private readonly pidsLimit: number;
 
-  constructor(opts: MountedRuntimeOptions & { defaultImage?: string }) {
+  constructor(opts: MountedRuntimeOptions & { defaultImage?: string; pidsLimit?: number }) {
     super(opts);
     this.defaultImage = opts.defaultImage;
+    this.pidsLimit = opts.pidsLimit ?? 4096;
   }
 
   start(spec: StartSpec): Promise<DockerRef> {
@@ -151,13 +193,15 @@ export class DockerRuntime extends MountedRuntime {
     }
     const { mnt, transport } = await this.mountWorkspace(ssh, cfg, job);
     const name = containerName(job.id);
+    const envDir = `${cfg.workDir}/run/${job.id}`;
     try {
+      const envFile = await writeEnvFile(ssh, envDir, envFileText(hostJobEnv(spec), cfg.gpuMode, spec.gpuIndices));
       const args = dockerRunArgs({
-        jobId: job.id, owner: job.owner, brokerId: this.brokerId, image, command: job.command, env: hostJobEnv(spec),
+        jobId: job.id, owner: job.owner, brokerId: this.brokerId, image, command: job.command, envFile,
         gpuMode: cfg.gpuMode, gpuIndices: spec.gpuIndices, cpus: job.resources.cpus, memoryMiB: job.resources.memoryMiB,
-        mountPoint: mnt, readOnly: cfg.mount.readOnly,
+        mountPoint: mnt, readOnly: cfg.mount.readOnly, pidsLimit: this.pidsLimit,
       });
-      const r = await ssh.exec(args, { timeoutMs: 120_000 });
+      const r = await ssh.exec(args, { timeoutMs: 120_000 }).finally(() => removeEnvDir(ssh, envDir));
       if (r.code !== 0) {
         const err = r.stderr.trim().split('\n').slice(-2).join(' / ');
         if (/network .* not found/i.test(r.stderr)) this.networks.delete(net);
@@ -175,7 +219,7 @@ export class DockerRuntime extends MountedRuntime {
       await this.mounts.unmount(ssh, mnt).catch(() => {});
       throw e;
     }
-    return { host: spec.host, container: name, mnt, transport, logPath: spec.logPath, ...this.startFacts(spec) };
+    return { host: spec.host, container: name, mnt, transport, logPath: spec.logPath, envDir, ...this.startFacts(spec) };
   }
 
   /**
@@ -252,6 +296,8 @@ export class DockerRuntime extends MountedRuntime {
 
   protected async remove(ssh: RemoteExec, ref: MountedRef): Promise<void> {
     await ssh.exec(['docker', 'rm', '-f', (ref as DockerRef).container], { timeoutMs: 60_000 });
+    const envDir = (ref as DockerRef).envDir;
+    if (envDir) await removeEnvDir(ssh, envDir);
   }
 
   /**

@@ -17,6 +17,7 @@ import type { SshHostConfig } from '../hosts/sshConfig.ts';
 import type { RemoteExec } from '../hosts/ssh.ts';
 import { mountPoint, mountsDir, type Mounts } from '../hosts/mount.ts';
 import type { ClientWorkspaces } from '../hosts/clientWorkspaces.ts';
+import { withoutReserved } from '../core/jobEnv.ts';
 
 /** What the runtimes need from the SSH side of the registry. */
 export interface SshHostLookup {
@@ -71,8 +72,9 @@ export interface MountedRuntimeOptions {
 
 /** The variables a job on an SSH host gets: its own and gpurun's, never the broker's environment. */
 export function hostJobEnv(spec: StartSpec): Record<string, string> {
-  const out: Record<string, string> = { ...spec.job.env };
-  for (const k of ['PYTHONUNBUFFERED', 'CUDA_DEVICE_ORDER', 'GPURUN_JOB_ID']) if (spec.env[k] !== undefined) out[k] = spec.env[k];
+  const out: Record<string, string> = withoutReserved(spec.job.env);
+  // gpurun's own (GPURUN_JOB_ID, GPURUN_ATTEMPT, …); the GPU variables come from the runtime's gpuSettings.
+  for (const [k, v] of Object.entries(spec.env)) if (k === 'PYTHONUNBUFFERED' || k === 'CUDA_DEVICE_ORDER' || (k.startsWith('GPURUN_') && k !== 'GPURUN_GPUS')) out[k] = v;
   return out;
 }
 
@@ -329,7 +331,7 @@ export abstract class MountedRuntime implements Runtime {
    */
   private async pipe<T>(ch: ClientChannel, r: MountedRef, skip: number, during: () => Promise<T>): Promise<T> {
     const tail = lastBytes(r.logPath, Math.min(skip, OFFSET_CHECK_BYTES));
-    const fd = openSync(r.logPath, 'a');
+    const fd = openSync(r.logPath, 'a', 0o600);
     let toSkip = skip;
     let checked = tail.length === 0;
     let droppedTail = Buffer.alloc(0);

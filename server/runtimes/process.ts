@@ -41,8 +41,9 @@ export class ProcessRuntime implements Runtime {
     const dir = join(this.runDir, spec.job.id);
     // A new attempt of the job starts clean: an earlier attempt's status must not read as this one's.
     rmSync(dir, { recursive: true, force: true });
-    mkdirSync(dir, { recursive: true });
-    writeFileSync(join(dir, 'spec.json'), JSON.stringify({ command: spec.job.command, cwd: spec.job.workspace, env: spec.env, logPath: spec.logPath }));
+    // The spec holds the job's env: the folders are 0700 and the file 0600 (README: "Secrets").
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    writeFileSync(join(dir, 'spec.json'), JSON.stringify({ command: spec.job.command, cwd: spec.job.workspace, env: spec.env, logPath: spec.logPath }), { mode: 0o600 });
     const shim = spawn(this.nodePath, [this.shimPath, dir], { detached: true, stdio: 'ignore' });
     shim.unref();
     const shimPid = shim.pid;

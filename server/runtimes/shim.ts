@@ -25,7 +25,7 @@ if (!dir) {
 
 function writeAtomic(name: string, value: unknown): void {
   const tmp = join(dir, `.${name}.tmp`);
-  writeFileSync(tmp, JSON.stringify(value));
+  writeFileSync(tmp, JSON.stringify(value), { mode: 0o600 });
   renameSync(tmp, join(dir, name));
 }
 
@@ -33,7 +33,7 @@ function writeAtomic(name: string, value: unknown): void {
 for (const s of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(s, () => {});
 
 const spec = JSON.parse(readFileSync(join(dir, 'spec.json'), 'utf8')) as ShimSpec;
-const out = openSync(spec.logPath, 'a');
+const out = openSync(spec.logPath, 'a', 0o600);
 if (!existsSync(spec.cwd)) {
   writeAtomic('status.json', { exitCode: 127, signal: null, startError: `workspace folder not found: ${spec.cwd}`, endedAt: new Date().toISOString() });
   process.exit(0);

@@ -7,13 +7,14 @@
  * the byte the broker's log file ends at, so a restarted broker continues with no gap and no repeat; the run
  * directory holds all a restarted broker needs to find the job again. Memory and CPU limits are not enforced.
  */
+import { GpurunError } from '../protocol/errors.ts';
 import type { ExitInfo, StartSpec } from '../core/runtime.ts';
 import type { StoredJob } from '../core/store.ts';
 import type { RemoteExec } from '../hosts/ssh.ts';
 import { mountPoint } from '../hosts/mount.ts';
 import { gpuSettings } from './docker.ts';
 import { hostJobEnv, MountedRuntime, type FollowCommand, type HostJobState, type MountedRef } from './mounted.ts';
-import { followArgs, launchArgs, listRunsArgs, parsePidFile, parseRunState, parseRuns, removeArgs, runDir, statusArgs, stopArgs, type RunState } from './sshProcessArgs.ts';
+import { followArgs, launchArgs, launchInput, listRunsArgs, parsePidFile, parseRunState, parseRuns, removeArgs, runDir, statusArgs, stopArgs, type RunState } from './sshProcessArgs.ts';
 
 export interface SshProcessRef extends MountedRef {
   /** The run directory on the host. */
@@ -42,8 +43,9 @@ export class SshProcessRuntime extends MountedRuntime {
     const dir = runDir(cfg.workDir, job.id);
     try {
       const env = { ...hostJobEnv(spec), ...gpuSettings('env', spec.gpuIndices).env };
-      const out = await ssh.run(launchArgs({ dir, brokerId: this.brokerId, cwd: mnt, env, command: job.command }), 'starting the job', { timeoutMs: 60_000 });
-      return { host: spec.host, dir, mnt, transport, logPath: spec.logPath, ...this.startFacts(spec), ...parsePidFile(out) };
+      const r = await ssh.exec(launchArgs({ dir, brokerId: this.brokerId, cwd: mnt, env, command: job.command }), { stdin: launchInput(env), timeoutMs: 60_000 });
+      if (r.code !== 0) throw new GpurunError('E_INTERNAL', `${spec.host}: starting the job failed (exit ${r.code ?? r.signal}): ${r.stderr.trim().split('\n').slice(-3).join(' / ') || '(no output)'}`, { exitCode: r.code ?? undefined, stderr: r.stderr });
+      return { host: spec.host, dir, mnt, transport, logPath: spec.logPath, ...this.startFacts(spec), ...parsePidFile(r.stdout) };
     } catch (e) {
       await ssh.exec(removeArgs(dir)).catch(() => {});
       await this.unmount(ssh, mnt);

@@ -72,15 +72,17 @@ esac
  * Makes the run directory, writes job.sh, the broker id and the variables, starts the supervisor detached from the
  * SSH session (its own session, no terminal, stdin/out/err away from the channel), and waits until the job has
  * recorded its pid (prints the pid file) or has already ended.
- * argv: SCRIPT DIR BROKER CWD N NAME=VALUE×N CMD...
+ * argv: SCRIPT DIR BROKER CWD N CMD...; stdin: N variables (launchInput), so no value is ever on a command line
+ * (readable in /proc/PID/cmdline by everyone on the host).
  */
 const LAUNCH = `script=$1 dir=$2 broker=$3 cwd=$4 n=$5
 shift 5
 mkdir -p "\${dir%/*}" && mkdir -m 700 "$dir" && mkdir "$dir/env" || exit 1
 printf '%s' "$script" >"$dir/job.sh" && printf '%s\\n' "$broker" >"$dir/broker" || exit 1
 while [ "$n" -gt 0 ]; do
-  printf '%s' "\${1#*=}" >"$dir/env/\${1%%=*}" || exit 1
-  shift
+  read -r name len || exit 1
+  case $name in '' | [0-9]* | *[!A-Za-z0-9_]*) exit 1 ;; esac
+  head -c "$len" >"$dir/env/$name" || exit 1
   n=$((n - 1))
 done
 setsid sh "$dir/job.sh" supervise "$dir" "$cwd" "$@" </dev/null >/dev/null 2>&1 &
@@ -153,15 +155,23 @@ export interface LaunchInput {
   command: string[];
 }
 
-/** argv that starts the job detached; prints the pid file (`PID SUPERVISOR START`). */
+/** argv that starts the job detached; prints the pid file (`PID SUPERVISOR START`). Its stdin: launchInput(j.env). */
 export function launchArgs(j: LaunchInput): string[] {
   if (j.command.length === 0) throw new Error('launchArgs: empty command');
-  const vars = Object.entries(j.env).map(([k, v]) => {
+  return ['sh', '-c', LAUNCH, 'gpurun-launch', JOB_SCRIPT, j.dir, j.brokerId, j.cwd, String(launchVars(j.env).length), ...j.command];
+}
+
+/** The launch script's stdin: per variable a line `NAME BYTES`, then exactly BYTES bytes of its value. */
+export function launchInput(env: Record<string, string>): Buffer {
+  return Buffer.concat(launchVars(env).flatMap(([k, v]) => [Buffer.from(`${k} ${Buffer.byteLength(v)}\n`), Buffer.from(v)]));
+}
+
+function launchVars(env: Record<string, string>): Array<[string, string]> {
+  return Object.entries(env).map(([k, v]) => {
     // Names become file names in env/: only what a shell variable may be called (submit checks users' names).
     if (!ENV_NAME.test(k)) throw new Error(`launchArgs: ${JSON.stringify(k)} is not a variable name`);
-    return `${k}=${v}`;
+    return [k, v];
   });
-  return ['sh', '-c', LAUNCH, 'gpurun-launch', JOB_SCRIPT, j.dir, j.brokerId, j.cwd, String(vars.length), ...vars, ...j.command];
 }
 
 export function statusArgs(dir: string): string[] {

@@ -314,7 +314,7 @@ export class SlurmCluster implements Backend {
       const offset = logs.size(t.job.id) - (t.ref.logOffset ?? 0);
       const buf = await this.parts.files.read(t.ref.output, Math.max(0, offset), READ_CHUNK);
       if (buf.length === 0 || !t.ev.isCurrent()) return;
-      appendFileSync(logs.path(t.job.id), buf);
+      appendFileSync(logs.path(t.job.id), buf, { mode: 0o600 });
       if (buf.length < READ_CHUNK) return;
     }
   }

@@ -1,6 +1,6 @@
 /** In-memory Store for unit tests of code that needs one. Same contract as SqliteStore (test/unit/store.test.ts). */
 import type { Transition } from '../protocol/jobs.ts';
-import type { JobPatch, JobQuery, Store, StoredAttempt, StoredJob, TokenRecord } from '../core/store.ts';
+import { tokenIdOf, type JobPatch, type JobQuery, type Store, type StoredAttempt, type StoredJob, type TokenRecord } from '../core/store.ts';
 
 export class MemoryStore implements Store {
   private readonly jobs = new Map<string, StoredJob>();
@@ -59,13 +59,27 @@ export class MemoryStore implements Store {
     return structuredClone(this.atts.get(jobId) ?? []);
   }
 
-  addToken(hash: string, user: string, admin: boolean, at: string): void {
+  addToken(hash: string, user: string, admin: boolean, at: string, expiresAt: string | null = null): TokenRecord {
     if (this.tokens.has(hash)) throw new Error('token exists');
-    this.tokens.set(hash, { user, admin, createdAt: at });
+    const rec: TokenRecord = { id: tokenIdOf(hash), user, admin, createdAt: at, expiresAt, revokedAt: null };
+    this.tokens.set(hash, rec);
+    return { ...rec };
   }
 
   findToken(hash: string): TokenRecord | undefined {
-    return this.tokens.get(hash);
+    const r = this.tokens.get(hash);
+    return r && { ...r };
+  }
+
+  listTokens(): TokenRecord[] {
+    return [...this.tokens.values()].map((r) => ({ ...r }));
+  }
+
+  revokeToken(id: string, at: string): TokenRecord | undefined {
+    const r = [...this.tokens.values()].find((t) => t.id === id);
+    if (!r) return undefined;
+    r.revokedAt ??= at;
+    return { ...r };
   }
 
   close(): void {}

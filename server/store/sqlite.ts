@@ -4,11 +4,11 @@
  * open, each in a transaction.
  */
 import { DatabaseSync } from 'node:sqlite';
-import { mkdirSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { JobState, Transition } from '../protocol/jobs.ts';
 import { GpurunError } from '../protocol/errors.ts';
-import type { JobPatch, JobQuery, Store, StoredAttempt, StoredJob, TokenRecord } from '../core/store.ts';
+import { tokenIdOf, type JobPatch, type JobQuery, type Store, type StoredAttempt, type StoredJob, type TokenRecord } from '../core/store.ts';
 
 /** MIGRATIONS[i] takes the schema from version i to i + 1. Append only. */
 const MIGRATIONS: string[] = [
@@ -73,6 +73,12 @@ const MIGRATIONS: string[] = [
      evidence TEXT NOT NULL,
      PRIMARY KEY (job_id, n)
    );`,
+  // Tokens get a public id (listing, revoking), an expiry and a revocation time; existing tokens keep working.
+  `ALTER TABLE tokens ADD COLUMN id TEXT;
+   ALTER TABLE tokens ADD COLUMN expires_at TEXT;
+   ALTER TABLE tokens ADD COLUMN revoked_at TEXT;
+   UPDATE tokens SET id = substr(hash, 1, 12);
+   CREATE UNIQUE INDEX tokens_id ON tokens(id);`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
@@ -87,7 +93,7 @@ export class SqliteStore implements Store {
 
   constructor(path: string) {
     this.path = path;
-    if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
+    if (path !== ':memory:') privateFile(path);
     this.db = new DatabaseSync(path);
     this.db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;');
     this.migrate();
@@ -103,8 +109,11 @@ export class SqliteStore implements Store {
       active: this.db.prepare("SELECT * FROM jobs WHERE state IN ('queued', 'starting', 'running') ORDER BY seq"),
       transition: this.db.prepare('INSERT INTO transitions (job_id, at, from_state, to_state, reason) VALUES (?, ?, ?, ?, ?)'),
       transitions: this.db.prepare('SELECT * FROM transitions WHERE job_id = ? ORDER BY rowid'),
-      addToken: this.db.prepare('INSERT INTO tokens (hash, user, admin, created_at) VALUES (?, ?, ?, ?)'),
+      addToken: this.db.prepare('INSERT INTO tokens (hash, id, user, admin, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)'),
       findToken: this.db.prepare('SELECT * FROM tokens WHERE hash = ?'),
+      listTokens: this.db.prepare('SELECT * FROM tokens ORDER BY created_at, rowid'),
+      revokeToken: this.db.prepare('UPDATE tokens SET revoked_at = coalesce(revoked_at, ?) WHERE id = ?'),
+      tokenById: this.db.prepare('SELECT * FROM tokens WHERE id = ?'),
     };
   }
 
@@ -230,18 +239,46 @@ export class SqliteStore implements Store {
     }));
   }
 
-  addToken(hash: string, user: string, admin: boolean, at: string): void {
-    this.stmt.addToken.run(hash, user, admin ? 1 : 0, at);
+  addToken(hash: string, user: string, admin: boolean, at: string, expiresAt: string | null = null): TokenRecord {
+    this.stmt.addToken.run(hash, tokenIdOf(hash), user, admin ? 1 : 0, at, expiresAt);
+    return this.findToken(hash)!;
   }
 
   findToken(hash: string): TokenRecord | undefined {
     const r = this.stmt.findToken.get(hash) as Row | undefined;
-    return r && { user: r.user as string, admin: r.admin === 1, createdAt: r.created_at as string };
+    return r && tokenFromRow(r);
+  }
+
+  listTokens(): TokenRecord[] {
+    return (this.stmt.listTokens.all() as Row[]).map(tokenFromRow);
+  }
+
+  revokeToken(id: string, at: string): TokenRecord | undefined {
+    this.stmt.revokeToken.run(at, id);
+    const r = this.stmt.tokenById.get(id) as Row | undefined;
+    return r && tokenFromRow(r);
   }
 
   close(): void {
     if (this.db.isOpen) this.db.close();
   }
+}
+
+/**
+ * The database holds token hashes and every job's env: its folder is 0700 and the file 0600, whoever creates it
+ * first (the broker, or `gpurun token create` before the first start). SQLite gives its -wal and -shm files the
+ * database file's mode. Existing files made by older versions are tightened too.
+ */
+function privateFile(path: string): void {
+  const dir = dirname(path);
+  if (!existsSync(dir)) mkdirSync(dir, { recursive: true, mode: 0o700 });
+  chmodSync(dir, 0o700);
+  closeSync(openSync(path, 'a', 0o600));
+  for (const f of [path, `${path}-wal`, `${path}-shm`]) if (existsSync(f)) chmodSync(f, 0o600);
+}
+
+function tokenFromRow(r: Row): TokenRecord {
+  return { id: r.id as string, user: r.user as string, admin: r.admin === 1, createdAt: r.created_at as string, expiresAt: (r.expires_at as string | null) ?? null, revokedAt: (r.revoked_at as string | null) ?? null };
 }
 
 function definedOnly<T extends object>(o: T): Partial<T> {

@@ -1,6 +1,6 @@
 /** The event stream a UI follows, and a broker that refuses a bad config file with the field named. */
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { JobEvent, JobState } from '../../server/protocol/jobs.ts';
 import { BrokerClient } from '../../server/protocol/client.ts';
@@ -32,8 +32,11 @@ describe('event stream', function () {
       }
     })();
     await new Promise((r) => setTimeout(r, 200));
-    const bobs = await bob.submit({ command: ['true'], workspace: dir, gpus: 0 });
-    const mine = await alice.submit({ command: ['sh', '-c', 'exit 5'], workspace: dir, gpus: 0 });
+    // A folder beside the broker's (the folder above it holds the broker's data: never a workspace).
+    const ws = join(dir, 'ws');
+    mkdirSync(ws);
+    const bobs = await bob.submit({ command: ['true'], workspace: ws, gpus: 0 });
+    const mine = await alice.submit({ command: ['sh', '-c', 'exit 5'], workspace: ws, gpus: 0 });
     await waitFor('the final event', () => seen.some((e) => e.id === mine.id && e.state === 'failed'));
     ac.abort();
     await reading;

@@ -108,7 +108,9 @@ export interface BrokerProc {
 export async function startBrokerProcess(home: string, config: Record<string, unknown>, env: NodeJS.ProcessEnv = {}, opts: { wrap?: string[] } = {}): Promise<BrokerProc> {
   mkdirSync(home, { recursive: true });
   const cfgPath = join(home, 'broker.json');
-  const cfg = { listen: '127.0.0.1:0', dataDir: join(home, 'data'), killGrace: '2s', ...config };
+  // A test broker trusts its users as one team does (README "Running a team broker"): any folder but the broker's own
+  // may be a workspace, and local hosts run jobs as this user. Suites about those boundaries pass their own settings.
+  const cfg = { listen: '127.0.0.1:0', dataDir: join(home, 'data'), killGrace: '2s', workspaceRoots: { '*': '/' }, trustLocalUsers: true, ...config };
   writeFileSync(cfgPath, JSON.stringify(cfg, null, 2));
   const b = await spawnBroker(home, undefined, env, opts.wrap);
   writeFileSync(cfgPath, JSON.stringify({ ...cfg, listen: b.url.replace(/^http:\/\//, '') }, null, 2));

@@ -32,7 +32,8 @@ export interface SlurmBroker {
 }
 
 export async function startSlurmBroker(home: string, config: Record<string, unknown> = clusterConfig(home)): Promise<SlurmBroker> {
-  const broker = await startBrokerProcess(home, config);
+  // The broker's config and data in a folder of their own: the workspaces beside it may not contain them.
+  const broker = await startBrokerProcess(join(home, 'broker'), config);
   const token = await createToken(broker, 'alice');
   return { broker, env: { ...testEnv(home), GPURUN_BROKER: broker.url, GPURUN_TOKEN: token } };
 }

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { validateConfig } from '../../server/config.ts';
+import { refuseUntrustedLocalHosts, validateConfig } from '../../server/config.ts';
+import { brokerOwnDirs } from '../../server/auth/workspaces.ts';
 
 const v = (raw: unknown) => validateConfig(raw, 'broker.json', '/etc/gpurun', '/home/u/.local/share/gpurun');
 
@@ -59,4 +60,41 @@ describe('broker config', () => {
       assert.throws(() => v(raw), (e: Error & { code?: string; hint?: string }) => e.code === 'E_CONFIG' && re.test(e.message) && !!e.hint);
     });
   }
+
+  it('reads the team broker settings: workspaceRoots, trustLocalUsers, containers.pidsLimit', () => {
+    const c = v({ workspaceRoots: { '*': '/home/{user}', alice: ['/data/alice', '/scratch/alice'] }, trustLocalUsers: true, containers: { pidsLimit: 512 } });
+    assert.deepEqual(c.workspaceRoots, { '*': ['/home/{user}'], alice: ['/data/alice', '/scratch/alice'] });
+    assert.equal(c.trustLocalUsers, true);
+    assert.equal(c.containers.pidsLimit, 512);
+    assert.equal(c.team, true);
+    assert.equal(c.configDir, '/etc/gpurun');
+    const d = v({});
+    assert.equal(d.workspaceRoots, null);
+    assert.equal(d.trustLocalUsers, false);
+    assert.equal(d.containers.pidsLimit, 4096);
+    assert.equal(v({ listen: 'unix:/run/g.sock' }).team, false, 'a trusted Unix socket is the single-user broker');
+    assert.equal(v({ listen: 'unix:/run/g.sock', auth: { trustUnixSocket: false } }).team, true);
+  });
+
+  it('refuses bad team settings, naming the field', () => {
+    assert.throws(() => v({ workspaceRoots: { '*': 'home/{user}' } }), /workspaceRoots\.\*: "home\/\{user\}" must be an absolute path/);
+    assert.throws(() => v({ workspaceRoots: { 'a b': '/x' } }), /workspaceRoots\.a b: must be "\*" or a user name/);
+    assert.throws(() => v({ workspaceRoots: '/home' }), /workspaceRoots: must be an object/);
+    assert.throws(() => v({ trustLocalUsers: 'yes' }), /trustLocalUsers: must be true or false/);
+    assert.throws(() => v({ containers: { pidsLimit: 1 } }), /containers\.pidsLimit: must be a whole number ≥ 16/);
+    assert.throws(() => v({ defaults: { image: '--privileged' } }), /defaults\.image: must be an image reference/);
+  });
+
+  it('refuses a local host on a team broker unless trustLocalUsers', () => {
+    assert.throws(() => refuseUntrustedLocalHosts(v({})), /hosts\[0\] "local" is a local host: on a team broker it would run every user's job as the broker's own user/);
+    refuseUntrustedLocalHosts(v({ trustLocalUsers: true }));
+    refuseUntrustedLocalHosts(v({ listen: 'unix:/run/g.sock' }));
+  });
+
+  it("names the broker's own folders: data, config, keys, known_hosts, ~/.ssh", () => {
+    const c = v({ dataDir: '/var/lib/gpurun', hosts: [{ name: 'g', type: 'ssh', address: 'g', identityFile: '/etc/gpurun/keys/id', knownHosts: '/etc/gpurun/known/hosts' }] });
+    const dirs = brokerOwnDirs(c);
+    for (const d of ['/var/lib/gpurun', '/etc/gpurun', '/etc/gpurun/keys', '/etc/gpurun/known']) assert.ok(dirs.includes(d), d);
+    assert.ok(dirs.some((d) => d.endsWith('/.ssh')));
+  });
 });

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
-import { containerName, dockerRunArgs, ensureNetworkArgs, gpuSettings, isNoImage, noImageHint, parseContainerState, userNetwork, type DockerRunInput } from '../../server/runtimes/docker.ts';
+import { containerName, dockerRunArgs, ensureNetworkArgs, envFileText, gpuSettings, isNoImage, noImageHint, parseContainerState, userNetwork, type DockerRunInput } from '../../server/runtimes/docker.ts';
 
 const base: DockerRunInput = {
   jobId: 'ab12cd34', owner: 'alice', brokerId: 'b0b0', image: 'local/python:3', command: ['python3', 'train.py', '--lr', '3e-4'],
-  env: { PYTHONUNBUFFERED: '1', WANDB_MODE: 'offline' }, gpuMode: 'nvidia', gpuIndices: [2, 3], cpus: 4, memoryMiB: 16384,
-  mountPoint: '/var/tmp/gpurun/mnt/ab12cd34', readOnly: false,
+  envFile: '/var/tmp/gpurun/run/ab12cd34/env', gpuMode: 'nvidia', gpuIndices: [2, 3], cpus: 4, memoryMiB: 16384,
+  mountPoint: '/var/tmp/gpurun/mnt/ab12cd34', readOnly: false, pidsLimit: 4096,
 };
 
 function flag(args: string[], name: string): string[] {
@@ -23,10 +23,28 @@ describe('dockerRunArgs', () => {
     assert.deepEqual(flag(a, '--gpus'), ['"device=2,3"']);
     assert.deepEqual(flag(a, '-v'), ['/var/tmp/gpurun/mnt/ab12cd34:/workspace']);
     assert.deepEqual(flag(a, '-w'), ['/workspace']);
-    assert.deepEqual(flag(a, '-e').sort(), ['CUDA_VISIBLE_DEVICES=0,1', 'GPURUN_GPUS=2,3', 'PYTHONUNBUFFERED=1', 'WANDB_MODE=offline']);
-    // The image, then sh joining stderr to stdout, then the job's argv untouched.
+    // Variables come from a file, never as -e NAME=value words (readable in /proc/*/cmdline on the host).
+    assert.deepEqual(flag(a, '-e'), []);
+    assert.deepEqual(flag(a, '--env-file'), ['/var/tmp/gpurun/run/ab12cd34/env']);
+    assert.deepEqual(flag(a, '--security-opt'), ['no-new-privileges']);
+    assert.deepEqual(flag(a, '--cap-drop'), ['ALL']);
+    assert.deepEqual(flag(a, '--pids-limit'), ['4096']);
+    // `--` ends the options, then the image, sh joining stderr to stdout, and the job's argv untouched.
     const img = a.indexOf('local/python:3');
-    assert.deepEqual(a.slice(img), ['local/python:3', '-c', 'exec "$@" 2>&1', 'gpurun-job', 'python3', 'train.py', '--lr', '3e-4']);
+    assert.deepEqual(a.slice(img - 1), ['--', 'local/python:3', '-c', 'exec "$@" 2>&1', 'gpurun-job', 'python3', 'train.py', '--lr', '3e-4']);
+  });
+
+  it('puts the image after every option, so an image like --privileged could only ever be an image name', () => {
+    const a = dockerRunArgs({ ...base, image: '--privileged', command: ['--rm', '-v', '/:/host'] });
+    const img = a.indexOf('--privileged');
+    assert.equal(a[img - 1], '--');
+    assert.equal(a.indexOf('--'), img - 1, 'no option after the end of options');
+  });
+
+  it('writes the env file: the job\'s variables without the names gpurun sets, then the GPU variables', () => {
+    const text = envFileText({ WANDB_MODE: 'offline', SECRET: 'a b=c', NVIDIA_VISIBLE_DEVICES: 'all', GPURUN_GPUS: '0-7', GPURUN_ATTEMPT: '2' }, 'nvidia', [2, 3]);
+    assert.equal(text, 'WANDB_MODE=offline\nSECRET=a b=c\nGPURUN_ATTEMPT=2\nCUDA_VISIBLE_DEVICES=0,1\nGPURUN_GPUS=2,3\n');
+    assert.throws(() => envFileText({ TWO: 'line one\nline two' }, 'env', []), /env\.TWO: a value with a line break cannot be passed to a container/);
   });
 
   it('hands GPUs over by variables only in env mode, and none at all without GPUs', () => {

@@ -1,7 +1,11 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { followArgs, JOB_SCRIPT, launchArgs, listRunsArgs, parsePidFile, parseRunState, parseRuns, removeArgs, runDir, statusArgs, stopArgs } from '../../server/runtimes/sshProcessArgs.ts';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { followArgs, JOB_SCRIPT, launchArgs, launchInput, listRunsArgs, parsePidFile, parseRunState, parseRuns, removeArgs, runDir, statusArgs, stopArgs } from '../../server/runtimes/sshProcessArgs.ts';
 
+const JOB_SECRET = 'value-only-on-stdin-77';
 const hostile = `it's $(touch /tmp/x) \`id\` "q" ;\n two  spaces`;
 
 describe('ssh process runtime: commands', () => {
@@ -10,7 +14,9 @@ describe('ssh process runtime: commands', () => {
     assert.deepEqual(a.slice(0, 2), ['sh', '-c']);
     assert.equal(a[3], 'gpurun-launch');
     assert.equal(a[4], JOB_SCRIPT);
-    assert.deepEqual(a.slice(5), ['/w/jobs/j1', 'b0b0', '/w/mnt/j1', '2', `A=${hostile}`, 'CUDA_VISIBLE_DEVICES=2,3', 'python3', hostile]);
+    // The variables' values travel on stdin, never on a command line.
+    assert.deepEqual(a.slice(5), ['/w/jobs/j1', 'b0b0', '/w/mnt/j1', '2', 'python3', hostile]);
+    assert.equal(launchInput({ A: hostile, CUDA_VISIBLE_DEVICES: '2,3' }).toString(), `A ${Buffer.byteLength(hostile)}\n${hostile}CUDA_VISIBLE_DEVICES 3\n2,3`);
     // The scripts are the same whatever the job: no user data in shell text.
     const b = launchArgs({ dir: '/x', brokerId: 'c', cwd: '/y', env: {}, command: ['true'] });
     assert.equal(a[2], b[2]);
@@ -31,6 +37,19 @@ describe('ssh process runtime: commands', () => {
     assert.deepEqual(listRunsArgs('/w/').slice(3), ['gpurun-runs', '/w/jobs']);
     // tail -c +N counts from 1: a log file of 1234 bytes resumes at the 1235th.
     assert.deepEqual(followArgs('/w/jobs/j1', 1234, 4242).slice(3), ['gpurun-follow', '/w/jobs/j1', '1235', '4242']);
+  });
+
+  it('the launch script writes each variable from stdin exactly (line breaks, spaces, UTF-8, empty)', () => {
+    const shell = spawnSync('dash', ['-c', 'true']).status === 0 ? 'dash' : 'sh';
+    const t = mkdtempSync(join(tmpdir(), 'gpurun-launch-'));
+    const env = { A: hostile, E: '', U: 'grüße\n\n', S: JOB_SECRET };
+    const argv = launchArgs({ dir: join(t, 'jobs', 'j1'), brokerId: 'b', cwd: t, env, command: ['sh', '-c', 'printf "%s|" "$A" "$E" "$U" "$S"'] });
+    const r = spawnSync(shell, argv.slice(1), { input: launchInput(env), encoding: 'utf8', timeout: 20_000 });
+    assert.equal(r.status, 0, r.stderr);
+    for (const [k, v] of Object.entries(env)) assert.equal(readFileSync(join(t, 'jobs', 'j1', 'env', k), 'utf8'), v, k);
+    assert.ok(!argv.some((w) => w.includes(JOB_SECRET)));
+    spawnSync('sh', ['-c', 'sleep 0.5']);
+    rmSync(t, { recursive: true, force: true });
   });
 
   it('every script is valid POSIX sh (dash when it is there)', () => {

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
@@ -101,14 +101,29 @@ function contract(name: string, make: () => { store: Store; done(): void }): voi
     });
 
     it('finds tokens by hash only', () => {
-      store.addToken('h1', 'alice', false, 't0');
-      store.addToken('h2', 'root', true, 't0');
-      assert.deepEqual(store.findToken('h1'), { user: 'alice', admin: false, createdAt: 't0' });
-      assert.equal(store.findToken('h2')!.admin, true);
+      store.addToken(H1, 'alice', false, 't0');
+      store.addToken(H2, 'root', true, 't0', '2030-01-01T00:00:00.000Z');
+      assert.deepEqual(store.findToken(H1), { id: H1.slice(0, 12), user: 'alice', admin: false, createdAt: 't0', expiresAt: null, revokedAt: null });
+      assert.equal(store.findToken(H2)!.admin, true);
+      assert.equal(store.findToken(H2)!.expiresAt, '2030-01-01T00:00:00.000Z');
       assert.equal(store.findToken('alice'), undefined);
+    });
+
+    it('lists tokens oldest first and revokes by id, keeping the first revocation time', () => {
+      store.addToken(H1, 'alice', false, 't0');
+      store.addToken(H2, 'root', true, 't1');
+      assert.deepEqual(store.listTokens().map((t) => t.user), ['alice', 'root']);
+      assert.equal(store.revokeToken(H1.slice(0, 12), 't2')!.revokedAt, 't2');
+      assert.equal(store.revokeToken(H1.slice(0, 12), 't3')!.revokedAt, 't2');
+      assert.equal(store.findToken(H1)!.revokedAt, 't2');
+      assert.equal(store.findToken(H2)!.revokedAt, null);
+      assert.equal(store.revokeToken('000000000000', 't2'), undefined);
     });
   });
 }
+
+const H1 = 'a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90';
+const H2 = 'ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100';
 
 contract('memory', () => ({ store: new MemoryStore(), done: () => {} }));
 contract('sqlite', () => {
@@ -138,6 +153,29 @@ describe('SqliteStore', () => {
     db.close();
   });
 
+  it('opens a database of the schema before token ids: its tokens keep working and get ids', () => {
+    const path = join(dir, 'db.sqlite');
+    const old = new DatabaseSync(path);
+    old.exec(`CREATE TABLE jobs (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, owner TEXT NOT NULL, name TEXT NOT NULL, command TEXT NOT NULL, workspace TEXT NOT NULL, resources TEXT NOT NULL, queue TEXT NOT NULL, image TEXT, env TEXT NOT NULL, state TEXT NOT NULL, reason TEXT NOT NULL, exit_code INTEGER, host TEXT, gpu_indices TEXT NOT NULL, created_at TEXT NOT NULL, started_at TEXT, ended_at TEXT, runtime_ref TEXT, stop_intent TEXT, backend TEXT, workspace_from TEXT);
+      CREATE TABLE transitions (job_id TEXT NOT NULL, at TEXT NOT NULL, from_state TEXT, to_state TEXT NOT NULL, reason TEXT NOT NULL);
+      CREATE TABLE tokens (hash TEXT PRIMARY KEY, user TEXT NOT NULL, admin INTEGER NOT NULL, created_at TEXT NOT NULL);
+      INSERT INTO tokens VALUES ('${H1}', 'alice', 0, 't0');
+      PRAGMA user_version = 3;`);
+    old.close();
+    const s = new SqliteStore(path);
+    assert.deepEqual(s.findToken(H1), { id: H1.slice(0, 12), user: 'alice', admin: false, createdAt: 't0', expiresAt: null, revokedAt: null });
+    s.close();
+  });
+
+  it('keeps its folder 0700 and its files 0600, also when it creates the folder (gpurun token create before a broker)', () => {
+    const path = join(dir, 'new', 'data', 'db.sqlite');
+    const s = new SqliteStore(path);
+    s.addToken(H1, 'alice', false, 't0');
+    s.close();
+    assert.equal(statSync(join(dir, 'new', 'data')).mode & 0o777, 0o700);
+    for (const f of readdirSync(join(dir, 'new', 'data'))) assert.equal(statSync(join(dir, 'new', 'data', f)).mode & 0o777, 0o600, f);
+  });
+
   it('opens a database of the schema before attempts: its jobs keep working and gain attempts', () => {
     const path = join(dir, 'db.sqlite');
     const s1 = new SqliteStore(path);
@@ -145,7 +183,7 @@ describe('SqliteStore', () => {
     s1.close();
     // Take it back to version 3 (before attempts), as an older broker left it.
     const db = new DatabaseSync(path);
-    db.exec('DROP TABLE attempts; ALTER TABLE jobs DROP COLUMN restarts; ALTER TABLE jobs DROP COLUMN restart_on_exit; PRAGMA user_version = 3');
+    db.exec('DROP TABLE attempts; ALTER TABLE jobs DROP COLUMN restarts; ALTER TABLE jobs DROP COLUMN restart_on_exit; DROP INDEX tokens_id; ALTER TABLE tokens DROP COLUMN id; ALTER TABLE tokens DROP COLUMN expires_at; ALTER TABLE tokens DROP COLUMN revoked_at; PRAGMA user_version = 3');
     db.close();
     const s2 = new SqliteStore(path);
     assert.equal(s2.getJob('old')!.state, 'queued');

@@ -50,3 +50,19 @@ describe('units', () => {
     assert.equal(formatDuration(90061), '1d1h');
   });
 });
+
+describe('terminal-safe CLI text', () => {
+  it('shows control characters of job names and argv as escapes, never raw', async () => {
+    const { printable, jobsTable } = await import('../../server/cli/format.ts');
+    assert.equal(printable('a\x1b]0;pwned\x07b\rc\u009bd\u2028'), 'a\\x1b]0;pwned\\x07b\\x0dc\\x9bd\\u2028');
+    assert.equal(printable('tab\there'), 'tab here');
+    const job = { id: 'j1', owner: 'bob', name: '\x1b[2J\x1b[Hfake', state: 'running', queue: 'online', host: 'h', gpuIndices: [], resources: { gpus: 0 }, createdAt: new Date().toISOString(), startedAt: null, endedAt: null, exitCode: null, reason: 'ok\x1b[31m' };
+    const out = jobsTable([job as never], false);
+    assert.ok(!out.includes('\x1b'), out);
+    assert.match(out, /\\x1b\[2J\\x1b\[Hfake/);
+    const { showJob } = await import('../../server/cli/format.ts');
+    const shown = showJob({ ...job, command: ['python3', '\x1b]0;pwned\x07x.py'], state: 'succeeded', queue: 'online', attempts: [] } as never);
+    assert.ok(!shown.includes('\x1b') && !shown.includes('\x07'), shown);
+    assert.match(shown, /command: {3}python3 \\x1b\]0;pwned\\x07x\.py/);
+  });
+});
