@@ -6,13 +6,17 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
 import { GpurunError, isGpurunError } from './protocol/errors.ts';
-import { isFinal, LOG_OFFSET_HEADER, PROTOCOL_VERSION, WORKSPACE_UPGRADE, type Job } from './protocol/jobs.ts';
+import { isFinal, LOG_OFFSET_HEADER, LOG_SKIP_HEADER, PROTOCOL_VERSION, WORKSPACE_UPGRADE, type Job } from './protocol/jobs.ts';
 import type { ClientWorkspaces } from './hosts/clientWorkspaces.ts';
 import { authenticate } from './auth/tokens.ts';
 import type { Broker, Principal } from './broker.ts';
 import type { Store } from './core/store.ts';
 import type { LogFiles } from './logs/logFiles.ts';
 import type { Logger } from './logger.ts';
+import type { TeamGuard } from './team/guard.ts';
+import type { Retention } from './logs/retention.ts';
+import { audit } from './team/audit.ts';
+import { DEFAULT_LIMITS } from './core/limits.ts';
 
 export interface AppDeps {
   broker: Broker;
@@ -24,12 +28,20 @@ export interface AppDeps {
   trustedPrincipal?: Principal;
   /** Streams of client-served workspaces (absent without SSH hosts: the upgrade is then refused). */
   clientWorkspaces?: ClientWorkspaces;
+  /** Limits, failed-sign-in throttle and health of a shared broker (team/guard.ts). */
+  guard?: TeamGuard;
+  /** Tells the logs endpoint when retention removed a log. */
+  retention?: Retention;
 }
 
 export type Handler = (req: IncomingMessage, res: ServerResponse) => void;
 
-const MAX_BODY = 1 << 20;
 const SSE_KEEPALIVE_MS = 15_000;
+/** An event-stream reader that lets this much pile up unread is dropped (it can reconnect and list again). */
+export const SSE_MAX_BUFFERED = 1 << 20;
+/** A page of `GET /v1/jobs` stops before its JSON passes this, so an answer never nears a string's limit. */
+const PAGE_MAX_BYTES = 8 << 20;
+
 
 interface Ctx {
   req: IncomingMessage;
@@ -45,16 +57,20 @@ export function buildApp(d: AppDeps): Handler {
   const routes: Route[] = [
     ['GET', /^\/v1\/whoami$/, (c) => c.principal],
     ['POST', /^\/v1\/jobs$/, async (c) => {
-      const job = d.broker.submit(c.principal, await readJson(c.req));
+      const body = await readJson(c.req, d.guard?.limits.maxBodyBytes ?? DEFAULT_LIMITS.maxBodyBytes);
+      d.guard?.beforeSubmit(c.principal.user, body);
+      const job = d.broker.submit(c.principal, body);
+      d.guard?.afterSubmit(c.principal.user, job.id, c.req.socket.remoteAddress);
       c.res.statusCode = 201;
       return job;
     }],
-    ['GET', /^\/v1\/jobs$/, (c) => {
-      const limit = intParam(c.url, 'limit', 1000, 1, 10_000);
-      return { jobs: d.broker.list(c.principal, { all: c.url.searchParams.get('all') === '1', limit }) };
-    }],
+    ['GET', /^\/v1\/jobs$/, (c) => listPage(d, c)],
     ['GET', /^\/v1\/jobs\/([a-z0-9]{1,32})$/, (c) => d.broker.get(c.principal, c.params[0])],
-    ['POST', /^\/v1\/jobs\/([a-z0-9]{1,32})\/cancel$/, (c) => d.broker.cancel(c.principal, c.params[0])],
+    ['POST', /^\/v1\/jobs\/([a-z0-9]{1,32})\/cancel$/, async (c) => {
+      const job = await d.broker.cancel(c.principal, c.params[0]);
+      audit({ action: 'job.cancel', by: c.principal.user, job: job.id, owner: job.owner });
+      return job;
+    }],
     ['GET', /^\/v1\/jobs\/([a-z0-9]{1,32})\/logs$/, (c) => streamLogs(d, c)],
     ['GET', /^\/v1\/hosts$/, () => ({ hosts: d.broker.hosts() })],
     ['GET', /^\/v1\/events$/, (c) => streamEvents(d, c)],
@@ -65,9 +81,9 @@ export function buildApp(d: AppDeps): Handler {
   };
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://broker');
+    const url = requestUrl(req);
     if (url.pathname === '/v1/health') {
-      send(res, 200, { ok: true, version: d.version, protocol: PROTOCOL_VERSION });
+      send(res, 200, { ok: true, version: d.version, protocol: PROTOCOL_VERSION, ...d.guard?.health() });
       return;
     }
     let pathMatched = false;
@@ -76,7 +92,7 @@ export function buildApp(d: AppDeps): Handler {
       if (!m) continue;
       pathMatched = true;
       if (method !== req.method) continue;
-      const principal = d.trustedPrincipal ?? authenticate(d.store, req.headers.authorization);
+      const principal = d.trustedPrincipal ?? authorize(d, req);
       const out = await fn({ req, res, url, params: m.slice(1), principal });
       if (out !== undefined && !res.headersSent) send(res, res.statusCode === 200 ? 200 : res.statusCode, out);
       return;
@@ -99,12 +115,12 @@ export function buildUpgrade(d: AppDeps): UpgradeHandler {
   return (req, socket, head) => {
     socket.on('error', () => {});
     try {
-      const url = new URL(req.url ?? '/', 'http://broker');
+      const url = requestUrl(req);
       const m = WORKSPACE_PATH.exec(url.pathname);
       if (!m) throw new GpurunError('E_NOT_FOUND', `no upgrade on ${req.method} ${url.pathname}`);
       if (req.method !== 'GET') throw new GpurunError('E_BAD_REQUEST', `${req.method} is not allowed on ${url.pathname}`);
       if ((req.headers.upgrade ?? '').toLowerCase() !== WORKSPACE_UPGRADE) throw new GpurunError('E_BAD_REQUEST', `the upgrade must be to ${WORKSPACE_UPGRADE}`);
-      const principal = d.trustedPrincipal ?? authenticate(d.store, req.headers.authorization);
+      const principal = d.trustedPrincipal ?? authorize(d, req);
       const job = d.broker.visible(principal, m[1]);
       // Serving the files is the owner's alone, admins included: they would choose what another user's job reads.
       if (job.owner !== principal.user) throw new GpurunError('E_FORBIDDEN', `only ${job.owner} can serve the workspace of job ${job.id}`);
@@ -125,6 +141,51 @@ export function buildUpgrade(d: AppDeps): UpgradeHandler {
   };
 }
 
+/**
+ * The request's URL. The target is taken as a path on this broker whatever it looks like: `//x/y` is not a host,
+ * and a target that is not a path at all is "/" (so it is a 404, never a failed parse).
+ */
+function requestUrl(req: IncomingMessage): URL {
+  const target = req.url ?? '/';
+  try {
+    return new URL(`http://broker${target.startsWith('/') ? target : '/'}`);
+  } catch {
+    return new URL('http://broker/');
+  }
+}
+
+function authorize(d: AppDeps, req: IncomingMessage): Principal {
+  const check = () => authenticate(d.store, req.headers.authorization);
+  return d.guard ? d.guard.authenticate(req, check) : check();
+}
+
+/**
+ * `GET /v1/jobs[?all=1][&limit=N][&before=ID]`: newest first, at most `limit` (default 100, at most 1000) and at most
+ * PAGE_MAX_BYTES of JSON; `next` is the `before` of the next page, absent on the last one.
+ */
+function listPage(d: AppDeps, c: Ctx): undefined {
+  const limit = intParam(c.url, 'limit', 100, 1, 1000);
+  const beforeRaw = c.url.searchParams.get('before');
+  if (beforeRaw !== null && !/^[a-z0-9]{1,32}$/.test(beforeRaw)) throw new GpurunError('E_BAD_REQUEST', 'before must be a job id (the "next" of the previous page)');
+  const jobs = d.broker.list(c.principal, { all: c.url.searchParams.get('all') === '1', limit: limit + 1, ...(beforeRaw ? { before: beforeRaw } : {}) });
+  const parts: string[] = [];
+  let bytes = 0;
+  let next: string | undefined;
+  for (let i = 0; i < jobs.length; i++) {
+    const text = JSON.stringify(jobs[i]);
+    if (i === limit || (parts.length > 0 && bytes + text.length > PAGE_MAX_BYTES)) {
+      next = jobs[i - 1].id;
+      break;
+    }
+    parts.push(text);
+    bytes += text.length + 1;
+  }
+  const body = `{"jobs":[${parts.join(',')}]${next ? `,"next":${JSON.stringify(next)}` : ''}}`;
+  c.res.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body) });
+  c.res.end(body);
+  return undefined;
+}
+
 function send(res: ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body);
   res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text) });
@@ -141,14 +202,20 @@ function sendError(log: Logger, res: ServerResponse, err: unknown): void {
   send(res, e.status, e.toBody());
 }
 
-async function readJson(req: IncomingMessage): Promise<unknown> {
+async function readJson(req: IncomingMessage, max: number): Promise<unknown> {
   const type = req.headers['content-type'] ?? '';
   if (!type.startsWith('application/json')) throw new GpurunError('E_BAD_REQUEST', 'the body must be JSON (content-type: application/json)');
+  const tooLarge = () => {
+    // Answer now and stop reading: the rest of a too-large body is not waited for.
+    req.socket.once('finish', () => req.socket.destroy());
+    return new GpurunError('E_TOO_LARGE', `the body is larger than ${max} bytes`, { hint: 'Send less (the broker\'s limits.maxBodyBytes); large values belong in files in the workspace.' });
+  };
+  if (Number(req.headers['content-length'] ?? 0) > max) throw tooLarge();
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const c of req) {
     size += (c as Buffer).length;
-    if (size > MAX_BODY) throw new GpurunError('E_BAD_REQUEST', `the body is larger than ${MAX_BODY} bytes`);
+    if (size > max) throw tooLarge();
     chunks.push(c as Buffer);
   }
   try {
@@ -168,15 +235,18 @@ function intParam(url: URL, name: string, def: number, min: number, max: number)
 /** Raw bytes from `offset`; with `follow=1`, the response stays open until the job has ended and all is sent. */
 async function streamLogs(d: AppDeps, c: Ctx): Promise<undefined> {
   const job = d.broker.visible(c.principal, c.params[0]);
-  const offset = intParam(c.url, 'offset', 0, 0, Number.MAX_SAFE_INTEGER);
+  d.retention?.assertLog(job);
+  let offset = intParam(c.url, 'offset', 0, 0, Number.MAX_SAFE_INTEGER);
   const follow = c.url.searchParams.get('follow') === '1';
   const size = d.logs.size(job.id);
   if (offset > size && !follow) {
     throw new GpurunError('E_BAD_REQUEST', `offset ${offset} is past the end of the log (${size} bytes)`);
   }
+  const cut = d.logs.cut(job.id);
+  if (cut && offset >= cut.from && offset < cut.to) offset = cut.to;
   const ac = new AbortController();
   c.res.on('close', () => ac.abort());
-  c.res.writeHead(200, { 'content-type': 'application/octet-stream', [LOG_OFFSET_HEADER]: String(offset), 'cache-control': 'no-store' });
+  c.res.writeHead(200, { 'content-type': 'application/octet-stream', [LOG_OFFSET_HEADER]: String(offset), 'cache-control': 'no-store', ...(cut ? { [LOG_SKIP_HEADER]: `${cut.from}-${cut.to}` } : {}) });
   c.res.flushHeaders();
   const opts = follow ? { isDone: () => d.broker.isDone(job.id), signal: ac.signal } : { signal: ac.signal };
   for await (const chunk of d.logs.read(job.id, offset, opts)) {
@@ -192,7 +262,14 @@ function streamEvents(d: AppDeps, c: Ctx): undefined {
   c.res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' });
   c.res.write(': gpurun events\n\n');
   const onJob = (job: Job) => {
-    if (c.principal.admin || job.owner === c.principal.user) c.res.write(`event: job\ndata: ${JSON.stringify({ type: 'job', job })}\n\n`);
+    if (!(c.principal.admin || job.owner === c.principal.user)) return;
+    // A reader that stopped reading: drop it instead of buffering for it without bound.
+    if (c.res.writableLength > SSE_MAX_BUFFERED) {
+      d.log.warn('dropped an event-stream reader that stopped reading', { user: c.principal.user, buffered: c.res.writableLength });
+      c.res.destroy();
+      return;
+    }
+    c.res.write(`event: job\ndata: ${JSON.stringify({ type: 'job', job })}\n\n`);
   };
   d.broker.on('job', onJob);
   const keep = setInterval(() => c.res.write(': keep-alive\n\n'), SSE_KEEPALIVE_MS);

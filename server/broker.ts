@@ -10,6 +10,7 @@ import { isFinal, type HostInfo, type Job, type JobState } from './protocol/jobs
 import type { Store, StoredJob, StopIntent } from './core/store.ts';
 import type { ExitInfo, Lost } from './core/runtime.ts';
 import { schedule, unsatisfiableReason, waitReason, type Allocation } from './core/scheduler.ts';
+import { fairOrder, fairPosition, fairPositions } from './core/fairness.ts';
 import { validateSubmit } from './core/submit.ts';
 import { formatDuration } from './core/units.ts';
 import type { BrokerConfig } from './config.ts';
@@ -145,13 +146,12 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     return this.view(job);
   }
 
-  list(p: Principal, opts: { all: boolean; limit: number }): Job[] {
+  /** Newest first, at most `limit`; `before`: only jobs submitted before that job (the cursor of the next page). */
+  list(p: Principal, opts: { all: boolean; limit: number; before?: string }): Job[] {
     const owner = p.admin ? undefined : p.user;
-    let jobs = this.d.store.listJobs({ ...(owner === undefined ? {} : { owner }), limit: opts.all ? opts.limit : Math.max(opts.limit, 200) });
-    if (!opts.all) {
-      const dayAgo = new Date(Date.now() - 86_400_000).toISOString();
-      jobs = jobs.filter((j) => !isFinal(j.state) || (j.endedAt ?? '') >= dayAgo).slice(0, opts.limit);
-    }
+    const before = opts.before === undefined ? undefined : this.visible(p, opts.before).seq;
+    const endedAfter = opts.all ? undefined : new Date(Date.now() - 86_400_000).toISOString();
+    const jobs = this.d.store.listJobs({ ...(owner === undefined ? {} : { owner }), limit: opts.limit, ...(before === undefined ? {} : { beforeSeq: before }), ...(endedAfter ? { activeOrEndedAfter: endedAfter } : {}) });
     const positions = this.queuePositions();
     return jobs.map((j) => this.view(this.active.get(j.id) ?? j, positions));
   }
@@ -190,6 +190,16 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     return job;
   }
 
+  /** Jobs queued, starting or running (for limits and the output cap). */
+  activeJobs(): StoredJob[] {
+    return [...this.active.values()];
+  }
+
+  /** Stops a job that passed a limit (e.g. its output cap); it ends `failed` with `reason`. */
+  stopForLimit(id: string, reason: string): void {
+    this.requestStop(id, 'limit', reason);
+  }
+
   /** Jobs queued, starting or running. */
   activeCount(): number {
     return this.active.size;
@@ -216,9 +226,11 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
   }
 
   private pass(): void {
-    const queued = [...this.active.values()].filter((j) => j.state === 'queued' && !this.onCluster(j));
+    const queued = this.hostQueued();
     if (queued.length === 0) return;
-    const placements = schedule(this.d.hosts.capacities(), this.allocations(), queued);
+    const held = new Map<string, number>();
+    for (const j of this.active.values()) if (j.state !== 'queued' && !this.onCluster(j)) held.set(j.owner, (held.get(j.owner) ?? 0) + j.gpuIndices.length);
+    const placements = schedule(this.d.hosts.capacities(), this.allocations(), fairOrder(queued, this.runningByOwner()), { max: this.d.config.limits.maxRunningGpus, held });
     for (const pl of placements) {
       const now = new Date().toISOString();
       const job = this.update(pl.jobId, { state: 'starting', reason: `placed on ${pl.host}`, host: pl.host, gpuIndices: pl.gpuIndices }, now);
@@ -236,17 +248,24 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     return out;
   }
 
+  /** Positions in the order the scheduler serves (core/fairness.ts), so users are shown what will happen. */
   private queuePositions(): Map<string, number> {
-    const pos = new Map<string, number>();
-    const count = { online: 0, offline: 0 };
-    for (const j of [...this.active.values()].sort((a, b) => a.seq - b.seq)) if (j.state === 'queued' && !this.onCluster(j)) pos.set(j.id, ++count[j.queue]);
-    return pos;
+    return fairPositions(this.hostQueued(), this.runningByOwner());
   }
 
   /** One job's position without sorting the whole queue (submit answers with it, so it must stay cheap). */
   private queuePosition(job: StoredJob): number {
-    let n = 1;
-    for (const j of this.active.values()) if (j.state === 'queued' && j.queue === job.queue && j.seq < job.seq && !this.onCluster(j)) n++;
+    return fairPosition(job, this.hostQueued(), this.runningByOwner());
+  }
+
+  private hostQueued(): StoredJob[] {
+    return [...this.active.values()].filter((j) => j.state === 'queued' && !this.onCluster(j));
+  }
+
+  /** Starting or running host jobs per user: the fair order serves users who hold less first. */
+  private runningByOwner(): Map<string, number> {
+    const n = new Map<string, number>();
+    for (const j of this.active.values()) if (j.state !== 'queued' && !this.onCluster(j)) n.set(j.owner, (n.get(j.owner) ?? 0) + 1);
     return n;
   }
 
@@ -326,6 +345,7 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     let reason: string;
     if (job.stopIntent === 'cancel') [state, reason] = ['cancelled', job.reason];
     else if (job.stopIntent === 'timeout') [state, reason] = ['timed_out', job.reason];
+    else if (job.stopIntent === 'limit') [state, reason] = ['failed', job.reason];
     else if (end.failure) [state, reason] = ['failed', end.failure];
     else if (end.startError) [state, reason] = ['failed', `could not start: ${end.startError}`];
     else if (end.exitCode === 0) [state, reason] = ['succeeded', 'exited with code 0'];

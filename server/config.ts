@@ -10,6 +10,7 @@ import { QUEUES, type Queue } from './protocol/jobs.ts';
 import { parseDuration, parseMemory } from './core/units.ts';
 import { validateClusters, type ClusterConfig } from './slurm/config.ts';
 import { SSH_HOST_KEYS, validateSshHost, type SshHostConfig } from './hosts/sshConfig.ts';
+import { TEAM_KEYS, validateTeam, type TeamConfig } from './teamConfig.ts';
 
 export type Listen = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
 
@@ -31,7 +32,7 @@ export interface QueueConfig {
   defaultTimeSec: number;
 }
 
-export interface BrokerConfig {
+export interface BrokerConfig extends TeamConfig {
   listen: Listen;
   dataDir: string;
   hosts: HostConfig[];
@@ -111,7 +112,7 @@ export function parseListen(text: string, onError: (msg: string) => never): List
 export function validateConfig(raw: unknown, file: string, baseDir: string, fallbackDataDir: string): BrokerConfig {
   const f = new Fields(file);
   const o = f.obj(raw, '(top level)');
-  f.keys(o, '', ['listen', 'dataDir', 'hosts', 'queues', 'defaults', 'killGrace', 'auth', 'clusters', 'defaultBackend']);
+  f.keys(o, '', ['listen', 'dataDir', 'hosts', 'queues', 'defaults', 'killGrace', 'auth', 'clusters', 'defaultBackend', ...TEAM_KEYS]);
   const listen = parseListen(o.listen === undefined ? '127.0.0.1:8750' : f.str(o.listen, 'listen'), (m) => f.fail('listen', m));
   const dataDir = o.dataDir === undefined ? fallbackDataDir : resolve(baseDir, f.str(o.dataDir, 'dataDir'));
 
@@ -185,6 +186,8 @@ export function validateConfig(raw: unknown, file: string, baseDir: string, fall
     },
     clusters,
     defaultBackend,
+    // Limits, retention and TLS of a shared broker (teamConfig.ts).
+    ...validateTeam(o, baseDir, (p, m) => f.fail(p, m)),
   };
 }
 

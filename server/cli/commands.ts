@@ -1,6 +1,7 @@
 /** `gpurun ls | logs | cancel | hosts | token | broker`. */
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
+import { userInfo } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { isGpurunError } from '../protocol/errors.ts';
 import { isFinal } from '../protocol/jobs.ts';
@@ -95,6 +96,8 @@ export async function tokenCommand(argv: string[]): Promise<number> {
   const store = new SqliteStore(join(cfg.dataDir, 'gpurun.db'));
   try {
     const token = createToken(store, rest[1], !!opts.admin);
+    mod.openAudit(cfg.dataDir);
+    mod.audit({ action: 'token.create', by: userInfo().username, user: rest[1], admin: !!opts.admin });
     process.stdout.write(`${token}\n`);
     process.stderr.write(`gpurun: token for ${rest[1]}${opts.admin ? ' (admin)' : ''} created; it is shown only this once. Give it to the user as GPURUN_TOKEN.\n`);
   } finally {
@@ -117,6 +120,8 @@ export async function brokerCommand(argv: string[]): Promise<number> {
   let idleExitMs: number | undefined;
   if (opts['idle-exit'] !== undefined) idleExitMs = Number(opts['idle-exit']) * 1000;
   else if (opts.embedded) idleExitMs = 30 * 60_000;
+  // A broker whose own log cannot be written (its disk is full) keeps serving: a failed write to stderr is dropped.
+  process.stderr.on('error', () => {});
   let running;
   try {
     running = await startBroker(cfg, idleExitMs ? { idleExitMs } : {});
@@ -126,6 +131,7 @@ export async function brokerCommand(argv: string[]): Promise<number> {
     throw e;
   }
   if (!opts.embedded) process.stderr.write(`gpurun: broker listening on ${running.address} (data in ${cfg.dataDir})\n`);
+  if (running.fingerprint) process.stderr.write(`gpurun: TLS certificate fingerprint (SHA-256): ${running.fingerprint}\ngpurun: clients pin it with GPURUN_BROKER_FINGERPRINT=${running.fingerprint}\n`);
   await new Promise<void>((resolve) => {
     const stop = () => void running.close().then(resolve);
     process.once('SIGTERM', stop);

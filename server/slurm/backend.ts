@@ -143,8 +143,9 @@ class Cluster {
     let outcome: Outcome;
     if (!rec) outcome = { state: 'lost', reason: `Slurm no longer knows job ${ref.slurmId} and keeps no accounting of it`, exitCode: null };
     else {
-      outcome = outcomeOf(rec, current.stopIntent);
-      if (current.stopIntent) outcome = { ...outcome, reason: current.reason };
+      // A job stopped for passing a limit (its output cap) was scancel'ed like a cancel, and ends failed.
+      outcome = outcomeOf(rec, current.stopIntent === 'limit' ? 'cancel' : current.stopIntent);
+      if (current.stopIntent) outcome = { ...outcome, reason: current.reason, ...(current.stopIntent === 'limit' ? { state: 'failed' as const } : {}) };
       if (job.state !== 'running' && outcome.state === 'succeeded' && !current.startedAt) this.owner.sink.update(job.id, { startedAt: new Date().toISOString() });
     }
     this.owner.sink.finish(job.id, outcome);

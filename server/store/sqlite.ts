@@ -101,15 +101,23 @@ export class SqliteStore implements Store {
     }
   }
 
+  /**
+   * Runs `fn` in one transaction. A failed COMMIT (e.g. SQLITE_FULL) may already have rolled back, and a ROLLBACK
+   * then throws "no transaction is active", which would hide the real error: roll back only what is still open.
+   */
   private tx<T>(fn: () => T): T {
-    this.db.exec('BEGIN IMMEDIATE');
     try {
-      const r = fn();
-      this.db.exec('COMMIT');
-      return r;
+      this.db.exec('BEGIN IMMEDIATE');
+      try {
+        const r = fn();
+        this.db.exec('COMMIT');
+        return r;
+      } catch (e) {
+        if (this.db.isTransaction) this.db.exec('ROLLBACK');
+        throw e;
+      }
     } catch (e) {
-      this.db.exec('ROLLBACK');
-      throw e;
+      throw storageError(e, this.path);
     }
   }
 
@@ -136,6 +144,14 @@ export class SqliteStore implements Store {
     if (q.states?.length) {
       where.push(`state IN (${q.states.map(() => '?').join(', ')})`);
       args.push(...q.states);
+    }
+    if (q.beforeSeq !== undefined) {
+      where.push('seq < ?');
+      args.push(q.beforeSeq);
+    }
+    if (q.activeOrEndedAfter !== undefined) {
+      where.push("(state IN ('queued', 'starting', 'running') OR ended_at >= ?)");
+      args.push(q.activeOrEndedAfter);
     }
     let sql = `SELECT * FROM jobs${where.length ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY seq DESC`;
     if (q.limit !== undefined) {
@@ -174,7 +190,7 @@ export class SqliteStore implements Store {
   }
 
   addToken(hash: string, user: string, admin: boolean, at: string): void {
-    this.stmt.addToken.run(hash, user, admin ? 1 : 0, at);
+    this.tx(() => this.stmt.addToken.run(hash, user, admin ? 1 : 0, at));
   }
 
   findToken(hash: string): TokenRecord | undefined {
@@ -185,6 +201,21 @@ export class SqliteStore implements Store {
   close(): void {
     if (this.db.isOpen) this.db.close();
   }
+}
+
+/**
+ * A SQLite failure as the one error type: E_STORAGE (503) with what to do. Other errors (ours) pass through.
+ */
+export function storageError(e: unknown, path: string): unknown {
+  if (e instanceof GpurunError) return e;
+  const err = e as { message?: string; errcode?: number; code?: string };
+  if (err?.code !== 'ERR_SQLITE_ERROR' && err?.errcode === undefined) return e;
+  // SQLITE_FULL (13) and SQLITE_IOERR (10, with extended codes) are the disk; the rest is named as SQLite says.
+  const full = err.errcode === 13 || /disk is full|no space/i.test(err.message ?? '');
+  return new GpurunError('E_STORAGE', full ? `the broker's disk is full: it could not write its database ${path}` : `the broker could not use its database ${path}: ${err.message}`, {
+    cause: e,
+    hint: full ? "Free space on the broker's data disk (dataDir). The broker keeps running; what it could not write it keeps in memory and writes when there is room." : 'See the broker log; check the data directory and its disk.',
+  });
 }
 
 function definedOnly<T extends object>(o: T): Partial<T> {
