@@ -40,6 +40,8 @@ export interface Settings {
   codeLensEnabled: boolean;
   /** Who serves the workspace to the GPU host; `auto` = `client` with a brokerUrl, else `broker` (core/workspaceFrom). */
   workspaceFrom: WorkspaceFromSetting;
+  /** SHA-256 fingerprint of an https team broker's self-signed certificate; empty = trust on first use (a prompt). */
+  brokerFingerprint: string;
 }
 
 export const SETTINGS: { readonly [K in keyof Settings]: { key: string; default: Settings[K] } } = {
@@ -48,6 +50,7 @@ export const SETTINGS: { readonly [K in keyof Settings]: { key: string; default:
   localBrokerNode: { key: 'localBrokerNode', default: '' },
   codeLensEnabled: { key: 'codeLens.enabled', default: true },
   workspaceFrom: { key: 'workspaceFrom', default: 'auto' },
+  brokerFingerprint: { key: 'brokerFingerprint', default: '' },
 };
 
 export const SETTINGS_SECTION = 'gpurun';

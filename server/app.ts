@@ -5,7 +5,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
-import { GpurunError, isGpurunError } from './protocol/errors.ts';
+import { GpurunError, isGpurunError, type ErrorCode } from './protocol/errors.ts';
 import { isFinal, LOG_OFFSET_HEADER, LOG_SKIP_HEADER, PROTOCOL_VERSION, WORKSPACE_UPGRADE, type Job } from './protocol/jobs.ts';
 import type { ClientWorkspaces } from './hosts/clientWorkspaces.ts';
 import { authenticate } from './auth/tokens.ts';
@@ -135,7 +135,7 @@ export function buildUpgrade(d: AppDeps): UpgradeHandler {
     } catch (err) {
       const e = isGpurunError(err) ? err : new GpurunError('E_INTERNAL', 'internal broker error', { cause: err });
       if (e.code === 'E_INTERNAL') d.log.error('upgrade failed', { err: err instanceof Error ? err : new Error(String(err)) });
-      const text = JSON.stringify(e.toBody());
+      const text = JSON.stringify(errorBody(e));
       socket.end(`HTTP/1.1 ${e.status} ${e.code}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`);
     }
   };
@@ -165,25 +165,49 @@ function authorize(d: AppDeps, req: IncomingMessage): Principal {
  */
 function listPage(d: AppDeps, c: Ctx): undefined {
   const limit = intParam(c.url, 'limit', 100, 1, 1000);
-  const beforeRaw = c.url.searchParams.get('before');
-  if (beforeRaw !== null && !/^[a-z0-9]{1,32}$/.test(beforeRaw)) throw new GpurunError('E_BAD_REQUEST', 'before must be a job id (the "next" of the previous page)');
-  const jobs = d.broker.list(c.principal, { all: c.url.searchParams.get('all') === '1', limit: limit + 1, ...(beforeRaw ? { before: beforeRaw } : {}) });
+  let before = c.url.searchParams.get('before') ?? undefined;
+  if (before !== undefined && !/^[a-z0-9]{1,32}$/.test(before)) throw new GpurunError('E_BAD_REQUEST', 'before must be a job id (the "next" of the previous page)');
+  const all = c.url.searchParams.get('all') === '1';
   const parts: string[] = [];
   let bytes = 0;
-  let next: string | undefined;
-  for (let i = 0; i < jobs.length; i++) {
-    const text = JSON.stringify(jobs[i]);
-    if (i === limit || (parts.length > 0 && bytes + text.length > PAGE_MAX_BYTES)) {
-      next = jobs[i - 1].id;
-      break;
+  let last: string | undefined;
+  let more = false;
+  // Read in small batches: a page may stop early (PAGE_MAX_BYTES), and jobs can be large.
+  fill: for (;;) {
+    const want = Math.min(50, limit + 1 - parts.length);
+    const batch = d.broker.list(c.principal, { all, limit: want, ...(before ? { before } : {}) });
+    for (const job of batch) {
+      const text = JSON.stringify(job);
+      if (parts.length === limit || (parts.length > 0 && bytes + text.length > PAGE_MAX_BYTES)) {
+        more = true;
+        break fill;
+      }
+      parts.push(text);
+      bytes += text.length + 1;
+      last = job.id;
     }
-    parts.push(text);
-    bytes += text.length + 1;
+    if (batch.length < want) break;
+    before = batch[batch.length - 1].id;
   }
+  const next = more ? last : undefined;
   const body = `{"jobs":[${parts.join(',')}]${next ? `,"next":${JSON.stringify(next)}` : ''}}`;
   c.res.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body) });
   c.res.end(body);
   return undefined;
+}
+
+/** What to do, for errors that carry no hint of their own: every error answer has code, message and hint. */
+const DEFAULT_HINT: Partial<Record<ErrorCode, string>> = {
+  E_BAD_REQUEST: 'Check the request against the HTTP API in the README (or use the gpurun CLI).',
+  E_NOT_FOUND: 'Check the id or path; gpurun ls --all lists your jobs.',
+  E_CONFLICT: 'Look at the job (gpurun ls) and try again if it still applies.',
+  E_FORBIDDEN: 'Ask the owner of the job or the broker admin.',
+  E_UNSATISFIABLE: 'Ask for less, or ask an admin for a larger host.',
+};
+const FALLBACK_HINT = 'See the broker log for details.';
+
+function errorBody(e: GpurunError): { code: ErrorCode; message: string; hint: string } {
+  return { code: e.code, message: e.message, hint: e.hint ?? DEFAULT_HINT[e.code] ?? FALLBACK_HINT };
 }
 
 function send(res: ServerResponse, status: number, body: unknown): void {
@@ -199,7 +223,7 @@ function sendError(log: Logger, res: ServerResponse, err: unknown): void {
     res.destroy();
     return;
   }
-  send(res, e.status, e.toBody());
+  send(res, e.status, errorBody(e));
 }
 
 async function readJson(req: IncomingMessage, max: number): Promise<unknown> {

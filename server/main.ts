@@ -96,7 +96,9 @@ export async function startBroker(config: BrokerConfig, opts: { log?: Logger; id
   if (diskNow.low) log.warn('the data disk is below its free-space floor: new jobs are refused until there is room', { dataDir: config.dataDir, free: formatBytes(diskNow.freeBytes), floor: formatBytes(diskNow.floorBytes) });
   const appDeps = { broker, store, logs, log, version: VERSION, guard, retention, ...(trusted ? { trustedPrincipal: trusted } : {}), ...(sshSide.clientWorkspaces ? { clientWorkspaces: sshSide.clientWorkspaces } : {}) };
   const handler = buildApp(appDeps);
-  const server = tls ? createHttpsServer({ cert: tls.cert, key: tls.key, keepAliveTimeout: 65_000 }, handler) : createServer({ keepAliveTimeout: 65_000 }, handler);
+  // Request timeouts (team/guard.ts) are checked every second, so a slow client is cut on time.
+  const httpOpts = { keepAliveTimeout: 65_000, connectionsCheckingInterval: 1000 };
+  const server = tls ? createHttpsServer({ cert: tls.cert, key: tls.key, ...httpOpts }, handler) : createServer(httpOpts, handler);
   hardenServer(server, log);
   server.on('upgrade', buildUpgrade(appDeps));
   const listen = config.listen;

@@ -17,19 +17,40 @@ function idArg(rest: string[], cmd: string): string {
 }
 
 export async function lsCommand(argv: string[]): Promise<number> {
-  const { opts } = parseArgs(argv, { values: ['broker'], flags: ['all', 'json', 'help'], short: { a: 'all', h: 'help' } }, 'ls');
+  const { opts } = parseArgs(argv, { values: ['broker', 'limit'], flags: ['all', 'json', 'help'], short: { a: 'all', h: 'help' } }, 'ls');
   if (opts.help) {
-    process.stdout.write('Usage: gpurun ls [--all] [--json]\n\nLists your jobs: queued and running ones, and those that ended in the last 24 hours.\n  --all   every job you have run\n  --json  machine-readable output\n');
+    process.stdout.write('Usage: gpurun ls [--all] [--json] [--limit N]\n\nLists your jobs: queued and running ones, and those that ended in the last 24 hours.\n  --all       every job you have run\n  --json      machine-readable output (every job, page by page)\n  --limit N   at most N jobs, newest first (default for the table: 200)\n');
     return 0;
   }
+  const limit = opts.limit === undefined ? (opts.json ? undefined : TABLE_LIMIT) : Number(opts.limit);
+  if (limit !== undefined && !(Number.isInteger(limit) && limit > 0)) throw usage('ls', `--limit must be a whole number > 0, got "${opts.limit}"`);
   const conn = await connect(opts.broker as string | undefined);
-  const jobs = await conn.client.list({ all: !!opts.all });
-  if (opts.json) process.stdout.write(`${JSON.stringify(jobs, null, 2)}\n`);
-  else if (jobs.length === 0) process.stdout.write(opts.all ? 'No jobs.\n' : 'No jobs in the last 24 hours (gpurun ls --all shows older ones).\n');
-  else process.stdout.write(jobsTable(jobs, new Set(jobs.map((j) => j.owner)).size > 1));
+  const query = { all: !!opts.all, ...(limit ? { limit: limit + (opts.limit === undefined ? 1 : 0) } : {}) };
+  if (opts.json) {
+    // Page by page: thousands of jobs never sit in memory or in one string at once.
+    let first = true;
+    process.stdout.write('[');
+    for await (const page of conn.client.pages(query)) {
+      for (const j of page) {
+        process.stdout.write(`${first ? '\n' : ',\n'}${JSON.stringify(j, null, 2).replace(/^/gm, '  ')}`);
+        first = false;
+      }
+    }
+    process.stdout.write(first ? ']\n' : '\n]\n');
+  } else {
+    const jobs = await conn.client.list(query);
+    const more = opts.limit === undefined && jobs.length > TABLE_LIMIT;
+    if (more) jobs.length = TABLE_LIMIT;
+    if (jobs.length === 0) process.stdout.write(opts.all ? 'No jobs.\n' : 'No jobs in the last 24 hours (gpurun ls --all shows older ones).\n');
+    else process.stdout.write(jobsTable(jobs, new Set(jobs.map((j) => j.owner)).size > 1));
+    if (more) process.stdout.write(`(the newest ${TABLE_LIMIT} are shown; more with --limit N or --json)\n`);
+  }
   await conn.client.close();
   return 0;
 }
+
+/** Jobs the table shows without --limit. */
+const TABLE_LIMIT = 200;
 
 export async function logsCommand(argv: string[]): Promise<number> {
   const { opts, rest } = parseArgs(argv, { values: ['from', 'broker'], flags: ['follow', 'help'], short: { f: 'follow', h: 'help' } }, 'logs');

@@ -145,19 +145,27 @@ export class BrokerClient {
   /** Jobs newest first, page by page (`GET /v1/jobs?before=`), up to `limit` in all (default: every one). */
   async list(opts: { all?: boolean; limit?: number } = {}): Promise<Job[]> {
     const out: Job[] = [];
+    for await (const page of this.pages(opts)) out.push(...page);
+    return out;
+  }
+
+  /** The same, one page at a time, so a caller printing thousands of jobs never holds them all. */
+  async *pages(opts: { all?: boolean; limit?: number } = {}): AsyncGenerator<Job[]> {
     let before: string | undefined;
+    let got = 0;
     for (;;) {
       const q = new URLSearchParams();
       if (opts.all) q.set('all', '1');
-      const want = opts.limit ? opts.limit - out.length : 1000;
-      q.set('limit', String(Math.min(1000, want)));
+      q.set('limit', String(Math.min(1000, opts.limit ? opts.limit - got : 1000)));
       if (before) q.set('before', before);
       const page = await this.json<{ jobs: Job[]; next?: string }>('GET', `/v1/jobs?${q}`);
-      out.push(...page.jobs);
-      if (!page.next || (opts.limit && out.length >= opts.limit)) return out;
+      got += page.jobs.length;
+      yield page.jobs;
+      if (!page.next || (opts.limit && got >= opts.limit)) return;
       before = page.next;
     }
   }
+
   get(id: string): Promise<Job> {
     return this.json('GET', `/v1/jobs/${encodeURIComponent(id)}`);
   }
