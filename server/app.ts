@@ -219,11 +219,15 @@ function send(res: ServerResponse, status: number, body: unknown): void {
 function sendError(log: Logger, res: ServerResponse, err: unknown): void {
   const e = isGpurunError(err) ? err : new GpurunError('E_INTERNAL', 'internal broker error', { cause: err, hint: 'See the broker log for details.' });
   if (e.code === 'E_INTERNAL') log.error('request failed', { err: err instanceof Error ? err : new Error(String(err)) });
-  if (res.headersSent) {
+  if (res.headersSent || res.destroyed || res.socket?.destroyed) {
     res.destroy();
     return;
   }
-  send(res, e.status, errorBody(e));
+  try {
+    send(res, e.status, errorBody(e));
+  } catch {
+    res.destroy(); // the connection is gone; nothing to answer
+  }
 }
 
 async function readJson(req: IncomingMessage, max: number): Promise<unknown> {
@@ -237,10 +241,16 @@ async function readJson(req: IncomingMessage, max: number): Promise<unknown> {
   if (Number(req.headers['content-length'] ?? 0) > max) throw tooLarge();
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const c of req) {
-    size += (c as Buffer).length;
-    if (size > max) throw tooLarge();
-    chunks.push(c as Buffer);
+  try {
+    for await (const c of req) {
+      size += (c as Buffer).length;
+      if (size > max) throw tooLarge();
+      chunks.push(c as Buffer);
+    }
+  } catch (e) {
+    if (isGpurunError(e)) throw e;
+    // The client went away (or was cut for being slow) before the body was complete.
+    throw new GpurunError('E_BAD_REQUEST', `the request body ended after ${size} bytes, before its end (${(e as Error).message})`, { hint: 'Send the whole body, as its Content-Length says.' });
   }
   try {
     return JSON.parse(Buffer.concat(chunks).toString('utf8'));

@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Job } from '../../server/protocol/jobs.ts';
 import { BrokerClient } from '../../server/protocol/client.ts';
@@ -105,10 +105,14 @@ describe('team broker: output cap and retention', function () {
   let broker: BrokerProc;
   let env: NodeJS.ProcessEnv;
   let client: BrokerClient;
+  let retained: BrokerProc;
+  let renv: NodeJS.ProcessEnv;
 
   before(async () => {
     dir = scratch();
-    broker = await startBrokerProcess(join(dir, 'b'), { hosts: [{ name: 'local', type: 'local', cpus: 4, memory: '4G' }], limits: { maxLogBytes: '256K' }, retention: { logs: '3s' } });
+    broker = await startBrokerProcess(join(dir, 'b'), { hosts: [{ name: 'local', type: 'local', cpus: 4, memory: '4G' }], limits: { maxLogBytes: '256K' } });
+    retained = await startBrokerProcess(join(dir, 'r'), { hosts: [{ name: 'local', type: 'local', cpus: 4, memory: '4G' }], retention: { logs: '2s' } });
+    renv = testEnv(join(dir, 'rclient'), { GPURUN_BROKER: retained.url, GPURUN_TOKEN: await createToken(retained, 'alice') });
     const token = await createToken(broker, 'alice');
     env = testEnv(join(dir, 'client'), { GPURUN_BROKER: broker.url, GPURUN_TOKEN: token });
     client = new BrokerClient({ address: broker.url, token });
@@ -116,6 +120,7 @@ describe('team broker: output cap and retention', function () {
   after(async () => {
     await client.close();
     await stopBroker(broker);
+    await stopBroker(retained);
     cleanup(dir);
   });
 
@@ -158,15 +163,15 @@ describe('team broker: output cap and retention', function () {
   });
 
   it('removes ended jobs\' logs after the retention time; the job is still listed and logs says why', async () => {
-    const r = await gpurun(['run', '--gpus', '0', '--workspace', dir, '--', 'echo', 'kept for a while'], env);
+    const r = await gpurun(['run', '--gpus', '0', '--workspace', dir, '--', 'echo', 'kept for a while'], renv);
     assert.equal(r.code, 0, r.stderr);
-    const id = (await client.list({ all: true })).find((j) => j.command.includes('kept for a while'))!.id;
+    const listedBefore = JSON.parse((await gpurun(['ls', '--all', '--json'], renv)).stdout) as Job[];
+    const id = listedBefore.find((j) => j.command.includes('kept for a while'))!.id;
     await waitFor('retention to remove the log', async () => {
-      const l = await gpurun(['logs', id], env);
+      const l = await gpurun(['logs', id], renv);
       return l.code !== 0 && /removed by retention/.test(l.stderr) ? l : undefined;
-    }, 20_000);
-    const listed = JSON.parse((await gpurun(['ls', '--all', '--json'], env)).stdout) as Job[];
+    }, 30_000);
+    const listed = JSON.parse((await gpurun(['ls', '--all', '--json'], renv)).stdout) as Job[];
     assert.ok(listed.some((j) => j.id === id && j.state === 'succeeded'));
-    writeFileSync(join(dir, 'done'), '');
   });
 });

@@ -72,8 +72,15 @@ describe('team broker: fairness and limits', function () {
     const bobStarted = (await bob('GET', `/v1/jobs/${mine.body.id}`)).body.startedAt as string;
     const startedBeforeBob = aliceEnded.filter((j) => j.startedAt && j.startedAt < bobStarted && j.id !== blocker.body.id);
     assert.ok(startedBeforeBob.length <= 1, `${startedBeforeBob.length} of alice's jobs started before bob's`);
-    // Alice's queue drains on its own; cancel what is left so the next tests start clean.
-    for (const j of (await alice('GET', '/v1/jobs?limit=1000')).body.jobs as Job[]) if (j.state === 'queued') await alice('POST', `/v1/jobs/${j.id}/cancel`);
+    // Cancel what is left of alice's queue, so it does not load the machine during the next tests.
+    const queued: string[] = [];
+    for (let before = ''; ; ) {
+      const page = (await alice('GET', `/v1/jobs?limit=1000${before ? `&before=${before}` : ''}`)).body as unknown as { jobs: Job[]; next?: string };
+      queued.push(...page.jobs.filter((j) => j.state === 'queued').map((j) => j.id));
+      if (!page.next) break;
+      before = page.next;
+    }
+    for (let i = 0; i < queued.length; i += 25) await Promise.all(queued.slice(i, i + 25).map((id) => alice('POST', `/v1/jobs/${id}/cancel`)));
   });
 
   it('pages job lists so that 600 jobs with 1 MB of env each still list, and bounds each page', async () => {
