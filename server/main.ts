@@ -51,7 +51,8 @@ export interface RunningBroker {
 }
 
 export function embeddedConfig(home: string): BrokerConfig {
-  return validateConfig({ listen: `unix:${embeddedSocket(home)}` }, '(embedded defaults)', home, home);
+  // One user on a private socket: no per-user queue or rate limits (the disk floor, output cap and retention stay).
+  return validateConfig({ listen: `unix:${embeddedSocket(home)}`, limits: { maxQueuedJobs: 0, submitsPerMinute: 0 } }, '(embedded defaults)', home, home);
 }
 
 export function configFromFile(file: string, home: string): BrokerConfig {
