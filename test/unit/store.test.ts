@@ -85,6 +85,17 @@ function contract(name: string, make: () => { store: Store; done(): void }): voi
       assert.deepEqual(store.listJobs({ states: ['succeeded'] }).map((j) => j.id), ['b']);
     });
 
+    it('pages: jobs before a seq, and active or ended after a time', () => {
+      const a = store.insertJob(newJob('a'), 't0');
+      const b = store.insertJob(newJob('b'), 't0');
+      store.insertJob(newJob('c'), 't0');
+      store.updateJob('a', { state: 'succeeded', endedAt: '2026-01-01T00:00:00.000Z' }, 't1');
+      store.updateJob('b', { state: 'failed', endedAt: '2026-06-01T00:00:00.000Z' }, 't1');
+      assert.deepEqual(store.listJobs({ beforeSeq: b.seq + 1, limit: 1 }).map((j) => j.id), ['b']);
+      assert.deepEqual(store.listJobs({ beforeSeq: a.seq }).map((j) => j.id), []);
+      assert.deepEqual(store.listJobs({ activeOrEndedAfter: '2026-03-01T00:00:00.000Z' }).map((j) => j.id), ['c', 'b']);
+    });
+
     it('finds tokens by hash only', () => {
       store.addToken('h1', 'alice', false, 't0');
       store.addToken('h2', 'root', true, 't0');
@@ -121,6 +132,26 @@ describe('SqliteStore', () => {
     assert.equal((db.prepare('PRAGMA journal_mode').get() as { journal_mode: string }).journal_mode, 'wal');
     assert.equal((db.prepare('PRAGMA user_version').get() as { user_version: number }).user_version, SCHEMA_VERSION);
     db.close();
+  });
+
+  it('a full database is E_STORAGE "disk is full", not the "no transaction is active" of a ROLLBACK after a failed COMMIT', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'gpurun-store-'));
+    const store = new SqliteStore(join(dir, 'db.sqlite'));
+    // SQLite's own page limit makes it answer SQLITE_FULL exactly as on a full disk.
+    const db = (store as unknown as { db: DatabaseSync }).db;
+    const pages = (db.prepare('PRAGMA page_count').get() as { page_count: number }).page_count;
+    db.exec(`PRAGMA max_page_count = ${pages + 2}`);
+    let err: unknown;
+    try {
+      for (let i = 0; i < 100; i++) store.insertJob({ ...newJob(`j${i}`), env: { BIG: 'x'.repeat(8000) } }, 't0');
+    } catch (e) {
+      err = e;
+    }
+    assert.equal((err as { code?: string }).code, 'E_STORAGE', String(err));
+    assert.match((err as Error).message, /disk is full/);
+    assert.match((err as { hint?: string }).hint!, /Free space/);
+    store.close();
+    rmSync(dir, { recursive: true, force: true });
   });
 
   it('refuses a database from a newer gpurun with a clear error', () => {
