@@ -105,6 +105,12 @@ export function hardenServer(server: Server, log: Logger): void {
   server.headersTimeout = HEADERS_TIMEOUT_MS;
   server.requestTimeout = REQUEST_TIMEOUT_MS;
   server.maxHeadersCount = 200;
+  // A CONNECT request (a proxy's method) would otherwise be dropped without an answer.
+  server.on('connect', (req: IncomingMessage, socket: Duplex) => {
+    socket.on('error', () => {});
+    const body = JSON.stringify({ code: 'E_BAD_REQUEST', message: `${req.method} is not allowed on this broker`, hint: 'The broker is not a proxy; see the HTTP API in the README.' });
+    socket.end(`HTTP/1.1 400 E_BAD_REQUEST\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+  });
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
     if (!socket.writable || (socket as Duplex & { _httpMessage?: { headersSent?: boolean } })._httpMessage?.headersSent) {
       socket.destroy();
