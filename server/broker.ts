@@ -258,6 +258,16 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     return fairPosition(job, this.hostQueued(), this.runningByOwner());
   }
 
+  /** Why a job of a user at the per-user GPU cap (limits.maxRunningGpus) waits; undefined when it is not held back by it. */
+  private capReason(job: StoredJob): string | undefined {
+    const cap = this.d.config.limits.maxRunningGpus;
+    if (!cap || !job.resources.gpus) return undefined;
+    let held = 0;
+    for (const j of this.active.values()) if (j.owner === job.owner && j.state !== 'queued' && !this.onCluster(j)) held += j.gpuIndices.length;
+    if (held + job.resources.gpus <= cap) return undefined;
+    return `waiting: ${job.owner}'s running jobs hold ${held} GPU${held === 1 ? '' : 's'}, and one user may hold at most ${cap} at once (limits.maxRunningGpus)`;
+  }
+
   private hostQueued(): StoredJob[] {
     return [...this.active.values()].filter((j) => j.state === 'queued' && !this.onCluster(j));
   }
@@ -420,7 +430,7 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     }
     if (job.state !== 'queued') return pub;
     const pos = positions ? positions.get(job.id) : this.queuePosition(job);
-    const reason = waitReason(this.d.hosts.capacities(), this.allocations(), job.resources);
+    const reason = this.capReason(job) ?? waitReason(this.d.hosts.capacities(), this.allocations(), job.resources);
     return { ...pub, reason, ...(pos === undefined ? {} : { queuePosition: pos }) };
   }
 
