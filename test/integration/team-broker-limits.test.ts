@@ -9,7 +9,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import type { Job } from '../../server/protocol/jobs.ts';
-import { cleanup, createToken, gpurun, scratch, startBrokerProcess, stopBroker, testEnv, waitFor, type BrokerProc } from '../support/harness.ts';
+import { cleanup, createToken, fakeNvidiaSmi, gpurun, scratch, startBrokerProcess, stopBroker, testEnv, waitFor, type BrokerProc } from '../support/harness.ts';
 
 interface Answer {
   status: number;
@@ -228,5 +228,37 @@ describe('team broker: per-user limits', function () {
     const cli = await gpurun(['run', '--detach', '--gpus', '0', '--workspace', dir, '--', 'true'], env);
     assert.notEqual(cli.code, 0);
     assert.match(cli.stderr, /already has 3 queued jobs/);
+  });
+});
+
+describe('team broker: per-user GPU cap', function () {
+  this.timeout(60_000);
+  let dir: string;
+  let broker: BrokerProc;
+
+  before(async () => {
+    dir = scratch();
+    const bin = fakeNvidiaSmi(dir, [{ name: 'NVIDIA L4', memoryMiB: 23034 }, { name: 'NVIDIA L4', memoryMiB: 23034 }]);
+    broker = await startBrokerProcess(join(dir, 'b'), { hosts: [{ name: 'local', type: 'local', cpus: 4, memory: '4G' }], limits: { maxRunningGpus: 1 } }, { PATH: `${bin}:${process.env.PATH}` });
+  });
+  after(async () => {
+    await stopBroker(broker);
+    cleanup(dir);
+  });
+
+  it("holds a user's second GPU job at the cap, says why, and gives the free GPU to another user", async () => {
+    const erin = api(broker, await createToken(broker, 'erin'));
+    const fred = api(broker, await createToken(broker, 'fred'));
+    const a = await erin('POST', '/v1/jobs', { command: ['sleep', '30'], workspace: dir, gpus: 1 });
+    await waitFor("erin's first job to run", async () => (await erin('GET', `/v1/jobs/${a.body.id}`)).body.state === 'running');
+    const b = await erin('POST', '/v1/jobs', { command: ['sleep', '30'], workspace: dir, gpus: 1 });
+    const c = await fred('POST', '/v1/jobs', { command: ['sleep', '30'], workspace: dir, gpus: 1 });
+    await waitFor("fred's job to run", async () => (await fred('GET', `/v1/jobs/${c.body.id}`)).body.state === 'running');
+    const held = await erin('GET', `/v1/jobs/${b.body.id}`);
+    assert.equal(held.body.state, 'queued');
+    assert.match(held.body.reason as string, /erin's running jobs hold 1 GPU, and one user may hold at most 1 at once \(limits\.maxRunningGpus\)/);
+    const two = await erin('POST', '/v1/jobs', { command: ['true'], workspace: dir, gpus: 2 });
+    assert.equal(two.status, 429);
+    for (const [who, id] of [[erin, a.body.id], [erin, b.body.id], [fred, c.body.id]] as const) await who('POST', `/v1/jobs/${id}/cancel`);
   });
 });
