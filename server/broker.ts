@@ -45,6 +45,9 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
   private readonly active = new Map<string, StoredJob>();
   private readonly waiters = new Map<string, AbortController>();
   private readonly timers = new Map<string, NodeJS.Timeout>();
+  /** When each user last had a job started (a counter), for the fair order (core/fairness.ts). */
+  private readonly served = new Map<string, number>();
+  private servedCount = 0;
   private passQueued = false;
   private closed = false;
   private probeTimer?: NodeJS.Timeout;
@@ -230,9 +233,11 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     if (queued.length === 0) return;
     const held = new Map<string, number>();
     for (const j of this.active.values()) if (j.state !== 'queued' && !this.onCluster(j)) held.set(j.owner, (held.get(j.owner) ?? 0) + j.gpuIndices.length);
-    const placements = schedule(this.d.hosts.capacities(), this.allocations(), fairOrder(queued, this.runningByOwner()), { max: this.d.config.limits.maxRunningGpus, held });
+    const placements = schedule(this.d.hosts.capacities(), this.allocations(), fairOrder(queued, this.shares()), { max: this.d.config.limits.maxRunningGpus, held });
     for (const pl of placements) {
       const now = new Date().toISOString();
+      const owner = this.active.get(pl.jobId)?.owner;
+      if (owner !== undefined) this.served.set(owner, ++this.servedCount);
       const job = this.update(pl.jobId, { state: 'starting', reason: `placed on ${pl.host}`, host: pl.host, gpuIndices: pl.gpuIndices }, now);
       if (job) void this.launch(job);
     }
@@ -250,12 +255,12 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
 
   /** Positions in the order the scheduler serves (core/fairness.ts), so users are shown what will happen. */
   private queuePositions(): Map<string, number> {
-    return fairPositions(this.hostQueued(), this.runningByOwner());
+    return fairPositions(this.hostQueued(), this.shares());
   }
 
   /** One job's position without sorting the whole queue (submit answers with it, so it must stay cheap). */
   private queuePosition(job: StoredJob): number {
-    return fairPosition(job, this.hostQueued(), this.runningByOwner());
+    return fairPosition(job, this.hostQueued(), this.shares());
   }
 
   /** Why a job of a user at the per-user GPU cap (limits.maxRunningGpus) waits; undefined when it is not held back by it. */
@@ -272,11 +277,11 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     return [...this.active.values()].filter((j) => j.state === 'queued' && !this.onCluster(j));
   }
 
-  /** Starting or running host jobs per user: the fair order serves users who hold less first. */
-  private runningByOwner(): Map<string, number> {
+  /** Starting or running host jobs per user, and when each was last served: the fair order's inputs. */
+  private shares(): { running: Map<string, number>; served: Map<string, number> } {
     const n = new Map<string, number>();
     for (const j of this.active.values()) if (j.state !== 'queued' && !this.onCluster(j)) n.set(j.owner, (n.get(j.owner) ?? 0) + 1);
-    return n;
+    return { running: n, served: this.served };
   }
 
   private async launch(job: StoredJob): Promise<void> {

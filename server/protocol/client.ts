@@ -60,7 +60,8 @@ export class BrokerClient {
       const pin = u.protocol === 'https:' && opts.fingerprint ? normalizeFingerprint(opts.fingerprint) : undefined;
       if (pin) {
         // Pinned: the certificate is not checked against CAs (it is self-signed) but must be exactly the pinned one.
-        const base = buildConnector({ rejectUnauthorized: false });
+        // No TLS session resumption: a resumed session shows no peer certificate to compare.
+        const base = buildConnector({ rejectUnauthorized: false, maxCachedSessions: 0 });
         const connect: buildConnector.connector = (o, cb) =>
           base(o, (err, socket) => {
             if (err) return cb(err, null);

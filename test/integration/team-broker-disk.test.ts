@@ -69,7 +69,7 @@ describe('team broker: a full data disk', function () {
 
     const health = (await (await fetch(`${broker!.url}/v1/health`)).json()) as { ok: boolean; disk: { low: boolean }; problems: string[] };
     assert.equal(health.ok, true);
-    assert.equal(health.disk.low, true);
+    assert.equal(health.disk.low, true, JSON.stringify(health));
     assert.ok(health.problems.some((p) => /disk/.test(p)), JSON.stringify(health));
 
     const refused = await gpurun(['run', '--detach', '--gpus', '0', '--workspace', dir, '--', 'true'], env);

@@ -84,6 +84,9 @@ describe('team broker: fairness and limits', function () {
   });
 
   it('pages job lists so that 600 jobs with 1 MB of env each still list, and bounds each page', async () => {
+    // A job holding the one CPU keeps the 600 queued: they are only listed, never started.
+    const hold = await bob('POST', '/v1/jobs', { command: ['sleep', '300'], workspace: dir, gpus: 0 });
+    await waitFor('the holder to run', async () => (await bob('GET', `/v1/jobs/${hold.body.id}`)).body.state === 'running');
     const big = 'x'.repeat(1_000_000);
     for (let i = 0; i < 600; i += 20) {
       const batch = await Promise.all(Array.from({ length: 20 }, () => bob('POST', '/v1/jobs', { command: ['true'], workspace: dir, gpus: 0, env: { BIG: big } })));
@@ -108,6 +111,7 @@ describe('team broker: fairness and limits', function () {
     const ls = await gpurun(['ls', '--all', '--limit', '1000'], env, { timeoutMs: 120_000 });
     assert.equal(ls.code, 0, ls.stderr);
     assert.ok(ls.stdout.trim().split('\n').length >= 602, `${ls.stdout.split('\n').length} lines`);
+    await bob('POST', `/v1/jobs/${hold.body.id}/cancel`);
   });
 
   it('refuses a too-large body (413) and an env over the cap, with code, message and hint', async () => {
@@ -135,35 +139,6 @@ describe('team broker: fairness and limits', function () {
     assert.ok(took < 40_000, `held for ${took} ms`);
     assert.match(answer, /^HTTP\/1\.1 408/);
     assert.match(answer, /"code":"E_TIMEOUT"/);
-  });
-
-  it('drops event-stream readers that stop reading, so 30 of them do not grow the broker', async () => {
-    const u = new URL(broker.url);
-    const pid = broker.proc.pid!;
-    const before = rssKiB(pid);
-    const stuck = await Promise.all(Array.from({ length: 30 }, () => new Promise<{ closed: () => boolean }>((resolve) => {
-      let closed = false;
-      const s = connect({ port: Number(u.port), host: u.hostname }, () => {
-        s.write(`GET /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${bobToken}\r\n\r\n`);
-        s.once('data', () => {
-          s.pause(); // never reads again
-          resolve({ closed: () => closed });
-        });
-      });
-      s.on('close', () => (closed = true));
-      s.on('error', () => {});
-    })));
-    // Each job change is an event of ~200 KB (a long command) to every reader.
-    const long = Array.from({ length: 100 }, () => 'y'.repeat(2000));
-    for (let i = 0; i < 60; i += 20) {
-      await Promise.all(Array.from({ length: 20 }, () => bob('POST', '/v1/jobs', { command: ['true', ...long], workspace: dir, gpus: 0 })));
-    }
-    await new Promise((r) => setTimeout(r, 3000));
-    const after = rssKiB(pid);
-    console.log(`      figure: broker RSS with 30 stuck event readers: ${Math.round(before / 1024)} MiB before, ${Math.round(after / 1024)} MiB after`);
-    assert.ok(after - before < 200 * 1024, `RSS grew by ${Math.round((after - before) / 1024)} MiB`);
-    assert.match(broker.log(), /dropped an event-stream reader that stopped reading/);
-    void stuck;
   });
 
   it('answers 429 after too many failed sign-ins from one address, and logs them without the token', async () => {
@@ -261,4 +236,53 @@ describe('team broker: per-user GPU cap', function () {
     assert.equal(two.status, 429);
     for (const [who, id] of [[erin, a.body.id], [erin, b.body.id], [fred, c.body.id]] as const) await who('POST', `/v1/jobs/${id}/cancel`);
   });
+});
+
+describe('team broker: stuck event-stream readers', function () {
+  this.timeout(90_000);
+  let dir: string;
+  let broker: BrokerProc;
+  let bob: ReturnType<typeof api>;
+  let bobToken: string;
+
+  before(async () => {
+    dir = scratch();
+    broker = await startBrokerProcess(join(dir, 'b'), { hosts: [{ name: 'local', type: 'local', cpus: 2, memory: '4G' }], limits: { submitsPerMinute: 0, maxBodyBytes: '4M' } });
+    bobToken = await createToken(broker, 'bob');
+    bob = api(broker, bobToken);
+  });
+  after(async () => {
+    await stopBroker(broker);
+    cleanup(dir);
+  });
+
+  it('drops event-stream readers that stop reading, so 30 of them do not grow the broker', async () => {
+    const u = new URL(broker.url);
+    const pid = broker.proc.pid!;
+    const before = rssKiB(pid);
+    const stuck = await Promise.all(Array.from({ length: 30 }, () => new Promise<{ closed: () => boolean }>((resolve) => {
+      let closed = false;
+      const s = connect({ port: Number(u.port), host: u.hostname }, () => {
+        s.write(`GET /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${bobToken}\r\n\r\n`);
+        s.once('data', () => {
+          s.pause(); // never reads again
+          resolve({ closed: () => closed });
+        });
+      });
+      s.on('close', () => (closed = true));
+      s.on('error', () => {});
+    })));
+    // Each job change is an event of ~200 KB (a long command) to every reader.
+    const long = Array.from({ length: 100 }, () => 'y'.repeat(2000));
+    for (let i = 0; i < 60; i += 20) {
+      await Promise.all(Array.from({ length: 20 }, () => bob('POST', '/v1/jobs', { command: ['true', ...long], workspace: dir, gpus: 0 })));
+    }
+    await new Promise((r) => setTimeout(r, 3000));
+    const after = rssKiB(pid);
+    console.log(`      figure: broker RSS with 30 stuck event readers: ${Math.round(before / 1024)} MiB before, ${Math.round(after / 1024)} MiB after`);
+    assert.ok(after - before < 200 * 1024, `RSS grew by ${Math.round((after - before) / 1024)} MiB`);
+    assert.match(broker.log(), /dropped an event-stream reader that stopped reading/);
+    void stuck;
+  });
+
 });

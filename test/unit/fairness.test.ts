@@ -3,7 +3,7 @@ import { fairOrder, fairPosition, fairPositions, type FairJob } from '../../serv
 import { schedule, type HostCapacity } from '../../server/core/scheduler.ts';
 
 const j = (id: string, owner: string, seq: number, queue: 'online' | 'offline' = 'online'): FairJob => ({ id, owner, seq, queue });
-const none = new Map<string, number>();
+const none = { running: new Map<string, number>() };
 
 describe('fair order between users', () => {
   it("puts bob's single job right behind alice's first of 5,000, not behind all of them", () => {
@@ -17,7 +17,22 @@ describe('fair order between users', () => {
 
   it('serves first the user who holds fewer running jobs', () => {
     const queued = [j('a1', 'alice', 1), j('a2', 'alice', 2), j('b1', 'bob', 3)];
-    assert.deepEqual(fairOrder(queued, new Map([['alice', 2]])).map((x) => x.id), ['b1', 'a1', 'a2']);
+    assert.deepEqual(fairOrder(queued, { running: new Map([['alice', 2]]) }).map((x) => x.id), ['b1', 'a1', 'a2']);
+  });
+
+  it('does not pass over a waiting user each time the previous job ends (least recently served goes first)', () => {
+    // One slot: each pass starts the first job in the fair order, which then ends before the next pass.
+    let queued = Array.from({ length: 50 }, (_, i) => j(`a${i}`, 'alice', i + 1));
+    const served = new Map<string, number>();
+    const started: string[] = [];
+    for (let t = 1; t <= 3; t++) {
+      if (t === 2) queued.push(j('bob1', 'bob', 100));
+      const next = fairOrder(queued, { running: new Map(), served })[0];
+      started.push(next.id);
+      served.set(next.owner, t);
+      queued = queued.filter((x) => x !== next);
+    }
+    assert.deepEqual(started, ['a0', 'bob1', 'a1']);
   });
 
   it('round-robins three users and keeps each user\'s own order; queues stay apart', () => {
