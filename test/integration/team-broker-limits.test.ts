@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { readFileSync, statSync } from 'node:fs';
-import { connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import type { Job } from '../../server/protocol/jobs.ts';
 import { cleanup, createToken, fakeNvidiaSmi, gpurun, scratch, startBrokerProcess, stopBroker, testEnv, waitFor, type BrokerProc } from '../support/harness.ts';
@@ -260,13 +260,13 @@ describe('team broker: stuck event-stream readers', function () {
     const u = new URL(broker.url);
     const pid = broker.proc.pid!;
     const before = rssKiB(pid);
-    const stuck = await Promise.all(Array.from({ length: 30 }, () => new Promise<{ closed: () => boolean }>((resolve) => {
+    const stuck = await Promise.all(Array.from({ length: 30 }, () => new Promise<{ closed: () => boolean; s: Socket }>((resolve) => {
       let closed = false;
-      const s = connect({ port: Number(u.port), host: u.hostname }, () => {
+      const s: Socket = connect({ port: Number(u.port), host: u.hostname }, () => {
         s.write(`GET /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${bobToken}\r\n\r\n`);
         s.once('data', () => {
           s.pause(); // never reads again
-          resolve({ closed: () => closed });
+          resolve({ closed: () => closed, s });
         });
       });
       s.on('close', () => (closed = true));
@@ -282,7 +282,7 @@ describe('team broker: stuck event-stream readers', function () {
     console.log(`      figure: broker RSS with 30 stuck event readers: ${Math.round(before / 1024)} MiB before, ${Math.round(after / 1024)} MiB after`);
     assert.ok(after - before < 200 * 1024, `RSS grew by ${Math.round((after - before) / 1024)} MiB`);
     assert.match(broker.log(), /dropped an event-stream reader that stopped reading/);
-    void stuck;
+    for (const x of stuck) x.s.destroy();
   });
 
 });
