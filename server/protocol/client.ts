@@ -235,7 +235,8 @@ export class BrokerClient {
       const host = u.hostname.replace(/^\[|\]$/g, '');
       if (u.protocol === 'https:') {
         const pin = this.opts.fingerprint ? normalizeFingerprint(this.opts.fingerprint) : undefined;
-        req = httpsRequest({ host, port: u.port || undefined, path, headers, ...(pin ? { rejectUnauthorized: false } : {}) });
+        // Pinned: no agent, so no resumed TLS session (which would show no certificate to compare).
+        req = httpsRequest({ host, port: u.port || undefined, path, headers, ...(pin ? { rejectUnauthorized: false, agent: false } : {}) });
         if (pin) {
           req.on('socket', (s) =>
             s.once('secureConnect', () => {
