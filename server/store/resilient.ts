@@ -73,6 +73,8 @@ export function resilientStore<S extends Store>(inner: S, log: Logger): S & Stor
     storageProblem: () => problem,
     pendingWrites: () => pending.length,
     insertJob(job, at) {
+      // Held updates go first (there may be room again): the store never has a new job before an older job's end.
+      if (pending.length) flush();
       try {
         const r = inner.insertJob(job, at);
         if (problem && !pending.length) problem = undefined;

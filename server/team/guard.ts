@@ -45,8 +45,7 @@ export class TeamGuard {
   /** Throws when a submit by `user` must be refused: disk below its floor, storage failing, a per-user limit. */
   beforeSubmit(user: string, body: unknown): void {
     const b = (typeof body === 'object' && body !== null ? body : {}) as { env?: unknown; gpus?: unknown };
-    const problem = this.d.storage?.storageProblem();
-    if (problem) throw new GpurunError('E_STORAGE', `the broker cannot store new jobs now: ${problem}`, { hint: "Running jobs go on. Ask the broker admin to free space on the broker's data disk; then submit again." });
+    // A store that still cannot write refuses the insert itself (E_STORAGE, 503); the disk floor is checked first.
     this.d.disk.assertRoom();
     const gpus = typeof b.gpus === 'number' && Number.isFinite(b.gpus) ? b.gpus : 0;
     checkSubmit(user, { queued: this.d.queuedOf(user) }, this.submits.count(user, this.now()), this.d.limits, { gpus, envBytes: envBytes(b.env) });
