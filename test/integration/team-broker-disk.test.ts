@@ -67,7 +67,10 @@ describe('team broker: a full data disk', function () {
     assert.equal(ended.state, 'failed', JSON.stringify(ended));
     assert.match(ended.reason, /exited with code 1/);
 
-    const health = (await (await fetch(`${broker!.url}/v1/health`)).json()) as { ok: boolean; disk: { low: boolean }; problems: string[] };
+    const health = await waitFor('health to report the full disk', async () => {
+      const h = (await (await fetch(`${broker!.url}/v1/health`)).json()) as { ok: boolean; disk: { low: boolean }; problems: string[] };
+      return h.disk.low ? h : undefined;
+    });
     assert.equal(health.ok, true);
     assert.equal(health.disk.low, true, JSON.stringify(health));
     assert.ok(health.problems.some((p) => /disk/.test(p)), JSON.stringify(health));

@@ -33,7 +33,7 @@ describe('team broker over TLS', function () {
     broker = await startBrokerProcess(join(dir, 'b'), {
       listen: '127.0.2.1:0',
       tls: true,
-      hosts: [{ name: 'local', type: 'local', cpus: 2, memory: '2G' }, { name: 'far', type: 'ssh', cpus: 2, memory: '2G', address: '127.0.2.2', port: 2222, user: 'root', identityFile: join(dir, 'nokey'), knownHosts: join(dir, 'known_hosts') }],
+      hosts: [{ name: 'local', type: 'local', cpus: 1, memory: '2G' }, { name: 'far', type: 'ssh', cpus: 4, memory: '2G', address: '127.0.2.2', port: 2222, user: 'root', identityFile: join(dir, 'nokey'), knownHosts: join(dir, 'known_hosts') }],
     });
     env = testEnv(join(dir, 'client'), { GPURUN_BROKER: broker.url, GPURUN_TOKEN: await createToken(broker, 'alice'), GPURUN_BROKER_FINGERPRINT: broker.fingerprint });
   });
@@ -74,8 +74,8 @@ describe('team broker over TLS', function () {
   it('serves a client workspace over the TLS upgrade (gpurun serve-workspace)', async () => {
     const sub = await fetch(`${broker.url.replace('https', 'http')}/v1/health`).catch((e: Error) => e);
     assert.ok(sub instanceof Error, 'plain HTTP is not answered on the TLS port');
-    // A job taking its workspace from the client (as the extension submits it).
-    const body = JSON.stringify({ command: ['true'], workspace: dir, gpus: 0, workspaceFrom: 'client' });
+    // A job taking its workspace from the client (as the extension submits it); 3 CPUs fit only the (down) SSH host.
+    const body = JSON.stringify({ command: ['true'], workspace: dir, gpus: 0, cpus: 3, workspaceFrom: 'client' });
     const { BrokerClient } = await import('../../server/protocol/client.ts');
     const c = new BrokerClient({ address: broker.url, token: env.GPURUN_TOKEN!, fingerprint: broker.fingerprint! });
     const job = await c.submit(JSON.parse(body));
