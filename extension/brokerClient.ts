@@ -48,6 +48,14 @@ export class Broker implements vscode.Disposable {
     return vscode.workspace.getConfiguration(SETTINGS_SECTION).get<string>(SETTINGS.brokerUrl.key, SETTINGS.brokerUrl.default).trim();
   }
 
+  /** The broker's address and token as a child process gets them (the language server), without connecting. */
+  async credentials(): Promise<{ address: string; token?: string }> {
+    const url = this.url();
+    if (!url) return { address: `unix:${join(gpurunHome(), 'broker.sock')}` };
+    const token = await this.secrets.get(tokenKey(url));
+    return token ? { address: url, token } : { address: url };
+  }
+
   /** The current connection (made on first use; the local broker is started then). */
   connection(): Promise<Connection> {
     if (!this.conn) {

@@ -1,7 +1,8 @@
 /** activate/deactivate only: builds the objects and registers them. */
 import * as vscode from 'vscode';
 import { Broker } from './brokerClient.ts';
-import { RunLensProvider, registerDirectiveDiagnostics } from './codelens/runLens.ts';
+import { RunLensProvider } from './codelens/runLens.ts';
+import { DirectiveLanguageClient } from './lsp/languageClient.ts';
 import { registerCancelJob } from './commands/cancelJob.ts';
 import { showError, type Ctx } from './commands/common.ts';
 import { registerRefresh } from './commands/refresh.ts';
@@ -54,14 +55,18 @@ export function activate(context: vscode.ExtensionContext): GpurunApi {
     registerSignIn(ctx);
     registerStatusBar(context, sync);
 
-    const lens = new RunLensProvider();
-    context.subscriptions.push(lens, vscode.languages.registerCodeLensProvider({ language: 'python' }, lens));
-    registerDirectiveDiagnostics(context);
+    const language = new DirectiveLanguageClient(context.extensionPath, broker, log);
+    const lens = new RunLensProvider((uri) => language.estimate(uri));
+    context.subscriptions.push(language, lens, vscode.languages.registerCodeLensProvider({ language: 'python' }, lens), language.onDidChangePool(() => lens.refresh()));
+    void language.restart();
 
     // Errors of the event stream (broker down, token refused) are shown once, with the action that fixes them.
     sync.onError = (err) => void showError(ctx, err, 'connecting to the broker');
     context.subscriptions.push(
-      broker.onDidChange(() => sync.restart()),
+      broker.onDidChange(() => {
+        sync.restart();
+        void language.restart();
+      }),
       vscode.workspace.onDidChangeConfiguration((e) => {
         if (e.affectsConfiguration(`${SETTINGS_SECTION}.brokerUrl`) || e.affectsConfiguration(`${SETTINGS_SECTION}.localBrokerNode`)) broker.reset();
         if (e.affectsConfiguration(`${SETTINGS_SECTION}.codeLens`)) lens.refresh();

@@ -1,50 +1,72 @@
 /**
- * The broker's service: submit, list, cancel, logs and hosts for the HTTP app, and the loop that places queued jobs,
- * starts them on their runtime, enforces time limits and records how they end. The broker process is the only
- * writer of the store; active jobs are also held in memory so a scheduling pass costs no database reads.
+ * The broker's service: submit, list, cancel, logs and hosts for the HTTP app, and the loop that hands queued jobs to
+ * their backend (core/backend.ts: the host pool, a Slurm cluster), follows each attempt, enforces time limits over
+ * all attempts, classifies how an attempt ended (core/outcome.ts) and decides whether the job gets another one
+ * (core/restartPolicy.ts). The broker process is the only writer of the store; active jobs are also held in memory
+ * so a scheduling pass costs no database reads. Time comes from an injected Clock.
  */
 import { EventEmitter } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import { GpurunError, isGpurunError } from './protocol/errors.ts';
-import { isFinal, type HostInfo, type Job, type JobState } from './protocol/jobs.ts';
-import type { Store, StoredJob, StopIntent } from './core/store.ts';
-import type { ExitInfo, Lost } from './core/runtime.ts';
-import { schedule, unsatisfiableReason, waitReason, type Allocation } from './core/scheduler.ts';
-import { fairOrder, fairPosition, fairPositions } from './core/fairness.ts';
+import { isFinal, type HostInfo, type Job } from './protocol/jobs.ts';
+import type { Store, StoredAttempt, StoredJob, StopIntent } from './core/store.ts';
+import type { AttemptEnd, AttemptEvents, AttemptPlacement, Backend } from './core/backend.ts';
+import type { Allocation } from './core/scheduler.ts';
+import { attemptMarker, classify, describeEnd, type Outcome } from './core/outcome.ts';
+import { avoidOf, backoffMs, decideRestart, usedMs, type BackoffConfig } from './core/restartPolicy.ts';
+import { isoAt, systemClock, type Clock, type TimerHandle } from './core/clock.ts';
 import { validateSubmit } from './core/submit.ts';
+import { fairOrder, fairPosition, fairPositions, type FairJob } from './core/fairness.ts';
 import { formatDuration } from './core/units.ts';
+import { poolSnapshot } from './core/pool.ts';
+import type { PoolSnapshot } from './protocol/pool.ts';
 import type { BrokerConfig } from './config.ts';
-import type { HostRegistry } from './hosts/registry.ts';
 import type { LogFiles } from './logs/logFiles.ts';
 import type { Logger } from './logger.ts';
-import { HOSTS_BACKEND } from './config.ts';
-import type { SlurmClusters } from './slurm/backend.ts';
 
 export interface Principal {
   user: string;
   admin: boolean;
 }
 
+/** What the broker needs of the host registry: probing, and the view of `GET /v1/hosts`. */
+export interface HostsView {
+  probeAll(): Promise<boolean>;
+  info(allocations: Allocation[]): HostInfo[];
+}
+
 export interface BrokerDeps {
   config: BrokerConfig;
   store: Store;
   logs: LogFiles;
-  hosts: HostRegistry;
+  hosts: HostsView;
+  /** Every place jobs can run, by name (the host pool is "hosts"). */
+  backends: Backend[];
   log: Logger;
   /** Environment every job starts from (the broker's own, usually); job env is laid over it. */
   baseEnv: Record<string, string>;
-  /** Slurm clusters (issue 5); absent or empty when the config names none. */
-  clusters?: SlurmClusters;
+  clock?: Clock;
 }
 
 const ID_ALPHABET = 'abcdefghijkmnpqrstuvwxyz23456789';
 /** How often hosts are probed again (GPUs come and go, e.g. after a driver reset). */
 const PROBE_INTERVAL_MS = 30_000;
 
+/** The attempt in progress of an active job. */
+interface Current {
+  n: number;
+  ac: AbortController;
+}
+
 export class Broker extends EventEmitter<{ job: [Job] }> {
   private readonly active = new Map<string, StoredJob>();
-  private readonly waiters = new Map<string, AbortController>();
-  private readonly timers = new Map<string, NodeJS.Timeout>();
+  private readonly current = new Map<string, Current>();
+  private readonly timers = new Map<string, TimerHandle>();
+  /** Jobs waiting out a restart's backoff: not placed before this time (ms). */
+  private readonly notBefore = new Map<string, number>();
+  /** Attempts given up on that may still run somewhere (fencing): stopped and removed once reachable. */
+  private readonly discarding = new Set<AbortController>();
+  private readonly backends = new Map<string, Backend>();
   /** When each user last had a job started (a counter), for the fair order (core/fairness.ts). */
   private readonly served = new Map<string, number>();
   private servedCount = 0;
@@ -53,10 +75,13 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
   private probeTimer?: NodeJS.Timeout;
 
   private readonly d: BrokerDeps;
+  private readonly clock: Clock;
 
   constructor(deps: BrokerDeps) {
     super();
     this.d = deps;
+    this.clock = deps.clock ?? systemClock;
+    for (const b of deps.backends) this.backends.set(b.name, b);
     this.setMaxListeners(0);
   }
 
@@ -64,7 +89,7 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
   async start(): Promise<void> {
     await this.d.hosts.probeAll();
     for (const job of this.d.store.activeJobs()) this.active.set(job.id, job);
-    this.attachClusters();
+    for (const b of this.backends.values()) b.open?.();
     for (const job of [...this.active.values()]) this.recover(job);
     this.probeTimer = setInterval(() => {
       this.d.hosts.probeAll().then((changed) => changed && this.kick(), (err) => this.d.log.error('probe failed', { err }));
@@ -76,43 +101,24 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
   /** Stops following jobs (they keep running under their shims) and closes nothing else. */
   close(): void {
     this.closed = true;
-    this.d.clusters?.close();
+    for (const b of this.backends.values()) b.close();
     clearInterval(this.probeTimer);
-    for (const t of this.timers.values()) clearTimeout(t);
-    for (const w of this.waiters.values()) w.abort(new Error('broker closing'));
+    for (const t of this.timers.values()) t.cancel();
+    for (const c of this.current.values()) c.ac.abort(new Error('broker closing'));
+    for (const ac of this.discarding) ac.abort(new Error('broker closing'));
   }
 
   // ---- API ---------------------------------------------------------------------------------------------------
 
   submit(p: Principal, body: unknown): Job {
-    const caps = this.d.hosts.capacities();
     const cfg = this.d.config;
-    const backend = this.backendOf(body); // Slurm backend (issue 5)
-    const onCluster = backend !== HOSTS_BACKEND;
-    const defaultGpus = cfg.defaults.gpus === 'auto' ? (onCluster || this.d.hosts.totalGpus() > 0 ? 1 : 0) : cfg.defaults.gpus;
-    const defaultImage = onCluster && !this.d.clusters!.runsImages(backend) ? undefined : cfg.defaults.image;
-    const v = validateSubmit(body, { gpus: defaultGpus, cpus: cfg.defaults.cpus, memoryMiB: cfg.defaults.memoryMiB, image: defaultImage, queues: cfg.queues });
-    if (onCluster && v.image && !this.d.clusters!.runsImages(backend)) {
-      throw new GpurunError('E_BAD_REQUEST', `image: the cluster ${backend} runs jobs without containers`, { hint: 'Leave out --image, or ask an admin to enable "container": "pyxis" for the cluster.' });
-    }
-    if (onCluster && v.workspaceFrom === 'client') {
-      throw new GpurunError('E_BAD_REQUEST', `workspaceFrom: the cluster ${backend} stages the workspace from the broker; it cannot be served by the client`, { hint: 'Leave out --serve-workspace for cluster jobs.' });
-    }
-    let usable = caps;
-    if (!onCluster && v.workspaceFrom === 'client') {
-      const mounting = this.d.hosts.mountingHosts();
-      usable = caps.filter((h) => mounting.has(h.name));
-      if (usable.length === 0) {
-        throw new GpurunError('E_BAD_REQUEST', 'workspaceFrom: "client" needs a host that mounts the workspace (an SSH host), and this broker has none: its hosts run jobs in place', {
-          hint: 'Leave out --serve-workspace (set gpurun.workspaceFrom to "broker" in VS Code): this broker reads the workspace itself.',
-        });
-      }
-    }
-    const why = onCluster ? null : unsatisfiableReason(usable, v.resources);
-    if (why) {
-      throw new GpurunError('E_UNSATISFIABLE', why, { hint: 'Ask for fewer GPUs, CPUs or less memory (or another GPU type), or ask an admin to add a larger host.' });
-    }
-    const now = new Date().toISOString();
+    const backend = this.backendOf(body);
+    const defs = backend.defaults(cfg.defaults);
+    const v = validateSubmit(body, { gpus: defs.gpus, cpus: cfg.defaults.cpus, memoryMiB: cfg.defaults.memoryMiB, image: defs.image, queues: cfg.queues });
+    backend.admit(v);
+    // Asking to be restarted on an exit code alone allows one restart, unless the queue allows more.
+    const restarts = v.restarts ?? (cfg.queues[v.queue].restarts || (v.restartOnExit?.length ? 1 : 0));
+    const now = this.now();
     const job = this.d.store.insertJob(
       {
         id: this.newId(),
@@ -134,18 +140,19 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
         endedAt: null,
         runtimeRef: null,
         stopIntent: null,
-        backend,
+        backend: backend.name,
         ...(v.workspaceFrom ? { workspaceFrom: v.workspaceFrom } : {}),
+        ...(restarts ? { restarts } : {}),
+        ...(v.restartOnExit?.length ? { restartOnExit: v.restartOnExit } : {}),
       },
       now,
     );
     this.active.set(job.id, job);
     // Exists from the start, so followers can watch it before the job writes a byte.
     this.d.logs.touch(job.id);
-    this.d.log.info('job submitted', { job: job.id, owner: p.user, queue: job.queue, resources: job.resources });
+    this.d.log.info('job submitted', { job: job.id, owner: p.user, queue: job.queue, backend: backend.name, resources: job.resources });
     this.publish(job);
-    if (onCluster) this.d.clusters!.submit(job);
-    else this.kick();
+    this.kick();
     return this.view(job);
   }
 
@@ -153,16 +160,17 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
   list(p: Principal, opts: { all: boolean; limit: number; before?: string }): Job[] {
     const owner = p.admin ? undefined : p.user;
     const before = opts.before === undefined ? undefined : this.visible(p, opts.before).seq;
-    const endedAfter = opts.all ? undefined : new Date(Date.now() - 86_400_000).toISOString();
+    const endedAfter = opts.all ? undefined : new Date(this.clock.now() - 86_400_000).toISOString();
     const jobs = this.d.store.listJobs({ ...(owner === undefined ? {} : { owner }), limit: opts.limit, ...(before === undefined ? {} : { beforeSeq: before }), ...(endedAfter ? { activeOrEndedAfter: endedAfter } : {}) });
     const positions = this.queuePositions();
     return jobs.map((j) => this.view(this.active.get(j.id) ?? j, positions));
   }
 
-  /** A job the principal may see; others' jobs are "not found" so their ids leak nothing. */
+  /** A job the principal may see, with its transitions and attempts; others' jobs are "not found". */
   get(p: Principal, id: string): Job {
     const job = this.visible(p, id);
-    return { ...this.view(job), transitions: this.d.store.transitions(id) };
+    const attempts = this.attemptsOf(job).map(({ runtimeRef: _ref, ...a }) => a);
+    return { ...this.view(job), transitions: this.d.store.transitions(id), attempts };
   }
 
   async cancel(p: Principal, id: string): Promise<Job> {
@@ -172,8 +180,12 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     }
     const by = `cancelled by ${p.user}`;
     if (job.state === 'queued') {
+      // Waiting (for a place, a backoff, or in a cluster's queue): ends now; a submitted attempt is taken back.
+      const att = this.current.has(id) ? this.currentAttempt(job) : undefined;
+      this.endAttemptRecord(job, { state: 'cancelled', fault: 'cancelled', reason: `${by} while queued`, exitCode: null, evidence: {} });
       this.finish(job.id, { state: 'cancelled', reason: `${by} while queued`, exitCode: null });
-      if (this.onCluster(job)) await this.d.clusters!.cancel(job).catch((err) => this.d.log.error('scancel failed', { job: id, err }));
+      const b = this.backendFor(job);
+      if (att?.runtimeRef && b) await b.stop(job, att, this.d.config.killGraceMs).catch((err) => this.d.log.error('stop failed', { job: id, err }));
     } else {
       this.requestStop(job.id, 'cancel', by);
     }
@@ -182,6 +194,14 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
 
   hosts(): HostInfo[] {
     return this.d.hosts.info(this.allocations());
+  }
+
+  /** `GET /v1/pool`: hosts, queues with their limits and lengths, clusters (core/pool.ts). */
+  pool(): PoolSnapshot {
+    const c = this.d.config;
+    const queued = [...this.active.values()].filter((j) => j.state === 'queued' && (j.backend ?? 'hosts') === 'hosts' && !this.current.has(j.id)).map((j) => j.queue);
+    const clusters = c.clusters.map((k) => ({ name: k.name, partitions: k.partitions, gres: k.gres, images: k.container === 'pyxis' }));
+    return poolSnapshot({ hosts: this.hosts(), queues: c.queues, queued, clusters, hasHosts: c.hosts.length > 0, defaultBackend: c.defaultBackend, ...(c.defaults.image ? { defaultImage: c.defaults.image } : {}), now: new Date() });
   }
 
   /** Checks access and returns the job, for the logs endpoint. */
@@ -229,193 +249,336 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
   }
 
   private pass(): void {
-    const queued = this.hostQueued();
-    if (queued.length === 0) return;
-    const held = new Map<string, number>();
-    for (const j of this.active.values()) if (j.state !== 'queued' && !this.onCluster(j)) held.set(j.owner, (held.get(j.owner) ?? 0) + j.gpuIndices.length);
-    const placements = schedule(this.d.hosts.capacities(), this.allocations(), fairOrder(queued, this.shares()), { max: this.d.config.limits.maxRunningGpus, held });
-    for (const pl of placements) {
-      const now = new Date().toISOString();
-      const owner = this.active.get(pl.jobId)?.owner;
-      if (owner !== undefined) this.served.set(owner, ++this.servedCount);
-      const job = this.update(pl.jobId, { state: 'starting', reason: `placed on ${pl.host}`, host: pl.host, gpuIndices: pl.gpuIndices }, now);
-      if (job) void this.launch(job);
+    const now = this.clock.now();
+    const holding = this.allocations();
+    for (const backend of this.backends.values()) {
+      const waiting = [...this.active.values()].filter((j) => j.state === 'queued' && !this.current.has(j.id) && (this.notBefore.get(j.id) ?? 0) <= now && this.backendFor(j) === backend);
+      if (waiting.length === 0) continue;
+      // Served in the fair order between users (core/fairness.ts); a user at the GPU cap waits.
+      const queued = fairOrder(waiting, this.shares());
+      const reqs = queued.map((job) => ({ job, avoid: avoidOf(this.attemptsOf(job)) }));
+      const cap = this.d.config.limits.maxRunningGpus;
+      const held = this.gpusHeld();
+      for (const pl of backend.place(reqs, holding)) {
+        const owner = this.active.get(pl.jobId)?.owner ?? '';
+        const gpus = this.active.get(pl.jobId)?.resources.gpus ?? 0;
+        if (cap && gpus && (held.get(owner) ?? 0) + gpus > cap) continue;
+        held.set(owner, (held.get(owner) ?? 0) + gpus);
+        this.served.set(owner, ++this.servedCount);
+        void this.startAttempt(backend, pl);
+      }
     }
   }
 
+  /** What starting and running attempts hold on the pool's hosts. */
   private allocations(): Allocation[] {
     const out: Allocation[] = [];
     for (const j of this.active.values()) {
-      if (j.host && (j.state === 'starting' || j.state === 'running') && !this.onCluster(j)) {
+      if (j.host && (j.state === 'starting' || j.state === 'running') && this.backendFor(j)?.knows(j.host)) {
         out.push({ jobId: j.id, host: j.host, gpuIndices: j.gpuIndices, cpus: j.resources.cpus, memoryMiB: j.resources.memoryMiB });
       }
     }
     return out;
   }
 
-  /** Positions in the order the scheduler serves (core/fairness.ts), so users are shown what will happen. */
+  /** 1-based positions of jobs waiting for a place, per backend and queue. */
+  /** Positions in the fair order the scheduler serves (core/fairness.ts), per backend: users see what will happen. */
   private queuePositions(): Map<string, number> {
-    return fairPositions(this.hostQueued(), this.shares());
+    const byBackend = new Map<string, StoredJob[]>();
+    for (const j of this.active.values()) {
+      if (j.state !== 'queued' || this.current.has(j.id)) continue;
+      const key = j.backend ?? '';
+      byBackend.set(key, [...(byBackend.get(key) ?? []), j]);
+    }
+    const pos = new Map<string, number>();
+    const shares = this.shares();
+    for (const jobs of byBackend.values()) for (const [id, n] of fairPositions(jobs, shares)) pos.set(id, n);
+    return pos;
   }
 
   /** One job's position without sorting the whole queue (submit answers with it, so it must stay cheap). */
-  private queuePosition(job: StoredJob): number {
-    return fairPosition(job, this.hostQueued(), this.shares());
+  private queuePosition(job: StoredJob): number | undefined {
+    if (this.current.has(job.id)) return undefined;
+    const same: FairJob[] = [];
+    for (const j of this.active.values()) if (j.state === 'queued' && j.backend === job.backend && !this.current.has(j.id)) same.push(j);
+    return fairPosition(job, same, this.shares());
   }
 
-  /** Why a job of a user at the per-user GPU cap (limits.maxRunningGpus) waits; undefined when it is not held back by it. */
-  private capReason(job: StoredJob): string | undefined {
-    const cap = this.d.config.limits.maxRunningGpus;
-    if (!cap || !job.resources.gpus) return undefined;
-    let held = 0;
-    for (const j of this.active.values()) if (j.owner === job.owner && j.state !== 'queued' && !this.onCluster(j)) held += j.gpuIndices.length;
-    if (held + job.resources.gpus <= cap) return undefined;
-    return `waiting: ${job.owner}'s running jobs hold ${held} GPU${held === 1 ? '' : 's'}, and one user may hold at most ${cap} at once (limits.maxRunningGpus)`;
-  }
-
-  private hostQueued(): StoredJob[] {
-    return [...this.active.values()].filter((j) => j.state === 'queued' && !this.onCluster(j));
-  }
-
-  /** Starting or running host jobs per user, and when each was last served: the fair order's inputs. */
+  /** Starting or running jobs per user, and when each was last served: the fair order's inputs. */
   private shares(): { running: Map<string, number>; served: Map<string, number> } {
     const n = new Map<string, number>();
-    for (const j of this.active.values()) if (j.state !== 'queued' && !this.onCluster(j)) n.set(j.owner, (n.get(j.owner) ?? 0) + 1);
+    for (const j of this.active.values()) if (j.state !== 'queued') n.set(j.owner, (n.get(j.owner) ?? 0) + 1);
     return { running: n, served: this.served };
   }
 
-  private async launch(job: StoredJob): Promise<void> {
-    const log = this.d.log.child({ job: job.id });
+  /** GPUs each user's starting and running jobs hold (limits.maxRunningGpus). */
+  private gpusHeld(): Map<string, number> {
+    const n = new Map<string, number>();
+    for (const j of this.active.values()) if (j.state !== 'queued') n.set(j.owner, (n.get(j.owner) ?? 0) + j.gpuIndices.length);
+    return n;
+  }
+
+  // ---- attempts -------------------------------------------------------------------------------------------------
+
+  /** The job's attempts; a job stored before attempts existed shows its one run as attempt 1. */
+  private attemptsOf(job: StoredJob): StoredAttempt[] {
+    const stored = this.d.store.attempts(job.id);
+    if (stored.length || (!job.host && !job.runtimeRef && !job.startedAt)) return stored;
+    const ended = isFinal(job.state);
+    return [{ n: 1, host: job.host, gpuIndices: job.gpuIndices, runtimeRef: job.runtimeRef, startedAt: job.startedAt, endedAt: ended ? job.endedAt : null, state: ended ? job.state : null, fault: null, reason: ended ? job.reason : null, exitCode: job.exitCode, logOffset: 0, evidence: {} }];
+  }
+
+  private currentAttempt(job: StoredJob): StoredAttempt | undefined {
+    const all = this.attemptsOf(job);
+    const last = all[all.length - 1];
+    return last && !last.endedAt ? last : undefined;
+  }
+
+  private maxAttempts(job: StoredJob): number {
+    return (job.restarts ?? 0) + 1;
+  }
+
+  private events(jobId: string, n: number): AttemptEvents {
+    return {
+      isCurrent: () => this.current.get(jobId)?.n === n,
+      pending: (reason) => {
+        const job = this.active.get(jobId);
+        if (job && this.current.get(jobId)?.n === n && !job.stopIntent && job.reason !== reason) this.update(jobId, { reason });
+      },
+      running: (where) => this.markRunning(jobId, n, where),
+    };
+  }
+
+  private async startAttempt(backend: Backend, pl: AttemptPlacement): Promise<void> {
+    const job0 = this.active.get(pl.jobId);
+    if (!job0) return;
+    const prior = this.attemptsOf(job0);
+    const last = prior[prior.length - 1];
+    // An attempt that never got started (the broker stopped first) is tried again under its own number.
+    const n = last ? (last.endedAt ? last.n + 1 : last.n) : 1;
+    const previous = prior.filter((a) => a.n < n).pop();
+    if (n > 1 && previous && last?.endedAt) this.d.logs.appendLine(job0.id, attemptMarker(n, this.maxAttempts(job0), previous));
+    const logOffset = n === last?.n ? last.logOffset : this.d.logs.size(job0.id);
+    const attempt: StoredAttempt = { n, host: pl.host, gpuIndices: pl.gpuIndices, runtimeRef: null, startedAt: null, endedAt: null, state: null, fault: null, reason: null, exitCode: null, logOffset, evidence: {} };
+    this.d.store.putAttempt(job0.id, attempt);
+    const ac = new AbortController();
+    this.current.set(job0.id, { n, ac });
+    this.notBefore.delete(job0.id);
+    const job = pl.host ? this.update(job0.id, { state: 'starting', reason: `placed on ${pl.host}`, host: pl.host, gpuIndices: pl.gpuIndices, runtimeRef: null }) : job0;
+    if (!job) return;
+    const log = this.d.log.child({ job: job.id, attempt: n });
+    const attemptEnv: Record<string, string> = { GPURUN_ATTEMPT: String(n), ...(previous?.fault ? { GPURUN_PREVIOUS_FAULT: previous.fault } : {}) };
     const env: Record<string, string> = {
       ...this.d.baseEnv,
       PYTHONUNBUFFERED: '1',
       ...job.env,
+      ...attemptEnv,
       // Exactly the assigned GPUs, numbered as nvidia-smi numbers them.
       CUDA_DEVICE_ORDER: 'PCI_BUS_ID',
-      CUDA_VISIBLE_DEVICES: job.gpuIndices.join(','),
+      CUDA_VISIBLE_DEVICES: pl.gpuIndices.join(','),
       GPURUN_JOB_ID: job.id,
     };
+    const ev = this.events(job.id, n);
+    let ref: Record<string, unknown>;
     try {
-      const rt = this.d.hosts.runtimeFor(job.host!);
-      if (job.workspaceFrom === 'client' && !rt.mountsWorkspace) {
-        throw new GpurunError('E_BAD_REQUEST', `host ${job.host} runs jobs without a workspace mount (${rt.kind} runtime); a workspace served by the client needs an SSH host`);
-      }
-      const ref = await rt.start({ job, host: job.host!, gpuIndices: job.gpuIndices, logPath: this.d.logs.path(job.id), env });
-      const current = this.active.get(job.id);
-      const now = new Date().toISOString();
-      const running = this.update(job.id, { state: 'running', reason: runningReason(job), startedAt: now, runtimeRef: ref }, now);
-      log.info('job started', { host: job.host, gpus: job.gpuIndices });
-      if (running) this.follow(running);
-      // Cancelled while it was starting: stop it now that there is something to stop.
-      if (current?.stopIntent) void this.d.hosts.runtimeFor(job.host!).stop(ref, this.d.config.killGraceMs);
+      ref = await backend.start({ job: { ...job, env: { ...job.env, ...attemptEnv } }, n, host: pl.host, gpuIndices: pl.gpuIndices, logOffset, env }, ev);
     } catch (err) {
+      if (!ev.isCurrent()) return;
       log.error('job failed to start', { err });
       const msg = isGpurunError(err) ? err.message : String((err as Error).message ?? err);
-      this.finish(job.id, { state: 'failed', reason: `could not start: ${msg}`, exitCode: null });
+      this.attemptEnded(job.id, n, { startError: msg });
+      return;
     }
+    if (!ev.isCurrent()) {
+      // Cancelled (and finished) while it was starting: stop what was started.
+      void backend.stop(job, { ...attempt, runtimeRef: ref }, this.d.config.killGraceMs).catch(() => {});
+      return;
+    }
+    this.d.store.putAttempt(job.id, { ...this.currentAttempt(this.active.get(job.id)!)!, runtimeRef: ref });
+    const current = this.update(job.id, { runtimeRef: ref });
+    log.info('attempt started', { host: pl.host, gpus: pl.gpuIndices });
+    if (current) this.follow(current, n);
+    // Cancelled while it was starting: stop it now that there is something to stop.
+    if (current?.stopIntent) void backend.stop(current, this.currentAttempt(current)!, this.d.config.killGraceMs).catch(() => {});
   }
 
-  /** Waits for the job's end and arms its time limit. */
-  private follow(job: StoredJob): void {
-    const ac = new AbortController();
-    this.waiters.set(job.id, ac);
-    this.armTimeLimit(job);
-    this.d.hosts.runtimeFor(job.host!).wait(job.runtimeRef!, ac.signal).then(
-      (end) => this.ended(job.id, end),
+  /** The backend says the attempt runs: the job is running, and its time limit counts from now. */
+  private markRunning(jobId: string, n: number, where: { host: string | null; reason: string }): void {
+    const job = this.active.get(jobId);
+    if (!job || this.current.get(jobId)?.n !== n) return;
+    const att = this.currentAttempt(job);
+    const now = this.now();
+    if (att && (!att.startedAt || (where.host && where.host !== att.host))) this.d.store.putAttempt(jobId, { ...att, startedAt: att.startedAt ?? now, ...(where.host ? { host: where.host } : {}) });
+    const after = n > 1 ? this.afterWords(job, n) : '';
+    const running = this.update(jobId, {
+      ...(job.stopIntent ? {} : { reason: `${where.reason}${after}` }),
+      ...(where.host ? { host: where.host } : {}),
+      ...(job.state !== 'running' ? { state: 'running' as const } : {}),
+      ...(job.startedAt ? {} : { startedAt: now }),
+    });
+    if (running && job.state !== 'running') this.armTimeLimit(running);
+  }
+
+  /** " · attempt 2/4 · after host_lost on gpu1 (unreachable 72 s)" for a job on a later attempt. */
+  private afterWords(job: StoredJob, n: number): string {
+    const prev = this.attemptsOf(job).find((a) => a.n === n - 1);
+    return ` · attempt ${n}/${this.maxAttempts(job)}${prev ? ` · after ${describeEnd(prev)}` : ''}`;
+  }
+
+
+  /** Waits for the attempt's end; arms the time limit of a running job. */
+  private follow(job: StoredJob, n: number): void {
+    const cur = this.current.get(job.id);
+    const backend = this.backendFor(job);
+    const att = this.currentAttempt(job);
+    if (!cur || !backend || !att) return;
+    if (job.state === 'running') this.armTimeLimit(job);
+    backend.wait(job, att, cur.ac.signal, this.events(job.id, n)).then(
+      (end) => this.attemptEnded(job.id, n, end),
       (err) => {
-        if (!ac.signal.aborted) this.d.log.error('waiting for job failed', { job: job.id, err });
+        if (!cur.ac.signal.aborted) this.d.log.error('waiting for job failed', { job: job.id, err });
       },
     );
   }
 
+  /** The limit counts running time over all attempts: what earlier attempts used is taken off this one's. */
   private armTimeLimit(job: StoredJob): void {
     const limit = job.resources.timeLimitSec;
-    if (!limit || !job.startedAt || job.stopIntent) return;
-    const due = Date.parse(job.startedAt) + limit * 1000 - Date.now();
-    const t = setTimeout(() => this.requestStop(job.id, 'timeout', `stopped after reaching its time limit of ${formatDuration(limit)}`), Math.max(0, due));
-    t.unref();
-    this.timers.set(job.id, t);
+    this.timers.get(job.id)?.cancel();
+    if (!limit || job.stopIntent) return;
+    const due = limit * 1000 - usedMs(this.attemptsOf(job), this.clock.now());
+    this.timers.set(job.id, this.clock.after(Math.max(0, due), () => this.requestStop(job.id, 'timeout', `stopped after reaching its time limit of ${formatDuration(limit)}${(this.currentAttempt(job)?.n ?? 1) > 1 ? ' (running time over all attempts)' : ''}`)));
   }
 
   private requestStop(id: string, intent: StopIntent, reason: string): void {
     const job = this.active.get(id);
     if (!job || job.stopIntent) return;
-    const updated = this.update(id, { stopIntent: intent, reason }, new Date().toISOString());
-    if (updated && this.onCluster(updated)) {
-      void this.d.clusters!.cancel(updated).catch((err) => this.d.log.error('scancel failed', { job: id, err }));
-      return;
-    }
-    if (updated?.runtimeRef && updated.host) void this.d.hosts.runtimeFor(updated.host).stop(updated.runtimeRef, this.d.config.killGraceMs).catch((err) => this.d.log.error('stop failed', { job: id, err }));
+    const updated = this.update(id, { stopIntent: intent, reason });
+    const att = updated && this.currentAttempt(updated);
+    const backend = updated && this.backendFor(updated);
+    if (updated && att?.runtimeRef && backend) void backend.stop(updated, att, this.d.config.killGraceMs).catch((err) => this.d.log.error('stop failed', { job: id, err }));
   }
 
-  private ended(id: string, end: ExitInfo | Lost): void {
+  /** An attempt ended: classify, record it on the attempt, then restart the job or finish it. */
+  private attemptEnded(id: string, n: number, end: AttemptEnd | { startError: string }): void {
     const job = this.active.get(id);
-    if (!job) return;
-    if ('lost' in end) {
-      this.finish(id, { state: 'lost', reason: end.lost, exitCode: null });
+    if (!job || this.current.get(id)?.n !== n) return;
+    const att = this.currentAttempt(job);
+    const o = classify({ end, stopIntent: job.stopIntent, stopReason: job.reason, ...('slurm' in end && end.slurm ? { slurm: end.slurm } : {}), restartOnExit: job.restartOnExit ?? [], host: att?.host ?? job.host });
+    const endedAt = 'endedAt' in end && end.endedAt ? end.endedAt : this.now();
+    this.current.delete(id);
+    this.timers.get(id)?.cancel();
+    this.timers.delete(id);
+    const ref = 'runtimeRef' in end && end.runtimeRef ? end.runtimeRef : att?.runtimeRef ?? null;
+    if (ref && ref !== att?.runtimeRef) this.update(id, { runtimeRef: ref });
+    if (att) this.d.store.putAttempt(id, { ...att, runtimeRef: ref, startedAt: att.startedAt ?? (o.state === 'succeeded' ? endedAt : null), endedAt, state: o.state, fault: o.fault, reason: o.reason, exitCode: o.exitCode, evidence: o.evidence });
+    this.d.log.info('attempt ended', { job: id, attempt: n, state: o.state, fault: o.fault, reason: o.reason, restartable: o.restartable });
+    if (o.fault === 'host_lost' && att?.runtimeRef) this.fence(job, { ...att, runtimeRef: att.runtimeRef });
+
+    const decision = decideRestart(o, n, job.restarts ?? 0, this.backoff());
+    if (decision.restart) {
+      const used = usedMs(this.attemptsOf(job), this.clock.now());
+      if (job.resources.timeLimitSec && used >= job.resources.timeLimitSec * 1000) {
+        this.finish(id, { state: 'timed_out', reason: `${o.reason}; no time left for another attempt (time limit ${formatDuration(job.resources.timeLimitSec)} over all attempts)`, exitCode: o.exitCode }, endedAt);
+        return;
+      }
+      const delay = decision.delayMs;
+      const words = `restarting: attempt ${decision.next}/${this.maxAttempts(job)} in ${formatDuration(Math.ceil(delay / 1000))} after ${o.fault} on ${att?.host ?? 'its host'} (${o.reason})`;
+      this.notBefore.set(id, this.clock.now() + delay);
+      this.update(id, { state: 'queued', reason: words, host: null, gpuIndices: [], runtimeRef: null, exitCode: o.exitCode });
+      this.d.log.info('restarting job', { job: id, next: decision.next, delayMs: delay, fault: o.fault });
+      this.timers.set(id, this.clock.after(delay, () => this.kick()));
       return;
     }
-    const code = end.exitCode ?? (end.signal ? 128 + signalNumber(end.signal) : null);
-    let state: JobState;
-    let reason: string;
-    if (job.stopIntent === 'cancel') [state, reason] = ['cancelled', job.reason];
-    else if (job.stopIntent === 'timeout') [state, reason] = ['timed_out', job.reason];
-    else if (job.stopIntent === 'limit') [state, reason] = ['failed', job.reason];
-    else if (end.failure) [state, reason] = ['failed', end.failure];
-    else if (end.startError) [state, reason] = ['failed', `could not start: ${end.startError}`];
-    else if (end.exitCode === 0) [state, reason] = ['succeeded', 'exited with code 0'];
-    else if (end.oomKilled) [state, reason] = ['failed', 'killed for running out of memory (OOM)'];
-    else if (end.signal) [state, reason] = ['failed', `killed by signal ${end.signal}`];
-    else [state, reason] = ['failed', `exited with code ${end.exitCode}`];
-    this.finish(id, { state, reason, exitCode: code }, end.endedAt);
+    // A job so quick that nobody saw it run (a cluster's poll) still has a start.
+    if (o.state === 'succeeded' && !job.startedAt) this.update(id, { startedAt: endedAt });
+    const why = decision.why && o.restartable ? ` (not restarted: ${decision.why})` : '';
+    this.finish(id, { state: o.state, reason: `${o.reason}${why}`, exitCode: o.exitCode }, endedAt);
   }
 
-  private finish(id: string, f: { state: JobState; reason: string; exitCode: number | null }, endedAt?: string): void {
-    const now = new Date().toISOString();
-    clearTimeout(this.timers.get(id));
+  /** Records an end on the job's current attempt (for ends the broker decides itself: cancel while queued). */
+  private endAttemptRecord(job: StoredJob, o: Pick<Outcome, 'state' | 'fault' | 'reason' | 'exitCode' | 'evidence'>): void {
+    const att = this.currentAttempt(job);
+    if (att) this.d.store.putAttempt(job.id, { ...att, endedAt: this.now(), state: o.state, fault: o.fault, reason: o.reason, exitCode: o.exitCode, evidence: o.evidence });
+  }
+
+  /**
+   * Fencing: an attempt given up on because its host was lost may still run there. It is stopped and removed as soon
+   * as the host answers; its follower has ended, so nothing it prints reaches the job's log.
+   */
+  private fence(job: StoredJob, att: StoredAttempt): void {
+    const backend = this.backendFor(job);
+    if (!backend) return;
+    const ac = new AbortController();
+    this.discarding.add(ac);
+    backend.discard(job, att, ac.signal).then(
+      () => this.d.log.info('stopped an attempt given up on', { job: job.id, attempt: att.n, host: att.host }),
+      (err) => this.d.log.warn('could not stop an attempt given up on', { job: job.id, attempt: att.n, err }),
+    ).finally(() => this.discarding.delete(ac));
+  }
+
+  private finish(id: string, f: { state: Job['state']; reason: string; exitCode: number | null }, endedAt?: string): void {
+    this.timers.get(id)?.cancel();
     this.timers.delete(id);
-    this.waiters.delete(id);
-    const job = this.update(id, { ...f, endedAt: endedAt ?? now }, now);
+    this.current.get(id)?.ac.abort(new Error('job ended'));
+    this.current.delete(id);
+    this.notBefore.delete(id);
+    const job = this.update(id, { ...f, endedAt: endedAt ?? this.now() });
     this.active.delete(id);
     if (job) this.d.log.info('job ended', { job: id, state: f.state, exitCode: f.exitCode, reason: f.reason });
     this.kick();
   }
 
-  /** After a broker restart: follow running jobs again, settle jobs caught mid-start. */
+  /** After a broker restart: follow attempts in progress again, settle those caught mid-start, resume backoffs. */
   private recover(job: StoredJob): void {
-    if (this.onCluster(job)) {
-      this.d.clusters!.recover(job);
-      if (job.state === 'running') this.armTimeLimit(job);
-      if (job.stopIntent) void this.d.clusters!.cancel(job).catch(() => {});
-    } else if (job.state === 'running' && job.runtimeRef) {
-      this.d.log.info('following job again after restart', { job: job.id });
-      this.follow(job);
-      if (job.stopIntent) void this.d.hosts.runtimeFor(job.host!).stop(job.runtimeRef, this.d.config.killGraceMs);
-    } else if (job.state === 'starting' && job.host) {
-      void this.recoverStarting(job);
-    }
-  }
-
-  private async recoverStarting(job: StoredJob): Promise<void> {
-    const ref = await this.d.hosts
-      .runtimeFor(job.host!)
-      .recover?.(job, this.d.logs.path(job.id))
-      .catch((err) => {
-        this.d.log.error('could not recover a starting job', { job: job.id, err });
-        return null;
-      });
-    if (!ref) {
-      this.finish(job.id, { state: 'lost', reason: 'the broker stopped while this job was starting, before it ran; submit it again', exitCode: null });
+    const backend = this.backendFor(job);
+    if (!backend) {
+      this.finish(job.id, { state: 'failed', reason: `its backend "${job.backend}" is no longer in the broker config`, exitCode: null });
       return;
     }
-    const now = new Date().toISOString();
-    const running = this.update(job.id, { state: 'running', reason: runningReason(job), startedAt: now, runtimeRef: ref }, now);
-    this.d.log.info('found a job that was starting when the broker stopped', { job: job.id });
-    if (running) this.follow(running);
+    const att = this.currentAttempt(job);
+    if (att?.host && !backend.knows(att.host)) {
+      this.finish(job.id, { state: 'failed', reason: `its host ${att.host} is no longer in the broker config`, exitCode: null });
+      return;
+    }
+    if (!att) {
+      const last = this.attemptsOf(job).pop();
+      if (last?.endedAt) {
+        const at = Date.parse(last.endedAt) + backoffMs(last.n, this.backoff());
+        this.notBefore.set(job.id, at);
+        this.timers.set(job.id, this.clock.after(at - this.clock.now(), () => this.kick()));
+      }
+      return;
+    }
+    const ac = new AbortController();
+    this.current.set(job.id, { n: att.n, ac });
+    const ev = this.events(job.id, att.n);
+    void backend.recover(job, att, ev).then(
+      (ref) => {
+        if (!ev.isCurrent()) return;
+        const now = this.active.get(job.id)!;
+        if (!ref) {
+          // Nothing was started: it waits for a place again, under the same attempt number.
+          this.current.delete(job.id);
+          this.update(job.id, { state: 'queued', reason: 'requeued: the broker stopped while it was starting, before it ran', host: null, gpuIndices: [], runtimeRef: null });
+          this.kick();
+          return;
+        }
+        this.d.store.putAttempt(job.id, { ...this.currentAttempt(now)!, runtimeRef: ref });
+        const updated = this.update(job.id, { runtimeRef: ref }) ?? now;
+        this.d.log.info('following job again after restart', { job: job.id, attempt: att.n });
+        this.follow(updated, att.n);
+        if (updated.stopIntent) void backend.stop(updated, { ...att, runtimeRef: ref }, this.d.config.killGraceMs).catch(() => {});
+      },
+      (err) => {
+        this.d.log.error('could not recover a job', { job: job.id, err });
+        if (ev.isCurrent()) this.attemptEnded(job.id, att.n, { lost: `the broker could not find it again after a restart: ${(err as Error).message ?? err}` });
+      },
+    );
   }
 
-  private update(id: string, patch: Parameters<Store['updateJob']>[1], at: string): StoredJob | undefined {
-    const job = this.d.store.updateJob(id, patch, at);
+  private update(id: string, patch: Parameters<Store['updateJob']>[1]): StoredJob | undefined {
+    const job = this.d.store.updateJob(id, patch, this.now());
     if (!job) return undefined;
     if (this.active.has(id)) this.active.set(id, job);
     this.publish(job);
@@ -428,45 +591,46 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
 
   private view(job: StoredJob, positions?: Map<string, number>): Job {
     const { seq: _seq, runtimeRef: _ref, stopIntent: _stop, ...pub } = job;
-    if (this.onCluster(job)) {
-      // Slurm backend (issue 5): Slurm's queue position and reason, and what staging copied.
-      const info = this.d.clusters!.info(job);
-      return { ...pub, cluster: info.cluster, ...(job.state === 'queued' && info.queuePosition !== undefined ? { queuePosition: info.queuePosition } : {}) };
+    const out: Job = { ...pub };
+    const atts = this.d.store.attempts(job.id);
+    if (atts.length) out.attempt = { n: atts[atts.length - 1].n + (job.state === 'queued' && atts[atts.length - 1].endedAt ? 1 : 0), of: this.maxAttempts(job) };
+    const backend = this.backendFor(job);
+    if (!backend) return out;
+    // What attempts hold matters only to a waiting job's reason; computing it for every ended job would cost a list.
+    const d = backend.describe(job, job.state === 'queued' ? this.allocations() : []);
+    if (d.cluster) out.cluster = d.cluster;
+    if (d.reason) out.reason = d.reason;
+    if (job.state === 'queued') {
+      const pos = d.queuePosition ?? (positions ? positions.get(job.id) : this.queuePosition(job));
+      if (pos !== undefined) out.queuePosition = pos;
     }
-    if (job.state !== 'queued') return pub;
-    const pos = positions ? positions.get(job.id) : this.queuePosition(job);
-    const reason = this.capReason(job) ?? waitReason(this.d.hosts.capacities(), this.allocations(), job.resources);
-    return { ...pub, reason, ...(pos === undefined ? {} : { queuePosition: pos }) };
+    return out;
   }
 
-  // ---- Slurm backend (issue 5) ---------------------------------------------------------------------------------
+  // ---- backends ------------------------------------------------------------------------------------------------
 
-  private onCluster(job: StoredJob): boolean {
-    return !!job.backend && job.backend !== HOSTS_BACKEND && !!this.d.clusters?.has(job.backend);
+  /** The job's backend; undefined when it left the config (the job then fails at the next start). */
+  private backendFor(job: StoredJob): Backend | undefined {
+    return this.backends.get(job.backend ?? 'hosts');
   }
 
   /** The backend a submit names, or the default; an unknown name is a bad request that lists the known ones. */
-  private backendOf(body: unknown): string {
+  private backendOf(body: unknown): Backend {
     const asked = typeof body === 'object' && body !== null ? (body as { backend?: unknown }).backend : undefined;
-    if (asked === undefined) return this.d.config.defaultBackend;
-    const known = [...(this.d.config.hosts.length ? [HOSTS_BACKEND] : []), ...(this.d.clusters?.names() ?? [])];
-    if (typeof asked !== 'string' || !known.includes(asked)) {
-      throw new GpurunError('E_BAD_REQUEST', `backend: ${JSON.stringify(asked)} is not a backend of this broker; known: ${known.join(', ')}`, { hint: `Leave out --backend for the default (${this.d.config.defaultBackend}).` });
+    const name = asked === undefined ? this.d.config.defaultBackend : asked;
+    const b = typeof name === 'string' ? this.backends.get(name) : undefined;
+    if (!b) {
+      throw new GpurunError('E_BAD_REQUEST', `backend: ${JSON.stringify(asked)} is not a backend of this broker; known: ${[...this.backends.keys()].join(', ')}`, { hint: `Leave out --backend for the default (${this.d.config.defaultBackend}).` });
     }
-    return asked;
+    return b;
   }
 
-  /** The cluster backend changes jobs through the broker, so states, events and time limits work as for hosts. */
-  private attachClusters(): void {
-    this.d.clusters?.attach({
-      get: (id) => this.active.get(id),
-      update: (id, patch) => {
-        const job = this.update(id, patch, new Date().toISOString());
-        if (job && patch.state === 'running') this.armTimeLimit(job);
-        return job;
-      },
-      finish: (id, o) => this.finish(id, o),
-    });
+  private backoff(): BackoffConfig {
+    return this.d.config.restartBackoff;
+  }
+
+  private now(): string {
+    return isoAt(this.clock);
   }
 
   private newId(): string {
@@ -477,13 +641,4 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
       if (!this.active.has(id) && !this.d.store.getJob(id)) return id;
     }
   }
-}
-
-function runningReason(job: StoredJob): string {
-  return `running on ${job.host} (${job.gpuIndices.length ? `GPU ${job.gpuIndices.join(',')}` : 'no GPU'})`;
-}
-
-const SIGNALS: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGILL: 4, SIGABRT: 6, SIGFPE: 8, SIGKILL: 9, SIGSEGV: 11, SIGPIPE: 13, SIGALRM: 14, SIGTERM: 15 };
-function signalNumber(sig: string): number {
-  return SIGNALS[sig] ?? 0;
 }

@@ -8,6 +8,7 @@ import { userInfo } from 'node:os';
 import { GpurunError } from './protocol/errors.ts';
 import { QUEUES, type Queue } from './protocol/jobs.ts';
 import { parseDuration, parseMemory } from './core/units.ts';
+import { DEFAULT_BACKOFF, MAX_RESTARTS, type BackoffConfig } from './core/restartPolicy.ts';
 import { validateClusters, type ClusterConfig } from './slurm/config.ts';
 import { SSH_HOST_KEYS, validateSshHost, type SshHostConfig } from './hosts/sshConfig.ts';
 import { TEAM_KEYS, validateTeam, type TeamConfig } from './teamConfig.ts';
@@ -30,6 +31,8 @@ export interface QueueConfig {
   maxTimeSec: number;
   /** Time limit of a job that asks for none; 0 = none. */
   defaultTimeSec: number;
+  /** Restarts after recoverable faults for a job that asks for none (`restarts`); 0 = none. */
+  restarts: number;
 }
 
 export interface BrokerConfig extends TeamConfig {
@@ -40,6 +43,8 @@ export interface BrokerConfig extends TeamConfig {
   defaults: { image?: string; gpus: number | 'auto'; cpus: number; memoryMiB: number };
   /** Time between TERM and KILL when a job is cancelled or runs out of time. */
   killGraceMs: number;
+  /** Wait before a job's first restart, doubling for each further one up to `maxMs`. */
+  restartBackoff: BackoffConfig;
   auth: {
     /** Requests over the Unix socket are from `localUser` without a token (the socket's folder is private). */
     trustUnixSocket: boolean;
@@ -112,7 +117,7 @@ export function parseListen(text: string, onError: (msg: string) => never): List
 export function validateConfig(raw: unknown, file: string, baseDir: string, fallbackDataDir: string): BrokerConfig {
   const f = new Fields(file);
   const o = f.obj(raw, '(top level)');
-  f.keys(o, '', ['listen', 'dataDir', 'hosts', 'queues', 'defaults', 'killGrace', 'auth', 'clusters', 'defaultBackend', ...TEAM_KEYS]);
+  f.keys(o, '', ['listen', 'dataDir', 'hosts', 'queues', 'defaults', 'killGrace', 'restartBackoff', 'auth', 'clusters', 'defaultBackend', ...TEAM_KEYS]);
   const listen = parseListen(o.listen === undefined ? '127.0.0.1:8750' : f.str(o.listen, 'listen'), (m) => f.fail('listen', m));
   const dataDir = o.dataDir === undefined ? fallbackDataDir : resolve(baseDir, f.str(o.dataDir, 'dataDir'));
 
@@ -149,11 +154,13 @@ export function validateConfig(raw: unknown, file: string, baseDir: string, fall
   f.keys(qo, 'queues', [...QUEUES]);
   for (const q of QUEUES) {
     const one = qo[q] === undefined ? {} : f.obj(qo[q], `queues.${q}`);
-    f.keys(one, `queues.${q}`, ['maxTime', 'defaultTime']);
+    f.keys(one, `queues.${q}`, ['maxTime', 'defaultTime', 'restarts']);
     const maxTimeSec = one.maxTime === undefined ? 0 : f.dur(one.maxTime, `queues.${q}.maxTime`);
     const defaultTimeSec = one.defaultTime === undefined ? 0 : f.dur(one.defaultTime, `queues.${q}.defaultTime`);
     if (maxTimeSec && defaultTimeSec > maxTimeSec) f.fail(`queues.${q}.defaultTime`, 'is longer than maxTime');
-    queues[q] = { maxTimeSec, defaultTimeSec };
+    const restarts = one.restarts === undefined ? 0 : f.int(one.restarts, `queues.${q}.restarts`, 0);
+    if (restarts > MAX_RESTARTS) f.fail(`queues.${q}.restarts`, `must be at most ${MAX_RESTARTS}`);
+    queues[q] = { maxTimeSec, defaultTimeSec, restarts };
   }
 
   const d = o.defaults === undefined ? {} : f.obj(o.defaults, 'defaults');
@@ -171,6 +178,14 @@ export function validateConfig(raw: unknown, file: string, baseDir: string, fall
   const defaultBackend = o.defaultBackend === undefined ? backends[0] : f.str(o.defaultBackend, 'defaultBackend');
   if (!backends.includes(defaultBackend)) f.fail('defaultBackend', `"${defaultBackend}" is not a backend; known: ${backends.join(', ')}`);
 
+  const rb = o.restartBackoff === undefined ? {} : f.obj(o.restartBackoff, 'restartBackoff');
+  f.keys(rb, 'restartBackoff', ['first', 'max']);
+  const restartBackoff = {
+    firstMs: rb.first === undefined ? DEFAULT_BACKOFF.firstMs : f.dur(rb.first, 'restartBackoff.first') * 1000,
+    maxMs: rb.max === undefined ? DEFAULT_BACKOFF.maxMs : f.dur(rb.max, 'restartBackoff.max') * 1000,
+  };
+  if (restartBackoff.maxMs < restartBackoff.firstMs) f.fail('restartBackoff.max', 'is shorter than first');
+
   const a = o.auth === undefined ? {} : f.obj(o.auth, 'auth');
   f.keys(a, 'auth', ['trustUnixSocket', 'localUser']);
   return {
@@ -180,6 +195,7 @@ export function validateConfig(raw: unknown, file: string, baseDir: string, fall
     queues,
     defaults,
     killGraceMs: o.killGrace === undefined ? 10_000 : f.dur(o.killGrace, 'killGrace') * 1000,
+    restartBackoff,
     auth: {
       trustUnixSocket: a.trustUnixSocket === undefined ? listen.kind === 'unix' : f.bool(a.trustUnixSocket, 'auth.trustUnixSocket'),
       localUser: a.localUser === undefined ? userInfo().username : f.str(a.localUser, 'auth.localUser'),

@@ -19,7 +19,8 @@ import { Broker } from './broker.ts';
 import { buildApp, buildUpgrade } from './app.ts';
 import { jsonLogger, type Logger } from './logger.ts';
 import { embeddedSocket } from './protocol/paths.ts';
-import { SlurmClusters, type ClusterParts } from './slurm/backend.ts';
+import { SlurmCluster, type ClusterParts } from './slurm/backend.ts';
+import { HostPool } from './pool/backend.ts';
 import { LocalExec } from './slurm/exec.ts';
 import { LocalClusterFiles } from './slurm/files.ts';
 import { SftpClusterFiles } from './slurm/sftpFiles.ts';
@@ -72,15 +73,15 @@ export async function startBroker(config: BrokerConfig, opts: { log?: Logger; id
   const sshSide = createSshSide(config, log);
   const hosts = new HostRegistry(config.hosts, { process: new ProcessRuntime(join(config.dataDir, 'run'), shim), ...sshSide.runtimes }, process.env, sshSide.ssh);
   const baseEnv = Object.fromEntries(Object.entries(process.env).filter((e): e is [string, string] => e[1] !== undefined && !e[0].startsWith('GPURUN_')));
-  // Slurm backend (issue 5): a login node that is this machine runs Slurm's commands as local argv processes; one
+  // A Slurm cluster's login node that is this machine runs Slurm's commands as local argv processes; one
   // reached over SSH runs them through an ssh2 pool and stages over that pool's SFTP.
   const clusterParts = (c: ClusterConfig): ClusterParts => {
     if (c.login === 'local') return { exec: new LocalExec(baseEnv), files: new LocalClusterFiles() };
     const pool = new SshPool({ name: c.name, ...c.login }, (err) => log.warn('connection to the login node lost', { cluster: c.name, err }), `cluster ${c.name}'s login node`);
     return { exec: pool, files: new SftpClusterFiles(pool), close: () => pool.close() };
   };
-  const clusters = config.clusters.length ? new SlurmClusters(config.clusters, { dataDir: config.dataDir, logs, log, parts: clusterParts }) : undefined;
-  const broker = new Broker({ config, store, logs, hosts, log, baseEnv, ...(clusters ? { clusters } : {}) });
+  const backends = [...(config.hosts.length ? [new HostPool(hosts, logs)] : []), ...config.clusters.map((c) => new SlurmCluster(c, clusterParts(c), { dataDir: config.dataDir, logs, log }))];
+  const broker = new Broker({ config, store, logs, hosts, log, baseEnv, backends });
   await broker.start();
   hosts.onChange(() => broker.kick());
   sshSide.startSweeps((jobId) => !broker.isDone(jobId));

@@ -10,8 +10,8 @@ export function gpuText(gpus: number | undefined, gpuType: string | undefined): 
   return gpus === 1 ? '1 GPU' : `${gpus} GPUs`;
 }
 
-/** `▶ Run on GPU (2×A100, offline)` — the resources a directive asks for, in the lens title. */
-export function lensTitle(d: Directive): string {
+/** `▶ Run on GPU (2×A100, offline, ~now)` — the resources a directive asks for, and the estimate if known. */
+export function lensTitle(d: Directive, estimate?: string): string {
   const parts: string[] = [];
   const g = gpuText(d.gpus, d.gpuType);
   if (g) parts.push(g);
@@ -20,6 +20,7 @@ export function lensTitle(d: Directive): string {
   if (d.timeSec !== undefined) parts.push(d.timeSec === 0 ? 'no time limit' : formatDuration(d.timeSec));
   if (d.queue) parts.push(d.queue);
   if (d.image) parts.push(d.image);
+  if (estimate) parts.push(estimate);
   return parts.length ? `▶ Run on GPU (${parts.join(', ')})` : '▶ Run on GPU';
 }
 

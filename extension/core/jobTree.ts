@@ -102,6 +102,8 @@ export function jobItem(job: Job, now: number): JobItemView {
   if (job.state === 'queued') parts.push(job.queuePosition ? `#${job.queuePosition} in ${job.queue}` : `queued in ${job.queue}`);
   else if (isFinal(job.state)) parts.push(job.state === 'failed' && job.exitCode !== null ? `failed (exit ${job.exitCode})` : job.state.replace('_', ' '));
   else if (job.state === 'starting') parts.push('starting');
+  // A job on a later attempt says which, and what ended the one before (the broker's reason carries it).
+  if (job.attempt && job.attempt.n > 1) parts.push(`attempt ${job.attempt.n}/${job.attempt.of}`);
   if (job.host) parts.push(job.host);
   const gpus = jobGpus(job);
   if (gpus) parts.push(gpus);
@@ -122,6 +124,7 @@ export function jobItem(job: Job, now: number): JobItemView {
     ...(job.endedAt ? [`- ended: ${job.endedAt}`] : []),
     ...(job.exitCode !== null ? [`- exit code: ${job.exitCode}`] : []),
     ...(job.reason ? [`- reason: ${job.reason}`] : []),
+    ...(job.attempt ? [`- attempt: ${job.attempt.n} of at most ${job.attempt.of}`] : []),
   ];
   return {
     label: `${job.id} ${jobScript(job)}`,

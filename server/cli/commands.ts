@@ -1,4 +1,4 @@
-/** `gpurun ls | logs | cancel | hosts | token | broker`. */
+/** `gpurun ls | show | logs | cancel | hosts | token | broker`. */
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { userInfo } from 'node:os';
@@ -8,7 +8,7 @@ import { isFinal } from '../protocol/jobs.ts';
 import { parseArgs, usage } from './args.ts';
 import { brokerNode, connect } from './connect.ts';
 import { followLogs } from './follow.ts';
-import { hostsTable, jobsTable } from './format.ts';
+import { hostsTable, jobsTable, showJob } from './format.ts';
 import { gpurunHome } from '../protocol/paths.ts';
 
 function idArg(rest: string[], cmd: string): string {
@@ -67,6 +67,20 @@ export async function logsCommand(argv: string[]): Promise<number> {
   } else {
     for await (const { data } of conn.client.logs(id, from)) process.stdout.write(data);
   }
+  await conn.client.close();
+  return 0;
+}
+
+export async function showCommand(argv: string[]): Promise<number> {
+  const { opts, rest } = parseArgs(argv, { values: ['broker'], flags: ['json', 'help'], short: { h: 'help' } }, 'show');
+  if (opts.help) {
+    process.stdout.write('Usage: gpurun show [--json] ID\n\nShows a job and each of its attempts: where it ran, how it ended (fault), and the evidence.\n  --json  machine-readable output (GET /v1/jobs/ID)\n');
+    return 0;
+  }
+  const id = idArg(rest, 'show');
+  const conn = await connect(opts.broker as string | undefined);
+  const job = await conn.client.get(id);
+  process.stdout.write(opts.json ? `${JSON.stringify(job, null, 2)}\n` : showJob(job));
   await conn.client.close();
   return 0;
 }

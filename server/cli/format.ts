@@ -1,5 +1,5 @@
 /** Text output of the CLI: tables and short descriptions. Pure. */
-import type { HostInfo, Job } from '../protocol/jobs.ts';
+import type { Attempt, HostInfo, Job } from '../protocol/jobs.ts';
 import { formatDuration, formatMemory } from '../core/units.ts';
 
 export function table(rows: string[][]): string {
@@ -25,7 +25,7 @@ export function jobsTable(jobs: Job[], withOwner: boolean): string {
     j.id,
     ...(withOwner ? [j.owner] : []),
     j.name,
-    j.state === 'queued' && j.queuePosition ? `queued #${j.queuePosition}` : j.state,
+    stateText(j),
     j.queue,
     j.host ?? '-',
     gpusOf(j),
@@ -33,6 +33,52 @@ export function jobsTable(jobs: Job[], withOwner: boolean): string {
     j.exitCode !== null && j.state !== 'succeeded' ? `${j.reason}` : j.reason,
   ]);
   return table([head, ...rows]);
+}
+
+/** The STATE column: "queued #3", "running", and a later attempt's number ("running · attempt 2/4"). */
+export function stateText(j: Job): string {
+  const s = j.state === 'queued' && j.queuePosition ? `queued #${j.queuePosition}` : j.state;
+  return j.attempt && j.attempt.n > 1 && !j.reason.includes(`attempt ${j.attempt.n}/`) ? `${s} · attempt ${j.attempt.n}/${j.attempt.of}` : s;
+}
+
+/** `gpurun show ID`: the job, then its attempts with fault and evidence. */
+export function showJob(j: Job): string {
+  const lines = [
+    `job ${j.id} (${j.name}): ${j.state}${j.exitCode !== null ? `, exit code ${j.exitCode}` : ''}`,
+    `  reason:    ${j.reason}`,
+    `  command:   ${j.command.join(' ')}`,
+    `  owner:     ${j.owner} · queue ${j.queue} · backend ${j.backend ?? 'hosts'}`,
+    `  restarts:  ${j.restarts ?? 0}${j.restartOnExit?.length ? ` (also on exit ${j.restartOnExit.join(',')})` : ''}`,
+    `  submitted: ${j.createdAt}${j.endedAt ? ` · ended ${j.endedAt}` : ''}`,
+  ];
+  const atts = j.attempts ?? [];
+  if (atts.length === 0) return `${lines.join('\n')}\n  attempts:  none yet\n`;
+  const rows = [['#', 'HOST', 'GPUS', 'STARTED', 'ENDED', 'STATE', 'FAULT', 'LOG AT', 'REASON']];
+  for (const a of atts) rows.push([String(a.n), a.host ?? '-', a.gpuIndices.join(',') || '-', a.startedAt ?? '-', a.endedAt ?? '-', a.state ?? 'running', a.fault ?? '-', String(a.logOffset), a.reason ?? '']);
+  let out = `${lines.join('\n')}\n\nattempts (of at most ${j.attempt?.of ?? (j.restarts ?? 0) + 1}):\n${table(rows)}`;
+  for (const a of atts) {
+    const ev = evidenceLines(a);
+    if (ev.length) out += `evidence of attempt ${a.n}:\n${ev.map((l) => `  ${l}\n`).join('')}`;
+  }
+  return out;
+}
+
+function evidenceLines(a: Attempt): string[] {
+  const e = a.evidence;
+  const out: string[] = [];
+  if (e.exitCode !== undefined && e.exitCode !== null) out.push(`exit code ${e.exitCode}`);
+  if (e.signal) out.push(`signal ${e.signal}`);
+  if (e.oomKilled) out.push('killed by the OOM killer');
+  if (e.startError) out.push(`start error: ${e.startError}`);
+  if (e.hostUnreachableSec !== undefined) out.push(`host unreachable for ${Math.round(e.hostUnreachableSec)} s`);
+  if (e.bootIdChanged) out.push('host came back with another boot id (rebooted)');
+  if (e.runtimeGone) out.push(`runtime: ${e.runtimeGone}`);
+  if (e.engineDown) out.push(`engine: ${e.engineDown}`);
+  if (e.workspaceLost) out.push(`workspace lost (${e.workspaceLost.controlPlane ? "gpurun's own path" : 'the files or the mount'}): ${e.workspaceLost.reason}`);
+  for (const g of e.gpuFaults ?? []) out.push(`GPU ${g.gpu}${g.xid !== undefined ? ` Xid ${g.xid}` : ''} at ${g.at}: ${g.detail}`);
+  if (e.slurm) out.push(`Slurm: ${e.slurm.state}${e.slurm.reason ? ` (${e.slurm.reason})` : ''}`);
+  for (const n of e.notes ?? []) out.push(n);
+  return out;
 }
 
 export function hostsTable(hosts: HostInfo[]): string {

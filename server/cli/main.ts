@@ -4,9 +4,10 @@
  */
 import { GpurunError, isGpurunError } from '../protocol/errors.ts';
 import { runCommand } from './run.ts';
-import { brokerCommand, cancelCommand, hostsCommand, logsCommand, lsCommand, tokenCommand } from './commands.ts';
+import { brokerCommand, cancelCommand, hostsCommand, logsCommand, lsCommand, showCommand, tokenCommand } from './commands.ts';
 import { sftpServeCommand } from './sftpServe.ts';
 import { serveWorkspaceCommand } from './serveWorkspace.ts';
+import { lspCommand } from './lsp.ts';
 
 const VERSION = '0.1.0';
 
@@ -15,6 +16,7 @@ const HELP = `gpurun ${VERSION}: run code on a GPU host or a Slurm cluster, from
 Usage:
   gpurun run [options] -- CMD [ARGS...]   run a job and stream its output (gpurun run --help)
   gpurun ls [--all] [--json]              list your jobs
+  gpurun show [--json] ID                 show a job and its attempts (faults, evidence)
   gpurun logs [-f] [--from OFFSET] ID     print a job's output
   gpurun cancel ID                        stop a job
   gpurun hosts [--json]                   show hosts and their GPUs
@@ -22,6 +24,7 @@ Usage:
   gpurun token create USER [--admin]      create an API token (on the broker machine)
   gpurun serve-workspace ID               serve a client-served job's files until it ends (--help: options)
   gpurun sftp-serve --root DIR            serve DIR over SFTP on stdin/stdout (for GPU hosts' sshfs)
+  gpurun lsp                              the language server of "# gpurun:" lines, on stdin/stdout
 
 Broker: --broker URL or GPURUN_BROKER (token in GPURUN_TOKEN); with neither, a local broker is started on demand
 with its state in $GPURUN_HOME (default: $XDG_DATA_HOME/gpurun or ~/.local/share/gpurun).
@@ -30,6 +33,7 @@ with its state in $GPURUN_HOME (default: $XDG_DATA_HOME/gpurun or ~/.local/share
 const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   run: runCommand,
   ls: lsCommand,
+  show: showCommand,
   logs: logsCommand,
   cancel: cancelCommand,
   hosts: hostsCommand,
@@ -37,6 +41,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   token: tokenCommand,
   'serve-workspace': serveWorkspaceCommand,
   'sftp-serve': sftpServeCommand,
+  lsp: lspCommand,
 };
 
 async function main(argv: string[]): Promise<number> {

@@ -6,8 +6,9 @@ import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { GpurunError } from '../protocol/errors.ts';
-import { isFinal, type Job, type SubmitRequest, type Queue } from '../protocol/jobs.ts';
+import { isFinal, type Job, type SubmitRequest } from '../protocol/jobs.ts';
 import { applyDirective, parseDirectives } from '../core/directives.ts';
+import { JOB_OPTIONS, optionsHelp, parseOptionText } from '../core/jobOptions.ts';
 import { parseArgs, usage } from './args.ts';
 import { connect, type Connection } from './connect.ts';
 import { followLogs } from './follow.ts';
@@ -19,24 +20,16 @@ export const RUN_HELP = `Usage: gpurun run [options] -- CMD [ARGS...]
 Runs CMD as a job, streams its output, and exits with its exit code.
 
 Options:
-  --gpus N            GPUs (default: 1 if the pool has GPUs, else 0)
-  --gpu-type T        GPU type, matched against the GPU name (e.g. A100, L4)
-  --cpus N            CPUs (default 1)
-  --memory SIZE       memory, e.g. 16G (default 1G)
-  --time DURATION     time limit, e.g. 90s, 30m, 2h, 1:30:00 (default: the queue's)
-  --queue Q           online (interactive, first) or offline (batch); default online
-  --image IMG         container image (for container hosts)
-  --workspace DIR     the folder the job runs in (default: the current folder)
-  --env K=V           environment variable for the job (repeatable)
-  --name NAME         label shown in lists (default: the script's name)
-  --backend NAME      where it runs: "hosts" (the host pool) or a Slurm cluster's name (default: the broker's)
-  --detach, -d        print the job id and return at once
-  --serve-workspace   serve the workspace's files from this machine, through the broker, to the GPU host (for a
-                      broker that runs elsewhere and cannot read them); gpurun run must stay attached meanwhile
-  --broker URL        broker address (default: $GPURUN_BROKER, else the local embedded broker)
+${optionsHelp()}
+  --workspace DIR       the folder the job runs in (default: the current folder)
+  --env K=V             environment variable for the job (repeatable)
+  --detach, -d          print the job id and return at once
+  --serve-workspace     serve the workspace's files from this machine, through the broker, to the GPU host (for a
+                        broker that runs elsewhere and cannot read them); gpurun run must stay attached meanwhile
+  --broker URL          broker address (default: $GPURUN_BROKER, else the local embedded broker)
 
-A "# gpurun: gpus=2 gpu-type=A100 time=2h ..." line at the top of the script sets its defaults; options win.
-Exit codes: the job's own; 124 timed out; 125 could not start; 130 cancelled; 75 lost.
+A "# gpurun: gpus=2 gpu-type=A100 time=2h restarts=3 ..." line at the top of the script sets its defaults; options win.
+Exit codes: the last attempt's own; 124 timed out; 125 could not start; 130 cancelled; 75 lost.
 `;
 
 function out(s: string): void {
@@ -46,7 +39,7 @@ function out(s: string): void {
 export async function runCommand(argv: string[]): Promise<number> {
   const { opts, rest } = parseArgs(
     argv,
-    { values: ['gpus', 'gpu-type', 'cpus', 'memory', 'time', 'queue', 'image', 'workspace', 'env', 'name', 'broker', 'backend'], flags: ['detach', 'help', 'serve-workspace'], repeat: ['env'], short: { d: 'detach', h: 'help' }, stopAtPositional: true },
+    { values: [...JOB_OPTIONS.map((o) => o.key), 'workspace', 'env', 'broker'], flags: ['detach', 'help', 'serve-workspace'], repeat: ['env'], short: { d: 'detach', h: 'help' }, stopAtPositional: true },
     'run',
   );
   if (opts.help) {
@@ -63,15 +56,7 @@ export async function runCommand(argv: string[]): Promise<number> {
 
   const req: SubmitRequest = { command: rest, workspace, ...(serve ? { workspaceFrom: 'client' as const } : {}) };
   applyDirectives(req, rest, workspace);
-  if (opts.gpus !== undefined) req.gpus = intOpt('gpus', opts.gpus as string);
-  if (opts['gpu-type'] !== undefined) req.gpuType = opts['gpu-type'] as string;
-  if (opts.cpus !== undefined) req.cpus = intOpt('cpus', opts.cpus as string);
-  if (opts.memory !== undefined) req.memory = opts.memory as string;
-  if (opts.time !== undefined) req.time = opts.time as string;
-  if (opts.queue !== undefined) req.queue = opts.queue as Queue;
-  if (opts.image !== undefined) req.image = opts.image as string;
-  if (opts.name !== undefined) req.name = opts.name as string;
-  if (opts.backend !== undefined) req.backend = opts.backend as string;
+  applyOptionFlags(req, opts);
   const env: Record<string, string> = {};
   for (const kv of (opts.env as string[]) ?? []) {
     const eq = kv.indexOf('=');
@@ -114,9 +99,16 @@ export async function runCommand(argv: string[]): Promise<number> {
   }
 }
 
-function intOpt(name: string, v: string): number {
-  if (!/^\d+$/.test(v)) throw usage('run', `--${name} must be a whole number, got "${v}"`);
-  return Number(v);
+/** Sets the job options given as flags, each parsed by the schema (a bad value is a usage error naming the flag). */
+function applyOptionFlags(req: SubmitRequest, opts: Record<string, unknown>): void {
+  for (const o of JOB_OPTIONS) {
+    const text = opts[o.key];
+    if (typeof text !== 'string') continue;
+    const r = parseOptionText(o, text);
+    if ('error' in r) throw usage('run', `--${o.key}${r.error.startsWith('must') ? ' ' : ': '}${r.error}`);
+    // Sizes and durations go as typed: the broker parses them with the same schema, and its messages quote them.
+    (req as unknown as Record<string, unknown>)[o.field] = o.type === 'size' || o.type === 'duration' ? text : r.value;
+  }
 }
 
 /** Defaults from `# gpurun:` lines of the script the command runs, if it is a file in the workspace. */
@@ -149,7 +141,7 @@ async function attach(conn: Connection, job0: Job): Promise<number> {
     let line = '';
     if (job.state === 'queued') line = `queued${job.queuePosition ? ` (position ${job.queuePosition} in ${job.queue})` : ''}: ${job.reason}`;
     // Once placed, say where (also for a job so quick that it is already over when asked).
-    else if (job.host) line = `running on ${job.host} (${job.gpuIndices.length ? `GPU ${job.gpuIndices.join(',')}` : 'no GPU'})`;
+    else if (job.host) line = `running on ${job.host} (${job.gpuIndices.length ? `GPU ${job.gpuIndices.join(',')}` : 'no GPU'})${job.attempt && job.attempt.n > 1 ? ` · attempt ${job.attempt.n}/${job.attempt.of}` : ''}`;
     if (line && line !== lastStatus) {
       out(line);
       lastStatus = line;
@@ -181,13 +173,20 @@ async function attach(conn: Connection, job0: Job): Promise<number> {
   };
   process.on('SIGINT', onSigint);
 
-  // Show queue and start changes while the output streams.
+  // Show queue and start changes while the output streams; a restarted job goes back to the queue, so this watches
+  // to the end (often while it waits, seldom while it runs).
+  let streamDone = false;
+  let wake: (() => void) | undefined;
   const watcher = (async () => {
     let job = job0;
-    while (!ac.signal.aborted && (job.state === 'queued' || job.state === 'starting')) {
-      await new Promise((r) => setTimeout(r, 300));
+    while (!ac.signal.aborted && !streamDone && !isFinal(job.state)) {
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, job.state === 'running' ? 2_000 : 300);
+        wake = () => (clearTimeout(t), r());
+      });
+      if (streamDone) break;
       job = await conn.client.get(id).catch(() => job);
-      status(job);
+      if (!isFinal(job.state)) status(job);
     }
   })();
 
@@ -209,6 +208,8 @@ async function attach(conn: Connection, job0: Job): Promise<number> {
     );
   } finally {
     process.off('SIGINT', onSigint);
+    streamDone = true;
+    wake?.();
   }
   await watcher;
   if (detached) {

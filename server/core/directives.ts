@@ -1,9 +1,10 @@
 /**
  * `# gpurun: gpus=2 gpu-type=A100 cpus=8 memory=32G time=2h queue=offline` in the first lines of a script sets that
- * script's defaults. Pure: used by the CLI, the broker-less CodeLens and tests alike.
+ * script's defaults. The keys and their values are those of the job options schema (jobOptions.ts). Pure: used by
+ * the CLI, the editor's run buttons, the language server and tests alike.
  */
-import { QUEUES, type Queue, type SubmitRequest } from '../protocol/jobs.ts';
-import { parseDuration, parseMemory } from './units.ts';
+import type { Queue, SubmitRequest } from '../protocol/jobs.ts';
+import { DIRECTIVE_OPTIONS, optionByKey, parseOptionText, type JobOption } from './jobOptions.ts';
 
 /** Only this many leading lines are read: a directive is a header, not something found deep in a file. */
 export const DIRECTIVE_SCAN_LINES = 30;
@@ -16,6 +17,9 @@ export interface Directive {
   timeSec?: number;
   queue?: Queue;
   image?: string;
+  restarts?: number;
+  restartOnExit?: number[];
+  backend?: string;
 }
 
 export interface DirectiveError {
@@ -34,88 +38,83 @@ export interface DirectiveResult {
   lines: number[];
 }
 
-const KEYS = ['gpus', 'gpu-type', 'cpus', 'memory', 'time', 'queue', 'image'] as const;
+/** One `key=value` word of a directive line, with where its parts are (0-based columns; `eq` is -1 without `=`). */
+export interface DirectiveWord {
+  line: number;
+  column: number;
+  text: string;
+  key: string;
+  value: string;
+  /** Column of the `=`, or -1. */
+  eq: number;
+  /** The option the key names, if it is one a directive may set. */
+  option?: JobOption;
+}
+
+export interface DirectiveLine {
+  line: number;
+  /** Column just after `gpurun:`, where words may start. */
+  bodyColumn: number;
+  words: DirectiveWord[];
+}
+
 const DIRECTIVE_RE = /^(\s*#\s*gpurun:)(.*)$/;
+const KEYS = DIRECTIVE_OPTIONS.map((o) => o.key);
+
+/** Whether a line is a `# gpurun:` line; the prefix length when it is. */
+export function directivePrefix(text: string): number | undefined {
+  const m = DIRECTIVE_RE.exec(text);
+  return m ? m[1].length : undefined;
+}
+
+/** The words of every `# gpurun:` line within the first DIRECTIVE_SCAN_LINES lines, unparsed. */
+export function directiveLines(source: string): DirectiveLine[] {
+  const out: DirectiveLine[] = [];
+  source.split(/\r?\n/, DIRECTIVE_SCAN_LINES).forEach((text, line) => {
+    const m = DIRECTIVE_RE.exec(text);
+    if (!m) return;
+    const words: DirectiveWord[] = [];
+    for (const w of m[2].matchAll(/\S+/g)) {
+      const column = m[1].length + (w.index ?? 0);
+      const eq = w[0].indexOf('=');
+      const key = eq < 0 ? w[0] : w[0].slice(0, eq);
+      const option = optionByKey(key);
+      words.push({ line, column, text: w[0], key, value: eq < 0 ? '' : w[0].slice(eq + 1), eq: eq < 0 ? -1 : column + eq, ...(option?.directive ? { option } : {}) });
+    }
+    out.push({ line, bodyColumn: m[1].length, words });
+  });
+  return out;
+}
+
+/** The schema's verdict on one word: undefined when it is good (then `apply` sets it), else the message. */
+export function checkWord(w: DirectiveWord, into?: Directive): string | undefined {
+  if (w.eq <= w.column) return `"${w.text}" is not key=value; write e.g. gpus=2`;
+  if (!w.option) return `unknown key "${w.key}"; known keys: ${KEYS.join(', ')}`;
+  if (w.value === '') return `${w.key} has no value`;
+  const r = parseOptionText(w.option, w.value);
+  if ('error' in r) return `${w.key}: ${r.error}`;
+  if (into) (into as Record<string, unknown>)[w.option.prop] = r.value;
+  return undefined;
+}
 
 /** Parses every `# gpurun:` line within the first DIRECTIVE_SCAN_LINES lines; later lines win for the same key. */
 export function parseDirectives(source: string): DirectiveResult {
   const result: DirectiveResult = { directive: {}, errors: [], lines: [] };
-  const lines = source.split(/\r?\n/, DIRECTIVE_SCAN_LINES);
-  lines.forEach((text, line) => {
-    const m = DIRECTIVE_RE.exec(text);
-    if (!m) return;
-    result.lines.push(line);
-    const body = m[2];
-    for (const word of body.matchAll(/\S+/g)) {
-      const column = m[1].length + (word.index ?? 0);
-      const fail = (message: string) => result.errors.push({ line, column, length: word[0].length, message });
-      const eq = word[0].indexOf('=');
-      if (eq <= 0) {
-        fail(`"${word[0]}" is not key=value; write e.g. gpus=2`);
-        continue;
-      }
-      const key = word[0].slice(0, eq);
-      const value = word[0].slice(eq + 1);
-      if (!(KEYS as readonly string[]).includes(key)) {
-        fail(`unknown key "${key}"; known keys: ${KEYS.join(', ')}`);
-        continue;
-      }
-      if (value === '') {
-        fail(`${key} has no value`);
-        continue;
-      }
-      const err = applyKey(result.directive, key as (typeof KEYS)[number], value);
-      if (err) fail(`${key}: ${err}`);
+  for (const dl of directiveLines(source)) {
+    result.lines.push(dl.line);
+    for (const w of dl.words) {
+      const message = checkWord(w, result.directive);
+      if (message) result.errors.push({ line: w.line, column: w.column, length: w.text.length, message });
     }
-  });
-  return result;
-}
-
-function applyKey(d: Directive, key: (typeof KEYS)[number], value: string): string | undefined {
-  switch (key) {
-    case 'gpus':
-    case 'cpus': {
-      if (!/^\d+$/.test(value)) return `must be a whole number, got "${value}"`;
-      const n = Number(value);
-      if (key === 'cpus' && n === 0) return 'must be at least 1';
-      if (key === 'gpus') d.gpus = n;
-      else d.cpus = n;
-      return;
-    }
-    case 'gpu-type':
-      if (!/^[\w.-]+$/.test(value)) return `must be a GPU name such as A100 or L4, got "${value}"`;
-      d.gpuType = value;
-      return;
-    case 'memory': {
-      const mib = parseMemory(value);
-      if (typeof mib === 'string') return mib;
-      d.memoryMiB = mib;
-      return;
-    }
-    case 'time': {
-      const sec = parseDuration(value);
-      if (typeof sec === 'string') return sec;
-      d.timeSec = sec;
-      return;
-    }
-    case 'queue':
-      if (!(QUEUES as readonly string[]).includes(value)) return `must be one of ${QUEUES.join(', ')}, got "${value}"`;
-      d.queue = value as Queue;
-      return;
-    case 'image':
-      d.image = value;
-      return;
   }
+  return result;
 }
 
 /** Sets on `req` what the directive asks for (the CLI and the editor both start from this; their options win). */
 export function applyDirective(req: SubmitRequest, d: Directive): SubmitRequest {
-  if (d.gpus !== undefined) req.gpus = d.gpus;
-  if (d.gpuType !== undefined) req.gpuType = d.gpuType;
-  if (d.cpus !== undefined) req.cpus = d.cpus;
-  if (d.memoryMiB !== undefined) req.memory = d.memoryMiB;
-  if (d.timeSec !== undefined) req.time = d.timeSec;
-  if (d.queue !== undefined) req.queue = d.queue;
-  if (d.image !== undefined) req.image = d.image;
+  for (const o of DIRECTIVE_OPTIONS) {
+    const v = (d as Record<string, unknown>)[o.prop];
+    if (v !== undefined) (req as unknown as Record<string, unknown>)[o.field] = v;
+  }
   return req;
 }

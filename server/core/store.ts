@@ -2,13 +2,13 @@
  * The Store contract. Implemented by store/sqlite.ts (the broker's) and store/memory.ts (tests); the same contract
  * test runs over both. All methods are synchronous: node:sqlite is, and the broker's single thread serialises them.
  */
-import type { Job, JobState, Transition } from '../protocol/jobs.ts';
+import type { Attempt, Job, JobState, Transition } from '../protocol/jobs.ts';
 
 /** Why the broker asked a job to stop; decides the final state when the job's process ends. */
 export type StopIntent = 'cancel' | 'timeout' | 'limit';
 
 /** A job as stored: the API's Job plus what only the broker needs. */
-export interface StoredJob extends Omit<Job, 'queuePosition' | 'transitions' | 'cluster'> {
+export interface StoredJob extends Omit<Job, 'queuePosition' | 'transitions' | 'cluster' | 'attempt' | 'attempts'> {
   /** Insertion order; FIFO within a queue follows it. */
   seq: number;
   /** Runtime-specific handle (pids, container id) that lets a restarted broker find the job again. */
@@ -26,6 +26,11 @@ export interface JobPatch {
   endedAt?: string | null;
   runtimeRef?: Record<string, unknown> | null;
   stopIntent?: StopIntent | null;
+}
+
+/** An attempt as stored: the API's Attempt plus the runtime handle a restarted broker needs to find it again. */
+export interface StoredAttempt extends Attempt {
+  runtimeRef: Record<string, unknown> | null;
 }
 
 export interface JobQuery {
@@ -60,6 +65,10 @@ export interface Store {
    */
   updateJob(id: string, patch: JobPatch, at: string): StoredJob | undefined;
   transitions(id: string): Transition[];
+  /** Inserts attempt `a.n` of the job, or replaces it when it exists. */
+  putAttempt(jobId: string, a: StoredAttempt): void;
+  /** The job's attempts, by number; empty for jobs stored before attempts existed. */
+  attempts(jobId: string): StoredAttempt[];
 
   /** Stores a token's SHA-256 hash (hex). The token itself is never stored. */
   addToken(hash: string, user: string, admin: boolean, at: string): void;

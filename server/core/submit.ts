@@ -2,8 +2,9 @@
  * Validation of `POST /v1/jobs` bodies. Pure. Anything wrong is an E_BAD_REQUEST naming the field; nothing is stored.
  */
 import { GpurunError } from '../protocol/errors.ts';
-import { QUEUES, type Queue, type Resources } from '../protocol/jobs.ts';
-import { formatDuration, parseDuration, parseMemory } from './units.ts';
+import type { Queue, Resources } from '../protocol/jobs.ts';
+import { JOB_OPTIONS, optionByField, parseOptionJson, type JobOption, type OptionValue } from './jobOptions.ts';
+import { formatDuration } from './units.ts';
 
 export interface SubmitDefaults {
   gpus: number;
@@ -25,12 +26,24 @@ export interface ValidSubmit {
   backend?: string;
   /** Set when the submitting client serves the workspace itself. */
   workspaceFrom?: 'client';
+  /** As asked; absent = the queue's default. */
+  restarts?: number;
+  restartOnExit?: number[];
 }
 
-const FIELDS = ['command', 'workspace', 'gpus', 'gpuType', 'cpus', 'memory', 'time', 'queue', 'image', 'env', 'name', 'backend', 'workspaceFrom'];
+/** The job options (jobOptions.ts) and the fields that are not options of a job's resources. */
+const FIELDS = ['command', 'workspace', ...JOB_OPTIONS.map((o) => o.field), 'env', 'workspaceFrom'];
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const MAX_ARGS = 4096;
 const MAX_ARG_BYTES = 128 * 1024;
+
+/** The field's value checked by the schema, or undefined when the body leaves it out. */
+function option(b: Record<string, unknown>, field: JobOption['field']): OptionValue | undefined {
+  if (b[field] === undefined) return undefined;
+  const r = parseOptionJson(optionByField(field)!, b[field]);
+  if ('error' in r) bad(field, r.error);
+  return r.value;
+}
 
 function bad(field: string, message: string, hint?: string): never {
   throw new GpurunError('E_BAD_REQUEST', `${field}: ${message}`, hint ? { hint } : {});
@@ -53,40 +66,21 @@ export function validateSubmit(body: unknown, d: SubmitDefaults): ValidSubmit {
 
   if (typeof b.workspace !== 'string' || !b.workspace.startsWith('/') || b.workspace.includes('\0')) bad('workspace', 'must be an absolute path');
 
-  const gpus = b.gpus === undefined ? d.gpus : b.gpus;
-  if (typeof gpus !== 'number' || !Number.isInteger(gpus) || gpus < 0 || gpus > 1024) bad('gpus', 'must be a whole number from 0 to 1024');
-  let gpuType: string | undefined;
-  if (b.gpuType !== undefined && b.gpuType !== '') {
-    if (typeof b.gpuType !== 'string' || !/^[\w.-]{1,64}$/.test(b.gpuType)) bad('gpuType', 'must be a GPU name such as A100 or L4');
-    gpuType = b.gpuType;
-  }
-  const cpus = b.cpus === undefined ? d.cpus : b.cpus;
-  if (typeof cpus !== 'number' || !Number.isInteger(cpus) || cpus < 1 || cpus > 4096) bad('cpus', 'must be a whole number from 1 to 4096');
-  let memoryMiB = d.memoryMiB;
-  if (b.memory !== undefined) {
-    const m = typeof b.memory === 'string' || typeof b.memory === 'number' ? parseMemory(b.memory) : 'must be a size such as "16G"';
-    if (typeof m === 'string') bad('memory', m);
-    memoryMiB = m;
-  }
+  const gpus = b.gpus === undefined ? d.gpus : (option(b, 'gpus') as number);
+  const gpuType = b.gpuType === '' ? undefined : (option(b, 'gpuType') as string | undefined);
+  const cpus = b.cpus === undefined ? d.cpus : (option(b, 'cpus') as number);
+  const memoryMiB = (option(b, 'memory') as number | undefined) ?? d.memoryMiB;
 
-  const queue = b.queue === undefined ? 'online' : b.queue;
-  if (typeof queue !== 'string' || !(QUEUES as readonly string[]).includes(queue)) bad('queue', `must be one of ${QUEUES.join(', ')}`);
-  const q = d.queues[queue as Queue];
-  let timeLimitSec = q.defaultTimeSec;
-  if (b.time !== undefined) {
-    const t = typeof b.time === 'string' || typeof b.time === 'number' ? parseDuration(b.time) : 'must be a duration such as "2h"';
-    if (typeof t === 'string') bad('time', t);
-    timeLimitSec = t;
-  }
+  const queue = (option(b, 'queue') as Queue | undefined) ?? 'online';
+  const q = d.queues[queue];
+  const timeLimitSec = (option(b, 'time') as number | undefined) ?? q.defaultTimeSec;
   if (q.maxTimeSec > 0 && (timeLimitSec === 0 || timeLimitSec > q.maxTimeSec)) {
     bad('time', `the ${queue} queue allows at most ${formatDuration(q.maxTimeSec)}${timeLimitSec ? `, asked for ${formatDuration(timeLimitSec)}` : ' and needs a time limit'}`, `Pass --time ${formatDuration(q.maxTimeSec)} or less.`);
   }
 
-  let image = d.image;
-  if (b.image !== undefined) {
-    if (typeof b.image !== 'string' || !/^[\w.\-/:@]{1,256}$/.test(b.image)) bad('image', 'must be an image reference such as python:3.12');
-    image = b.image;
-  }
+  const image = (option(b, 'image') as string | undefined) ?? d.image;
+  const restarts = option(b, 'restarts') as number | undefined;
+  const restartOnExit = option(b, 'restartOnExit') as number[] | undefined;
 
   const env: Record<string, string> = {};
   if (b.env !== undefined) {
@@ -98,21 +92,14 @@ export function validateSubmit(body: unknown, d: SubmitDefaults): ValidSubmit {
     }
   }
 
-  let name = defaultName(cmd as string[]);
-  if (b.name !== undefined) {
-    if (typeof b.name !== 'string' || b.name.length === 0 || b.name.length > 128 || /[\0-\x1f]/.test(b.name)) bad('name', 'must be 1 to 128 printable characters');
-    name = b.name;
-  }
-
-  // Slurm backend (issue 5).
-  if (b.backend !== undefined && (typeof b.backend !== 'string' || !/^[A-Za-z0-9][\w.-]{0,63}$/.test(b.backend))) bad('backend', 'must be the name of a backend: "hosts" or a cluster');
-  const backend = b.backend as string | undefined;
+  const name = (option(b, 'name') as string | undefined) ?? defaultName(cmd as string[]);
+  const backend = option(b, 'backend') as string | undefined;
 
   if (b.workspaceFrom !== undefined && b.workspaceFrom !== 'broker' && b.workspaceFrom !== 'client') bad('workspaceFrom', 'must be "broker" or "client"');
   const fromClient = b.workspaceFrom === 'client';
 
   const resources: Resources = { gpus, cpus, memoryMiB, timeLimitSec, ...(gpuType ? { gpuType } : {}) };
-  return { command: cmd as string[], workspace: b.workspace, name, resources, queue: queue as Queue, ...(image ? { image } : {}), env, ...(backend ? { backend } : {}), ...(fromClient ? { workspaceFrom: 'client' as const } : {}) };
+  return { command: cmd as string[], workspace: b.workspace, name, resources, queue, ...(image ? { image } : {}), env, ...(restarts !== undefined ? { restarts } : {}), ...(restartOnExit?.length ? { restartOnExit } : {}), ...(backend ? { backend } : {}), ...(fromClient ? { workspaceFrom: 'client' as const } : {}) };
 }
 
 /** The script a command runs (`python3 -u train.py` → "train.py"), else the program's base name. */

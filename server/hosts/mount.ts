@@ -17,6 +17,7 @@ import { quoteShell } from '../core/shellQuote.ts';
 import { serveSftp, type SftpSession } from './sftpGuard.ts';
 import type { Duplex } from 'node:stream';
 import type { WorkspaceServeStart } from '../protocol/jobs.ts';
+import { overlayMountArgs, snapshotJobDir, snapshotPaths, SnapshotSync, syncCache, walkTree } from './snapshot.ts';
 
 /**
  * Options for many small files (Python imports: a stat and an open per candidate path): attributes, directory
@@ -64,10 +65,39 @@ export function sshfsRelayArgs(m: MountConfig, workspace: string, mnt: string): 
   return ['sshfs', '-f', '-o', ['passive', ...commonOptions(m)].join(','), `:${workspace}`, mnt];
 }
 
+/**
+ * `sshfsArgv` run so that symlinks reach the job as they are on the developer's disk. Debian's sshfs (3.7.3 with
+ * its `contain_symlinks` patch, on by default) answers EPERM to readlink of any link whose text is absolute or has
+ * `..`, which breaks every virtualenv (`.venv/bin/python3 -> /usr/bin/python3`: `exec: Operation not permitted`).
+ * The link's text is only text: the job resolves it in its own file system (the container's, or the host's for a
+ * process job), never on the developer's machine, where the SFTP guard still refuses every path that leads out.
+ * So `no_contain_symlinks` is given where this sshfs knows it (upstream sshfs has no such option, and refuses
+ * unknown ones), before the other options so that `mount.options` can still turn containment back on.
+ */
+export function sshfsLinksAsIs(sshfsArgv: string[]): string[] {
+  const script = 'if sshfs -h 2>&1 | grep -q no_contain_symlinks; then shift; exec sshfs -o no_contain_symlinks "$@"; fi; exec "$@"';
+  return ['sh', '-c', script, 'gpurun-sshfs', ...sshfsArgv];
+}
+
 /** argv that unmounts (lazily, so a busy mount goes too) and removes the mount point; succeeds if already gone. */
 export function unmountArgs(mnt: string): string[] {
-  return ['sh', '-c', 'fusermount3 -uz "$1" 2>/dev/null || fusermount -uz "$1" 2>/dev/null || umount -l "$1" 2>/dev/null; rmdir "$1" 2>/dev/null; test ! -e "$1"', 'gpurun-unmount', mnt];
+  return ['sh', '-c', UNMOUNT_SH, 'gpurun-unmount', mnt, snapshotJobDir(mnt)];
 }
+
+/**
+ * Unmounts $1 (sshfs or a snapshot's overlay), then a snapshot's parts in $2 if there are any: its sshfs mount, then
+ * the folder. The folder is removed only once nothing is mounted in it, and never across file systems (so never
+ * through a mount into the developer's workspace).
+ */
+const UNMOUNT_SH = [
+  'um() { fusermount3 -uz "$1" 2>/dev/null || fusermount -uz "$1" 2>/dev/null || umount -l "$1" 2>/dev/null; }',
+  'um "$1"; rmdir "$1" 2>/dev/null',
+  'if [ -d "$2" ]; then',
+  '  um "$2/lazy"',
+  '  case $(stat -f -c %T "$2/lazy" 2>/dev/null) in fuse*) ;; *) rm -rf --one-file-system "$2" ;; esac',
+  'fi',
+  'test ! -e "$1"',
+].join('\n');
 
 /** argv that prints the file system type of the mount point (`fuse.sshfs` or `fuse` while mounted). */
 export function mountCheckArgs(mnt: string): string[] {
@@ -86,6 +116,10 @@ export interface MountHandle {
   session?: SftpSession;
   /** relay only: resolves with why the stream ended. */
   ended?: Promise<string>;
+  /** snapshot mounts only: the write-back loop and the watch on the workspace. */
+  snapshot?: SnapshotSync;
+  /** snapshot mounts only: the sshfs mount under the overlay (what `alive` checks). */
+  lazy?: string;
 }
 
 /** Where a relay mount's SFTP is served: by the broker (default), or by the client's stream. */
@@ -99,40 +133,68 @@ export class Mounts {
   private readonly relays = new Map<string, MountHandle>();
 
   /** With `source.fromClient`, the mount is a relay to the client whatever the host's transport. */
-  async mount(ssh: RemoteExec, m: MountConfig, workspace: string, mnt: string, log: (msg: string) => void, source?: MountSource): Promise<MountHandle> {
+  /**
+   * With `source.fromClient`, the mount is a relay to the client whatever the host's transport. `owner` keys the
+   * host's cache of a snapshot mount (`mount.snapshot`: relay, served by the broker, not read-only).
+   */
+  async mount(ssh: RemoteExec, m: MountConfig, workspace: string, mnt: string, log: (msg: string) => void, source?: MountSource, owner = ''): Promise<MountHandle> {
     // Wait for the client before touching the host, so a client that never comes leaves nothing behind.
     const client = source ? await source.fromClient() : undefined;
     await ssh.run(['mkdir', '-p', mnt], 'creating the mount point');
     // The relay's sshfs channel, closed on failure so sshfs does not wait on the host until sshd drops it.
-    let relayCh: { close(): void } | undefined;
+    const relayCh: { ch?: { close(): void } } = {};
     try {
       if (client) return await this.relayToClient(ssh, m, workspace, mnt, client);
       if (m.transport === 'direct') {
-        await ssh.run(sshfsDirectArgs(m, workspace, mnt), `mounting ${m.target}:${workspace} with sshfs`, { timeoutMs: 30_000 });
+        await ssh.run(sshfsLinksAsIs(sshfsDirectArgs(m, workspace, mnt)), `mounting ${m.target}:${workspace} with sshfs`, { timeoutMs: 30_000 });
         return { mnt, transport: 'direct' };
       }
-      const ch = await ssh.spawn(sshfsRelayArgs(m, workspace, mnt));
-      relayCh = ch;
-      let stderr = '';
-      ch.stderr.on('data', (d: Buffer) => (stderr += d.toString('utf8')).length > 4096 && (stderr = stderr.slice(-4096)));
-      const session = serveSftp(workspace, ch, ch, { readOnly: m.readOnly, onDenied: (why) => log(`sftp request refused: ${why}`) });
-      const ended = new Promise<string>((resolve) => ch.on('close', () => resolve(`the SFTP relay stream ended${stderr.trim() ? `: ${stderr.trim()}` : ''}`)));
-      ended.then(() => session.close());
-      const handle: MountHandle = { mnt, transport: 'relay', session, ended };
-      await this.waitReady(ssh, mnt, ended, () => stderr);
+      if (m.snapshot && !m.readOnly) return await this.snapshotMount(ssh, m, workspace, mnt, log, owner, relayCh);
+      const handle = await this.relayMount(ssh, m, workspace, mnt, log, relayCh);
       this.relays.set(mnt, handle);
       return handle;
     } catch (e) {
       client?.destroy();
-      relayCh?.close();
+      relayCh.ch?.close();
       await this.unmount(ssh, mnt).catch(() => {});
       throw e;
     }
   }
 
+  /** The host's `sshfs -o passive` at `at`, its SFTP stream served here, confined to the workspace. */
+  private async relayMount(ssh: RemoteExec, m: MountConfig, workspace: string, at: string, log: (msg: string) => void, relayCh: { ch?: { close(): void } }): Promise<MountHandle> {
+    const ch = await ssh.spawn(sshfsLinksAsIs(sshfsRelayArgs(m, workspace, at)));
+    relayCh.ch = ch;
+    let stderr = '';
+    ch.stderr.on('data', (d: Buffer) => (stderr += d.toString('utf8')).length > 4096 && (stderr = stderr.slice(-4096)));
+    const session = serveSftp(workspace, ch, ch, { readOnly: m.readOnly, onDenied: (why) => log(`sftp request refused: ${why}`) });
+    const ended = new Promise<string>((resolve) => ch.on('close', () => resolve(`the SFTP relay stream ended${stderr.trim() ? `: ${stderr.trim()}` : ''}`)));
+    ended.then(() => session.close());
+    await this.waitReady(ssh, at, ended, () => stderr);
+    return { mnt: at, transport: 'relay', session, ended };
+  }
+
+  /** The snapshot mount (hosts/snapshot.ts): the relay at WORKDIR/snap/JOB/lazy, the host's cache synced, the overlay at `mnt`. */
+  private async snapshotMount(ssh: RemoteExec, m: MountConfig, workspace: string, mnt: string, log: (msg: string) => void, owner: string, relayCh: { ch?: { close(): void } }): Promise<MountHandle> {
+    const p = snapshotPaths(mnt, owner, workspace);
+    await ssh.run(['mkdir', '-p', p.cache, p.lazy, p.upper, p.work], 'creating the snapshot folders');
+    const handle = await this.relayMount(ssh, m, workspace, p.lazy, log, relayCh);
+    // Registered at once, so that a failure below unmounts the relay too.
+    this.relays.set(mnt, { ...handle, mnt, lazy: p.lazy });
+    const local = walkTree(workspace);
+    const stats = await syncCache(ssh, workspace, p.cache, local);
+    log(`workspace snapshot: sent ${stats.files} small files (${stats.bytes} bytes), removed ${stats.removed} entries from the host's cache, ${stats.opaque.length} folders need no sshfs lookups`);
+    await ssh.run(overlayMountArgs(p, mnt), 'mounting the workspace overlay', { timeoutMs: 30_000 });
+    const sync = new SnapshotSync(ssh, workspace, mnt, p, local, stats.opaque, log);
+    const full: MountHandle = { ...handle, mnt, lazy: p.lazy, snapshot: sync };
+    this.relays.set(mnt, full);
+    await sync.start();
+    return full;
+  }
+
   /** The host's sshfs channel piped to the client's stream, after one JSON line that tells the client to start. */
   private async relayToClient(ssh: RemoteExec, m: MountConfig, workspace: string, mnt: string, client: Duplex): Promise<MountHandle> {
-    const ch = await ssh.spawn(sshfsRelayArgs(m, workspace, mnt));
+    const ch = await ssh.spawn(sshfsLinksAsIs(sshfsRelayArgs(m, workspace, mnt)));
     let stderr = '';
     ch.stderr.on('data', (d: Buffer) => (stderr += d.toString('utf8')).length > 4096 && (stderr = stderr.slice(-4096)));
     let clientGone = client.destroyed;
@@ -178,13 +240,15 @@ export class Mounts {
   }
 
   async alive(ssh: RemoteExec, mnt: string): Promise<boolean> {
-    const r = await ssh.exec(mountCheckArgs(mnt), { timeoutMs: 15_000 });
+    const r = await ssh.exec(mountCheckArgs(this.relays.get(mnt)?.lazy ?? mnt), { timeoutMs: 15_000 });
     return r.code === 0 && isFuseType(r.stdout);
   }
 
   async unmount(ssh: RemoteExec, mnt: string): Promise<void> {
     const h = this.relays.get(mnt);
     this.relays.delete(mnt);
+    // The job's last writes reach the developer's disk before the overlay goes.
+    await h?.snapshot?.close();
     await ssh.run(unmountArgs(mnt), `unmounting ${mnt}`, { timeoutMs: 30_000 });
     h?.session?.close();
   }

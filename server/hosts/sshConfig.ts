@@ -22,6 +22,8 @@ export interface MountConfig {
   /** direct: command on the developer's machine that serves SFTP confined to a folder (gets `--root DIR`). It must
    * contain a `/`, or sshfs takes it for a subsystem name. */
   sftpServer: string;
+  /** relay: small files read from a cache on the host, large ones through sshfs (hosts/snapshot.ts). */
+  snapshot?: boolean;
 }
 
 /** Where and how the broker logs in over SSH: what an SSH host and a Slurm cluster's SSH login node share. */
@@ -70,7 +72,7 @@ export interface FieldChecker {
 /** The settings of an SshTarget. */
 export const SSH_TARGET_KEYS = ['address', 'port', 'user', 'sshAlias', 'identityFile', 'agent', 'knownHosts'];
 export const SSH_HOST_KEYS = ['name', 'type', ...SSH_TARGET_KEYS, 'runtime', 'gpuMode', 'mount', 'workDir', 'draining', 'cpus', 'memory', 'labels'];
-const MOUNT_KEYS = ['transport', 'readOnly', 'options', 'target', 'identityFile', 'knownHosts', 'sftpServer'];
+const MOUNT_KEYS = ['transport', 'readOnly', 'options', 'target', 'identityFile', 'knownHosts', 'sftpServer', 'snapshot'];
 
 /**
  * The SshTarget fields of `ho` (its other keys are the caller's to check), errors naming `p.FIELD`. What is left out
@@ -155,6 +157,7 @@ function validateMount(m: Record<string, unknown>, p: string, f: FieldChecker): 
     ...hostPath('identityFile'),
     ...hostPath('knownHosts'),
     sftpServer: m.sftpServer === undefined ? '/usr/bin/env gpurun sftp-serve' : f.str(m.sftpServer, `${p}.sftpServer`),
+    ...(m.snapshot === undefined ? {} : { snapshot: f.bool(m.snapshot, `${p}.snapshot`) }),
   };
 }
 

@@ -3,7 +3,7 @@
  * "from offset N" and get every byte from N on, so a client that reconnects gets no gap and no repeat.
  * Files stay after the job and its host are gone.
  */
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, statSync, watch, type FSWatcher } from 'node:fs';
+import { appendFileSync, closeSync, existsSync, fstatSync, mkdirSync, openSync, readFileSync, readSync, rmSync, statSync, watch, type FSWatcher } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 
@@ -49,6 +49,24 @@ export class LogFiles {
   remove(jobId: string): void {
     rmSync(join(this.dir, `${jobId}.cut`), { force: true });
     rmSync(this.path(jobId), { force: true });
+  }
+
+  /** Appends `line` (ending in a newline) so that it starts a line of its own: after a newline if the file lacks one. */
+  appendLine(jobId: string, line: string): void {
+    const path = this.path(jobId);
+    let fd: number | undefined;
+    let atLineStart = true;
+    try {
+      fd = openSync(path, 'r');
+      const size = fstatSync(fd).size;
+      const b = Buffer.alloc(1);
+      if (size > 0 && readSync(fd, b, 0, 1, size - 1) === 1) atLineStart = b[0] === 0x0a;
+    } catch {
+      // No file yet: it starts here.
+    } finally {
+      if (fd !== undefined) closeSync(fd);
+    }
+    appendFileSync(path, atLineStart ? line : `\n${line}`);
   }
 
   /** Current size in bytes; 0 when the job has written nothing yet. */

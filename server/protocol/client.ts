@@ -9,6 +9,7 @@ import { request as httpRequest, type ClientRequest, type IncomingMessage } from
 import { request as httpsRequest } from 'node:https';
 import type { Duplex } from 'node:stream';
 import { GpurunError, isErrorBody } from './errors.ts';
+import type { PoolSnapshot } from './pool.ts';
 import { LOG_OFFSET_HEADER, LOG_SKIP_HEADER, WORKSPACE_UPGRADE, type HostInfo, type Job, type JobEvent, type SubmitRequest } from './jobs.ts';
 
 export interface ClientOptions {
@@ -175,6 +176,10 @@ export class BrokerClient {
   }
   async hosts(): Promise<HostInfo[]> {
     return (await this.json<{ hosts: HostInfo[] }>('GET', '/v1/hosts')).hosts;
+  }
+  /** Hosts, queues and clusters in one answer (`GET /v1/pool`). */
+  pool(): Promise<PoolSnapshot> {
+    return this.json('GET', '/v1/pool');
   }
 
   /**

@@ -12,7 +12,8 @@ export type Queue = (typeof QUEUES)[number];
 
 /**
  * Job life cycle: queued → starting → running → one final state.
- * A job may also go from queued/starting straight to a final state (cancelled, failed to start).
+ * A job may also go from queued/starting straight to a final state (cancelled, failed to start), and from
+ * running back to queued when a recoverable fault ends an attempt and the job is restarted (its next attempt).
  */
 export const JOB_STATES = ['queued', 'starting', 'running', 'succeeded', 'failed', 'cancelled', 'timed_out', 'lost'] as const;
 export type JobState = (typeof JOB_STATES)[number];
@@ -62,6 +63,72 @@ export interface SubmitRequest {
    * `GET /v1/jobs/ID/workspace` with `Upgrade: gpurun-sftp`, and must stay connected for the whole job).
    */
   workspaceFrom?: WorkspaceFrom;
+  // -- restarts --
+  /**
+   * How many times the broker may start the job again after a recoverable fault (see FAULT_KINDS); 0 = never.
+   * Default: the queue's `restarts` in the broker config (0 unless set).
+   */
+  restarts?: number;
+  /** Exit codes of the job's own that ask for a restart (e.g. [75]); counted against `restarts`. */
+  restartOnExit?: number[];
+}
+
+/**
+ * Why an attempt ended, typed. Decided by the broker's outcome classifier from what the backend observed.
+ * - `user_error`: the job's own code failed (non-zero exit, a signal, an application Xid such as 13 or 43)
+ * - `oom`: killed for running out of memory
+ * - `timed_out`: stopped at its time limit
+ * - `cancelled`: stopped by a user (or on the cluster)
+ * - `start_failed`: could not start (no image, command not found, a mount that failed)
+ * - `host_lost`: its host stopped answering for longer than the grace, or came back rebooted
+ * - `gpu_fault`: one of its GPUs failed (an Xid such as 48, 79, 94, or nvidia-smi health)
+ * - `runtime_lost`: its container or process vanished, or the container engine died, on a host that answers
+ * - `workspace_lost`: the workspace mount broke
+ * - `preempted`: the cluster took its resources for another job
+ * - `node_fail`: the cluster's node failed (Slurm NODE_FAIL, BOOT_FAIL)
+ */
+export const FAULT_KINDS = ['user_error', 'oom', 'timed_out', 'cancelled', 'start_failed', 'host_lost', 'gpu_fault', 'runtime_lost', 'workspace_lost', 'preempted', 'node_fail'] as const;
+export type Fault = (typeof FAULT_KINDS)[number];
+
+/**
+ * One run of a job. A job has attempts 1..N; a restart after a recoverable fault starts the next one. The job's log is
+ * one byte stream: attempt N's output begins at `logOffset` (after a marker line written by the broker).
+ */
+export interface Attempt {
+  /** 1-based. */
+  n: number;
+  /** Where it ran: a host of the pool, or "cluster/node" for Slurm; null before it was placed. */
+  host: string | null;
+  gpuIndices: number[];
+  startedAt: string | null;
+  endedAt: string | null;
+  /** The attempt's end, in gpurun's states; null while it runs. */
+  state: JobState | null;
+  /** Null while running, and for an attempt that succeeded. */
+  fault: Fault | null;
+  /** How it ended, in words; null while running. */
+  reason: string | null;
+  exitCode: number | null;
+  /** Byte offset of the job's log where this attempt's output begins. */
+  logOffset: number;
+  /** What was observed about its end (facts, in words and figures), for a person to judge. */
+  evidence: AttemptEvidence;
+}
+
+/** What the broker saw about an attempt's end: the backend's observations, unchanged. All fields optional. */
+export interface AttemptEvidence {
+  exitCode?: number | null;
+  signal?: string | null;
+  oomKilled?: boolean;
+  startError?: string;
+  runtimeGone?: string;
+  engineDown?: string;
+  hostUnreachableSec?: number;
+  bootIdChanged?: boolean;
+  workspaceLost?: { reason: string; controlPlane: boolean };
+  gpuFaults?: Array<{ gpu: number; xid?: number; detail: string; at: string }>;
+  slurm?: { state: string; reason?: string };
+  notes?: string[];
 }
 
 /** Who serves a job's workspace to the GPU host; see `SubmitRequest.workspaceFrom`. */
@@ -121,6 +188,15 @@ export interface Job {
   cluster?: ClusterJobInfo;
   /** "client" when the submitting client serves the workspace; absent means the broker does. */
   workspaceFrom?: 'client';
+  // -- restarts --
+  /** Restarts allowed after recoverable faults (so a job has at most `restarts + 1` attempts). */
+  restarts?: number;
+  /** Exit codes on which the job asked to be restarted. */
+  restartOnExit?: number[];
+  /** The current (or last) attempt's number and the most there can be; absent on jobs stored before attempts. */
+  attempt?: { n: number; of: number };
+  /** The attempts, oldest first (`GET /v1/jobs/ID` only). */
+  attempts?: Attempt[];
 }
 
 /** A cluster job's Slurm side, as the API shows it. Times in ms, sizes in bytes. */

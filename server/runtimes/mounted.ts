@@ -28,6 +28,8 @@ export interface MountedRef extends Record<string, unknown> {
   transport: 'direct' | 'relay';
   /** The broker's log file for the job (output is appended there). */
   logPath: string;
+  /** Byte of the log file where this attempt's output begins (set by the host pool; absent = 0). */
+  logOffset?: number;
 }
 
 /** How to follow a job's output: the command that prints it from some byte on, and how much of what it prints to drop. */
@@ -108,7 +110,7 @@ export abstract class MountedRuntime implements Runtime {
     const clients = this.clients;
     if (job.workspaceFrom === 'client' && !clients) throw new GpurunError('E_CONFIG', 'this broker cannot relay client-served workspaces');
     const source = job.workspaceFrom === 'client' ? { fromClient: () => clients!.take(job.id, CLIENT_WORKSPACE_WAIT_MS) } : undefined;
-    await this.mounts.mount(ssh, cfg.mount, job.workspace, mnt, (msg) => this.log(msg, { job: job.id }), source);
+    await this.mounts.mount(ssh, cfg.mount, job.workspace, mnt, (msg) => this.log(msg, { job: job.id }), source, job.owner);
     return { mnt, transport: source ? 'relay' : cfg.mount.transport };
   }
 
@@ -159,7 +161,7 @@ export abstract class MountedRuntime implements Runtime {
    * Meanwhile checks the mount; returns why the workspace was lost, if it was (the caller stops the job).
    */
   private async followOnce(ssh: RemoteExec, r: MountedRef, signal: AbortSignal): Promise<string | null> {
-    const f = this.followCommand(r, fileSize(r.logPath));
+    const f = this.followCommand(r, Math.max(0, fileSize(r.logPath) - (r.logOffset ?? 0)));
     let skip = f.skip;
     const fd = openSync(r.logPath, 'a');
     let lostWhy: string | null = null;

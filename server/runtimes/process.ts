@@ -4,7 +4,7 @@
  * directory, which is all a restarted broker needs to find the job again.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { GpurunError } from '../protocol/errors.ts';
@@ -39,6 +39,8 @@ export class ProcessRuntime implements Runtime {
 
   async start(spec: StartSpec): Promise<ProcessRef> {
     const dir = join(this.runDir, spec.job.id);
+    // A new attempt of the job starts clean: an earlier attempt's status must not read as this one's.
+    rmSync(dir, { recursive: true, force: true });
     mkdirSync(dir, { recursive: true });
     writeFileSync(join(dir, 'spec.json'), JSON.stringify({ command: spec.job.command, cwd: spec.job.workspace, env: spec.env, logPath: spec.logPath }));
     const shim = spawn(this.nodePath, [this.shimPath, dir], { detached: true, stdio: 'ignore' });

@@ -1,40 +1,37 @@
 /**
- * The Slurm backend: jobs sent to a cluster are staged, submitted with sbatch, tracked with ONE squeue per cluster
- * per poll interval (for all of its jobs), their output file copied into the broker's log file by byte offset, and
- * cancelled with scancel. The broker keeps deciding states; it hears from here through a ClusterJobSink.
+ * A Slurm cluster as a Backend (core/backend.ts): an attempt is staged, submitted with sbatch, tracked with ONE
+ * squeue per cluster per poll interval (for all of its jobs), its output file copied into the broker's log file by
+ * byte offset from the attempt's own offset, and cancelled with scancel. It reports (pending, running, Slurm's final
+ * record); the broker decides states, faults and restarts. A restarted attempt (after NODE_FAIL, PREEMPTED,
+ * BOOT_FAIL) is a new sbatch of the same staged workspace, with its own output file.
  *
- * runtimeRef of a cluster job (what a restarted broker needs): {cluster, slurmId, staged, output, manifest, stage,
- * returned}. A job whose broker died between sbatch and recording the id is found again by its Slurm job name.
+ * runtimeRef of an attempt (what a restarted broker needs): {cluster, slurmId, staged, output, manifest, stage,
+ * returned, logOffset}. An attempt whose broker died between sbatch and recording the id is found by its job name.
  */
 import { createHash } from 'node:crypto';
 import { appendFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { GpurunError } from '../protocol/errors.ts';
 import type { ClusterJobInfo } from '../protocol/jobs.ts';
-import type { JobPatch, StoredJob } from '../core/store.ts';
+import type { StoredAttempt, StoredJob } from '../core/store.ts';
+import type { AttemptEnd, AttemptEvents, AttemptPlacement, AttemptSpec, Backend, BackendDefaults, PlaceRequest } from '../core/backend.ts';
+import type { ValidSubmit } from '../core/submit.ts';
 import type { Logger } from '../logger.ts';
 import type { LogFiles } from '../logs/logFiles.ts';
 import type { ClusterConfig } from './config.ts';
 import type { CommandExec } from '../core/remoteExec.ts';
 import { runOk, SLURM_COMMAND_MS } from './exec.ts';
 import type { ClusterFiles } from './files.ts';
-import { outcomeOf, parseSacct, parseSbatchParsable, parseScontrolJob, parseSqueue, pendingPositions, pendingReason, phaseOf, SACCT_FIELDS, SQUEUE_FORMAT, type Outcome, type SlurmRecord, type SqueueRow } from './parse.ts';
+import { parseSacct, parseSbatchParsable, parseScontrolJob, parseSqueue, pendingPositions, pendingReason, phaseOf, SACCT_FIELDS, SQUEUE_FORMAT, type SlurmRecord, type SqueueRow } from './parse.ts';
 import { sbatchScript, slurmJobName } from './script.ts';
 import { bringBack, stageWorkspace, type BringBackReport, type StageReport } from './staging.ts';
-
-/** What the broker lets the backend do to its jobs. */
-export interface ClusterJobSink {
-  /** The job while it is active (queued/starting/running); undefined once it has ended. */
-  get(id: string): StoredJob | undefined;
-  update(id: string, patch: JobPatch): StoredJob | undefined;
-  finish(id: string, outcome: Outcome): void;
-}
+import { signalName } from '../core/outcome.ts';
 
 interface ClusterPaths {
   cluster: string;
   /** The staged workspace on the cluster. */
   staged: string;
-  /** The job's output file on the cluster. */
+  /** The attempt's output file on the cluster (one per attempt). */
   output: string;
   /** The broker's staging manifest of the workspace. */
   manifest: string;
@@ -44,6 +41,8 @@ export interface ClusterRef extends ClusterPaths {
   slurmId: string | null;
   stage?: StageReport;
   returned?: BringBackReport;
+  /** Byte of the job's log where this attempt's output begins. */
+  logOffset?: number;
   [k: string]: unknown;
 }
 
@@ -58,23 +57,66 @@ export interface ClusterParts {
 const OUTPUT_MS = 200;
 const READ_CHUNK = 1 << 20;
 
-class Cluster {
+
+/** An attempt the cluster follows: its handle, the broker's events for it, and who waits for its end. */
+interface Tracked {
+  job: StoredJob;
+  ref: ClusterRef;
+  ev: AttemptEvents;
+  /** The node it was last seen running on ('' before the poll has seen it run). */
+  runningOn: string | null;
+  done?: (end: AttemptEnd) => void;
+}
+
+export interface SlurmClusterDeps {
+  dataDir: string;
+  logs: LogFiles;
+  log: Logger;
+}
+
+export class SlurmCluster implements Backend {
+  readonly name: string;
   readonly cfg: ClusterConfig;
   readonly parts: ClusterParts;
   /** Pending jobs' positions from the last poll, by Slurm id. */
-  positions = new Map<string, number>();
+  private positions = new Map<string, number>();
   private polling = false;
   private tailing = false;
   private timers: NodeJS.Timeout[] = [];
-  private readonly owner: SlurmClusters;
+  private readonly tracked = new Map<string, Tracked>();
+  private readonly copying = new Map<string, Promise<void>>();
+  private readonly log: Logger;
+  private readonly logs: LogFiles;
+  private readonly dataDir: string;
 
-  constructor(cfg: ClusterConfig, parts: ClusterParts, owner: SlurmClusters) {
+  constructor(cfg: ClusterConfig, parts: ClusterParts, deps: SlurmClusterDeps) {
+    this.name = cfg.name;
     this.cfg = cfg;
     this.parts = parts;
-    this.owner = owner;
+    this.log = deps.log;
+    this.logs = deps.logs;
+    this.dataDir = deps.dataDir;
   }
 
-  start(): void {
+  defaults(c: { gpus: number | 'auto'; image?: string }): BackendDefaults {
+    return { gpus: c.gpus === 'auto' ? 1 : c.gpus, ...(this.cfg.container === 'pyxis' && c.image ? { image: c.image } : {}) };
+  }
+
+  admit(v: ValidSubmit): void {
+    if (v.image && this.cfg.container !== 'pyxis') {
+      throw new GpurunError('E_BAD_REQUEST', `image: the cluster ${this.name} runs jobs without containers`, { hint: 'Leave out --image, or ask an admin to enable "container": "pyxis" for the cluster.' });
+    }
+    if (v.workspaceFrom === 'client') {
+      throw new GpurunError('E_BAD_REQUEST', `workspaceFrom: the cluster ${this.name} stages the workspace from the broker; it cannot be served by the client`, { hint: 'Leave out --serve-workspace for cluster jobs.' });
+    }
+  }
+
+  /** Slurm queues and places jobs itself: every queued job is submitted at once. */
+  place(queued: PlaceRequest[]): AttemptPlacement[] {
+    return queued.map((q) => ({ jobId: q.job.id, host: null, gpuIndices: [] }));
+  }
+
+  open(): void {
     const poll = setInterval(() => void this.poll(), this.cfg.pollMs);
     const tail = setInterval(() => void this.tail(), OUTPUT_MS);
     poll.unref();
@@ -82,73 +124,164 @@ class Cluster {
     this.timers.push(poll, tail);
   }
 
-  stop(): void {
+  close(): void {
     for (const t of this.timers) clearInterval(t);
     this.parts.close?.();
   }
 
-  /** One squeue for every job of the cluster's partitions; each tracked job's state follows from it. */
+  knows(): boolean {
+    return true;
+  }
+
+  private paths(job: StoredJob, n: number): ClusterPaths {
+    const owner = /^[\w.-]{1,64}$/.test(job.owner) ? job.owner : `u-${hash(job.owner)}`;
+    const wsName = basename(job.workspace).replace(/[^\w.-]/g, '_').slice(0, 40) || 'workspace';
+    const key = `${wsName}-${hash(job.workspace)}`;
+    return {
+      cluster: this.name,
+      staged: join(this.cfg.stagingDir, owner, key),
+      output: join(this.cfg.stagingDir, owner, '.gpurun-jobs', n > 1 ? `${job.id}.${n}.out` : `${job.id}.out`),
+      manifest: join(this.dataDir, 'staging', this.name, owner, `${key}.json`),
+    };
+  }
+
+  /** Stages the workspace (the same staged copy for every attempt) and submits; the job stays queued in Slurm. */
+  async start(a: AttemptSpec, ev: AttemptEvents): Promise<ClusterRef> {
+    const job = a.job;
+    const p = this.paths(job, a.n);
+    const stage = await stageWorkspace(this.parts.files, job.workspace, p.staged, p.manifest);
+    this.log.info('workspace staged', { job: job.id, cluster: this.name, copied: stage.copied, unchanged: stage.unchanged, removed: stage.removed, bytes: stage.bytes, ms: stage.ms });
+    if (!ev.isCurrent()) throw new GpurunError('E_CONFLICT', 'cancelled while staging');
+    await this.parts.files.mkdirp(join(p.output, '..'));
+    const script = sbatchScript(job, this.cfg, { workdir: p.staged, output: p.output });
+    const slurmId = parseSbatchParsable(await runOk(this.parts.exec, ['sbatch', '--parsable'], { stdin: script }));
+    this.log.info('submitted to slurm', { job: job.id, cluster: this.name, slurmId, attempt: a.n });
+    const ref: ClusterRef = { ...p, slurmId, stage, logOffset: a.logOffset };
+    if (!ev.isCurrent()) {
+      // Cancelled while sbatch ran: take it back out of Slurm.
+      await this.parts.exec.exec(['scancel', slurmId], { timeoutMs: SLURM_COMMAND_MS });
+      return ref;
+    }
+    this.tracked.set(job.id, { job, ref, ev, runningOn: null });
+    ev.pending(pendingReason(this.name, 'None'));
+    void this.poll();
+    return ref;
+  }
+
+  wait(job: StoredJob, attempt: StoredAttempt, signal: AbortSignal, ev: AttemptEvents): Promise<AttemptEnd> {
+    const ref = attempt.runtimeRef as ClusterRef;
+    const t = this.tracked.get(job.id) ?? { job, ref, ev, runningOn: null };
+    this.tracked.set(job.id, t);
+    return new Promise<AttemptEnd>((resolve, reject) => {
+      t.done = resolve;
+      signal.addEventListener('abort', () => {
+        if (this.tracked.get(job.id) === t) this.tracked.delete(job.id);
+        reject(signal.reason);
+      });
+    });
+  }
+
+  /** scancel, pending or running; the poll then sees it end. */
+  async stop(_job: StoredJob, attempt: StoredAttempt): Promise<void> {
+    const ref = attempt.runtimeRef as ClusterRef | null;
+    if (ref?.slurmId) await runOk(this.parts.exec, ['scancel', ref.slurmId]);
+  }
+
+  async discard(job: StoredJob, attempt: StoredAttempt): Promise<void> {
+    await this.stop(job, attempt).catch(() => {});
+  }
+
+  /** After a broker restart: follow the attempt again by its Slurm id, or find it by name; null when never submitted. */
+  async recover(job: StoredJob, attempt: StoredAttempt, ev: AttemptEvents): Promise<ClusterRef | null> {
+    const ref = attempt.runtimeRef as ClusterRef | null;
+    if (ref?.slurmId) {
+      this.tracked.set(job.id, { job, ref, ev, runningOn: job.state === 'running' ? job.host : null });
+      this.log.info('following slurm job again after restart', { job: job.id, slurmId: ref.slurmId });
+      return ref;
+    }
+    const r = await this.parts.exec.exec(['squeue', '-h', '--states=all', `--name=${slurmJobName(job.id)}`, '-o', '%i'], { timeoutMs: SLURM_COMMAND_MS });
+    const found = r.code === 0 ? r.stdout.trim().split('\n').pop() ?? '' : '';
+    if (!/^\d+$/.test(found)) return null;
+    const back: ClusterRef = { ...this.paths(job, attempt.n), slurmId: found, logOffset: attempt.logOffset };
+    this.tracked.set(job.id, { job, ref: back, ev, runningOn: null });
+    this.log.info('found slurm job of a submit the broker did not finish recording', { job: job.id, slurmId: found });
+    return back;
+  }
+
+  /** What the API shows of a cluster job: position among pending jobs in its partition, staging figures. */
+  describe(job: StoredJob): { queuePosition?: number; cluster: ClusterJobInfo } {
+    const ref = job.runtimeRef as ClusterRef | null;
+    const pos = ref?.slurmId ? this.positions.get(ref.slurmId) : undefined;
+    const cluster: ClusterJobInfo = {
+      name: this.name,
+      slurmJobId: ref?.slurmId ?? null,
+      ...(ref?.stage ? { staged: { copied: ref.stage.copied, unchanged: ref.stage.unchanged, removed: ref.stage.removed, bytes: ref.stage.bytes, ms: ref.stage.ms } } : {}),
+      ...(ref?.returned ? { returned: ref.returned } : {}),
+    };
+    return { ...(job.state === 'queued' && pos !== undefined ? { queuePosition: pos } : {}), cluster };
+  }
+
+  /** Attempts with a Slurm id whose end someone waits for. */
+  private followed(): Tracked[] {
+    return [...this.tracked.values()].filter((t) => t.ref.slurmId && t.done && t.ev.isCurrent());
+  }
+
+  /** One squeue for every job of the cluster's partitions; each followed attempt's phase follows from it. */
   async poll(): Promise<void> {
-    const jobs = this.owner.trackedOn(this.cfg.name);
-    if (this.polling || jobs.length === 0) return;
+    const list = this.followed();
+    if (this.polling || list.length === 0) return;
     this.polling = true;
     try {
       const parts = [...new Set(Object.values(this.cfg.partitions))].join(',');
       const out = await runOk(this.parts.exec, ['squeue', '-h', '--states=all', `--partition=${parts}`, '-o', SQUEUE_FORMAT]);
       const rows = new Map<string, SqueueRow>(parseSqueue(out).map((r) => [r.slurmId, r]));
       this.positions = pendingPositions([...rows.values()]);
-      for (const { job, ref } of jobs) await this.observe(job, ref, rows.get(ref.slurmId!));
+      for (const t of list) await this.observe(t, rows.get(t.ref.slurmId!));
     } catch (err) {
-      this.owner.log.warn('slurm poll failed', { cluster: this.cfg.name, err });
+      this.log.warn('slurm poll failed', { cluster: this.name, err });
     } finally {
       this.polling = false;
     }
   }
 
-  private async observe(job: StoredJob, ref: ClusterRef, row: SqueueRow | undefined): Promise<void> {
-    const sink = this.owner.sink;
+  private async observe(t: Tracked, row: SqueueRow | undefined): Promise<void> {
     const phase = row ? phaseOf(row.state) : { kind: 'ended' as const };
-    if (phase.kind === 'queued') {
-      const reason = pendingReason(this.cfg.name, row!.reason);
-      if (job.reason !== reason && !job.stopIntent) sink.update(job.id, { reason });
-    } else if (phase.kind === 'running') {
-      if (job.state !== 'running' || !job.host) this.markRunning(job, ref, row!.nodes);
-    } else {
-      await this.end(job, ref, row);
-    }
+    if (phase.kind === 'queued') t.ev.pending(pendingReason(this.name, row!.reason));
+    else if (phase.kind === 'running') {
+      if (t.runningOn === null || (row!.nodes && t.runningOn !== row!.nodes)) this.reportRunning(t, row!.nodes);
+    } else await this.end(t, row);
   }
 
   /** Running, seen by the poll (with its node) or by its first output (node filled in by the next poll). */
-  private markRunning(job: StoredJob, ref: ClusterRef, nodes: string): void {
-    const where = nodes ? `cluster ${this.cfg.name}, node ${nodes}` : `cluster ${this.cfg.name}`;
-    const patch: JobPatch = { reason: `running on ${where} (Slurm job ${ref.slurmId})`, ...(nodes ? { host: `${this.cfg.name}/${nodes}` } : {}) };
-    if (job.state !== 'running') Object.assign(patch, { state: 'running', startedAt: new Date().toISOString() });
-    this.owner.sink.update(job.id, patch);
+  private reportRunning(t: Tracked, nodes: string): void {
+    t.runningOn = nodes;
+    const where = nodes ? `cluster ${this.name}, node ${nodes}` : `cluster ${this.name}`;
+    t.ev.running({ host: nodes ? `${this.name}/${nodes}` : null, reason: `running on ${where} (Slurm job ${t.ref.slurmId})` });
   }
 
-  /** Final record (with the exit code, which squeue lacks), last output bytes, files brought back, then finish. */
-  private async end(job: StoredJob, ref: ClusterRef, row: SqueueRow | undefined): Promise<void> {
+  /** Final record (with the exit code, which squeue lacks), last output bytes, files brought back, then the report. */
+  private async end(t: Tracked, row: SqueueRow | undefined): Promise<void> {
+    const { job, ref } = t;
+    const done = t.done;
+    if (!done) return;
+    t.done = undefined;
     const rec = await this.record(ref.slurmId!, row);
-    await this.copyOutput(job.id, ref);
+    await this.copyOutput(t).catch((err) => this.log.warn('reading job output failed', { job: job.id, err }));
     let returned: BringBackReport | undefined;
     try {
       returned = await bringBack(this.parts.files, job.workspace, ref.staged, ref.manifest);
-      this.owner.log.info('files brought back', { job: job.id, cluster: this.cfg.name, copied: returned.copied, keptNewer: returned.keptNewer.length });
+      this.log.info('files brought back', { job: job.id, cluster: this.name, copied: returned.copied, keptNewer: returned.keptNewer.length });
     } catch (err) {
-      this.owner.log.error('bringing files back failed', { job: job.id, err });
+      this.log.error('bringing files back failed', { job: job.id, err });
     }
-    const current = this.owner.sink.get(job.id);
-    if (!current) return;
-    if (returned) this.owner.sink.update(job.id, { runtimeRef: { ...ref, returned } });
-    let outcome: Outcome;
-    if (!rec) outcome = { state: 'lost', reason: `Slurm no longer knows job ${ref.slurmId} and keeps no accounting of it`, exitCode: null };
-    else {
-      // A job stopped for passing a limit (its output cap) was scancel'ed like a cancel, and ends failed.
-      outcome = outcomeOf(rec, current.stopIntent === 'limit' ? 'cancel' : current.stopIntent);
-      if (current.stopIntent) outcome = { ...outcome, reason: current.reason, ...(current.stopIntent === 'limit' ? { state: 'failed' as const } : {}) };
-      if (job.state !== 'running' && outcome.state === 'succeeded' && !current.startedAt) this.owner.sink.update(job.id, { startedAt: new Date().toISOString() });
+    if (this.tracked.get(job.id) === t) this.tracked.delete(job.id);
+    const finalRef: ClusterRef = returned ? { ...ref, returned } : ref;
+    if (!rec) {
+      done({ lost: `Slurm no longer knows job ${ref.slurmId} and keeps no accounting of it`, evidence: { notes: ['no Slurm record of the job'] }, runtimeRef: finalRef });
+      return;
     }
-    this.owner.sink.finish(job.id, outcome);
+    const slurm = { state: rec.state, reason: rec.reason, exitCode: rec.exitCode, signal: rec.signal };
+    done({ exitCode: rec.signal ? null : rec.exitCode, signal: rec.signal ? signalName(rec.signal) : null, endedAt: new Date().toISOString(), evidence: { slurm: { state: rec.state, reason: rec.reason } }, slurm, runtimeRef: finalRef });
   }
 
   /** scontrol knows ended jobs for MinJobAge; sacct, where the cluster keeps accounting, for longer. */
@@ -162,25 +295,26 @@ class Cluster {
     return row ? { slurmId, state: row.state, reason: row.reason, exitCode: 0, signal: 0, start: row.start, nodes: row.nodes } : undefined;
   }
 
-  private readonly copying = new Map<string, Promise<void>>();
-
-  /** Copies what the job's output file gained since the last copy into the broker's log file; one copy at a time. */
-  copyOutput(jobId: string, ref: ClusterRef): Promise<void> {
+  /** Copies what the attempt's output file gained since the last copy into the broker's log file; one copy at a time. */
+  private copyOutput(t: Tracked): Promise<void> {
+    const jobId = t.job.id;
     const prev = this.copying.get(jobId) ?? Promise.resolve();
-    const run = prev.then(() => this.copyNow(jobId, ref));
+    const run = prev.then(() => this.copyNow(t));
     const settled = run.catch(() => {});
     this.copying.set(jobId, settled);
     void settled.then(() => this.copying.get(jobId) === settled && this.copying.delete(jobId));
     return run;
   }
 
-  private async copyNow(jobId: string, ref: ClusterRef): Promise<void> {
-    const logs = this.owner.logs;
+  /** From the attempt's own offset; only while it is the job's current attempt (a superseded one writes nothing). */
+  private async copyNow(t: Tracked): Promise<void> {
+    const logs = this.logs;
     for (;;) {
-      const offset = logs.size(jobId);
-      const buf = await this.parts.files.read(ref.output, offset, READ_CHUNK);
-      if (buf.length === 0) return;
-      appendFileSync(logs.path(jobId), buf);
+      if (!t.ev.isCurrent()) return;
+      const offset = logs.size(t.job.id) - (t.ref.logOffset ?? 0);
+      const buf = await this.parts.files.read(t.ref.output, Math.max(0, offset), READ_CHUNK);
+      if (buf.length === 0 || !t.ev.isCurrent()) return;
+      appendFileSync(logs.path(t.job.id), buf);
       if (buf.length < READ_CHUNK) return;
     }
   }
@@ -189,157 +323,15 @@ class Cluster {
     if (this.tailing) return;
     this.tailing = true;
     try {
-      for (const { job, ref } of this.owner.trackedOn(this.cfg.name)) {
-        const before = this.owner.logs.size(job.id);
-        await this.copyOutput(job.id, ref).catch((err) => this.owner.log.warn('reading job output failed', { job: job.id, err }));
+      for (const t of this.followed()) {
+        const before = this.logs.size(t.job.id);
+        await this.copyOutput(t).catch((err) => this.log.warn('reading job output failed', { job: t.job.id, err }));
         // Output before the poll has seen it start: it runs (a user must not read output of a "queued" job).
-        const now = this.owner.sink.get(job.id);
-        if (now?.state === 'queued' && !now.stopIntent && this.owner.logs.size(job.id) > before) this.markRunning(now, ref, '');
+        if (t.runningOn === null && this.logs.size(t.job.id) > before) this.reportRunning(t, '');
       }
     } finally {
       this.tailing = false;
     }
-  }
-}
-
-export class SlurmClusters {
-  readonly log: Logger;
-  readonly logs: LogFiles;
-  sink!: ClusterJobSink;
-  private readonly clusters = new Map<string, Cluster>();
-  private readonly dataDir: string;
-  /** Jobs followed, by gpurun id. */
-  private readonly tracked = new Map<string, string>();
-
-  constructor(configs: ClusterConfig[], deps: { dataDir: string; logs: LogFiles; log: Logger; parts: (c: ClusterConfig) => ClusterParts }) {
-    this.log = deps.log;
-    this.logs = deps.logs;
-    this.dataDir = deps.dataDir;
-    for (const c of configs) this.clusters.set(c.name, new Cluster(c, deps.parts(c), this));
-  }
-
-  names(): string[] {
-    return [...this.clusters.keys()];
-  }
-
-  has(name: string | null | undefined): boolean {
-    return !!name && this.clusters.has(name);
-  }
-
-  /** Whether the cluster runs images (pyxis). */
-  runsImages(name: string): boolean {
-    return this.clusters.get(name)?.cfg.container === 'pyxis';
-  }
-
-  attach(sink: ClusterJobSink): void {
-    this.sink = sink;
-    for (const c of this.clusters.values()) c.start();
-  }
-
-  close(): void {
-    for (const c of this.clusters.values()) c.stop();
-  }
-
-  /** Active jobs of a cluster that have a Slurm id. */
-  trackedOn(cluster: string): Array<{ job: StoredJob; ref: ClusterRef }> {
-    const out: Array<{ job: StoredJob; ref: ClusterRef }> = [];
-    for (const [id, c] of this.tracked) {
-      if (c !== cluster) continue;
-      const job = this.sink.get(id);
-      const ref = job?.runtimeRef as ClusterRef | null | undefined;
-      if (!job) this.tracked.delete(id);
-      else if (ref?.slurmId) out.push({ job, ref });
-    }
-    return out;
-  }
-
-  private cluster(job: StoredJob): Cluster {
-    const c = this.clusters.get(job.backend ?? '');
-    if (!c) throw new GpurunError('E_INTERNAL', `job ${job.id} names no known cluster (${job.backend})`);
-    return c;
-  }
-
-  private paths(c: Cluster, job: StoredJob): ClusterPaths {
-    const owner = /^[\w.-]{1,64}$/.test(job.owner) ? job.owner : `u-${hash(job.owner)}`;
-    const wsName = basename(job.workspace).replace(/[^\w.-]/g, '_').slice(0, 40) || 'workspace';
-    const key = `${wsName}-${hash(job.workspace)}`;
-    return {
-      cluster: c.cfg.name,
-      staged: join(c.cfg.stagingDir, owner, key),
-      output: join(c.cfg.stagingDir, owner, '.gpurun-jobs', `${job.id}.out`),
-      manifest: join(this.dataDir, 'staging', c.cfg.name, owner, `${key}.json`),
-    };
-  }
-
-  /** Stages the workspace and submits; the job stays queued. Failures end the job as failed with the reason. */
-  submit(job: StoredJob): void {
-    void this.submitNow(job).catch((err) => {
-      this.log.error('slurm submit failed', { job: job.id, err });
-      const msg = err instanceof GpurunError ? err.message : String((err as Error).message ?? err);
-      if (this.sink.get(job.id)) this.sink.finish(job.id, { state: 'failed', reason: `could not start: ${msg}`, exitCode: null });
-    });
-  }
-
-  private async submitNow(job: StoredJob): Promise<void> {
-    const c = this.cluster(job);
-    const p = this.paths(c, job);
-    this.tracked.set(job.id, c.cfg.name);
-    const stage = await stageWorkspace(c.parts.files, job.workspace, p.staged, p.manifest);
-    this.log.info('workspace staged', { job: job.id, cluster: c.cfg.name, copied: stage.copied, unchanged: stage.unchanged, removed: stage.removed, bytes: stage.bytes, ms: stage.ms });
-    if (!this.sink.get(job.id)) return; // cancelled while staging
-    await c.parts.files.mkdirp(join(p.output, '..'));
-    const script = sbatchScript(job, c.cfg, { workdir: p.staged, output: p.output });
-    const slurmId = parseSbatchParsable(await runOk(c.parts.exec, ['sbatch', '--parsable'], { stdin: script }));
-    this.log.info('submitted to slurm', { job: job.id, cluster: c.cfg.name, slurmId });
-    const ref: ClusterRef = { ...p, slurmId, stage };
-    if (!this.sink.get(job.id)) {
-      // Cancelled while sbatch ran: take it back out of Slurm.
-      await c.parts.exec.exec(['scancel', slurmId], { timeoutMs: SLURM_COMMAND_MS });
-      return;
-    }
-    this.sink.update(job.id, { runtimeRef: ref, reason: pendingReason(c.cfg.name, 'None') });
-    void c.poll();
-  }
-
-  /** After a broker restart: follow the job again by its Slurm id (or find it by name, or submit it). */
-  recover(job: StoredJob): void {
-    const c = this.cluster(job);
-    const ref = job.runtimeRef as ClusterRef | null;
-    if (ref?.slurmId) {
-      this.tracked.set(job.id, c.cfg.name);
-      this.log.info('following slurm job again after restart', { job: job.id, slurmId: ref.slurmId });
-      return;
-    }
-    void (async () => {
-      const r = await c.parts.exec.exec(['squeue', '-h', '--states=all', `--name=${slurmJobName(job.id)}`, '-o', '%i'], { timeoutMs: SLURM_COMMAND_MS });
-      const found = r.code === 0 ? r.stdout.trim().split('\n')[0] : '';
-      if (/^\d+$/.test(found)) {
-        this.tracked.set(job.id, c.cfg.name);
-        this.sink.update(job.id, { runtimeRef: { ...this.paths(c, job), slurmId: found } });
-        this.log.info('found slurm job of a submit the broker did not finish recording', { job: job.id, slurmId: found });
-      } else this.submit(job);
-    })().catch((err) => this.log.error('recovering slurm job failed', { job: job.id, err }));
-  }
-
-  /** scancel, pending or running. The poll then sees it end; a queued job the broker has already finished. */
-  async cancel(job: StoredJob): Promise<void> {
-    const ref = job.runtimeRef as ClusterRef | null;
-    if (!ref?.slurmId) return; // not submitted yet: submitNow sees the job gone and cancels
-    const c = this.cluster(job);
-    await runOk(c.parts.exec, ['scancel', ref.slurmId]);
-  }
-
-  /** What the API shows of a cluster job: position among pending jobs in its partition, staging figures. */
-  info(job: StoredJob): { queuePosition?: number; cluster: ClusterJobInfo } {
-    const ref = job.runtimeRef as ClusterRef | null;
-    const pos = ref?.slurmId ? this.clusters.get(job.backend ?? '')?.positions.get(ref.slurmId) : undefined;
-    const cluster: ClusterJobInfo = {
-      name: job.backend ?? '',
-      slurmJobId: ref?.slurmId ?? null,
-      ...(ref?.stage ? { staged: { copied: ref.stage.copied, unchanged: ref.stage.unchanged, removed: ref.stage.removed, bytes: ref.stage.bytes, ms: ref.stage.ms } } : {}),
-      ...(ref?.returned ? { returned: ref.returned } : {}),
-    };
-    return { ...(pos === undefined ? {} : { queuePosition: pos }), cluster };
   }
 }
 

@@ -1,8 +1,8 @@
 /**
- * Parsers of Slurm's command output and the mapping of Slurm's job states to gpurun's. Pure. The formats are fixed
+ * Parsers of Slurm's command output and the phase (queued, running, ended) of Slurm's job states. Pure. How an ended
+ * job's state maps to a gpurun state and fault is the outcome classifier's (core/outcome.ts). The formats are fixed
  * here (SQUEUE_FORMAT, SACCT_FIELDS) and the parsers are tested with output captured from a real Slurm 22.05.
  */
-import type { JobState } from '../protocol/jobs.ts';
 
 /** `squeue -o`: job id, state, reason, priority, partition, start time, node list — `|`-separated. */
 export const SQUEUE_FORMAT = '%i|%T|%r|%Q|%P|%S|%N';
@@ -115,42 +115,6 @@ export function pendingReason(clusterName: string, slurmReason: string): string 
   const words = REASON_WORDS[slurmReason];
   const slurm = slurmReason && slurmReason !== 'None' ? slurmReason : 'submitted';
   return words ? `${words} on cluster ${clusterName} (Slurm: ${slurm})` : `queued on cluster ${clusterName} (Slurm: ${slurm})`;
-}
-
-/** How a job ended, in gpurun's states. `stopIntent` is the broker's own reason for stopping it, if it asked. */
-export interface Outcome {
-  state: Extract<JobState, 'succeeded' | 'failed' | 'cancelled' | 'timed_out' | 'lost'>;
-  reason: string;
-  exitCode: number | null;
-}
-
-export function outcomeOf(rec: Pick<SlurmRecord, 'state' | 'reason' | 'exitCode' | 'signal'>, stopIntent: 'cancel' | 'timeout' | null): Outcome {
-  const code = rec.signal ? 128 + rec.signal : rec.exitCode;
-  const s = rec.state;
-  if (stopIntent === 'timeout') return { state: 'timed_out', reason: 'stopped after reaching its time limit', exitCode: code };
-  if (stopIntent === 'cancel') return { state: 'cancelled', reason: 'cancelled', exitCode: code };
-  switch (s) {
-    case 'COMPLETED':
-      return rec.exitCode === 0 ? { state: 'succeeded', reason: 'exited with code 0', exitCode: 0 } : { state: 'failed', reason: `exited with code ${rec.exitCode}`, exitCode: rec.exitCode };
-    case 'FAILED':
-      if (rec.signal) return { state: 'failed', reason: `killed by signal ${rec.signal}`, exitCode: code };
-      return { state: 'failed', reason: `exited with code ${rec.exitCode}${rec.reason && rec.reason !== 'NonZeroExitCode' && rec.reason !== 'None' ? ` (Slurm: ${rec.reason})` : ''}`, exitCode: rec.exitCode };
-    case 'CANCELLED':
-      return { state: 'cancelled', reason: 'cancelled on the cluster (Slurm: CANCELLED)', exitCode: code };
-    case 'TIMEOUT':
-    case 'DEADLINE':
-      return { state: 'timed_out', reason: `Slurm stopped it at its time limit (Slurm: ${s})`, exitCode: code };
-    case 'OUT_OF_MEMORY':
-      return { state: 'failed', reason: 'killed for running out of memory (Slurm: OUT_OF_MEMORY)', exitCode: code || 137 };
-    case 'NODE_FAIL':
-      return { state: 'lost', reason: 'the node it ran on failed (Slurm: NODE_FAIL); submit it again', exitCode: null };
-    case 'PREEMPTED':
-      return { state: 'failed', reason: 'preempted by the cluster for another job (Slurm: PREEMPTED)', exitCode: code };
-    case 'BOOT_FAIL':
-      return { state: 'failed', reason: 'could not start: the node failed to boot (Slurm: BOOT_FAIL)', exitCode: null };
-    default:
-      return { state: 'failed', reason: `ended in Slurm state ${s}`, exitCode: code };
-  }
 }
 
 /**

@@ -72,6 +72,9 @@ export function sbatchScript(job: ScriptJob, cluster: ScriptCluster, paths: Scri
   lines.push(sbatchLine('--nodes', 1), sbatchLine('--ntasks', 1), sbatchLine('--cpus-per-task', r.cpus), sbatchLine('--mem', `${r.memoryMiB}M`));
   if (r.timeLimitSec > 0) lines.push(sbatchLine('--time', slurmTime(r.timeLimitSec)));
   lines.push(sbatchLine('--output', paths.output), sbatchLine('--open-mode', 'append'), sbatchLine('--chdir', paths.workdir));
+  // Slurm does not requeue on its own: a node failure ends the job (NODE_FAIL), and the broker's restart policy
+  // decides whether it runs again, as a new attempt with its own output file.
+  lines.push('#SBATCH --no-requeue');
   lines.push('', '# Written by gpurun; every word below is quoted.', `cd ${quoteShell(paths.workdir)} || exit 125`);
   const env: Record<string, string> = { PYTHONUNBUFFERED: '1', ...job.env, GPURUN_JOB_ID: job.id };
   for (const [k, v] of Object.entries(env)) {

@@ -1,11 +1,12 @@
 /** In-memory Store for unit tests of code that needs one. Same contract as SqliteStore (test/unit/store.test.ts). */
 import type { Transition } from '../protocol/jobs.ts';
-import type { JobPatch, JobQuery, Store, StoredJob, TokenRecord } from '../core/store.ts';
+import type { JobPatch, JobQuery, Store, StoredAttempt, StoredJob, TokenRecord } from '../core/store.ts';
 
 export class MemoryStore implements Store {
   private readonly jobs = new Map<string, StoredJob>();
   private readonly trans = new Map<string, Transition[]>();
   private readonly tokens = new Map<string, TokenRecord>();
+  private readonly atts = new Map<string, StoredAttempt[]>();
   private seq = 0;
 
   insertJob(job: Omit<StoredJob, 'seq'>, at: string): StoredJob {
@@ -47,6 +48,17 @@ export class MemoryStore implements Store {
 
   transitions(id: string): Transition[] {
     return structuredClone(this.trans.get(id) ?? []);
+  }
+
+  putAttempt(jobId: string, a: StoredAttempt): void {
+    const list = (this.atts.get(jobId) ?? []).filter((x) => x.n !== a.n);
+    list.push(structuredClone(a));
+    list.sort((x, y) => x.n - y.n);
+    this.atts.set(jobId, list);
+  }
+
+  attempts(jobId: string): StoredAttempt[] {
+    return structuredClone(this.atts.get(jobId) ?? []);
   }
 
   addToken(hash: string, user: string, admin: boolean, at: string): void {

@@ -8,7 +8,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { JobState, Transition } from '../protocol/jobs.ts';
 import { GpurunError } from '../protocol/errors.ts';
-import type { JobPatch, JobQuery, Store, StoredJob, TokenRecord } from '../core/store.ts';
+import type { JobPatch, JobQuery, Store, StoredAttempt, StoredJob, TokenRecord } from '../core/store.ts';
 
 /** MIGRATIONS[i] takes the schema from version i to i + 1. Append only. */
 const MIGRATIONS: string[] = [
@@ -54,6 +54,25 @@ const MIGRATIONS: string[] = [
   `ALTER TABLE jobs ADD COLUMN backend TEXT;`,
   // Client-served workspace: 'client', or NULL (the broker serves it).
   `ALTER TABLE jobs ADD COLUMN workspace_from TEXT;`,
+  // Attempts: a job runs 1..N times; restarts allowed and exit codes that ask for one.
+  `ALTER TABLE jobs ADD COLUMN restarts INTEGER;
+   ALTER TABLE jobs ADD COLUMN restart_on_exit TEXT;
+   CREATE TABLE attempts (
+     job_id TEXT NOT NULL,
+     n INTEGER NOT NULL,
+     host TEXT,
+     gpu_indices TEXT NOT NULL,
+     runtime_ref TEXT,
+     started_at TEXT,
+     ended_at TEXT,
+     state TEXT,
+     fault TEXT,
+     reason TEXT,
+     exit_code INTEGER,
+     log_offset INTEGER NOT NULL,
+     evidence TEXT NOT NULL,
+     PRIMARY KEY (job_id, n)
+   );`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
@@ -74,9 +93,12 @@ export class SqliteStore implements Store {
     this.migrate();
     this.stmt = {
       insert: this.db.prepare(`INSERT INTO jobs (id, owner, name, command, workspace, resources, queue, image, env, state, reason,
-        exit_code, host, gpu_indices, created_at, started_at, ended_at, runtime_ref, stop_intent, backend, workspace_from)
+        exit_code, host, gpu_indices, created_at, started_at, ended_at, runtime_ref, stop_intent, backend, workspace_from, restarts, restart_on_exit)
         VALUES (:id, :owner, :name, :command, :workspace, :resources, :queue, :image, :env, :state, :reason,
-        :exit_code, :host, :gpu_indices, :created_at, :started_at, :ended_at, :runtime_ref, :stop_intent, :backend, :workspace_from)`),
+        :exit_code, :host, :gpu_indices, :created_at, :started_at, :ended_at, :runtime_ref, :stop_intent, :backend, :workspace_from, :restarts, :restart_on_exit)`),
+      putAttempt: this.db.prepare(`INSERT OR REPLACE INTO attempts (job_id, n, host, gpu_indices, runtime_ref, started_at, ended_at, state, fault, reason, exit_code, log_offset, evidence)
+        VALUES (:job_id, :n, :host, :gpu_indices, :runtime_ref, :started_at, :ended_at, :state, :fault, :reason, :exit_code, :log_offset, :evidence)`),
+      attempts: this.db.prepare('SELECT * FROM attempts WHERE job_id = ? ORDER BY n'),
       get: this.db.prepare('SELECT * FROM jobs WHERE id = ?'),
       active: this.db.prepare("SELECT * FROM jobs WHERE state IN ('queued', 'starting', 'running') ORDER BY seq"),
       transition: this.db.prepare('INSERT INTO transitions (job_id, at, from_state, to_state, reason) VALUES (?, ?, ?, ?, ?)'),
@@ -189,6 +211,41 @@ export class SqliteStore implements Store {
     }));
   }
 
+  putAttempt(jobId: string, a: StoredAttempt): void {
+    this.stmt.putAttempt.run({
+      job_id: jobId,
+      n: a.n,
+      host: a.host,
+      gpu_indices: JSON.stringify(a.gpuIndices),
+      runtime_ref: a.runtimeRef ? JSON.stringify(a.runtimeRef) : null,
+      started_at: a.startedAt,
+      ended_at: a.endedAt,
+      state: a.state,
+      fault: a.fault,
+      reason: a.reason,
+      exit_code: a.exitCode,
+      log_offset: a.logOffset,
+      evidence: JSON.stringify(a.evidence),
+    });
+  }
+
+  attempts(jobId: string): StoredAttempt[] {
+    return (this.stmt.attempts.all(jobId) as Row[]).map((r) => ({
+      n: r.n as number,
+      host: r.host as string | null,
+      gpuIndices: JSON.parse(r.gpu_indices as string),
+      runtimeRef: r.runtime_ref === null ? null : JSON.parse(r.runtime_ref as string),
+      startedAt: r.started_at as string | null,
+      endedAt: r.ended_at as string | null,
+      state: r.state as StoredAttempt['state'],
+      fault: r.fault as StoredAttempt['fault'],
+      reason: r.reason as string | null,
+      exitCode: r.exit_code as number | null,
+      logOffset: r.log_offset as number,
+      evidence: JSON.parse(r.evidence as string),
+    }));
+  }
+
   addToken(hash: string, user: string, admin: boolean, at: string): void {
     this.tx(() => this.stmt.addToken.run(hash, user, admin ? 1 : 0, at));
   }
@@ -245,6 +302,8 @@ function toRow(j: Omit<StoredJob, 'seq'>): Record<string, string | number | null
     stop_intent: j.stopIntent,
     backend: j.backend ?? null,
     workspace_from: j.workspaceFrom ?? null,
+    restarts: j.restarts ?? null,
+    restart_on_exit: j.restartOnExit?.length ? JSON.stringify(j.restartOnExit) : null,
   };
 }
 
@@ -272,5 +331,7 @@ function fromRow(r: Row): StoredJob {
     stopIntent: r.stop_intent as StoredJob['stopIntent'],
     ...(r.backend === null || r.backend === undefined ? {} : { backend: r.backend as string }),
     ...(r.workspace_from === 'client' ? { workspaceFrom: 'client' as const } : {}),
+    ...(typeof r.restarts === 'number' ? { restarts: r.restarts } : {}),
+    ...(typeof r.restart_on_exit === 'string' ? { restartOnExit: JSON.parse(r.restart_on_exit) } : {}),
   };
 }

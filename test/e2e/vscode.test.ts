@@ -122,7 +122,7 @@ describe('VS Code extension, end to end (code-server + Chromium)', function () {
 
     // big.py asks for both GPUs (its directive): it waits behind long.py, and its terminal says where it stands.
     await openFile(page, 'big.py');
-    const lens = page.locator('.contentWidgets .codelens-decoration a', { hasText: '▶ Run on GPU (2×A100, offline)' });
+    const lens = page.locator('.contentWidgets .codelens-decoration a', { hasText: '▶ Run on GPU (2×A100, offline' });
     await lens.waitFor({ timeout: 30_000 });
     await shot('vscode-codelens.png');
     await lens.click();

@@ -80,7 +80,10 @@ describe('gpurun sftp-serve confinement (with the real sftp client)', () => {
       sftpPacket(SSH_FXP.LSTAT, 5, sftpString(join(ws, 'a'))),
     ]));
     await got;
+    // The refusal is logged on stderr, which may come after the last reply: read it once the server has exited.
+    const exited = new Promise((resolve) => serve.once('close', resolve));
     serve.stdin.end();
+    await exited;
     const type = (id: number) => replies.get(id)!.readUInt8(4);
     assert.equal(type(1), SSH_FXP.STATUS);
     assert.equal(replies.get(1)!.readUInt32BE(9), 0, 'the rename inside the workspace is done');
@@ -89,5 +92,30 @@ describe('gpurun sftp-serve confinement (with the real sftp client)', () => {
     assert.equal(replies.get(3)!.readUInt32BE(9), 3 /* PERMISSION_DENIED */);
     assert.notEqual(type(4), SSH_FXP.STATUS, 'a path inside is still served');
     assert.match(stderr, /refused: .*a\/key/);
+  });
+
+  it('reads the text of a link that leads out (the host resolves it itself), and refuses to follow it', async () => {
+    const serve = spawn(NODE, [CLI, 'sftp-serve', '--root', ws], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const replies = new Map<number, Buffer>();
+    const framer = new PacketFramer();
+    const got = new Promise<void>((resolve) => {
+      serve.stdout.on('data', (d: Buffer) => {
+        for (const p of framer.push(d)) if (p.readUInt8(4) !== 2) replies.set(p.readUInt32BE(5), p);
+        if (replies.size >= 3) resolve();
+      });
+    });
+    serve.stdin.write(Buffer.concat([
+      sftpPacket(SSH_FXP.INIT, null, sftpU32(3)),
+      sftpPacket(SSH_FXP.READLINK, 1, sftpString(join(ws, 'out'))),
+      sftpPacket(SSH_FXP.LSTAT, 2, sftpString(join(ws, 'out'))),
+      sftpPacket(SSH_FXP.STAT, 3, sftpString(join(ws, 'out'))),
+    ]));
+    await got;
+    serve.stdin.end();
+    assert.equal(replies.get(1)!.readUInt8(4), 104 /* NAME */);
+    assert.ok(replies.get(1)!.includes(Buffer.from(join(dir, 'secret'))), 'the link text is answered as it is');
+    assert.equal(replies.get(2)!.readUInt8(4), 105 /* ATTRS */, 'the link itself can be looked at');
+    assert.equal(replies.get(3)!.readUInt8(4), SSH_FXP.STATUS, 'following it is refused');
+    assert.equal(replies.get(3)!.readUInt32BE(9), 3 /* PERMISSION_DENIED */);
   });
 });

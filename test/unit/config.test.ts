@@ -11,6 +11,7 @@ describe('broker config', () => {
     assert.deepEqual(c.hosts, [{ name: 'local', type: 'local', labels: {} }]);
     assert.equal(c.defaults.gpus, 'auto');
     assert.equal(c.killGraceMs, 10_000);
+    assert.deepEqual(c.restartBackoff, { firstMs: 5000, maxMs: 300_000 });
     assert.equal(c.auth.trustUnixSocket, false);
   });
 
@@ -19,15 +20,18 @@ describe('broker config', () => {
       listen: 'unix:/run/gpurun.sock',
       dataDir: 'data',
       hosts: [{ name: 'box', type: 'local', cpus: 8, memory: '32G', labels: { site: 'lab' } }],
-      queues: { online: { maxTime: '8h', defaultTime: '1h' }, offline: { maxTime: '7d' } },
+      queues: { online: { maxTime: '8h', defaultTime: '1h' }, offline: { maxTime: '7d', restarts: 3 } },
       defaults: { gpus: 0, cpus: 2, memory: '4G', image: 'python:3.12' },
       killGrace: '5s',
+      restartBackoff: { first: '2s', max: '1m' },
       auth: { trustUnixSocket: true, localUser: 'ci' },
     });
     assert.deepEqual(c.listen, { kind: 'unix', path: '/run/gpurun.sock' });
     assert.equal(c.dataDir, '/etc/gpurun/data');
     assert.deepEqual(c.hosts[0], { name: 'box', type: 'local', cpus: 8, memoryMiB: 32768, labels: { site: 'lab' } });
-    assert.deepEqual(c.queues.online, { maxTimeSec: 28800, defaultTimeSec: 3600 });
+    assert.deepEqual(c.queues.online, { maxTimeSec: 28800, defaultTimeSec: 3600, restarts: 0 });
+    assert.equal(c.queues.offline.restarts, 3);
+    assert.deepEqual(c.restartBackoff, { firstMs: 2000, maxMs: 60_000 });
     assert.deepEqual(c.defaults, { image: 'python:3.12', gpus: 0, cpus: 2, memoryMiB: 4096 });
     assert.equal(c.killGraceMs, 5000);
     assert.deepEqual(c.auth, { trustUnixSocket: true, localUser: 'ci' });
@@ -46,6 +50,9 @@ describe('broker config', () => {
     [{ queues: { online: { maxTime: '1h', defaultTime: '2h' } } }, /queues.online.defaultTime: is longer than maxTime/],
     [{ defaults: { memory: 'lots' } }, /defaults.memory: "lots" is not a memory size/],
     [{ colour: 'blue' }, /colour: unknown setting/],
+    [{ queues: { offline: { restarts: -1 } } }, /queues.offline.restarts: must be a whole number ≥ 0/],
+    [{ queues: { offline: { restarts: 1000 } } }, /queues.offline.restarts: must be at most 100/],
+    [{ restartBackoff: { first: '1m', max: '5s' } }, /restartBackoff.max: is shorter than first/],
   ];
   for (const [raw, re] of bad) {
     it(`refuses ${JSON.stringify(raw)} naming the field`, () => {

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { parseDirectives } from '../../server/core/directives.ts';
+import { directiveLines, parseDirectives } from '../../server/core/directives.ts';
 
 describe('directives', () => {
   it('reads every key of a # gpurun: line', () => {
@@ -8,6 +8,13 @@ describe('directives', () => {
     assert.deepEqual(r.lines, [1]);
     assert.deepEqual(r.directive, { gpus: 2, gpuType: 'A100', cpus: 8, memoryMiB: 32768, timeSec: 7200, queue: 'offline', image: 'py:3' });
   });
+  it('reads restarts and restart-on-exit, and names a bad exit code list', () => {
+    assert.deepEqual(parseDirectives('# gpurun: restarts=3 restart-on-exit=75,143\n').directive, { restarts: 3, restartOnExit: [75, 143] });
+    const r = parseDirectives('# gpurun: restart-on-exit=75,x\n');
+    assert.match(r.errors[0].message, /^restart-on-exit: must be exit codes from 1 to 255 separated by commas/);
+    assert.equal(r.errors[0].column, 10);
+  });
+
   it('accepts spacing variants and merges several lines, later lines winning', () => {
     const r = parseDirectives('  #gpurun: gpus=1\n#   gpurun:   gpus=4   time=30m\n');
     assert.deepEqual(r.directive, { gpus: 4, timeSec: 1800 });
@@ -37,5 +44,14 @@ describe('directives', () => {
   });
   it('is not fooled by a similar comment', () => {
     assert.deepEqual(parseDirectives('# gpurun is great: gpus=9\nprint("# gpurun: gpus=3")\n').lines, []);
+  });
+  it('gives the language server each word with where its key and value are', () => {
+    const [l] = directiveLines('# gpurun: gpus=2 oops colour=red\n');
+    assert.equal(l.bodyColumn, 9);
+    assert.deepEqual(l.words.map((w) => [w.key, w.value, w.column, w.eq, w.option?.field]), [
+      ['gpus', '2', 10, 14, 'gpus'],
+      ['oops', '', 17, -1, undefined],
+      ['colour', 'red', 22, 28, undefined],
+    ]);
   });
 });

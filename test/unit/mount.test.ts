@@ -1,5 +1,9 @@
 import assert from 'node:assert/strict';
-import { fuseOptValue, isFuseType, mountPoint, sshfsDirectArgs, sshfsRelayArgs, unmountArgs, TUNED_OPTIONS } from '../../server/hosts/mount.ts';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fuseOptValue, isFuseType, mountPoint, sshfsDirectArgs, sshfsLinksAsIs, sshfsRelayArgs, unmountArgs, TUNED_OPTIONS } from '../../server/hosts/mount.ts';
 import type { MountConfig } from '../../server/hosts/sshConfig.ts';
 
 const relay: MountConfig = { transport: 'relay', readOnly: false, options: [], sftpServer: '/usr/bin/env gpurun sftp-serve' };
@@ -22,6 +26,23 @@ describe('workspace mount commands', () => {
     assert.ok(o.endsWith(`sftp_server=/usr/bin/env gpurun sftp-serve --root '/home/al/my proj\\,v2' --read-only`), o);
   });
 
+  it('passes symlink text through unchanged where sshfs would refuse absolute links, and only there', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'gpurun-sshfs-'));
+    try {
+      // A stand-in sshfs that prints its argv, and whose -h lists no_contain_symlinks or not (Debian's or upstream).
+      const run = (helpText: string) => {
+        writeFileSync(join(dir, 'sshfs'), `#!/bin/sh\nif [ "$1" = -h ]; then echo '${helpText}' >&2; exit 0; fi\nprintf '%s\\n' "$@"\n`);
+        chmodSync(join(dir, 'sshfs'), 0o755);
+        const [cmd, ...args] = sshfsLinksAsIs(['sshfs', '-f', '-o', 'passive', ':/w s', '/m']);
+        return spawnSync(cmd, args, { encoding: 'utf8', env: { PATH: `${dir}:/usr/bin:/bin` } }).stdout.split('\n').filter(Boolean);
+      };
+      assert.deepEqual(run('    -o no_contain_symlinks allow all symlink targets'), ['-o', 'no_contain_symlinks', '-f', '-o', 'passive', ':/w s', '/m']);
+      assert.deepEqual(run('    -o follow_symlinks'), ['-f', '-o', 'passive', ':/w s', '/m']);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('escapes commas and backslashes in an option value', () => {
     assert.equal(fuseOptValue('a,b\\c'), 'a\\,b\\\\c');
   });
@@ -29,7 +50,7 @@ describe('workspace mount commands', () => {
   it('unmounts lazily and removes the mount point, passing the path as an argument', () => {
     const a = unmountArgs('/m/x y');
     assert.equal(a[0], 'sh');
-    assert.equal(a.at(-1), '/m/x y');
+    assert.deepEqual(a.slice(-2), ['/m/x y', '/snap/x y'], 'the mount point, then the folder of its snapshot parts');
     assert.ok(!a[2].includes('/m/x y'), 'the path is not in the script');
   });
 

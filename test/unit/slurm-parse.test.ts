@@ -1,6 +1,7 @@
 /** Parsers of Slurm's output, on output captured from the real Slurm 22.05 of test/setup/50-slurm.sh. */
 import assert from 'node:assert/strict';
-import { outcomeOf, parseSacct, parseSbatchParsable, parseScontrolJob, parseSqueue, pendingPositions, pendingReason, phaseOf } from '../../server/slurm/parse.ts';
+import { classify, signalName, type Outcome } from '../../server/core/outcome.ts';
+import { parseSacct, parseSbatchParsable, parseScontrolJob, parseSqueue, pendingPositions, pendingReason, phaseOf } from '../../server/slurm/parse.ts';
 
 // squeue -h --states=all --partition=online,offline -o '%i|%T|%r|%Q|%P|%S|%N' (captured)
 const SQUEUE = `18|CANCELLED|None|4294901742|offline|2026-11-22T10:18:18|localhost
@@ -68,22 +69,14 @@ describe('slurm parsers', () => {
     for (const s of ['COMPLETED', 'FAILED', 'CANCELLED', 'TIMEOUT', 'NODE_FAIL', 'PREEMPTED', 'OUT_OF_MEMORY', 'BOOT_FAIL', 'DEADLINE']) assert.equal(phaseOf(s).kind, 'ended');
   });
 
-  it('maps final Slurm records to gpurun states, exit codes and reasons', () => {
-    const o = (state: string, exitCode = 0, signal = 0, reason = 'None', intent: 'cancel' | 'timeout' | null = null) => outcomeOf({ state, reason, exitCode, signal }, intent);
-    assert.deepEqual(o('COMPLETED'), { state: 'succeeded', reason: 'exited with code 0', exitCode: 0 });
-    assert.deepEqual(outcomeOf(parseScontrolJob(SC_FAILED)!, null), { state: 'failed', reason: 'exited with code 3', exitCode: 3 });
-    assert.deepEqual(outcomeOf(parseScontrolJob(SC_SIGNAL)!, null), { state: 'failed', reason: 'killed by signal 9', exitCode: 137 });
-    assert.deepEqual(outcomeOf(parseScontrolJob(SC_TIMEOUT)!, null), { state: 'timed_out', reason: 'Slurm stopped it at its time limit (Slurm: TIMEOUT)', exitCode: 143 });
-    assert.equal(o('CANCELLED', 0, 15).state, 'cancelled');
-    assert.equal(o('NODE_FAIL').state, 'lost');
-    assert.match(o('NODE_FAIL').reason, /NODE_FAIL/);
-    assert.deepEqual(o('OUT_OF_MEMORY', 0, 9), { state: 'failed', reason: 'killed for running out of memory (Slurm: OUT_OF_MEMORY)', exitCode: 137 });
-    assert.equal(o('PREEMPTED').state, 'failed');
-    assert.match(o('PREEMPTED').reason, /PREEMPTED/);
-    assert.equal(o('FAILED', 2, 0, 'JobLaunchFailure').reason, 'exited with code 2 (Slurm: JobLaunchFailure)');
-    // The broker's own stop decides: a scancel it sent for a time limit is a timeout, not a cancel.
-    assert.equal(o('CANCELLED', 0, 15, 'None', 'timeout').state, 'timed_out');
-    assert.equal(o('CANCELLED', 0, 15, 'None', 'cancel').state, 'cancelled');
+  it('gives the outcome classifier what it needs from captured final records', () => {
+    const of = (text: string) => {
+      const r = parseScontrolJob(text)!;
+      return classify({ end: { exitCode: r.signal ? null : r.exitCode, signal: r.signal ? signalName(r.signal) : null, endedAt: 't' }, stopIntent: null, slurm: r });
+    };
+    assert.deepEqual(pick(of(SC_FAILED)), { state: 'failed', fault: 'user_error', reason: 'exited with code 3', exitCode: 3 });
+    assert.deepEqual(pick(of(SC_SIGNAL)), { state: 'failed', fault: 'user_error', reason: 'killed by signal SIGKILL', exitCode: 137 });
+    assert.deepEqual(pick(of(SC_TIMEOUT)), { state: 'timed_out', fault: 'timed_out', reason: 'Slurm stopped it at its time limit (Slurm: TIMEOUT)', exitCode: 143 });
   });
 
   it('says why a job waits, keeping Slurm\'s word', () => {
@@ -93,3 +86,7 @@ describe('slurm parsers', () => {
     assert.equal(pendingReason('gpu', 'None'), 'queued on cluster gpu (Slurm: submitted)');
   });
 });
+
+function pick(o: Outcome): Pick<Outcome, 'state' | 'fault' | 'reason' | 'exitCode'> {
+  return { state: o.state, fault: o.fault, reason: o.reason, exitCode: o.exitCode };
+}

@@ -30,6 +30,7 @@ describe('slurm: sbatchScript', () => {
 #SBATCH --output=/shared/gpurun/alice/.gpurun-jobs/abc23def.out
 #SBATCH --open-mode=append
 #SBATCH --chdir=/shared/gpurun/alice/proj-0123456789
+#SBATCH --no-requeue
 
 # Written by gpurun; every word below is quoted.
 cd /shared/gpurun/alice/proj-0123456789 || exit 125

@@ -96,6 +96,21 @@ function contract(name: string, make: () => { store: Store; done(): void }): voi
       assert.deepEqual(store.listJobs({ activeOrEndedAfter: '2026-03-01T00:00:00.000Z' }).map((j) => j.id), ['c', 'b']);
     });
 
+    it('stores attempts by number, replaces one by its number, and keeps restart settings', () => {
+      store.insertJob({ ...newJob('a'), restarts: 3, restartOnExit: [75, 143] }, 't0');
+      store.insertJob(newJob('b'), 't0');
+      assert.deepEqual(store.getJob('a')!.restarts, 3);
+      assert.deepEqual(store.getJob('a')!.restartOnExit, [75, 143]);
+      assert.equal('restarts' in store.getJob('b')!, false);
+      const first = { n: 1, host: 'gpu1', gpuIndices: [0], runtimeRef: { container: 'c1' }, startedAt: 't1', endedAt: null, state: null, fault: null, reason: null, exitCode: null, logOffset: 0, evidence: {} };
+      store.putAttempt('a', first);
+      const ended = { ...first, endedAt: 't2', state: 'lost' as const, fault: 'host_lost' as const, reason: 'lost its host', evidence: { hostUnreachableSec: 72, notes: ['container gone after reboot'] } };
+      store.putAttempt('a', ended);
+      store.putAttempt('a', { ...first, n: 2, host: 'gpu2', logOffset: 812, startedAt: 't3' });
+      assert.deepEqual(store.attempts('a'), [ended, { ...first, n: 2, host: 'gpu2', logOffset: 812, startedAt: 't3' }]);
+      assert.deepEqual(store.attempts('b'), []);
+    });
+
     it('finds tokens by hash only', () => {
       store.addToken('h1', 'alice', false, 't0');
       store.addToken('h2', 'root', true, 't0');
@@ -152,6 +167,23 @@ describe('SqliteStore', () => {
     assert.match((err as { hint?: string }).hint!, /Free space/);
     store.close();
     rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('opens a database of the schema before attempts: its jobs keep working and gain attempts', () => {
+    const path = join(dir, 'db.sqlite');
+    const s1 = new SqliteStore(path);
+    s1.insertJob(newJob('old'), 't0');
+    s1.close();
+    // Take it back to version 3 (before attempts), as an older broker left it.
+    const db = new DatabaseSync(path);
+    db.exec('DROP TABLE attempts; ALTER TABLE jobs DROP COLUMN restarts; ALTER TABLE jobs DROP COLUMN restart_on_exit; PRAGMA user_version = 3');
+    db.close();
+    const s2 = new SqliteStore(path);
+    assert.equal(s2.getJob('old')!.state, 'queued');
+    assert.deepEqual(s2.attempts('old'), []);
+    s2.putAttempt('old', { n: 1, host: 'h', gpuIndices: [], runtimeRef: null, startedAt: null, endedAt: null, state: null, fault: null, reason: null, exitCode: null, logOffset: 0, evidence: {} });
+    assert.equal(s2.attempts('old').length, 1);
+    s2.close();
   });
 
   it('refuses a database from a newer gpurun with a clear error', () => {

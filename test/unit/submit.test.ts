@@ -37,6 +37,10 @@ describe('submit validation', () => {
     ['unknown field', { command: ['a'], workspace: '/w', gpu: 1 }, /gpu: unknown field/],
     ['hostile image', { command: ['a'], workspace: '/w', image: 'x; rm -rf /' }, /image: must be an image reference/],
     ['unknown workspaceFrom', { command: ['a'], workspace: '/w', workspaceFrom: 'laptop' }, /workspaceFrom: must be "broker" or "client"/],
+    ['negative restarts', { command: ['a'], workspace: '/w', restarts: -1 }, /restarts: must be a whole number from 0 to 100/],
+    ['too many restarts', { command: ['a'], workspace: '/w', restarts: 1e9 }, /restarts: must be a whole number from 0 to 100/],
+    ['restartOnExit not a list', { command: ['a'], workspace: '/w', restartOnExit: '75' }, /restartOnExit: must be a list of exit codes from 1 to 255/],
+    ['restartOnExit 0 (success)', { command: ['a'], workspace: '/w', restartOnExit: [0] }, /restartOnExit: must be a list of exit codes from 1 to 255/],
   ];
   for (const [what, body, re] of bad) {
     it(`refuses ${what} with a message naming the field`, () => {
@@ -48,6 +52,14 @@ describe('submit validation', () => {
     assert.equal(validateSubmit({ command: ['a'], workspace: '/w', workspaceFrom: 'client' }, d).workspaceFrom, 'client');
     assert.equal(validateSubmit({ command: ['a'], workspace: '/w', workspaceFrom: 'broker' }, d).workspaceFrom, undefined);
     assert.equal(validateSubmit({ command: ['a'], workspace: '/w' }, d).workspaceFrom, undefined);
+  });
+
+  it('keeps restarts and restart exit codes as asked (duplicates once), and leaves them out when not asked', () => {
+    const v = validateSubmit({ command: ['x'], workspace: '/w', restarts: 3, restartOnExit: [75, 143, 75] }, d);
+    assert.equal(v.restarts, 3);
+    assert.deepEqual(v.restartOnExit, [75, 143]);
+    const none = validateSubmit({ command: ['x'], workspace: '/w' }, d);
+    assert.equal('restarts' in none || 'restartOnExit' in none, false);
   });
 
   it('names a job after the script it runs', () => {

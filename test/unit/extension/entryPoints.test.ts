@@ -33,6 +33,7 @@ describe('extension core: entry points and lens titles', () => {
     assert.equal(lensTitle({ gpus: 4, cpus: 16, memoryMiB: 65536, timeSec: 7200, queue: 'online' }), '▶ Run on GPU (4 GPUs, 16 CPUs, 64G, 2h, online)');
     assert.equal(lensTitle({ gpus: 0, timeSec: 5400 }), '▶ Run on GPU (CPU only, 1h30m)');
     assert.equal(lensTitle({ gpuType: 'L4' }), '▶ Run on GPU (L4)');
+    assert.equal(lensTitle({ gpus: 2, gpuType: 'A100' }, '~now'), '▶ Run on GPU (2×A100, ~now)');
     assert.equal(lensTitle({ image: 'pytorch:2.4', timeSec: 0 }), '▶ Run on GPU (no time limit, pytorch:2.4)');
   });
 

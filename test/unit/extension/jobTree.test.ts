@@ -42,6 +42,13 @@ describe('extension core: the jobs tree model', () => {
     assert.equal(v.contextValue, 'job-running');
   });
 
+  it('shows a restarted job\'s attempt, and in the tooltip what ended the one before', () => {
+    const v = jobItem(job({ state: 'running', host: 'gpu-2', gpuIndices: [0], startedAt: '2026-11-22T10:04:00.000Z', attempt: { n: 2, of: 4 }, reason: 'running on gpu-2 (GPU 0) · attempt 2/4 · after host_lost on gpu-1 (unreachable 72 s)' }), NOW);
+    assert.equal(v.description, 'attempt 2/4 · gpu-2 · GPU 0 · 1m30s');
+    assert.match(v.tooltip, /- reason: running on gpu-2 \(GPU 0\) · attempt 2\/4 · after host_lost on gpu-1 \(unreachable 72 s\)/);
+    assert.match(v.tooltip, /- attempt: 2 of at most 4/);
+  });
+
   it('shows a queued job with its place in the queue and what it asks for', () => {
     const v = jobItem(job({ state: 'queued', queuePosition: 3, queue: 'offline' }), NOW);
     assert.equal(v.description, '#3 in offline · 2×A100 · 5m30s');

@@ -1,0 +1,213 @@
+/**
+ * The mounted workspace as jobs use it, on real parts over loopback (sshd hosts on 127.0.7.10–12, Docker, sshfs),
+ * each figure against local disk measured in the same run (a container with a plain bind mount of the folder):
+ *   1. importing 2,000 small modules: first run of a workspace on a host, and a later run;
+ *   2. importing 2,000 modules spread over a 20,000-file virtualenv, run by the venv's own python;
+ *   3. start time with a 1 GB workspace / with a 1 MB one;
+ *   4. bytes the broker sends for a job that reads 10 MB of a 5 GB file;
+ *   5. edit-to-visible: an edit on the developer's disk seen by a running job, a job's write seen on the disk.
+ * For the plain relay mount (sshfs) and the snapshot mount (`mount.snapshot`). `npm run bench -- workspace`.
+ * Needs root, sshd, sshfs, Docker and local/python:3 (test/setup/30-ssh-docker.sh).
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createToken, scratch, startBrokerProcess, cleanup, type BrokerProc } from '../test/support/harness.ts';
+import { makeSshHosts, sshHostsMissing } from '../test/support/sshHosts.ts';
+
+const p50 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const ms = (x: number) => `${x.toFixed(0)} ms`;
+const ratio = (x: number, base: number, goal: number) => `×${(x / base).toFixed(2)} (goal ≤ ${goal}: ${x / base <= goal ? 'met' : 'NOT met'})`;
+
+/** `n` modules in pkg/, and imp.py that imports them and prints the time taken. */
+function makePackage(dir: string, n: number): void {
+  mkdirSync(join(dir, 'pkg'), { recursive: true });
+  writeFileSync(join(dir, 'pkg', '__init__.py'), '');
+  for (let i = 0; i < n; i++) writeFileSync(join(dir, 'pkg', `m${String(i).padStart(4, '0')}.py`), `X = ${i}\ndef f(a):\n    return a + X\n`);
+  writeFileSync(join(dir, 'imp.py'), `import time, importlib\nt = time.perf_counter()\nfor i in range(${n}):\n    importlib.import_module(f"pkg.m{i:04d}")\nprint(f"IMPORT_MS {(time.perf_counter() - t) * 1000:.1f}")\n`);
+}
+
+/** A virtualenv of 100 packages × 200 modules (20,000 files); venvimp.py imports 20 modules of each. */
+function makeVenv(dir: string): void {
+  const sp = join(dir, '.venv', 'lib', 'python3.11', 'site-packages');
+  mkdirSync(join(dir, '.venv', 'bin'), { recursive: true });
+  symlinkSync('/usr/bin/python3', join(dir, '.venv', 'bin', 'python3'));
+  writeFileSync(join(dir, '.venv', 'pyvenv.cfg'), 'home = /usr/bin\ninclude-system-site-packages = false\n');
+  for (let p = 0; p < 100; p++) {
+    const pd = join(sp, `vp${p}`);
+    mkdirSync(pd, { recursive: true });
+    writeFileSync(join(pd, '__init__.py'), '');
+    for (let i = 0; i < 199; i++) writeFileSync(join(pd, `m${i}.py`), `X = ${i}\n`);
+  }
+  writeFileSync(join(dir, 'venvimp.py'), 'import time, importlib\nt = time.perf_counter()\nfor p in range(100):\n    for i in range(20):\n        importlib.import_module(f"vp{p}.m{i}")\nprint(f"IMPORT_MS {(time.perf_counter() - t) * 1000:.1f}")\n');
+}
+
+function importMs(out: string): number {
+  const m = /IMPORT_MS ([\d.]+)/.exec(out);
+  if (!m) throw new Error(`no timing in: ${out}`);
+  return Number(m[1]);
+}
+
+/** The command timed in a container over a plain bind mount of `dir` (local disk). */
+function inContainer(dir: string, cmd: string[]): string {
+  const r = spawnSync('docker', ['run', '--rm', '-e', 'PYTHONDONTWRITEBYTECODE=1', '-v', `${dir}:/workspace`, '-w', '/workspace', 'local/python:3', ...cmd], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(r.stderr);
+  return r.stdout;
+}
+
+/** Bytes the process has written (to sockets included), from /proc/PID/io. */
+function wchar(pid: number): number {
+  return Number(/wchar: (\d+)/.exec(readFileSync(`/proc/${pid}/io`, 'utf8'))![1]);
+}
+
+export async function run(): Promise<void> {
+  const missing = sshHostsMissing();
+  if (missing) {
+    console.log(`bench/workspace: skipped: ${missing}`);
+    return;
+  }
+  const dir = scratch('gpurun-bench-ws-');
+  const set = await makeSshHosts(join(dir, 'hosts'), [
+    { name: 'plain', address: '127.0.7.10', gpus: [{ name: 'NVIDIA A100', memoryMiB: 81920 }] },
+    { name: 'snap', address: '127.0.7.11', gpus: [{ name: 'NVIDIA L4', memoryMiB: 23034 }] },
+  ]);
+  const common = { type: 'ssh', user: 'root', port: 2222, identityFile: set.clientKey, knownHosts: set.knownHosts, gpuMode: 'env', workDir: join(dir, 'hostwork') };
+  let broker: BrokerProc | undefined;
+  try {
+    broker = await startBrokerProcess(join(dir, 'home'), {
+      hosts: [
+        { ...common, name: 'plain', address: '127.0.7.10', mount: { transport: 'relay' } },
+        { ...common, name: 'snap', address: '127.0.7.11', mount: { transport: 'relay', snapshot: true } },
+      ],
+      defaults: { image: 'local/python:3', gpus: 1, memory: '1G' },
+    });
+    const token = await createToken(broker, 'bench');
+    const url = broker.url;
+    const headers = { authorization: `Bearer ${token}`, 'content-type': 'application/json' };
+    const gpu = (m: 'plain' | 'snap') => (m === 'plain' ? 'A100' : 'L4');
+    /** Submits, follows the output to the end; returns it and the time to its first line. */
+    const job = async (m: 'plain' | 'snap', ws: string, command: string[], onOutput?: (out: string) => void): Promise<{ out: string; firstMs: number }> => {
+      const t0 = performance.now();
+      const r = await fetch(`${url}/v1/jobs`, { method: 'POST', headers, body: JSON.stringify({ command, workspace: ws, gpuType: gpu(m), env: { PYTHONDONTWRITEBYTECODE: '1' } }) });
+      const { id } = (await r.json()) as { id: string };
+      const logs = await fetch(`${url}/v1/jobs/${id}/logs?offset=0&follow=1`, { headers });
+      const reader = logs.body!.getReader();
+      let out = '';
+      let firstMs = 0;
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        out += Buffer.from(value).toString();
+        onOutput?.(out);
+        if (!firstMs && out.includes('\n')) firstMs = performance.now() - t0;
+      }
+      return { out, firstMs };
+    };
+    const modes = ['plain', 'snap'] as const;
+
+    // 1. 2,000 modules: a fresh copy of the workspace per mode, so the snapshot's first run has an empty cache.
+    const pkg = join(dir, 'ws-pkg');
+    makePackage(pkg, 2000);
+    const local = p50([0, 1, 2].map(() => importMs(inContainer(pkg, ['python3', 'imp.py']))));
+    console.log(`workspace: importing 2,000 small modules; baseline: local disk ${ms(local)}`);
+    for (const m of modes) {
+      const ws = join(dir, `ws-pkg-${m}`);
+      cpSync(pkg, ws, { recursive: true });
+      const first = importMs((await job(m, ws, ['python3', 'imp.py'])).out);
+      // Plain sshfs is slow and the same every run: one later run of it is enough.
+      const runs: number[] = [];
+      for (let i = 0; i < (m === 'plain' ? 1 : 3); i++) runs.push(importMs((await job(m, ws, ['python3', 'imp.py'])).out));
+      const later = p50(runs);
+      // The machine is shared: local disk again right after, and the ratio taken to the mean of both.
+      const base = (local + importMs(inContainer(pkg, ['python3', 'imp.py']))) / 2;
+      console.log(`  relay ${m === 'plain' ? 'sshfs   ' : 'snapshot'}: first run ${ms(first)} = ${ratio(first, base, 1.5)}; later runs ${ms(later)} = ${ratio(later, base, 1.2)} (local disk now ${ms(base)})`);
+    }
+
+    // 2. a 20,000-file virtualenv, run by its own python.
+    const venv = join(dir, 'ws-venv');
+    makeVenv(venv);
+    const vlocal = p50([0, 1, 2].map(() => importMs(inContainer(venv, ['.venv/bin/python3', 'venvimp.py']))));
+    console.log(`workspace: 2,000 imports from a 20,000-file virtualenv (.venv/bin/python3); baseline: local disk ${ms(vlocal)}`);
+    for (const m of modes) {
+      const ws = join(dir, `ws-venv-${m}`);
+      cpSync(venv, ws, { recursive: true, verbatimSymlinks: true });
+      const first = importMs((await job(m, ws, ['.venv/bin/python3', 'venvimp.py'])).out);
+      const later = importMs((await job(m, ws, ['.venv/bin/python3', 'venvimp.py'])).out);
+      const base = (vlocal + importMs(inContainer(venv, ['.venv/bin/python3', 'venvimp.py']))) / 2;
+      console.log(`  relay ${m === 'plain' ? 'sshfs   ' : 'snapshot'}: first run ${ms(first)} = ${ratio(first, base, 1.5)}; later run ${ms(later)} = ${ratio(later, base, 1.2)} (local disk now ${ms(base)})`);
+    }
+
+    // 3. start: 1 GB workspace (one 900 MB file and small ones) against a 1 MB one.
+    const small = join(dir, 'ws-1mb');
+    const big = join(dir, 'ws-1gb');
+    mkdirSync(small);
+    mkdirSync(big);
+    writeFileSync(join(small, 'data.bin'), Buffer.alloc(1 << 20, 7));
+    execFileSync('fallocate', ['-l', '900M', join(big, 'dataset.bin')]);
+    makePackage(big, 200);
+    makePackage(small, 200);
+    console.log('workspace: submit → first output line, 1 GB workspace / 1 MB one, p50 of 5 (goal ≤ 1.2):');
+    for (const m of modes) {
+      await job(m, small, ['echo', 'first line']);
+      const firstLines = async (ws: string) => {
+        const o: number[] = [];
+        for (let i = 0; i < 5; i++) o.push((await job(m, ws, ['echo', 'first line'])).firstMs);
+        return p50(o);
+      };
+      const s = await firstLines(small);
+      const g = await firstLines(big);
+      console.log(`  relay ${m === 'plain' ? 'sshfs   ' : 'snapshot'}: ${ms(g)} / ${ms(s)} = ${(g / s).toFixed(2)}`);
+    }
+
+    // 4. a job that reads 10 MB of a 5 GB file (sparse on the developer's disk).
+    const huge = join(dir, 'ws-5gb');
+    mkdirSync(huge);
+    execFileSync('truncate', ['-s', '5G', join(huge, 'huge.bin')]);
+    console.log('workspace: a job reads 10 MB at offset 2 GB of a 5 GB file; bytes the broker wrote meanwhile:');
+    for (const m of modes) {
+      const before = wchar(broker.proc.pid!);
+      await job(m, huge, ['sh', '-c', 'dd if=huge.bin of=/dev/null bs=1M skip=2048 count=10 2>&1 | tail -1']);
+      const moved = wchar(broker.proc.pid!) - before;
+      console.log(`  relay ${m === 'plain' ? 'sshfs   ' : 'snapshot'}: ${(moved / 1e6).toFixed(1)} MB (goal about 10 MB)`);
+    }
+
+    // 5. edit-to-visible, both ways (one clock: the hosts are this machine).
+    console.log('workspace: edit-to-visible (goal: an edit on the dev disk ≤ 2 s in the job; a job\'s write ≤ 1 s on the dev disk):');
+    for (const m of modes) {
+      const ws = join(dir, `ws-edit-${m}`);
+      mkdirSync(ws);
+      writeFileSync(join(ws, 'edit.txt'), 'v0\n');
+      const script = [
+        'import time, os',
+        'print("ready", flush=True)',
+        'while open("edit.txt").read() != "v1\\n": time.sleep(0.01)',
+        'print(f"SEEN {time.time()}", flush=True)',
+        'open("fromjob.txt", "w").write("done\\n")',
+        'print(f"WROTE {time.time()}", flush=True)',
+        'time.sleep(3)',
+      ].join('\n');
+      let t0 = 0;
+      const running = job(m, ws, ['python3', '-c', script], (out) => {
+        if (t0 || !out.includes('ready')) return;
+        t0 = Date.now() / 1000;
+        writeFileSync(join(ws, 'edit.txt'), 'v1\n');
+      });
+      let back = 0;
+      for (let i = 0; i < 1000 && !back; i++) {
+        if (existsSync(join(ws, 'fromjob.txt')) && readFileSync(join(ws, 'fromjob.txt'), 'utf8') === 'done\n') back = Date.now() / 1000;
+        else await new Promise((r) => setTimeout(r, 10));
+      }
+      const out = (await running).out;
+      const seen = Number(/SEEN ([\d.]+)/.exec(out)?.[1] ?? NaN);
+      const wrote = Number(/WROTE ([\d.]+)/.exec(out)?.[1] ?? NaN);
+      console.log(`  relay ${m === 'plain' ? 'sshfs   ' : 'snapshot'}: dev edit → job ${ms((seen - t0) * 1000)}; job write → dev disk ${ms((back - wrote) * 1000)}`);
+    }
+  } finally {
+    await broker?.stop();
+    await set.stopAll();
+    for (const f of ['ws-1gb', 'ws-5gb']) rmSync(join(dir, f), { recursive: true, force: true });
+    cleanup(dir);
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) await run();

@@ -1,0 +1,303 @@
+/**
+ * The snapshot mount (`mount.snapshot: true`, relay transport, workspace served by the broker): the job's
+ * `/workspace` is an overlay on the GPU host whose lower layers are
+ *   1. a cache on the host's disk of the workspace's small files, folders and symlinks (`WORKDIR/cache/KEY`, one per
+ *      user and workspace, kept between runs and brought up to date at each start by one tar stream of what changed),
+ *   2. the live sshfs mount of the workspace (`WORKDIR/snap/JOB/lazy`, the relay as today), where large files are
+ *      read lazily, by range;
+ * and whose upper layer (`WORKDIR/snap/JOB/upper`) takes the job's writes. Reads of small files never cross the
+ * network. Consistency:
+ * - the job's writes are carried to the developer's disk through the sshfs mount (so through the confined SFTP
+ *   side) by a loop that lists the upper layer every WRITE_BACK_MS; a file the job closed is on the developer's disk
+ *   within about that, plus the copy;
+ * - an edit on the developer's disk during the run is put into the job's view (through the overlay, so the job sees
+ *   it at its next open) within EDIT_DEBOUNCE_MS of the file system's notice; edits that the write-back made, and
+ *   the job's own writes that the serving side put back, are told apart by size and mtime, so neither echoes.
+ * A file changed on both sides at once ends as the later write.
+ */
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { lstatSync, readdirSync, watch, type FSWatcher } from 'node:fs';
+import { posix, join } from 'node:path';
+import type { RemoteExec } from './ssh.ts';
+import { cached, cachePlan, LISTING_SH, listingArgs, noLongerOpaque, opaqueDirs, opaqueTar, parseListing, sameEntry, safeRelative, withoutSubtrees, writeBackArgs, writeBacks, type Tree, type TreeEntry } from './snapshotPlan.ts';
+
+/** How often the upper layer is listed for the job's writes. */
+export const WRITE_BACK_MS = 250;
+/** How long edits on the developer's disk are gathered before they are sent. */
+export const EDIT_DEBOUNCE_MS = 100;
+
+export interface SnapshotPaths {
+  /** The per-user, per-workspace cache of small files (lower layer 1). */
+  cache: string;
+  /** The job's own folder: `lazy` (the sshfs mount), `upper`, `work` (the overlay's). */
+  job: string;
+  lazy: string;
+  upper: string;
+  work: string;
+}
+
+/** Where a job's snapshot mount keeps its parts, from its mount point (`WORKDIR/mnt/JOB`). */
+export function snapshotPaths(mnt: string, owner: string, workspace: string): SnapshotPaths {
+  const workDir = posix.dirname(posix.dirname(mnt));
+  const job = posix.join(workDir, 'snap', posix.basename(mnt));
+  const key = createHash('sha256').update(`${owner}\0${workspace}`).digest('hex').slice(0, 24);
+  return { cache: posix.join(workDir, 'cache', key), job, lazy: posix.join(job, 'lazy'), upper: posix.join(job, 'upper'), work: posix.join(job, 'work') };
+}
+
+/** The job's folder of snapshot parts for a mount point, whatever the cache (for unmounting). */
+export function snapshotJobDir(mnt: string): string {
+  return posix.join(posix.dirname(posix.dirname(mnt)), 'snap', posix.basename(mnt));
+}
+
+/** argv of the overlay mount (lower: cache over the sshfs mount; upper: the job's writes). */
+export function overlayMountArgs(p: SnapshotPaths, mnt: string): string[] {
+  for (const d of [p.cache, p.lazy, p.upper, p.work]) if (/[,:\\]/.test(d)) throw new Error(`the host's workDir must not contain ",", ":" or "\\": ${d}`);
+  return ['mount', '-t', 'overlay', 'overlay', '-o', `lowerdir=${p.cache}:${p.lazy},upperdir=${p.upper},workdir=${p.work}`, mnt];
+}
+
+/** The workspace as a tree (lstat: symlinks are entries of their own, never followed). */
+export function walkTree(root: string): Tree {
+  const tree: Tree = new Map();
+  const walk = (rel: string) => {
+    for (const d of readdirSync(join(root, rel), { withFileTypes: true })) {
+      const p = rel ? `${rel}/${d.name}` : d.name;
+      const e = entryOf(root, p);
+      if (!e) continue;
+      tree.set(p, e);
+      if (e.type === 'd') walk(p);
+    }
+  };
+  walk('');
+  return tree;
+}
+
+function entryOf(root: string, p: string): TreeEntry | undefined {
+  try {
+    const s = lstatSync(join(root, p));
+    const type = s.isDirectory() ? 'd' : s.isSymbolicLink() ? 'l' : s.isFile() ? 'f' : 'o';
+    return { type, size: s.size, mtimeMs: s.mtimeMs, mode: s.mode & 0o7777 };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Sends workspace paths as one tar stream into `dir` on the host (GNU tar on both sides, POSIX format: ns mtimes). */
+async function sendTar(ssh: RemoteExec, workspace: string, paths: string[], dir: string): Promise<void> {
+  if (!paths.length) return;
+  const ch = await ssh.spawn(['tar', '-x', '-f', '-', '--no-same-owner', '-C', dir]);
+  let code: number | null = null;
+  let stderr = '';
+  ch.on('exit', (c: number | null) => (code = c));
+  ch.on('error', () => {});
+  // The channel closes after the host's tar exits, or when the connection drops (then no exit code). Its readable
+  // side must be consumed, or it never ends and never closes.
+  const closed = new Promise((resolve) => ch.once('close', resolve));
+  ch.resume();
+  ch.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString('utf8')).slice(-2000)));
+  const tar = spawn('tar', ['-c', '-f', '-', '-C', workspace, '--format=posix', '--no-recursion', '--null', '-T', '-'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const tarDone = new Promise((resolve) => tar.once('close', resolve));
+  let localErr = '';
+  tar.stderr.on('data', (d: Buffer) => (localErr = (localErr + d.toString('utf8')).slice(-2000)));
+  tar.on('error', (e) => (localErr = e.message));
+  tar.stdin.end(Buffer.from(paths.map((p) => `${p}\0`).join(''), 'utf8'));
+  tar.stdout.pipe(ch);
+  await closed;
+  await tarDone;
+  if (code !== 0) throw new Error(`sending the workspace's small files failed (tar exit ${code}): ${stderr.trim() || localErr.trim()}`);
+}
+
+export interface SnapshotStats {
+  files: number;
+  bytes: number;
+  removed: number;
+}
+
+/**
+ * Brings the host's cache up to the workspace's small files now (before the overlay is mounted), and marks opaque
+ * the folders that hold no large file (`CACHE.opaque` lists them, for the next run). Returns what was sent and the
+ * opaque folders.
+ */
+export async function syncCache(ssh: RemoteExec, workspace: string, cache: string, local: Tree): Promise<SnapshotStats & { opaque: string[] }> {
+  const opaqueList = `${cache}.opaque`;
+  const [listing, before] = await Promise.all([
+    ssh.exec(listingArgs(cache), { timeoutMs: 60_000 }),
+    ssh.exec(['sh', '-c', 'cat "$1" 2>/dev/null || true', 'gpurun-cache', opaqueList], { timeoutMs: 60_000 }),
+  ]);
+  const now = opaqueDirs(local);
+  const was = before.stdout.split('\0').filter(Boolean);
+  const gone = noLongerOpaque(was, now);
+  const plan = cachePlan(local, withoutSubtrees(parseListing(listing.stdout), gone));
+  const remove = [...new Set([...gone, ...plan.remove])];
+  if (remove.length) {
+    const r = await ssh.exec(['sh', '-c', 'cd "$1" && xargs -0 rm -rf --', 'gpurun-cache', cache], { stdin: Buffer.from(remove.map((p) => `${p}\0`).join(''), 'utf8'), timeoutMs: 60_000 });
+    if (r.code !== 0) throw new Error(`pruning the host's cache failed: ${r.stderr.trim()}`);
+  }
+  await sendTar(ssh, workspace, plan.send, cache);
+  if (plan.send.length || remove.length || was.join('\0') !== now.join('\0')) {
+    const dirs = now.map((p) => ({ path: p, mode: local.get(p)!.mode ?? 0o755, mtimeMs: local.get(p)!.mtimeMs }));
+    const script = 'tar -x -f - --xattrs --xattrs-include="trusted.overlay.*" -C "$1" && rm -f "$2"';
+    const r = await ssh.exec(['sh', '-c', script, 'gpurun-cache', cache, opaqueList], { stdin: opaqueTar(dirs), timeoutMs: 60_000 });
+    if (r.code !== 0) throw new Error(`marking the cache's folders failed: ${r.stderr.trim()}`);
+    const w = await ssh.exec(['sh', '-c', 'cat > "$1"', 'gpurun-cache', opaqueList], { stdin: Buffer.from(now.map((p) => `${p}\0`).join(''), 'utf8'), timeoutMs: 60_000 });
+    if (w.code !== 0) throw new Error(`writing the cache's list of folders failed: ${w.stderr.trim()}`);
+  }
+  return { files: plan.send.filter((p) => local.get(p)?.type === 'f').length, bytes: plan.bytes, removed: remove.length, opaque: now };
+}
+
+/**
+ * The live part of a job's snapshot mount: the write-back loop and the watch on the developer's disk. `close()`
+ * carries the last writes back, then stops both.
+ */
+export class SnapshotSync {
+  /** What the job's view holds, as the developer's disk will show it once written back (for telling echoes apart). */
+  private readonly view: Tree;
+  /** What the serving side itself put into the view since start (not the job's writes). */
+  private readonly pushed = new Map<string, TreeEntry | 'removed'>();
+  private upperBefore: Tree = new Map();
+  private lister?: { close(): void };
+  private watcher?: FSWatcher;
+  private pending = new Set<string>();
+  private timer?: NodeJS.Timeout;
+  private chain: Promise<void> = Promise.resolve();
+  private closed = false;
+
+  private readonly ssh: RemoteExec;
+  private readonly workspace: string;
+  private readonly mnt: string;
+  private readonly p: SnapshotPaths;
+  private readonly log: (msg: string) => void;
+
+  /** Folders of the cache that hide the sshfs layer: a large file new in one of them must be sent. */
+  private readonly opaque: Set<string>;
+
+  constructor(ssh: RemoteExec, workspace: string, mnt: string, p: SnapshotPaths, initial: Tree, opaque: string[], log: (msg: string) => void) {
+    this.opaque = new Set(opaque);
+    this.ssh = ssh;
+    this.workspace = workspace;
+    this.mnt = mnt;
+    this.p = p;
+    this.log = log;
+    this.view = new Map(initial);
+  }
+
+  async start(): Promise<void> {
+    this.watcher = watch(this.workspace, { recursive: true }, (_ev, name) => {
+      if (this.closed || !name) return;
+      this.pending.add(String(name).split(posix.sep).join('/'));
+      this.timer ??= setTimeout(() => {
+        this.timer = undefined;
+        this.serial(() => this.pushEdits());
+      }, EDIT_DEBOUNCE_MS);
+    });
+    this.watcher.on('error', (e) => this.log(`watching the workspace for edits stopped: ${e.message}`));
+    const script = `while :; do ${LISTING_SH}; printf 'E\\0\\0\\0\\0'; sleep ${WRITE_BACK_MS / 1000}; done`;
+    const ch = await this.ssh.spawn(['sh', '-c', script, 'gpurun-upper', this.p.upper]);
+    this.lister = ch;
+    let buf = Buffer.alloc(0);
+    let busy = false;
+    let latest: Tree | undefined;
+    const next = () => {
+      if (busy || !latest || this.closed) return;
+      const cur = latest;
+      latest = undefined;
+      busy = true;
+      this.serial(() => this.writeBack(cur)).finally(() => {
+        busy = false;
+        next();
+      });
+    };
+    ch.on('data', (d: Buffer) => {
+      buf = Buffer.concat([buf, d]);
+      for (let end = buf.indexOf('E\0\0\0\0'); end >= 0; end = buf.indexOf('E\0\0\0\0')) {
+        // A round ends with the marker as a record of its own: it starts the buffer or follows a record's \0.
+        if (end > 0 && buf[end - 1] !== 0) break;
+        latest = parseListing(buf.subarray(0, end));
+        buf = buf.subarray(end + 5);
+      }
+      next();
+    });
+    ch.on('error', () => {});
+  }
+
+  /** Runs steps one at a time (write-backs and pushes of edits never overlap). */
+  private serial(fn: () => Promise<void>): Promise<void> {
+    const run = this.chain.then(fn).catch((e) => this.log(`workspace sync: ${(e as Error).message}`));
+    this.chain = run;
+    return run;
+  }
+
+  /** Carries the job's changes in `cur` (a listing of the upper layer) to the developer's disk. */
+  private async writeBack(cur: Tree): Promise<void> {
+    const steps = writeBacks(this.upperBefore, cur, this.pushed);
+    this.upperBefore = cur;
+    if (!steps.length) return;
+    // Recorded before the copy: the watch on the developer's disk fires while it is made.
+    for (const s of steps) {
+      const e = cur.get(s.path);
+      if (s.op === 'r') this.view.delete(s.path);
+      // SFTP carries whole seconds: the copy on the developer's disk has the mtime cut to the second.
+      else if (e) this.view.set(s.path, { ...e, mtimeMs: Math.floor(e.mtimeMs / 1000) * 1000 });
+    }
+    for (let i = 0; i < steps.length; i += 500) {
+      const r = await this.ssh.exec(writeBackArgs(this.p.upper, this.p.lazy, steps.slice(i, i + 500)), { timeoutMs: 600_000 });
+      if (r.code !== 0) this.log(`carrying the job's writes back: ${r.stderr.trim().split('\n').slice(-3).join(' / ')}`);
+    }
+  }
+
+  /** Puts the edits noticed on the developer's disk into the job's view (through the overlay). */
+  private async pushEdits(): Promise<void> {
+    const names = [...this.pending];
+    this.pending.clear();
+    const send: string[] = [];
+    const remove: string[] = [];
+    for (const name of names) {
+      if (!safeRelative(name)) continue;
+      const e = entryOf(this.workspace, name);
+      const known = this.view.get(name);
+      if (!e) {
+        if (known) remove.push(name);
+        continue;
+      }
+      if (sameEntry(e, known) || (e.type === 'd' && known?.type === 'd')) continue;
+      // A large file is read through the sshfs layer: nothing to send, unless the cache still holds it small (it
+      // grew), which would hide the sshfs layer's copy.
+      if (!cached(e) && !(known && cached(known)) && !this.underOpaque(name)) continue;
+      send.push(name);
+    }
+    if (remove.length) {
+      for (const n of remove) {
+        this.view.delete(n);
+        this.pushed.set(n, 'removed');
+      }
+      const r = await this.ssh.exec(['sh', '-c', 'cd "$1" && shift && rm -rf -- "$@"', 'gpurun-edit', this.mnt, ...remove], { timeoutMs: 60_000 });
+      if (r.code !== 0) this.log(`removing files from the job's view: ${r.stderr.trim()}`);
+    }
+    if (send.length) {
+      send.sort();
+      for (const n of send) {
+        const e = entryOf(this.workspace, n)!;
+        this.view.set(n, e);
+        this.pushed.set(n, e);
+      }
+      await sendTar(this.ssh, this.workspace, send, this.mnt);
+    }
+  }
+
+  private underOpaque(p: string): boolean {
+    for (let i = p.lastIndexOf('/'); i > 0; i = p.lastIndexOf('/', i - 1)) if (this.opaque.has(p.slice(0, i))) return true;
+    return false;
+  }
+
+  /** Carries the last writes back (one more listing of the upper layer), then stops. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.watcher?.close();
+    clearTimeout(this.timer);
+    this.lister?.close();
+    await this.chain;
+    this.closed = true;
+    const r = await this.ssh.exec(listingArgs(this.p.upper), { timeoutMs: 60_000 }).catch(() => undefined);
+    if (r && r.code === 0) await this.writeBack(parseListing(r.stdout)).catch((e) => this.log(`carrying the last writes back: ${(e as Error).message}`));
+  }
+}

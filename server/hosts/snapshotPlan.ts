@@ -1,0 +1,218 @@
+/**
+ * The pure part of the snapshot mount (hosts/snapshot.ts): listings of a tree (the workspace on the serving side,
+ * the host's cache and the overlay's upper layer on the GPU host), and the decisions made from them: which small
+ * files to send into the host's cache, which cached entries to remove, and which of the job's writes to carry back
+ * to the developer's disk. Paths are relative to the tree's root, `/`-separated, never empty, never `..`.
+ */
+
+/** One entry of a tree: `f` file, `d` folder, `l` symlink, `c` a whiteout (a character device in an overlay's upper). */
+export interface TreeEntry {
+  type: 'f' | 'd' | 'l' | 'c' | 'o';
+  size: number;
+  /** Modification time in ms (fractional). */
+  mtimeMs: number;
+  /** Permission bits, where the listing has them (the workspace's). */
+  mode?: number;
+}
+
+export type Tree = Map<string, TreeEntry>;
+
+/** Files up to this size are copied into the host's cache; larger ones are read lazily through the sshfs mount. */
+export const SMALL_FILE_MAX = 1 << 20;
+
+/** argv that lists `dir` on the host in the format parseListing reads (GNU find). */
+export function listingArgs(dir: string): string[] {
+  return ['find', dir, '-mindepth', '1', '-printf', '%y\\0%s\\0%T@\\0%P\\0'];
+}
+
+/** The script behind listingArgs, for a shell loop on the host: `find "$1" …` with the same format. */
+export const LISTING_SH = 'find "$1" -mindepth 1 -printf \'%y\\0%s\\0%T@\\0%P\\0\'';
+
+/** Parses `find -printf '%y\0%s\0%T@\0%P\0'` output (types other than f/d/l/c are kept as `o`). */
+export function parseListing(out: Buffer | string): Tree {
+  const parts = (typeof out === 'string' ? out : out.toString('utf8')).split('\0');
+  const tree: Tree = new Map();
+  for (let i = 0; i + 3 < parts.length; i += 4) {
+    const [y, size, t, path] = [parts[i], parts[i + 1], parts[i + 2], parts[i + 3]];
+    if (!path || !safeRelative(path)) continue;
+    const type = y === 'f' || y === 'd' || y === 'l' || y === 'c' ? y : 'o';
+    tree.set(path, { type, size: Number(size), mtimeMs: Number(t) * 1000 });
+  }
+  return tree;
+}
+
+/** A relative path with no `..`, `.` or empty component (what may be named under a root). */
+export function safeRelative(p: string): boolean {
+  return !p.startsWith('/') && p.split('/').every((c) => c !== '' && c !== '.' && c !== '..') && !p.includes('\0');
+}
+
+/** Whether two listings of one path agree on what was sent (type, size, mtime to the millisecond). */
+export function sameEntry(a: TreeEntry | undefined, b: TreeEntry | undefined): boolean {
+  if (!a || !b || a.type !== b.type) return false;
+  if (a.type === 'd') return true;
+  return a.size === b.size && Math.abs(a.mtimeMs - b.mtimeMs) < 1;
+}
+
+/** Whether a workspace entry belongs in the host's cache (small files, folders, symlinks). */
+export function cached(e: TreeEntry): boolean {
+  return e.type === 'd' || e.type === 'l' || (e.type === 'f' && e.size <= SMALL_FILE_MAX);
+}
+
+export interface CachePlan {
+  /** Workspace paths to send (in the order given: folders before what is in them). */
+  send: string[];
+  /** Cache paths to remove first (gone from the workspace, or changed type, or grown large). */
+  remove: string[];
+  /** Bytes of file content in `send`. */
+  bytes: number;
+}
+
+/** What makes the host's cache equal to the cacheable part of the workspace. */
+export function cachePlan(local: Tree, host: Tree): CachePlan {
+  const send: string[] = [];
+  const remove: string[] = [];
+  let bytes = 0;
+  for (const [p, h] of host) {
+    const l = local.get(p);
+    if (!l || !cached(l) || l.type !== h.type) remove.push(p);
+  }
+  for (const [p, l] of [...local].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+    if (!cached(l)) continue;
+    const h = host.get(p);
+    if (h && sameEntry(l, h)) continue;
+    if (l.type === 'd' && h?.type === 'd') continue;
+    send.push(p);
+    if (l.type === 'f') bytes += l.size;
+  }
+  return { send, remove: dropNested(remove), bytes };
+}
+
+/** Paths without those under another path of the list (removing a folder removes what is in it). */
+function dropNested(paths: string[]): string[] {
+  const set = new Set(paths);
+  return paths.filter((p) => {
+    for (let i = p.lastIndexOf('/'); i > 0; i = p.lastIndexOf('/', i - 1)) if (set.has(p.slice(0, i))) return false;
+    return true;
+  });
+}
+
+/** One step that carries a job's change back to the developer's disk: m = mkdir, c = copy a file, l = copy a symlink, r = remove. */
+export type WriteBack = { op: 'm' | 'c' | 'l' | 'r'; path: string };
+
+/**
+ * The job's changes between two listings of the overlay's upper layer. Entries that match `pushed` (what the
+ * serving side itself put into the view: an edit on the developer's disk) are not carried back. A path that was in
+ * `prev` and is gone now (a file the job made and removed) is removed; a whiteout is a removal.
+ */
+export function writeBacks(prev: Tree, cur: Tree, pushed: Map<string, TreeEntry | 'removed'>): WriteBack[] {
+  const mk: WriteBack[] = [];
+  const put: WriteBack[] = [];
+  const rm: WriteBack[] = [];
+  for (const [p, e] of cur) {
+    const before = prev.get(p);
+    if (before && before.type === e.type && (e.type === 'd' || sameEntry(before, e))) continue;
+    const mine = pushed.get(p);
+    if (mine === 'removed' ? e.type === 'c' : mine && sameEntry(mine, e)) continue;
+    if (e.type === 'd') mk.push({ op: 'm', path: p });
+    else if (e.type === 'f') put.push({ op: 'c', path: p });
+    else if (e.type === 'l') put.push({ op: 'l', path: p });
+    else if (e.type === 'c') rm.push({ op: 'r', path: p });
+  }
+  for (const [p] of prev) if (!cur.has(p) && pushed.get(p) !== 'removed') rm.push({ op: 'r', path: p });
+  mk.sort((a, b) => a.path.length - b.path.length);
+  rm.sort((a, b) => b.path.length - a.path.length);
+  return [...mk, ...put, ...rm];
+}
+
+/**
+ * The host-side script that carries write-backs from the upper layer ($1) to the sshfs mount of the workspace ($2):
+ * then `op path` pairs. Every write goes through the SFTP side, so it stays confined and read-only holds.
+ */
+export const WRITE_BACK_SH = [
+  'up=$1; lz=$2; shift 2; rc=0',
+  'while [ $# -gt 1 ]; do op=$1; p=$2; shift 2',
+  '  case $op in',
+  '    m) mkdir -p "$lz/$p" ;;',
+  '    c) cp --preserve=mode,timestamps "$up/$p" "$lz/$p" ;;',
+  '    l) rm -f "$lz/$p" && cp -P "$up/$p" "$lz/$p" ;;',
+  '    r) rm -rf "$lz/$p" ;;',
+  '  esac || { rc=1; echo "gpurun: could not write back $p" >&2; }',
+  'done; exit $rc',
+].join('\n');
+
+/** argv of one batch of write-backs. */
+export function writeBackArgs(upper: string, lazy: string, steps: WriteBack[]): string[] {
+  return ['sh', '-c', WRITE_BACK_SH, 'gpurun-write-back', upper, lazy, ...steps.flatMap((s) => [s.op, s.path])];
+}
+
+/**
+ * Folders of the cache that may be made opaque to the sshfs layer below (overlay's `trusted.overlay.opaque`): those
+ * with nothing under them that the cache lacks (no large file at any depth). A lookup under such a folder, found or
+ * not, then never leaves the host's disk. The root is never one: a layer's root cannot be opaque.
+ */
+export function opaqueDirs(local: Tree): string[] {
+  const impure = new Set<string>();
+  for (const [p, e] of local) {
+    if (cached(e)) continue;
+    for (let i = p.lastIndexOf('/'); i > 0; i = p.lastIndexOf('/', i - 1)) impure.add(p.slice(0, i));
+  }
+  return [...local].filter(([p, e]) => e.type === 'd' && !impure.has(p)).map(([p]) => p).sort();
+}
+
+/** Folders opaque before and not now: their cached copy must go (an extracted folder keeps its old xattrs). */
+export function noLongerOpaque(before: string[], now: string[]): string[] {
+  const keep = new Set(now);
+  return before.filter((d) => !keep.has(d) && safeRelative(d));
+}
+
+/** `tree` without `dirs` and what is under them. */
+export function withoutSubtrees(tree: Tree, dirs: string[]): Tree {
+  if (!dirs.length) return tree;
+  const out: Tree = new Map();
+  const set = new Set(dirs);
+  for (const [p, e] of tree) {
+    let under = set.has(p);
+    for (let i = p.lastIndexOf('/'); !under && i > 0; i = p.lastIndexOf('/', i - 1)) under = set.has(p.slice(0, i));
+    if (!under) out.set(p, e);
+  }
+  return out;
+}
+
+function paxRecord(key: string, value: string): string {
+  const body = ` ${key}=${value}\n`;
+  let n = Buffer.byteLength(body) + 1;
+  while (String(n).length + Buffer.byteLength(body) !== n) n = String(n).length + Buffer.byteLength(body);
+  return `${n}${body}`;
+}
+
+function tarHeader(name: string, type: string, size: number, mode: number, mtimeSec: number): Buffer {
+  const h = Buffer.alloc(512);
+  const put = (s: string, off: number, len: number) => h.write(s, off, Math.min(len, Buffer.byteLength(s)), 'utf8');
+  const oct = (n: number, len: number) => n.toString(8).padStart(len - 1, '0');
+  put(name.slice(0, 99), 0, 100);
+  put(oct(mode & 0o7777, 8), 100, 8);
+  put(oct(0, 8), 108, 8);
+  put(oct(0, 8), 116, 8);
+  put(oct(size, 12), 124, 12);
+  put(oct(Math.floor(mtimeSec), 12), 136, 12);
+  h.fill(0x20, 148, 156);
+  put(type, 156, 1);
+  put('ustar\0', 257, 6);
+  put('00', 263, 2);
+  let sum = 0;
+  for (const b of h) sum += b;
+  put(`${oct(sum, 7)}\0`, 148, 8);
+  return h;
+}
+
+/** A POSIX tar of folder entries that carry `trusted.overlay.opaque=y` (GNU tar extracts it with --xattrs). */
+export function opaqueTar(dirs: Array<{ path: string; mode: number; mtimeMs: number }>): Buffer {
+  const parts: Buffer[] = [];
+  for (const d of dirs) {
+    const pax = Buffer.from(paxRecord('path', d.path) + paxRecord('SCHILY.xattr.trusted.overlay.opaque', 'y'), 'utf8');
+    parts.push(tarHeader('PaxHeader', 'x', pax.length, 0o644, d.mtimeMs / 1000), pax, Buffer.alloc((512 - (pax.length % 512)) % 512));
+    parts.push(tarHeader(d.path, '5', 0, d.mode, d.mtimeMs / 1000));
+  }
+  parts.push(Buffer.alloc(1024));
+  return Buffer.concat(parts);
+}
