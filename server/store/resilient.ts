@@ -9,7 +9,7 @@
  */
 import { isGpurunError } from '../protocol/errors.ts';
 import type { Transition } from '../protocol/jobs.ts';
-import type { JobPatch, JobQuery, Store, StoredJob } from '../core/store.ts';
+import type { JobPatch, JobQuery, Store, StoredAttempt, StoredJob } from '../core/store.ts';
 import type { Logger } from '../logger.ts';
 
 const RETRY_MS = 2000;
@@ -32,6 +32,8 @@ interface Pending {
 export function resilientStore<S extends Store>(inner: S, log: Logger): S & StorageHealth {
   const pending: Pending[] = [];
   const pendingTransitions = new Map<string, Transition[]>();
+  /** Attempts (by job, then number) that could not be written; written again with the next flush. */
+  const pendingAttempts = new Map<string, Map<number, StoredAttempt>>();
   let problem: string | undefined;
   let timer: NodeJS.Timeout | undefined;
 
@@ -50,6 +52,18 @@ export function resilientStore<S extends Store>(inner: S, log: Logger): S & Stor
     timer.unref();
   };
   function flush(): void {
+    for (const [jobId, byN] of pendingAttempts) {
+      for (const [n, a] of byN) {
+        try {
+          inner.putAttempt(jobId, a);
+        } catch (e) {
+          if (isStorage(e)) return failed(e);
+          log.error('dropping an attempt the store refused', { job: jobId, err: e });
+        }
+        byN.delete(n);
+      }
+      pendingAttempts.delete(jobId);
+    }
     while (pending.length) {
       const p = pending[0];
       try {
@@ -74,7 +88,7 @@ export function resilientStore<S extends Store>(inner: S, log: Logger): S & Stor
     pendingWrites: () => pending.length,
     insertJob(job, at) {
       // Held updates go first (there may be room again): the store never has a new job before an older job's end.
-      if (pending.length) flush();
+      if (pending.length || pendingAttempts.size) flush();
       try {
         const r = inner.insertJob(job, at);
         if (problem && !pending.length) problem = undefined;
@@ -101,7 +115,7 @@ export function resilientStore<S extends Store>(inner: S, log: Logger): S & Stor
         }
         return { ...before, ...definedOnly(patch) } as StoredJob;
       };
-      if (pending.length) {
+      if (pending.length || pendingAttempts.size) {
         flush();
         if (pending.length) return queue();
       }
@@ -114,8 +128,30 @@ export function resilientStore<S extends Store>(inner: S, log: Logger): S & Stor
       }
     },
     transitions: (id) => [...inner.transitions(id), ...(pendingTransitions.get(id) ?? [])],
+    putAttempt(jobId, a) {
+      const held = pendingAttempts.get(jobId);
+      if (!held) {
+        try {
+          return inner.putAttempt(jobId, a);
+        } catch (e) {
+          if (!isStorage(e)) throw e;
+          failed(e);
+        }
+      }
+      const byN = held ?? new Map<number, StoredAttempt>();
+      byN.set(a.n, a);
+      pendingAttempts.set(jobId, byN);
+    },
+    attempts(jobId) {
+      const held = pendingAttempts.get(jobId);
+      const stored = inner.attempts(jobId);
+      if (!held) return stored;
+      const byN = new Map(stored.map((a) => [a.n, a]));
+      for (const [n, a] of held) byN.set(n, a);
+      return [...byN.values()].sort((x, y) => x.n - y.n);
+    },
     close() {
-      if (pending.length) flush();
+      if (pending.length || pendingAttempts.size) flush();
       clearInterval(timer);
       if (pending.length) log.error('the broker stops with job updates it could not write; a restarted broker finds those jobs again', { pending: pending.length });
       inner.close();
