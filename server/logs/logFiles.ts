@@ -66,7 +66,11 @@ export class LogFiles {
     } finally {
       if (fd !== undefined) closeSync(fd);
     }
-    appendFileSync(path, atLineStart ? line : `\n${line}`);
+    try {
+      appendFileSync(path, atLineStart ? line : `\n${line}`);
+    } catch {
+      // A full disk (ENOSPC): the marker line is lost, never the broker.
+    }
   }
 
   /** Current size in bytes; 0 when the job has written nothing yet. */
