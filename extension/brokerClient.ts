@@ -4,6 +4,7 @@
  * The HTTP client itself is server/protocol/client.ts (undici; non-2xx answers become GpurunError with the code).
  */
 import { execFile, spawn } from 'node:child_process';
+import { connect as tlsConnect } from 'node:tls';
 import { mkdirSync, openSync, closeSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -76,7 +77,8 @@ export class Broker implements vscode.Disposable {
     const url = this.url();
     if (url) {
       const token = await this.secrets.get(tokenKey(url));
-      const client = new BrokerClient({ address: url, ...(token ? { token } : {}) });
+      const fingerprint = url.startsWith('https:') ? await this.pinFor(url) : undefined;
+      const client = new BrokerClient({ address: url, ...(token ? { token } : {}), ...(fingerprint ? { fingerprint } : {}) });
       this.log.info(`connecting to the broker at ${url}${token ? ' with a token' : ' without a token'}`);
       return { client, embedded: false, address: url, revive: async () => {} };
     }
@@ -86,6 +88,29 @@ export class Broker implements vscode.Disposable {
     const conn: Connection = { client, embedded: true, address, revive: () => this.ensureLocal(client, home, false) };
     await this.ensureLocal(client, home, true);
     return conn;
+  }
+
+  /**
+   * The certificate pin of an https broker: the gpurun.brokerFingerprint setting; when it is empty and the certificate
+   * is not signed by a CA this machine trusts (a broker's self-signed one), trust on first use: a modal shows the
+   * fingerprint to compare with the one the broker's admin gives, and "Trust" stores it in the setting.
+   */
+  private async pinFor(url: string): Promise<string | undefined> {
+    const cfg = vscode.workspace.getConfiguration(SETTINGS_SECTION);
+    const pinned = cfg.get<string>(SETTINGS.brokerFingerprint.key, '').trim();
+    if (pinned) return pinned;
+    const peer = await peerCertificate(url);
+    if (peer.trusted) return undefined;
+    const trust = 'Trust This Certificate';
+    const pick = await vscode.window.showWarningMessage(
+      `The broker at ${url} presents a certificate that no authority this machine trusts has signed (${peer.why}).`,
+      { modal: true, detail: `SHA-256 fingerprint:\n${peer.fingerprint}\n\nCompare it with the fingerprint the broker's admin gives you (gpurun broker prints it at start). Trust it only if they are the same: it is then kept in the setting gpurun.brokerFingerprint, and a broker with any other certificate is refused.` },
+      trust,
+    );
+    if (pick !== trust) throw new GpurunError('E_TLS', `the certificate of ${url} was not trusted`, { hint: 'Set gpurun.brokerFingerprint to the fingerprint the broker\'s admin gives you, or sign in again and trust it.' });
+    await cfg.update(SETTINGS.brokerFingerprint.key, peer.fingerprint, vscode.ConfigurationTarget.Global);
+    this.log.info(`trusted the certificate of ${url} on first use: ${peer.fingerprint}`);
+    return peer.fingerprint;
   }
 
   /** Starts the local broker unless it answers; with `progress`, shows a notification while it starts. */
@@ -163,4 +188,21 @@ async function isUp(client: BrokerClient): Promise<boolean> {
   } catch {
     return false;
   }
+}
+
+/** The certificate an https broker presents: its fingerprint, and whether this machine's CAs vouch for it. */
+function peerCertificate(url: string): Promise<{ fingerprint: string; trusted: boolean; why?: string }> {
+  const u = new URL(url);
+  return new Promise((resolve, reject) => {
+    const host = u.hostname.replace(/^\[|\]$/g, '');
+    const s = tlsConnect({ host, port: Number(u.port || 443), rejectUnauthorized: false, ...(/^[\d.:]+$/.test(host) ? {} : { servername: host }) }, () => {
+      const fingerprint = s.getPeerCertificate().fingerprint256;
+      const trusted = s.authorized;
+      const why = s.authorizationError ? String(s.authorizationError) : undefined;
+      s.end();
+      resolve({ fingerprint, trusted, ...(why ? { why } : {}) });
+    });
+    s.setTimeout(10_000, () => s.destroy(new Error('timed out')));
+    s.on('error', (err) => reject(new GpurunError('E_UNREACHABLE', `cannot reach the broker at ${url} (${err.message})`, { hint: 'Check gpurun.brokerUrl and that the broker runs.' })));
+  });
 }

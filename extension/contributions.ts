@@ -51,6 +51,8 @@ export interface Settings {
   notifyOnEnd: 'whenHidden' | 'always' | 'never';
   /** A new job's terminal replaces the terminals of jobs that have ended, instead of adding a tab. */
   reuseTerminals: boolean;
+  /** SHA-256 fingerprint of an https team broker's self-signed certificate; empty = trust on first use (a prompt). */
+  brokerFingerprint: string;
 }
 
 export const SETTINGS: { readonly [K in keyof Settings]: { key: string; default: Settings[K] } } = {
@@ -63,6 +65,7 @@ export const SETTINGS: { readonly [K in keyof Settings]: { key: string; default:
   envFile: { key: 'envFile', default: '' },
   notifyOnEnd: { key: 'notifyOnEnd', default: 'whenHidden' },
   reuseTerminals: { key: 'reuseTerminals', default: true },
+  brokerFingerprint: { key: 'brokerFingerprint', default: '' },
 };
 
 export const SETTINGS_SECTION = 'gpurun';

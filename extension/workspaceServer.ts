@@ -32,7 +32,7 @@ export class WorkspaceServers implements vscode.Disposable {
   async serve(job: Job, conn: Connection): Promise<void> {
     if (this.children.has(job.id)) return;
     const node = await this.broker.node();
-    const { args, env } = serveWorkspaceSpawn(join(this.extensionPath, 'dist', 'cli.js'), job.id, job.workspace, { address: conn.address, ...(conn.client.opts.token ? { token: conn.client.opts.token } : {}) }, process.env);
+    const { args, env } = serveWorkspaceSpawn(join(this.extensionPath, 'dist', 'cli.js'), job.id, job.workspace, { address: conn.address, ...(conn.client.opts.token ? { token: conn.client.opts.token } : {}), ...(conn.client.opts.fingerprint ? { fingerprint: conn.client.opts.fingerprint } : {}) }, process.env);
     this.log.info(`${job.id}: serving its workspace: ${node.path} ${args.join(' ')}`);
     const child = spawn(node.path, args, { env: { ...env, ...node.env }, stdio: ['ignore', 'ignore', 'pipe'] });
     this.children.set(job.id, child);

@@ -5,14 +5,18 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
-import { GpurunError, isGpurunError } from './protocol/errors.ts';
-import { isFinal, LOG_OFFSET_HEADER, PROTOCOL_VERSION, WORKSPACE_UPGRADE, type Job } from './protocol/jobs.ts';
+import { GpurunError, isGpurunError, type ErrorCode } from './protocol/errors.ts';
+import { isFinal, LOG_OFFSET_HEADER, LOG_SKIP_HEADER, PROTOCOL_VERSION, WORKSPACE_UPGRADE, type Job } from './protocol/jobs.ts';
 import type { ClientWorkspaces } from './hosts/clientWorkspaces.ts';
-import { authenticate, authenticateToken, findTokenRef, tokenRefusal, tokenView } from './auth/tokens.ts';
+import { authenticateToken, findTokenRef, tokenRefusal, tokenView } from './auth/tokens.ts';
 import type { Broker, Principal } from './broker.ts';
 import type { Store } from './core/store.ts';
 import type { LogFiles } from './logs/logFiles.ts';
 import type { Logger } from './logger.ts';
+import type { TeamGuard } from './team/guard.ts';
+import type { Retention } from './logs/retention.ts';
+import { audit } from './team/audit.ts';
+import { DEFAULT_LIMITS } from './core/limits.ts';
 
 export interface AppDeps {
   broker: Broker;
@@ -26,6 +30,10 @@ export interface AppDeps {
   clientWorkspaces?: ClientWorkspaces;
   /** Lifts a GPU's quarantine (hosts/registry.ts); absent: nothing can be cleared. */
   clearGpuQuarantine?: (host: string, gpu: number) => void;
+  /** Limits, failed-sign-in throttle and health of a shared broker (team/guard.ts). */
+  guard?: TeamGuard;
+  /** Tells the logs endpoint when retention removed a log. */
+  retention?: Retention;
 }
 
 /** `POST /v1/hosts/NAME/gpus/N/clear`: an admin puts a quarantined GPU back into service. */
@@ -38,8 +46,12 @@ function clearGpu(d: AppDeps, c: Ctx): unknown {
 
 export type Handler = (req: IncomingMessage, res: ServerResponse) => void;
 
-const MAX_BODY = 1 << 20;
 const SSE_KEEPALIVE_MS = 15_000;
+/** An event-stream reader that lets this much pile up unread is dropped (it can reconnect and list again). */
+export const SSE_MAX_BUFFERED = 1 << 20;
+/** A page of `GET /v1/jobs` stops before its JSON passes this, so an answer never nears a string's limit. */
+const PAGE_MAX_BYTES = 8 << 20;
+
 
 interface Ctx {
   req: IncomingMessage;
@@ -60,16 +72,20 @@ export function buildApp(d: AppDeps): Handler {
   const routes: Route[] = [
     ['GET', /^\/v1\/whoami$/, (c) => c.principal],
     ['POST', /^\/v1\/jobs$/, async (c) => {
-      const job = d.broker.submit(c.principal, await readJson(c.req));
+      const body = await readJson(c.req, d.guard?.limits.maxBodyBytes ?? DEFAULT_LIMITS.maxBodyBytes);
+      d.guard?.beforeSubmit(c.principal.user, body);
+      const job = d.broker.submit(c.principal, body);
+      d.guard?.afterSubmit(c.principal.user, job.id, c.req.socket.remoteAddress);
       c.res.statusCode = 201;
       return job;
     }],
-    ['GET', /^\/v1\/jobs$/, (c) => {
-      const limit = intParam(c.url, 'limit', 1000, 1, 10_000);
-      return { jobs: d.broker.list(c.principal, { all: c.url.searchParams.get('all') === '1', limit }) };
-    }],
+    ['GET', /^\/v1\/jobs$/, (c) => listPage(d, c)],
     ['GET', /^\/v1\/jobs\/([a-z0-9]{1,32})$/, (c) => d.broker.get(c.principal, c.params[0])],
-    ['POST', /^\/v1\/jobs\/([a-z0-9]{1,32})\/cancel$/, (c) => d.broker.cancel(c.principal, c.params[0])],
+    ['POST', /^\/v1\/jobs\/([a-z0-9]{1,32})\/cancel$/, async (c) => {
+      const job = await d.broker.cancel(c.principal, c.params[0]);
+      audit({ action: 'job.cancel', by: c.principal.user, job: job.id, owner: job.owner });
+      return job;
+    }],
     ['GET', /^\/v1\/jobs\/([a-z0-9]{1,32})\/logs$/, (c) => streamLogs(d, c)],
     ['GET', /^\/v1\/hosts$/, () => ({ hosts: d.broker.hosts() })],
     ['POST', /^\/v1\/hosts\/([A-Za-z0-9][\w.-]{0,99})\/gpus\/(\d{1,4})\/clear$/, (c) => clearGpu(d, c)],
@@ -81,6 +97,7 @@ export function buildApp(d: AppDeps): Handler {
       const rec = findTokenRef(d.store, c.params[0]);
       const out = tokenView(d.store.revokeToken(rec.id, new Date().toISOString())!);
       d.log.info('token revoked', { token: rec.id, user: rec.user, by: c.principal.user });
+      audit({ action: 'token.revoke', by: c.principal.user, user: rec.user, token: rec.id });
       recheckStreams();
       return out;
     }],
@@ -116,7 +133,7 @@ export function buildApp(d: AppDeps): Handler {
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = requestUrl(req);
     if (url.pathname === '/v1/health') {
-      send(res, 200, { ok: true, version: d.version, protocol: PROTOCOL_VERSION });
+      send(res, 200, { ok: true, version: d.version, protocol: PROTOCOL_VERSION, ...d.guard?.health() });
       return;
     }
     let pathMatched = false;
@@ -125,7 +142,7 @@ export function buildApp(d: AppDeps): Handler {
       if (!m) continue;
       pathMatched = true;
       if (method !== req.method) continue;
-      const auth = d.trustedPrincipal ? { principal: d.trustedPrincipal, hash: undefined } : authenticateToken(d.store, req.headers.authorization);
+      const auth = d.trustedPrincipal ? { principal: d.trustedPrincipal, hash: undefined } : authorize(d, req);
       const c: Ctx = { req, res, url, params: m.slice(1), principal: auth.principal, ...(auth.hash ? { tokenHash: auth.hash } : {}) };
       if (url.searchParams.get('follow') === '1') watchToken(c);
       const out = redactFor(auth.principal, await fn(c));
@@ -210,7 +227,7 @@ export function buildUpgrade(d: AppDeps): UpgradeHandler {
       if (!m) throw new GpurunError('E_NOT_FOUND', `no upgrade on ${req.method} ${url.pathname}`);
       if (req.method !== 'GET') throw new GpurunError('E_BAD_REQUEST', `${req.method} is not allowed on ${url.pathname}`);
       if ((req.headers.upgrade ?? '').toLowerCase() !== WORKSPACE_UPGRADE) throw new GpurunError('E_BAD_REQUEST', `the upgrade must be to ${WORKSPACE_UPGRADE}`);
-      const principal = d.trustedPrincipal ?? authenticate(d.store, req.headers.authorization);
+      const principal = d.trustedPrincipal ?? authorize(d, req).principal;
       const job = d.broker.visible(principal, m[1]);
       // Serving the files is the owner's alone, admins included: they would choose what another user's job reads.
       if (job.owner !== principal.user) throw new GpurunError('E_FORBIDDEN', `only ${job.owner} can serve the workspace of job ${job.id}`);
@@ -225,10 +242,67 @@ export function buildUpgrade(d: AppDeps): UpgradeHandler {
     } catch (err) {
       const e = isGpurunError(err) ? err : new GpurunError('E_INTERNAL', 'internal broker error', { cause: err });
       if (e.code === 'E_INTERNAL') d.log.error('upgrade failed', { err: err instanceof Error ? err : new Error(String(err)) });
-      const text = JSON.stringify(e.toBody());
+      const text = JSON.stringify(errorBody(e));
       socket.end(`HTTP/1.1 ${e.status} ${e.code}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`);
     }
   };
+}
+
+/** The caller's principal and token hash; failed attempts count against the caller's address (team/guard.ts). */
+function authorize(d: AppDeps, req: IncomingMessage): { principal: Principal; hash: string } {
+  const check = () => authenticateToken(d.store, req.headers.authorization);
+  return d.guard ? d.guard.authenticate(req, check) : check();
+}
+
+/**
+ * `GET /v1/jobs[?all=1][&limit=N][&before=ID]`: newest first, at most `limit` (default 100, at most 1000) and at most
+ * PAGE_MAX_BYTES of JSON; `next` is the `before` of the next page, absent on the last one.
+ */
+function listPage(d: AppDeps, c: Ctx): undefined {
+  const limit = intParam(c.url, 'limit', 100, 1, 1000);
+  let before = c.url.searchParams.get('before') ?? undefined;
+  if (before !== undefined && !/^[a-z0-9]{1,32}$/.test(before)) throw new GpurunError('E_BAD_REQUEST', 'before must be a job id (the "next" of the previous page)');
+  const all = c.url.searchParams.get('all') === '1';
+  const parts: string[] = [];
+  let bytes = 0;
+  let last: string | undefined;
+  let more = false;
+  // Read in small batches: a page may stop early (PAGE_MAX_BYTES), and jobs can be large.
+  fill: for (;;) {
+    const want = Math.min(50, limit + 1 - parts.length);
+    const batch = d.broker.list(c.principal, { all, limit: want, ...(before ? { before } : {}) });
+    for (const job of batch) {
+      const text = JSON.stringify(job);
+      if (parts.length === limit || (parts.length > 0 && bytes + text.length > PAGE_MAX_BYTES)) {
+        more = true;
+        break fill;
+      }
+      parts.push(text);
+      bytes += text.length + 1;
+      last = job.id;
+    }
+    if (batch.length < want) break;
+    before = batch[batch.length - 1].id;
+  }
+  const next = more ? last : undefined;
+  const body = `{"jobs":[${parts.join(',')}]${next ? `,"next":${JSON.stringify(next)}` : ''}}`;
+  c.res.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body) });
+  c.res.end(body);
+  return undefined;
+}
+
+/** What to do, for errors that carry no hint of their own: every error answer has code, message and hint. */
+const DEFAULT_HINT: Partial<Record<ErrorCode, string>> = {
+  E_BAD_REQUEST: 'Check the request against the HTTP API in the README (or use the gpurun CLI).',
+  E_NOT_FOUND: 'Check the id or path; gpurun ls --all lists your jobs.',
+  E_CONFLICT: 'Look at the job (gpurun ls) and try again if it still applies.',
+  E_FORBIDDEN: 'Ask the owner of the job or the broker admin.',
+  E_UNSATISFIABLE: 'Ask for less, or ask an admin for a larger host.',
+};
+const FALLBACK_HINT = 'See the broker log for details.';
+
+function errorBody(e: GpurunError): { code: ErrorCode; message: string; hint: string } {
+  return { code: e.code, message: e.message, hint: e.hint ?? DEFAULT_HINT[e.code] ?? FALLBACK_HINT };
 }
 
 function send(res: ServerResponse, status: number, body: unknown): void {
@@ -240,22 +314,38 @@ function send(res: ServerResponse, status: number, body: unknown): void {
 function sendError(log: Logger, res: ServerResponse, err: unknown): void {
   const e = isGpurunError(err) ? err : new GpurunError('E_INTERNAL', 'internal broker error', { cause: err, hint: 'See the broker log for details.' });
   if (e.code === 'E_INTERNAL') log.error('request failed', { err: err instanceof Error ? err : new Error(String(err)) });
-  if (res.headersSent) {
+  if (res.headersSent || res.destroyed || res.socket?.destroyed) {
     res.destroy();
     return;
   }
-  send(res, e.status, e.toBody());
+  try {
+    send(res, e.status, errorBody(e));
+  } catch {
+    res.destroy(); // the connection is gone; nothing to answer
+  }
 }
 
-async function readJson(req: IncomingMessage): Promise<unknown> {
+async function readJson(req: IncomingMessage, max: number): Promise<unknown> {
   const type = req.headers['content-type'] ?? '';
   if (!type.startsWith('application/json')) throw new GpurunError('E_BAD_REQUEST', 'the body must be JSON (content-type: application/json)');
+  const tooLarge = () => {
+    // Answer now and stop reading: the rest of a too-large body is not waited for.
+    req.socket.once('finish', () => req.socket.destroy());
+    return new GpurunError('E_TOO_LARGE', `the body is larger than ${max} bytes`, { hint: 'Send less (the broker\'s limits.maxBodyBytes); large values belong in files in the workspace.' });
+  };
+  if (Number(req.headers['content-length'] ?? 0) > max) throw tooLarge();
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const c of req) {
-    size += (c as Buffer).length;
-    if (size > MAX_BODY) throw new GpurunError('E_BAD_REQUEST', `the body is larger than ${MAX_BODY} bytes`);
-    chunks.push(c as Buffer);
+  try {
+    for await (const c of req) {
+      size += (c as Buffer).length;
+      if (size > max) throw tooLarge();
+      chunks.push(c as Buffer);
+    }
+  } catch (e) {
+    if (isGpurunError(e)) throw e;
+    // The client went away (or was cut for being slow) before the body was complete.
+    throw new GpurunError('E_BAD_REQUEST', `the request body ended after ${size} bytes, before its end (${(e as Error).message})`, { hint: 'Send the whole body, as its Content-Length says.' });
   }
   try {
     return JSON.parse(Buffer.concat(chunks).toString('utf8'));
@@ -274,15 +364,18 @@ function intParam(url: URL, name: string, def: number, min: number, max: number)
 /** Raw bytes from `offset`; with `follow=1`, the response stays open until the job has ended and all is sent. */
 async function streamLogs(d: AppDeps, c: Ctx): Promise<undefined> {
   const job = d.broker.visible(c.principal, c.params[0]);
-  const offset = intParam(c.url, 'offset', 0, 0, Number.MAX_SAFE_INTEGER);
+  d.retention?.assertLog(job);
+  let offset = intParam(c.url, 'offset', 0, 0, Number.MAX_SAFE_INTEGER);
   const follow = c.url.searchParams.get('follow') === '1';
   const size = d.logs.size(job.id);
   if (offset > size && !follow) {
     throw new GpurunError('E_BAD_REQUEST', `offset ${offset} is past the end of the log (${size} bytes)`);
   }
+  const cut = d.logs.cut(job.id);
+  if (cut && offset >= cut.from && offset < cut.to) offset = cut.to;
   const ac = new AbortController();
   c.res.on('close', () => ac.abort());
-  c.res.writeHead(200, { 'content-type': 'application/octet-stream', [LOG_OFFSET_HEADER]: String(offset), 'cache-control': 'no-store' });
+  c.res.writeHead(200, { 'content-type': 'application/octet-stream', [LOG_OFFSET_HEADER]: String(offset), 'cache-control': 'no-store', ...(cut ? { [LOG_SKIP_HEADER]: `${cut.from}-${cut.to}` } : {}) });
   c.res.flushHeaders();
   const opts = follow ? { isDone: () => d.broker.isDone(job.id), signal: ac.signal } : { signal: ac.signal };
   for await (const chunk of d.logs.read(job.id, offset, opts)) {
@@ -298,8 +391,15 @@ function streamEvents(d: AppDeps, c: Ctx): undefined {
   c.res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' });
   c.res.write(': gpurun events\n\n');
   const onJob = (job: Job) => {
+    if (!(c.principal.admin || job.owner === c.principal.user)) return;
+    // A reader that stopped reading: drop it instead of buffering for it without bound.
+    if (c.res.writableLength > SSE_MAX_BUFFERED) {
+      d.log.warn('dropped an event-stream reader that stopped reading', { user: c.principal.user, buffered: c.res.writableLength });
+      c.res.destroy();
+      return;
+    }
     // No env values on the stream, not even the owner's own (GET /v1/jobs/ID has them): names only.
-    if (c.principal.admin || job.owner === c.principal.user) c.res.write(`event: job\ndata: ${JSON.stringify({ type: 'job', job: redactJob(job, undefined) })}\n\n`);
+    c.res.write(`event: job\ndata: ${JSON.stringify({ type: 'job', job: redactJob(job, undefined) })}\n\n`);
   };
   d.broker.on('job', onJob);
   const keep = setInterval(() => c.res.write(': keep-alive\n\n'), SSE_KEEPALIVE_MS);

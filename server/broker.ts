@@ -16,6 +16,7 @@ import { attemptMarker, classify, describeEnd, type Outcome } from './core/outco
 import { avoidOf, backoffMs, decideRestart, usedMs, type BackoffConfig } from './core/restartPolicy.ts';
 import { isoAt, systemClock, type Clock, type TimerHandle } from './core/clock.ts';
 import { validateSubmit } from './core/submit.ts';
+import { fairOrder, fairPosition, fairPositions, type FairJob } from './core/fairness.ts';
 import { formatDuration } from './core/units.ts';
 import { jobEnv } from './core/jobEnv.ts';
 import type { WorkspaceGate } from './auth/workspaces.ts';
@@ -70,6 +71,9 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
   /** Attempts given up on that may still run somewhere (fencing): stopped and removed once reachable. */
   private readonly discarding = new Set<AbortController>();
   private readonly backends = new Map<string, Backend>();
+  /** When each user last had a job started (a counter), for the fair order (core/fairness.ts). */
+  private readonly served = new Map<string, number>();
+  private servedCount = 0;
   private passQueued = false;
   private closed = false;
   private probeTimer?: NodeJS.Timeout;
@@ -157,13 +161,12 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     return this.view(job);
   }
 
-  list(p: Principal, opts: { all: boolean; limit: number }): Job[] {
+  /** Newest first, at most `limit`; `before`: only jobs submitted before that job (the cursor of the next page). */
+  list(p: Principal, opts: { all: boolean; limit: number; before?: string }): Job[] {
     const owner = p.admin ? undefined : p.user;
-    let jobs = this.d.store.listJobs({ ...(owner === undefined ? {} : { owner }), limit: opts.all ? opts.limit : Math.max(opts.limit, 200) });
-    if (!opts.all) {
-      const dayAgo = new Date(this.clock.now() - 86_400_000).toISOString();
-      jobs = jobs.filter((j) => !isFinal(j.state) || (j.endedAt ?? '') >= dayAgo).slice(0, opts.limit);
-    }
+    const before = opts.before === undefined ? undefined : this.visible(p, opts.before).seq;
+    const endedAfter = opts.all ? undefined : new Date(this.clock.now() - 86_400_000).toISOString();
+    const jobs = this.d.store.listJobs({ ...(owner === undefined ? {} : { owner }), limit: opts.limit, ...(before === undefined ? {} : { beforeSeq: before }), ...(endedAfter ? { activeOrEndedAfter: endedAfter } : {}) });
     const positions = this.queuePositions();
     return jobs.map((j) => this.view(this.active.get(j.id) ?? j, positions));
   }
@@ -215,6 +218,16 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     return job;
   }
 
+  /** Jobs queued, starting or running (for limits and the output cap). */
+  activeJobs(): StoredJob[] {
+    return [...this.active.values()];
+  }
+
+  /** Stops a job that passed a limit (e.g. its output cap); it ends `failed` with `reason`. */
+  stopForLimit(id: string, reason: string): void {
+    this.requestStop(id, 'limit', reason);
+  }
+
   /** Jobs queued, starting or running. */
   activeCount(): number {
     return this.active.size;
@@ -244,10 +257,21 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     const now = this.clock.now();
     const holding = this.allocations();
     for (const backend of this.backends.values()) {
-      const queued = [...this.active.values()].filter((j) => j.state === 'queued' && !this.current.has(j.id) && (this.notBefore.get(j.id) ?? 0) <= now && this.backendFor(j) === backend);
-      if (queued.length === 0) continue;
+      const waiting = [...this.active.values()].filter((j) => j.state === 'queued' && !this.current.has(j.id) && (this.notBefore.get(j.id) ?? 0) <= now && this.backendFor(j) === backend);
+      if (waiting.length === 0) continue;
+      // Served in the fair order between users (core/fairness.ts); a user at the GPU cap waits.
+      const queued = fairOrder(waiting, this.shares());
       const reqs = queued.map((job) => ({ job, avoid: avoidOf(this.attemptsOf(job)) }));
-      for (const pl of backend.place(reqs, holding)) void this.startAttempt(backend, pl);
+      const cap = this.d.config.limits.maxRunningGpus;
+      const held = this.gpusHeld();
+      for (const pl of backend.place(reqs, holding)) {
+        const owner = this.active.get(pl.jobId)?.owner ?? '';
+        const gpus = this.active.get(pl.jobId)?.resources.gpus ?? 0;
+        if (cap && gpus && (held.get(owner) ?? 0) + gpus > cap) continue;
+        held.set(owner, (held.get(owner) ?? 0) + gpus);
+        this.served.set(owner, ++this.servedCount);
+        void this.startAttempt(backend, pl);
+      }
     }
   }
 
@@ -263,24 +287,39 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
   }
 
   /** 1-based positions of jobs waiting for a place, per backend and queue. */
+  /** Positions in the fair order the scheduler serves (core/fairness.ts), per backend: users see what will happen. */
   private queuePositions(): Map<string, number> {
-    const pos = new Map<string, number>();
-    const count = new Map<string, number>();
-    for (const j of [...this.active.values()].sort((a, b) => a.seq - b.seq)) {
+    const byBackend = new Map<string, StoredJob[]>();
+    for (const j of this.active.values()) {
       if (j.state !== 'queued' || this.current.has(j.id)) continue;
-      const key = `${j.backend ?? ''}/${j.queue}`;
-      const n = (count.get(key) ?? 0) + 1;
-      count.set(key, n);
-      pos.set(j.id, n);
+      const key = j.backend ?? '';
+      byBackend.set(key, [...(byBackend.get(key) ?? []), j]);
     }
+    const pos = new Map<string, number>();
+    const shares = this.shares();
+    for (const jobs of byBackend.values()) for (const [id, n] of fairPositions(jobs, shares)) pos.set(id, n);
     return pos;
   }
 
   /** One job's position without sorting the whole queue (submit answers with it, so it must stay cheap). */
   private queuePosition(job: StoredJob): number | undefined {
     if (this.current.has(job.id)) return undefined;
-    let n = 1;
-    for (const j of this.active.values()) if (j.state === 'queued' && j.queue === job.queue && j.backend === job.backend && j.seq < job.seq && !this.current.has(j.id)) n++;
+    const same: FairJob[] = [];
+    for (const j of this.active.values()) if (j.state === 'queued' && j.backend === job.backend && !this.current.has(j.id)) same.push(j);
+    return fairPosition(job, same, this.shares());
+  }
+
+  /** Starting or running jobs per user, and when each was last served: the fair order's inputs. */
+  private shares(): { running: Map<string, number>; served: Map<string, number> } {
+    const n = new Map<string, number>();
+    for (const j of this.active.values()) if (j.state !== 'queued') n.set(j.owner, (n.get(j.owner) ?? 0) + 1);
+    return { running: n, served: this.served };
+  }
+
+  /** GPUs each user's starting and running jobs hold (limits.maxRunningGpus). */
+  private gpusHeld(): Map<string, number> {
+    const n = new Map<string, number>();
+    for (const j of this.active.values()) if (j.state !== 'queued') n.set(j.owner, (n.get(j.owner) ?? 0) + j.gpuIndices.length);
     return n;
   }
 

@@ -12,6 +12,7 @@ import { DEFAULT_BACKOFF, MAX_RESTARTS, type BackoffConfig } from './core/restar
 import { validImage } from './core/submit.ts';
 import { validateClusters, type ClusterConfig } from './slurm/config.ts';
 import { SSH_HOST_KEYS, validateSshHost, type SshHostConfig } from './hosts/sshConfig.ts';
+import { TEAM_KEYS, validateTeam, type TeamConfig } from './teamConfig.ts';
 
 export type Listen = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
 
@@ -35,7 +36,7 @@ export interface QueueConfig {
   restarts: number;
 }
 
-export interface BrokerConfig {
+export interface BrokerConfig extends TeamConfig {
   listen: Listen;
   dataDir: string;
   hosts: HostConfig[];
@@ -136,7 +137,7 @@ export function parseListen(text: string, onError: (msg: string) => never): List
 export function validateConfig(raw: unknown, file: string, baseDir: string, fallbackDataDir: string): BrokerConfig {
   const f = new Fields(file);
   const o = f.obj(raw, '(top level)');
-  f.keys(o, '', ['listen', 'dataDir', 'hosts', 'queues', 'defaults', 'killGrace', 'hostLostAfter', 'restartBackoff', 'auth', 'clusters', 'defaultBackend', 'workspaceRoots', 'trustLocalUsers', 'containers']);
+  f.keys(o, '', ['listen', 'dataDir', 'hosts', 'queues', 'defaults', 'killGrace', 'hostLostAfter', 'restartBackoff', 'auth', 'clusters', 'defaultBackend', 'workspaceRoots', 'trustLocalUsers', 'containers', ...TEAM_KEYS]);
   const listen = parseListen(o.listen === undefined ? '127.0.0.1:8750' : f.str(o.listen, 'listen'), (m) => f.fail('listen', m));
   const dataDir = o.dataDir === undefined ? fallbackDataDir : resolve(baseDir, f.str(o.dataDir, 'dataDir'));
 
@@ -230,6 +231,8 @@ export function validateConfig(raw: unknown, file: string, baseDir: string, fall
     workspaceRoots: o.workspaceRoots === undefined ? null : workspaceRoots(o.workspaceRoots, f),
     trustLocalUsers: o.trustLocalUsers === undefined ? false : f.bool(o.trustLocalUsers, 'trustLocalUsers'),
     containers: { pidsLimit: c.pidsLimit === undefined ? 4096 : f.int(c.pidsLimit, 'containers.pidsLimit', 16) },
+    // Limits, retention and TLS of a shared broker (teamConfig.ts).
+    ...validateTeam(o, baseDir, (p, m) => f.fail(p, m)),
   };
 }
 

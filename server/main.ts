@@ -4,6 +4,7 @@
  * no tokens, the local machine as the only host, and an exit after a while with nothing to do.
  */
 import { createServer, type Server } from 'node:http';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import { chmodSync, mkdirSync, openSync, readFileSync, rmSync, writeSync, closeSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -28,22 +29,34 @@ import { LocalClusterFiles } from './slurm/files.ts';
 import { SftpClusterFiles } from './slurm/sftpFiles.ts';
 import { SshPool } from './hosts/ssh.ts';
 import type { ClusterConfig } from './slurm/config.ts';
+import { resilientStore } from './store/resilient.ts';
+import { openAudit } from './team/audit.ts';
+import { DiskGuard } from './team/disk.ts';
+import { hardenServer, TeamGuard } from './team/guard.ts';
+import { tlsMaterial } from './team/tls.ts';
+import { OutputCap } from './logs/outputCap.ts';
+import { Retention } from './logs/retention.ts';
+import { formatBytes } from './core/limits.ts';
 
 export const VERSION = '0.1.0';
 export { SqliteStore } from './store/sqlite.ts';
 export { createToken, expiryOf, findTokenRef, tokenView } from './auth/tokens.ts';
+export { openAudit, audit } from './team/audit.ts';
 
 export interface RunningBroker {
   config: BrokerConfig;
-  server: Server;
+  server: Server | HttpsServer;
   broker: Broker;
-  /** Where it listens, as a client would name it: http://host:port or unix:/path. */
+  /** Where it listens, as a client would name it: http://host:port, https://host:port or unix:/path. */
   address: string;
+  /** SHA-256 fingerprint of its TLS certificate (clients pin it), when it speaks TLS. */
+  fingerprint?: string;
   close(): Promise<void>;
 }
 
 export function embeddedConfig(home: string): BrokerConfig {
-  return validateConfig({ listen: `unix:${embeddedSocket(home)}` }, '(embedded defaults)', home, home);
+  // One user on a private socket: no per-user queue or rate limits (the disk floor, output cap and retention stay).
+  return validateConfig({ listen: `unix:${embeddedSocket(home)}`, limits: { maxQueuedJobs: 0, submitsPerMinute: 0 } }, '(embedded defaults)', home, home);
 }
 
 export function configFromFile(file: string, home: string): BrokerConfig {
@@ -56,7 +69,10 @@ export async function startBroker(config: BrokerConfig, opts: { log?: Logger; id
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   chmodSync(config.dataDir, 0o700);
   const lock = config.listen.kind === 'unix' ? takeLock(join(config.dataDir, 'broker.lock')) : undefined;
-  const store = new SqliteStore(join(config.dataDir, 'gpurun.db'));
+  // Made before anything else, so a broker that cannot speak TLS where it must refuses to start.
+  const tls = tlsMaterial(config.listen, config.tls, config.dataDir);
+  const store = resilientStore(new SqliteStore(join(config.dataDir, 'gpurun.db')), log);
+  openAudit(config.dataDir, log);
   const logs = new LogFiles(join(config.dataDir, 'logs'));
   const shim = fileURLToPath(new URL('./shim.js', import.meta.url));
   const sshSide = createSshSide(config, log);
@@ -79,8 +95,21 @@ export async function startBroker(config: BrokerConfig, opts: { log?: Logger; id
   sshSide.startSweeps((jobId) => !broker.isDone(jobId));
 
   const trusted = config.listen.kind === 'unix' && config.auth.trustUnixSocket ? { user: config.auth.localUser, admin: true } : undefined;
-  const appDeps = { broker, store, logs, log, version: VERSION, ...(trusted ? { trustedPrincipal: trusted } : {}), ...(sshSide.clientWorkspaces ? { clientWorkspaces: sshSide.clientWorkspaces } : {}), clearGpuQuarantine: (h: string, g: number) => hosts.clearQuarantine(h, g) };
-  const server = createServer({ keepAliveTimeout: 65_000, shouldUpgradeCallback: isWorkspaceUpgrade }, buildApp(appDeps));
+  // Shared-broker limits: free-space floor, per-user limits, output cap, retention (team/, logs/).
+  const disk = new DiskGuard(config.dataDir, config.limits);
+  const guard = new TeamGuard({ limits: config.limits, disk, storage: store, log, queuedOf: (u) => broker.activeJobs().filter((j) => j.owner === u && j.state === 'queued').length });
+  const outputCap = new OutputCap(logs, config.limits.maxLogBytes, log);
+  outputCap.start(broker);
+  const retention = new Retention({ store, logs, runDir: join(config.dataDir, 'run'), retentionSec: config.retentionSec, log });
+  retention.start();
+  const diskNow = disk.status();
+  if (diskNow.low) log.warn('the data disk is below its free-space floor: new jobs are refused until there is room', { dataDir: config.dataDir, free: formatBytes(diskNow.freeBytes), floor: formatBytes(diskNow.floorBytes) });
+  const appDeps = { broker, store, logs, log, version: VERSION, guard, retention, clearGpuQuarantine: (h: string, g: number) => hosts.clearQuarantine(h, g), ...(trusted ? { trustedPrincipal: trusted } : {}), ...(sshSide.clientWorkspaces ? { clientWorkspaces: sshSide.clientWorkspaces } : {}) };
+  const handler = buildApp(appDeps);
+  // Request timeouts (team/guard.ts) are checked every second, so a slow client is cut on time.
+  const httpOpts = { keepAliveTimeout: 65_000, connectionsCheckingInterval: 1000, shouldUpgradeCallback: isWorkspaceUpgrade };
+  const server = tls ? createHttpsServer({ cert: tls.cert, key: tls.key, ...httpOpts }, handler) : createServer(httpOpts, handler);
+  hardenServer(server, log);
   server.on('upgrade', buildUpgrade(appDeps));
   server.on('clientError', onClientError);
   const listen = config.listen;
@@ -97,7 +126,9 @@ export async function startBroker(config: BrokerConfig, opts: { log?: Logger; id
     } else server.listen(listen.port, listen.host, () => resolve());
   });
   const addr = server.address();
-  const address = listen.kind === 'unix' ? `unix:${listen.path}` : typeof addr === 'object' && addr ? `http://${listen.host.includes(':') ? `[${listen.host}]` : listen.host}:${addr.port}` : '';
+  const address = listen.kind === 'unix' ? `unix:${listen.path}` : typeof addr === 'object' && addr ? `${tls ? 'https' : 'http'}://${listen.host.includes(':') ? `[${listen.host}]` : listen.host}:${addr.port}` : '';
+  if (tls) log.info('TLS', { certificate: tls.certPath, selfSigned: tls.selfSigned, fingerprint: tls.fingerprint });
+  else if (listen.kind === 'tcp' && config.tls.mode === 'off') log.warn('plain HTTP on a TCP address because the config says "tls": false: tokens travel in clear text', { address: `${listen.host}:${listen.port}` });
   log.info('broker listening', { address, dataDir: config.dataDir, hosts: hosts.names(), clusters: config.clusters.map((c) => c.name), defaultBackend: config.defaultBackend });
 
   let idleTimer: NodeJS.Timeout | undefined;
@@ -105,6 +136,8 @@ export async function startBroker(config: BrokerConfig, opts: { log?: Logger; id
   const close = () =>
     (closing ??= (async () => {
       clearInterval(idleTimer);
+      outputCap.close();
+      retention.close();
       broker.close();
       sshSide.close();
       server.closeAllConnections();
@@ -130,7 +163,7 @@ export async function startBroker(config: BrokerConfig, opts: { log?: Logger; id
     }, Math.min(10_000, idleMs / 2));
     idleTimer.unref();
   }
-  return { config, server, broker, address, close };
+  return { config, server, broker, address, close, ...(tls ? { fingerprint: tls.fingerprint } : {}) };
 }
 
 function describe(l: BrokerConfig['listen']): string {

@@ -38,12 +38,14 @@ export function serveWorkspaceSpawn(
   cli: string,
   jobId: string,
   workspace: string,
-  broker: { address: string; token?: string },
+  broker: { address: string; token?: string; fingerprint?: string },
   baseEnv: Record<string, string | undefined>,
 ): { args: string[]; env: Record<string, string | undefined> } {
   const env: Record<string, string | undefined> = { ...baseEnv, GPURUN_BROKER: broker.address };
   if (broker.token) env.GPURUN_TOKEN = broker.token;
   else delete env.GPURUN_TOKEN;
+  if (broker.fingerprint) env.GPURUN_BROKER_FINGERPRINT = broker.fingerprint;
+  else delete env.GPURUN_BROKER_FINGERPRINT;
   return { args: [cli, 'serve-workspace', jobId, '--workspace', workspace], env };
 }
 

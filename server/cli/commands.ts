@@ -1,11 +1,11 @@
 /** `gpurun ls | show | logs | cancel | hosts | token | broker`. */
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
-import { constants as osConstants } from 'node:os';
+import { constants as osConstants, userInfo } from 'node:os';
 import { Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { isGpurunError } from '../protocol/errors.ts';
-import { isFinal } from '../protocol/jobs.ts';
+import { isFinal, type Job } from '../protocol/jobs.ts';
 import { parseArgs, usage } from './args.ts';
 import { brokerNode, connect } from './connect.ts';
 import { followLogs } from './follow.ts';
@@ -32,25 +32,54 @@ Lists your jobs: queued and running ones, and those that ended in the last 24 ho
 `;
 
 export async function lsCommand(argv: string[]): Promise<number> {
-  const { opts } = parseArgs(argv, { values: ['broker', 'state', 'since', 'name'], flags: ['all', 'json', 'help'], short: { a: 'all', h: 'help' } }, 'ls');
+  const { opts } = parseArgs(argv, { values: ['broker', 'state', 'since', 'name', 'limit'], flags: ['all', 'json', 'help'], short: { a: 'all', h: 'help' } }, 'ls');
   if (opts.help) {
     process.stdout.write(LS_HELP);
     return 0;
   }
+  const limit = opts.limit === undefined ? (opts.json ? undefined : TABLE_LIMIT) : Number(opts.limit);
+  if (limit !== undefined && !(Number.isInteger(limit) && limit > 0)) throw usage('ls', `--limit must be a whole number > 0, got "${opts.limit}"`);
   const filter = jobFilter({ ...(opts.state !== undefined ? { state: opts.state as string } : {}), ...(opts.since !== undefined ? { since: opts.since as string } : {}), ...(opts.name !== undefined ? { name: opts.name as string } : {}) });
-  const conn = await connect(opts.broker as string | undefined);
-  const jobs = filterJobs(await conn.client.list({ all: !!opts.all || filter.sinceMs !== undefined }), filter);
   const filtered = filter.states || filter.sinceMs !== undefined || filter.name;
-  if (opts.json) process.stdout.write(`${JSON.stringify(jobs, null, 2)}\n`);
-  else if (jobs.length === 0) process.stdout.write(filtered ? 'No jobs match.\n' : opts.all ? 'No jobs.\n' : 'No jobs in the last 24 hours (gpurun ls --all shows older ones).\n');
-  else {
-    // Running jobs with GPUs also show what those GPUs do now (the hosts' last probe).
-    const hosts = jobs.some((j) => j.state === 'running' && j.gpuIndices.length) ? await conn.client.hosts().catch(() => []) : [];
-    process.stdout.write(jobsTable(jobs, new Set(jobs.map((j) => j.owner)).size > 1, hosts));
+  const conn = await connect(opts.broker as string | undefined);
+  // Page by page, filtered as pages come: thousands of jobs never sit in memory or in one string at once. Without
+  // a filter the broker stops at the limit; with one, pages are read until enough jobs match.
+  const query = { all: !!opts.all || filter.sinceMs !== undefined, ...(limit && !filtered ? { limit: limit + (opts.limit === undefined ? 1 : 0) } : {}) };
+  if (opts.json) {
+    let first = true;
+    let n = 0;
+    process.stdout.write('[');
+    outer: for await (const page of conn.client.pages(query)) {
+      for (const j of filterJobs(page, filter)) {
+        if (limit !== undefined && n >= limit) break outer;
+        process.stdout.write(`${first ? '\n' : ',\n'}${JSON.stringify(j, null, 2).replace(/^/gm, '  ')}`);
+        first = false;
+        n++;
+      }
+    }
+    process.stdout.write(first ? ']\n' : '\n]\n');
+  } else {
+    const jobs: Job[] = [];
+    for await (const page of conn.client.pages(query)) {
+      jobs.push(...filterJobs(page, filter));
+      if (jobs.length > limit!) break;
+    }
+    const more = opts.limit === undefined && jobs.length > TABLE_LIMIT;
+    if (jobs.length > limit!) jobs.length = limit!;
+    if (jobs.length === 0) process.stdout.write(filtered ? 'No jobs match.\n' : opts.all ? 'No jobs.\n' : 'No jobs in the last 24 hours (gpurun ls --all shows older ones).\n');
+    else {
+      // Running jobs with GPUs also show what those GPUs do now (the hosts' last probe).
+      const hosts = jobs.some((j) => j.state === 'running' && j.gpuIndices.length) ? await conn.client.hosts().catch(() => []) : [];
+      process.stdout.write(jobsTable(jobs, new Set(jobs.map((j) => j.owner)).size > 1, hosts));
+    }
+    if (more) process.stdout.write(`(the newest ${TABLE_LIMIT} are shown; more with --limit N or --json)\n`);
   }
   await conn.client.close();
   return 0;
 }
+
+/** Jobs the table shows without --limit. */
+const TABLE_LIMIT = 200;
 
 const LOGS_HELP = `Usage: gpurun logs [-f] [--tail N] [--from OFFSET] ID
 
@@ -203,6 +232,8 @@ export async function tokenCommand(argv: string[]): Promise<number> {
   try {
     if (sub === 'create') {
       const token = createToken(store, args[0], !!opts.admin, expiresAt);
+      mod.openAudit(cfg.dataDir);
+      mod.audit({ action: 'token.create', by: userInfo().username, user: args[0], admin: !!opts.admin, ...(expiresAt ? { expiresAt } : {}) });
       process.stdout.write(`${token}\n`);
       process.stderr.write(`gpurun: token for ${args[0]}${opts.admin ? ' (admin)' : ''} created${expiresAt ? `, valid until ${expiresAt}` : ''}; it is shown only this once. Give it to the user as GPURUN_TOKEN.\n`);
     } else if (sub === 'list') {
@@ -213,6 +244,8 @@ export async function tokenCommand(argv: string[]): Promise<number> {
     } else {
       const rec = findTokenRef(store, args[0]);
       const after = store.revokeToken(rec.id, new Date().toISOString())!;
+      mod.openAudit(cfg.dataDir);
+      mod.audit({ action: 'token.revoke', by: userInfo().username, user: after.user, token: after.id });
       process.stdout.write(`token ${after.id} of ${after.user} revoked${after.revokedAt !== rec.revokedAt ? '' : ` (already, at ${after.revokedAt})`}\n`);
     }
   } finally {
@@ -235,6 +268,8 @@ export async function brokerCommand(argv: string[]): Promise<number> {
   let idleExitMs: number | undefined;
   if (opts['idle-exit'] !== undefined) idleExitMs = Number(opts['idle-exit']) * 1000;
   else if (opts.embedded) idleExitMs = 30 * 60_000;
+  // A broker whose own log cannot be written (its disk is full) keeps serving: a failed write to stderr is dropped.
+  process.stderr.on('error', () => {});
   let running;
   try {
     running = await startBroker(cfg, idleExitMs ? { idleExitMs } : {});
@@ -244,6 +279,7 @@ export async function brokerCommand(argv: string[]): Promise<number> {
     throw e;
   }
   if (!opts.embedded) process.stderr.write(`gpurun: broker listening on ${running.address} (data in ${cfg.dataDir})\n`);
+  if (running.fingerprint) process.stderr.write(`gpurun: TLS certificate fingerprint (SHA-256): ${running.fingerprint}\ngpurun: clients pin it with GPURUN_BROKER_FINGERPRINT=${running.fingerprint}\n`);
   await new Promise<void>((resolve) => {
     let stopping = false;
     const stop = () => {

@@ -23,7 +23,7 @@ const START_TIMEOUT_MS = 20_000;
 export async function connect(brokerFlag: string | undefined, env: NodeJS.ProcessEnv = process.env): Promise<Connection> {
   const address = brokerFlag ?? env.GPURUN_BROKER;
   if (address) {
-    const client = new BrokerClient({ address, ...(env.GPURUN_TOKEN ? { token: env.GPURUN_TOKEN } : {}) });
+    const client = new BrokerClient({ address, ...(env.GPURUN_TOKEN ? { token: env.GPURUN_TOKEN } : {}), ...(env.GPURUN_BROKER_FINGERPRINT ? { fingerprint: env.GPURUN_BROKER_FINGERPRINT } : {}) });
     return { client, embedded: false, revive: async () => {} };
   }
   const home = gpurunHome(env);

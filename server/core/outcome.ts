@@ -88,6 +88,8 @@ export function classify(input: ClassifyInput): Outcome {
   // The broker's own stop decides first: whatever the job did after TERM follows from it.
   if (input.stopIntent === 'cancel') return make('cancelled', 'cancelled', input.stopReason ?? 'cancelled');
   if (input.stopIntent === 'timeout') return make('timed_out', 'timed_out', input.stopReason ?? 'stopped after reaching its time limit');
+  // Stopped for passing a limit of a shared broker (its output cap): a failure of the job, not restartable.
+  if (input.stopIntent === 'limit') return make('failed', null, input.stopReason ?? 'stopped for passing a limit');
 
   if ('startError' in end && end.startError && !('lost' in end)) {
     const msg = end.startError;

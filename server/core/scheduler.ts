@@ -29,6 +29,14 @@ export interface QueuedJob {
   id: string;
   queue: Queue;
   resources: Resources;
+  /** Whose job it is; needed only with a per-user GPU cap. */
+  owner?: string;
+}
+
+/** A cap on the GPUs one user's jobs may hold: `held` GPUs per user now, at most `max` each (0 = no cap). */
+export interface OwnerGpuCap {
+  max: number;
+  held: ReadonlyMap<string, number>;
 }
 
 export interface Placement {
@@ -72,10 +80,12 @@ export function freeCapacity(hosts: HostCapacity[], allocations: Allocation[]): 
 }
 
 /**
- * One placement pass. `queued` must be in submission order; queues are separated here.
+ * One placement pass. `queued` in the order to serve (submission order, or core/fairness.ts's fair order); queues are
+ * separated here. With `cap`, a job whose owner would hold more than `cap.max` GPUs waits.
  * Returns the placements in the order they were made.
  */
-export function schedule(hosts: HostCapacity[], allocations: Allocation[], queued: QueuedJob[]): Placement[] {
+export function schedule(hosts: HostCapacity[], allocations: Allocation[], queued: QueuedJob[], cap?: OwnerGpuCap): Placement[] {
+  const held = new Map(cap?.held ?? []);
   const free = freeCapacity(hosts, allocations);
   const maxGpus = free.reduce((m, h) => Math.max(m, h.freeGpus.length), 0);
   // buckets[k]: hosts with exactly k free GPUs. Best-fit walks k upwards from the request.
@@ -90,6 +100,7 @@ export function schedule(hosts: HostCapacity[], allocations: Allocation[], queue
   for (const job of ordered) {
     const r = job.resources;
     if (r.gpus > top) continue;
+    if (cap?.max && job.owner !== undefined && r.gpus > 0 && (held.get(job.owner) ?? 0) + r.gpus > cap.max) continue;
     if (failed.some((f) => dominates(r, f))) continue;
     const hostIdx = findHost(free, buckets, top, r);
     if (hostIdx < 0) {
@@ -104,6 +115,7 @@ export function schedule(hosts: HostCapacity[], allocations: Allocation[], queue
     h.memoryMiB -= r.memoryMiB;
     while (top > 0 && buckets[top].size === 0) top--;
     placements.push({ jobId: job.id, host: h.name, gpuIndices: taken });
+    if (job.owner !== undefined) held.set(job.owner, (held.get(job.owner) ?? 0) + taken.length);
   }
   return placements;
 }

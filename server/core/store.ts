@@ -5,7 +5,7 @@
 import type { Attempt, Job, JobState, Transition } from '../protocol/jobs.ts';
 
 /** Why the broker asked a job to stop; decides the final state when the job's process ends. */
-export type StopIntent = 'cancel' | 'timeout';
+export type StopIntent = 'cancel' | 'timeout' | 'limit';
 
 /** A job as stored: the API's Job plus what only the broker needs. */
 export interface StoredJob extends Omit<Job, 'queuePosition' | 'transitions' | 'cluster' | 'attempt' | 'attempts'> {
@@ -39,6 +39,10 @@ export interface JobQuery {
   states?: JobState[];
   /** Newest first, at most this many. */
   limit?: number;
+  /** Only jobs inserted before the one with this seq (paging). */
+  beforeSeq?: number;
+  /** Only jobs that are active or ended at or after this ISO time. */
+  activeOrEndedAfter?: string;
 }
 
 export interface TokenRecord {

@@ -3,7 +3,7 @@
  * "from offset N" and get every byte from N on, so a client that reconnects gets no gap and no repeat.
  * Files stay after the job and its host are gone.
  */
-import { appendFileSync, closeSync, fstatSync, mkdirSync, openSync, readSync, statSync, watch, type FSWatcher } from 'node:fs';
+import { appendFileSync, closeSync, existsSync, fstatSync, mkdirSync, openSync, readFileSync, readSync, rmSync, statSync, watch, type FSWatcher } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 
@@ -28,6 +28,29 @@ export class LogFiles {
     closeSync(openSync(this.path(jobId), 'a', 0o600));
   }
 
+  /**
+   * The byte range left out of a log that passed its output cap (logs/outputCap.ts): bytes [from, to) are a hole
+   * in the file and are never sent; offsets outside it keep their meaning (a log's offsets never move).
+   */
+  cut(jobId: string): { from: number; to: number } | undefined {
+    try {
+      const c = JSON.parse(readFileSync(join(this.dir, `${jobId}.cut`), 'utf8')) as { from: number; to: number };
+      return Number.isSafeInteger(c.from) && Number.isSafeInteger(c.to) && c.from < c.to ? c : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  exists(jobId: string): boolean {
+    return existsSync(this.path(jobId));
+  }
+
+  /** Removes a job's log (retention). */
+  remove(jobId: string): void {
+    rmSync(join(this.dir, `${jobId}.cut`), { force: true });
+    rmSync(this.path(jobId), { force: true });
+  }
+
   /** Appends `line` (ending in a newline) so that it starts a line of its own: after a newline if the file lacks one. */
   appendLine(jobId: string, line: string): void {
     const path = this.path(jobId);
@@ -43,7 +66,11 @@ export class LogFiles {
     } finally {
       if (fd !== undefined) closeSync(fd);
     }
-    appendFileSync(path, atLineStart ? line : `\n${line}`, { mode: 0o600 });
+    try {
+      appendFileSync(path, atLineStart ? line : `\n${line}`, { mode: 0o600 });
+    } catch {
+      // A full disk (ENOSPC): the marker line is lost, never the broker.
+    }
   }
 
   /** Current size in bytes; 0 when the job has written nothing yet. */
@@ -62,6 +89,7 @@ export class LogFiles {
   async *read(jobId: string, offset: number, opts: { isDone?: () => boolean; signal?: AbortSignal } = {}): AsyncGenerator<Buffer> {
     const path = this.path(jobId);
     let pos = offset;
+    let cut = this.cut(jobId);
     let watcher: FSWatcher | undefined;
     let wake: (() => void) | undefined;
     const poke = () => wake?.();
@@ -74,11 +102,16 @@ export class LogFiles {
         if (fh) {
           try {
             for (;;) {
+              cut ??= this.cut(jobId);
+              if (cut && pos >= cut.from && pos < cut.to) pos = cut.to;
+              // Never read into the hole: stop the read at its start, so a chunk never straddles it.
+              const want = cut && pos < cut.from ? Math.min(CHUNK, cut.from - pos) : CHUNK;
               const buf = Buffer.allocUnsafe(CHUNK);
-              const { bytesRead } = await fh.read(buf, 0, CHUNK, pos);
+              const { bytesRead } = await fh.read(buf, 0, want, pos);
               if (bytesRead === 0) break;
               pos += bytesRead;
               yield bytesRead === CHUNK ? buf : buf.subarray(0, bytesRead);
+              if (cut && pos === cut.from) pos = cut.to;
               if (opts.signal?.aborted) return;
             }
           } finally {

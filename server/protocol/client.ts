@@ -3,18 +3,39 @@
  * `http(s)://host:port` or `unix:/path/to/broker.sock`. Non-2xx answers become GpurunError with the broker's
  * code, message and hint; a broker that cannot be reached is E_UNREACHABLE.
  */
-import { Agent, request, type Dispatcher } from 'undici';
+import { Agent, buildConnector, request, type Dispatcher } from 'undici';
+import type { TLSSocket } from 'node:tls';
 import { request as httpRequest, type ClientRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import type { Duplex } from 'node:stream';
 import { GpurunError, isErrorBody } from './errors.ts';
 import type { PoolSnapshot } from './pool.ts';
-import { LOG_OFFSET_HEADER, WORKSPACE_UPGRADE, type HostInfo, type Job, type JobEvent, type SubmitRequest } from './jobs.ts';
+import { LOG_OFFSET_HEADER, LOG_SKIP_HEADER, WORKSPACE_UPGRADE, type HostInfo, type Job, type JobEvent, type SubmitRequest } from './jobs.ts';
 
 export interface ClientOptions {
   address: string;
   token?: string;
+  /**
+   * SHA-256 fingerprint of the broker's TLS certificate (`AB:CD:…`, as the broker prints it): an https broker must
+   * present exactly this certificate (its self-signed one). Without it, https brokers are checked against the
+   * system's CAs.
+   */
+  fingerprint?: string;
 }
+
+/** `AB:CD:…`, `abcd…` and `SHA256:AB:CD…` name the same fingerprint. */
+export function normalizeFingerprint(fp: string): string {
+  return fp.trim().replace(/^sha-?256:/i, '').replace(/[:\s]/g, '').toUpperCase();
+}
+
+/** The E_TLS error of a certificate that is not the pinned one: names both fingerprints. */
+export function fingerprintMismatch(address: string, got: string | undefined, want: string): GpurunError {
+  return new GpurunError('E_TLS', `the broker at ${address} presented a TLS certificate with SHA-256 fingerprint ${got || '(none)'}, but GPURUN_BROKER_FINGERPRINT is ${want}`, {
+    hint: 'If the broker made a new certificate, get its fingerprint from its admin (gpurun broker prints it at start) and set GPURUN_BROKER_FINGERPRINT; otherwise someone may be between you and the broker.',
+  });
+}
+
+const UNTRUSTED_CERT = new Set(['DEPTH_ZERO_SELF_SIGNED_CERT', 'SELF_SIGNED_CERT_IN_CHAIN', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'CERT_HAS_EXPIRED', 'ERR_TLS_CERT_ALTNAME_INVALID']);
 
 const NETWORK_CODES = new Set(['ECONNREFUSED', 'ENOENT', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'UND_ERR_SOCKET', 'UND_ERR_CONNECT_TIMEOUT', 'EAI_AGAIN', 'ENOTFOUND', 'UND_ERR_CLOSED']);
 
@@ -37,7 +58,23 @@ export class BrokerClient {
         throw new GpurunError('E_BAD_REQUEST', `"${opts.address}" is not a broker address`, { hint: 'Use http://HOST:PORT or unix:/path/to/broker.sock' });
       }
       this.origin = u.origin;
-      this.dispatcher = new Agent({ keepAliveTimeout: 10_000 });
+      const pin = u.protocol === 'https:' && opts.fingerprint ? normalizeFingerprint(opts.fingerprint) : undefined;
+      if (pin) {
+        // Pinned: the certificate is not checked against CAs (it is self-signed) but must be exactly the pinned one.
+        // No TLS session resumption: a resumed session shows no peer certificate to compare.
+        const base = buildConnector({ rejectUnauthorized: false, maxCachedSessions: 0 });
+        const connect: buildConnector.connector = (o, cb) =>
+          base(o, (err, socket) => {
+            if (err) return cb(err, null);
+            const got = (socket as TLSSocket).getPeerCertificate?.()?.fingerprint256;
+            if (!got || normalizeFingerprint(got) !== pin) {
+              socket.destroy();
+              return cb(fingerprintMismatch(opts.address, got, opts.fingerprint!), null);
+            }
+            cb(null, socket);
+          });
+        this.dispatcher = new Agent({ connect, keepAliveTimeout: 10_000 });
+      } else this.dispatcher = new Agent({ keepAliveTimeout: 10_000 });
     }
   }
 
@@ -66,6 +103,13 @@ export class BrokerClient {
   /** Network failures become E_UNREACHABLE; anything else passes through. */
   wrapNetwork(err: unknown): unknown {
     const code = (err as { code?: string }).code ?? (err as { cause?: { code?: string } }).cause?.code;
+    if ((err as Error)?.name === 'GpurunError') return err;
+    if (code && UNTRUSTED_CERT.has(code)) {
+      return new GpurunError('E_TLS', `the broker at ${this.opts.address} presented a TLS certificate this machine does not trust (${code})`, {
+        cause: err,
+        hint: 'If it is the broker\'s own self-signed certificate, set GPURUN_BROKER_FINGERPRINT to the fingerprint the broker printed when it started (ask its admin).',
+      });
+    }
     if (code && NETWORK_CODES.has(code)) {
       return new GpurunError('E_UNREACHABLE', `cannot reach the broker at ${this.opts.address} (${code})`, {
         cause: err,
@@ -100,12 +144,30 @@ export class BrokerClient {
   submit(req: SubmitRequest): Promise<Job> {
     return this.json('POST', '/v1/jobs', req);
   }
+  /** Jobs newest first, page by page (`GET /v1/jobs?before=`), up to `limit` in all (default: every one). */
   async list(opts: { all?: boolean; limit?: number } = {}): Promise<Job[]> {
-    const q = new URLSearchParams();
-    if (opts.all) q.set('all', '1');
-    if (opts.limit) q.set('limit', String(opts.limit));
-    return (await this.json<{ jobs: Job[] }>('GET', `/v1/jobs${q.size ? `?${q}` : ''}`)).jobs;
+    const out: Job[] = [];
+    for await (const page of this.pages(opts)) out.push(...page);
+    return out;
   }
+
+  /** The same, one page at a time, so a caller printing thousands of jobs never holds them all. */
+  async *pages(opts: { all?: boolean; limit?: number } = {}): AsyncGenerator<Job[]> {
+    let before: string | undefined;
+    let got = 0;
+    for (;;) {
+      const q = new URLSearchParams();
+      if (opts.all) q.set('all', '1');
+      q.set('limit', String(Math.min(1000, opts.limit ? opts.limit - got : 1000)));
+      if (before) q.set('before', before);
+      const page = await this.json<{ jobs: Job[]; next?: string }>('GET', `/v1/jobs?${q}`);
+      got += page.jobs.length;
+      yield page.jobs;
+      if (!page.next || (opts.limit && got >= opts.limit)) return;
+      before = page.next;
+    }
+  }
+
   get(id: string): Promise<Job> {
     return this.json('GET', `/v1/jobs/${encodeURIComponent(id)}`);
   }
@@ -142,10 +204,25 @@ export class BrokerClient {
       throw new GpurunError('E_PROTOCOL', `the broker answered ${res.statusCode} for the logs of ${id}`);
     }
     let pos = Number(res.headers[LOG_OFFSET_HEADER] ?? offset);
+    // A log past its output cap has a left-out range: the bytes sent jump over it, and so does the offset.
+    const skip = /^(\d+)-(\d+)$/.exec(String(res.headers[LOG_SKIP_HEADER] ?? ''));
+    const [from, to] = skip ? [Number(skip[1]), Number(skip[2])] : [Infinity, Infinity];
     try {
-      for await (const chunk of res.body) {
-        pos += (chunk as Buffer).length;
-        yield { data: chunk as Buffer, next: pos };
+      for await (const c of res.body) {
+        const chunk = c as Buffer;
+        if (pos < from && pos + chunk.length >= from) {
+          const first = chunk.subarray(0, from - pos);
+          pos = to;
+          if (first.length) yield { data: first, next: pos };
+          const rest = chunk.subarray(first.length);
+          if (rest.length) {
+            pos += rest.length;
+            yield { data: rest, next: pos };
+          }
+          continue;
+        }
+        pos += chunk.length;
+        yield { data: chunk, next: pos };
       }
     } catch (err) {
       throw this.wrapNetwork(err);
@@ -164,7 +241,20 @@ export class BrokerClient {
     if (this.opts.address.startsWith('unix:')) req = httpRequest({ socketPath: this.opts.address.slice(5), path, headers });
     else {
       const u = new URL(this.origin);
-      req = (u.protocol === 'https:' ? httpsRequest : httpRequest)({ host: u.hostname.replace(/^\[|\]$/g, ''), port: u.port || undefined, path, headers });
+      const host = u.hostname.replace(/^\[|\]$/g, '');
+      if (u.protocol === 'https:') {
+        const pin = this.opts.fingerprint ? normalizeFingerprint(this.opts.fingerprint) : undefined;
+        // Pinned: no agent, so no resumed TLS session (which would show no certificate to compare).
+        req = httpsRequest({ host, port: u.port || undefined, path, headers, ...(pin ? { rejectUnauthorized: false, agent: false } : {}) });
+        if (pin) {
+          req.on('socket', (s) =>
+            s.once('secureConnect', () => {
+              const got = (s as TLSSocket).getPeerCertificate()?.fingerprint256;
+              if (!got || normalizeFingerprint(got) !== pin) req.destroy(fingerprintMismatch(this.opts.address, got, this.opts.fingerprint!));
+            }),
+          );
+        }
+      } else req = httpRequest({ host, port: u.port || undefined, path, headers });
     }
     return new Promise<Duplex>((resolve, reject) => {
       req.on('upgrade', (_res: IncomingMessage, socket: Duplex, head: Buffer) => {

@@ -14,6 +14,13 @@ export const ERROR_CODES = [
   'E_UNREACHABLE',
   'E_PROTOCOL',
   'E_INTERNAL',
+  'E_LIMIT',
+  'E_TOO_LARGE',
+  'E_TIMEOUT',
+  'E_GONE',
+  'E_STORAGE',
+  'E_DISK_FULL',
+  'E_TLS',
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
 
@@ -28,6 +35,19 @@ export const STATUS_OF: Record<ErrorCode, number> = {
   E_UNREACHABLE: 503,
   E_PROTOCOL: 502,
   E_INTERNAL: 500,
+  /** A per-user limit (queued jobs, submit rate, failed sign-ins): try again later. */
+  E_LIMIT: 429,
+  E_TOO_LARGE: 413,
+  /** The client was too slow to send its request. */
+  E_TIMEOUT: 408,
+  /** The thing existed but was removed (a job's output after its retention time). */
+  E_GONE: 410,
+  /** The broker could not read or write its database or files (e.g. the disk is full). */
+  E_STORAGE: 503,
+  /** The broker's data disk has less free space than its floor: submits wait until there is room. */
+  E_DISK_FULL: 507,
+  /** The broker's TLS certificate was not the one expected (client side). */
+  E_TLS: 502,
 };
 
 /** The JSON body of every non-2xx answer. */

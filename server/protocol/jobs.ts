@@ -267,3 +267,8 @@ export interface JobEvent {
 
 /** Response header carrying the byte offset where a logs response begins. */
 export const LOG_OFFSET_HEADER = 'x-gpurun-offset';
+/**
+ * Header of a log answer whose log has a left-out range (a job past its output cap): `FROM-TO`. Bytes [FROM, TO)
+ * are never sent: a client counting offsets jumps from FROM to TO.
+ */
+export const LOG_SKIP_HEADER = 'x-gpurun-skip';

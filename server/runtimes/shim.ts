@@ -7,7 +7,7 @@
  * Kept free of imports from the rest of the code base so its bundle stays tiny and it starts fast.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, openSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, renameSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 
 interface ShimSpec {
@@ -25,9 +25,25 @@ if (!dir) {
 
 function writeAtomic(name: string, value: unknown): void {
   const tmp = join(dir, `.${name}.tmp`);
-  writeFileSync(tmp, JSON.stringify(value), { mode: 0o600 });
+  try {
+    writeFileSync(tmp, JSON.stringify(value), { mode: 0o600 });
+  } catch {
+    // The disk is full (the job's own output may have filled it): write into the space reserved at start, so the
+    // broker still learns how the job ended instead of finding it "lost".
+    const text = JSON.stringify(value);
+    const fd = openSync(reservePath(name), 'r+');
+    writeSync(fd, text.padEnd(RESERVE_BYTES).slice(0, RESERVE_BYTES), 0);
+    closeSync(fd);
+    renameSync(reservePath(name), join(dir, name));
+    return;
+  }
   renameSync(tmp, join(dir, name));
 }
+
+/** Space taken at start for each file the shim must write later (JSON padded with spaces still parses). */
+const RESERVE_BYTES = 4096;
+const reservePath = (name: string) => join(dir, `.${name}.reserve`);
+for (const name of ['pid.json', 'status.json']) writeFileSync(reservePath(name), ' '.repeat(RESERVE_BYTES));
 
 // Signals meant for the job go to its process group; the shim stays to record how it ended.
 for (const s of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(s, () => {});

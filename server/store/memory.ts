@@ -26,6 +26,8 @@ export class MemoryStore implements Store {
     let all = [...this.jobs.values()].sort((a, b) => b.seq - a.seq);
     if (q.owner !== undefined) all = all.filter((j) => j.owner === q.owner);
     if (q.states?.length) all = all.filter((j) => q.states!.includes(j.state));
+    if (q.beforeSeq !== undefined) all = all.filter((j) => j.seq < q.beforeSeq!);
+    if (q.activeOrEndedAfter !== undefined) all = all.filter((j) => ['queued', 'starting', 'running'].includes(j.state) || (j.endedAt ?? '') >= q.activeOrEndedAfter!);
     if (q.limit !== undefined) all = all.slice(0, q.limit);
     return all.map((j) => structuredClone(j));
   }

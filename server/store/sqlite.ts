@@ -132,15 +132,23 @@ export class SqliteStore implements Store {
     }
   }
 
+  /**
+   * Runs `fn` in one transaction. A failed COMMIT (e.g. SQLITE_FULL) may already have rolled back, and a ROLLBACK
+   * then throws "no transaction is active", which would hide the real error: roll back only what is still open.
+   */
   private tx<T>(fn: () => T): T {
-    this.db.exec('BEGIN IMMEDIATE');
     try {
-      const r = fn();
-      this.db.exec('COMMIT');
-      return r;
+      this.db.exec('BEGIN IMMEDIATE');
+      try {
+        const r = fn();
+        this.db.exec('COMMIT');
+        return r;
+      } catch (e) {
+        if (this.db.isTransaction) this.db.exec('ROLLBACK');
+        throw e;
+      }
     } catch (e) {
-      this.db.exec('ROLLBACK');
-      throw e;
+      throw storageError(e, this.path);
     }
   }
 
@@ -167,6 +175,14 @@ export class SqliteStore implements Store {
     if (q.states?.length) {
       where.push(`state IN (${q.states.map(() => '?').join(', ')})`);
       args.push(...q.states);
+    }
+    if (q.beforeSeq !== undefined) {
+      where.push('seq < ?');
+      args.push(q.beforeSeq);
+    }
+    if (q.activeOrEndedAfter !== undefined) {
+      where.push("(state IN ('queued', 'starting', 'running') OR ended_at >= ?)");
+      args.push(q.activeOrEndedAfter);
     }
     let sql = `SELECT * FROM jobs${where.length ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY seq DESC`;
     if (q.limit !== undefined) {
@@ -240,7 +256,7 @@ export class SqliteStore implements Store {
   }
 
   addToken(hash: string, user: string, admin: boolean, at: string, expiresAt: string | null = null): TokenRecord {
-    this.stmt.addToken.run(hash, tokenIdOf(hash), user, admin ? 1 : 0, at, expiresAt);
+    this.tx(() => this.stmt.addToken.run(hash, tokenIdOf(hash), user, admin ? 1 : 0, at, expiresAt));
     return this.findToken(hash)!;
   }
 
@@ -279,6 +295,21 @@ function privateFile(path: string): void {
 
 function tokenFromRow(r: Row): TokenRecord {
   return { id: r.id as string, user: r.user as string, admin: r.admin === 1, createdAt: r.created_at as string, expiresAt: (r.expires_at as string | null) ?? null, revokedAt: (r.revoked_at as string | null) ?? null };
+}
+
+/**
+ * A SQLite failure as the one error type: E_STORAGE (503) with what to do. Other errors (ours) pass through.
+ */
+export function storageError(e: unknown, path: string): unknown {
+  if (e instanceof GpurunError) return e;
+  const err = e as { message?: string; errcode?: number; code?: string };
+  if (err?.code !== 'ERR_SQLITE_ERROR' && err?.errcode === undefined) return e;
+  // SQLITE_FULL (13) and SQLITE_IOERR (10, with extended codes) are the disk; the rest is named as SQLite says.
+  const full = err.errcode === 13 || /disk is full|no space/i.test(err.message ?? '');
+  return new GpurunError('E_STORAGE', full ? `the broker's disk is full: it could not write its database ${path}` : `the broker could not use its database ${path}: ${err.message}`, {
+    cause: e,
+    hint: full ? "Free space on the broker's data disk (dataDir). The broker keeps running; what it could not write it keeps in memory and writes when there is room." : 'See the broker log; check the data directory and its disk.',
+  });
 }
 
 function definedOnly<T extends object>(o: T): Partial<T> {

@@ -7,6 +7,7 @@ import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync 
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { BrokerClient } from '../../server/protocol/client.ts';
 
 export const ROOT = resolve(import.meta.dirname, '..', '..');
 export const CLI = join(ROOT, 'dist', 'cli.js');
@@ -93,6 +94,8 @@ export function fakePciBusId(i: number): string {
 
 export interface BrokerProc {
   url: string;
+  /** SHA-256 fingerprint of the broker's TLS certificate, as it printed it (https brokers only). */
+  fingerprint?: string;
   home: string;
   proc: ChildProcess;
   log(): string;
@@ -113,7 +116,7 @@ export async function startBrokerProcess(home: string, config: Record<string, un
   const cfg = { listen: '127.0.0.1:0', dataDir: join(home, 'data'), killGrace: '2s', workspaceRoots: { '*': '/' }, trustLocalUsers: true, ...config };
   writeFileSync(cfgPath, JSON.stringify(cfg, null, 2));
   const b = await spawnBroker(home, undefined, env, opts.wrap);
-  writeFileSync(cfgPath, JSON.stringify({ ...cfg, listen: b.url.replace(/^http:\/\//, '') }, null, 2));
+  writeFileSync(cfgPath, JSON.stringify({ ...cfg, listen: b.url.replace(/^https?:\/\//, '') }, null, 2));
   return b;
 }
 
@@ -133,16 +136,19 @@ async function spawnBroker(home: string, knownUrl: string | undefined, env: Node
   proc.stderr!.on('data', (d) => (log += d));
   proc.on('close', () => writeFileSync(logPath, log, { flag: 'a' }));
   let url = knownUrl ?? '';
+  let fingerprint: string | undefined;
   for (let i = 0; i < 200; i++) {
     if (proc.exitCode !== null) throw new Error(`broker exited (${proc.exitCode}):\n${log}`);
-    url ||= /broker listening on (http:\/\/[\d.:]+)/.exec(log)?.[1] ?? '';
-    if (!url) {
+    url ||= /broker listening on (https?:\/\/[\d.:]+)/.exec(log)?.[1] ?? '';
+    fingerprint = /GPURUN_BROKER_FINGERPRINT=([0-9A-F:]+)/.exec(log)?.[1];
+    if (!url || (url.startsWith('https:') && !fingerprint)) {
       await sleep(50);
       continue;
     }
     try {
-      const r = await fetch(`${url}/v1/health`);
-      if (r.ok) break;
+      const c = new BrokerClient({ address: url, ...(fingerprint ? { fingerprint } : {}) });
+      const h = await c.health().finally(() => c.close());
+      if (h.ok) break;
     } catch {
       /* not yet */
     }
@@ -152,6 +158,7 @@ async function spawnBroker(home: string, knownUrl: string | undefined, env: Node
   const gone = () => new Promise<void>((r) => (proc.exitCode !== null || proc.signalCode !== null ? r() : proc.once('close', () => r())));
   return {
     url,
+    ...(fingerprint ? { fingerprint } : {}),
     home,
     proc,
     log: () => log,

@@ -85,6 +85,17 @@ function contract(name: string, make: () => { store: Store; done(): void }): voi
       assert.deepEqual(store.listJobs({ states: ['succeeded'] }).map((j) => j.id), ['b']);
     });
 
+    it('pages: jobs before a seq, and active or ended after a time', () => {
+      const a = store.insertJob(newJob('a'), 't0');
+      const b = store.insertJob(newJob('b'), 't0');
+      store.insertJob(newJob('c'), 't0');
+      store.updateJob('a', { state: 'succeeded', endedAt: '2026-01-01T00:00:00.000Z' }, 't1');
+      store.updateJob('b', { state: 'failed', endedAt: '2026-06-01T00:00:00.000Z' }, 't1');
+      assert.deepEqual(store.listJobs({ beforeSeq: b.seq + 1, limit: 1 }).map((j) => j.id), ['b']);
+      assert.deepEqual(store.listJobs({ beforeSeq: a.seq }).map((j) => j.id), []);
+      assert.deepEqual(store.listJobs({ activeOrEndedAfter: '2026-03-01T00:00:00.000Z' }).map((j) => j.id), ['c', 'b']);
+    });
+
     it('stores attempts by number, replaces one by its number, and keeps restart settings', () => {
       store.insertJob({ ...newJob('a'), restarts: 3, restartOnExit: [75, 143] }, 't0');
       store.insertJob(newJob('b'), 't0');
@@ -174,6 +185,26 @@ describe('SqliteStore', () => {
     s.close();
     assert.equal(statSync(join(dir, 'new', 'data')).mode & 0o777, 0o700);
     for (const f of readdirSync(join(dir, 'new', 'data'))) assert.equal(statSync(join(dir, 'new', 'data', f)).mode & 0o777, 0o600, f);
+  });
+
+  it('a full database is E_STORAGE "disk is full", not the "no transaction is active" of a ROLLBACK after a failed COMMIT', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'gpurun-store-'));
+    const store = new SqliteStore(join(dir, 'db.sqlite'));
+    // SQLite's own page limit makes it answer SQLITE_FULL exactly as on a full disk.
+    const db = (store as unknown as { db: DatabaseSync }).db;
+    const pages = (db.prepare('PRAGMA page_count').get() as { page_count: number }).page_count;
+    db.exec(`PRAGMA max_page_count = ${pages + 2}`);
+    let err: unknown;
+    try {
+      for (let i = 0; i < 100; i++) store.insertJob({ ...newJob(`j${i}`), env: { BIG: 'x'.repeat(8000) } }, 't0');
+    } catch (e) {
+      err = e;
+    }
+    assert.equal((err as { code?: string }).code, 'E_STORAGE', String(err));
+    assert.match((err as Error).message, /disk is full/);
+    assert.match((err as { hint?: string }).hint!, /Free space/);
+    store.close();
+    rmSync(dir, { recursive: true, force: true });
   });
 
   it('opens a database of the schema before attempts: its jobs keep working and gain attempts', () => {
