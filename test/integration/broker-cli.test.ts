@@ -209,8 +209,8 @@ describe('broker and CLI (real broker process, local host)', function () {
     await waitFor('it to run', async () => (await job(alice, id)).state === 'running');
     const r = await gpurun(['hosts'], alice);
     assert.match(r.stdout, /^NAME\s+STATE\s+GPUS FREE\s+CPUS FREE\s+MEMORY FREE\s+RUNTIME\nlocal\s+up\s+1\/2\s+7\/8\s+15G\/16G\s+process\n/);
-    assert.match(r.stdout, new RegExp(`local GPU 0  NVIDIA A100-SXM4-80GB  80G  used by ${id}`));
-    assert.match(r.stdout, /local GPU 1  NVIDIA A100-SXM4-80GB  80G  free/);
+    assert.match(r.stdout, new RegExp(`local GPU 0  NVIDIA A100-SXM4-80GB  \\d+%  \\S+/80G  used by ${id}`));
+    assert.match(r.stdout, /local GPU 1  NVIDIA A100-SXM4-80GB  \d+%  \S+\/80G  free/);
     await finalState(alice, id);
   });
 

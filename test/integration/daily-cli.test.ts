@@ -170,7 +170,7 @@ describe('daily loop: the CLI', function () {
     requirePart(this, 'a Node older than 22.5 at /usr/bin/node', /^v(1\d|20|21|22\.[0-4])\./.test(v), `found ${v || 'none'}`);
     for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) {
       const bh = scratch();
-      writeFileSync(join(bh, 'broker.json'), JSON.stringify({ listen: '127.0.0.1:0', dataDir: join(bh, 'data') }));
+      writeFileSync(join(bh, 'broker.json'), JSON.stringify({ listen: '127.0.0.1:0', dataDir: join(bh, 'data'), trustLocalUsers: true }));
       const p = spawn(old, [CLI, 'broker', '--config', join(bh, 'broker.json')], { env: testEnv(bh, { PATH: `/usr/bin:${process.env.PATH}` }), stdio: ['ignore', 'pipe', 'pipe'], cwd: ROOT });
       let log = '';
       p.stderr.on('data', (d) => (log += d));
@@ -199,7 +199,7 @@ describe('daily loop: the CLI', function () {
     }
     // Killed outright, the parent cannot pass anything on: the broker notices its pipe closing and stops.
     const bh = scratch();
-    writeFileSync(join(bh, 'broker.json'), JSON.stringify({ listen: '127.0.0.1:0', dataDir: join(bh, 'data') }));
+    writeFileSync(join(bh, 'broker.json'), JSON.stringify({ listen: '127.0.0.1:0', dataDir: join(bh, 'data'), trustLocalUsers: true }));
     const p = spawn(old, [CLI, 'broker', '--config', join(bh, 'broker.json')], { env: testEnv(bh), stdio: ['ignore', 'pipe', 'pipe'], cwd: ROOT });
     let log = '';
     p.stderr.on('data', (d) => (log += d));
