@@ -4,6 +4,7 @@
  * never-fits error and its quick fix, and diagnostics that stay put when the broker goes away.
  */
 import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { BrokerClient } from '../../server/protocol/client.ts';
 import { CLI, NODE, cleanup, createToken, fakeNvidiaSmi, scratch, startBrokerProcess, testEnv, waitFor, type BrokerProc } from '../support/harness.ts';
@@ -50,7 +51,10 @@ describe('gpurun lsp over stdio (real broker, stand-in GPUs)', function () {
     await waitFor('the pool', async () => (await complete('', 0, 19)).length > 0, 10_000);
     assert.deepEqual(await complete('', 0, 19), ['A100 — 8 of 8 free']);
     const client = new BrokerClient({ address: broker.url, token });
-    const job = await client.submit({ command: ['sleep', '30'], workspace: dir, gpus: 1 });
+    // The workspace sits beside the broker's folder: a workspace may never contain the broker's data.
+    const ws = join(dir, 'ws');
+    mkdirSync(ws, { recursive: true });
+    const job = await client.submit({ command: ['sleep', '30'], workspace: ws, gpus: 1 });
     const t0 = Date.now();
     await waitFor('a GPU taken to show in completion', async () => (await complete('', 0, 19))[0] === 'A100 — 7 of 8 free', 5_000);
     const ms = Date.now() - t0;

@@ -63,11 +63,11 @@ describe('client-served workspace through a broker that cannot read it (sshd + D
   });
 
   /** What the VS Code extension does: submit through the HTTP API; the workspace is served by another process. */
-  async function submitViaApi(command: string[], workspaceFrom: 'client' | 'broker' = 'client'): Promise<string> {
+  async function submitViaApi(command: string[], workspaceFrom: 'client' | 'broker' = 'client', workspace = ws): Promise<string> {
     const r = await fetch(`${broker.url}/v1/jobs`, {
       method: 'POST',
       headers: { authorization: `Bearer ${env.GPURUN_TOKEN}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ command, workspace: ws, workspaceFrom, gpus: 1 }),
+      body: JSON.stringify({ command, workspace, workspaceFrom, gpus: 1 }),
     });
     assert.equal(r.status, 201, await r.clone().text());
     return ((await r.json()) as { id: string }).id;
@@ -130,7 +130,10 @@ describe('client-served workspace through a broker that cannot read it (sshd + D
     const served = await gpurun(['serve-workspace', id], env, { timeoutMs: 90_000 });
     assert.equal(served.code, 0, served.stderr);
 
-    const brokerServed = await submitViaApi(['true'], 'broker');
+    // A broker-served job needs a folder the broker can see (it refuses one it cannot at submit).
+    const visible = join(dir, 'broker-visible');
+    mkdirSync(visible, { recursive: true });
+    const brokerServed = await submitViaApi(['true'], 'broker', visible);
     const r = await gpurun(['serve-workspace', brokerServed], env);
     assert.equal(r.code, 2);
     assert.match(r.stderr, new RegExp(`job ${brokerServed} does not take its workspace from the client`));
