@@ -194,21 +194,6 @@ export function isWorkspaceUpgrade(req: IncomingMessage): boolean {
   }
 }
 
-/**
- * The server's 'clientError' listener: what Node's HTTP parser refuses (a bad request line or header, headers too
- * large) is answered with the same JSON error body as everything else, then the connection is closed.
- */
-export function onClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
-  if (!socket.writable || (err.code === 'ECONNRESET')) {
-    socket.destroy();
-    return;
-  }
-  const tooLarge = err.code === 'HPE_HEADER_OVERFLOW';
-  const status = tooLarge ? 431 : 400;
-  const body = JSON.stringify({ code: 'E_BAD_REQUEST', message: tooLarge ? 'the request headers are too large' : `the request could not be parsed (${err.code ?? 'bad request'})`, hint: 'Send a well-formed HTTP/1.1 request.' });
-  socket.end(`HTTP/1.1 ${status} ${tooLarge ? 'Request Header Fields Too Large' : 'Bad Request'}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
-}
-
 export type UpgradeHandler = (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
 
 const WORKSPACE_PATH = /^\/v1\/jobs\/([a-z0-9]{1,32})\/workspace$/;

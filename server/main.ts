@@ -16,7 +16,7 @@ import { HostRegistry } from './hosts/registry.ts';
 import { ProcessRuntime } from './runtimes/process.ts';
 import { createSshSide } from './hosts/sshSide.ts';
 import { Broker } from './broker.ts';
-import { buildApp, buildUpgrade, isWorkspaceUpgrade, onClientError } from './app.ts';
+import { buildApp, buildUpgrade, isWorkspaceUpgrade } from './app.ts';
 import { embeddedBaseEnv, teamBaseEnv } from './core/jobEnv.ts';
 import { workspaceGate } from './auth/workspaces.ts';
 import { refuseUntrustedLocalHosts } from './config.ts';
@@ -111,7 +111,6 @@ export async function startBroker(config: BrokerConfig, opts: { log?: Logger; id
   const server = tls ? createHttpsServer({ cert: tls.cert, key: tls.key, ...httpOpts }, handler) : createServer(httpOpts, handler);
   hardenServer(server, log);
   server.on('upgrade', buildUpgrade(appDeps));
-  server.on('clientError', onClientError);
   const listen = config.listen;
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) => {

@@ -43,7 +43,7 @@ function writeAtomic(name: string, value: unknown): void {
 /** Space taken at start for each file the shim must write later (JSON padded with spaces still parses). */
 const RESERVE_BYTES = 4096;
 const reservePath = (name: string) => join(dir, `.${name}.reserve`);
-for (const name of ['pid.json', 'status.json']) writeFileSync(reservePath(name), ' '.repeat(RESERVE_BYTES));
+for (const name of ['pid.json', 'status.json']) writeFileSync(reservePath(name), ' '.repeat(RESERVE_BYTES), { mode: 0o600 });
 
 // Signals meant for the job go to its process group; the shim stays to record how it ended.
 for (const s of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(s, () => {});

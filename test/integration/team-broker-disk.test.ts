@@ -10,7 +10,7 @@ import { mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Job } from '../../server/protocol/jobs.ts';
 import { BrokerClient } from '../../server/protocol/client.ts';
-import { cleanup, createToken, gpurun, requirePart, restartBroker, scratch, startBrokerProcess, stopBroker, testEnv, waitFor, type BrokerProc } from '../support/harness.ts';
+import { cleanup, createToken, gpurun, requirePart, restartBroker, scratch, startBrokerProcess, stopBroker, testEnv, waitFor, workspaceIn, type BrokerProc } from '../support/harness.ts';
 
 function mountTmpfs(dir: string, size: string): boolean {
   mkdirSync(dir, { recursive: true });
@@ -58,7 +58,7 @@ describe('team broker: a full data disk', function () {
   };
 
   it('keeps answering, keeps the true state, refuses submits with a message, and comes back after a restart', async () => {
-    const r = await gpurun(['run', '--detach', '--gpus', '0', '--workspace', dir, '--', 'sh', '-c', 'yes "filling the disk with this line of output"'], env);
+    const r = await gpurun(['run', '--detach', '--gpus', '0', '--workspace', workspaceIn(dir), '--', 'sh', '-c', 'yes "filling the disk with this line of output"'], env);
     assert.equal(r.code, 0, r.stderr);
     const id = r.stdout.trim();
     const ended = await waitFor('the job to end on the full disk', async () => (await ls()).find((j) => j.id === id && j.state !== 'running' && j.state !== 'queued' && j.state !== 'starting'), 60_000);
@@ -75,10 +75,10 @@ describe('team broker: a full data disk', function () {
     assert.equal(health.disk.low, true, JSON.stringify(health));
     assert.ok(health.problems.some((p) => /disk/.test(p)), JSON.stringify(health));
 
-    const refused = await gpurun(['run', '--detach', '--gpus', '0', '--workspace', dir, '--', 'true'], env);
+    const refused = await gpurun(['run', '--detach', '--gpus', '0', '--workspace', workspaceIn(dir), '--', 'true'], env);
     assert.notEqual(refused.code, 0);
     assert.match(refused.stderr, /disk (has .* free, less than its floor|is full)/);
-    const res = await fetch(`${broker!.url}/v1/jobs`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify({ command: ['true'], workspace: dir, gpus: 0 }) });
+    const res = await fetch(`${broker!.url}/v1/jobs`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify({ command: ['true'], workspace: workspaceIn(dir), gpus: 0 }) });
     assert.ok(res.status === 507 || res.status === 503, `status ${res.status}`);
     const body = (await res.json()) as { code: string; message: string; hint: string };
     assert.ok(body.code && body.message && body.hint, JSON.stringify(body));
@@ -96,7 +96,7 @@ describe('team broker: a full data disk', function () {
 
     // Space freed (the job's log removed by hand): new jobs run again, and the held state is written.
     rmSync(join(data, 'logs', `${id}.log`));
-    const ok = await gpurun(['run', '--gpus', '0', '--workspace', dir, '--', 'echo', 'room again'], env);
+    const ok = await gpurun(['run', '--gpus', '0', '--workspace', workspaceIn(dir), '--', 'echo', 'room again'], env);
     assert.equal(ok.code, 0, ok.stderr);
     assert.match(ok.stdout, /room again/);
   });
@@ -130,7 +130,7 @@ describe('team broker: output cap and retention', function () {
   it('stops a job past its output cap, keeps head, marker and tail, and offsets stay those of the full output', async () => {
     // Numbered lines: each line says where it starts, so any byte read can be checked against its offset.
     const script = 'i=0; while :; do printf "line %08d\\n" $i; i=$((i+1)); done';
-    const r = await gpurun(['run', '--detach', '--gpus', '0', '--workspace', dir, '--', 'sh', '-c', script], env);
+    const r = await gpurun(['run', '--detach', '--gpus', '0', '--workspace', workspaceIn(dir), '--', 'sh', '-c', script], env);
     assert.equal(r.code, 0, r.stderr);
     const id = r.stdout.trim();
     const job = await waitFor('the job to be stopped', async () => {
@@ -166,7 +166,7 @@ describe('team broker: output cap and retention', function () {
   });
 
   it('removes ended jobs\' logs after the retention time; the job is still listed and logs says why', async () => {
-    const r = await gpurun(['run', '--gpus', '0', '--workspace', dir, '--', 'echo', 'kept for a while'], renv);
+    const r = await gpurun(['run', '--gpus', '0', '--workspace', workspaceIn(dir), '--', 'echo', 'kept for a while'], renv);
     assert.equal(r.code, 0, r.stderr);
     const listedBefore = JSON.parse((await gpurun(['ls', '--all', '--json'], renv)).stdout) as Job[];
     const id = listedBefore.find((j) => j.command.includes('kept for a while'))!.id;

@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
 import { join } from 'node:path';
-import { cleanup, createToken, scratch, startBrokerProcess, stopBroker, type BrokerProc } from '../support/harness.ts';
+import { cleanup, createToken, scratch, startBrokerProcess, stopBroker, workspaceIn, type BrokerProc } from '../support/harness.ts';
 
 const TOTAL = 10_000;
 const PARALLEL = 16;
@@ -147,7 +147,7 @@ describe('team broker: request fuzz', function () {
 
   it(`answers ${TOTAL} malformed requests with no crash, no 5xx, and JSON {code, message, hint} errors`, async () => {
     const token = await createToken(broker, 'fuzzer');
-    const sub = await fetch(`${broker.url}/v1/jobs`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify({ command: ['true'], workspace: dir, gpus: 0 }) });
+    const sub = await fetch(`${broker.url}/v1/jobs`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify({ command: ['true'], workspace: workspaceIn(dir), gpus: 0 }) });
     const jobId = ((await sub.json()) as { id: string }).id;
     const port = Number(new URL(broker.url).port);
     const next = generator(Number(process.env.FUZZ_SEED ?? 20261201), token, jobId);

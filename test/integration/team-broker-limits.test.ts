@@ -9,7 +9,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import type { Job } from '../../server/protocol/jobs.ts';
-import { cleanup, createToken, fakeNvidiaSmi, gpurun, scratch, startBrokerProcess, stopBroker, testEnv, waitFor, type BrokerProc } from '../support/harness.ts';
+import { cleanup, createToken, fakeNvidiaSmi, gpurun, scratch, startBrokerProcess, stopBroker, testEnv, waitFor, workspaceIn, type BrokerProc } from '../support/harness.ts';
 
 interface Answer {
   status: number;
@@ -51,14 +51,14 @@ describe('team broker: fairness and limits', function () {
   });
 
   it("puts bob's one job next, not behind alice's 5,000, and shows him that position", async () => {
-    const blocker = await alice('POST', '/v1/jobs', { command: ['sleep', '300'], workspace: dir, gpus: 0 });
+    const blocker = await alice('POST', '/v1/jobs', { command: ['sleep', '300'], workspace: workspaceIn(dir), gpus: 0 });
     assert.equal(blocker.status, 201);
     await waitFor('the blocker to run', async () => (await alice('GET', `/v1/jobs/${blocker.body.id}`)).body.state === 'running');
     for (let i = 0; i < 5000; i += 50) {
-      const batch = await Promise.all(Array.from({ length: 50 }, () => alice('POST', '/v1/jobs', { command: ['true'], workspace: dir, gpus: 0 })));
+      const batch = await Promise.all(Array.from({ length: 50 }, () => alice('POST', '/v1/jobs', { command: ['true'], workspace: workspaceIn(dir), gpus: 0 })));
       assert.ok(batch.every((a) => a.status === 201), JSON.stringify(batch.find((a) => a.status !== 201)));
     }
-    const mine = await bob('POST', '/v1/jobs', { command: ['true'], workspace: dir, gpus: 0 });
+    const mine = await bob('POST', '/v1/jobs', { command: ['true'], workspace: workspaceIn(dir), gpus: 0 });
     assert.equal(mine.status, 201);
     console.log(`      figure: bob's job is at queue position ${mine.body.queuePosition} behind 5,000 of alice's`);
     assert.ok((mine.body.queuePosition as number) <= 2, `position ${mine.body.queuePosition}`);
@@ -85,11 +85,11 @@ describe('team broker: fairness and limits', function () {
 
   it('pages job lists so that 600 jobs with 1 MB of env each still list, and bounds each page', async () => {
     // A job holding the one CPU keeps the 600 queued: they are only listed, never started.
-    const hold = await bob('POST', '/v1/jobs', { command: ['sleep', '300'], workspace: dir, gpus: 0 });
+    const hold = await bob('POST', '/v1/jobs', { command: ['sleep', '300'], workspace: workspaceIn(dir), gpus: 0 });
     await waitFor('the holder to run', async () => (await bob('GET', `/v1/jobs/${hold.body.id}`)).body.state === 'running');
     const big = 'x'.repeat(1_000_000);
     for (let i = 0; i < 600; i += 20) {
-      const batch = await Promise.all(Array.from({ length: 20 }, () => bob('POST', '/v1/jobs', { command: ['true'], workspace: dir, gpus: 0, env: { BIG: big } })));
+      const batch = await Promise.all(Array.from({ length: 20 }, () => bob('POST', '/v1/jobs', { command: ['true'], workspace: workspaceIn(dir), gpus: 0, env: { BIG: big } })));
       assert.ok(batch.every((a) => a.status === 201), JSON.stringify(batch.find((a) => a.status !== 201)?.body));
     }
     let pages = 0;
@@ -115,7 +115,7 @@ describe('team broker: fairness and limits', function () {
   });
 
   it('refuses a too-large body (413) and an env over the cap, with code, message and hint', async () => {
-    const r = await fetch(`${broker.url}/v1/jobs`, { method: 'POST', headers: { authorization: `Bearer ${bobToken}`, 'content-type': 'application/json' }, body: JSON.stringify({ command: ['true'], workspace: dir, name: 'x'.repeat(5 << 20) }) });
+    const r = await fetch(`${broker.url}/v1/jobs`, { method: 'POST', headers: { authorization: `Bearer ${bobToken}`, 'content-type': 'application/json' }, body: JSON.stringify({ command: ['true'], workspace: workspaceIn(dir), name: 'x'.repeat(5 << 20) }) });
     assert.equal(r.status, 413);
     const body = (await r.json()) as Answer['body'];
     assert.equal(body.code, 'E_TOO_LARGE');
@@ -183,9 +183,9 @@ describe('team broker: per-user limits', function () {
     const carol = api(broker, await createToken(broker, 'carol'));
     const dave = api(broker, await createToken(broker, 'dave'));
     const ok = [];
-    for (let i = 0; i < 4; i++) ok.push(await carol('POST', '/v1/jobs', { command: ['sleep', '60'], workspace: dir, gpus: 0 }));
+    for (let i = 0; i < 4; i++) ok.push(await carol('POST', '/v1/jobs', { command: ['sleep', '60'], workspace: workspaceIn(dir), gpus: 0 }));
     assert.deepEqual(ok.map((a) => a.status), [201, 201, 201, 201]); // one runs, three queue
-    const fifth = await carol('POST', '/v1/jobs', { command: ['sleep', '60'], workspace: dir, gpus: 0 });
+    const fifth = await carol('POST', '/v1/jobs', { command: ['sleep', '60'], workspace: workspaceIn(dir), gpus: 0 });
     assert.equal(fifth.status, 429);
     assert.equal(fifth.body.code, 'E_LIMIT');
     assert.match(fifth.body.message!, /carol already has 3 queued jobs/);
@@ -193,14 +193,14 @@ describe('team broker: per-user limits', function () {
     // Another user is not affected by carol's queue, only by their own rate.
     const statuses = [];
     for (let i = 0; i < 7; i++) {
-      const r = await dave('POST', '/v1/jobs', { command: ['true'], workspace: dir, gpus: 0, queue: 'offline' });
+      const r = await dave('POST', '/v1/jobs', { command: ['true'], workspace: workspaceIn(dir), gpus: 0, queue: 'offline' });
       statuses.push(r.status);
       if (r.status === 201) await dave('POST', `/v1/jobs/${r.body.id}/cancel`);
       else assert.match(r.body.message!, /submitted 6 jobs in the last minute/);
     }
     assert.deepEqual(statuses, [201, 201, 201, 201, 201, 201, 429]);
     const env = testEnv(join(dir, 'c'), { GPURUN_BROKER: broker.url, GPURUN_TOKEN: (await createToken(broker, 'carol')) });
-    const cli = await gpurun(['run', '--detach', '--gpus', '0', '--workspace', dir, '--', 'true'], env);
+    const cli = await gpurun(['run', '--detach', '--gpus', '0', '--workspace', workspaceIn(dir), '--', 'true'], env);
     assert.notEqual(cli.code, 0);
     assert.match(cli.stderr, /already has 3 queued jobs/);
   });
@@ -224,15 +224,15 @@ describe('team broker: per-user GPU cap', function () {
   it("holds a user's second GPU job at the cap, says why, and gives the free GPU to another user", async () => {
     const erin = api(broker, await createToken(broker, 'erin'));
     const fred = api(broker, await createToken(broker, 'fred'));
-    const a = await erin('POST', '/v1/jobs', { command: ['sleep', '30'], workspace: dir, gpus: 1 });
+    const a = await erin('POST', '/v1/jobs', { command: ['sleep', '30'], workspace: workspaceIn(dir), gpus: 1 });
     await waitFor("erin's first job to run", async () => (await erin('GET', `/v1/jobs/${a.body.id}`)).body.state === 'running');
-    const b = await erin('POST', '/v1/jobs', { command: ['sleep', '30'], workspace: dir, gpus: 1 });
-    const c = await fred('POST', '/v1/jobs', { command: ['sleep', '30'], workspace: dir, gpus: 1 });
+    const b = await erin('POST', '/v1/jobs', { command: ['sleep', '30'], workspace: workspaceIn(dir), gpus: 1 });
+    const c = await fred('POST', '/v1/jobs', { command: ['sleep', '30'], workspace: workspaceIn(dir), gpus: 1 });
     await waitFor("fred's job to run", async () => (await fred('GET', `/v1/jobs/${c.body.id}`)).body.state === 'running');
     const held = await erin('GET', `/v1/jobs/${b.body.id}`);
     assert.equal(held.body.state, 'queued');
     assert.match(held.body.reason as string, /erin's running jobs hold 1 GPU, and one user may hold at most 1 at once \(limits\.maxRunningGpus\)/);
-    const two = await erin('POST', '/v1/jobs', { command: ['true'], workspace: dir, gpus: 2 });
+    const two = await erin('POST', '/v1/jobs', { command: ['true'], workspace: workspaceIn(dir), gpus: 2 });
     assert.equal(two.status, 429);
     for (const [who, id] of [[erin, a.body.id], [erin, b.body.id], [fred, c.body.id]] as const) await who('POST', `/v1/jobs/${id}/cancel`);
   });
@@ -275,7 +275,7 @@ describe('team broker: stuck event-stream readers', function () {
     // Each job change is an event of ~200 KB (a long command) to every reader.
     const long = Array.from({ length: 100 }, () => 'y'.repeat(2000));
     for (let i = 0; i < 60; i += 20) {
-      await Promise.all(Array.from({ length: 20 }, () => bob('POST', '/v1/jobs', { command: ['true', ...long], workspace: dir, gpus: 0 })));
+      await Promise.all(Array.from({ length: 20 }, () => bob('POST', '/v1/jobs', { command: ['true', ...long], workspace: workspaceIn(dir), gpus: 0 })));
     }
     await new Promise((r) => setTimeout(r, 3000));
     const after = rssKiB(pid);

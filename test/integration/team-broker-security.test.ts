@@ -355,7 +355,7 @@ describe('team broker safety (real broker, local host, sshd + Docker host)', fun
       assert.equal(bad.status, 400, bad.text);
       const body = JSON.parse(bad.body) as { code: string; message: string; hint: string };
       assert.equal(body.code, 'E_BAD_REQUEST');
-      assert.match(body.message, /could not be parsed/);
+      assert.match(body.message, /not valid HTTP/);
       assert.ok(body.hint);
       assert.ok(!broker.log().includes('request failed'), 'no internal error in the broker log');
     });

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { cleanup, createToken, gpurun, gpurunSpawn, requirePart, scratch, startBrokerProcess, stopBroker, testEnv, waitFor, type BrokerProc } from '../support/harness.ts';
+import { cleanup, createToken, gpurun, gpurunSpawn, requirePart, scratch, startBrokerProcess, stopBroker, testEnv, waitFor, workspaceIn, type BrokerProc } from '../support/harness.ts';
 
 function hasOpenssl(): boolean {
   try {
@@ -51,7 +51,7 @@ describe('team broker over TLS', function () {
   });
 
   it('runs a job through the pinned certificate: submit, events, logs', async () => {
-    const r = await gpurun(['run', '--gpus', '0', '--workspace', dir, '--', 'echo', 'over tls'], env);
+    const r = await gpurun(['run', '--gpus', '0', '--workspace', workspaceIn(dir), '--', 'echo', 'over tls'], env);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /over tls/);
   });
@@ -75,11 +75,11 @@ describe('team broker over TLS', function () {
     const sub = await fetch(`${broker.url.replace('https', 'http')}/v1/health`).catch((e: Error) => e);
     assert.ok(sub instanceof Error, 'plain HTTP is not answered on the TLS port');
     // A job taking its workspace from the client (as the extension submits it); 3 CPUs fit only the (down) SSH host.
-    const body = JSON.stringify({ command: ['true'], workspace: dir, gpus: 0, cpus: 3, workspaceFrom: 'client' });
+    const body = JSON.stringify({ command: ['true'], workspace: workspaceIn(dir), gpus: 0, cpus: 3, workspaceFrom: 'client' });
     const { BrokerClient } = await import('../../server/protocol/client.ts');
     const c = new BrokerClient({ address: broker.url, token: env.GPURUN_TOKEN!, fingerprint: broker.fingerprint! });
     const job = await c.submit(JSON.parse(body));
-    const serving = gpurunSpawn(['serve-workspace', job.id, '--workspace', dir], env);
+    const serving = gpurunSpawn(['serve-workspace', job.id, '--workspace', workspaceIn(dir)], env);
     let err = '';
     serving.stderr!.on('data', (d) => (err += d));
     await waitFor('the broker to take the workspace stream', () => /client serves a workspace/.test(broker.log()), 20_000);

@@ -25,6 +25,16 @@ export function scratch(prefix = 'gpurun-test-'): string {
   return mkdtempSync(join(tmpdir(), prefix));
 }
 
+/**
+ * A workspace folder `ws` inside `dir`, made if missing. A test broker's own folder usually sits in `dir` too, and a
+ * workspace may never contain the broker's data, so jobs get this one rather than `dir` itself.
+ */
+export function workspaceIn(dir: string): string {
+  const ws = join(dir, 'ws');
+  mkdirSync(ws, { recursive: true });
+  return ws;
+}
+
 /** Runs `gpurun ARGS` to completion. */
 export function gpurun(args: string[], env: NodeJS.ProcessEnv, opts: { cwd?: string; timeoutMs?: number } = {}): Promise<CliResult> {
   return new Promise((resolvePromise, reject) => {
