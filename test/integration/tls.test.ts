@@ -33,7 +33,7 @@ describe('team broker over TLS', function () {
     broker = await startBrokerProcess(join(dir, 'b'), {
       listen: '127.0.2.1:0',
       tls: true,
-      hosts: [{ name: 'local', type: 'local', cpus: 1, memory: '2G' }, { name: 'far', type: 'ssh', cpus: 4, memory: '2G', address: '127.0.2.2', port: 2222, user: 'root', identityFile: join(dir, 'nokey'), knownHosts: join(dir, 'known_hosts') }],
+      hosts: [{ name: 'local', type: 'local', cpus: 1, memory: '2G' }, { name: 'far', type: 'ssh', cpus: 4, memory: '2G', address: '127.0.2.2', port: 2222, user: 'root', identityFile: join(dir, 'keys', 'nokey'), knownHosts: join(dir, 'keys', 'known_hosts') }],
     });
     env = testEnv(join(dir, 'client'), { GPURUN_BROKER: broker.url, GPURUN_TOKEN: await createToken(broker, 'alice'), GPURUN_BROKER_FINGERPRINT: broker.fingerprint });
   });
