@@ -1,5 +1,5 @@
 /**
- * Broker core figures (issue 2): a scheduling pass at scale, submit throughput over HTTP, submit → first output
+ * Broker core figures: a scheduling pass at scale, submit throughput over HTTP, submit → first output
  * line on the local host, and log throughput from a job through the broker to a following client.
  */
 import { spawn } from 'node:child_process';

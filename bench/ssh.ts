@@ -1,5 +1,5 @@
 /**
- * Benchmarks of GPU hosts over SSH (issue 3), on real parts over loopback: sshd hosts, Docker, sshfs.
+ * Benchmarks of GPU hosts over SSH, on real parts over loopback: sshd hosts, Docker, sshfs.
  *   1. submit → first output line on a warm host (p50 of 20), Docker + SSHFS (relay and direct) and a process host
  *      (no Docker, relay); baseline: the local process runtime in the same broker.
  *   2. start time with a 1 GB workspace / with a 1 MB one (nothing is uploaded, so ≈ 1).

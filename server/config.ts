@@ -56,7 +56,7 @@ export interface BrokerConfig extends TeamConfig {
     trustUnixSocket: boolean;
     localUser: string;
   };
-  // -- Slurm backend (issue 5) --
+  // -- Slurm clusters --
   /** Slurm clusters jobs can be sent to (`gpurun run --backend NAME`). */
   clusters: ClusterConfig[];
   /** Backend of a job that names none: "hosts" (the host pool) or a cluster's name. */
@@ -141,7 +141,7 @@ export function validateConfig(raw: unknown, file: string, baseDir: string, fall
   const listen = parseListen(o.listen === undefined ? '127.0.0.1:8750' : f.str(o.listen, 'listen'), (m) => f.fail('listen', m));
   const dataDir = o.dataDir === undefined ? fallbackDataDir : resolve(baseDir, f.str(o.dataDir, 'dataDir'));
 
-  // Slurm backend (issue 5): with clusters configured, hosts may be left out (then there are none) or empty.
+  // Slurm clusters: with clusters configured, hosts may be left out (then there are none) or empty.
   const hasClusters = Array.isArray(o.clusters) && o.clusters.length > 0;
   const hostsRaw = o.hosts === undefined ? (hasClusters ? [] : [{ name: 'local', type: 'local' }]) : o.hosts;
   if (!Array.isArray(hostsRaw) || (hostsRaw.length === 0 && !hasClusters)) f.fail('hosts', 'must be a non-empty list of hosts');
@@ -192,7 +192,7 @@ export function validateConfig(raw: unknown, file: string, baseDir: string, fall
     memoryMiB: d.memory === undefined ? 1024 : f.mem(d.memory, 'defaults.memory'),
   };
 
-  // Slurm backend (issue 5).
+  // Slurm clusters.
   const clusters = validateClusters(o.clusters, f, new Set([HOSTS_BACKEND, ...names]), baseDir);
   const backends = [...(hosts.length ? [HOSTS_BACKEND] : []), ...clusters.map((c) => c.name)];
   const defaultBackend = o.defaultBackend === undefined ? backends[0] : f.str(o.defaultBackend, 'defaultBackend');

@@ -154,7 +154,7 @@ async function attach(conn: Connection, job0: Job, notify: boolean): Promise<num
   let lastStatus = '';
   let stagedShown = false;
   const status = (job: Job) => {
-    // Slurm backend (issue 5): what staging copied, once.
+    // A Slurm cluster job: what staging copied, once.
     const st = job.cluster?.staged;
     if (st && !stagedShown) {
       stagedShown = true;
@@ -265,7 +265,7 @@ async function attach(conn: Connection, job0: Job, notify: boolean): Promise<num
   }
   const job = await finalJob(conn, id);
   await conn.client.close();
-  // Slurm backend (issue 5): what came back from the cluster's staged workspace.
+  // A Slurm cluster job: what came back from the cluster's staged workspace.
   const back = job.cluster?.returned;
   if (back && (back.copied || back.keptNewer.length)) {
     out(`brought back ${back.copied} file${back.copied === 1 ? '' : 's'} the job wrote${back.keptNewer.length ? `; kept your newer edit of ${back.keptNewer.join(', ')} (the job's version stays on the cluster)` : ''}`);

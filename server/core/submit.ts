@@ -23,7 +23,7 @@ export interface ValidSubmit {
   queue: Queue;
   image?: string;
   env: Record<string, string>;
-  /** As asked (Slurm backend, issue 5); the broker checks that it exists and picks the default. */
+  /** As asked (the host pool or a Slurm cluster); the broker checks that it exists and picks the default. */
   backend?: string;
   /** Set when the submitting client serves the workspace itself. */
   workspaceFrom?: 'client';

@@ -56,7 +56,7 @@ export interface SubmitRequest {
   env?: Record<string, string>;
   /** A short label shown in lists (defaults to the script name). */
   name?: string;
-  // -- Slurm backend (issue 5) --
+  // -- Slurm clusters --
   /** Where the job runs: "hosts" (the broker's host pool) or a cluster's name; default: see the README. */
   backend?: string;
   // -- client-served workspace --
@@ -184,7 +184,7 @@ export interface Job {
   /** Present while queued: 1-based position in its queue across all users. */
   queuePosition?: number;
   transitions?: Transition[];
-  // -- Slurm backend (issue 5) --
+  // -- Slurm clusters --
   /** "hosts" or the cluster the job was sent to. Absent on jobs stored before backends existed (= "hosts"). */
   backend?: string;
   /** Jobs on a Slurm cluster: their Slurm id and what staging copied. */

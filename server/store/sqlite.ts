@@ -50,7 +50,7 @@ const MIGRATIONS: string[] = [
      admin INTEGER NOT NULL,
      created_at TEXT NOT NULL
    );`,
-  // Slurm backend (issue 5): "hosts" or a cluster's name.
+  // Where the job runs: "hosts" or a cluster's name.
   `ALTER TABLE jobs ADD COLUMN backend TEXT;`,
   // Client-served workspace: 'client', or NULL (the broker serves it).
   `ALTER TABLE jobs ADD COLUMN workspace_from TEXT;`,

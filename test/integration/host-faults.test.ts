@@ -10,7 +10,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { cleanup, CLI, cliJobs, createToken, fakePciBusId, gpurun, NODE, restartBroker, scratch, startBrokerProcess, stopBroker, testEnv, requirePart, type BrokerProc, type ListedJob } from '../support/harness.ts';
+import { cleanup, CLI, cliJobs, createToken, fakePciBusId, gpurun, NODE, restartBroker, scratch, startBrokerProcess, stopBroker, testEnv, requirePart, type BrokerProc, type ListedJob, waitFor } from '../support/harness.ts';
 import { makeSshHosts, mountedUnder, sshHostsMissing, type TestHost, type TestHostSet } from '../support/sshHosts.ts';
 import { mountPoint } from '../../server/hosts/mount.ts';
 import { brokerId } from '../../server/hosts/sshSide.ts';
@@ -123,20 +123,8 @@ describe('host faults: unreachable and lost hosts, blips, GPU faults, bursts (ss
   const job = (id: string) => api<ListedJob>('GET', `/v1/jobs/${id}`);
   const logsOf = async (id: string) => (await fetch(`${broker.url}/v1/jobs/${id}/logs?offset=0`, { headers: { authorization: `Bearer ${env.GPURUN_TOKEN}` } })).text();
   const submit = async (on: string[], command: string[]) => (await api<{ id: string }>('POST', '/v1/jobs', { command, workspace: ws, gpus: 1, gpuType: on[3] })).id;
-  const poll = async <T>(what: string, fn: () => Promise<T | undefined | false>, ms: number): Promise<T> => {
-    const deadline = Date.now() + ms;
-    let last: unknown;
-    while (Date.now() < deadline) {
-      try {
-        const v = await fn();
-        if (v) return v;
-      } catch (e) {
-        last = e;
-      }
-      await sleep(300);
-    }
-    throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
-  };
+  // Polls the HTTP API every 300 ms: dozens of jobs polled at the harness's 50 ms would load the machine.
+  const poll = <T>(what: string, fn: () => Promise<T | undefined | false>, ms: number): Promise<T> => waitFor(what, fn, ms, 300);
   const hostsSay = (what: string, re: RegExp, ms: number) => poll(what, async () => {
     const out = (await gpurun(['hosts'], env)).stdout;
     return re.test(out) && out;
