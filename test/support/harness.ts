@@ -147,7 +147,8 @@ async function spawnBroker(home: string, knownUrl: string | undefined, env: Node
   proc.on('close', () => writeFileSync(logPath, log, { flag: 'a' }));
   let url = knownUrl ?? '';
   let fingerprint: string | undefined;
-  for (let i = 0; i < 200; i++) {
+  // Up to about 30 s: the broker probes its hosts before it listens, which a loaded machine makes slow.
+  for (let i = 0; i < 600; i++) {
     if (proc.exitCode !== null) throw new Error(`broker exited (${proc.exitCode}):\n${log}`);
     url ||= /broker listening on (https?:\/\/[\d.:]+)/.exec(log)?.[1] ?? '';
     fingerprint = /GPURUN_BROKER_FINGERPRINT=([0-9A-F:]+)/.exec(log)?.[1];

@@ -136,7 +136,11 @@ export async function makeSshHosts(dir: string, specs: Array<{ name: string; add
     chmodSync(join(bin, 'dmesg'), 0o755);
     const bootIdFile = join(hdir, 'boot_id');
     writeFileSync(bootIdFile, `${randomUUID()}\n`);
-    const env = { PATH: `${bin}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`, GPURUN_BOOT_ID_FILE: bootIdFile, ...spec.env };
+    // A home of the host's own: root's dotfiles on this machine (a pyenv init in ~/.bashrc, say, which bash runs for
+    // every SSH command) would otherwise slow or break every session of every host.
+    const home = join(hdir, 'home');
+    mkdirSync(home, { recursive: true });
+    const env = { PATH: `${bin}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`, HOME: home, GPURUN_BOOT_ID_FILE: bootIdFile, ...spec.env };
     const cfg = join(hdir, 'sshd_config');
     const pidFile = join(hdir, 'sshd.pid');
     writeFileSync(
