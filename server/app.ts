@@ -158,7 +158,7 @@ export function buildApp(d: AppDeps): Handler {
  * The request's path and query. A target that is not an origin path (`//host/…`, `%00`, no leading `/`) is a bad
  * request, never an internal error.
  */
-function requestUrl(req: IncomingMessage): URL {
+export function requestUrl(req: IncomingMessage): URL {
   const target = req.url ?? '/';
   if (!target.startsWith('/')) throw new GpurunError('E_BAD_REQUEST', 'the request target must be a path starting with /');
   try {
@@ -225,16 +225,21 @@ export function buildUpgrade(d: AppDeps): UpgradeHandler {
       if (head.length) socket.unshift(head);
       d.log.info('client serves a workspace', { job: job.id, user: principal.user });
     } catch (err) {
-      const e = isGpurunError(err) ? err : new GpurunError('E_INTERNAL', 'internal broker error', { cause: err });
-      if (e.code === 'E_INTERNAL') d.log.error('upgrade failed', { err: err instanceof Error ? err : new Error(String(err)) });
-      const text = JSON.stringify(errorBody(e));
-      socket.end(`HTTP/1.1 ${e.status} ${e.code}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`);
+      refuseUpgrade(d.log, socket, err);
     }
   };
 }
 
+/** Answers an upgrade that cannot be made with the error's status and `{code, message, hint}`, and closes. */
+export function refuseUpgrade(log: Logger, socket: Duplex, err: unknown): void {
+  const e = isGpurunError(err) ? err : new GpurunError('E_INTERNAL', 'internal broker error', { cause: err });
+  if (e.code === 'E_INTERNAL') log.error('upgrade failed', { err: err instanceof Error ? err : new Error(String(err)) });
+  const text = JSON.stringify(errorBody(e));
+  socket.end(`HTTP/1.1 ${e.status} ${e.code}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`);
+}
+
 /** The caller's principal and token hash; failed attempts count against the caller's address (team/guard.ts). */
-function authorize(d: AppDeps, req: IncomingMessage): { principal: Principal; hash: string } {
+export function authorize(d: AppDeps, req: IncomingMessage): { principal: Principal; hash: string } {
   const check = () => authenticateToken(d.store, req.headers.authorization);
   return d.guard ? d.guard.authenticate(req, check) : check();
 }

@@ -218,6 +218,20 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     return job;
   }
 
+  /**
+   * The running attempt of one of the principal's own jobs (for exec and port forwards, interactive/): its host and
+   * runtime handle. Another user's job is not found; an admin may see it but not enter it.
+   */
+  runningAttempt(p: Principal, id: string): { job: StoredJob; host: string; ref: Record<string, unknown> } {
+    const job = this.visible(p, id);
+    if (job.owner !== p.user) throw new GpurunError('E_FORBIDDEN', `only ${job.owner} can enter job ${id}`);
+    const att = this.currentAttempt(job);
+    if (job.state !== 'running' || !job.host || !att?.runtimeRef) {
+      throw new GpurunError('E_CONFLICT', `job ${id} is ${job.state.replace('_', ' ')}, not running`, { hint: isFinal(job.state) ? `Its output stays readable: gpurun logs ${id}` : `Wait until it runs: gpurun show ${id}` });
+    }
+    return { job, host: job.host, ref: att.runtimeRef };
+  }
+
   /** Jobs queued, starting or running (for limits and the output cap). */
   activeJobs(): StoredJob[] {
     return [...this.active.values()];

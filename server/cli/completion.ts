@@ -13,6 +13,8 @@ export const COMPLETION: Record<string, string[]> = {
   wait: ['notify', 'quiet', 'broker', 'help'],
   show: ['json', 'broker', 'help'],
   cancel: ['broker', 'help'],
+  exec: ['stdin', 'tty', 'broker', 'help'],
+  forward: ['broker', 'help'],
   hosts: ['json', 'broker', 'help'],
   broker: ['config', 'help'],
   token: ['admin', 'config', 'help'],
