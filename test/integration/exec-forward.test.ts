@@ -130,6 +130,30 @@ function suite(title: string, port: number, make: (this: Mocha.Context) => Promi
       assert.match(screen(), /^EXIT=0$/m);
     });
 
+    it('runs gpurun run -it -- python3 on this terminal: echo, size, Ctrl+D ends the job', async function () {
+      requirePart(this, 'tmux', hasTmux, 'tmux is not installed (apt-get install tmux)');
+      spawnSync('tmux', ['-L', tmuxSock, 'kill-server']);
+      tmux('new-session', '-d', '-s', 't', '-x', '100', '-y', '30', 'bash', '--norc', '--noprofile');
+      const vars = `GPURUN_BROKER=${p.broker.url} GPURUN_TOKEN=${p.alice.GPURUN_TOKEN}`;
+      tmux('send-keys', '-t', 't', `clear; cd ${p.ws}; ${vars} ${NODE} ${CLI} run -it --gpus 0 -- python3 -q; echo EXIT=$?`, 'Enter');
+      await waitFor('the Python prompt', () => /^>>>\s*$/m.test(screen()), 60_000);
+      tmux('send-keys', '-t', 't', 'import os, shutil; print(6*7, shutil.get_terminal_size(), os.getcwd())', 'Enter');
+      await waitFor('the answer', () => new RegExp(`^42 os\\.terminal_size\\(columns=100, lines=30\\) ${p.jobDir}$`, 'm').test(screen()), 10_000);
+      tmux('send-keys', '-t', 't', 'C-d');
+      await waitFor('the job to end', () => /^EXIT=\d+$/m.test(screen()), 20_000);
+      assert.match(screen(), /^EXIT=0$/m);
+      const id2 = /job (\w+) submitted/.exec(screen())![1];
+      const job = JSON.parse((await gpurun(['show', '--json', id2], p.alice)).stdout) as { state: string; exitCode: number };
+      assert.deepEqual([job.state, job.exitCode], ['succeeded', 0]);
+    });
+
+    it('runs gpurun run -i with a pipe: stdin reaches the job, its exit code is the CLI\'s', async () => {
+      const r = await gpurunInput(['run', '-i', '--gpus', '0', '--workspace', p.ws, '--', 'python3', '-c', 'import sys; n = len(sys.stdin.read().split()); print(n); sys.exit(n)'], p.alice, 'a b c d e\n');
+      assert.equal(r.code, 5, r.stderr);
+      assert.equal(r.stdout, '5\n');
+      assert.match(r.stderr, /gpurun: job \w+ failed: exited with code 5/);
+    });
+
     it('forwards a port of the job to this machine', async () => {
       const fwd = spawn(NODE, [CLI, 'forward', id, `${port}:0`], { env: p.alice, stdio: ['ignore', 'pipe', 'pipe'] });
       let out = '';
