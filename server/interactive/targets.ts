@@ -53,6 +53,11 @@ export interface InteractiveDeps {
 
 export class Interactive {
   private readonly d: InteractiveDeps;
+  /**
+   * Containers' addresses (by host and container), looked up once: a browser opens many connections, and each
+   * lookup is a `docker inspect` over SSH. A failed connection forgets the address (a new attempt has a new one).
+   */
+  private readonly addresses = new Map<string, string>();
 
   constructor(d: InteractiveDeps) {
     this.d = d;
@@ -85,13 +90,20 @@ export class Interactive {
     if (kind === 'process') return localConnect(port);
     const ssh = this.ssh(t.host);
     if (!ssh.forwardOut) throw new GpurunError('E_INTERNAL', `host ${t.host}'s connection cannot forward ports`);
-    let address = '127.0.0.1';
-    if (kind === 'docker') {
+    if (kind !== 'docker') return ssh.forwardOut('127.0.0.1', port);
+    const key = `${t.host}\0${String(t.ref.container)}`;
+    let address = this.addresses.get(key);
+    if (!address) {
       const found = parseContainerAddress(await ssh.run(containerAddressArgs(String(t.ref.container)), 'finding the container\'s address', { timeoutMs: 15_000 }));
       if (!found) throw new GpurunError('E_CONFLICT', `the container of job ${t.job.id} has no network address`);
-      address = found;
+      // Containers of ended jobs leave their entries; a long-lived broker starts over now and then.
+      if (this.addresses.size >= 1000) this.addresses.clear();
+      this.addresses.set(key, (address = found));
     }
-    return ssh.forwardOut(address, port);
+    return ssh.forwardOut(address, port).catch((e: unknown) => {
+      this.addresses.delete(key);
+      throw e;
+    });
   }
 }
 
