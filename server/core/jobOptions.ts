@@ -7,6 +7,7 @@
 import { QUEUES } from '../protocol/jobs.ts';
 import { formatDuration, formatMemory, parseDuration, parseMemory } from './units.ts';
 import { MAX_RESTARTS } from './restartPolicy.ts';
+import { editDistance } from './editDistance.ts';
 
 /** Most exit codes one job may list in restart-on-exit. */
 const MAX_EXIT_CODES = 32;
@@ -181,21 +182,6 @@ export function optionsHelp(width = 24): string {
     const left = `  --${o.key} ${o.metavar}`;
     return `${left.padEnd(width - 1)} ${o.description} (default: ${o.default})`;
   }).join('\n');
-}
-
-/** Damerau-free edit distance, for "did you mean" on keys and values. */
-export function editDistance(a: string, b: string): number {
-  const d = Array.from({ length: b.length + 1 }, (_, i) => i);
-  for (let i = 1; i <= a.length; i++) {
-    let prev = d[0];
-    d[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const tmp = d[j];
-      d[j] = Math.min(d[j] + 1, d[j - 1] + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
-      prev = tmp;
-    }
-  }
-  return d[b.length];
 }
 
 /** The closest of `candidates` to `word` (case-insensitive), if it is close enough to be a likely typo. */
