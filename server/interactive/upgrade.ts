@@ -10,14 +10,12 @@ import type { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
 import { GpurunError } from '../protocol/errors.ts';
 import { dataFrames, encodeFrame, EXEC_HEADER, EXEC_UPGRADE, FORWARD_UPGRADE, FRAME, FrameReader } from '../protocol/interactive.ts';
-import { authorize, refuseUpgrade, requestUrl, type AppDeps, type UpgradeHandler } from '../app.ts';
-import { tokenRefusal } from '../auth/tokens.ts';
+import { authorize, refuseUpgrade, requestUrl, watchTokenStream, type AppDeps, type UpgradeHandler } from '../app.ts';
 import { parseExecRequest, parsePort, size } from '../core/interactive.ts';
 import { audit } from '../team/audit.ts';
 import type { Interactive } from './targets.ts';
 
 const PATH = /^\/v1\/jobs\/([a-z0-9]{1,32})\/(exec|forward)$/;
-const TOKEN_RECHECK_MS = 1_000;
 
 /** For createServer's shouldUpgradeCallback: the exec and forward endpoints upgrade. */
 export function isInteractiveUpgrade(req: IncomingMessage): boolean {
@@ -41,8 +39,7 @@ export function buildInteractiveUpgrade(d: AppDeps, interactive: Interactive): U
       const auth = d.trustedPrincipal ? { principal: d.trustedPrincipal, hash: undefined } : authorize(d, req);
       const target = d.broker.runningAttempt(auth.principal, m[1]);
       const who = { by: auth.principal.user, job: target.job.id, owner: target.job.owner, host: target.host, from: req.socket.remoteAddress };
-      const stopWatch = auth.hash ? watchToken(d, auth.hash, socket) : () => {};
-      socket.once('close', stopWatch);
+      if (auth.hash) watchTokenStream(d, socket, auth.hash);
       if (m[2] === 'forward') {
         const port = parsePort(url.searchParams.get('port'), 'port');
         const conn = await interactive.connect(target, port);
@@ -114,14 +111,4 @@ async function execSession(d: AppDeps, interactive: Interactive, target: Paramet
   } finally {
     ended = true;
   }
-}
-
-/** Ends the stream when its token is revoked or expires; returns the function that stops watching. */
-function watchToken(d: AppDeps, hash: string, socket: Duplex): () => void {
-  const t = setInterval(() => {
-    const rec = d.store.findToken(hash);
-    if (!rec || tokenRefusal(rec, new Date())) socket.destroy();
-  }, TOKEN_RECHECK_MS);
-  t.unref();
-  return () => clearInterval(t);
 }
