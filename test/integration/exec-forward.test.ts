@@ -194,6 +194,23 @@ function suite(title: string, port: number, make: (this: Mocha.Context) => Promi
       assert.ok(!mine.some((a) => a.by === 'bob'));
     });
 
+    it('ends an exec within seconds when its token is revoked', async () => {
+      const token = await createToken(p.broker, 'alice');
+      const child = spawn(NODE, [CLI, 'exec', id, '--', 'sleep', '60'], { env: { ...p.alice, GPURUN_TOKEN: token }, stdio: ['ignore', 'pipe', 'pipe'] });
+      let err = '';
+      child.stderr.on('data', (d) => (err += d));
+      const ended = new Promise<number | null>((r) => child.once('close', (code) => r(code)));
+      await new Promise((r) => setTimeout(r, 1500));
+      const rev = await gpurun(['token', 'revoke', token, '--config', join(p.broker.home, 'broker.json')], testEnv(p.broker.home));
+      assert.equal(rev.code, 0, rev.stderr);
+      const t0 = Date.now();
+      const code = await Promise.race([ended, new Promise<string>((r) => setTimeout(() => r('still running'), 10_000))]);
+      child.kill();
+      assert.equal(code, 1, err);
+      assert.ok(Date.now() - t0 < 5_000);
+      assert.match(err, /the connection to the broker closed before the process ended/);
+    });
+
     it('says so when the job is no longer running', async () => {
       assert.equal((await gpurun(['cancel', id], p.alice)).code, 0);
       const r = await gpurun(['exec', id, '--', 'true'], p.alice);
