@@ -112,8 +112,9 @@ export async function run(): Promise<void> {
     viaBroker.close();
     direct.close();
     const over = percentile(b, 50) - percentile(d, 50);
+    const signed = (x: number) => `${x < 0 ? '−' : '+'}${fmt(Math.abs(x))}`;
     console.log(`  keystroke round trip (${ROUNDS} each): through the broker p50 ${fmt(percentile(b, 50))} p99 ${fmt(percentile(b, 99))}; direct ssh p50 ${fmt(percentile(d, 50))} p99 ${fmt(percentile(d, 99))}`);
-    console.log(`      over direct: p50 +${fmt(over)}, p99 +${fmt(percentile(b, 99) - percentile(d, 99))} (goal ≤ 20 ms: ${over <= 20 ? 'met' : 'NOT met'})`);
+    console.log(`      over direct: p50 ${signed(over)}, p99 ${signed(percentile(b, 99) - percentile(d, 99))} (goal ≤ 20 ms: ${over <= 20 ? 'met' : 'NOT met'})`);
 
     // 2. A forwarded port against ssh -L, both to the HTTP server in the job.
     await waitFor('the server in the job', () => execFileSync('docker', ['exec', container, 'sh', '-c', 'test -s /tmp/s && echo ok'], { encoding: 'utf8' }).includes('ok'), 30_000);
@@ -130,7 +131,7 @@ export async function run(): Promise<void> {
     await waitFor('gpurun forward', async () => (await fetch(`http://127.0.0.1:${gpPort}/s`).catch(() => undefined))?.ok, 20_000, 200);
     const small = [await smallGets(`http://127.0.0.1:${gpPort}/s`, 50), await smallGets(`http://127.0.0.1:${sshPort}/s`, 50)];
     const big = [await download(`http://127.0.0.1:${gpPort}/z`), await download(`http://127.0.0.1:${sshPort}/z`), await download(`http://127.0.0.1:${gpPort}/z`), await download(`http://127.0.0.1:${sshPort}/z`)];
-    console.log(`  forwarded port, small GET (p50 of 50, a new connection each): gpurun forward ${fmt(small[0])}, ssh -L ${fmt(small[1])} (+${fmt(small[0] - small[1])})`);
+    console.log(`  forwarded port, small GET (p50 of 50, a new connection each): gpurun forward ${fmt(small[0])}, ssh -L ${fmt(small[1])} (${signed(small[0] - small[1])})`);
     console.log(`  forwarded port, 64 MiB download (best of 2): gpurun forward ${Math.max(big[0], big[2]).toFixed(0)} MB/s, ssh -L ${Math.max(big[1], big[3]).toFixed(0)} MB/s (×${(Math.max(big[0], big[2]) / Math.max(big[1], big[3])).toFixed(2)})`);
     await client.cancel(job.id).catch(() => {});
     await client.close();
