@@ -1,6 +1,7 @@
 /**
  * `gpurun exec` and `gpurun forward` through a real broker process, on a real SSH host with Docker (sshd on
- * 127.0.9.1, the real engine, the workspace relayed over sshfs) and on the local host: an exec sees the job's files
+ * 127.0.9.1, the real engine, the workspace relayed over sshfs), on an SSH host without Docker (127.0.9.3, jobs as
+ * processes in the relayed mount) and on the local host: an exec sees the job's files
  * and GPU variables, its exit code and stdin pass through, a terminal (driven through tmux) echoes, follows the window
  * size, takes Ctrl+C and ends on Ctrl+D; a forwarded port answers HTTP on this side; another user gets 404; every
  * exec and forward is in the audit log.
@@ -23,8 +24,8 @@ interface Place {
   ws: string;
   alice: NodeJS.ProcessEnv;
   bob: NodeJS.ProcessEnv;
-  /** The job's own folder as the job sees it. */
-  jobDir: string;
+  /** The job's own folder as the job sees it (absent: whatever the job found, e.g. a mount point on the host). */
+  jobDir?: string;
   /** Argv of a server for `port` (HTTP, serving the current folder). */
   server(port: number): string[];
   /** Whether a later window size reaches the terminal (Docker hosts: yes). */
@@ -67,6 +68,7 @@ function suite(title: string, port: number, make: (this: Mocha.Context) => Promi
     this.timeout(120_000);
     let p: Place;
     let id: string;
+    let jobDir: string;
     const tmuxSock = `gpurun-exec-${process.pid}-${port}`;
     const tmux = (...args: string[]) => execFileSync('tmux', ['-L', tmuxSock, ...args], { encoding: 'utf8' });
     const screen = () => tmux('capture-pane', '-p', '-t', 't');
@@ -78,6 +80,7 @@ function suite(title: string, port: number, make: (this: Mocha.Context) => Promi
       assert.equal(sub.code, 0, sub.stderr);
       id = sub.stdout.trim();
       await waitFor('the job to write its variables', () => existsSync(join(p.ws, 'job-pwd')), 60_000);
+      jobDir = p.jobDir ?? readFileSync(join(p.ws, 'job-pwd'), 'utf8').trim();
     });
     after(async () => {
       spawnSync('tmux', ['-L', tmuxSock, 'kill-server']);
@@ -89,7 +92,7 @@ function suite(title: string, port: number, make: (this: Mocha.Context) => Promi
       assert.equal(r.code, 7, r.stderr);
       const jobEnv = readFileSync(join(p.ws, 'job-env'), 'utf8');
       assert.match(jobEnv, new RegExp(`^GPURUN_JOB_ID=${id}$`, 'm'));
-      assert.equal(r.stdout, `${jobEnv}${p.jobDir}\nfrom the developer\n`);
+      assert.equal(r.stdout, `${jobEnv}${jobDir}\nfrom the developer\n`);
       assert.equal(r.stderr, 'to-stderr\n');
       assert.equal(readFileSync(join(p.ws, 'from-exec'), 'utf8'), 'written\n');
     });
@@ -138,7 +141,7 @@ function suite(title: string, port: number, make: (this: Mocha.Context) => Promi
       tmux('send-keys', '-t', 't', `clear; cd ${p.ws}; ${vars} ${NODE} ${CLI} run -it --gpus 0 -- python3 -q; echo EXIT=$?`, 'Enter');
       await waitFor('the Python prompt', () => /^>>>\s*$/m.test(screen()), 60_000);
       tmux('send-keys', '-t', 't', 'import os, shutil; print(6*7, shutil.get_terminal_size(), os.getcwd())', 'Enter');
-      await waitFor('the answer', () => new RegExp(`^42 os\\.terminal_size\\(columns=100, lines=30\\) ${p.jobDir}$`, 'm').test(screen()), 10_000);
+      await waitFor('the answer', () => new RegExp(`^42 os\\.terminal_size\\(columns=100, lines=30\\) ${p.jobDir ?? "/\\S+"}$`, 'm').test(screen()), 10_000);
       tmux('send-keys', '-t', 't', 'C-d');
       await waitFor('the job to end', () => /^EXIT=\d+$/m.test(screen()), 20_000);
       assert.match(screen(), /^EXIT=0$/m);
@@ -168,7 +171,7 @@ function suite(title: string, port: number, make: (this: Mocha.Context) => Promi
         }, 30_000, 500);
         assert.equal(await res.text(), 'from the developer\n');
         const two = await Promise.all([1, 2].map(() => fetch(`http://127.0.0.1:${local}/job-pwd`).then((r) => r.text())));
-        assert.deepEqual(two, [`${p.jobDir}\n`, `${p.jobDir}\n`]);
+        assert.deepEqual(two, [`${jobDir}\n`, `${jobDir}\n`]);
       } finally {
         fwd.kill('SIGINT');
       }
@@ -252,6 +255,31 @@ suite('gpurun exec and forward on an SSH Docker host', 8000, async function (thi
     for (const c of left) spawnSync('docker', ['rm', '-f', c]);
     for (const m of mountedUnder(join(dir, 'hostwork'))) spawnSync('sh', ['-c', 'fusermount3 -uz "$1" || umount -l "$1"', 'unmount', m]);
     cleanup(dir);
+  }
+});
+
+let processDir: string;
+let processSet: TestHostSet | undefined;
+let processBroker: BrokerProc | undefined;
+suite('gpurun exec and forward on an SSH host without Docker', 40_000 + (process.pid % 20_000), async function (this: Mocha.Context) {
+  const why = sshHostsMissing({ docker: false });
+  requirePart(this, 'sshd, sshfs, setsid and GNU tail', why === null, why ?? '');
+  requirePart(this, 'python3', hasPython, 'python3 is not installed (for the HTTP server in the job)');
+  processDir = scratch('gpurun-exec-process-');
+  processSet = await makeSshHosts(join(processDir, 'hosts'), [{ name: 'p1', address: '127.0.9.3', gpus: [{ name: 'NVIDIA L4', memoryMiB: 23034 }] }]);
+  const ws = join(processDir, 'workspace');
+  mkdirSync(ws);
+  const host = { type: 'ssh', name: 'p1', address: '127.0.9.3', user: 'root', port: 2222, identityFile: processSet.clientKey, knownHosts: processSet.knownHosts, runtime: 'process', workDir: join(processDir, 'hostwork'), mount: { transport: 'relay' } };
+  processBroker = await startBrokerProcess(join(processDir, 'home'), { hosts: [host], defaults: { gpus: 1, memory: '256M' } });
+  const u = await users(processBroker, join(processDir, 'home'));
+  await waitFor('the host up', async () => /p1\s+up/.test((await gpurun(['hosts'], u.alice)).stdout), 30_000);
+  return { broker: processBroker, ws, ...u, server: (port) => ['python3', '-m', 'http.server', '--bind', '127.0.0.1', String(port)], resizes: true };
+}, async () => {
+  await stopBroker(processBroker);
+  await processSet?.stopAll();
+  if (processDir) {
+    for (const m of mountedUnder(join(processDir, 'hostwork'))) spawnSync('sh', ['-c', 'fusermount3 -uz "$1" || umount -l "$1"', 'unmount', m]);
+    cleanup(processDir);
   }
 });
 
