@@ -141,7 +141,7 @@ function suite(title: string, port: number, make: (this: Mocha.Context) => Promi
       tmux('send-keys', '-t', 't', `clear; cd ${p.ws}; ${vars} ${NODE} ${CLI} run -it --gpus 0 -- python3 -q; echo EXIT=$?`, 'Enter');
       await waitFor('the Python prompt', () => /^>>>\s*$/m.test(screen()), 60_000);
       tmux('send-keys', '-t', 't', 'import os, shutil; print(6*7, shutil.get_terminal_size(), os.getcwd())', 'Enter');
-      await waitFor('the answer', () => new RegExp(`^42 os\\.terminal_size\\(columns=100, lines=30\\) ${p.jobDir ?? "/\\S+"}$`, 'm').test(screen()), 10_000);
+      await waitFor('the answer', () => new RegExp(`^42 os\\.terminal_size\\(columns=100, lines=30\\) ${p.jobDir ?? '/\\S+'}$`, 'm').test(screen()), 10_000);
       tmux('send-keys', '-t', 't', 'C-d');
       await waitFor('the job to end', () => /^EXIT=\d+$/m.test(screen()), 20_000);
       assert.match(screen(), /^EXIT=0$/m);
