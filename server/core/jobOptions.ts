@@ -51,7 +51,7 @@ const BACKEND_NAME = /^[A-Za-z0-9][\w.-]{0,63}$/;
 /** Every job option, in the order help lists them. */
 export const JOB_OPTIONS: readonly JobOption[] = [
   { key: 'gpus', field: 'gpus', prop: 'gpus', type: 'integer', min: 0, max: 1024, default: '1 if the pool has GPUs, else 0', description: 'GPUs, all on one host', metavar: 'N', example: '2', directive: true },
-  { key: 'gpu-type', field: 'gpuType', prop: 'gpuType', type: 'name', default: 'any', description: 'GPU type, matched against the GPU name (e.g. A100, L4)', metavar: 'T', example: 'A100', directive: true },
+  { key: 'gpu-type', field: 'gpuType', prop: 'gpuType', type: 'name', default: 'any', description: 'GPU type: whole words of the GPU name (e.g. A100, L4, RTX 4090)', metavar: 'T', example: 'A100', directive: true },
   { key: 'cpus', field: 'cpus', prop: 'cpus', type: 'integer', min: 1, max: 4096, default: '1', description: 'CPUs', metavar: 'N', example: '8', directive: true },
   { key: 'memory', field: 'memory', prop: 'memoryMiB', type: 'size', unit: 'MiB', default: '1G', description: 'memory, e.g. 16G', metavar: 'SIZE', example: '16G', directive: true },
   { key: 'time', field: 'time', prop: 'timeSec', type: 'duration', unit: 's', default: "the queue's", description: 'time limit, as in Slurm: 30 (a bare number is minutes), 45:00, 1:30:00, 2-12:00 (days-hours:min), or 90s, 30m, 2h', metavar: 'DURATION', example: '2h', directive: true },
