@@ -23,18 +23,6 @@ function api(b: BrokerProc, token: string) {
   };
 }
 
-/** Cancels every queued job of the caller, read page by page (so later tests do not run them). */
-async function cancelQueued(who: ReturnType<typeof api>): Promise<void> {
-  const queued: string[] = [];
-  for (let before = ''; ; ) {
-    const page = (await who('GET', `/v1/jobs?limit=1000${before ? `&before=${before}` : ''}`)).body as unknown as { jobs: Job[]; next?: string };
-    queued.push(...page.jobs.filter((j) => j.state === 'queued').map((j) => j.id));
-    if (!page.next) break;
-    before = page.next;
-  }
-  for (let i = 0; i < queued.length; i += 25) await Promise.all(queued.slice(i, i + 25).map((id) => who('POST', `/v1/jobs/${id}/cancel`)));
-}
-
 function rssKiB(pid: number): number {
   return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
 }
@@ -46,6 +34,8 @@ describe('team broker: fairness and limits', function () {
   let alice: ReturnType<typeof api>;
   let bob: ReturnType<typeof api>;
   let bobToken: string;
+  /** The job holding the one CPU in the paging test; it ends with the suite. */
+  let holder: string | undefined;
 
   before(async () => {
     dir = scratch();
@@ -58,6 +48,8 @@ describe('team broker: fairness and limits', function () {
     bob = api(broker, bobToken);
   });
   after(async () => {
+    // The paging test's 600 queued jobs are only listed: the holder ends as the broker stops, so they never run.
+    if (holder) await bob('POST', `/v1/jobs/${holder}/cancel`);
     await stopBroker(broker);
     cleanup(dir);
   });
@@ -85,12 +77,20 @@ describe('team broker: fairness and limits', function () {
     const startedBeforeBob = aliceEnded.filter((j) => j.startedAt && j.startedAt < bobStarted && j.id !== blocker.body.id);
     assert.ok(startedBeforeBob.length <= 1, `${startedBeforeBob.length} of alice's jobs started before bob's`);
     // Cancel what is left of alice's queue, so it does not load the machine during the next tests.
-    await cancelQueued(alice);
+    const queued: string[] = [];
+    for (let before = ''; ; ) {
+      const page = (await alice('GET', `/v1/jobs?limit=1000${before ? `&before=${before}` : ''}`)).body as unknown as { jobs: Job[]; next?: string };
+      queued.push(...page.jobs.filter((j) => j.state === 'queued').map((j) => j.id));
+      if (!page.next) break;
+      before = page.next;
+    }
+    for (let i = 0; i < queued.length; i += 25) await Promise.all(queued.slice(i, i + 25).map((id) => alice('POST', `/v1/jobs/${id}/cancel`)));
   });
 
   it('pages job lists so that 600 jobs with 1 MB of env each still list, and bounds each page', async () => {
     // A job holding the one CPU keeps the 600 queued: they are only listed, never started.
     const hold = await bob('POST', '/v1/jobs', { command: ['sleep', '300'], workspace: workspaceIn(dir), gpus: 0 });
+    holder = hold.body.id as string;
     await waitFor('the holder to run', async () => (await bob('GET', `/v1/jobs/${hold.body.id}`)).body.state === 'running');
     const big = 'x'.repeat(1_000_000);
     for (let i = 0; i < 600; i += 20) {
@@ -116,9 +116,6 @@ describe('team broker: fairness and limits', function () {
     const ls = await gpurun(['ls', '--all', '--limit', '1000'], env, { timeoutMs: 120_000 });
     assert.equal(ls.code, 0, ls.stderr);
     assert.ok(ls.stdout.trim().split('\n').length >= 602, `${ls.stdout.split('\n').length} lines`);
-    // The 600 are only listed: cancelled before the holder ends, so none of them starts during the next tests.
-    await cancelQueued(bob);
-    await bob('POST', `/v1/jobs/${hold.body.id}/cancel`);
   });
 
   it('refuses a too-large body (413) and an env over the cap, with code, message and hint', async () => {
