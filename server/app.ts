@@ -284,29 +284,23 @@ export function authorize(d: AppDeps, req: IncomingMessage): { principal: Princi
  */
 function listPage(d: AppDeps, c: Ctx): undefined {
   const limit = intParam(c.url, 'limit', 100, 1, 1000);
-  let before = c.url.searchParams.get('before') ?? undefined;
+  const before = c.url.searchParams.get('before') ?? undefined;
   if (before !== undefined && !/^[a-z0-9]{1,32}$/.test(before)) throw new GpurunError('E_BAD_REQUEST', 'before must be a job id (the "next" of the previous page)');
   const all = c.url.searchParams.get('all') === '1';
   const parts: string[] = [];
   let bytes = 0;
   let last: string | undefined;
   let more = false;
-  // Read in small batches: a page may stop early (PAGE_MAX_BYTES), and jobs can be large.
-  fill: for (;;) {
-    const want = Math.min(50, limit + 1 - parts.length);
-    const batch = d.broker.list(c.principal, { all, limit: want, ...(before ? { before } : {}) });
-    for (const job of batch) {
-      const text = JSON.stringify(job);
-      if (parts.length === limit || (parts.length > 0 && bytes + text.length > PAGE_MAX_BYTES)) {
-        more = true;
-        break fill;
-      }
-      parts.push(text);
-      bytes += text.length + 1;
-      last = job.id;
+  // One job past the limit says whether there is a next page; the broker reads each job only when it is taken.
+  for (const job of d.broker.list(c.principal, { all, limit: limit + 1, ...(before ? { before } : {}) })) {
+    const text = JSON.stringify(c.principal.admin ? redactJob(job, c.principal) : job);
+    if (parts.length === limit || (parts.length > 0 && bytes + text.length > PAGE_MAX_BYTES)) {
+      more = true;
+      break;
     }
-    if (batch.length < want) break;
-    before = batch[batch.length - 1].id;
+    parts.push(text);
+    bytes += text.length + 1;
+    last = job.id;
   }
   const next = more ? last : undefined;
   const body = `{"jobs":[${parts.join(',')}]${next ? `,"next":${JSON.stringify(next)}` : ''}}`;

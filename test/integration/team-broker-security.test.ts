@@ -238,6 +238,8 @@ describe('team broker safety (real broker, local host, sshd + Docker host)', fun
       assert.ok(!text.includes(JOB_SECRET), 'no env value on the stream');
       assert.equal((await jobOf('alice', job.id)).env.JOB_SECRET, JOB_SECRET, 'the owner sees it');
       assert.equal((await jobOf('root', job.id)).env.JOB_SECRET, '', "an admin sees another user's env names only");
+      const listed = ((await (await api('root', '/v1/jobs?all=1')).json()) as { jobs: Job[] }).jobs.find((j) => j.id === job.id);
+      assert.equal(listed?.env.JOB_SECRET, '', "an admin's job list has the names only too");
     });
   });
 
