@@ -22,6 +22,27 @@ export interface RemoteExec extends CommandExec {
 export type { ExecResult };
 
 const MAX_CHANNELS = 8;
+
+/** How a remote command ended, as the SSH server reported it (`exit-status` or `exit-signal`). */
+export interface ChannelExit {
+  code: number | null;
+  signal: string | null;
+}
+
+/** Exits recorded the moment each channel of spawn() opened. */
+const exits = new WeakMap<ClientChannel, ChannelExit>();
+
+/**
+ * Calls `fn` with the channel's exit status: at once if it has arrived, else when it does. ssh2 emits `exit` while it
+ * parses the packets it read, in the same turn as it hands over the channel: a fast command on a busy broker (the
+ * channel's open, its output, its exit and its close read at once) is over before an `await spawn()` returns, and a
+ * listener added then never hears of it. spawn() records the exit before anyone awaits; read it through here.
+ */
+export function onExit(ch: ClientChannel, fn: (exit: ChannelExit) => void): void {
+  const seen = exits.get(ch);
+  if (seen) fn(seen);
+  else ch.once('exit', () => fn(exits.get(ch) ?? { code: null, signal: null }));
+}
 const KEEPALIVE_MS = 2_000;
 const KEEPALIVE_COUNT = 3;
 
@@ -191,6 +212,7 @@ export class SshPool implements RemoteExec {
           reject(new GpurunError('E_UNREACHABLE', `${this.what}: could not open an SSH channel: ${err.message}`, { cause: err }));
           return;
         }
+        ch.once('exit', (code: number | null, signal?: string) => exits.set(ch, { code: code ?? null, signal: signal ?? null }));
         ch.once('close', () => conn.channels--);
         resolve(ch);
       });
@@ -212,9 +234,9 @@ export class SshPool implements RemoteExec {
         : undefined;
       ch.on('data', (d: Buffer) => out.push(d));
       ch.stderr.on('data', (d: Buffer) => err.push(d));
-      ch.on('exit', (c: number | null, s?: string) => {
-        code = c;
-        signal = s ?? null;
+      onExit(ch, (e) => {
+        code = e.code;
+        signal = e.signal;
       });
       ch.on('close', () => {
         clearTimeout(timer);
