@@ -49,8 +49,8 @@ const KEEPALIVE_COUNT = 3;
 export interface SshPoolOptions {
   /**
    * How long a connection may go without an answer to its keepalives before it is given up (default ~6 s). Hosts
-   * set it to the grace of `hostLostAfter`: TCP carries the streams over a shorter gap, and giving the connection up
-   * sooner would end every channel on it (a relay mount's SFTP stream among them).
+   * set it past the grace of `hostLostAfter` (hosts/sshHosts.ts `keepaliveTolerance`): TCP carries the streams over a
+   * shorter gap, and giving the connection up sooner would end every channel on it (a relay mount's SFTP stream).
    */
   keepaliveToleranceMs?: number;
   /** How long the SSH handshake may take (default 10 s). */

@@ -38,6 +38,16 @@ const HEALTH_EVERY_MS = 5_000;
  */
 const HEALTH_TIMEOUT_MS = 5_000;
 
+/**
+ * How long a host's pooled connections may go without an answer before they are given up: twice the grace and some.
+ * TCP's retransmissions back off exponentially, so a link that was dark for T seconds may carry nothing for up to 2T
+ * (on loopback: a 9 s blip, 12.6 s); giving the connection up sooner would end a relay mount's SFTP stream over a blip
+ * shorter than the grace. Whether the host is lost is decided by the health checks, not by this.
+ */
+export function keepaliveTolerance(hostLostAfterMs: number): number {
+  return 2 * hostLostAfterMs + 10_000;
+}
+
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let t: NodeJS.Timeout;
   return Promise.race([p, new Promise<never>((_, rej) => (t = setTimeout(() => rej(new Error(`${what} did not answer within ${ms / 1000} s`)), ms)))]).finally(() => clearTimeout(t));
@@ -62,7 +72,7 @@ export class SshHosts extends EventEmitter<{ lost: [string]; health: [string] }>
     this.health = new HostHealth(this.hostLostAfterMs);
     for (const c of configs) {
       this.cfgs.set(c.name, c);
-      this.pools.set(c.name, new SshPool(c, () => this.emit('lost', c.name), undefined, { keepaliveToleranceMs: this.hostLostAfterMs }));
+      this.pools.set(c.name, new SshPool(c, () => this.emit('lost', c.name), undefined, { keepaliveToleranceMs: keepaliveTolerance(this.hostLostAfterMs) }));
     }
   }
 
