@@ -179,10 +179,13 @@ export class DockerRuntime extends MountedRuntime {
   }
 
   start(spec: StartSpec): Promise<DockerRef> {
-    return this.startSlot(spec.host, () => this.startNow(spec));
+    const asked = Date.now();
+    return this.startSlot(spec.host, () => this.startNow(spec, asked));
   }
 
-  private async startNow(spec: StartSpec): Promise<DockerRef> {
+  /** `asked`: when the start was asked for (ms); the log line of a start says where its time went. */
+  private async startNow(spec: StartSpec, asked: number): Promise<DockerRef> {
+    const began = Date.now();
     const cfg = this.hosts.config(spec.host);
     const ssh = this.hosts.exec(spec.host);
     const job = spec.job;
@@ -201,6 +204,7 @@ export class DockerRuntime extends MountedRuntime {
     const envDir = `${cfg.workDir}/run/${job.id}`;
     // The network, the mount and the env file do not depend on each other: their round trips overlap.
     const [netDone, mounted, envWritten] = await Promise.allSettled([network, this.mountWorkspace(ssh, cfg, job), writeEnvFile(ssh, envDir, envText)]);
+    const prepared = Date.now();
     const failed = [netDone, mounted, envWritten].find((r) => r.status === 'rejected');
     if (failed) {
       if (mounted.status === 'fulfilled') await this.mounts.unmount(ssh, mounted.value.mnt).catch(() => {});
@@ -234,6 +238,8 @@ export class DockerRuntime extends MountedRuntime {
       await this.mounts.unmount(ssh, mnt).catch(() => {});
       throw e;
     }
+    const now = Date.now();
+    this.log('container started', { job: job.id, host: spec.host, waitedMs: began - asked, mountMs: prepared - began, runMs: now - prepared });
     return { host: spec.host, container: name, mnt, transport, logPath: spec.logPath, envDir, ...this.startFacts(spec) };
   }
 
