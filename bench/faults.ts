@@ -115,17 +115,23 @@ export async function run(): Promise<void> {
       for (const a of blocked) iptables('-D', a);
       blocked.clear();
       await broker?.kill9().catch(() => {});
-      // GPURUN_BENCH_LOGS=DIR keeps the broker's log (what it said about each start and fault) for a closer look.
-      if (process.env.GPURUN_BENCH_LOGS && broker) {
-        mkdirSync(process.env.GPURUN_BENCH_LOGS, { recursive: true });
-        writeFileSync(join(process.env.GPURUN_BENCH_LOGS, `faults-broker-${Date.now()}.log`), broker.log());
-      }
+      if (broker) keepLog(broker);
       killHostsUnder(hostsDir);
       const ps = spawnSync('docker', ['ps', '-aq', '--filter', 'label=gpurun.owner=bench'], { encoding: 'utf8' });
       for (const c of (ps.stdout ?? '').split('\n').filter(Boolean)) spawnSync('docker', ['rm', '-f', c]);
       for (const m of mountedUnder(workDir).reverse()) spawnSync('sh', ['-c', 'fusermount3 -uz "$1" || umount -l "$1"', 'unmount', m]);
       cleanup(dir);
     })());
+  // GPURUN_BENCH_LOGS=DIR keeps each broker process's log (what it said about each start and fault) for a closer look.
+  const keepLog = (b: BrokerProc) => {
+    const to = process.env.GPURUN_BENCH_LOGS;
+    if (!to) return;
+    mkdirSync(to, { recursive: true });
+    writeFileSync(join(to, `faults-broker-${Date.now()}.log`), b.log());
+  };
+  // --only=blips,lost,container,gpu,noisy,burst,first runs only those kinds (all by default).
+  const only = process.argv.find((a) => a.startsWith('--only='))?.slice(7).split(',');
+  const wanted = (key: string) => !only || only.includes(key);
   const onSignal = (sig: NodeJS.Signals) => {
     console.log(`  stopped by ${sig}: cleaning up`);
     void teardown().finally(() => process.exit(128 + (sig === 'SIGINT' ? 2 : sig === 'SIGHUP' ? 1 : 15)));
@@ -197,7 +203,8 @@ export async function run(): Promise<void> {
     const second = (id: string, ms: number) => until(async () => (await get(id)).attempts?.find((a) => a.n === 2 && a.host), ms);
     const printer = (n: number, every: number, prefix: string) => ['sh', '-c', `i=1; while [ $i -le ${n} ]; do echo "${prefix} $i"; i=$((i+1)); sleep ${every}; done`];
     /** Runs one kind of injection; an error ends only that kind, and is reported with it. */
-    const section = async (kind: string, fn: (row: Row) => Promise<void>) => {
+    const section = async (key: string, kind: string, fn: (row: Row) => Promise<void>) => {
+      if (!wanted(key)) return;
       const row: Row = { kind, injected: 0, lost: 0, falseRestarts: 0, missed: 0, decisionS: [], gapsRepeats: 0, failedStarts: 0 };
       rows.push(row);
       try {
@@ -209,7 +216,7 @@ export async function run(): Promise<void> {
     await until(async () => (await api<{ hosts: Array<{ state: string }> }>('GET', '/v1/hosts')).hosts.every((h) => h.state === 'up'), 60_000);
 
     // 1. Blips shorter than the grace, on a relay host and a direct host at once; the jobs may restart (they must not).
-    await section(`blips ${Math.min(...blips)}–${Math.max(...blips)} s (grace ${graceS} s), relay + direct`, async (row) => {
+    await section('blips', `blips ${Math.min(...blips)}–${Math.max(...blips)} s (grace ${graceS} s), relay + direct`, async (row) => {
       const total = blips.reduce((a, b) => a + b + 4, 0) + 30;
       const jobs = [await submit('L4', printer(total * 2, 0.5, 'r'), 3), await submit('A10', printer(total * 2, 0.5, 'd'), 3)];
       await until(async () => (await logs(jobs[0].id)).includes('r 2\n') && (await logs(jobs[1].id)).includes('d 2\n'), 60_000);
@@ -233,7 +240,7 @@ export async function run(): Promise<void> {
     });
 
     // 2. A host lost for good (a reboot that does not come back within the grace).
-    await section('host lost (sshd killed, containers removed)', async (row) => {
+    await section('lost', 'host lost (sshd killed, containers removed)', async (row) => {
       row.injected = 1;
       const j = await submit('T4', ['sh', '-c', 'echo started; sleep 600'], 1);
       await until(async () => (await logs(j.id)).includes('started'), 60_000);
@@ -253,7 +260,7 @@ export async function run(): Promise<void> {
     });
 
     // 3. A container removed from outside: rebuilt on the same host.
-    await section('container removed from outside', async (row) => {
+    await section('container', 'container removed from outside', async (row) => {
       row.injected = 1;
       const j = await submit('A10', ['sh', '-c', 'echo started; sleep 600'], 1);
       await until(async () => (await logs(j.id)).includes('started'), 60_000);
@@ -268,7 +275,7 @@ export async function run(): Promise<void> {
     });
 
     // 4. GPU faults: Xid 79 on one job's GPU (moves it), Xid 13 on another's (must not).
-    await section('GPU Xid 79 (+ Xid 13 on another job)', async (row) => {
+    await section('gpu', 'GPU Xid 79 (+ Xid 13 on another job)', async (row) => {
       row.injected = 2;
       const a = await submit('A10', ['sh', '-c', 'echo started; sleep 600'], 1);
       const b = await submit('A10', ['sh', '-c', 'echo started; sleep 600'], 1);
@@ -291,11 +298,12 @@ export async function run(): Promise<void> {
     });
 
     // 5. Login-shell noise on the follow channel, across a broker kill -9.
-    await section('noisy login shell + broker kill -9', async (row) => {
+    await section('noisy', 'noisy login shell + broker kill -9', async (row) => {
       row.injected = 1;
       const j = await submit('T4', printer(16, 0.4, 'n'));
       await until(async () => (await logs(j.id)).includes('n 3\n'), 60_000);
       await broker!.kill9();
+      keepLog(broker!);
       broker = await restartBroker(broker!);
       const end = await ended(j.id, 90_000);
       const out = await logs(j.id);
@@ -305,7 +313,7 @@ export async function run(): Promise<void> {
     });
 
     // 6. 32 starts at once on one host (sshd's default limits).
-    await section('32 starts at once on one host (sshd defaults)', async (row) => {
+    await section('burst', '32 starts at once on one host (sshd defaults)', async (row) => {
       row.injected = 32;
       const t0 = performance.now();
       const js = await Promise.all(Array.from({ length: 32 }, () => submit('H100', ['sh', '-c', 'echo ok'])));
@@ -315,7 +323,7 @@ export async function run(): Promise<void> {
     });
 
     // 7. Submit → first line, as `gpurun run` sees it (the followed log stream): one job alone, then 16 at once over two hosts.
-    await section('16 at once over two hosts (relay b1 + direct b2)', async (row) => {
+    await section('first', '16 at once over two hosts (relay b1 + direct b2)', async (row) => {
       row.injected = 16;
       const started: number[] = [];
       const first = async (gpuType: string): Promise<number> => {

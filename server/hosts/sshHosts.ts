@@ -72,7 +72,12 @@ export class SshHosts extends EventEmitter<{ lost: [string]; health: [string] }>
     this.health = new HostHealth(this.hostLostAfterMs);
     for (const c of configs) {
       this.cfgs.set(c.name, c);
-      this.pools.set(c.name, new SshPool(c, () => this.emit('lost', c.name), undefined, { keepaliveToleranceMs: keepaliveTolerance(this.hostLostAfterMs) }));
+      const dropped = (err: Error) => {
+        // Every channel on that connection ended with it (follows, relay mounts): the reason explains their ends.
+        this.log('an SSH connection to the host dropped', { host: c.name, err: err.message });
+        this.emit('lost', c.name);
+      };
+      this.pools.set(c.name, new SshPool(c, dropped, undefined, { keepaliveToleranceMs: keepaliveTolerance(this.hostLostAfterMs) }));
     }
   }
 
