@@ -160,13 +160,16 @@ export class SshHosts extends EventEmitter<{ lost: [string]; health: [string] }>
 
   private async checkHealthNow(name: string): Promise<void> {
     const before = this.reach(name).reach;
-    let text: string;
+    // A check that fails, hangs, or whose connection drops part way (output cut short) is tried again over a fresh
+    // connection: that one says why the host cannot be reached (e.g. ECONNREFUSED once its sshd is gone).
+    const read = async (exec: RemoteExec, ms: number, what: string) => parseHealth((await withTimeout(exec.exec(['sh', '-c', healthScript()]), ms, what)).stdout);
+    let reading;
     try {
-      text = (await withTimeout(this.exec(name).exec(['sh', '-c', healthScript()]), HEALTH_TIMEOUT_MS, `host ${name}`)).stdout;
+      reading = await read(this.exec(name), HEALTH_TIMEOUT_MS, `host ${name}`);
     } catch (pooled) {
       const fresh = new SshPool(this.config(name), () => {}, undefined, { readyTimeoutMs: HEALTH_TIMEOUT_MS });
       try {
-        text = (await withTimeout(fresh.exec(['sh', '-c', healthScript()]), HEALTH_TIMEOUT_MS * 2, `host ${name} (fresh connection)`)).stdout;
+        reading = await read(fresh, HEALTH_TIMEOUT_MS * 2, `host ${name} (fresh connection)`);
       } catch (e) {
         const why = `${(pooled as Error).message}; a fresh connection: ${(e as Error).message}`;
         if (this.health.failed(name, Date.now(), why)) this.changed(name, before);
@@ -174,13 +177,6 @@ export class SshHosts extends EventEmitter<{ lost: [string]; health: [string] }>
       } finally {
         fresh.close();
       }
-    }
-    let reading;
-    try {
-      reading = parseHealth(text);
-    } catch (e) {
-      if (this.health.failed(name, Date.now(), (e as Error).message)) this.changed(name, before);
-      return;
     }
     if (this.health.reading(name, Date.now(), reading)) this.changed(name, before);
   }

@@ -96,8 +96,11 @@ describe('host faults: unreachable and lost hosts, blips, GPU faults, bursts (ss
     }, 60_000);
   });
 
-  afterEach(() => {
+  /** Put back after each test, also after a failure (a stopped host started again). */
+  const afterDone: Array<() => Promise<unknown>> = [];
+  afterEach(async () => {
     for (const a of blocked.splice(0)) iptables('-D', a);
+    for (const f of afterDone.splice(0)) await f();
   });
 
   after(async function () {
@@ -195,6 +198,8 @@ describe('host faults: unreachable and lost hosts, blips, GPU faults, bursts (ss
     await poll('started', async () => /started/.test(await logsOf(id)), 60_000);
     const t0 = Date.now();
     await host('f2').stop();
+    // Back up whatever happens here, so that a failure leaves f2 to the tests after this one.
+    afterDone.push(() => host('f2').start().catch(() => {}));
     for (const c of containers(`gpurun.job=${id}`)) spawnSync('docker', ['rm', '-f', c]);
     host('f2').newBootId();
     const h = await hostsSay('f2 unreachable', /f2\s+unreachable/, 30_000);
