@@ -44,6 +44,8 @@ export function onExit(ch: ClientChannel, fn: (exit: ChannelExit) => void): void
   else ch.once('exit', () => fn(exits.get(ch) ?? { code: null, signal: null }));
 }
 const KEEPALIVE_MS = 2_000;
+/** Tries of a session that sshd refused to open (spawn). */
+const OPEN_TRIES = 5;
 const KEEPALIVE_COUNT = 3;
 
 export interface SshPoolOptions {
@@ -203,6 +205,19 @@ export class SshPool implements RemoteExec {
   }
 
   async spawn(argv: readonly string[]): Promise<ClientChannel> {
+    // sshd refuses a session ("open failed") while it still counts sessions this side has seen close (MaxSessions):
+    // a burst of short commands meets that now and then. Such a refusal is tried again shortly, a few times.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.spawnOnce(argv);
+      } catch (e) {
+        if (attempt >= OPEN_TRIES || !/open failed/i.test((e as Error).message)) throw e;
+        await new Promise((r) => setTimeout(r, 100 * attempt));
+      }
+    }
+  }
+
+  private async spawnOnce(argv: readonly string[]): Promise<ClientChannel> {
     const conn = await this.acquire();
     const command = shellCommand(argv);
     return new Promise<ClientChannel>((resolve, reject) => {

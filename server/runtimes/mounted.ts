@@ -79,12 +79,8 @@ export function hostJobEnv(spec: StartSpec): Record<string, string> {
 }
 
 const CHECK_MS = 3_000;
-/**
- * Starts run at once on one host at most; more wait their turn (startSlot). A start waiting here waits for a whole
- * other start (mount and `docker run`: 12–19 s each with 8 at once on the 2-core test machine), while the Docker
- * engine queues container starts itself; 8 lets 16 jobs over two hosts all start at once.
- */
-const START_SLOTS = 8;
+/** Starts run at once on one host at most; more wait their turn (startSlot). */
+const START_SLOTS = 6;
 /** How long a stopped job's output stream may take to end by itself before it is closed and drained. */
 const STREAM_END_MS = 15_000;
 /** Bytes compared at a resume offset (pipe). */
