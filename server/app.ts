@@ -68,6 +68,47 @@ const STREAM_RECHECK_MS = 1_000;
 
 type Route = [method: string, pattern: RegExp, fn: (c: Ctx) => Promise<unknown> | unknown];
 
+/** A stream that outlives its request: an event stream, a log follow, a served workspace. */
+interface LongStream {
+  destroy(): void;
+  once(event: 'close', fn: () => void): unknown;
+}
+
+/**
+ * The long streams of one app, each with the hash of the token that opened it: a stream ends when its token is
+ * revoked (at once over HTTP, within STREAM_RECHECK_MS when `gpurun token revoke` writes the database) or expires.
+ */
+class TokenStreams {
+  private readonly streams = new Map<LongStream, string>();
+  private readonly store: AppDeps['store'];
+  constructor(store: AppDeps['store']) {
+    this.store = store;
+    setInterval(() => this.streams.size && this.recheck(), STREAM_RECHECK_MS).unref();
+  }
+  watch(stream: LongStream, hash: string): void {
+    this.streams.set(stream, hash);
+    stream.once('close', () => this.streams.delete(stream));
+  }
+  recheck(): void {
+    const now = new Date();
+    for (const [stream, hash] of this.streams) {
+      const rec = this.store.findToken(hash);
+      if (!rec || tokenRefusal(rec, now)) {
+        this.streams.delete(stream);
+        stream.destroy();
+      }
+    }
+  }
+}
+
+/** One TokenStreams per app's deps: the HTTP handler and the upgrade handler share it. */
+const streamsOf = new WeakMap<AppDeps, TokenStreams>();
+function tokenStreams(d: AppDeps): TokenStreams {
+  let s = streamsOf.get(d);
+  if (!s) streamsOf.set(d, (s = new TokenStreams(d.store)));
+  return s;
+}
+
 export function buildApp(d: AppDeps): Handler {
   const routes: Route[] = [
     ['GET', /^\/v1\/whoami$/, (c) => c.principal],
@@ -103,24 +144,10 @@ export function buildApp(d: AppDeps): Handler {
     }],
   ];
 
-  // Streams that outlive their request (event stream, log follow) end when their token is revoked or expires.
-  const streams = new Map<ServerResponse, string>();
-  const recheckStreams = () => {
-    const now = new Date();
-    for (const [res, hash] of streams) {
-      const rec = d.store.findToken(hash);
-      if (!rec || tokenRefusal(rec, now)) {
-        streams.delete(res);
-        res.destroy();
-      }
-    }
-  };
-  const recheck = setInterval(() => streams.size && recheckStreams(), STREAM_RECHECK_MS);
-  recheck.unref();
+  const streams = tokenStreams(d);
+  const recheckStreams = () => streams.recheck();
   function watchToken(c: Ctx): void {
-    if (!c.tokenHash) return;
-    streams.set(c.res, c.tokenHash);
-    c.res.on('close', () => streams.delete(c.res));
+    if (c.tokenHash) streams.watch(c.res, c.tokenHash);
   }
   function admin(c: Ctx): void {
     if (!c.principal.admin) throw new GpurunError('E_FORBIDDEN', 'only an admin token may list or revoke tokens', { hint: 'On the broker machine: gpurun token list / gpurun token revoke ID' });
@@ -212,7 +239,8 @@ export function buildUpgrade(d: AppDeps): UpgradeHandler {
       if (!m) throw new GpurunError('E_NOT_FOUND', `no upgrade on ${req.method} ${url.pathname}`);
       if (req.method !== 'GET') throw new GpurunError('E_BAD_REQUEST', `${req.method} is not allowed on ${url.pathname}`);
       if ((req.headers.upgrade ?? '').toLowerCase() !== WORKSPACE_UPGRADE) throw new GpurunError('E_BAD_REQUEST', `the upgrade must be to ${WORKSPACE_UPGRADE}`);
-      const principal = d.trustedPrincipal ?? authorize(d, req).principal;
+      const auth = d.trustedPrincipal ? { principal: d.trustedPrincipal, hash: undefined } : authorize(d, req);
+      const principal = auth.principal;
       const job = d.broker.visible(principal, m[1]);
       // Serving the files is the owner's alone, admins included: they would choose what another user's job reads.
       if (job.owner !== principal.user) throw new GpurunError('E_FORBIDDEN', `only ${job.owner} can serve the workspace of job ${job.id}`);
@@ -220,6 +248,7 @@ export function buildUpgrade(d: AppDeps): UpgradeHandler {
       if (isFinal(job.state)) throw new GpurunError('E_CONFLICT', `job ${job.id} has already ended (${job.state})`);
       if (!d.clientWorkspaces) throw new GpurunError('E_BAD_REQUEST', 'this broker has no SSH hosts to relay a workspace to');
       d.clientWorkspaces.attach(job.id, socket);
+      if (auth.hash) tokenStreams(d).watch(socket, auth.hash);
       (socket as Socket).setNoDelay?.(true);
       socket.write(`HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: ${WORKSPACE_UPGRADE}\r\n\r\n`);
       if (head.length) socket.unshift(head);

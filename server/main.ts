@@ -17,7 +17,7 @@ import { ProcessRuntime } from './runtimes/process.ts';
 import { createSshSide } from './hosts/sshSide.ts';
 import { Broker } from './broker.ts';
 import { buildApp, buildUpgrade, isWorkspaceUpgrade } from './app.ts';
-import { embeddedBaseEnv, teamBaseEnv } from './core/jobEnv.ts';
+import { embeddedBaseEnv, teamBaseEnv, teamSlurmEnv } from './core/jobEnv.ts';
 import { workspaceGate } from './auth/workspaces.ts';
 import { refuseUntrustedLocalHosts } from './config.ts';
 import { jsonLogger, type Logger } from './logger.ts';
@@ -83,7 +83,7 @@ export async function startBroker(config: BrokerConfig, opts: { log?: Logger; id
   // A Slurm cluster's login node that is this machine runs Slurm's commands as local argv processes; one
   // reached over SSH runs them through an ssh2 pool and stages over that pool's SFTP.
   const clusterParts = (c: ClusterConfig): ClusterParts => {
-    if (c.login === 'local') return { exec: new LocalExec(brokerEnv), files: new LocalClusterFiles() };
+    if (c.login === 'local') return { exec: new LocalExec(config.team ? teamSlurmEnv(process.env) : brokerEnv), files: new LocalClusterFiles() };
     const pool = new SshPool({ name: c.name, ...c.login }, (err) => log.warn('connection to the login node lost', { cluster: c.name, err }), `cluster ${c.name}'s login node`);
     return { exec: pool, files: new SftpClusterFiles(pool), close: () => pool.close() };
   };

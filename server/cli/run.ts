@@ -50,12 +50,17 @@ function out(s: string): void {
   process.stderr.write(`gpurun: ${s}\n`);
 }
 
+/** The options of `gpurun run`: every job option of the schema, and the client's own (shell completion reads it). */
+export const RUN_OPTIONS = {
+  values: [...JOB_OPTIONS.map((o) => o.key), 'workspace', 'env', 'env-file', 'config', 'broker'],
+  flags: ['detach', 'help', 'serve-workspace', 'notify'],
+  repeat: ['env', 'env-file'],
+  short: { d: 'detach', h: 'help' },
+  stopAtPositional: true,
+};
+
 export async function runCommand(argv: string[]): Promise<number> {
-  const { opts, rest } = parseArgs(
-    argv,
-    { values: [...JOB_OPTIONS.map((o) => o.key), 'workspace', 'env', 'env-file', 'config', 'broker'], flags: ['detach', 'help', 'serve-workspace', 'notify'], repeat: ['env', 'env-file'], short: { d: 'detach', h: 'help' }, stopAtPositional: true },
-    'run',
-  );
+  const { opts, rest } = parseArgs(argv, RUN_OPTIONS, 'run');
   if (opts.help) {
     process.stdout.write(RUN_HELP);
     return 0;
