@@ -27,3 +27,5 @@ for (const f of modules) {
     process.exitCode = 1;
   }
 }
+// Whatever a module left pending (a poll, a socket), the figures are printed: end here.
+process.exit(process.exitCode ?? 0);

@@ -494,7 +494,8 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
   /** An attempt ended: classify, record it on the attempt, then restart the job or finish it. */
   private attemptEnded(id: string, n: number, end: AttemptEnd | { startError: string }): void {
     const job = this.active.get(id);
-    if (!job || this.current.get(id)?.n !== n) return;
+    // A start that fails after close() (its store is closed): the next broker process recovers the attempt.
+    if (!job || this.closed || this.current.get(id)?.n !== n) return;
     const att = this.currentAttempt(job);
     const o = classify({ end, stopIntent: job.stopIntent, stopReason: job.reason, ...('slurm' in end && end.slurm ? { slurm: end.slurm } : {}), restartOnExit: job.restartOnExit ?? [], host: att?.host ?? job.host });
     const endedAt = 'endedAt' in end && end.endedAt ? end.endedAt : this.now();

@@ -12,7 +12,7 @@
 import { posix } from 'node:path';
 import { GpurunError } from '../protocol/errors.ts';
 import type { MountConfig } from './sshConfig.ts';
-import type { RemoteExec } from './ssh.ts';
+import { onExit, type RemoteExec } from './ssh.ts';
 import { quoteShell } from '../core/shellQuote.ts';
 import { serveSftp, type SftpSession } from './sftpGuard.ts';
 import type { Duplex } from 'node:stream';
@@ -193,7 +193,7 @@ export class Mounts {
     ch.stderr.on('data', (d: Buffer) => (stderr += d.toString('utf8')).length > 4096 && (stderr = stderr.slice(-4096)));
     const session = serveSftp(workspace, ch, ch, { readOnly: m.readOnly, onDenied: (why) => log(`sftp request refused: ${why}`) });
     let exit: RelayExit = null;
-    ch.on('exit', (code: number | null, signal?: string) => (exit = { code, signal: signal ?? null }));
+    onExit(ch, (e) => (exit = e));
     const ended = new Promise<string>((resolve) => ch.on('close', () => resolve(relayEnd(exit, stderr))));
     ended.then(() => session.close());
     await this.waitReady(ssh, at, ended, () => stderr);
@@ -225,7 +225,7 @@ export class Mounts {
     ch.stderr.on('data', (d: Buffer) => (stderr += d.toString('utf8')).length > 4096 && (stderr = stderr.slice(-4096)));
     let clientGone = client.destroyed;
     let exit: RelayExit = null;
-    ch.on('exit', (code: number | null, signal?: string) => (exit = { code, signal: signal ?? null }));
+    onExit(ch, (e) => (exit = e));
     const ended = new Promise<string>((resolve) => {
       ch.on('close', () => {
         client.destroy();

@@ -19,7 +19,7 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { lstatSync, readdirSync, watch, type FSWatcher } from 'node:fs';
 import { posix, join } from 'node:path';
-import type { RemoteExec } from './ssh.ts';
+import { onExit, type RemoteExec } from './ssh.ts';
 import { cached, cachePlan, LISTING_SH, listingArgs, noLongerOpaque, opaqueDirs, opaqueTar, parseListing, sameEntry, safeRelative, withoutSubtrees, writeBackArgs, writeBacks, type Tree, type TreeEntry } from './snapshotPlan.ts';
 
 /** How often the upper layer is listed for the job's writes. */
@@ -94,7 +94,7 @@ async function sendTar(ssh: RemoteExec, workspace: string, paths: string[], dir:
   const ch = await ssh.spawn(['tar', '-x', '-f', '-', '--no-same-owner', '-C', dir]);
   let code: number | null = null;
   let stderr = '';
-  ch.on('exit', (c: number | null) => (code = c));
+  onExit(ch, (e) => (code = e.code));
   ch.on('error', () => {});
   // The channel closes after the host's tar exits, or when the connection drops (then no exit code). Its readable
   // side must be consumed, or it never ends and never closes.

@@ -29,14 +29,37 @@ export interface SpawnOptions {
 export type { ExecResult };
 
 const MAX_CHANNELS = 8;
+
+/** How a remote command ended, as the SSH server reported it (`exit-status` or `exit-signal`). */
+export interface ChannelExit {
+  code: number | null;
+  signal: string | null;
+}
+
+/** Exits recorded the moment each channel of spawn() opened. */
+const exits = new WeakMap<ClientChannel, ChannelExit>();
+
+/**
+ * Calls `fn` with the channel's exit status: at once if it has arrived, else when it does. ssh2 emits `exit` while it
+ * parses the packets it read, in the same turn as it hands over the channel: a fast command on a busy broker (the
+ * channel's open, its output, its exit and its close read at once) is over before an `await spawn()` returns, and a
+ * listener added then never hears of it. spawn() records the exit before anyone awaits; read it through here.
+ */
+export function onExit(ch: ClientChannel, fn: (exit: ChannelExit) => void): void {
+  const seen = exits.get(ch);
+  if (seen) fn(seen);
+  else ch.once('exit', () => fn(exits.get(ch) ?? { code: null, signal: null }));
+}
 const KEEPALIVE_MS = 2_000;
+/** Tries of a session that sshd refused to open (spawn). */
+const OPEN_TRIES = 5;
 const KEEPALIVE_COUNT = 3;
 
 export interface SshPoolOptions {
   /**
    * How long a connection may go without an answer to its keepalives before it is given up (default ~6 s). Hosts
-   * set it to the grace of `hostLostAfter`: TCP carries the streams over a shorter gap, and giving the connection up
-   * sooner would end every channel on it (a relay mount's SFTP stream among them).
+   * set it past the grace of `hostLostAfter` (hosts/sshHosts.ts `keepaliveTolerance`): TCP carries the streams over a
+   * shorter gap, and giving the connection up sooner would end every channel on it (a relay mount's SFTP stream).
    */
   keepaliveToleranceMs?: number;
   /** How long the SSH handshake may take (default 10 s). */
@@ -189,6 +212,19 @@ export class SshPool implements RemoteExec {
   }
 
   async spawn(argv: readonly string[], opts: SpawnOptions = {}): Promise<ClientChannel> {
+    // sshd refuses a session ("open failed") while it still counts sessions this side has seen close (MaxSessions):
+    // a burst of short commands meets that now and then. Such a refusal is tried again shortly, a few times.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.spawnOnce(argv, opts);
+      } catch (e) {
+        if (attempt >= OPEN_TRIES || !/open failed/i.test((e as Error).message)) throw e;
+        await new Promise((r) => setTimeout(r, 100 * attempt));
+      }
+    }
+  }
+
+  private async spawnOnce(argv: readonly string[], opts: SpawnOptions): Promise<ClientChannel> {
     const conn = await this.acquire();
     const command = shellCommand(argv);
     const execOpts = opts.pty ? { pty: { ...opts.pty, width: 0, height: 0 } } : {};
@@ -199,6 +235,7 @@ export class SshPool implements RemoteExec {
           reject(new GpurunError('E_UNREACHABLE', `${this.what}: could not open an SSH channel: ${err.message}`, { cause: err }));
           return;
         }
+        ch.once('exit', (code: number | null, signal?: string) => exits.set(ch, { code: code ?? null, signal: signal ?? null }));
         ch.once('close', () => conn.channels--);
         resolve(ch);
       });
@@ -235,9 +272,9 @@ export class SshPool implements RemoteExec {
         : undefined;
       ch.on('data', (d: Buffer) => out.push(d));
       ch.stderr.on('data', (d: Buffer) => err.push(d));
-      ch.on('exit', (c: number | null, s?: string) => {
-        code = c;
-        signal = s ?? null;
+      onExit(ch, (e) => {
+        code = e.code;
+        signal = e.signal;
       });
       ch.on('close', () => {
         clearTimeout(timer);

@@ -40,6 +40,16 @@ const HEALTH_EVERY_MS = 5_000;
  */
 const HEALTH_TIMEOUT_MS = 5_000;
 
+/**
+ * How long a host's pooled connections may go without an answer before they are given up: twice the grace and some.
+ * TCP's retransmissions back off exponentially, so a link that was dark for T seconds may carry nothing for up to 2T
+ * (on loopback: a 9 s blip, 12.6 s); giving the connection up sooner would end a relay mount's SFTP stream over a blip
+ * shorter than the grace. Whether the host is lost is decided by the health checks, not by this.
+ */
+export function keepaliveTolerance(hostLostAfterMs: number): number {
+  return 2 * hostLostAfterMs + 10_000;
+}
+
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let t: NodeJS.Timeout;
   return Promise.race([p, new Promise<never>((_, rej) => (t = setTimeout(() => rej(new Error(`${what} did not answer within ${ms / 1000} s`)), ms)))]).finally(() => clearTimeout(t));
@@ -64,7 +74,12 @@ export class SshHosts extends EventEmitter<{ lost: [string]; health: [string] }>
     this.health = new HostHealth(this.hostLostAfterMs);
     for (const c of configs) {
       this.cfgs.set(c.name, c);
-      this.pools.set(c.name, new SshPool(c, () => this.emit('lost', c.name), undefined, { keepaliveToleranceMs: this.hostLostAfterMs }));
+      const dropped = (err: Error) => {
+        // Every channel on that connection ended with it (follows, relay mounts): the reason explains their ends.
+        this.log('an SSH connection to the host dropped', { host: c.name, err: err.message });
+        this.emit('lost', c.name);
+      };
+      this.pools.set(c.name, new SshPool(c, dropped, undefined, { keepaliveToleranceMs: keepaliveTolerance(this.hostLostAfterMs) }));
     }
   }
 
@@ -147,13 +162,16 @@ export class SshHosts extends EventEmitter<{ lost: [string]; health: [string] }>
 
   private async checkHealthNow(name: string): Promise<void> {
     const before = this.reach(name).reach;
-    let text: string;
+    // A check that fails, hangs, or whose connection drops part way (output cut short) is tried again over a fresh
+    // connection: that one says why the host cannot be reached (e.g. ECONNREFUSED once its sshd is gone).
+    const read = async (exec: RemoteExec, ms: number, what: string) => parseHealth((await withTimeout(exec.exec(['sh', '-c', healthScript()]), ms, what)).stdout);
+    let reading;
     try {
-      text = (await withTimeout(this.exec(name).exec(['sh', '-c', healthScript()]), HEALTH_TIMEOUT_MS, `host ${name}`)).stdout;
+      reading = await read(this.exec(name), HEALTH_TIMEOUT_MS, `host ${name}`);
     } catch (pooled) {
       const fresh = new SshPool(this.config(name), () => {}, undefined, { readyTimeoutMs: HEALTH_TIMEOUT_MS });
       try {
-        text = (await withTimeout(fresh.exec(['sh', '-c', healthScript()]), HEALTH_TIMEOUT_MS * 2, `host ${name} (fresh connection)`)).stdout;
+        reading = await read(fresh, HEALTH_TIMEOUT_MS * 2, `host ${name} (fresh connection)`);
       } catch (e) {
         const why = `${(pooled as Error).message}; a fresh connection: ${(e as Error).message}`;
         if (this.health.failed(name, Date.now(), why)) this.changed(name, before);
@@ -161,13 +179,6 @@ export class SshHosts extends EventEmitter<{ lost: [string]; health: [string] }>
       } finally {
         fresh.close();
       }
-    }
-    let reading;
-    try {
-      reading = parseHealth(text);
-    } catch (e) {
-      if (this.health.failed(name, Date.now(), (e as Error).message)) this.changed(name, before);
-      return;
     }
     if (this.health.reading(name, Date.now(), reading)) this.changed(name, before);
   }

@@ -162,8 +162,11 @@ const RECOVER_WAIT_MS = 3_000;
 
 export class DockerRuntime extends MountedRuntime {
   readonly kind = 'docker';
-  /** Hosts and owners whose network exists (made or checked by this broker process). */
-  private readonly networks = new Set<string>();
+  /**
+   * The user's network on a host, made or checked once per host and owner by this broker process: the starts of a
+   * burst wait for the same check instead of racing to create it.
+   */
+  private readonly networks = new Map<string, Promise<void>>();
   /** Containers seen paused (logged once). */
   private readonly pausedSeen = new Set<string>();
   private readonly defaultImage: string | undefined;
@@ -176,32 +179,48 @@ export class DockerRuntime extends MountedRuntime {
   }
 
   start(spec: StartSpec): Promise<DockerRef> {
-    return this.startSlot(spec.host, () => this.startNow(spec));
+    const asked = Date.now();
+    return this.startSlot(spec.host, () => this.startNow(spec, asked));
   }
 
-  private async startNow(spec: StartSpec): Promise<DockerRef> {
+  /** `asked`: when the start was asked for (ms); the log line of a start says where its time went. */
+  private async startNow(spec: StartSpec, asked: number): Promise<DockerRef> {
+    const began = Date.now();
     const cfg = this.hosts.config(spec.host);
     const ssh = this.hosts.exec(spec.host);
     const job = spec.job;
     const image = job.image ?? this.defaultImage;
     if (!image) throw new GpurunError('E_BAD_REQUEST', 'no image: the job names none and the broker config has no defaults.image', { hint: 'Pass --image IMAGE (an image present on the host), or set defaults.image.' });
+    const envText = envFileText(hostJobEnv(spec), cfg.gpuMode, spec.gpuIndices);
     // Once made on a host, a user's network stays (nothing here removes it): one round trip less per start.
     const net = `${spec.host}\0${job.owner}`;
-    if (!this.networks.has(net)) {
-      await ssh.run(ensureNetworkArgs(job.owner), `creating the network ${userNetwork(job.owner)}`);
-      this.networks.add(net);
+    let network = this.networks.get(net);
+    if (!network) {
+      network = ssh.run(ensureNetworkArgs(job.owner), `creating the network ${userNetwork(job.owner)}`).then(() => {});
+      this.networks.set(net, network);
+      network.catch(() => this.networks.delete(net));
     }
-    const { mnt, transport } = await this.mountWorkspace(ssh, cfg, job);
     const name = containerName(job.id);
     const envDir = `${cfg.workDir}/run/${job.id}`;
+    // The network, the mount and the env file do not depend on each other: their round trips overlap.
+    const [netDone, mounted, envWritten] = await Promise.allSettled([network, this.mountWorkspace(ssh, cfg, job), writeEnvFile(ssh, envDir, envText)]);
+    const prepared = Date.now();
+    const failed = [netDone, mounted, envWritten].find((r) => r.status === 'rejected');
+    if (failed) {
+      if (mounted.status === 'fulfilled') await this.mounts.unmount(ssh, mounted.value.mnt).catch(() => {});
+      await removeEnvDir(ssh, envDir);
+      throw failed.reason;
+    }
+    const { mnt, transport } = (mounted as PromiseFulfilledResult<{ mnt: string; transport: 'direct' | 'relay' }>).value;
+    const envFile = (envWritten as PromiseFulfilledResult<string>).value;
     try {
-      const envFile = await writeEnvFile(ssh, envDir, envFileText(hostJobEnv(spec), cfg.gpuMode, spec.gpuIndices));
       const args = dockerRunArgs({
         jobId: job.id, owner: job.owner, brokerId: this.brokerId, image, command: job.command, envFile,
         gpuMode: cfg.gpuMode, gpuIndices: spec.gpuIndices, cpus: job.resources.cpus, memoryMiB: job.resources.memoryMiB,
         mountPoint: mnt, readOnly: cfg.mount.readOnly, pidsLimit: this.pidsLimit,
       });
-      const r = await ssh.exec(args, { timeoutMs: 120_000 }).finally(() => removeEnvDir(ssh, envDir));
+      // The env file goes once Docker has read it; not waited for (cleanup removes the folder again).
+      const r = await ssh.exec(args, { timeoutMs: 120_000 }).finally(() => void removeEnvDir(ssh, envDir));
       if (r.code !== 0) {
         const err = r.stderr.trim().split('\n').slice(-2).join(' / ');
         if (/network .* not found/i.test(r.stderr)) this.networks.delete(net);
@@ -219,6 +238,8 @@ export class DockerRuntime extends MountedRuntime {
       await this.mounts.unmount(ssh, mnt).catch(() => {});
       throw e;
     }
+    const now = Date.now();
+    this.log('container started', { job: job.id, host: spec.host, waitedMs: began - asked, mountMs: prepared - began, runMs: now - prepared });
     return { host: spec.host, container: name, mnt, transport, logPath: spec.logPath, envDir, ...this.startFacts(spec) };
   }
 

@@ -14,7 +14,7 @@ import type { Evidence, ExitInfo, GpuFaultEvidence, Lost, Runtime, StartSpec } f
 import { rebooted, unreachableSec, type HostReach } from '../core/hostHealth.ts';
 import type { GpuEvent } from '../hosts/health.ts';
 import type { SshHostConfig } from '../hosts/sshConfig.ts';
-import type { RemoteExec } from '../hosts/ssh.ts';
+import { onExit, type RemoteExec } from '../hosts/ssh.ts';
 import { mountPoint, mountsDir, type Mounts } from '../hosts/mount.ts';
 import type { ClientWorkspaces } from '../hosts/clientWorkspaces.ts';
 import { withoutReserved } from '../core/jobEnv.ts';
@@ -379,7 +379,7 @@ export abstract class MountedRuntime implements Runtime {
     const f = this.followCommand(r, attemptBytes(r));
     const ch = await ssh.spawn(f.argv);
     let exit: number | null = null;
-    ch.on('exit', (code: number | null) => (exit = code));
+    onExit(ch, (e) => (exit = e.code));
     const closed = new Promise<void>((resolve) => ch.on('close', () => resolve()));
     let ended = false;
     void closed.then(() => (ended = true));
