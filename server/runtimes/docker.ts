@@ -131,12 +131,14 @@ export interface ContainerState {
   oomKilled: boolean;
   finishedAt: string;
   error: string;
+  /** Being removed (`docker rm -f` under way: Status "removing") or dead: the container is going away. */
+  removing: boolean;
 }
 
 /** Parses `docker inspect --format '{{json .State}}'`. */
 export function parseContainerState(json: string): ContainerState {
-  const s = JSON.parse(json) as { Running?: boolean; Paused?: boolean; Restarting?: boolean; ExitCode?: number; OOMKilled?: boolean; FinishedAt?: string; Error?: string };
-  return { running: !!(s.Running || s.Restarting), paused: !!s.Paused, exitCode: s.ExitCode ?? 0, oomKilled: !!s.OOMKilled, finishedAt: s.FinishedAt ?? '', error: s.Error ?? '' };
+  const s = JSON.parse(json) as { Status?: string; Running?: boolean; Paused?: boolean; Restarting?: boolean; ExitCode?: number; OOMKilled?: boolean; FinishedAt?: string; Error?: string; Dead?: boolean };
+  return { running: !!(s.Running || s.Restarting), paused: !!s.Paused, exitCode: s.ExitCode ?? 0, oomKilled: !!s.OOMKilled, finishedAt: s.FinishedAt ?? '', error: s.Error ?? '', removing: s.Status === 'removing' || !!s.Dead };
 }
 
 /** Docker's stderr when the image is neither on the host nor pullable. */
@@ -156,6 +158,9 @@ export interface DockerRef extends MountedRef {
   /** The folder of the job's env file on the host (removed after `docker run`, and again at cleanup). */
   envDir?: string;
 }
+
+/** How long after a SIGKILL exit the container is looked at again, to see whether a removal killed it. */
+const REMOVAL_LOOK_MS = 1_500;
 
 /** How long recover() looks for the container of a job whose `docker run` may still be under way. */
 const RECOVER_WAIT_MS = 3_000;
@@ -291,12 +296,23 @@ export class DockerRuntime extends MountedRuntime {
 
   protected async state(ssh: RemoteExec, ref: MountedRef): Promise<HostJobState> {
     const r = ref as DockerRef;
-    const ins = await ssh.exec(['docker', 'inspect', '--format', '{{json .State}}', r.container], { timeoutMs: 30_000 });
-    if (ins.code !== 0) {
+    const vanished = { lost: `the container ${r.container} vanished from ${r.host} (removed by someone else, or the host's Docker was reset)` };
+    const inspect = async (): Promise<ContainerState | null> => {
+      const ins = await ssh.exec(['docker', 'inspect', '--format', '{{json .State}}', r.container], { timeoutMs: 30_000 });
+      if (ins.code === 0) return parseContainerState(ins.stdout.trim());
       if (!/no such (object|container)/i.test(ins.stderr)) throw new Error(`docker inspect failed: ${ins.stderr.trim()}`);
-      return { lost: `the container ${r.container} vanished from ${r.host} (removed by someone else, or the host's Docker was reset)` };
+      return null;
+    };
+    let st = await inspect();
+    // `docker rm -f` from outside kills the container (exit 137) before it removes it: a kill that is the first step
+    // of a removal is the runtime lost, not the job's own end. Looked at again once, shortly, to tell the two apart.
+    if (st && !st.running && (st.removing || (st.exitCode === 137 && !st.oomKilled))) {
+      if (!st.removing) await new Promise((res) => setTimeout(res, REMOVAL_LOOK_MS));
+      const again = st.removing ? null : await inspect();
+      if (!again || again.removing) return vanished;
+      st = again;
     }
-    const st = parseContainerState(ins.stdout.trim());
+    if (!st) return vanished;
     if (st.running) {
       if (st.paused && !this.pausedSeen.has(r.container)) {
         this.pausedSeen.add(r.container);

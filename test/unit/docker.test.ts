@@ -69,7 +69,10 @@ describe('dockerRunArgs', () => {
   it('parses docker inspect State', () => {
     // Captured: docker inspect --format '{{json .State}}' of a container killed by the OOM killer.
     const s = parseContainerState('{"Status":"exited","Running":false,"Paused":false,"Restarting":false,"OOMKilled":true,"Dead":false,"Pid":0,"ExitCode":137,"Error":"","StartedAt":"2026-11-22T10:40:01.1Z","FinishedAt":"2026-11-22T10:40:02.5Z"}');
-    assert.deepEqual(s, { running: false, paused: false, exitCode: 137, oomKilled: true, finishedAt: '2026-11-22T10:40:02.5Z', error: '' });
+    assert.deepEqual(s, { running: false, paused: false, exitCode: 137, oomKilled: true, finishedAt: '2026-11-22T10:40:02.5Z', error: '', removing: false });
+    // A container that `docker rm -f` is taking away.
+    assert.equal(parseContainerState('{"Status":"removing","Running":false,"ExitCode":137}').removing, true);
+    assert.equal(parseContainerState('{"Status":"dead","Running":false,"Dead":true,"ExitCode":137}').removing, true);
     assert.equal(parseContainerState('{"Status":"paused","Running":true,"Paused":true,"ExitCode":0}').paused, true);
     assert.equal(parseContainerState('{"Running":true,"ExitCode":0}').running, true);
   });
