@@ -311,10 +311,17 @@ describe('VS Code extension, end to end (code-server + Chromium)', function () {
     await page.keyboard.press('Control+C');
     const ask = page.locator('.quick-input-widget', { hasText: `Stop job ${job.id}` });
     await ask.waitFor({ state: 'visible', timeout: 10_000 });
-    // The choices say what they do; the first, what Enter picks, keeps the job.
-    // A row's text is its label followed by its description (what the choice does).
-    const choices = await ask.locator('.quick-input-list .monaco-list-row').allInnerTexts();
-    assert.ok(choices[0]?.startsWith('Keep it running') && choices[1]?.startsWith('Stop the job'), choices.join(' | '));
+    // The choices say what they do; the first, what Enter picks, keeps the job. Each row shows a label (after its
+    // icon) and, beside it, a description: both are read as shown, in the order shown.
+    const choices = await ask.locator('.quick-input-list .monaco-list-row').evaluateAll((rows) =>
+      rows.map((r) => [r.querySelector('.label-name'), r.querySelector('.label-description')].map((e) => (e?.textContent ?? '').replace(/\s+/g, ' ').trim())),
+    );
+    assert.deepEqual(choices, [
+      ['Keep it running', 'closing this terminal also leaves the job running'],
+      ['Stop the job', `cancel ${job.id}: its processes are stopped`],
+    ]);
+    const active = await ask.locator('.quick-input-list .monaco-list-row.focused .label-name').textContent();
+    assert.equal(active?.trim(), 'Keep it running', 'Enter picks the first choice');
     await shot('vscode-ctrl-c.png');
     await page.keyboard.press('Enter');
     await ask.waitFor({ state: 'hidden', timeout: 10_000 });
