@@ -68,6 +68,52 @@ const STREAM_RECHECK_MS = 1_000;
 
 type Route = [method: string, pattern: RegExp, fn: (c: Ctx) => Promise<unknown> | unknown];
 
+/** A stream that outlives its request: an event stream, a log follow, a served workspace. */
+interface LongStream {
+  destroy(): void;
+  once(event: 'close', fn: () => void): unknown;
+}
+
+/**
+ * The long streams of one app, each with the hash of the token that opened it: a stream ends when its token is
+ * revoked (at once over HTTP, within STREAM_RECHECK_MS when `gpurun token revoke` writes the database) or expires.
+ */
+class TokenStreams {
+  private readonly streams = new Map<LongStream, string>();
+  private readonly store: AppDeps['store'];
+  constructor(store: AppDeps['store']) {
+    this.store = store;
+    setInterval(() => this.streams.size && this.recheck(), STREAM_RECHECK_MS).unref();
+  }
+  watch(stream: LongStream, hash: string): void {
+    this.streams.set(stream, hash);
+    stream.once('close', () => this.streams.delete(stream));
+  }
+  recheck(): void {
+    const now = new Date();
+    for (const [stream, hash] of this.streams) {
+      const rec = this.store.findToken(hash);
+      if (!rec || tokenRefusal(rec, now)) {
+        this.streams.delete(stream);
+        stream.destroy();
+      }
+    }
+  }
+}
+
+/** Ends `stream` when the token with this hash is revoked or expires (the upgrades of interactive/ use it too). */
+export function watchTokenStream(d: AppDeps, stream: LongStream, hash: string): void {
+  tokenStreams(d).watch(stream, hash);
+}
+
+/** One TokenStreams per app's deps: the HTTP handler and the upgrade handlers share it. */
+const streamsOf = new WeakMap<AppDeps, TokenStreams>();
+function tokenStreams(d: AppDeps): TokenStreams {
+  let s = streamsOf.get(d);
+  if (!s) streamsOf.set(d, (s = new TokenStreams(d.store)));
+  return s;
+}
+
 export function buildApp(d: AppDeps): Handler {
   const routes: Route[] = [
     ['GET', /^\/v1\/whoami$/, (c) => c.principal],
@@ -103,24 +149,10 @@ export function buildApp(d: AppDeps): Handler {
     }],
   ];
 
-  // Streams that outlive their request (event stream, log follow) end when their token is revoked or expires.
-  const streams = new Map<ServerResponse, string>();
-  const recheckStreams = () => {
-    const now = new Date();
-    for (const [res, hash] of streams) {
-      const rec = d.store.findToken(hash);
-      if (!rec || tokenRefusal(rec, now)) {
-        streams.delete(res);
-        res.destroy();
-      }
-    }
-  };
-  const recheck = setInterval(() => streams.size && recheckStreams(), STREAM_RECHECK_MS);
-  recheck.unref();
+  const streams = tokenStreams(d);
+  const recheckStreams = () => streams.recheck();
   function watchToken(c: Ctx): void {
-    if (!c.tokenHash) return;
-    streams.set(c.res, c.tokenHash);
-    c.res.on('close', () => streams.delete(c.res));
+    if (c.tokenHash) streams.watch(c.res, c.tokenHash);
   }
   function admin(c: Ctx): void {
     if (!c.principal.admin) throw new GpurunError('E_FORBIDDEN', 'only an admin token may list or revoke tokens', { hint: 'On the broker machine: gpurun token list / gpurun token revoke ID' });
@@ -158,7 +190,7 @@ export function buildApp(d: AppDeps): Handler {
  * The request's path and query. A target that is not an origin path (`//host/…`, `%00`, no leading `/`) is a bad
  * request, never an internal error.
  */
-function requestUrl(req: IncomingMessage): URL {
+export function requestUrl(req: IncomingMessage): URL {
   const target = req.url ?? '/';
   if (!target.startsWith('/')) throw new GpurunError('E_BAD_REQUEST', 'the request target must be a path starting with /');
   try {
@@ -212,7 +244,8 @@ export function buildUpgrade(d: AppDeps): UpgradeHandler {
       if (!m) throw new GpurunError('E_NOT_FOUND', `no upgrade on ${req.method} ${url.pathname}`);
       if (req.method !== 'GET') throw new GpurunError('E_BAD_REQUEST', `${req.method} is not allowed on ${url.pathname}`);
       if ((req.headers.upgrade ?? '').toLowerCase() !== WORKSPACE_UPGRADE) throw new GpurunError('E_BAD_REQUEST', `the upgrade must be to ${WORKSPACE_UPGRADE}`);
-      const principal = d.trustedPrincipal ?? authorize(d, req).principal;
+      const auth = d.trustedPrincipal ? { principal: d.trustedPrincipal, hash: undefined } : authorize(d, req);
+      const principal = auth.principal;
       const job = d.broker.visible(principal, m[1]);
       // Serving the files is the owner's alone, admins included: they would choose what another user's job reads.
       if (job.owner !== principal.user) throw new GpurunError('E_FORBIDDEN', `only ${job.owner} can serve the workspace of job ${job.id}`);
@@ -220,21 +253,27 @@ export function buildUpgrade(d: AppDeps): UpgradeHandler {
       if (isFinal(job.state)) throw new GpurunError('E_CONFLICT', `job ${job.id} has already ended (${job.state})`);
       if (!d.clientWorkspaces) throw new GpurunError('E_BAD_REQUEST', 'this broker has no SSH hosts to relay a workspace to');
       d.clientWorkspaces.attach(job.id, socket);
+      if (auth.hash) tokenStreams(d).watch(socket, auth.hash);
       (socket as Socket).setNoDelay?.(true);
       socket.write(`HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: ${WORKSPACE_UPGRADE}\r\n\r\n`);
       if (head.length) socket.unshift(head);
       d.log.info('client serves a workspace', { job: job.id, user: principal.user });
     } catch (err) {
-      const e = isGpurunError(err) ? err : new GpurunError('E_INTERNAL', 'internal broker error', { cause: err });
-      if (e.code === 'E_INTERNAL') d.log.error('upgrade failed', { err: err instanceof Error ? err : new Error(String(err)) });
-      const text = JSON.stringify(errorBody(e));
-      socket.end(`HTTP/1.1 ${e.status} ${e.code}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`);
+      refuseUpgrade(d.log, socket, err);
     }
   };
 }
 
+/** Answers an upgrade that cannot be made with the error's status and `{code, message, hint}`, and closes. */
+export function refuseUpgrade(log: Logger, socket: Duplex, err: unknown): void {
+  const e = isGpurunError(err) ? err : new GpurunError('E_INTERNAL', 'internal broker error', { cause: err });
+  if (e.code === 'E_INTERNAL') log.error('upgrade failed', { err: err instanceof Error ? err : new Error(String(err)) });
+  const text = JSON.stringify(errorBody(e));
+  socket.end(`HTTP/1.1 ${e.status} ${e.code}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`);
+}
+
 /** The caller's principal and token hash; failed attempts count against the caller's address (team/guard.ts). */
-function authorize(d: AppDeps, req: IncomingMessage): { principal: Principal; hash: string } {
+export function authorize(d: AppDeps, req: IncomingMessage): { principal: Principal; hash: string } {
   const check = () => authenticateToken(d.store, req.headers.authorization);
   return d.guard ? d.guard.authenticate(req, check) : check();
 }
@@ -245,29 +284,23 @@ function authorize(d: AppDeps, req: IncomingMessage): { principal: Principal; ha
  */
 function listPage(d: AppDeps, c: Ctx): undefined {
   const limit = intParam(c.url, 'limit', 100, 1, 1000);
-  let before = c.url.searchParams.get('before') ?? undefined;
+  const before = c.url.searchParams.get('before') ?? undefined;
   if (before !== undefined && !/^[a-z0-9]{1,32}$/.test(before)) throw new GpurunError('E_BAD_REQUEST', 'before must be a job id (the "next" of the previous page)');
   const all = c.url.searchParams.get('all') === '1';
   const parts: string[] = [];
   let bytes = 0;
   let last: string | undefined;
   let more = false;
-  // Read in small batches: a page may stop early (PAGE_MAX_BYTES), and jobs can be large.
-  fill: for (;;) {
-    const want = Math.min(50, limit + 1 - parts.length);
-    const batch = d.broker.list(c.principal, { all, limit: want, ...(before ? { before } : {}) });
-    for (const job of batch) {
-      const text = JSON.stringify(job);
-      if (parts.length === limit || (parts.length > 0 && bytes + text.length > PAGE_MAX_BYTES)) {
-        more = true;
-        break fill;
-      }
-      parts.push(text);
-      bytes += text.length + 1;
-      last = job.id;
+  // One job past the limit says whether there is a next page; the broker reads each job only when it is taken.
+  for (const job of d.broker.list(c.principal, { all, limit: limit + 1, ...(before ? { before } : {}) })) {
+    const text = JSON.stringify(c.principal.admin ? redactJob(job, c.principal) : job);
+    if (parts.length === limit || (parts.length > 0 && bytes + text.length > PAGE_MAX_BYTES)) {
+      more = true;
+      break;
     }
-    if (batch.length < want) break;
-    before = batch[batch.length - 1].id;
+    parts.push(text);
+    bytes += text.length + 1;
+    last = job.id;
   }
   const next = more ? last : undefined;
   const body = `{"jobs":[${parts.join(',')}]${next ? `,"next":${JSON.stringify(next)}` : ''}}`;

@@ -161,14 +161,22 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     return this.view(job);
   }
 
-  /** Newest first, at most `limit`; `before`: only jobs submitted before that job (the cursor of the next page). */
-  list(p: Principal, opts: { all: boolean; limit: number; before?: string }): Job[] {
+  /**
+   * Newest first, at most `limit`; `before`: only jobs submitted before that job (the cursor of the next page).
+   * Lazy: a job is read (from memory when active, else from the store) only when the caller takes it, so a page that
+   * stops at its byte bound reads no job it does not send.
+   */
+  *list(p: Principal, opts: { all: boolean; limit: number; before?: string }): Generator<Job> {
     const owner = p.admin ? undefined : p.user;
     const before = opts.before === undefined ? undefined : this.visible(p, opts.before).seq;
     const endedAfter = opts.all ? undefined : new Date(this.clock.now() - 86_400_000).toISOString();
-    const jobs = this.d.store.listJobs({ ...(owner === undefined ? {} : { owner }), limit: opts.limit, ...(before === undefined ? {} : { beforeSeq: before }), ...(endedAfter ? { activeOrEndedAfter: endedAfter } : {}) });
+    const ids = this.d.store.listJobIds({ ...(owner === undefined ? {} : { owner }), limit: opts.limit, ...(before === undefined ? {} : { beforeSeq: before }), ...(endedAfter ? { activeOrEndedAfter: endedAfter } : {}) });
     const positions = this.queuePositions();
-    return jobs.map((j) => this.view(this.active.get(j.id) ?? j, positions));
+    const held = this.gpusHeld();
+    for (const id of ids) {
+      const job = this.active.get(id) ?? this.d.store.getJob(id);
+      if (job) yield this.view(job, positions, held);
+    }
   }
 
   /** A job the principal may see, with its transitions and attempts; others' jobs are "not found". */
@@ -216,6 +224,20 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
       throw new GpurunError('E_NOT_FOUND', `no job ${id}`, { hint: 'List your jobs with: gpurun ls --all' });
     }
     return job;
+  }
+
+  /**
+   * The running attempt of one of the principal's own jobs (for exec and port forwards, interactive/): its host and
+   * runtime handle. Another user's job is not found; an admin may see it but not enter it.
+   */
+  runningAttempt(p: Principal, id: string): { job: StoredJob; host: string; ref: Record<string, unknown> } {
+    const job = this.visible(p, id);
+    if (job.owner !== p.user) throw new GpurunError('E_FORBIDDEN', `only ${job.owner} can enter job ${id}`);
+    const att = this.currentAttempt(job);
+    if (job.state !== 'running' || !job.host || !att?.runtimeRef) {
+      throw new GpurunError('E_CONFLICT', `job ${id} is ${job.state.replace('_', ' ')}, not running`, { hint: isFinal(job.state) ? `Its output stays readable: gpurun logs ${id}` : `Wait until it runs: gpurun show ${id}` });
+    }
+    return { job, host: job.host, ref: att.runtimeRef };
   }
 
   /** Jobs queued, starting or running (for limits and the output cap). */
@@ -314,6 +336,18 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     const n = new Map<string, number>();
     for (const j of this.active.values()) if (j.state !== 'queued') n.set(j.owner, (n.get(j.owner) ?? 0) + 1);
     return { running: n, served: this.served };
+  }
+
+  /**
+   * Why a queued job waits when the per-user GPU cap (limits.maxRunningGpus) holds it back, as pass() decides it;
+   * undefined when the cap does not hold it. `held`: gpusHeld(), when the caller has it already.
+   */
+  private capReason(job: StoredJob, held?: Map<string, number>): string | undefined {
+    const cap = this.d.config.limits.maxRunningGpus;
+    if (!cap || !job.resources.gpus || job.state !== 'queued' || this.current.has(job.id)) return undefined;
+    const n = (held ?? this.gpusHeld()).get(job.owner) ?? 0;
+    if (n + job.resources.gpus <= cap) return undefined;
+    return `waiting: ${job.owner}'s running jobs hold ${n} GPU${n === 1 ? '' : 's'}, and one user may hold at most ${cap} at once (limits.maxRunningGpus)`;
   }
 
   /** GPUs each user's starting and running jobs hold (limits.maxRunningGpus). */
@@ -587,7 +621,7 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     if (this.listenerCount('job') > 0) this.emit('job', this.view(job));
   }
 
-  private view(job: StoredJob, positions?: Map<string, number>): Job {
+  private view(job: StoredJob, positions?: Map<string, number>, held?: Map<string, number>): Job {
     const { seq: _seq, runtimeRef: _ref, stopIntent: _stop, ...pub } = job;
     const out: Job = { ...pub };
     const atts = this.d.store.attempts(job.id);
@@ -599,6 +633,9 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     if (d.cluster) out.cluster = d.cluster;
     if (d.reason) out.reason = d.reason;
     if (job.state === 'queued') {
+      // A job waiting only for a place says when it is the GPU cap that holds it (a restart's backoff keeps its words).
+      const capped = d.reason !== undefined || /^(submitted|waiting)/.test(job.reason) ? this.capReason(job, held) : undefined;
+      if (capped) out.reason = capped;
       const pos = d.queuePosition ?? (positions ? positions.get(job.id) : this.queuePosition(job));
       if (pos !== undefined) out.queuePosition = pos;
     }

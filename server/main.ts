@@ -3,7 +3,7 @@
  * `embedded` is the zero-setup default the CLI and the editor start on demand: a Unix socket in a private folder,
  * no tokens, the local machine as the only host, and an exit after a while with nothing to do.
  */
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import { chmodSync, mkdirSync, openSync, readFileSync, rmSync, writeSync, closeSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -18,7 +18,7 @@ import { ProcessRuntime } from './runtimes/process.ts';
 import { createSshSide } from './hosts/sshSide.ts';
 import { Broker } from './broker.ts';
 import { buildApp, buildUpgrade, isWorkspaceUpgrade } from './app.ts';
-import { embeddedBaseEnv, teamBaseEnv } from './core/jobEnv.ts';
+import { embeddedBaseEnv, teamBaseEnv, teamSlurmEnv } from './core/jobEnv.ts';
 import { workspaceGate } from './auth/workspaces.ts';
 import { refuseUntrustedLocalHosts } from './config.ts';
 import { jsonLogger, type Logger } from './logger.ts';
@@ -38,6 +38,8 @@ import { tlsMaterial } from './team/tls.ts';
 import { OutputCap } from './logs/outputCap.ts';
 import { Retention } from './logs/retention.ts';
 import { formatBytes } from './core/limits.ts';
+import { Interactive } from './interactive/targets.ts';
+import { buildInteractiveUpgrade, isInteractiveUpgrade } from './interactive/upgrade.ts';
 
 export const VERSION = '0.1.0';
 export { SqliteStore } from './store/sqlite.ts';
@@ -84,7 +86,7 @@ export async function startBroker(config: BrokerConfig, opts: { log?: Logger; id
   // A Slurm cluster's login node that is this machine runs Slurm's commands as local argv processes; one
   // reached over SSH runs them through an ssh2 pool and stages over that pool's SFTP.
   const clusterParts = (c: ClusterConfig): ClusterParts => {
-    if (c.login === 'local') return { exec: new LocalExec(brokerEnv), files: new LocalClusterFiles() };
+    if (c.login === 'local') return { exec: new LocalExec(config.team ? teamSlurmEnv(process.env) : brokerEnv), files: new LocalClusterFiles() };
     const pool = new SshPool({ name: c.name, ...c.login }, (err) => log.warn('connection to the login node lost', { cluster: c.name, err }), `cluster ${c.name}'s login node`);
     return { exec: pool, files: new SftpClusterFiles(pool), close: () => pool.close() };
   };
@@ -112,10 +114,13 @@ export async function startBroker(config: BrokerConfig, opts: { log?: Logger; id
   const appDeps = { broker, store, logs, log, version: VERSION, guard, retention, clearGpuQuarantine: (h: string, g: number) => hosts.clearQuarantine(h, g), ...(trusted ? { trustedPrincipal: trusted } : {}), ...(sshSide.clientWorkspaces ? { clientWorkspaces: sshSide.clientWorkspaces } : {}) };
   const handler = buildApp(appDeps);
   // Request timeouts (team/guard.ts) are checked every second, so a slow client is cut on time.
-  const httpOpts = { keepAliveTimeout: 65_000, connectionsCheckingInterval: 1000, shouldUpgradeCallback: isWorkspaceUpgrade };
+  const httpOpts = { keepAliveTimeout: 65_000, connectionsCheckingInterval: 1000, shouldUpgradeCallback: (req: IncomingMessage) => isWorkspaceUpgrade(req) || isInteractiveUpgrade(req) };
   const server = tls ? createHttpsServer({ cert: tls.cert, key: tls.key, ...httpOpts }, handler) : createServer(httpOpts, handler);
   hardenServer(server, log);
-  server.on('upgrade', buildUpgrade(appDeps));
+  // Exec and port forwards into running jobs (interactive/), and client-served workspaces.
+  const interactive = buildInteractiveUpgrade(appDeps, new Interactive({ runtimeKind: (h) => hosts.runtimeFor(h).kind, ...(sshSide.ssh ? { ssh: sshSide.ssh } : {}) }));
+  const workspace = buildUpgrade(appDeps);
+  server.on('upgrade', (req, socket, head) => (isInteractiveUpgrade(req) ? interactive : workspace)(req, socket, head));
   const listen = config.listen;
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) => {

@@ -1,18 +1,22 @@
 /**
  * `gpurun completion bash|zsh|fish`: a completion script for subcommands, their options, and the values of a few
- * (states, queues, shells). The scripts are text built from one table. Pure apart from printing.
+ * (states, queues, shells). The scripts are text built from one table; `run`'s options are the job options schema's.
+ * Pure apart from printing.
  */
 import { JOB_STATES, QUEUES } from '../protocol/jobs.ts';
 import { usage } from './args.ts';
+import { RUN_OPTIONS } from './run.ts';
 
 /** Subcommands and their options (without the leading --). */
 export const COMPLETION: Record<string, string[]> = {
-  run: ['gpus', 'gpu-type', 'cpus', 'memory', 'time', 'queue', 'image', 'workspace', 'env', 'env-file', 'name', 'backend', 'config', 'detach', 'notify', 'serve-workspace', 'broker', 'help'],
+  run: [...RUN_OPTIONS.values, ...RUN_OPTIONS.flags],
   ls: ['all', 'state', 'since', 'name', 'json', 'broker', 'help'],
   logs: ['follow', 'tail', 'from', 'broker', 'help'],
   wait: ['notify', 'quiet', 'broker', 'help'],
   show: ['json', 'broker', 'help'],
   cancel: ['broker', 'help'],
+  exec: ['stdin', 'tty', 'broker', 'help'],
+  forward: ['broker', 'help'],
   hosts: ['json', 'broker', 'help'],
   broker: ['config', 'help'],
   token: ['admin', 'config', 'help'],

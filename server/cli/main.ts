@@ -10,6 +10,8 @@ import { closest } from './suggest.ts';
 import { sftpServeCommand } from './sftpServe.ts';
 import { serveWorkspaceCommand } from './serveWorkspace.ts';
 import { lspCommand } from './lsp.ts';
+import { execCommand } from './exec.ts';
+import { forwardCommand } from './forward.ts';
 
 const VERSION = '0.1.0';
 
@@ -24,6 +26,9 @@ Usage:
                                           print a job's output
   gpurun wait [--notify] ID               wait for a job to end; exit with its code
   gpurun cancel ID                        stop a job
+  gpurun exec [-i] [-t] ID -- CMD [ARGS...]
+                                          run CMD in a running job (-it: a terminal, e.g. -- bash); exits with its code
+  gpurun forward ID PORT[:LOCAL]          forward a port of a running job to 127.0.0.1:LOCAL here
   gpurun hosts [--json]                   show hosts and their GPUs
   gpurun hosts clear HOST GPU             admin: put a quarantined GPU back into service
   gpurun broker [--config FILE]           run a broker in the foreground
@@ -45,6 +50,8 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   logs: logsCommand,
   wait: waitCommand,
   cancel: cancelCommand,
+  exec: execCommand,
+  forward: forwardCommand,
   hosts: hostsCommand,
   broker: brokerCommand,
   token: tokenCommand,

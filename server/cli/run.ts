@@ -17,6 +17,9 @@ import { jobEnv } from './env.ts';
 import { loadRunConfig } from './runConfig.ts';
 import { notifyEnd, spawnNotifyWaiter } from './notify.ts';
 import { serveJobWorkspace, workspaceFolder, type ServedWorkspace } from './serveWorkspace.ts';
+import { holdCommand } from '../core/interactiveJob.ts';
+import { defaultName } from '../core/submit.ts';
+import { runInteractive } from './runInteractive.ts';
 
 export const RUN_HELP = `Usage: gpurun run [options] -- CMD [ARGS...]
 
@@ -32,6 +35,9 @@ ${optionsHelp()}
   --config NAME         the settings (and command, unless one follows "--") of config NAME in the workspace's
                         gpurun.json; options given here win
   --detach, -d          print the job id and return at once
+  -i, --stdin           an interactive job: CMD reads this terminal's (or pipe's) input; it runs in the job through
+                        exec, its output comes to this terminal (not to the job's log), and the job ends with it
+  -t, --tty             the same under a terminal end to end (implies -i; -it is the same): gpurun run -it -- python3
   --serve-workspace     serve the workspace's files from this machine, through the broker, to the GPU host (for a
                         broker that runs elsewhere and cannot read them); gpurun run must stay attached meanwhile
   --notify              when the job ends, ring the terminal bell and send a desktop notification (notify-send,
@@ -50,12 +56,17 @@ function out(s: string): void {
   process.stderr.write(`gpurun: ${s}\n`);
 }
 
+/** The options of `gpurun run`: every job option of the schema, and the client's own (shell completion reads it). */
+export const RUN_OPTIONS = {
+  values: [...JOB_OPTIONS.map((o) => o.key), 'workspace', 'env', 'env-file', 'config', 'broker'],
+  flags: ['detach', 'help', 'serve-workspace', 'notify', 'stdin', 'tty'],
+  repeat: ['env', 'env-file'],
+  short: { d: 'detach', h: 'help', i: 'stdin', t: 'tty', it: 'tty', ti: 'tty' },
+  stopAtPositional: true,
+};
+
 export async function runCommand(argv: string[]): Promise<number> {
-  const { opts, rest } = parseArgs(
-    argv,
-    { values: [...JOB_OPTIONS.map((o) => o.key), 'workspace', 'env', 'env-file', 'config', 'broker'], flags: ['detach', 'help', 'serve-workspace', 'notify'], repeat: ['env', 'env-file'], short: { d: 'detach', h: 'help' }, stopAtPositional: true },
-    'run',
-  );
+  const { opts, rest } = parseArgs(argv, RUN_OPTIONS, 'run');
   if (opts.help) {
     process.stdout.write(RUN_HELP);
     return 0;
@@ -71,6 +82,8 @@ export async function runCommand(argv: string[]): Promise<number> {
     throw new GpurunError('E_BAD_REQUEST', '--serve-workspace and --detach do not go together: this gpurun serves the workspace and must stay attached while the job runs', { hint: 'Leave out --detach, or leave out --serve-workspace when the broker can read the workspace itself.' });
   }
 
+  const interactive = opts.tty || opts.stdin ? { tty: !!opts.tty } : undefined;
+  if (interactive && opts.detach) throw usage('run', `-${interactive.tty ? 't' : 'i'} and --detach do not go together: an interactive job runs while this terminal is attached`);
   const req: SubmitRequest = { command, workspace, ...(serve ? { workspaceFrom: 'client' as const } : {}) };
   applyDirectives(req, command, workspace);
   if (config) Object.assign(req, { ...config, command });
@@ -87,6 +100,8 @@ export async function runCommand(argv: string[]): Promise<number> {
     for (const k of ['PATH', 'VIRTUAL_ENV', 'CONDA_PREFIX', 'PYTHONPATH']) if (process.env[k] !== undefined && env[k] === undefined) env[k] = process.env[k]!;
   }
   if (Object.keys(env).length) req.env = env;
+  // An interactive job runs a holder; the command runs in it through exec (core/interactiveJob.ts).
+  if (interactive) Object.assign(req, { command: holdCommand(req.command), name: req.name ?? defaultName(command) });
 
   const job = await conn.client.submit(req);
   if (opts.detach) {
@@ -107,7 +122,7 @@ export async function runCommand(argv: string[]): Promise<number> {
     }
   }
   try {
-    return await attach(conn, job, !!opts.notify);
+    return await (interactive ? runInteractive(conn, job, command, interactive, out) : attach(conn, job, !!opts.notify));
   } finally {
     served?.close();
   }

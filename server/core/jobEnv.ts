@@ -32,6 +32,17 @@ export function teamBaseEnv(brokerEnv: Record<string, string | undefined>): Reco
   return out;
 }
 
+/**
+ * The environment of a team broker's Slurm commands on a `local` login node. sbatch hands its own environment to the
+ * batch job (--export=ALL), so it gets the team base and Slurm's own settings (SLURM_CONF, SBATCH_*), never the
+ * broker's secrets.
+ */
+export function teamSlurmEnv(brokerEnv: Record<string, string | undefined>): Record<string, string> {
+  const out = teamBaseEnv(brokerEnv);
+  for (const [k, v] of Object.entries(brokerEnv)) if (v !== undefined && /^(SLURM|SBATCH|SQUEUE|SACCT|SCANCEL)_/.test(k)) out[k] = v;
+  return out;
+}
+
 /** The base environment of the embedded broker's jobs: the user's own, less gpurun's and the GPU variables. */
 export function embeddedBaseEnv(userEnv: Record<string, string | undefined>): Record<string, string> {
   const out: Record<string, string> = {};

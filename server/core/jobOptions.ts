@@ -7,6 +7,7 @@
 import { QUEUES } from '../protocol/jobs.ts';
 import { formatDuration, formatMemory, parseDuration, parseMemory } from './units.ts';
 import { MAX_RESTARTS } from './restartPolicy.ts';
+import { editDistance } from './editDistance.ts';
 
 /** Most exit codes one job may list in restart-on-exit. */
 const MAX_EXIT_CODES = 32;
@@ -51,7 +52,7 @@ const BACKEND_NAME = /^[A-Za-z0-9][\w.-]{0,63}$/;
 /** Every job option, in the order help lists them. */
 export const JOB_OPTIONS: readonly JobOption[] = [
   { key: 'gpus', field: 'gpus', prop: 'gpus', type: 'integer', min: 0, max: 1024, default: '1 if the pool has GPUs, else 0', description: 'GPUs, all on one host', metavar: 'N', example: '2', directive: true },
-  { key: 'gpu-type', field: 'gpuType', prop: 'gpuType', type: 'name', default: 'any', description: 'GPU type, matched against the GPU name (e.g. A100, L4)', metavar: 'T', example: 'A100', directive: true },
+  { key: 'gpu-type', field: 'gpuType', prop: 'gpuType', type: 'name', default: 'any', description: 'GPU type: whole words of the GPU name (e.g. A100, L4, RTX 4090)', metavar: 'T', example: 'A100', directive: true },
   { key: 'cpus', field: 'cpus', prop: 'cpus', type: 'integer', min: 1, max: 4096, default: '1', description: 'CPUs', metavar: 'N', example: '8', directive: true },
   { key: 'memory', field: 'memory', prop: 'memoryMiB', type: 'size', unit: 'MiB', default: '1G', description: 'memory, e.g. 16G', metavar: 'SIZE', example: '16G', directive: true },
   { key: 'time', field: 'time', prop: 'timeSec', type: 'duration', unit: 's', default: "the queue's", description: 'time limit, as in Slurm: 30 (a bare number is minutes), 45:00, 1:30:00, 2-12:00 (days-hours:min), or 90s, 30m, 2h', metavar: 'DURATION', example: '2h', directive: true },
@@ -181,21 +182,6 @@ export function optionsHelp(width = 24): string {
     const left = `  --${o.key} ${o.metavar}`;
     return `${left.padEnd(width - 1)} ${o.description} (default: ${o.default})`;
   }).join('\n');
-}
-
-/** Damerau-free edit distance, for "did you mean" on keys and values. */
-export function editDistance(a: string, b: string): number {
-  const d = Array.from({ length: b.length + 1 }, (_, i) => i);
-  for (let i = 1; i <= a.length; i++) {
-    let prev = d[0];
-    d[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const tmp = d[j];
-      d[j] = Math.min(d[j] + 1, d[j - 1] + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
-      prev = tmp;
-    }
-  }
-  return d[b.length];
 }
 
 /** The closest of `candidates` to `word` (case-insensitive), if it is close enough to be a likely typo. */

@@ -23,6 +23,8 @@ export function poolSnapshot(p: PoolInput): PoolSnapshot {
     clusters: p.clusters,
     backends: [...(p.hasHosts ? ['hosts'] : []), ...p.clusters.map((c) => c.name)],
     defaultBackend: p.defaultBackend,
-    images: p.defaultImage ? [p.defaultImage] : [],
+    // The default image first, then every image an up host has.
+    ...(p.defaultImage ? { defaultImage: p.defaultImage } : {}),
+    images: [...new Set([...(p.defaultImage ? [p.defaultImage] : []), ...p.hosts.filter((h) => h.state === 'up').flatMap((h) => h.images ?? []).sort()])],
   };
 }

@@ -53,7 +53,15 @@ interface HostFree {
 }
 
 export function gpuMatches(gpuName: string, type: string | undefined): boolean {
-  return !type || gpuName.toLowerCase().includes(type.toLowerCase());
+  if (!type) return true;
+  // Whole words of the name, in order: "A100" and "a100 80gb" match "NVIDIA A100-SXM4-80GB", "A10" does not
+  // (it is another GPU), "RTX 4090" matches "NVIDIA GeForce RTX 4090".
+  const words = (s: string) => s.toLowerCase().split(/[^a-z0-9]+/).filter(Boolean);
+  const want = words(type);
+  if (!want.length) return false;
+  let i = 0;
+  for (const w of words(gpuName)) if (w === want[i] && ++i === want.length) return true;
+  return false;
 }
 
 /** Free capacity of each up host after subtracting the allocations. */

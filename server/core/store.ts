@@ -68,6 +68,11 @@ export interface Store {
   getJob(id: string): StoredJob | undefined;
   /** Newest first. */
   listJobs(q?: JobQuery): StoredJob[];
+  /**
+   * The ids listJobs(q) would return, in the same order, without reading the jobs (an index answers it): a job list
+   * reads in full only the jobs it shows, however large their env or command.
+   */
+  listJobIds(q?: JobQuery): string[];
   /** queued, starting and running jobs, oldest first. */
   activeJobs(): StoredJob[];
   /**

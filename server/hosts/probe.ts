@@ -19,7 +19,14 @@ export interface HostProbe {
   gpuError: string | null;
   /** What runtime "process" needs is there: setsid and a tail that follows a pid (GNU coreutils). */
   processTools: boolean;
+  /** The images Docker has on the host (`REPOSITORY:TAG`, at most MAX_IMAGES); empty without Docker. */
+  images: string[];
 }
+
+/** At most this many image names are kept of a host (completion offers them; a build host may have thousands). */
+export const MAX_IMAGES = 200;
+/** What an image reference looks like (registry/name:tag); other lines of `docker image ls` are dropped. */
+const IMAGE_REF = /^[a-z0-9][a-z0-9._\/-]*(:[0-9]+\/[a-z0-9._\/-]+)?:[\w][\w.-]{0,127}$/;
 
 /** The probe script run by the host's login shell. */
 export function probeScript(): string {
@@ -28,6 +35,7 @@ export function probeScript(): string {
     'echo @@nproc; nproc 2>/dev/null || getconf _NPROCESSORS_ONLN',
     'echo @@mem; grep MemTotal /proc/meminfo',
     `echo @@docker; if command -v docker >/dev/null 2>&1; then docker version --format '{{.Server.Version}}' 2>&1; echo "@@docker_rc $?"; else echo "@@docker_rc absent"; fi`,
+    `echo @@images; if command -v docker >/dev/null 2>&1; then docker image ls --format '{{.Repository}}:{{.Tag}}' 2>/dev/null | head -n ${MAX_IMAGES * 2}; fi`,
     'echo @@sshfs; if command -v sshfs >/dev/null 2>&1; then sshfs --version 2>&1 | head -n 1; echo "@@sshfs_rc 0"; else echo "@@sshfs_rc absent"; fi',
     // busybox tail has no --pid: it refuses the option.
     'echo @@proc; if command -v setsid >/dev/null 2>&1 && tail --pid=$$ -c 0 /dev/null >/dev/null 2>&1; then echo "@@proc_rc 0"; else echo "@@proc_rc absent"; fi',
@@ -87,5 +95,6 @@ export function parseProbe(text: string): HostProbe {
     dockerError: dockerOk ? null : d?.rc === 'absent' ? 'docker is not installed' : `docker does not answer: ${(d?.body ?? '').split('\n').slice(-1)[0]}`,
     sshfs: f?.rc === '0' ? f.body.split('\n')[0] : null,
     processTools: s.get('proc')?.rc === '0',
+    images: [...new Set((s.get('images')?.body ?? '').split('\n').map((l) => l.trim()).filter((l) => IMAGE_REF.test(l)))].slice(0, MAX_IMAGES),
   };
 }

@@ -23,6 +23,8 @@ interface HostEntry {
   cpus: number;
   memoryMiB: number;
   runtime: string;
+  /** The images its Docker has, at the last probe that answered. */
+  images: string[];
 }
 
 export class HostRegistry {
@@ -42,7 +44,7 @@ export class HostRegistry {
     this.env = env;
     this.runtimes = runtimes;
     this.ssh = ssh;
-    this.hosts = configs.map((config) => ({ config, state: 'down', probedUp: false, everUp: false, lastError: 'not probed yet', gpus: [], cpus: config.cpus ?? 0, memoryMiB: config.memoryMiB ?? 0, runtime: config.type === 'ssh' ? (config.runtime === 'docker' ? 'docker' : 'ssh-process') : 'process' }));
+    this.hosts = configs.map((config) => ({ config, state: 'down', probedUp: false, everUp: false, lastError: 'not probed yet', gpus: [], cpus: config.cpus ?? 0, memoryMiB: config.memoryMiB ?? 0, runtime: config.type === 'ssh' ? (config.runtime === 'docker' ? 'docker' : 'ssh-process') : 'process', images: [] }));
     ssh?.on('lost', (name) => void this.probeHost(name));
     ssh?.on('health', (name) => {
       const h = this.hosts.find((x) => x.config.name === name);
@@ -92,6 +94,7 @@ export class HostRegistry {
         h.gpus = p.gpus;
         h.cpus = h.config.cpus ?? p.cpus;
         h.memoryMiB = h.config.memoryMiB ?? p.memoryMiB;
+        h.images = p.images ?? [];
       }
       h.lastError = p.error;
       h.probedUp = p.up;
@@ -185,6 +188,7 @@ export class HostRegistry {
         memoryMiB: h.memoryMiB,
         memoryUsedMiB: mine.reduce((n, a) => n + a.memoryMiB, 0),
         labels: h.config.labels,
+        ...(h.images.length ? { images: h.images } : {}),
       };
     });
   }

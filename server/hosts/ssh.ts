@@ -15,8 +15,15 @@ import type { CommandExec, ExecResult } from '../core/remoteExec.ts';
 export interface RemoteExec extends CommandExec {
   /** Like exec, but a non-zero exit is a GpurunError carrying the exit code and stderr. */
   run(argv: readonly string[], what: string, opts?: { timeoutMs?: number }): Promise<string>;
-  /** Opens a channel running argv; the caller reads and writes it and must close it. */
-  spawn(argv: readonly string[]): Promise<ClientChannel>;
+  /** Opens a channel running argv; the caller reads and writes it and must close it. With `pty`, under a terminal. */
+  spawn(argv: readonly string[], opts?: SpawnOptions): Promise<ClientChannel>;
+  /** Opens a TCP connection from the host to `address:port` (SSH direct-tcpip); the caller must close it. */
+  forwardOut?(address: string, port: number): Promise<ClientChannel>;
+}
+
+/** A terminal for the channel (ssh2's pty request): its size in rows and columns, and TERM. */
+export interface SpawnOptions {
+  pty?: { rows: number; cols: number; term: string };
 }
 
 export type { ExecResult };
@@ -181,14 +188,30 @@ export class SshPool implements RemoteExec {
     c.channels--;
   }
 
-  async spawn(argv: readonly string[]): Promise<ClientChannel> {
+  async spawn(argv: readonly string[], opts: SpawnOptions = {}): Promise<ClientChannel> {
     const conn = await this.acquire();
     const command = shellCommand(argv);
+    const execOpts = opts.pty ? { pty: { ...opts.pty, width: 0, height: 0 } } : {};
     return new Promise<ClientChannel>((resolve, reject) => {
-      conn.client.exec(command, (err, ch) => {
+      conn.client.exec(command, execOpts, (err, ch) => {
         if (err) {
           conn.channels--;
           reject(new GpurunError('E_UNREACHABLE', `${this.what}: could not open an SSH channel: ${err.message}`, { cause: err }));
+          return;
+        }
+        ch.once('close', () => conn.channels--);
+        resolve(ch);
+      });
+    });
+  }
+
+  async forwardOut(address: string, port: number): Promise<ClientChannel> {
+    const conn = await this.acquire();
+    return new Promise<ClientChannel>((resolve, reject) => {
+      conn.client.forwardOut('127.0.0.1', 0, address, port, (err, ch) => {
+        if (err) {
+          conn.channels--;
+          reject(new GpurunError('E_UNREACHABLE', `${this.what}: could not connect to ${address}:${port} there: ${err.message}`, { cause: err, hint: 'Is anything listening on that port in the job? (The SSH server must also allow TCP forwarding: AllowTcpForwarding yes.)' }));
           return;
         }
         ch.once('close', () => conn.channels--);

@@ -19,6 +19,8 @@ export interface SshProbeResult {
   memoryMiB: number;
   /** Why the host is down, or what is wrong with an up host (e.g. nvidia-smi failing); null when all is well. */
   error: string | null;
+  /** The images Docker has on the host (up hosts with Docker). */
+  images?: string[];
 }
 
 export interface SshHostsOptions {
@@ -127,7 +129,7 @@ export class SshHosts extends EventEmitter<{ lost: [string]; health: [string] }>
     if (!p.sshfs) return down('sshfs is not installed on the host (apt-get install sshfs fuse3)');
     if (cfg.runtime === 'docker' && !p.docker) return down(`${p.dockerError} (runtime "docker" needs it; or set runtime: "process")`);
     if (cfg.runtime === 'process' && !p.processTools) return down('setsid or GNU tail (with --pid) is missing on the host (runtime "process" needs util-linux and coreutils)');
-    return { up: true, gpus: p.gpus, cpus: p.cpus, memoryMiB: p.memoryMiB, error: p.gpuError };
+    return { up: true, gpus: p.gpus, cpus: p.cpus, memoryMiB: p.memoryMiB, error: p.gpuError, ...(cfg.runtime === 'docker' ? { images: p.images } : {}) };
   }
 
   /**

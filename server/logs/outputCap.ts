@@ -70,24 +70,30 @@ export class OutputCap {
     const to = size - tail;
     if (to <= from) return;
     const tmp = `${path}.compact`;
-    const src = openSync(path, 'r');
-    let dst: number | undefined = openSync(tmp, 'w', 0o600);
+    const cutPath = `${this.logs.dir}/${jobId}.cut`;
+    // Called from the broker's job events: nothing here may throw (a full disk fails the compaction, never the broker).
+    let src: number | undefined;
+    let dst: number | undefined;
     try {
+      src = openSync(path, 'r');
+      dst = openSync(tmp, 'w', 0o600);
       copy(src, dst, 0, head);
       writeSync(dst, marker, 0, marker.length, head);
       copy(src, dst, to, tail);
       if (tail === 0) writeSync(dst, Buffer.alloc(1), 0, 1, size - 1); // keep the length
       closeSync(dst);
       dst = undefined;
-      writeFileSync(`${this.logs.dir}/${jobId}.cut`, JSON.stringify({ from, to }), { mode: 0o600 });
+      writeFileSync(cutPath, JSON.stringify({ from, to }), { mode: 0o600 });
       renameSync(tmp, path);
       this.log.info('compacted the log of a job that passed its output cap', { job: jobId, bytes: size, kept: head + marker.length + tail });
     } catch (err) {
+      // Not renamed: the log is whole, so it has no hole to skip either.
       rmSync(tmp, { force: true });
+      rmSync(cutPath, { force: true });
       this.log.error('could not compact a log past its output cap', { job: jobId, err });
     } finally {
       if (dst !== undefined) closeSync(dst);
-      closeSync(src);
+      if (src !== undefined) closeSync(src);
     }
   }
 }

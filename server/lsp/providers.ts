@@ -10,6 +10,7 @@ import { checkWord, directiveLines, directivePrefix, parseDirectives, type Direc
 import { DIRECTIVE_OPTIONS, didYouMean, parseOptionText, validRange, type JobOption } from '../core/jobOptions.ts';
 import { formatDuration, formatMemory } from '../core/units.ts';
 import type { PoolSnapshot } from '../protocol/pool.ts';
+import { gpuMatches } from '../core/scheduler.ts';
 import { askOf, estimate, fitSummary, fitsNow, gpuTypes, neverFits, queuedAhead, queueOf, type Ask } from './fit.ts';
 
 /** The pool as the server last saw it. */
@@ -96,7 +97,7 @@ function valueItems(o: JobOption, pool: PoolSnapshot | undefined, ask: Ask | und
       return gpuTypes(pool).map((t) => ({ label: t.type, labelDetails: { detail: ` — ${t.free} of ${t.total} free` }, detail: `${t.free} of ${t.total} free; up to ${t.largest} on one host`, documentation: t.names.join(', '), kind: KIND.enumMember }));
     case 'gpus': {
       if (!pool || !ask) return plain(['0', '1', '2', '4', '8']);
-      const max = pool.hosts.reduce((m, h) => Math.max(m, h.gpus.filter((g) => !ask.gpuType || g.name.toLowerCase().includes(ask.gpuType.toLowerCase())).length), 0);
+      const max = pool.hosts.reduce((m, h) => Math.max(m, h.gpus.filter((g) => !ask.gpuType || gpuMatches(g.name, ask.gpuType)).length), 0);
       return Array.from({ length: max + 1 }, (_, n) => String(n)).map((n) => {
         const hosts = fitsNow(pool, { ...ask, gpus: Number(n) });
         const d = hosts.length ? `fits now on ${hosts.join(', ')}` : 'fits, none free now';
@@ -120,7 +121,11 @@ function valueItems(o: JobOption, pool: PoolSnapshot | undefined, ask: Ask | und
       return out;
     }
     case 'image':
-      return plain(pool?.images ?? [], () => "the broker's default");
+      return plain(pool?.images ?? [], (img) => {
+        const on = pool!.hosts.filter((h) => h.images?.includes(img)).map((h) => h.name);
+        const dflt = img === pool!.defaultImage;
+        return [dflt ? "the broker's default" : '', on.length ? `on ${on.join(', ')}` : ''].filter(Boolean).join('; ') || undefined;
+      });
     case 'backend':
       if (!pool) return [];
       return pool.backends.map((b) => {
@@ -167,7 +172,7 @@ export function hover(text: string, pos: Position, view: PoolView): Hover | null
       const r = parseOptionText(o, w.value);
       if ('value' in r && (o.type === 'size' || o.type === 'duration')) parts.push(`\`${w.value}\` = ${r.value as number} ${o.unit === 'MiB' ? 'MiB' : 'seconds'}${o.type === 'duration' && r.value === 0 ? ' (no limit)' : ''}`);
       if (o.key === 'gpu-type' && view.snapshot) {
-        const hosts = view.snapshot.hosts.filter((h) => h.gpus.some((g) => g.name.toLowerCase().includes(w.value.toLowerCase())));
+        const hosts = view.snapshot.hosts.filter((h) => h.gpus.some((g) => gpuMatches(g.name, w.value)));
         parts.push(hosts.length ? `On ${hosts.map((h) => h.name).join(', ')}.` : 'No host has it.');
       }
     }

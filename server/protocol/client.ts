@@ -235,8 +235,15 @@ export class BrokerClient {
    * (WorkspaceServeStart) when the host mounts, then the SFTP stream that this client must serve.
    */
   openWorkspace(id: string): Promise<Duplex> {
-    const path = `/v1/jobs/${encodeURIComponent(id)}/workspace`;
-    const headers = this.headers({ connection: 'Upgrade', upgrade: WORKSPACE_UPGRADE });
+    return this.upgrade(`/v1/jobs/${encodeURIComponent(id)}/workspace`, WORKSPACE_UPGRADE, `the workspace upgrade of ${id}`);
+  }
+
+  /**
+   * `GET path` with `Upgrade: protocol` (workspace streams, exec, port forwards): resolves with the raw socket after
+   * 101; an error answer becomes its GpurunError. `what` names the request in a protocol error.
+   */
+  upgrade(path: string, protocol: string, what: string, extra: Record<string, string> = {}): Promise<Duplex> {
+    const headers = this.headers({ connection: 'Upgrade', upgrade: protocol, ...extra });
     let req: ClientRequest;
     if (this.opts.address.startsWith('unix:')) req = httpRequest({ socketPath: this.opts.address.slice(5), path, headers });
     else {
@@ -270,7 +277,7 @@ export class BrokerClient {
         } catch {
           /* not JSON */
         }
-        reject(isErrorBody(parsed) ? new GpurunError(parsed.code, parsed.message, parsed.hint ? { hint: parsed.hint } : {}) : new GpurunError('E_PROTOCOL', `the broker answered ${res.statusCode} to the workspace upgrade of ${id}`));
+        reject(isErrorBody(parsed) ? new GpurunError(parsed.code, parsed.message, parsed.hint ? { hint: parsed.hint } : {}) : new GpurunError('E_PROTOCOL', `the broker answered ${res.statusCode} to ${what}`));
       });
       req.on('error', (err) => reject(this.wrapNetwork(err)));
       req.end();

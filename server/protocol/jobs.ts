@@ -257,6 +257,8 @@ export interface HostInfo {
   memoryMiB: number;
   memoryUsedMiB: number;
   labels: Record<string, string>;
+  /** The images a Docker host has (`REPOSITORY:TAG`), as its last probe saw them. */
+  images?: string[];
 }
 
 /** An event on `GET /v1/events` (Server-Sent Events, `data:` is this JSON). */

@@ -34,6 +34,8 @@ export interface PoolSnapshot {
   /** "hosts" and the clusters' names, and the one a job gets when it names none. */
   backends: string[];
   defaultBackend: string;
-  /** Images known to the broker (its default image); empty when it knows none. */
+  /** Images known to the broker: its default image first, then those its up Docker hosts have; may be empty. */
   images: string[];
+  /** The image a job gets when it names none (absent when the broker has no default). */
+  defaultImage?: string;
 }

@@ -336,6 +336,7 @@ export abstract class MountedRuntime implements Runtime {
     let checked = tail.length === 0;
     let droppedTail = Buffer.alloc(0);
     let complaint = '';
+    let writeFailed = false;
     try {
       ch.on('data', (d: Buffer) => {
         if (toSkip > 0) {
@@ -349,7 +350,17 @@ export abstract class MountedRuntime implements Runtime {
           d = d.subarray(n);
           if (d.length === 0) return;
         }
-        writeSync(fd, d);
+        if (writeFailed) return;
+        try {
+          // A short write (the disk filling up) leaves the rest to the next call, which then fails.
+          for (let off = 0; off < d.length; ) off += writeSync(fd, d, off);
+        } catch (e) {
+          // The broker's disk is full (or failing): stop reading rather than leave a gap in the log. The job keeps
+          // running; the follow starts again from the end of the log file, and the host still has what was not read.
+          writeFailed = true;
+          this.log('cannot write the job\'s output to its log file: following again shortly', { ...this.describe(r), err: (e as Error).message });
+          ch.close();
+        }
       });
       ch.stderr.on('data', (d: Buffer) => (complaint = (complaint + d.toString('utf8')).slice(-1000)));
       return await during();

@@ -23,13 +23,21 @@ export class MemoryStore implements Store {
   }
 
   listJobs(q: JobQuery = {}): StoredJob[] {
+    return this.matching(q).map((j) => structuredClone(j));
+  }
+
+  listJobIds(q: JobQuery = {}): string[] {
+    return this.matching(q).map((j) => j.id);
+  }
+
+  private matching(q: JobQuery): StoredJob[] {
     let all = [...this.jobs.values()].sort((a, b) => b.seq - a.seq);
     if (q.owner !== undefined) all = all.filter((j) => j.owner === q.owner);
     if (q.states?.length) all = all.filter((j) => q.states!.includes(j.state));
     if (q.beforeSeq !== undefined) all = all.filter((j) => j.seq < q.beforeSeq!);
     if (q.activeOrEndedAfter !== undefined) all = all.filter((j) => ['queued', 'starting', 'running'].includes(j.state) || (j.endedAt ?? '') >= q.activeOrEndedAfter!);
     if (q.limit !== undefined) all = all.slice(0, q.limit);
-    return all.map((j) => structuredClone(j));
+    return all;
   }
 
   activeJobs(): StoredJob[] {

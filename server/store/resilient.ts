@@ -102,9 +102,10 @@ export function resilientStore<S extends Store>(inner: S, log: Logger): S & Stor
     listJobs: (q?: JobQuery) => inner.listJobs(q).map((j) => overlay(j)!),
     activeJobs: () => inner.activeJobs().map((j) => overlay(j)!).filter((j) => j.state === 'queued' || j.state === 'starting' || j.state === 'running'),
     updateJob(id, patch, at) {
-      const before = overlay(inner.getJob(id));
-      if (!before) return undefined;
+      // The job is read here only when the update must be held: a write that works reads it once, in the inner store.
       const queue = () => {
+        const before = overlay(inner.getJob(id));
+        if (!before) return undefined;
         const transition = !!patch.state && patch.state !== before.state;
         pending.push({ id, patch, at, transition });
         if (transition) {

@@ -79,6 +79,11 @@ const MIGRATIONS: string[] = [
    ALTER TABLE tokens ADD COLUMN revoked_at TEXT;
    UPDATE tokens SET id = substr(hash, 1, 12);
    CREATE UNIQUE INDEX tokens_id ON tokens(id);`,
+  // Job lists (newest first, by owner, active or recently ended) answered from an index alone: listJobIds never
+  // reads a job's row, whose env may be megabytes.
+  `CREATE INDEX IF NOT EXISTS jobs_list ON jobs(seq, state, ended_at, id);
+   CREATE INDEX IF NOT EXISTS jobs_owner_list ON jobs(owner, seq, state, ended_at, id);
+   DROP INDEX IF EXISTS jobs_owner;`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
@@ -166,30 +171,13 @@ export class SqliteStore implements Store {
   }
 
   listJobs(q: JobQuery = {}): StoredJob[] {
-    const where: string[] = [];
-    const args: Array<string | number> = [];
-    if (q.owner !== undefined) {
-      where.push('owner = ?');
-      args.push(q.owner);
-    }
-    if (q.states?.length) {
-      where.push(`state IN (${q.states.map(() => '?').join(', ')})`);
-      args.push(...q.states);
-    }
-    if (q.beforeSeq !== undefined) {
-      where.push('seq < ?');
-      args.push(q.beforeSeq);
-    }
-    if (q.activeOrEndedAfter !== undefined) {
-      where.push("(state IN ('queued', 'starting', 'running') OR ended_at >= ?)");
-      args.push(q.activeOrEndedAfter);
-    }
-    let sql = `SELECT * FROM jobs${where.length ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY seq DESC`;
-    if (q.limit !== undefined) {
-      sql += ' LIMIT ?';
-      args.push(q.limit);
-    }
+    const { sql, args } = listQuery('*', q);
     return (this.db.prepare(sql).all(...args) as Row[]).map(fromRow);
+  }
+
+  listJobIds(q: JobQuery = {}): string[] {
+    const { sql, args } = listQuery('id', q);
+    return (this.db.prepare(sql).all(...args) as Array<{ id: string }>).map((r) => r.id);
   }
 
   activeJobs(): StoredJob[] {
@@ -221,7 +209,8 @@ export class SqliteStore implements Store {
   }
 
   putAttempt(jobId: string, a: StoredAttempt): void {
-    this.stmt.putAttempt.run({
+    // Every write goes through tx(), so a full disk is E_STORAGE here too (the resilient store holds what it cannot write).
+    this.tx(() => this.stmt.putAttempt.run({
       job_id: jobId,
       n: a.n,
       host: a.host,
@@ -235,7 +224,7 @@ export class SqliteStore implements Store {
       exit_code: a.exitCode,
       log_offset: a.logOffset,
       evidence: JSON.stringify(a.evidence),
-    });
+    }));
   }
 
   attempts(jobId: string): StoredAttempt[] {
@@ -270,7 +259,7 @@ export class SqliteStore implements Store {
   }
 
   revokeToken(id: string, at: string): TokenRecord | undefined {
-    this.stmt.revokeToken.run(at, id);
+    this.tx(() => this.stmt.revokeToken.run(at, id));
     const r = this.stmt.tokenById.get(id) as Row | undefined;
     return r && tokenFromRow(r);
   }
@@ -314,6 +303,34 @@ export function storageError(e: unknown, path: string): unknown {
 
 function definedOnly<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+/** The SELECT of listJobs and listJobIds: newest first, filtered as `q` says. */
+function listQuery(columns: string, q: JobQuery): { sql: string; args: Array<string | number> } {
+  const where: string[] = [];
+  const args: Array<string | number> = [];
+  if (q.owner !== undefined) {
+    where.push('owner = ?');
+    args.push(q.owner);
+  }
+  if (q.states?.length) {
+    where.push(`state IN (${q.states.map(() => '?').join(', ')})`);
+    args.push(...q.states);
+  }
+  if (q.beforeSeq !== undefined) {
+    where.push('seq < ?');
+    args.push(q.beforeSeq);
+  }
+  if (q.activeOrEndedAfter !== undefined) {
+    where.push("(state IN ('queued', 'starting', 'running') OR ended_at >= ?)");
+    args.push(q.activeOrEndedAfter);
+  }
+  let sql = `SELECT ${columns} FROM jobs${where.length ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY seq DESC`;
+  if (q.limit !== undefined) {
+    sql += ' LIMIT ?';
+    args.push(q.limit);
+  }
+  return { sql, args };
 }
 
 function toRow(j: Omit<StoredJob, 'seq'>): Record<string, string | number | null> {

@@ -1,6 +1,7 @@
 /**
  * The data disk's free space, against the floor of `limits.minFreeDisk`. Below the floor submits are refused
- * (E_DISK_FULL, 507) while running jobs go on; /v1/health says so. statfs is cheap but is asked at most once a second.
+ * (E_DISK_FULL, 507) while running jobs go on; /v1/health says so. statfs is cheap but is asked at most once a second,
+ * except before a refusal, which always looks again.
  */
 import { statfsSync } from 'node:fs';
 import { GpurunError } from '../protocol/errors.ts';
@@ -24,8 +25,9 @@ export class DiskGuard {
     this.limits = limits;
   }
 
-  status(now = Date.now()): DiskStatus {
-    if (this.last && now - this.last.at < 1000) return this.last.s;
+  /** `fresh`: look now, whatever the last look was. */
+  status(now = Date.now(), fresh = false): DiskStatus {
+    if (!fresh && this.last && now - this.last.at < 1000) return this.last.s;
     let s: DiskStatus;
     try {
       const st = statfsSync(this.dir);
@@ -42,7 +44,9 @@ export class DiskGuard {
 
   /** Throws E_DISK_FULL when the disk is below its floor. */
   assertRoom(): void {
-    const s = this.status();
+    // A refusal is never based on an old look: space freed a moment ago lets the next submit in.
+    let s = this.status();
+    if (s.low) s = this.status(Date.now(), true);
     if (!s.low) return;
     throw new GpurunError('E_DISK_FULL', `the broker's data disk has ${formatBytes(s.freeBytes)} free, less than its floor of ${formatBytes(s.floorBytes)}: it takes no new jobs until there is room`, {
       hint: 'Running jobs go on. Ask the broker admin to free space in its dataDir (old job logs are removed by retention.logs) or to lower limits.minFreeDisk.',

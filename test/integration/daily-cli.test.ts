@@ -113,6 +113,9 @@ describe('daily loop: the CLI', function () {
     assert.equal(r.code, 0);
     const words = execFileSync('bash', ['-c', `${r.stdout}\nCOMP_WORDS=(gpurun run --gp); COMP_CWORD=2; _gpurun; echo "\${COMPREPLY[@]}"`]).toString();
     assert.equal(words.trim(), '--gpus --gpu-type');
+    // run's options are the job options schema's: the restart options are offered too.
+    const more = execFileSync('bash', ['-c', `${r.stdout}\nCOMP_WORDS=(gpurun run --rest); COMP_CWORD=2; _gpurun; echo "\${COMPREPLY[@]}"`]).toString();
+    assert.equal(more.trim(), '--restarts --restart-on-exit');
     for (const sh of ['zsh', 'fish']) assert.match((await gpurun(['completion', sh], env)).stdout, /gpurun/);
   });
 

@@ -9,6 +9,8 @@ import { gpurun, gpurunSpawn, waitFor } from '../support/harness.ts';
 import { setUpSlurmSuite, slurmState, tearDownSlurmSuite, type SlurmBroker } from '../support/slurm.ts';
 import type { Job } from '../../server/protocol/jobs.ts';
 
+const BROKER_SECRET = 'broker-secret-7f3a9c';
+
 describe('slurm: run, output, exit codes, time limits', function () {
   this.timeout(90_000);
   let home: string;
@@ -18,6 +20,7 @@ describe('slurm: run, output, exit codes, time limits', function () {
   before(async function () {
     ({ home, ws, s } = await setUpSlurmSuite(this, 'gpurun-slurm-run-', {
       prepare: (dir) => writeFileSync(join(dir, 'steps.py'), 'import time, os\nprint("first", flush=True)\ntime.sleep(4)\nprint("second", os.environ.get("CUDA_VISIBLE_DEVICES"))\n'),
+      brokerEnv: { SECRET_OF_BROKER: BROKER_SECRET },
     }));
   });
   after(() => tearDownSlurmSuite(home, s));
@@ -59,6 +62,14 @@ describe('slurm: run, output, exit codes, time limits', function () {
     assert.equal(r.code, 7, r.stderr);
     assert.deepEqual(JSON.parse(r.stdout), hostile);
     assert.match(r.stderr, /failed: exited with code 7/);
+  });
+
+  it("gives a team broker's Slurm job its own env, never the broker's", async () => {
+    const r = await gpurun(['run', '--workspace', ws, '--gpus', '0', '--memory', '100M', '--env', 'MINE=yes', '--', 'env'], s.env);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^MINE=yes$/m);
+    assert.match(r.stdout, /^GPURUN_JOB_ID=\w+$/m);
+    assert.ok(!r.stdout.includes(BROKER_SECRET), `the job saw the broker's env:\n${r.stdout}`);
   });
 
   it('a command that is not there fails with exit code 127', async () => {

@@ -86,6 +86,9 @@ describe('GPU hosts over SSH (sshd + Docker + sshfs)', function () {
     const stranger = set.hosts.find((h) => h.name === 'stranger')!;
     assert.match(r.stdout, /stranger: .*refused its host key ssh-ed25519 SHA256:[A-Za-z0-9+/]{43}/);
     assert.ok(r.stdout.includes(stranger.knownHostsLine), `the line to add is shown:\n${r.stdout}`);
+    // The images each Docker host has (the language server completes image= from them).
+    const hosts = JSON.parse((await gpurun(['hosts', '--json'], env)).stdout) as Array<{ name: string; images?: string[] }>;
+    assert.ok(hosts.find((h) => h.name === 'a100')!.images?.includes('local/busybox:1'), JSON.stringify(hosts));
   });
 
   it('runs a job on the A100 host (relay mount): it reads a workspace file and writes one that appears locally', async () => {

@@ -7,7 +7,8 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
-import { connect } from 'node:net';
+import { request } from 'node:http';
+import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import type { Job } from '../../server/protocol/jobs.ts';
 import { cleanup, createToken, gpurun, scratch, startBrokerProcess, stopBroker, testEnv, waitFor, requirePart, type BrokerProc } from '../support/harness.ts';
@@ -237,6 +238,8 @@ describe('team broker safety (real broker, local host, sshd + Docker host)', fun
       assert.ok(!text.includes(JOB_SECRET), 'no env value on the stream');
       assert.equal((await jobOf('alice', job.id)).env.JOB_SECRET, JOB_SECRET, 'the owner sees it');
       assert.equal((await jobOf('root', job.id)).env.JOB_SECRET, '', "an admin sees another user's env names only");
+      const listed = ((await (await api('root', '/v1/jobs?all=1')).json()) as { jobs: Job[] }).jobs.find((j) => j.id === job.id);
+      assert.equal(listed?.env.JOB_SECRET, '', "an admin's job list has the names only too");
     });
   });
 
@@ -267,7 +270,7 @@ describe('team broker safety (real broker, local host, sshd + Docker host)', fun
       tokens.bob = await createToken(broker, 'bob');
     });
 
-    it("gpurun token revoke PREFIX ends the token's open event stream and log follow within two seconds", async () => {
+    it("gpurun token revoke PREFIX ends the token's open event stream, log follow and served workspace within two seconds", async () => {
       const carol = await createToken(broker, 'carol');
       mkdirSync(join(dir, 'home', 'carol'), { recursive: true });
       tokens.carol = carol;
@@ -282,15 +285,32 @@ describe('team broker safety (real broker, local host, sshd + Docker host)', fun
         }
         return Date.now();
       })();
+      // A workspace the client serves (the stream a mount would read carol's files through), for a job that waits
+      // behind her first one for gpu1's only GPU: the stream stays open until the revoke.
+      const holder = (await (await submit('carol', { command: ['sleep', '30'], workspace: join(dir, 'home', 'carol'), gpus: 1 })).json()) as Job;
+      const served = (await (await submit('carol', { command: ['true'], workspace: '/laptop/carol/project', workspaceFrom: 'client', gpus: 1 })).json()) as Job;
+      const stream = await new Promise<Socket>((resolve, reject) => {
+        const u = new URL(`${broker.url}/v1/jobs/${served.id}/workspace`);
+        const req = request({ host: u.hostname, port: u.port, path: u.pathname, headers: { authorization: `Bearer ${carol}`, connection: 'Upgrade', upgrade: 'gpurun-sftp' } });
+        req.on('upgrade', (_res, socket) => resolve(socket));
+        req.on('response', (res) => reject(new Error(`no upgrade: ${res.statusCode}`)));
+        req.on('error', reject);
+        req.end();
+      });
+      const streamEnd = new Promise<number>((resolve) => stream.once('close', () => resolve(Date.now())));
+      stream.on('error', () => {});
+      await new Promise((r) => setTimeout(r, 1500));
+      assert.equal(stream.destroyed, false, 'the served workspace stream closed before the revoke');
+      assert.equal((await jobOf('carol', served.id)).state, 'queued');
       const [evEnd, logEnd] = [endOf(events), endOf(follow)];
       const id = (((await (await api('root', '/v1/tokens')).json()) as { tokens: Array<{ id: string; user: string }> }).tokens.find((t) => t.user === 'carol')!).id;
       const t0 = Date.now();
       const r = await gpurun(['token', 'revoke', id.slice(0, 6), '--config', cfgPath], testEnv(join(dir, 'broker')));
       assert.equal(r.code, 0, r.stderr);
       assert.match(r.stdout, new RegExp(`token ${id} of carol revoked`));
-      const ends = await Promise.all([evEnd, logEnd]);
+      const ends = await Promise.all([evEnd, logEnd, streamEnd]);
       for (const e of ends) assert.ok(e - t0 < 2500, `a stream outlived the revoke by ${e - t0} ms`);
-      await api('root', `/v1/jobs/${job.id}/cancel`, { method: 'POST' });
+      for (const j of [job, holder, served]) await api('root', `/v1/jobs/${j.id}/cancel`, { method: 'POST' });
     });
   });
 

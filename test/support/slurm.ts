@@ -31,9 +31,9 @@ export interface SlurmBroker {
   env: NodeJS.ProcessEnv;
 }
 
-export async function startSlurmBroker(home: string, config: Record<string, unknown> = clusterConfig(home)): Promise<SlurmBroker> {
+export async function startSlurmBroker(home: string, config: Record<string, unknown> = clusterConfig(home), env: NodeJS.ProcessEnv = {}): Promise<SlurmBroker> {
   // The broker's config and data in a folder of their own: the workspaces beside it may not contain them.
-  const broker = await startBrokerProcess(join(home, 'broker'), config);
+  const broker = await startBrokerProcess(join(home, 'broker'), config, env);
   const token = await createToken(broker, 'alice');
   return { broker, env: { ...testEnv(home), GPURUN_BROKER: broker.url, GPURUN_TOKEN: token } };
 }
@@ -54,13 +54,13 @@ export function scancelAllGpurun(): void {
  * A Slurm suite's set-up, for its `before`: Slurm must be up (CI fails, a laptop skips), a scratch home with a
  * workspace folder `wsName` (filled by `prepare`), and a broker process with the test cluster.
  */
-export async function setUpSlurmSuite(ctx: Mocha.Context, prefix: string, opts: { wsName?: string; prepare?: (ws: string) => void } = {}): Promise<{ home: string; ws: string; s: SlurmBroker }> {
+export async function setUpSlurmSuite(ctx: Mocha.Context, prefix: string, opts: { wsName?: string; prepare?: (ws: string) => void; brokerEnv?: NodeJS.ProcessEnv } = {}): Promise<{ home: string; ws: string; s: SlurmBroker }> {
   requireSlurm(ctx);
   const home = scratch(prefix);
   const ws = join(home, opts.wsName ?? 'ws');
   mkdirSync(ws, { recursive: true });
   opts.prepare?.(ws);
-  return { home, ws, s: await startSlurmBroker(home) };
+  return { home, ws, s: await startSlurmBroker(home, clusterConfig(home), opts.brokerEnv) };
 }
 
 /** A Slurm suite's tear-down, for its `after`: the broker stopped, every gpurun job cancelled in Slurm, scratch gone. */

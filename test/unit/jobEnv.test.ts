@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { embeddedBaseEnv, jobEnv, reservedEnvName, teamBaseEnv } from '../../server/core/jobEnv.ts';
+import { embeddedBaseEnv, jobEnv, reservedEnvName, teamBaseEnv, teamSlurmEnv } from '../../server/core/jobEnv.ts';
 import { systemClock } from '../../server/core/clock.ts';
 
 describe('job environment', () => {
@@ -8,6 +8,11 @@ describe('job environment', () => {
   it("a team broker's jobs get a clean base: PATH, HOME, USER, LANG, TERM; no agent socket, no secrets", () => {
     assert.deepEqual(teamBaseEnv(broker), { PATH: '/opt/bin:/usr/bin', HOME: '/var/lib/gpurun', USER: 'gpurun', LANG: 'en_US.UTF-8', TERM: 'dumb' });
     assert.deepEqual(teamBaseEnv({}), { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C.UTF-8', TERM: 'dumb' });
+  });
+
+  it("a team broker's Slurm commands get the clean base and Slurm's own settings, never the broker's secrets", () => {
+    const e = teamSlurmEnv({ ...broker, SLURM_CONF: '/etc/slurm/other.conf', SBATCH_ACCOUNT: 'ml' });
+    assert.deepEqual(e, { PATH: '/opt/bin:/usr/bin', HOME: '/var/lib/gpurun', USER: 'gpurun', LANG: 'en_US.UTF-8', TERM: 'dumb', SLURM_CONF: '/etc/slurm/other.conf', SBATCH_ACCOUNT: 'ml' });
   });
 
   it("the embedded broker passes its user's environment, less gpurun's and the GPU variables", () => {

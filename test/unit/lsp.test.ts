@@ -43,6 +43,11 @@ describe('language server: completion', () => {
     const l = completions('# gpurun: backend=', at(0, 18), view).map((c) => `${c.label}${c.labelDetails?.detail}`);
     assert.deepEqual(l, ['hosts — the host pool: 2 hosts (default)', 'hpc — Slurm cluster: partitions gpu-short (online), gpu-long (offline); gres gpu']);
   });
+  it("offers the images the pool's Docker hosts have, the broker's default first, and where each is", () => {
+    const view: PoolView = { online: true, snapshot: pool({ images: ['python:3.12', 'local/busybox:1'], defaultImage: 'python:3.12', hosts: [host('gpu1', 'NVIDIA L4', 2, 0, { runtime: 'docker', images: ['local/busybox:1', 'python:3.12'] })] }) };
+    const l = completions('# gpurun: image=', at(0, 16), view).map((c) => `${c.label}${c.labelDetails?.detail ?? ''}`);
+    assert.deepEqual(l, ["python:3.12 — the broker's default; on gpu1", 'local/busybox:1 — on gpu1']);
+  });
   it('replaces the value being typed, and offers nothing outside a directive', () => {
     const c = completions('# gpurun: gpu-type=a1', at(0, 21), online)[0];
     assert.deepEqual(c.textEdit, { range: { start: at(0, 19), end: at(0, 21) }, newText: 'A100' });

@@ -14,6 +14,12 @@ MemTotal:       24628832 kB
 @@docker
 26.1.5+dfsg1
 @@docker_rc 0
+@@images
+local/python:3
+local/busybox:1
+<none>:<none>
+registry.example.com:5000/team/train:v2
+local/python:3
 @@sshfs
 SSHFS version 3.7.3
 @@sshfs_rc 0
@@ -34,6 +40,8 @@ describe('host probe', () => {
     assert.equal(p.sshfs, 'SSHFS version 3.7.3');
     assert.equal(p.gpuError, null);
     assert.equal(p.processTools, true);
+    // The images Docker has: each once, dangling ones (<none>) left out.
+    assert.deepEqual(p.images, ['local/python:3', 'local/busybox:1', 'registry.example.com:5000/team/train:v2']);
   });
 
   it('says what is missing or failing', () => {
@@ -44,6 +52,7 @@ describe('host probe', () => {
     assert.match(p.dockerError!, /Cannot connect to the Docker daemon/);
     assert.equal(p.sshfs, null);
     assert.equal(p.processTools, false, 'no @@proc section: an older host or a busybox one');
+    assert.deepEqual(p.images, []);
     const broken = parseProbe('@@gpus\nNVIDIA-SMI has failed because it couldn\'t communicate with the NVIDIA driver.\n@@gpus_rc 9\n@@nproc\n8\n@@mem\n@@docker\n@@docker_rc absent\n@@sshfs\n@@sshfs_rc absent\n@@end\n');
     assert.match(broken.gpuError!, /exit 9.*NVIDIA-SMI has failed/);
   });

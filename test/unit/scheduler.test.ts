@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { schedule, unsatisfiableReason, waitReason, type HostCapacity, type QueuedJob } from '../../server/core/scheduler.ts';
+import { gpuMatches, schedule, unsatisfiableReason, waitReason, type HostCapacity, type QueuedJob } from '../../server/core/scheduler.ts';
 import type { Resources } from '../../server/protocol/jobs.ts';
 
 const gpus = (n: number, name: string) => Array.from({ length: n }, (_, index) => ({ index, name }));
@@ -18,6 +18,16 @@ describe('scheduler', () => {
       { jobId: 'j2', host: 'b', gpuIndices: [0, 1, 2] },
       { jobId: 'j3', host: 'b', gpuIndices: [3] },
     ]);
+  });
+
+  it('matches a GPU type by whole words of the name: A10 is not an A100', () => {
+    const a10 = host('c', gpus(1, 'NVIDIA A10'));
+    assert.deepEqual(schedule([a100, a10], [], [job('j', { gpuType: 'A10' })]), [{ jobId: 'j', host: 'c', gpuIndices: [0] }]);
+    assert.equal(gpuMatches('NVIDIA A100-SXM4-80GB', 'A10'), false);
+    assert.equal(gpuMatches('NVIDIA A100-SXM4-80GB', 'a100 80gb'), true);
+    assert.equal(gpuMatches('NVIDIA GeForce RTX 4090', 'RTX 4090'), true);
+    assert.equal(gpuMatches('NVIDIA GeForce RTX 4090', '409'), false);
+    assert.equal(gpuMatches('Tesla T4', 't4'), true);
   });
 
   it('subtracts what running jobs hold', () => {

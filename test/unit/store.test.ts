@@ -94,6 +94,10 @@ function contract(name: string, make: () => { store: Store; done(): void }): voi
       assert.deepEqual(store.listJobs({ beforeSeq: b.seq + 1, limit: 1 }).map((j) => j.id), ['b']);
       assert.deepEqual(store.listJobs({ beforeSeq: a.seq }).map((j) => j.id), []);
       assert.deepEqual(store.listJobs({ activeOrEndedAfter: '2026-03-01T00:00:00.000Z' }).map((j) => j.id), ['c', 'b']);
+      // The ids alone, for every query, are those of listJobs in its order.
+      for (const q of [{}, { beforeSeq: b.seq + 1, limit: 1 }, { beforeSeq: a.seq }, { activeOrEndedAfter: '2026-03-01T00:00:00.000Z' }, { owner: 'alice', limit: 2 }, { owner: 'bob' }]) {
+        assert.deepEqual(store.listJobIds(q), store.listJobs(q).map((j) => j.id), JSON.stringify(q));
+      }
     });
 
     it('stores attempts by number, replaces one by its number, and keeps restart settings', () => {
@@ -203,6 +207,20 @@ describe('SqliteStore', () => {
     assert.equal((err as { code?: string }).code, 'E_STORAGE', String(err));
     assert.match((err as Error).message, /disk is full/);
     assert.match((err as { hint?: string }).hint!, /Free space/);
+    store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('an attempt that a full database cannot take is E_STORAGE too (the resilient store holds it), never a raw SQLite error', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'gpurun-store-'));
+    const store = new SqliteStore(join(dir, 'db.sqlite'));
+    store.insertJob(newJob('a'), 't0');
+    const db = (store as unknown as { db: DatabaseSync }).db;
+    const pages = (db.prepare('PRAGMA page_count').get() as { page_count: number }).page_count;
+    db.exec(`PRAGMA max_page_count = ${pages}`);
+    // Evidence larger than a page needs new pages, which the full database refuses.
+    const attempt = { n: 1, host: 'h', gpuIndices: [], runtimeRef: null, startedAt: null, endedAt: 't1', state: 'failed' as const, fault: null, reason: 'exited with code 1', exitCode: 1, logOffset: 0, evidence: { startError: 'x'.repeat(20_000) } };
+    assert.throws(() => store.putAttempt('a', attempt), (e: { code?: string; message?: string }) => e.code === 'E_STORAGE' && /disk is full/.test(e.message ?? ''));
     store.close();
     rmSync(dir, { recursive: true, force: true });
   });
