@@ -237,7 +237,7 @@ describe('VS Code extension, end to end (code-server + Chromium)', function () {
     await jobRow(`${b.id} long.py, running`).locator('.action-label[aria-label="Cancel Job"]').click();
     // A click that lands while the tree redraws reaches the command without its row; the command then asks which job
     // (as it does from the palette): answer it.
-    const picker = page.locator('.quick-input-widget', { hasText: 'Job to cancel' });
+    const picker = page.locator('.quick-input-widget:has(input[placeholder="Job to cancel"])');
     if (await picker.waitFor({ state: 'visible', timeout: 2000 }).then(() => true, () => false)) await picker.locator('.monaco-list-row', { hasText: b.id }).first().click();
     await waitFor('the second job to be cancelled', async () => (await jobs()).find((j) => j.id === b.id)!.state === 'cancelled');
   }
