@@ -9,6 +9,7 @@ import { chmodSync, mkdirSync, openSync, readFileSync, rmSync, writeSync, closeS
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { GpurunError } from './protocol/errors.ts';
+import { isFinal, type Job } from './protocol/jobs.ts';
 import { loadConfig, validateConfig, type BrokerConfig } from './config.ts';
 import { SqliteStore } from './store/sqlite.ts';
 import { LogFiles } from './logs/logFiles.ts';
@@ -95,6 +96,10 @@ export async function startBroker(config: BrokerConfig, opts: { log?: Logger; id
   await broker.start();
   hosts.onChange(() => broker.kick());
   sshSide.startSweeps((jobId) => !broker.isDone(jobId));
+  // A client-served workspace stream ends with its job, also one that never left the queue (no mount took it):
+  // the client serving it then sees the end and stops.
+  const clientWorkspaces = sshSide.clientWorkspaces;
+  if (clientWorkspaces) broker.on('job', (j: Job) => isFinal(j.state) && clientWorkspaces.drop(j.id));
 
   const trusted = config.listen.kind === 'unix' && config.auth.trustUnixSocket ? { user: config.auth.localUser, admin: true } : undefined;
   // Shared-broker limits: free-space floor, per-user limits, output cap, retention (team/, logs/).

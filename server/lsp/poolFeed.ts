@@ -26,6 +26,8 @@ export class PoolFeed {
   private last = '';
   private fetching?: Promise<void>;
   private again = false;
+  /** Set when the broker refused the token: nothing more is asked. */
+  private stopped = false;
   /** Resolves once the first fetch has answered or failed. */
   readonly ready: Promise<void>;
 
@@ -62,6 +64,9 @@ export class PoolFeed {
       const e = err as { code?: string; message?: string };
       // A broker that answers but refuses (a token it does not know) is named as such, not as unreachable.
       problem = e.code === 'E_UNREACHABLE' ? undefined : (e.message ?? String(err));
+      // A refused token stays refused (the server is started again with new credentials): asking on would count as a
+      // failed sign-in each time, and the broker then refuses every request from this address for a while.
+      if (refusesToken(e.code)) this.stopAsking();
     }
     if (this.ac.signal.aborted) return;
     const wasOnline = this.view.online;
@@ -83,17 +88,24 @@ export class PoolFeed {
 
   /** Follows the event stream for as long as the feed lives, reconnecting after a second when it breaks. */
   private async follow(): Promise<void> {
-    while (!this.ac.signal.aborted) {
+    while (!this.ac.signal.aborted && !this.stopped) {
       try {
         for await (const _ev of this.client.events(this.ac.signal)) {
           clearTimeout(this.pending);
           this.pending = setTimeout(() => void this.refresh(), this.opts.eventDelayMs);
         }
-      } catch {
+      } catch (err) {
         /* unreachable or aborted: the poll marks it offline */
+        if (refusesToken((err as { code?: string }).code)) return this.stopAsking();
       }
       await new Promise((r) => setTimeout(r, 1000).unref());
     }
+  }
+
+  /** Stops the poll and the event stream; the last view (and its problem) stays. */
+  private stopAsking(): void {
+    clearInterval(this.timer);
+    this.stopped = true;
   }
 
   close(): void {
@@ -102,4 +114,9 @@ export class PoolFeed {
     clearTimeout(this.pending);
     void this.client.close().catch(() => {});
   }
+}
+
+/** Error codes that say the broker refuses these credentials (asking again cannot help). */
+function refusesToken(code: string | undefined): boolean {
+  return code === 'E_UNAUTHORIZED' || code === 'E_FORBIDDEN';
 }

@@ -235,6 +235,10 @@ describe('VS Code extension, end to end (code-server + Chromium)', function () {
     await jobRow(`${b.id} long.py, running`).waitFor({ timeout: 10_000 });
     await jobRow(`${b.id} long.py, running`).hover();
     await jobRow(`${b.id} long.py, running`).locator('.action-label[aria-label="Cancel Job"]').click();
+    // A click that lands while the tree redraws reaches the command without its row; the command then asks which job
+    // (as it does from the palette): answer it.
+    const picker = page.locator('.quick-input-widget:has(input[placeholder="Job to cancel"])');
+    if (await picker.waitFor({ state: 'visible', timeout: 2000 }).then(() => true, () => false)) await picker.locator('.monaco-list-row', { hasText: b.id }).first().click();
     await waitFor('the second job to be cancelled', async () => (await jobs()).find((j) => j.id === b.id)!.state === 'cancelled');
   }
 
@@ -311,10 +315,17 @@ describe('VS Code extension, end to end (code-server + Chromium)', function () {
     await page.keyboard.press('Control+C');
     const ask = page.locator('.quick-input-widget', { hasText: `Stop job ${job.id}` });
     await ask.waitFor({ state: 'visible', timeout: 10_000 });
-    // The choices say what they do; the first, what Enter picks, keeps the job.
-    // A row's text is its label followed by its description (what the choice does).
-    const choices = await ask.locator('.quick-input-list .monaco-list-row').allInnerTexts();
-    assert.ok(choices[0]?.startsWith('Keep it running') && choices[1]?.startsWith('Stop the job'), choices.join(' | '));
+    // The choices say what they do; the first, what Enter picks, keeps the job. Each row shows a label (after its
+    // icon) and, beside it, a description: both are read as shown, in the order shown.
+    const choices = await ask.locator('.quick-input-list .monaco-list-row').evaluateAll((rows) =>
+      rows.map((r) => [r.querySelector('.label-name'), r.querySelector('.label-description')].map((e) => (e?.textContent ?? '').replace(/\s+/g, ' ').trim())),
+    );
+    assert.deepEqual(choices, [
+      ['Keep it running', 'closing this terminal also leaves the job running'],
+      ['Stop the job', `cancel ${job.id}: its processes are stopped`],
+    ]);
+    const focused = await ask.locator('.quick-input-list .monaco-list-row').evaluateAll((rows) => rows.findIndex((r) => r.classList.contains('focused')));
+    assert.equal(focused, 0, 'Enter picks the first choice (Keep it running)');
     await shot('vscode-ctrl-c.png');
     await page.keyboard.press('Enter');
     await ask.waitFor({ state: 'hidden', timeout: 10_000 });

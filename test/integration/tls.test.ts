@@ -71,9 +71,7 @@ describe('team broker over TLS', function () {
     assert.match(r.stderr, /GPURUN_BROKER_FINGERPRINT/);
   });
 
-  // PENDING: `gpurun serve-workspace` over the TLS upgrade hangs past 90 s since the merge with the restart and
-  // workspace-authority changes; to be fixed, not removed.
-  it.skip('serves a client workspace over the TLS upgrade (gpurun serve-workspace)', async () => {
+  it('serves a client workspace over the TLS upgrade (gpurun serve-workspace)', async () => {
     const sub = await fetch(`${broker.url.replace('https', 'http')}/v1/health`).catch((e: Error) => e);
     assert.ok(sub instanceof Error, 'plain HTTP is not answered on the TLS port');
     // A job taking its workspace from the client (as the extension submits it); 3 CPUs fit only the (down) SSH host.

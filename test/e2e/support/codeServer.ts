@@ -48,6 +48,11 @@ export interface CodeServer {
 export async function startCodeServer(dir: string, opts: { folder: string; extDir: string; settings: Record<string, unknown>; env?: NodeJS.ProcessEnv }): Promise<CodeServer> {
   const userData = join(dir, 'user-data');
   mkdirSync(join(userData, 'User'), { recursive: true });
+  // A home of its own: VS Code runs the user's login shell to read its environment each time an extension host
+  // starts (a window load or reload), and terminals run it too; a slow ~/.bashrc of the machine's user (one that
+  // waits on a lock) would hold the extension host back by up to 10 s and is no part of what is tested.
+  const home = join(dir, 'home');
+  mkdirSync(home, { recursive: true });
   writeFileSync(
     join(userData, 'User', 'settings.json'),
     JSON.stringify(
@@ -78,7 +83,7 @@ export async function startCodeServer(dir: string, opts: { folder: string; extDi
     const args = [join(CODE_SERVER, 'out', 'node', 'entry.js'), '--auth', 'none', '--bind-addr', `127.0.0.1:${port}`, '--user-data-dir', userData, '--extensions-dir', opts.extDir, '--disable-telemetry', '--disable-update-check', '--disable-workspace-trust', '--disable-getting-started-override', opts.folder];
     const child = spawn(NODE24, args, {
       cwd: dir,
-      env: { ...process.env, XDG_CONFIG_HOME: join(dir, 'config'), ...opts.env },
+      env: { ...process.env, HOME: home, XDG_CONFIG_HOME: join(dir, 'config'), ...opts.env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     log = '';
