@@ -17,6 +17,7 @@ export const COMPLETION: Record<string, string[]> = {
   cancel: ['broker', 'help'],
   exec: ['stdin', 'tty', 'broker', 'help'],
   forward: ['broker', 'help'],
+  shell: RUN_OPTIONS.values.concat('help'),
   hosts: ['json', 'broker', 'help'],
   broker: ['config', 'help'],
   token: ['admin', 'config', 'help'],

@@ -12,6 +12,7 @@ import { serveWorkspaceCommand } from './serveWorkspace.ts';
 import { lspCommand } from './lsp.ts';
 import { execCommand } from './exec.ts';
 import { forwardCommand } from './forward.ts';
+import { shellCommand } from './shell.ts';
 
 const VERSION = '0.1.0';
 
@@ -28,6 +29,7 @@ Usage:
   gpurun cancel ID                        stop a job
   gpurun exec [-i] [-t] ID -- CMD [ARGS...]
                                           run CMD in a running job (-it: a terminal, e.g. -- bash); exits with its code
+  gpurun shell [run options]              a job that is a shell on this terminal, holding its GPUs until it exits
   gpurun forward ID PORT[:LOCAL]          forward a port of a running job to 127.0.0.1:LOCAL here
   gpurun hosts [--json]                   show hosts and their GPUs
   gpurun hosts clear HOST GPU             admin: put a quarantined GPU back into service
@@ -51,6 +53,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   wait: waitCommand,
   cancel: cancelCommand,
   exec: execCommand,
+  shell: shellCommand,
   forward: forwardCommand,
   hosts: hostsCommand,
   broker: brokerCommand,

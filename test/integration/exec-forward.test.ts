@@ -150,6 +150,27 @@ function suite(title: string, port: number, make: (this: Mocha.Context) => Promi
       assert.deepEqual([job.state, job.exitCode], ['succeeded', 0]);
     });
 
+    it('runs gpurun shell: a shell in a job on this terminal, which ends the job when it exits', async function () {
+      requirePart(this, 'tmux', hasTmux, 'tmux is not installed (apt-get install tmux)');
+      spawnSync('tmux', ['-L', tmuxSock, 'kill-server']);
+      tmux('new-session', '-d', '-s', 't', '-x', '100', '-y', '30', 'bash', '--norc', '--noprofile');
+      const vars = `GPURUN_BROKER=${p.broker.url} GPURUN_TOKEN=${p.alice.GPURUN_TOKEN}`;
+      tmux('send-keys', '-t', 't', `clear; cd ${p.ws}; ${vars} ${NODE} ${CLI} shell --gpus 0; echo EXIT=$?`, 'Enter');
+      await waitFor('the job to start', () => /job (\w+) submitted/.test(screen()), 60_000);
+      const id3 = /job (\w+) submitted/.exec(screen())![1];
+      try {
+        tmux('send-keys', '-t', 't', 'echo in-the-job-$((6*7)) $(cat marker.txt)', 'Enter');
+        await waitFor('the answer', () => /^in-the-job-42 from the developer$/m.test(screen()), 60_000);
+        tmux('send-keys', '-t', 't', 'exit 3', 'Enter');
+        await waitFor('the job to end', () => /^EXIT=\d+$/m.test(screen()), 20_000);
+        assert.match(screen(), /^EXIT=3$/m);
+        const job = JSON.parse((await gpurun(['show', '--json', id3], p.alice)).stdout) as { state: string; exitCode: number };
+        assert.deepEqual([job.state, job.exitCode], ['failed', 3]);
+      } finally {
+        await gpurun(['cancel', id3], p.alice); // a failed test leaves no job holding the host
+      }
+    });
+
     it('runs gpurun run -i with a pipe: stdin reaches the job, its exit code is the CLI\'s', async () => {
       const r = await gpurunInput(['run', '-i', '--gpus', '0', '--workspace', p.ws, '--', 'python3', '-c', 'import sys; n = len(sys.stdin.read().split()); print(n); sys.exit(n)'], p.alice, 'a b c d e\n');
       assert.equal(r.code, 5, r.stderr);
@@ -289,7 +310,11 @@ suite('gpurun exec and forward on the local host', 20_000 + (process.pid % 20_00
   localDir = scratch('gpurun-exec-local-');
   const ws = join(localDir, 'workspace');
   mkdirSync(ws);
-  localBroker = await startBrokerProcess(join(localDir, 'home'), { hosts: [{ name: 'local', type: 'local', cpus: 2, memory: '2G' }] });
+  // Local jobs get the broker's HOME: one of the test's own, so an interactive bash (gpurun shell) does not run root's
+  // ~/.bashrc of this machine.
+  const jobsHome = join(localDir, 'jobs-home');
+  mkdirSync(jobsHome);
+  localBroker = await startBrokerProcess(join(localDir, 'home'), { hosts: [{ name: 'local', type: 'local', cpus: 2, memory: '2G' }] }, { HOME: jobsHome });
   return { broker: localBroker, ws, ...(await users(localBroker, join(localDir, 'home'))), jobDir: ws, server: (port) => ['python3', '-m', 'http.server', '--bind', '127.0.0.1', String(port)], resizes: false };
 }, async () => {
   await stopBroker(localBroker);
