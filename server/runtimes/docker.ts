@@ -306,13 +306,13 @@ export class DockerRuntime extends MountedRuntime {
     let st = await inspect();
     // `docker rm -f` from outside kills the container (exit 137) before it removes it: a kill that is the first step
     // of a removal is the runtime lost, not the job's own end. Looked at again once, shortly, to tell the two apart.
-    if (st && !st.running && (st.removing || (st.exitCode === 137 && !st.oomKilled))) {
-      if (!st.removing) await new Promise((res) => setTimeout(res, REMOVAL_LOOK_MS));
-      const again = st.removing ? null : await inspect();
+    if (!st || st.removing) return vanished;
+    if (!st.running && st.exitCode === 137 && !st.oomKilled) {
+      await new Promise((res) => setTimeout(res, REMOVAL_LOOK_MS));
+      const again = await inspect();
       if (!again || again.removing) return vanished;
       st = again;
     }
-    if (!st) return vanished;
     if (st.running) {
       if (st.paused && !this.pausedSeen.has(r.container)) {
         this.pausedSeen.add(r.container);
