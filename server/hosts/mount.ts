@@ -112,6 +112,9 @@ export function mountCheckArgs(mnt: string): string[] {
   return ['timeout', '10', 'stat', '-f', '-c', '%T', mnt];
 }
 
+/** The exit code of mountCheckArgs when the check did not answer in time (`timeout`'s). */
+export const MOUNT_CHECK_TIMED_OUT = 124;
+
 /** Whether mountCheckArgs' output says the FUSE mount is alive. */
 export function isFuseType(out: string): boolean {
   return /^fuse/.test(out.trim());
@@ -273,8 +276,17 @@ export class Mounts {
   }
 
   async alive(ssh: RemoteExec, mnt: string): Promise<boolean> {
+    return (await this.check(ssh, mnt)) === 'up';
+  }
+
+  /**
+   * The mount as the host sees it: up, gone (not a FUSE mount any more), or stalled (the check did not answer within
+   * its time: sshfs waits on its SFTP stream).
+   */
+  async check(ssh: RemoteExec, mnt: string): Promise<'up' | 'gone' | 'stalled'> {
     const r = await ssh.exec(mountCheckArgs(this.relays.get(mnt)?.lazy ?? mnt), { timeoutMs: 15_000 });
-    return r.code === 0 && isFuseType(r.stdout);
+    if (r.code === 0 && isFuseType(r.stdout)) return 'up';
+    return r.code === MOUNT_CHECK_TIMED_OUT ? 'stalled' : 'gone';
   }
 
   async unmount(ssh: RemoteExec, mnt: string): Promise<void> {

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { healthFaults, parseGpuHealth, parseXidLines, pciKey, xidClass } from '../../server/core/xid.ts';
 import { initialReach, observeReach, rebooted, unreachableSec } from '../../server/core/hostHealth.ts';
 import { HostHealth, healthScript, parseHealth } from '../../server/hosts/health.ts';
+import { MemoryStore } from '../../server/store/memory.ts';
 
 // Kernel log lines as the drivers print them (dmesg --time-format iso, journalctl -k -o short-iso, dmesg -T).
 const DMESG_ISO = [
@@ -109,6 +110,26 @@ describe('host health readings', () => {
     assert.deepEqual([...h.quarantined('g').keys()], [1]);
     h.reading('g', 5_000, parseHealth(out('', '3f1c2a8e-0000-4000-8000-000000000002')));
     assert.equal(h.quarantined('g').size, 0, 'a reboot resets the GPUs');
+  });
+
+  it('keeps quarantines in its keeper: a new HostHealth over it (a broker restart) holds them until a reboot or an admin lifts them', () => {
+    const keeper = new MemoryStore();
+    const h = new HostHealth(60_000, keeper);
+    h.reading('g', 1_000, parseHealth(out('')));
+    h.reading('g', 2_000, parseHealth(out(xid(79, '11'))));
+    assert.deepEqual(keeper.quarantines().map((q) => [q.host, q.gpu, q.xid, q.source, q.bootId]), [['g', 1, 79, 'xid', '3f1c2a8e-0000-4000-8000-000000000001']]);
+    const after = new HostHealth(60_000, keeper);
+    assert.equal(after.quarantined('g').get(1)?.xid, 79, 'held from the first moment, before any reading');
+    after.reading('g', 3_000, parseHealth(out(xid(79, '11'))));
+    assert.equal(after.quarantined('g').get(1)?.xid, 79, 'the same boot: still quarantined (the Xid line is history now)');
+    assert.ok(after.clear('g', 1));
+    assert.deepEqual(keeper.quarantines(), []);
+    after.reading('g', 4_000, parseHealth(out(`${xid(79, '11')}\n${xid(48, '10')}`)));
+    assert.equal(keeper.quarantines().length, 1);
+    const rebooted = new HostHealth(60_000, keeper);
+    rebooted.reading('g', 5_000, parseHealth(out('', '3f1c2a8e-0000-4000-8000-000000000002')));
+    assert.equal(rebooted.quarantined('g').size, 0, 'the host came back with another boot id while no broker watched');
+    assert.deepEqual(keeper.quarantines(), []);
   });
 
   it('quarantines on nvidia-smi health and lifts it when the GPU reads healthy again', () => {
