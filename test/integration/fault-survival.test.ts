@@ -185,4 +185,32 @@ describe('jobs that survive faults: repeated blips, quarantines kept (sshd + Doc
     await gpurun(['cancel', id], env);
     await ended(id, 60_000);
   }).timeout(300_000);
+
+  it('a host lost for real (sshd and its sessions killed, containers removed, new boot id): the job runs on another host as attempt 2, with the marker line', async () => {
+    // No GPU type: the job may run on any host; the one it lands on is the one that is lost.
+    const id = await detach(['--gpus', '1', '--restarts', '1', '--', 'sh', '-c', 'echo "attempt $GPURUN_ATTEMPT after ${GPURUN_PREVIOUS_FAULT:-nothing}"; sleep 600']);
+    await poll('started', async () => /attempt 1 after nothing\n/.test(await logsOf(id)), 90_000);
+    const first = (await job(id)).host!;
+    const gone = host(first);
+    try {
+      await gone.stop();
+      for (const c of spawnSync('docker', ['ps', '-aq', '--filter', `label=gpurun.job=${id}`], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean)) spawnSync('docker', ['rm', '-f', c]);
+      gone.newBootId();
+      const j = await poll('attempt 2 running elsewhere', async () => {
+        const x = await job(id);
+        return x.state === 'running' && (x.attempts ?? []).length === 2 && /attempt 2 after host_lost/.test(await logsOf(id)) && x;
+      }, (GRACE_S + 90) * 1000);
+      assert.equal(j.attempts![0].fault, 'host_lost', attemptsOf(j));
+      assert.notEqual(j.host, first, 'attempt 2 runs away from the lost host');
+      const log = await logsOf(id);
+      assert.match(log, new RegExp(`^attempt 1 after nothing\n── attempt 2/2 after host_lost on ${first} \\([^\n]*\\) ──\nattempt 2 after host_lost\n$`), log);
+      const ls = (await gpurun(['ls'], env)).stdout;
+      assert.match(ls, new RegExp(`attempt 2/2 · after host_lost on ${first}`));
+    } finally {
+      await gone.start();
+    }
+    await gpurun(['cancel', id], env);
+    assert.equal((await ended(id, 60_000)).state, 'cancelled');
+    await poll(`${first} up again`, async () => new RegExp(`${first}\\s+up`).test((await gpurun(['hosts'], env)).stdout), 90_000);
+  }).timeout(300_000);
 });
