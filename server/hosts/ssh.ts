@@ -72,6 +72,9 @@ export interface SshPoolOptions {
   keepaliveToleranceMs?: number;
   /** How long the SSH handshake may take (default 10 s). */
   readyTimeoutMs?: number;
+  /** Keepalive interval and quiet time (defaults 2 s and 6 s: KEEPALIVE_MS, QUIET_MS); tests set shorter ones. */
+  keepaliveMs?: number;
+  quietMs?: number;
 }
 
 interface PooledConn {
@@ -85,16 +88,16 @@ interface PooledConn {
   heardAt: number;
 }
 
-/** Whether a ready connection has heard nothing for QUIET_MS (see there). */
-function quiet(c: PooledConn, now: number): boolean {
-  return c.readyAt > 0 && now - c.heardAt > QUIET_MS;
+/** Whether a ready connection has heard nothing for `quietMs` (QUIET_MS: see there). */
+function quiet(c: PooledConn, now: number, quietMs: number): boolean {
+  return c.readyAt > 0 && now - c.heardAt > quietMs;
 }
 
 /** ssh2's keepaliveCountMax for a tolerance (ms): unanswered keepalives before it ends the connection. */
-export function keepaliveCount(toleranceMs: number | undefined): number {
+export function keepaliveCount(toleranceMs: number | undefined, intervalMs = KEEPALIVE_MS): number {
   if (toleranceMs === undefined) return KEEPALIVE_COUNT;
   if (toleranceMs === Infinity) return Infinity;
-  return Math.max(KEEPALIVE_COUNT, Math.ceil(toleranceMs / KEEPALIVE_MS) + 1);
+  return Math.max(KEEPALIVE_COUNT, Math.ceil(toleranceMs / intervalMs) + 1);
 }
 
 export class SshPool implements RemoteExec {
@@ -106,6 +109,7 @@ export class SshPool implements RemoteExec {
   private readonly onClose: (err: Error) => void;
   private shut = false;
   private readonly opts: SshPoolOptions;
+  private readonly quietMs: number;
 
   /**
    * `onClose` hears about every connection that ends with an error or unexpectedly (for the host's state); `what`
@@ -114,6 +118,7 @@ export class SshPool implements RemoteExec {
   constructor(cfg: SshTarget & { name: string }, onClose: (err: Error) => void = () => {}, what = `host ${cfg.name}`, opts: SshPoolOptions = {}) {
     this.cfg = cfg;
     this.opts = opts;
+    this.quietMs = opts.quietMs ?? QUIET_MS;
     this.what = what;
     this.hostName = cfg.name;
     this.onClose = onClose;
@@ -143,8 +148,8 @@ export class SshPool implements RemoteExec {
       username: c.user,
       ...(privateKey ? { privateKey } : {}),
       ...(c.agent && process.env.SSH_AUTH_SOCK ? { agent: process.env.SSH_AUTH_SOCK } : {}),
-      keepaliveInterval: KEEPALIVE_MS,
-      keepaliveCountMax: keepaliveCount(this.opts.keepaliveToleranceMs),
+      keepaliveInterval: this.opts.keepaliveMs ?? KEEPALIVE_MS,
+      keepaliveCountMax: keepaliveCount(this.opts.keepaliveToleranceMs, this.opts.keepaliveMs ?? KEEPALIVE_MS),
       readyTimeout: this.opts.readyTimeoutMs ?? 10_000,
       ...(types.length ? { algorithms: { serverHostKey: types as never } } : {}),
       hostVerifier: (key: Buffer) => {
@@ -224,7 +229,7 @@ export class SshPool implements RemoteExec {
   private async acquire(): Promise<PooledConn> {
     if (this.shut) throw new GpurunError('E_UNREACHABLE', `${this.what}: the broker is shutting down`);
     const now = Date.now();
-    let conn = this.conns.find((c) => !c.closed && c.channels < MAX_CHANNELS && !quiet(c, now));
+    let conn = this.conns.find((c) => !c.closed && c.channels < MAX_CHANNELS && !quiet(c, now, this.quietMs));
     if (!conn) conn = this.open();
     conn.channels++;
     try {
@@ -380,7 +385,7 @@ export class SshPool implements RemoteExec {
   /** Connections whose host has been silent for a while (they take no new channels), for logs and tests. */
   quietCount(): number {
     const now = Date.now();
-    return this.conns.filter((c) => !c.closed && quiet(c, now)).length;
+    return this.conns.filter((c) => !c.closed && quiet(c, now, this.quietMs)).length;
   }
 
   close(): void {
