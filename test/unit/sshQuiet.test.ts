@@ -5,15 +5,10 @@
  * connection meanwhile, and gives everything up only when told to (dropAll).
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import ssh2 from 'ssh2';
 import { SshPool } from '../../server/hosts/ssh.ts';
-
-const { Server, utils } = ssh2;
+import { testSshServer, type TestSshServer } from '../support/sshServer.ts';
 
 /** A TCP relay to `port`; `dark(true)` holds every byte of the connections open so far until `dark(false)`. */
 function relay(port: number): { server: NetServer; dark(on: boolean): void; connections(): number } {
@@ -49,50 +44,36 @@ function relay(port: number): { server: NetServer; dark(on: boolean): void; conn
 }
 
 describe('SshPool: a link that goes dark for longer than the keepalives tolerate', () => {
-  let server: InstanceType<typeof Server>;
+  let server: TestSshServer;
   let link: ReturnType<typeof relay>;
-  let dir: string;
   let port: number;
   const pools: SshPool[] = [];
 
   before(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'gpurun-sshquiet-'));
-    const hostKey = utils.generateKeyPairSync('ed25519');
-    const client = utils.generateKeyPairSync('ed25519');
-    writeFileSync(join(dir, 'id'), client.private);
-    server = new Server({ hostKeys: [hostKey.private] }, (conn) => {
-      conn.on('authentication', (ctx) => ctx.accept());
-      conn.on('session', (accept) => {
-        accept().on('exec', (acceptExec, _reject, info) => {
-          const ch = acceptExec();
-          if (info.command.includes('echo-lines')) {
-            // A long-lived stream (a relay's SFTP, a log follower): answers each line it reads.
-            ch.on('data', (d: Buffer) => ch.write(`got ${d.toString()}`));
-            return;
-          }
-          ch.write('ok\n');
-          ch.exit(0);
-          ch.end();
-        });
-      });
+    server = await testSshServer((ch, command) => {
+      if (command.includes('echo-lines')) {
+        // A long-lived stream (a relay's SFTP, a log follower): answers each line it reads.
+        ch.on('data', (d: Buffer) => ch.write(`got ${d.toString()}`));
+        return;
+      }
+      ch.write('ok\n');
+      ch.exit(0);
+      ch.end();
     });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    link = relay((server.address() as AddressInfo).port);
+    link = relay(server.port);
     await new Promise<void>((r) => link.server.listen(0, '127.0.0.1', r));
     port = (link.server.address() as AddressInfo).port;
-    const pub = hostKey.public.trim().split(/\s+/).slice(0, 2).join(' ');
-    writeFileSync(join(dir, 'known_hosts'), `[127.0.0.1]:${port} ${pub}\n`);
+    server.knownAt(port);
   });
 
   after(() => {
     for (const p of pools) p.close();
     link?.server.close();
     server?.close();
-    rmSync(dir, { recursive: true, force: true });
   });
 
   const pool = (toleranceMs?: number) => {
-    const p = new SshPool({ name: 'h', address: '127.0.0.1', port, user: 'root', identityFile: join(dir, 'id'), knownHosts: join(dir, 'known_hosts'), agent: false }, () => {}, undefined, { keepaliveMs: 100, quietMs: 300, ...(toleranceMs === undefined ? {} : { keepaliveToleranceMs: toleranceMs }) });
+    const p = new SshPool({ name: 'h', address: '127.0.0.1', port, user: 'root', identityFile: server.identityFile, knownHosts: server.knownHosts, agent: false }, () => {}, undefined, { keepaliveMs: 100, quietMs: 300, ...(toleranceMs === undefined ? {} : { keepaliveToleranceMs: toleranceMs }) });
     pools.push(p);
     return p;
   };
