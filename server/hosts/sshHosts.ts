@@ -41,6 +41,8 @@ const HEALTH_EVERY_MS = 5_000;
  * purpose: `unreachable` ends nothing (only the whole grace does), and a blip should show as one.
  */
 const HEALTH_TIMEOUT_MS = 5_000;
+/** After a failed check, the next one starts this soon (a check that fails takes 5–15 s itself). */
+const RECHECK_MS = 1_000;
 
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let t: NodeJS.Timeout;
@@ -55,6 +57,7 @@ export class SshHosts extends EventEmitter<{ lost: [string]; health: [string] }>
   private readonly healthEveryMs: number;
   private readonly log: (msg: string, fields: Record<string, unknown>) => void;
   private healthTimer?: NodeJS.Timeout;
+  private closed = false;
   /** Health checks under way, by host: a second caller waits for the same one. */
   private readonly checking = new Map<string, Promise<void>>();
 
@@ -169,6 +172,9 @@ export class SshHosts extends EventEmitter<{ lost: [string]; health: [string] }>
       } catch (e) {
         const why = `${(pooled as Error).message}; a fresh connection: ${(e as Error).message}`;
         if (this.health.failed(name, Date.now(), why)) this.changed(name, before);
+        // Checked again soon rather than at the next round: the few seconds a link is back between blips must be
+        // seen, or the blips add up to the grace and a reachable host is called lost.
+        if (!this.closed) setTimeout(() => void this.checkHealth(name).catch(() => {}), RECHECK_MS).unref();
         return;
       } finally {
         fresh.close();
@@ -198,6 +204,7 @@ export class SshHosts extends EventEmitter<{ lost: [string]; health: [string] }>
   }
 
   close(): void {
+    this.closed = true;
     clearInterval(this.healthTimer);
     for (const p of this.pools.values()) p.close();
   }
