@@ -192,11 +192,13 @@ export class SshPool implements RemoteExec {
       });
       try {
         // The socket is the pool's own, so that it sees every byte that comes in (what makes a connection quiet).
+        // Connecting before ssh2 takes it: ssh2 then waits for its 'connect' (as with a socket of its own).
+        const config = this.connectConfig(verdict);
         const sock = new Socket();
-        client.connect({ ...this.connectConfig(verdict), sock });
+        sock.connect(this.cfg.port, this.cfg.address);
+        client.connect({ ...config, sock });
         // ssh2 paused the socket: this listener does not start the flow, ssh2 does once its parser listens.
         sock.on('data', () => (conn.heardAt = Date.now()));
-        sock.connect(this.cfg.port, this.cfg.address);
       } catch (e) {
         settled = true;
         reject(e);

@@ -43,7 +43,8 @@ function relay(port: number): { server: NetServer; dark(on: boolean): void; conn
   };
 }
 
-describe('SshPool: a link that goes dark for longer than the keepalives tolerate', () => {
+describe('SshPool: a link that goes dark for longer than the keepalives tolerate', function () {
+  this.timeout(20_000);
   let server: TestSshServer;
   let link: ReturnType<typeof relay>;
   let port: number;
