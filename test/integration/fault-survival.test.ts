@@ -82,9 +82,12 @@ describe('jobs that survive faults: repeated blips, quarantines kept (sshd + Doc
     }, 60_000);
   });
 
-  afterEach(() => {
+  /** Put back after each test, also after a failure (jobs cancelled, a GPU cleared, a stopped host started). */
+  const afterDone: Array<() => Promise<unknown>> = [];
+  afterEach(async () => {
     for (const a of blocked) iptables('-D', a);
     blocked.clear();
+    for (const f of afterDone.splice(0)) await f().catch(() => {});
   });
 
   after(async function () {
@@ -147,6 +150,7 @@ describe('jobs that survive faults: repeated blips, quarantines kept (sshd + Doc
     await poll('started', async () => /started/.test(await logsOf(id)), 90_000);
     const gpu = (await job(id)).gpuIndices[0];
     const other = 1 - gpu;
+    afterDone.push(() => gpurun(['cancel', id], env), () => gpurun(['hosts', 'clear', 's4', String(gpu)], adminEnv));
     const stamp = new Date().toISOString().replace('Z', '+00:00').replace('.', ',');
     host('s4').kernelLog(`${stamp} NVRM: Xid (PCI:0000:${fakePciBusId(gpu).slice(9, 14).toLowerCase()}): 79, pid=4242, name=python3, GPU has fallen off the bus.`);
     const moved = await poll('attempt 2 placed', async () => {
@@ -155,7 +159,7 @@ describe('jobs that survive faults: repeated blips, quarantines kept (sshd + Doc
     }, 60_000);
     assert.equal(moved.attempts![0].fault, 'gpu_fault', attemptsOf(moved));
     assert.deepEqual(moved.gpuIndices, [other], 'attempt 2 runs away from the faulty GPU');
-    const shown = new RegExp(`s4 GPU ${gpu} .*quarantined \\(Xid 79 at \\d\\d:\\d\\d\\)\n\\s+Xid 79: GPU has fallen off the bus\\.; an admin lifts it with: gpurun hosts clear s4 ${gpu} \\(a reboot of s4 lifts it too\\)`);
+    const shown = new RegExp(`s4 GPU ${gpu} .*quarantined \\(Xid 79 at \\d\\d:\\d\\d\\)[^\n]*\n\\s+Xid 79: GPU has fallen off the bus\\.; an admin lifts it with: gpurun hosts clear s4 ${gpu} \\(a reboot of s4 lifts it too\\)`);
     assert.match((await gpurun(['hosts'], env)).stdout, shown);
 
     await broker.kill9();
@@ -168,6 +172,7 @@ describe('jobs that survive faults: repeated blips, quarantines kept (sshd + Doc
     assert.deepEqual([q?.xid, q?.detail, q?.source], [79, 'GPU has fallen off the bus.', 'xid']);
     // The only other T4 is held by attempt 2: a new T4 job waits, it never gets the quarantined GPU.
     const waiting = await detach([...ON.gpu, '--', 'echo', 'placed']);
+    afterDone.push(() => gpurun(['cancel', waiting], env));
     await sleep(8_000);
     assert.equal((await job(waiting)).state, 'queued', 'no job gets the quarantined GPU after the restart either');
 
@@ -192,6 +197,7 @@ describe('jobs that survive faults: repeated blips, quarantines kept (sshd + Doc
     await poll('started', async () => /attempt 1 after nothing\n/.test(await logsOf(id)), 90_000);
     const first = (await job(id)).host!;
     const gone = host(first);
+    afterDone.push(() => gpurun(['cancel', id], env));
     try {
       await gone.stop();
       for (const c of spawnSync('docker', ['ps', '-aq', '--filter', `label=gpurun.job=${id}`], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean)) spawnSync('docker', ['rm', '-f', c]);
@@ -199,7 +205,10 @@ describe('jobs that survive faults: repeated blips, quarantines kept (sshd + Doc
       const j = await poll('attempt 2 running elsewhere', async () => {
         const x = await job(id);
         return x.state === 'running' && (x.attempts ?? []).length === 2 && /attempt 2 after host_lost/.test(await logsOf(id)) && x;
-      }, (GRACE_S + 90) * 1000);
+      }, (GRACE_S + 90) * 1000).catch(async (e) => {
+        const x = await job(id);
+        throw new Error(`${(e as Error).message}: ${x.state} ${x.reason} ${attemptsOf(x)}; log: ${await logsOf(id)}; hosts:\n${(await gpurun(['hosts'], env)).stdout}`);
+      });
       assert.equal(j.attempts![0].fault, 'host_lost', attemptsOf(j));
       assert.notEqual(j.host, first, 'attempt 2 runs away from the lost host');
       const log = await logsOf(id);
