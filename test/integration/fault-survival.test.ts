@@ -62,15 +62,17 @@ describe('jobs that survive faults: repeated blips, quarantines kept (sshd + Doc
     mkdirSync(ws);
     writeFileSync(join(ws, 'data.txt'), 'from the developer\n');
     workDir = join(dir, 'hostwork');
-    const common = { type: 'ssh', user: 'root', port: 2222, identityFile: set.clientKey, knownHosts: set.knownHosts, gpuMode: 'env', workDir };
+    // Each host has its own workDir, as separate machines do: a job that moves to another host must not meet the
+    // broken mount its first attempt left at the same path on the lost one.
+    const common = { type: 'ssh', user: 'root', port: 2222, identityFile: set.clientKey, knownHosts: set.knownHosts, gpuMode: 'env' };
     const direct = { transport: 'direct', target: `root@${ADDR.dev}:2222`, identityFile: set.clientKey, knownHosts: hostKnown, sftpServer: `${NODE} ${CLI} sftp-serve` };
     broker = await startBrokerProcess(join(dir, 'home'), {
       hostLostAfter: `${GRACE_S}s`,
       restartBackoff: { first: '1s', max: '5s' },
       hosts: [
-        { ...common, name: 's1', address: ADDR.relay, mount: { transport: 'relay' } },
-        { ...common, name: 's2', address: ADDR.direct, mount: direct },
-        { ...common, name: 's4', address: ADDR.gpu, mount: { transport: 'relay' } },
+        { ...common, workDir: join(workDir, 's1'), name: 's1', address: ADDR.relay, mount: { transport: 'relay' } },
+        { ...common, workDir: join(workDir, 's2'), name: 's2', address: ADDR.direct, mount: direct },
+        { ...common, workDir: join(workDir, 's4'), name: 's4', address: ADDR.gpu, mount: { transport: 'relay' } },
       ],
       defaults: { image: 'local/busybox:1', gpus: 1, memory: '64M' },
     });
