@@ -408,7 +408,7 @@ export abstract class MountedRuntime implements Runtime {
 
   /** Until `closed` resolves: checks the mount, the host and the job's GPUs every few seconds; says what went wrong. */
   private async watch(ssh: RemoteExec, r: MountedRef, closed: Promise<void>): Promise<FollowResult> {
-    const relay = this.mounts.relay(r.mnt);
+    const relay = this.mounts.relay(r.host, r.mnt);
     let misses = 0;
     let stalled = false;
     for (;;) {
