@@ -9,6 +9,7 @@
  */
 import type { RemoteExec } from '../hosts/ssh.ts';
 import type { StoredAttempt, StoredJob } from '../core/store.ts';
+import type { AttemptEnd } from '../core/backend.ts';
 
 export type CheckpointMethod = 'cooperative' | 'transparent';
 
@@ -43,6 +44,11 @@ export interface MoveContext {
   deadlineMs: number;
   /** Aborted when the move is given up (broker closing, job cancelled). */
   signal: AbortSignal;
+  /**
+   * Resolves when the source attempt has ended with a checkpoint (an end isCheckpointEnd() accepted; `at`: when);
+   * rejects when it ended otherwise (the job's own exit, a lost host).
+   */
+  sourceEnded: Promise<{ at: string }>;
   log(msg: string, fields?: Record<string, unknown>): void;
 }
 
@@ -66,6 +72,11 @@ export interface Checkpointer {
   readonly method: CheckpointMethod;
   /** Whether `host` can checkpoint this way: null = yes, else why not (words, shown in `gpurun hosts`). */
   unavailable(host: string): string | null;
+  /**
+   * Whether an end of the source attempt, after checkpoint() began, is the checkpoint (cooperative: exit
+   * CHECKPOINT_EXIT_CODE; transparent: the container stopped by a successful `docker checkpoint create`).
+   */
+  isCheckpointEnd(end: AttemptEnd | { startError: string }): boolean;
   /** While the job still runs: copies what can be copied already. A failure gives the move up, the job untouched. */
   precopy(ctx: MoveContext): Promise<CopyResult>;
   /**
