@@ -9,6 +9,7 @@ import type { Runtime } from '../core/runtime.ts';
 import { probeLocal } from './local.ts';
 import { GpuUsageHistory } from '../core/gpuUsage.ts';
 import type { SshHosts } from './sshHosts.ts';
+import type { RemoteExec } from './ssh.ts';
 import { GpurunError } from '../protocol/errors.ts';
 
 interface HostEntry {
@@ -25,6 +26,8 @@ interface HostEntry {
   runtime: string;
   /** The images its Docker has, at the last probe that answered. */
   images: string[];
+  /** Drained by an admin at run time (`gpurun drain`), over what the config says. */
+  drained?: boolean;
 }
 
 export class HostRegistry {
@@ -63,7 +66,7 @@ export class HostRegistry {
     if (r.reach !== 'up' && h.everUp) {
       h.state = r.reach;
       h.lastError = r.lastError;
-    } else h.state = !h.probedUp ? 'down' : h.config.type === 'ssh' && h.config.draining ? 'draining' : 'up';
+    } else h.state = !h.probedUp ? 'down' : (h.config.type === 'ssh' && h.config.draining) || h.drained ? 'draining' : 'up';
   }
 
   /** Called when a host's state changes outside probeAll() (e.g. its connection dropped): the broker re-schedules. */
@@ -106,7 +109,7 @@ export class HostRegistry {
       h.cpus = h.config.cpus ?? p.cpus;
       h.memoryMiB = h.config.memoryMiB ?? p.memoryMiB;
       h.lastError = p.error;
-      if (h.state !== 'draining') h.state = 'up';
+      h.state = h.drained ? 'draining' : h.state === 'draining' ? 'draining' : 'up';
     }
     if (h.state !== 'down') this.usage.record(h.config.name, h.gpus, Date.now());
     return JSON.stringify([h.state, h.gpus, h.cpus, h.memoryMiB, h.lastError]) !== before;
@@ -155,6 +158,26 @@ export class HostRegistry {
       throw new GpurunError('E_CONFLICT', `GPU ${gpu} of ${host} is not quarantined`, { hint: 'gpurun hosts shows which GPUs are.' });
     }
     this.changed();
+  }
+
+  /**
+   * Drains a host (no new jobs; the broker's move orchestration moves its jobs off) or puts it back (`on` false).
+   * Throws a GpurunError for an unknown host.
+   */
+  setDrained(host: string, on: boolean): void {
+    const h = this.hosts.find((x) => x.config.name === host);
+    if (!h) throw new GpurunError('E_NOT_FOUND', `no host ${host}`, { hint: 'List the hosts with: gpurun hosts' });
+    h.drained = on;
+    if (h.config.type === 'ssh' && this.ssh) this.settle(h);
+    else if (h.state === 'up' || h.state === 'draining') h.state = on ? 'draining' : 'up';
+    this.changed();
+  }
+
+  /** The host's SSH settings and command channel (hosts of type "ssh" only; undefined for others). */
+  sshSide(host: string): { exec: RemoteExec; workDir: string } | undefined {
+    const h = this.hosts.find((x) => x.config.name === host);
+    if (!h || h.config.type !== 'ssh' || !this.ssh) return undefined;
+    return { exec: this.ssh.exec(host), workDir: this.ssh.config(host).workDir };
   }
 
   /** Names of the hosts whose runtime mounts the workspace (SSH hosts): the only ones a client-served job can use. */

@@ -13,6 +13,7 @@ import type { StoredJob } from '../core/store.ts';
 import { mountPoint } from '../hosts/mount.ts';
 import type { RemoteExec } from '../hosts/ssh.ts';
 import { withoutGpuVars } from '../core/jobEnv.ts';
+import { CONTAINER_CHECKPOINT_DIR, hostCheckpointDir } from '../migration/checkpoint.ts';
 import { hostJobEnv, MountedRuntime, type FollowCommand, type HostJobState, type MountedRef, type MountedRuntimeOptions } from './mounted.ts';
 
 export const CONTAINER_WORKSPACE = '/workspace';
@@ -33,6 +34,8 @@ export interface DockerRunInput {
   readOnly: boolean;
   /** `--pids-limit` (config containers.pidsLimit). */
   pidsLimit: number;
+  /** The job's checkpoint folder on the host, mounted at CONTAINER_CHECKPOINT_DIR (migration/checkpoint.ts). */
+  checkpointDir?: string;
 }
 
 export function containerName(jobId: string): string {
@@ -93,6 +96,7 @@ export function dockerRunArgs(j: DockerRunInput): string[] {
     '--pids-limit', String(j.pidsLimit),
     ...gpu.args,
     '-v', `${j.mountPoint}:${CONTAINER_WORKSPACE}${j.readOnly ? ':ro' : ''}`,
+    ...(j.checkpointDir ? ['-v', `${j.checkpointDir}:${CONTAINER_CHECKPOINT_DIR}`] : []),
     '-w', CONTAINER_WORKSPACE,
     '--env-file', j.envFile,
     '--entrypoint', '/bin/sh',
@@ -196,7 +200,9 @@ export class DockerRuntime extends MountedRuntime {
     const job = spec.job;
     const image = job.image ?? this.defaultImage;
     if (!image) throw new GpurunError('E_BAD_REQUEST', 'no image: the job names none and the broker config has no defaults.image', { hint: 'Pass --image IMAGE (an image present on the host), or set defaults.image.' });
-    const envText = envFileText(hostJobEnv(spec), cfg.gpuMode, spec.gpuIndices);
+    // The checkpoint folder outlives the container (a move copies it, the next attempt resumes from it).
+    const checkpointDir = hostCheckpointDir(cfg.workDir, job.id);
+    const envText = envFileText({ ...hostJobEnv(spec), GPURUN_CHECKPOINT_DIR: CONTAINER_CHECKPOINT_DIR }, cfg.gpuMode, spec.gpuIndices);
     // Once made on a host, a user's network stays (nothing here removes it): one round trip less per start.
     const net = `${spec.host}\0${job.owner}`;
     let network = this.networks.get(net);
@@ -208,9 +214,9 @@ export class DockerRuntime extends MountedRuntime {
     const name = containerName(job.id);
     const envDir = `${cfg.workDir}/run/${job.id}`;
     // The network, the mount and the env file do not depend on each other: their round trips overlap.
-    const [netDone, mounted, envWritten] = await Promise.allSettled([network, this.mountWorkspace(ssh, cfg, job), writeEnvFile(ssh, envDir, envText)]);
+    const [netDone, mounted, envWritten, ckptMade] = await Promise.allSettled([network, this.mountWorkspace(ssh, cfg, job), writeEnvFile(ssh, envDir, envText), ssh.run(['mkdir', '-p', checkpointDir], 'making the checkpoint folder')]);
     const prepared = Date.now();
-    const failed = [netDone, mounted, envWritten].find((r) => r.status === 'rejected');
+    const failed = [netDone, mounted, envWritten, ckptMade].find((r) => r.status === 'rejected');
     if (failed) {
       if (mounted.status === 'fulfilled') await this.mounts.unmount(ssh, mounted.value.mnt).catch(() => {});
       await removeEnvDir(ssh, envDir);
@@ -222,7 +228,7 @@ export class DockerRuntime extends MountedRuntime {
       const args = dockerRunArgs({
         jobId: job.id, owner: job.owner, brokerId: this.brokerId, image, command: job.command, envFile,
         gpuMode: cfg.gpuMode, gpuIndices: spec.gpuIndices, cpus: job.resources.cpus, memoryMiB: job.resources.memoryMiB,
-        mountPoint: mnt, readOnly: cfg.mount.readOnly, pidsLimit: this.pidsLimit,
+        mountPoint: mnt, readOnly: cfg.mount.readOnly, pidsLimit: this.pidsLimit, checkpointDir,
       });
       // The env file goes once Docker has read it; not waited for (cleanup removes the folder again).
       const r = await ssh.exec(args, { timeoutMs: 120_000 }).finally(() => void removeEnvDir(ssh, envDir));
