@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { GpurunError, isGpurunError } from './protocol/errors.ts';
 import { isFinal, type AttemptEvidence, type HostInfo, type Job, type MoveView } from './protocol/jobs.ts';
 import type { Store, StoredAttempt, StoredJob, StopIntent } from './core/store.ts';
-import type { AttemptEnd, AttemptEvents, AttemptPlacement, Backend } from './core/backend.ts';
+import type { AttemptSpec, AttemptEnd, AttemptEvents, AttemptPlacement, Backend } from './core/backend.ts';
 import type { Allocation } from './core/scheduler.ts';
 import { attemptMarker, classify, describeEnd, type Outcome } from './core/outcome.ts';
 import { avoidOf, backoffMs, decideRestart, usedMs, type BackoffConfig } from './core/restartPolicy.ts';
@@ -48,6 +48,8 @@ export interface MoveHooks {
   claimEnd(job: StoredJob, att: StoredAttempt, end: AttemptEnd | { startError: string }): { reason: string; evidence: AttemptEvidence } | null;
   /** Variables for attempt `n` of the job (checkpoint signal, resume folder). */
   attemptEnv(job: StoredJob, n: number): Record<string, string>;
+  /** For attempt `n`: the checkpoint to restore instead of a fresh run (a transparent move), or undefined. */
+  attemptRestore?(job: StoredJob, n: number): AttemptSpec['restore'];
   /** Attempt `n` of the job runs. */
   running(job: StoredJob, n: number): void;
   /** After a broker restart: a job whose last attempt ended for a move; true when the orchestration takes it on. */
@@ -473,7 +475,8 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     try {
       // Checked again: a folder on the path may have been swapped for a symlink since the submit.
       if (this.d.workspaceGate && job.workspaceFrom !== 'client') this.d.workspaceGate(job.owner, job.workspace);
-      ref = await backend.start({ job: { ...job, env: { ...job.env, ...attemptEnv } }, n, host: pl.host, gpuIndices: pl.gpuIndices, logOffset, env }, ev);
+      const restore = this.moves?.attemptRestore?.(job, n);
+      ref = await backend.start({ job: { ...job, env: { ...job.env, ...attemptEnv } }, n, host: pl.host, gpuIndices: pl.gpuIndices, logOffset, env, ...(restore ? { restore } : {}) }, ev);
     } catch (err) {
       if (!ev.isCurrent()) return;
       log.error('job failed to start', { err });

@@ -12,6 +12,11 @@ export interface StartSpec {
   logPath: string;
   /** The full environment of the job (the runtime adds nothing but what it must). */
   env: Record<string, string>;
+  /**
+   * Start the job's container from this checkpoint instead of running its command anew (a transparent move):
+   * `name` is the checkpoint's, kept in the host's CRIU folder of the job (runtimes/criu.ts criuDir).
+   */
+  restore?: { method: 'transparent'; dir: string; name: string };
 }
 
 /** How a job ended. `exitCode` is null when it was killed by `signal`. */

@@ -26,6 +26,8 @@ interface HostEntry {
   runtime: string;
   /** The images its Docker has, at the last probe that answered. */
   images: string[];
+  /** Transparent checkpoint: null when the host has it, else why not (its last probe that answered). */
+  transparent: string | null;
   /** Drained by an admin at run time (`gpurun drain`), over what the config says. */
   drained?: boolean;
 }
@@ -47,7 +49,7 @@ export class HostRegistry {
     this.env = env;
     this.runtimes = runtimes;
     this.ssh = ssh;
-    this.hosts = configs.map((config) => ({ config, state: 'down', probedUp: false, everUp: false, lastError: 'not probed yet', gpus: [], cpus: config.cpus ?? 0, memoryMiB: config.memoryMiB ?? 0, runtime: config.type === 'ssh' ? (config.runtime === 'docker' ? 'docker' : 'ssh-process') : 'process', images: [] }));
+    this.hosts = configs.map((config) => ({ config, state: 'down', probedUp: false, everUp: false, lastError: 'not probed yet', gpus: [], cpus: config.cpus ?? 0, memoryMiB: config.memoryMiB ?? 0, runtime: config.type === 'ssh' ? (config.runtime === 'docker' ? 'docker' : 'ssh-process') : 'process', images: [], transparent: config.type === 'ssh' ? 'not probed yet' : 'the local host runs jobs as plain processes; CRIU is used through Docker only' }));
     ssh?.on('lost', (name) => void this.probeHost(name));
     ssh?.on('health', (name) => {
       const h = this.hosts.find((x) => x.config.name === name);
@@ -98,6 +100,7 @@ export class HostRegistry {
         h.cpus = h.config.cpus ?? p.cpus;
         h.memoryMiB = h.config.memoryMiB ?? p.memoryMiB;
         h.images = p.images ?? [];
+        h.transparent = p.transparent ?? 'not probed';
       }
       h.lastError = p.error;
       h.probedUp = p.up;
@@ -173,6 +176,12 @@ export class HostRegistry {
     this.changed();
   }
 
+  /** Whether `host` can checkpoint a job's container transparently: null when it can, else why not. */
+  transparentUnavailable(host: string): string | null {
+    const h = this.hosts.find((x) => x.config.name === host);
+    return h ? h.transparent : `no host ${host}`;
+  }
+
   /** The host's SSH settings and command channel (hosts of type "ssh" only; undefined for others). */
   sshSide(host: string): { exec: RemoteExec; workDir: string } | undefined {
     const h = this.hosts.find((x) => x.config.name === host);
@@ -212,6 +221,7 @@ export class HostRegistry {
         memoryUsedMiB: mine.reduce((n, a) => n + a.memoryMiB, 0),
         labels: h.config.labels,
         ...(h.images.length ? { images: h.images } : {}),
+        checkpoint: { cooperative: true, transparent: h.transparent },
       };
     });
   }

@@ -14,6 +14,7 @@ import { mountPoint } from '../hosts/mount.ts';
 import type { RemoteExec } from '../hosts/ssh.ts';
 import { withoutGpuVars } from '../core/jobEnv.ts';
 import { CONTAINER_CHECKPOINT_DIR, hostCheckpointDir } from '../migration/checkpoint.ts';
+import { createArgs, criuDir, restoreContainer } from './criu.ts';
 import { hostJobEnv, MountedRuntime, type FollowCommand, type HostJobState, type MountedRef, type MountedRuntimeOptions } from './mounted.ts';
 
 export const CONTAINER_WORKSPACE = '/workspace';
@@ -231,7 +232,8 @@ export class DockerRuntime extends MountedRuntime {
         mountPoint: mnt, readOnly: cfg.mount.readOnly, pidsLimit: this.pidsLimit, checkpointDir,
       });
       // The env file goes once Docker has read it; not waited for (cleanup removes the folder again).
-      const r = await ssh.exec(args, { timeoutMs: 120_000 }).finally(() => void removeEnvDir(ssh, envDir));
+      // A restore creates the same container and starts it from the checkpoint (runtimes/criu.ts).
+      const r = await ssh.exec(spec.restore ? createArgs(args) : args, { timeoutMs: 120_000 }).finally(() => void removeEnvDir(ssh, envDir));
       if (r.code !== 0) {
         const err = r.stderr.trim().split('\n').slice(-2).join(' / ');
         if (/network .* not found/i.test(r.stderr)) this.networks.delete(net);
@@ -244,6 +246,7 @@ export class DockerRuntime extends MountedRuntime {
         }
         throw new GpurunError('E_BAD_REQUEST', `docker run failed on ${spec.host} (exit ${r.code}): ${err}`, { hint: 'See the broker log for the full error.', exitCode: r.code ?? undefined, stderr: r.stderr });
       }
+      if (spec.restore) await restoreContainer(ssh, name, criuDir(cfg.workDir, job.id), spec.restore.name, spec.host);
     } catch (e) {
       await ssh.exec(['docker', 'rm', '-f', name]).catch(() => {});
       await this.mounts.unmount(ssh, mnt).catch(() => {});
