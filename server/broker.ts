@@ -12,6 +12,7 @@ import { isFinal, type AttemptEvidence, type HostInfo, type Job, type MoveView }
 import type { Store, StoredAttempt, StoredJob, StopIntent } from './core/store.ts';
 import type { AttemptEnd, AttemptEvents, AttemptPlacement, Backend } from './core/backend.ts';
 import type { Allocation } from './core/scheduler.ts';
+import type { MovedStart } from './core/runtime.ts';
 import { attemptMarker, classify, describeEnd, type Outcome } from './core/outcome.ts';
 import { avoidOf, backoffMs, decideRestart, usedMs, type BackoffConfig } from './core/restartPolicy.ts';
 import { isoAt, systemClock, type Clock, type TimerHandle } from './core/clock.ts';
@@ -48,6 +49,8 @@ export interface MoveHooks {
   claimEnd(job: StoredJob, att: StoredAttempt, end: AttemptEnd | { startError: string }): { reason: string; evidence: AttemptEvidence } | null;
   /** Variables for attempt `n` of the job (checkpoint signal, resume folder). */
   attemptEnv(job: StoredJob, n: number): Record<string, string>;
+  /** How attempt `n` starts when it continues a moved job (same address, a checkpoint to restore), else undefined. */
+  movedStart(job: StoredJob, n: number): MovedStart | undefined;
   /** Attempt `n` of the job runs. */
   running(job: StoredJob, n: number): void;
   /** After a broker restart: a job whose last attempt ended for a move; true when the orchestration takes it on. */
@@ -473,7 +476,8 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     try {
       // Checked again: a folder on the path may have been swapped for a symlink since the submit.
       if (this.d.workspaceGate && job.workspaceFrom !== 'client') this.d.workspaceGate(job.owner, job.workspace);
-      ref = await backend.start({ job: { ...job, env: { ...job.env, ...attemptEnv } }, n, host: pl.host, gpuIndices: pl.gpuIndices, logOffset, env }, ev);
+      const moved = this.moves?.movedStart(job, n);
+      ref = await backend.start({ job: { ...job, env: { ...job.env, ...attemptEnv } }, n, host: pl.host, gpuIndices: pl.gpuIndices, logOffset, env, ...(moved ? { moved } : {}) }, ev);
     } catch (err) {
       if (!ev.isCurrent()) return;
       log.error('job failed to start', { err });

@@ -15,6 +15,7 @@ import { GpurunError } from '../protocol/errors.ts';
 import { isFinal, type Job, type MoveEvidence, type MoveView } from '../protocol/jobs.ts';
 import type { Broker, MoveHooks, Principal } from '../broker.ts';
 import type { AttemptEnd } from '../core/backend.ts';
+import type { MovedStart } from '../core/runtime.ts';
 import { schedule, type Allocation } from '../core/scheduler.ts';
 import type { Store, StoredAttempt, StoredJob } from '../core/store.ts';
 import type { HostRegistry } from '../hosts/registry.ts';
@@ -50,6 +51,14 @@ export interface MoveManagerDeps {
   hosts: HostRegistry;
   config: MigrationConfig;
   log: Logger;
+}
+
+/** The source container's address on its user's network (empty when it has none or cannot be read). */
+async function containerAddress(ctx: MoveContext): Promise<string> {
+  const container = String(ctx.attempt.runtimeRef?.container ?? '');
+  if (!container) return '';
+  const r = await ctx.from.exec.exec(['docker', 'inspect', '--format', '{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}', container], { timeoutMs: 30_000 }).catch(() => undefined);
+  return r?.code === 0 ? (r.stdout.trim().split(/\s+/)[0] ?? '') : '';
 }
 
 function deferred(): Move['ended'] {
@@ -155,8 +164,11 @@ export class MoveManager implements MoveHooks {
     const cp = this.checkpointer();
     try {
       if (m.phase === 'precopy') {
-        const pre = await cp.precopy(this.context(m));
+        const ctx = this.context(m);
+        const pre = await cp.precopy(ctx);
         m.ev.precopyBytes = pre.bytes;
+        const ip = await containerAddress(ctx);
+        if (ip) m.ev.ip = ip;
         if (!this.d.broker.currentOf(m.jobId)?.attempt?.runtimeRef || this.d.broker.currentOf(m.jobId)?.attempt?.n !== m.n) throw new GpurunError('E_CONFLICT', 'the job stopped running before its checkpoint');
         this.persistSignalled(m);
         m.phase = 'signalled';
@@ -274,6 +286,13 @@ export class MoveManager implements MoveHooks {
     const m = this.moves.get(job.id);
     if (m && m.phase === 'starting' && n === m.n + 1) Object.assign(env, this.checkpointer().resume(this.context(m)).env);
     return env;
+  }
+
+  movedStart(job: StoredJob, n: number): MovedStart | undefined {
+    const m = this.moves.get(job.id);
+    if (!m || m.phase !== 'starting' || n !== m.n + 1 || m.fallback !== undefined) return undefined;
+    const restore = this.checkpointer().resume(this.context(m)).restore;
+    return { ...(m.ev.ip ? { ip: m.ev.ip } : {}), ...(restore ? { restore } : {}) };
   }
 
   running(job: StoredJob, n: number): void {

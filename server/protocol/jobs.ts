@@ -174,6 +174,8 @@ export interface MoveEvidence {
   /** Why, in words ("gpurun migrate by alice", "online load 94% > 90% for 60 s"). */
   cause: string;
   method: 'cooperative' | 'transparent';
+  /** The job's address on its user's network at the source; the destination container takes it again. */
+  ip?: string;
   /** When the job's checkpoint was taken (its source process ended with it). */
   checkpointAt?: string;
   /** Bytes copied while the job still ran, and after it stopped (the final round); a full copy would be `totalBytes`. */
