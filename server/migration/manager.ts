@@ -12,7 +12,7 @@
  * `migrated` attempt's evidence.move.
  */
 import { GpurunError } from '../protocol/errors.ts';
-import { isFinal, type Job, type MoveEvidence, type MoveView } from '../protocol/jobs.ts';
+import { isFinal, type HostInfo, type Job, type MoveEvidence, type MoveView } from '../protocol/jobs.ts';
 import type { Broker, MoveHooks, Principal } from '../broker.ts';
 import type { AttemptEnd } from '../core/backend.ts';
 import type { MovedStart } from '../core/runtime.ts';
@@ -93,7 +93,7 @@ export class MoveManager implements MoveHooks {
    * Starts moving a job; throws a GpurunError (nothing changed) when it cannot move now. Returns the destination.
    * `to`: a host name, or undefined for the host the job fits best (by what is free there).
    */
-  begin(id: string, cause: string, to?: string): string {
+  begin(id: string, cause: string, to?: string, loadOf?: (host: string) => number): string {
     const cur = this.d.broker.currentOf(id);
     if (!cur) throw new GpurunError('E_CONFLICT', `job ${id} has ended; only a running job can move`);
     const { job, attempt } = cur;
@@ -105,7 +105,7 @@ export class MoveManager implements MoveHooks {
     if (!checkpoints(job)) {
       throw new GpurunError('E_CONFLICT', `job ${id} did not say it can checkpoint, so it cannot be moved without losing its progress`, { hint: 'Submit it with gpurun run --checkpoint (it then gets SIGUSR1 and $GPURUN_CHECKPOINT_DIR; see examples/gpurun_checkpoint.py).' });
     }
-    const dest = this.destination(job, to);
+    const dest = this.destination(job, to, loadOf);
     const m: Move = {
       jobId: id, n: attempt.n, from: job.host, fromGpus: job.gpuIndices, to: dest.host, gpus: dest.gpus, cause, phase: 'precopy',
       resources: job.resources, ac: new AbortController(), ended: deferred(),
@@ -119,15 +119,18 @@ export class MoveManager implements MoveHooks {
     return dest.host;
   }
 
-  /** Where a job can go now: `to` if it fits there, else the fitting Docker host with the most free GPUs. */
-  private destination(job: StoredJob, to?: string): { host: string; gpus: number[] } {
+  /**
+   * Where a job can go now: `to` if it fits there, else the fitting Docker host with the least online load
+   * (`loadOf`, for load-driven moves), then the most free GPUs.
+   */
+  private destination(job: StoredJob, to?: string, loadOf: (host: string) => number = () => 0): { host: string; gpus: number[] } {
     const names = this.d.hosts.names();
     if (to !== undefined && !names.includes(to)) throw new GpurunError('E_NOT_FOUND', `no host ${to}`, { hint: 'List the hosts with: gpurun hosts' });
     if (to === job.host) throw new GpurunError('E_BAD_REQUEST', `job ${job.id} already runs on ${to}`);
     const holding = this.d.broker.holdings();
     const caps = this.d.hosts.capacities().filter((c) => c.name !== job.host && (to === undefined || c.name === to) && this.d.hosts.runtimeFor(c.name).kind === 'docker');
     const free = (h: string, n: number) => n - holding.filter((a) => a.host === h).reduce((k, a) => k + a.gpuIndices.length, 0);
-    caps.sort((a, b) => free(b.name, b.gpus.length) - free(a.name, a.gpus.length));
+    caps.sort((a, b) => loadOf(a.name) - loadOf(b.name) || free(b.name, b.gpus.length) - free(a.name, a.gpus.length));
     for (const c of caps) {
       const [pl] = schedule([c], holding, [{ id: job.id, queue: job.queue, resources: job.resources }]);
       if (pl) return { host: pl.host, gpus: pl.gpuIndices };
@@ -137,6 +140,11 @@ export class MoveManager implements MoveHooks {
       throw new GpurunError('E_CONFLICT', `${to} cannot take job ${job.id} now: ${!c?.up ? 'it is not up' : this.d.hosts.runtimeFor(to).kind !== 'docker' ? 'it is not a Docker host over SSH' : 'not enough free GPUs, CPUs or memory there'}`, { hint: 'gpurun hosts shows what is free; leave out --to to let the broker pick.' });
     }
     throw new GpurunError('E_CONFLICT', `no other host can take job ${job.id} now (not enough free GPUs, CPUs or memory)`, { hint: 'gpurun hosts shows what is free.' });
+  }
+
+  /** The broker's hosts view. */
+  hosts(): HostInfo[] {
+    return this.d.broker.hosts();
   }
 
   // ---- the move ---------------------------------------------------------------------------------------------

@@ -300,6 +300,8 @@ export interface HostInfo {
   images?: string[];
   /** A draining host's jobs: how many are moving off, how many run on to their end (migration/drain.ts). */
   drain?: { moving: number; running: number };
+  /** What the host's online jobs use now (fractions of its CPUs and memory), when load-driven moves are on. */
+  onlineLoad?: { cpu: number; memory: number; at: string };
 }
 
 /** An event on `GET /v1/events` (Server-Sent Events, `data:` is this JSON). */

@@ -16,11 +16,13 @@ import type { Job } from '../../server/protocol/jobs.ts';
 
 /** Counts to $STEPS, one line per step, saving the next step on a checkpoint; $SLOW_CHECKPOINT: seconds it takes. */
 const COUNTER = `
-import os, sys, time
+import os, socket, sys, time
 from gpurun_checkpoint import Checkpoint
 ck = Checkpoint()
 state = ck.load({"step": 1})
 print(f"start at {state['step']} attempt {os.environ.get('GPURUN_ATTEMPT')}", flush=True)
+me = "gpurun-" + os.environ["GPURUN_JOB_ID"]
+print(f"address {socket.gethostbyname(socket.gethostname())}, {me} is {socket.gethostbyname(me)}", flush=True)
 for step in range(state["step"], int(os.environ.get("STEPS", "40")) + 1):
     print(f"step {step}", flush=True)
     time.sleep(float(os.environ.get("STEP_SECONDS", "0.25")))
@@ -56,10 +58,10 @@ describe('migration: moving running jobs between hosts', function () {
     writeFileSync(join(ws, 'count.py'), COUNTER);
     const hosts = set.hosts.map((h, i) => {
       workDirs[i] = join(dir, `work-${h.name}`);
-      return { type: 'ssh', name: h.name, address: h.address, user: 'root', port: 2222, identityFile: set.clientKey, knownHosts: set.knownHosts, gpuMode: 'env', workDir: workDirs[i], runtime: 'docker', mount: { transport: 'relay' } };
+      return { type: 'ssh', name: h.name, address: h.address, user: 'root', port: 2222, identityFile: set.clientKey, knownHosts: set.knownHosts, gpuMode: 'env', workDir: workDirs[i], runtime: 'docker', mount: { transport: 'relay' }, cpus: 2 };
     });
-    broker = await startBrokerProcess(join(dir, 'home'), { hosts, defaults: { image: 'local/python:3', gpus: 1, memory: '256M' }, migration: { checkpointTimeout: '8s' } });
-    env = { ...testEnv(join(dir, 'home')), GPURUN_BROKER: broker.url, GPURUN_TOKEN: await createToken(broker, 'alice') };
+    broker = await startBrokerProcess(join(dir, 'home'), { hosts, defaults: { image: 'local/python:3', gpus: 1, memory: '256M' }, migration: { checkpointTimeout: '8s', threshold: { cpu: 0.35 }, window: '4s', sampleEvery: '1s' } });
+    env = { ...testEnv(join(dir, 'home')), GPURUN_BROKER: broker.url, GPURUN_TOKEN: await createToken(broker, 'mover') };
     adminEnv = { ...env, GPURUN_TOKEN: await createToken(broker, 'root', true) };
     await waitFor('both hosts up', async () => /h1\s+up/.test((await gpurun(['hosts'], env)).stdout) && /h2\s+up/.test((await gpurun(['hosts'], env)).stdout), 60_000);
   });
@@ -68,7 +70,7 @@ describe('migration: moving running jobs between hosts', function () {
     await stopBroker(broker);
     await set?.stopAll();
     if (dir) {
-      const left = execFileSync('docker', ['ps', '-a', '--filter', 'label=gpurun.owner=alice', '--format', '{{.Names}}'], { encoding: 'utf8' }).split('\n').filter(Boolean);
+      const left = execFileSync('docker', ['ps', '-a', '--filter', 'label=gpurun.owner=mover', '--format', '{{.Names}}'], { encoding: 'utf8' }).split('\n').filter(Boolean);
       for (const c of left) spawnSync('docker', ['rm', '-f', c]);
       for (const w of workDirs) for (const m of mountedUnder(w)) spawnSync('sh', ['-c', 'fusermount3 -uz "$1" || umount -l "$1"', 'unmount', m]);
       cleanup(dir);
@@ -101,18 +103,23 @@ describe('migration: moving running jobs between hosts', function () {
     const follow = gpurun(['logs', '-f', id], env, { timeoutMs: 150_000 });
     const mv = await gpurun(['migrate', id, '--to', to], env, { timeoutMs: 120_000 });
     assert.equal(mv.code, 0, mv.stderr + mv.stdout);
-    assert.match(mv.stdout, new RegExp(`moving from ${from} to ${to} \\(gpurun migrate by alice\\)`));
+    assert.match(mv.stdout, new RegExp(`moving from ${from} to ${to} \\(gpurun migrate by mover\\)`));
     assert.match(mv.stdout, new RegExp(`runs on ${to} \\(attempt 2\\)`));
     const done = await ended(id);
     assert.equal(done.state, 'succeeded', done.reason);
     const log = await logs(id);
     assertSteps(log, 30);
-    assert.match(log, new RegExp(`^── moved from ${from} to ${to}: gpurun migrate by alice; resumed from checkpoint at \\d\\d:\\d\\d:\\d\\d ──$`, 'm'));
+    assert.match(log, new RegExp(`^── moved from ${from} to ${to}: gpurun migrate by mover; resumed from checkpoint at \\d\\d:\\d\\d:\\d\\d ──$`, 'm'));
     assert.match(log, /^start at 1 attempt 1$/m);
     assert.match(log, /^start at \d+ attempt 2$/m);
     assert.equal((await follow).stdout, log);
+    // The same place on the network: the address, and the name peers resolve, are those it had on the source.
+    const addrs = log.split('\n').filter((l) => l.startsWith('address '));
+    assert.equal(addrs.length, 2, log);
+    assert.equal(addrs[0], addrs[1]);
+    assert.match(addrs[0], /^address (\d+\.\d+\.\d+\.\d+), gpurun-\w+ is \1$/);
     assert.deepEqual(done.attempts!.map((a) => [a.n, a.host, a.fault]), [[1, from, 'migrated'], [2, to, null]]);
-    assert.match(done.attempts![0].reason!, new RegExp(`^moved to ${to} \\(gpurun migrate by alice\\); downtime [\\d.]+ s; copied .+ while running \\+ .+ after the checkpoint$`));
+    assert.match(done.attempts![0].reason!, new RegExp(`^moved to ${to} \\(gpurun migrate by mover\\); downtime [\\d.]+ s; copied .+ while running \\+ .+ after the checkpoint$`));
     const text = (await gpurun(['show', id], env)).stdout;
     assert.match(text, new RegExp(`^1 +${from} .*migrated`, 'm'));
     // The checkpoint folder is gone from both hosts once the job has ended.
@@ -225,5 +232,38 @@ describe('migration: moving running jobs between hosts', function () {
     const back = await gpurun(['undrain', from], adminEnv);
     assert.equal(back.code, 0, back.stderr);
     assert.match((await gpurun(['hosts'], env)).stdout, new RegExp(`${from}\\s+up`));
+  });
+
+  it('an online job's real CPU load over the threshold moves the offline job off its host; the online job stays', async () => {
+    // Both on h1: h2 takes no jobs while they start.
+    assert.equal((await gpurun(['drain', 'h2'], adminEnv)).code, 0);
+    let online = '';
+    try {
+      const id = await submit(['--checkpoint-signal', 'SIGUSR1', '--', 'python3', 'count.py'], { STEPS: '60' });
+      await waitFor('step 3', async () => /step 3\n/.test(await logs(id)), 60_000, 200);
+      assert.equal((await show(id)).host, 'h1');
+      const r = await gpurun(['run', '--detach', '--workspace', ws, '--queue', 'online', '--gpus', '0', '--checkpoint-signal', 'SIGUSR1', '--', 'sh', '-c', 'while :; do :; done'], env);
+      assert.equal(r.code, 0, r.stderr);
+      online = r.stdout.trim();
+      await waitFor('the online job running', async () => (await show(online)).state === 'running', 60_000, 200);
+      assert.equal((await show(online)).host, 'h1');
+      assert.equal((await gpurun(['undrain', 'h2'], adminEnv)).code, 0);
+      await waitFor('the load shown', async () => /h1: online jobs use \d+% of its CPUs/.test((await gpurun(['hosts'], env)).stdout), 30_000, 500);
+      const moved = await waitFor('the offline job moved to h2', async () => {
+        const j = await show(id);
+        return j.host === 'h2' && j.state === 'running' && !j.move && j;
+      }, 90_000, 300);
+      assert.match(moved.attempts![0].reason!, /^moved to h2 \(online load \d+% > 35% for \d+ s\)/);
+      const o = await show(online);
+      assert.equal(o.host, 'h1');
+      assert.equal(o.state, 'running');
+      assert.equal(o.attempts!.length, 1, 'online jobs never move for load');
+      const done = await ended(id);
+      assert.equal(done.state, 'succeeded', done.reason);
+      assertSteps(await logs(id), 60);
+    } finally {
+      await gpurun(['undrain', 'h2'], adminEnv);
+      if (online) await gpurun(['cancel', online], env);
+    }
   });
 });

@@ -3,6 +3,7 @@ import { copyPlan, parseManifest } from '../../server/migration/copyPlan.ts';
 import { moveMarker, moveWords } from '../../server/migration/words.ts';
 import { validateMigration, DEFAULT_MIGRATION } from '../../server/migration/config.ts';
 import { validateSubmit } from '../../server/core/submit.ts';
+import { hostLoad, overloaded, overloadWords, parseDockerStats } from '../../server/migration/load.ts';
 
 describe('migration: incremental copy plan', () => {
   const find = (lines: string[]) => parseManifest(lines.join('\n') + '\n');
@@ -64,5 +65,28 @@ describe('migration: the checkpoint signal at submit', () => {
   it('a signal outside the list is refused; a user may not set the variable itself', () => {
     assert.throws(() => validateSubmit({ command: ['x'], workspace: '/ws', checkpointSignal: 'SIGKILL' }, d), /checkpointSignal/);
     assert.throws(() => validateSubmit({ command: ['x'], workspace: '/ws', env: { GPURUN_CHECKPOINT_SIGNAL: 'SIGUSR1' } }, d), /env\.GPURUN_CHECKPOINT_SIGNAL/);
+  });
+});
+
+describe('migration: online load', () => {
+  it('parses docker stats lines (CPU percent of one core, memory used)', () => {
+    const m = parseDockerStats('gpurun-a\t93.52%\t12.5MiB / 256MiB\ngpurun-b\t0.00%\t1.2GiB / 4GiB\nbroken\n');
+    assert.deepEqual(m.get('gpurun-a'), { cpuPct: 93.52, memBytes: 12.5 * 1024 * 1024 });
+    assert.equal(m.get('gpurun-b')!.memBytes, 1.2 * 1024 ** 3);
+    assert.equal(m.size, 2);
+  });
+  it('turns the containers of a host into fractions of its CPUs and memory', () => {
+    const s = hostLoad([{ cpuPct: 150, memBytes: 512 * 1024 ** 2 }, { cpuPct: 30, memBytes: 0 }], { cpus: 2, memoryMiB: 1024 }, 5);
+    assert.deepEqual(s, { at: 5, cpu: 0.9, memory: 0.5 });
+  });
+  it('is over only when every sample of the whole window is over the threshold', () => {
+    const t = { cpu: 0.9, memory: 0.9 };
+    const at = (ms: number, cpu: number, memory = 0) => ({ at: ms, cpu, memory });
+    assert.equal(overloaded([at(0, 0.95), at(5_000, 0.95)], t, 10_000), null, 'not for long enough yet');
+    const o = overloaded([at(0, 0.5), at(5_000, 0.95), at(10_000, 0.97), at(15_000, 0.94)], t, 10_000);
+    assert.deepEqual(o, { what: 'cpu', value: 0.94, limit: 0.9, forMs: 10_000 });
+    assert.equal(overloadWords(o!), 'online load 94% > 90% for 10 s');
+    assert.equal(overloaded([at(0, 0.95), at(5_000, 0.5), at(10_000, 0.95), at(15_000, 0.95)], t, 10_000), null, 'a dip restarts the window');
+    assert.equal(overloaded([at(0, 0, 0.95), at(20_000, 0, 0.96)], t, 10_000)?.what, 'memory');
   });
 });
