@@ -234,7 +234,7 @@ describe('migration: moving running jobs between hosts', function () {
     assert.match((await gpurun(['hosts'], env)).stdout, new RegExp(`${from}\\s+up`));
   });
 
-  it('an online job's real CPU load over the threshold moves the offline job off its host; the online job stays', async () => {
+  it('an online job\'s real CPU load over the threshold moves the offline job off its host; the online job stays', async () => {
     // Both on h1: h2 takes no jobs while they start.
     assert.equal((await gpurun(['drain', 'h2'], adminEnv)).code, 0);
     let online = '';
