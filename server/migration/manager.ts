@@ -23,11 +23,15 @@ import type { Logger } from '../logger.ts';
 import type { MigrationConfig } from './config.ts';
 import type { Checkpointer, HostSide, MoveContext } from './checkpoint.ts';
 import { checkpoints, CooperativeCheckpointer } from './cooperative.ts';
+import { copyDir } from './copy.ts';
+import { hostCheckpointDir } from './checkpoint.ts';
 import { moveMarker, moveWords } from './words.ts';
 
 type Phase = 'precopy' | 'signalled' | 'copying' | 'starting';
 
 interface Move {
+  /** A move to `to`, or a preemption (the job checkpoints and waits for a place again; `to` is unused). */
+  kind: 'move' | 'preempt';
   jobId: string;
   /** The source attempt. */
   n: number;
@@ -107,7 +111,7 @@ export class MoveManager implements MoveHooks {
     }
     const dest = this.destination(job, to, loadOf);
     const m: Move = {
-      jobId: id, n: attempt.n, from: job.host, fromGpus: job.gpuIndices, to: dest.host, gpus: dest.gpus, cause, phase: 'precopy',
+      kind: 'move', jobId: id, n: attempt.n, from: job.host, fromGpus: job.gpuIndices, to: dest.host, gpus: dest.gpus, cause, phase: 'precopy',
       resources: job.resources, ac: new AbortController(), ended: deferred(),
       ev: { from: job.host, to: dest.host, gpus: dest.gpus, cause, method: 'cooperative' },
     };
@@ -171,6 +175,10 @@ export class MoveManager implements MoveHooks {
   private async run(m: Move): Promise<void> {
     const cp = this.checkpointer();
     try {
+      if (m.phase === 'precopy' && m.kind === 'preempt') {
+        this.persistSignalled(m);
+        m.phase = 'signalled';
+      }
       if (m.phase === 'precopy') {
         const ctx = this.context(m);
         const pre = await cp.precopy(ctx);
@@ -190,8 +198,9 @@ export class MoveManager implements MoveHooks {
       this.giveUp(m, (e as Error).message);
       return;
     }
-    // The source attempt has ended with its checkpoint: from here the job goes on, on the destination or the source.
-    await this.afterCheckpoint(m, cp);
+    // The source attempt has ended with its checkpoint: a preempted job waits for a place (claimEnd requeued it);
+    // a moved one goes on, on the destination or the source.
+    if (m.kind === 'move') await this.afterCheckpoint(m, cp);
   }
 
   private async afterCheckpoint(m: Move, cp: Checkpointer): Promise<void> {
@@ -253,6 +262,7 @@ export class MoveManager implements MoveHooks {
   reserved(): Allocation[] {
     const out: Allocation[] = [];
     for (const m of this.moves.values()) {
+      if (m.kind === 'preempt') continue;
       out.push({ jobId: m.jobId, host: m.to, gpuIndices: m.gpus, cpus: m.resources.cpus, memoryMiB: m.resources.memoryMiB });
       // Once the source attempt ended its GPUs are the job's no more: held until it runs elsewhere (a fallback needs them).
       if (m.phase === 'copying' || m.phase === 'starting') out.push({ jobId: m.jobId, host: m.from, gpuIndices: m.fromGpus, cpus: m.resources.cpus, memoryMiB: m.resources.memoryMiB });
@@ -260,7 +270,7 @@ export class MoveManager implements MoveHooks {
     return out;
   }
 
-  claimEnd(job: StoredJob, att: StoredAttempt, end: AttemptEnd | { startError: string }): { reason: string; evidence: StoredAttempt['evidence'] } | null {
+  claimEnd(job: StoredJob, att: StoredAttempt, end: AttemptEnd | { startError: string }): { reason: string; evidence: StoredAttempt['evidence']; fault: 'migrated' | 'preempted'; requeue: boolean } | null {
     const m = this.moves.get(job.id);
     const cp = this.checkpointer();
     if (m && m.n === att.n && (m.phase === 'signalled' || m.phase === 'precopy')) {
@@ -269,7 +279,13 @@ export class MoveManager implements MoveHooks {
         m.phase = 'copying';
         m.ev.checkpointAt = at;
         m.ended.resolve({ at });
-        return { reason: `moving from ${m.from} to ${m.to}: ${m.cause}`, evidence: { exitCode: 'exitCode' in end ? end.exitCode : null, move: { ...m.ev } } };
+        const evidence = { exitCode: 'exitCode' in end ? end.exitCode : null, move: { ...m.ev } };
+        if (m.kind === 'preempt') {
+          this.moves.delete(job.id);
+          this.d.log.info('job preempted with a checkpoint', { job: job.id, host: m.from, cause: m.cause });
+          return { reason: `${m.cause}; waiting for a place, to resume from its checkpoint`, evidence, fault: 'preempted', requeue: true };
+        }
+        return { reason: `moving from ${m.from} to ${m.to}: ${m.cause}`, evidence, fault: 'migrated', requeue: false };
       }
       m.ended.reject(new Error(`the job ended on ${m.from} before its checkpoint`));
       return null;
@@ -278,19 +294,20 @@ export class MoveManager implements MoveHooks {
     if (!m && checkpoints(job) && cp.isCheckpointEnd(end) && att.host) {
       const at = 'endedAt' in end && end.endedAt ? end.endedAt : new Date().toISOString();
       const late: Move = {
-        jobId: job.id, n: att.n, from: att.host, fromGpus: att.gpuIndices, to: att.host, gpus: att.gpuIndices, cause: 'a checkpoint after its move was given up',
+        kind: 'move', jobId: job.id, n: att.n, from: att.host, fromGpus: att.gpuIndices, to: att.host, gpus: att.gpuIndices, cause: 'a checkpoint after its move was given up',
         phase: 'copying', resources: job.resources, ac: new AbortController(), ended: deferred(), fallback: 'it checkpointed after its move was given up',
         ev: { from: att.host, to: att.host, gpus: att.gpuIndices, cause: 'checkpoint', method: 'cooperative', checkpointAt: at },
       };
       this.moves.set(job.id, late);
       setImmediate(() => void this.afterCheckpoint(late, cp));
-      return { reason: `checkpointed on ${att.host}; resuming there`, evidence: { exitCode: 'exitCode' in end ? end.exitCode : null, move: { ...late.ev } } };
+      return { reason: `checkpointed on ${att.host}; resuming there`, evidence: { exitCode: 'exitCode' in end ? end.exitCode : null, move: { ...late.ev } }, fault: 'migrated', requeue: false };
     }
     return null;
   }
 
   attemptEnv(job: StoredJob, n: number): Record<string, string> {
     const env: Record<string, string> = checkpoints(job) ? { GPURUN_CHECKPOINT_SIGNAL: job.env.GPURUN_CHECKPOINT_SIGNAL! } : {};
+    if (this.preemptedBefore(job, n)) Object.assign(env, this.cooperative.resume().env);
     const m = this.moves.get(job.id);
     if (m && m.phase === 'starting' && n === m.n + 1) Object.assign(env, this.checkpointer().resume(this.context(m)).env);
     return env;
@@ -333,6 +350,78 @@ export class MoveManager implements MoveHooks {
     return this.givenUp.get(jobId);
   }
 
+  // ---- preemption --------------------------------------------------------------------------------------------
+
+  /** Online jobs waiting for GPUs, and when their preemption began (one preemption at a time per online job). */
+  private readonly preempting = new Map<string, number>();
+
+  /** The attempt before `n` was preempted with a checkpoint: the one that saved it, or undefined. */
+  private preemptedBefore(job: StoredJob, n: number): StoredAttempt | undefined {
+    const prev = this.d.store.attempts(job.id).find((a) => a.n === n - 1);
+    return prev?.fault === 'preempted' && prev.evidence.move ? prev : undefined;
+  }
+
+  /**
+   * With `migration.preempt`: for an online job that waits because offline jobs hold the GPUs it needs on some host,
+   * those offline jobs (that checkpoint) checkpoint and wait for a place again; they resume from their checkpoint.
+   */
+  unplaced(jobs: StoredJob[]): void {
+    if (!this.d.config.preempt) return;
+    const now = Date.now();
+    for (const [id, at] of this.preempting) if (now - at > this.d.config.checkpointTimeoutMs + 30_000) this.preempting.delete(id);
+    const holding = this.d.broker.holdings();
+    const active = this.d.broker.activeJobs();
+    for (const online of jobs) {
+      const need = online.resources.gpus;
+      if (need === 0 || this.preempting.has(online.id)) continue;
+      for (const cap of this.d.hosts.capacities()) {
+        if (!cap.up || this.d.hosts.runtimeFor(cap.name).kind !== 'docker') continue;
+        const free = cap.gpus.length - new Set(holding.filter((a) => a.host === cap.name).flatMap((a) => a.gpuIndices)).size;
+        const victims = active.filter((j) => j.host === cap.name && j.state === 'running' && j.queue === 'offline' && checkpoints(j) && !this.moves.has(j.id)).sort((a, b) => b.gpuIndices.length - a.gpuIndices.length);
+        const chosen: StoredJob[] = [];
+        let got = free;
+        for (const v of victims) {
+          if (got >= need) break;
+          chosen.push(v);
+          got += v.gpuIndices.length;
+        }
+        if (got < need || chosen.length === 0) continue;
+        this.preempting.set(online.id, now);
+        for (const v of chosen) this.preempt(v, `preempted for online job ${online.id}`);
+        break;
+      }
+    }
+  }
+
+  private preempt(job: StoredJob, cause: string): void {
+    const att = this.d.broker.currentOf(job.id)?.attempt;
+    if (!att?.runtimeRef || !job.host) return;
+    const m: Move = {
+      kind: 'preempt', jobId: job.id, n: att.n, from: job.host, fromGpus: job.gpuIndices, to: job.host, gpus: [], cause, phase: 'precopy',
+      resources: job.resources, ac: new AbortController(), ended: deferred(), ev: { from: job.host, to: '', gpus: [], cause, method: 'cooperative' },
+    };
+    this.moves.set(job.id, m);
+    this.d.log.info('preempting an offline job with a checkpoint', { job: job.id, host: job.host, cause });
+    void this.run(m);
+  }
+
+  /** A preempted job placed on another host than the one that holds its checkpoint: the folder is copied there first. */
+  async prepareStart(job: StoredJob, n: number, host: string | null): Promise<void> {
+    const prev = this.preemptedBefore(job, n);
+    const from = prev?.evidence.move?.from;
+    if (!prev || !from || !host || from === host) return;
+    try {
+      const src = this.side(from);
+      const dst = this.side(host);
+      const r = await copyDir(src, hostCheckpointDir(src.workDir, job.id), dst, hostCheckpointDir(dst.workDir, job.id));
+      this.d.log.info('checkpoint of a preempted job copied to its new host', { job: job.id, from, to: host, bytes: r.bytes });
+      void this.cooperative.discard(src, job).catch(() => {});
+    } catch (e) {
+      // It starts anyway: without the checkpoint folder it starts from the beginning (GPURUN_RESUME_FROM is empty).
+      this.d.log.warn('could not copy a preempted job\'s checkpoint to its new host', { job: job.id, from, to: host, err: (e as Error).message });
+    }
+  }
+
   // ---- restart ------------------------------------------------------------------------------------------------
 
   /**
@@ -354,7 +443,7 @@ export class MoveManager implements MoveHooks {
 
   private restored(job: StoredJob, n: number, ev: MoveEvidence, phase: Phase): Move {
     const att = this.d.store.attempts(job.id).find((a) => a.n === n);
-    const m: Move = { jobId: job.id, n, from: ev.from, fromGpus: att?.gpuIndices ?? [], to: ev.to, gpus: ev.gpus, cause: ev.cause, phase, resources: job.resources, ac: new AbortController(), ended: deferred(), ev: { ...ev } };
+    const m: Move = { kind: ev.to === '' ? 'preempt' : 'move', jobId: job.id, n, from: ev.from, fromGpus: att?.gpuIndices ?? [], to: ev.to, gpus: ev.gpus, cause: ev.cause, phase, resources: job.resources, ac: new AbortController(), ended: deferred(), ev: { ...ev } };
     this.moves.set(job.id, m);
     return m;
   }

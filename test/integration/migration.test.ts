@@ -60,7 +60,7 @@ describe('migration: moving running jobs between hosts', function () {
       workDirs[i] = join(dir, `work-${h.name}`);
       return { type: 'ssh', name: h.name, address: h.address, user: 'root', port: 2222, identityFile: set.clientKey, knownHosts: set.knownHosts, gpuMode: 'env', workDir: workDirs[i], runtime: 'docker', mount: { transport: 'relay' }, cpus: 2 };
     });
-    broker = await startBrokerProcess(join(dir, 'home'), { hosts, defaults: { image: 'local/python:3', gpus: 1, memory: '256M' }, migration: { checkpointTimeout: '8s', threshold: { cpu: 0.35 }, window: '4s', sampleEvery: '1s' } });
+    broker = await startBrokerProcess(join(dir, 'home'), { hosts, defaults: { image: 'local/python:3', gpus: 1, memory: '256M' }, migration: { checkpointTimeout: '8s', threshold: { cpu: 0.35 }, window: '4s', sampleEvery: '1s', preempt: true }, restartBackoff: { first: '1s', max: '2s' } });
     env = { ...testEnv(join(dir, 'home')), GPURUN_BROKER: broker.url, GPURUN_TOKEN: await createToken(broker, 'mover') };
     adminEnv = { ...env, GPURUN_TOKEN: await createToken(broker, 'root', true) };
     await waitFor('both hosts up', async () => /h1\s+up/.test((await gpurun(['hosts'], env)).stdout) && /h2\s+up/.test((await gpurun(['hosts'], env)).stdout), 60_000);
@@ -264,6 +264,31 @@ describe('migration: moving running jobs between hosts', function () {
     } finally {
       await gpurun(['undrain', 'h2'], adminEnv);
       if (online) await gpurun(['cancel', online], env);
+    }
+  });
+
+  it('preemption: an online job that needs the GPUs offline jobs hold runs; the checkpointing offline job resumes after it', async () => {
+    const id = await submit(['--checkpoint-signal', 'SIGUSR1', '--', 'python3', 'count.py'], { STEPS: '30' });
+    const plain = await submit(['--', 'sh', '-c', 'sleep 120']);
+    await waitFor('step 3', async () => /step 3\n/.test(await logs(id)), 60_000, 200);
+    await waitFor('both running', async () => (await show(plain)).state === 'running', 60_000, 200);
+    const host = (await show(id)).host!;
+    try {
+      const r = await gpurun(['run', '--workspace', ws, '--queue', 'online', '--gpus', '1', '--', 'sh', '-c', 'echo online on $GPURUN_GPUS; sleep 2'], env, { timeoutMs: 120_000 });
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /^online on 0$/m);
+      const done = await ended(id);
+      assert.equal(done.state, 'succeeded', done.reason);
+      assert.deepEqual(done.attempts!.map((a) => [a.n, a.fault]), [[1, 'preempted'], [2, null]]);
+      assert.equal(done.attempts![0].host, host);
+      assert.match(done.attempts![0].reason!, /preempted for online job \w+/);
+      const log = await logs(id);
+      assertSteps(log, 30);
+      assert.match(log, /^── attempt 2\/2 after preempted on h\d .*──$/m);
+      assert.match(log, /^start at ([2-9]|\d\d+) attempt 2$/m);
+      assert.equal((await show(plain)).attempts!.length, 1, 'the job that does not checkpoint is not preempted');
+    } finally {
+      await gpurun(['cancel', plain], env);
     }
   });
 });
