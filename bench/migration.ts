@@ -159,6 +159,6 @@ export async function run(): Promise<void> {
   }
 }
 
-function assert0(code: number): void {
+function assert0(code: number | null): void {
   if (code !== 0) throw new Error(`a command failed (exit ${code})`);
 }
