@@ -138,7 +138,7 @@ export function buildApp(d: AppDeps): Handler {
     ['POST', /^\/v1\/jobs\/([a-z0-9]{1,32})\/migrate$/, async (c) => migrateRoute(d.moves, c.principal, c.params[0], await readJson(c.req, DEFAULT_LIMITS.maxBodyBytes))],
     ['POST', /^\/v1\/hosts\/([A-Za-z0-9][\w.-]{0,99})\/drain$/, async (c) => drainRoute(d.moves, c.principal, c.params[0], await readJson(c.req, DEFAULT_LIMITS.maxBodyBytes))],
     ['GET', /^\/v1\/jobs\/([a-z0-9]{1,32})\/logs$/, (c) => streamLogs(d, c)],
-    ['GET', /^\/v1\/hosts$/, () => ({ hosts: d.moves ? d.moves.drains.view(d.broker.hosts()) : d.broker.hosts() })],
+    ['GET', /^\/v1\/hosts$/, () => ({ hosts: d.moves ? d.moves.hostsView(d.broker.hosts()) : d.broker.hosts() })],
     ['POST', /^\/v1\/hosts\/([A-Za-z0-9][\w.-]{0,99})\/gpus\/(\d{1,4})\/clear$/, (c) => clearGpu(d, c)],
     ['GET', /^\/v1\/pool$/, () => d.broker.pool()],
     ['GET', /^\/v1\/events$/, (c) => (watchToken(c), streamEvents(d, c))],

@@ -10,8 +10,9 @@ import { randomBytes } from 'node:crypto';
 import { GpurunError, isGpurunError } from './protocol/errors.ts';
 import { isFinal, type AttemptEvidence, type HostInfo, type Job, type MoveView } from './protocol/jobs.ts';
 import type { Store, StoredAttempt, StoredJob, StopIntent } from './core/store.ts';
-import type { AttemptSpec, AttemptEnd, AttemptEvents, AttemptPlacement, Backend } from './core/backend.ts';
+import type { AttemptEnd, AttemptEvents, AttemptPlacement, Backend } from './core/backend.ts';
 import type { Allocation } from './core/scheduler.ts';
+import type { MovedStart } from './core/runtime.ts';
 import { attemptMarker, classify, describeEnd, type Outcome } from './core/outcome.ts';
 import { avoidOf, backoffMs, decideRestart, usedMs, type BackoffConfig } from './core/restartPolicy.ts';
 import { isoAt, systemClock, type Clock, type TimerHandle } from './core/clock.ts';
@@ -45,11 +46,15 @@ export interface MoveHooks {
   /** Allocations held for moves (destination GPUs, the source's until the job runs at the destination). */
   reserved(): Allocation[];
   /** An attempt ended: when it is a move's checkpoint, how to record it (the broker then waits for startMoved). */
-  claimEnd(job: StoredJob, att: StoredAttempt, end: AttemptEnd | { startError: string }): { reason: string; evidence: AttemptEvidence } | null;
+  claimEnd(job: StoredJob, att: StoredAttempt, end: AttemptEnd | { startError: string }): { reason: string; evidence: AttemptEvidence; fault: 'migrated' | 'preempted'; requeue: boolean } | null;
+  /** Online jobs a placement pass could not place (in the order they wait). */
+  unplaced(jobs: StoredJob[]): void;
+  /** Before attempt `n` starts on `host`: bring its checkpoint there (a preempted job resuming elsewhere). */
+  prepareStart(job: StoredJob, n: number, host: string | null): Promise<void>;
   /** Variables for attempt `n` of the job (checkpoint signal, resume folder). */
   attemptEnv(job: StoredJob, n: number): Record<string, string>;
-  /** For attempt `n`: the checkpoint to restore instead of a fresh run (a transparent move), or undefined. */
-  attemptRestore?(job: StoredJob, n: number): AttemptSpec['restore'];
+  /** How attempt `n` starts when it continues a moved job (same address, a checkpoint to restore), else undefined. */
+  movedStart(job: StoredJob, n: number): MovedStart | undefined;
   /** Attempt `n` of the job runs. */
   running(job: StoredJob, n: number): void;
   /** After a broker restart: a job whose last attempt ended for a move; true when the orchestration takes it on. */
@@ -341,7 +346,10 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
       const reqs = queued.map((job) => ({ job, avoid: avoidOf(this.attemptsOf(job)) }));
       const cap = this.d.config.limits.maxRunningGpus;
       const held = this.gpusHeld();
-      for (const pl of backend.place(reqs, holding)) {
+      const placed = backend.place(reqs, holding);
+      // Online jobs left waiting: the orchestration may free GPUs for them by checkpointing offline jobs (preemption).
+      if (this.moves && queued.some((j) => j.queue === 'online')) this.moves.unplaced(queued.filter((j) => j.queue === 'online' && !placed.some((p) => p.jobId === j.id)));
+      for (const pl of placed) {
         const owner = this.active.get(pl.jobId)?.owner ?? '';
         const gpus = this.active.get(pl.jobId)?.resources.gpus ?? 0;
         if (cap && gpus && (held.get(owner) ?? 0) + gpus > cap) continue;
@@ -434,9 +442,9 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     return (job.restarts ?? 0) + 1 + this.movesOf(job);
   }
 
-  /** How many of the job's attempts ended to move it (they do not count against its restarts). */
+  /** How many of the job's attempts ended to move it or for a preemption with a checkpoint (not counted as restarts). */
   private movesOf(job: StoredJob): number {
-    return this.attemptsOf(job).filter((a) => a.fault === 'migrated').length;
+    return this.attemptsOf(job).filter((a) => a.evidence.move !== undefined).length;
   }
 
   private events(jobId: string, n: number): AttemptEvents {
@@ -475,8 +483,9 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     try {
       // Checked again: a folder on the path may have been swapped for a symlink since the submit.
       if (this.d.workspaceGate && job.workspaceFrom !== 'client') this.d.workspaceGate(job.owner, job.workspace);
-      const restore = this.moves?.attemptRestore?.(job, n);
-      ref = await backend.start({ job: { ...job, env: { ...job.env, ...attemptEnv } }, n, host: pl.host, gpuIndices: pl.gpuIndices, logOffset, env, ...(restore ? { restore } : {}) }, ev);
+      await this.moves?.prepareStart(job, n, pl.host);
+      const moved = this.moves?.movedStart(job, n);
+      ref = await backend.start({ job: { ...job, env: { ...job.env, ...attemptEnv } }, n, host: pl.host, gpuIndices: pl.gpuIndices, logOffset, env, ...(moved ? { moved } : {}) }, ev);
     } catch (err) {
       if (!ev.isCurrent()) return;
       log.error('job failed to start', { err });
@@ -568,9 +577,11 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
       this.timers.get(id)?.cancel();
       this.timers.delete(id);
       const at = 'endedAt' in end && end.endedAt ? end.endedAt : this.now();
-      this.d.store.putAttempt(id, { ...att, endedAt: at, state: 'cancelled', fault: 'migrated', reason: moved.reason, exitCode: 'exitCode' in end ? end.exitCode : null, evidence: moved.evidence });
-      this.update(id, { state: 'starting', reason: moved.reason, runtimeRef: null });
+      this.d.store.putAttempt(id, { ...att, endedAt: at, state: 'cancelled', fault: moved.fault, reason: moved.reason, exitCode: 'exitCode' in end ? end.exitCode : null, evidence: moved.evidence });
+      // Preempted: it waits for a place again (and resumes from its checkpoint); moved: startMoved() comes next.
+      this.update(id, moved.requeue ? { state: 'queued', reason: moved.reason, host: null, gpuIndices: [], runtimeRef: null } : { state: 'starting', reason: moved.reason, runtimeRef: null });
       this.d.log.info('attempt ended for a move', { job: id, attempt: n, reason: moved.reason });
+      if (moved.requeue) this.kick();
       return;
     }
     const o = classify({ end, stopIntent: job.stopIntent, stopReason: job.reason, ...('slurm' in end && end.slurm ? { slurm: end.slurm } : {}), restartOnExit: job.restartOnExit ?? [], host: att?.host ?? job.host });

@@ -5,7 +5,7 @@
  * place (server/pool/, server/slurm/), chosen once per job by its `backend` name.
  */
 import type { ClusterJobInfo } from '../protocol/jobs.ts';
-import type { ExitInfo, Lost, StartSpec } from './runtime.ts';
+import type { ExitInfo, Lost, MovedStart } from './runtime.ts';
 import type { SlurmEnd } from './outcome.ts';
 import type { Allocation } from './scheduler.ts';
 import type { StoredAttempt, StoredJob } from './store.ts';
@@ -39,8 +39,8 @@ export interface AttemptSpec {
   logOffset: number;
   /** The whole environment for runtimes that start from the broker's own (the local host). */
   env: Record<string, string>;
-  /** Restore the job from a checkpoint instead of running it anew (StartSpec.restore). */
-  restore?: StartSpec['restore'];
+  /** The attempt continues a moved job (migration/): passed on to the runtime's start. */
+  moved?: MovedStart;
 }
 
 /** What a backend tells the broker about an attempt before it ends. */

@@ -26,8 +26,8 @@ export class Drains {
     this.log = d.log;
   }
 
-  /** Drains (`on`) or puts back a host; returns the hosts' view. */
-  set(host: string, on: boolean, by: string): HostInfo[] {
+  /** Drains (`on`) or puts back a host. */
+  set(host: string, on: boolean, by: string): void {
     this.hosts.setDrained(host, on);
     clearInterval(this.draining.get(host));
     this.draining.delete(host);
@@ -38,7 +38,6 @@ export class Drains {
       this.draining.set(host, t);
       this.moveOff(host, by);
     } else this.log.info('host takes jobs again', { host, by });
-    return this.view(this.broker.hosts());
   }
 
   /** Starts moving the host's offline jobs that checkpoint and are not moving yet. */

@@ -12,9 +12,10 @@
  * `migrated` attempt's evidence.move.
  */
 import { GpurunError } from '../protocol/errors.ts';
-import { isFinal, type Job, type MoveEvidence, type MoveView } from '../protocol/jobs.ts';
+import { isFinal, type HostInfo, type Job, type MoveEvidence, type MoveView } from '../protocol/jobs.ts';
 import type { Broker, MoveHooks, Principal } from '../broker.ts';
 import type { AttemptEnd } from '../core/backend.ts';
+import type { MovedStart } from '../core/runtime.ts';
 import { schedule, type Allocation } from '../core/scheduler.ts';
 import type { Store, StoredAttempt, StoredJob } from '../core/store.ts';
 import type { HostRegistry } from '../hosts/registry.ts';
@@ -22,13 +23,16 @@ import type { Logger } from '../logger.ts';
 import type { MigrationConfig } from './config.ts';
 import type { Checkpointer, HostSide, MoveContext } from './checkpoint.ts';
 import { checkpoints, CooperativeCheckpointer } from './cooperative.ts';
+import { copyDir } from './copy.ts';
+import { hostCheckpointDir } from './checkpoint.ts';
 import { moveMarker, moveWords } from './words.ts';
 import { TransparentCheckpointer } from './transparent.ts';
-import type { AttemptSpec } from '../core/backend.ts';
 
 type Phase = 'precopy' | 'signalled' | 'copying' | 'starting';
 
 interface Move {
+  /** A move to `to`, or a preemption (the job checkpoints and waits for a place again; `to` is unused). */
+  kind: 'move' | 'preempt';
   jobId: string;
   /** The source attempt. */
   n: number;
@@ -52,6 +56,14 @@ export interface MoveManagerDeps {
   hosts: HostRegistry;
   config: MigrationConfig;
   log: Logger;
+}
+
+/** The source container's address on its user's network (empty when it has none or cannot be read). */
+async function containerAddress(ctx: MoveContext): Promise<string> {
+  const container = String(ctx.attempt.runtimeRef?.container ?? '');
+  if (!container) return '';
+  const r = await ctx.from.exec.exec(['docker', 'inspect', '--format', '{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}', container], { timeoutMs: 30_000 }).catch(() => undefined);
+  return r?.code === 0 ? (r.stdout.trim().split(/\s+/)[0] ?? '') : '';
 }
 
 function deferred(): Move['ended'] {
@@ -88,7 +100,7 @@ export class MoveManager implements MoveHooks {
    * Starts moving a job; throws a GpurunError (nothing changed) when it cannot move now. Returns the destination.
    * `to`: a host name, or undefined for the host the job fits best (by what is free there).
    */
-  begin(id: string, cause: string, to?: string): string {
+  begin(id: string, cause: string, to?: string, loadOf?: (host: string) => number): string {
     const cur = this.d.broker.currentOf(id);
     if (!cur) throw new GpurunError('E_CONFLICT', `job ${id} has ended; only a running job can move`);
     const { job, attempt } = cur;
@@ -104,9 +116,9 @@ export class MoveManager implements MoveHooks {
       throw new GpurunError('E_CONFLICT', `job ${id} did not say it can checkpoint${also}, so it cannot be moved without losing its progress`, { hint: 'Submit it with gpurun run --checkpoint (it then gets SIGUSR1 and $GPURUN_CHECKPOINT_DIR; see examples/gpurun_checkpoint.py).' });
     }
     const method = whyNot === null ? 'transparent' : 'cooperative';
-    const dest = this.destination(job, to, method === 'transparent' ? (h) => this.transparent.unavailable(h) : undefined);
+    const dest = this.destination(job, to, loadOf, method === 'transparent' ? (h) => this.transparent.unavailable(h) : undefined);
     const m: Move = {
-      jobId: id, n: attempt.n, from: job.host, fromGpus: job.gpuIndices, to: dest.host, gpus: dest.gpus, cause, phase: 'precopy',
+      kind: 'move', jobId: id, n: attempt.n, from: job.host, fromGpus: job.gpuIndices, to: dest.host, gpus: dest.gpus, cause, phase: 'precopy',
       resources: job.resources, ac: new AbortController(), ended: deferred(),
       ev: { from: job.host, to: dest.host, gpus: dest.gpus, cause, method },
     };
@@ -118,8 +130,11 @@ export class MoveManager implements MoveHooks {
     return dest.host;
   }
 
-  /** Where a job can go now: `to` if it fits there, else the fitting Docker host with the most free GPUs. */
-  private destination(job: StoredJob, to?: string, unfit?: (host: string) => string | null): { host: string; gpus: number[] } {
+  /**
+   * Where a job can go now: `to` if it fits there, else the fitting Docker host with the least online load
+   * (`loadOf`, for load-driven moves), then the most free GPUs; never a host `unfit` gives a reason against.
+   */
+  private destination(job: StoredJob, to?: string, loadOf: (host: string) => number = () => 0, unfit?: (host: string) => string | null): { host: string; gpus: number[] } {
     const names = this.d.hosts.names();
     if (to !== undefined && !names.includes(to)) throw new GpurunError('E_NOT_FOUND', `no host ${to}`, { hint: 'List the hosts with: gpurun hosts' });
     if (to === job.host) throw new GpurunError('E_BAD_REQUEST', `job ${job.id} already runs on ${to}`);
@@ -128,7 +143,7 @@ export class MoveManager implements MoveHooks {
     const holding = this.d.broker.holdings();
     const caps = this.d.hosts.capacities().filter((c) => c.name !== job.host && (to === undefined || c.name === to) && this.d.hosts.runtimeFor(c.name).kind === 'docker' && !unfit?.(c.name));
     const free = (h: string, n: number) => n - holding.filter((a) => a.host === h).reduce((k, a) => k + a.gpuIndices.length, 0);
-    caps.sort((a, b) => free(b.name, b.gpus.length) - free(a.name, a.gpus.length));
+    caps.sort((a, b) => loadOf(a.name) - loadOf(b.name) || free(b.name, b.gpus.length) - free(a.name, a.gpus.length));
     for (const c of caps) {
       const [pl] = schedule([c], holding, [{ id: job.id, queue: job.queue, resources: job.resources }]);
       if (pl) return { host: pl.host, gpus: pl.gpuIndices };
@@ -138,6 +153,11 @@ export class MoveManager implements MoveHooks {
       throw new GpurunError('E_CONFLICT', `${to} cannot take job ${job.id} now: ${!c?.up ? 'it is not up' : this.d.hosts.runtimeFor(to).kind !== 'docker' ? 'it is not a Docker host over SSH' : 'not enough free GPUs, CPUs or memory there'}`, { hint: 'gpurun hosts shows what is free; leave out --to to let the broker pick.' });
     }
     throw new GpurunError('E_CONFLICT', `no other host can take job ${job.id} now (not enough free GPUs, CPUs or memory)`, { hint: 'gpurun hosts shows what is free.' });
+  }
+
+  /** The broker's hosts view. */
+  hosts(): HostInfo[] {
+    return this.d.broker.hosts();
   }
 
   // ---- the move ---------------------------------------------------------------------------------------------
@@ -165,9 +185,16 @@ export class MoveManager implements MoveHooks {
   private async run(m: Move): Promise<void> {
     const cp = this.checkpointer(m);
     try {
+      if (m.phase === 'precopy' && m.kind === 'preempt') {
+        this.persistSignalled(m);
+        m.phase = 'signalled';
+      }
       if (m.phase === 'precopy') {
-        const pre = await cp.precopy(this.context(m));
+        const ctx = this.context(m);
+        const pre = await cp.precopy(ctx);
         m.ev.precopyBytes = pre.bytes;
+        const ip = await containerAddress(ctx);
+        if (ip) m.ev.ip = ip;
         if (!this.d.broker.currentOf(m.jobId)?.attempt?.runtimeRef || this.d.broker.currentOf(m.jobId)?.attempt?.n !== m.n) throw new GpurunError('E_CONFLICT', 'the job stopped running before its checkpoint');
         this.persistSignalled(m);
         m.phase = 'signalled';
@@ -181,8 +208,9 @@ export class MoveManager implements MoveHooks {
       this.giveUp(m, (e as Error).message);
       return;
     }
-    // The source attempt has ended with its checkpoint: from here the job goes on, on the destination or the source.
-    await this.afterCheckpoint(m, cp);
+    // The source attempt has ended with its checkpoint: a preempted job waits for a place (claimEnd requeued it);
+    // a moved one goes on, on the destination or the source.
+    if (m.kind === 'move') await this.afterCheckpoint(m, cp);
   }
 
   private async afterCheckpoint(m: Move, cp: Checkpointer): Promise<void> {
@@ -244,6 +272,7 @@ export class MoveManager implements MoveHooks {
   reserved(): Allocation[] {
     const out: Allocation[] = [];
     for (const m of this.moves.values()) {
+      if (m.kind === 'preempt') continue;
       out.push({ jobId: m.jobId, host: m.to, gpuIndices: m.gpus, cpus: m.resources.cpus, memoryMiB: m.resources.memoryMiB });
       // Once the source attempt ended its GPUs are the job's no more: held until it runs elsewhere (a fallback needs them).
       if (m.phase === 'copying' || m.phase === 'starting') out.push({ jobId: m.jobId, host: m.from, gpuIndices: m.fromGpus, cpus: m.resources.cpus, memoryMiB: m.resources.memoryMiB });
@@ -251,7 +280,7 @@ export class MoveManager implements MoveHooks {
     return out;
   }
 
-  claimEnd(job: StoredJob, att: StoredAttempt, end: AttemptEnd | { startError: string }): { reason: string; evidence: StoredAttempt['evidence'] } | null {
+  claimEnd(job: StoredJob, att: StoredAttempt, end: AttemptEnd | { startError: string }): { reason: string; evidence: StoredAttempt['evidence']; fault: 'migrated' | 'preempted'; requeue: boolean } | null {
     const m = this.moves.get(job.id);
     const cp = this.checkpointer(m);
     if (m && m.n === att.n && (m.phase === 'signalled' || m.phase === 'precopy')) {
@@ -260,7 +289,13 @@ export class MoveManager implements MoveHooks {
         m.phase = 'copying';
         m.ev.checkpointAt = at;
         m.ended.resolve({ at });
-        return { reason: `moving from ${m.from} to ${m.to}: ${m.cause}`, evidence: { exitCode: 'exitCode' in end ? end.exitCode : null, move: { ...m.ev } } };
+        const evidence = { exitCode: 'exitCode' in end ? end.exitCode : null, move: { ...m.ev } };
+        if (m.kind === 'preempt') {
+          this.moves.delete(job.id);
+          this.d.log.info('job preempted with a checkpoint', { job: job.id, host: m.from, cause: m.cause });
+          return { reason: `${m.cause}; waiting for a place, to resume from its checkpoint`, evidence, fault: 'preempted', requeue: true };
+        }
+        return { reason: `moving from ${m.from} to ${m.to}: ${m.cause}`, evidence, fault: 'migrated', requeue: false };
       }
       m.ended.reject(new Error(`the job ended on ${m.from} before its checkpoint`));
       return null;
@@ -269,28 +304,32 @@ export class MoveManager implements MoveHooks {
     if (!m && checkpoints(job) && cp.isCheckpointEnd(end) && att.host) {
       const at = 'endedAt' in end && end.endedAt ? end.endedAt : new Date().toISOString();
       const late: Move = {
-        jobId: job.id, n: att.n, from: att.host, fromGpus: att.gpuIndices, to: att.host, gpus: att.gpuIndices, cause: 'a checkpoint after its move was given up',
+        kind: 'move', jobId: job.id, n: att.n, from: att.host, fromGpus: att.gpuIndices, to: att.host, gpus: att.gpuIndices, cause: 'a checkpoint after its move was given up',
         phase: 'copying', resources: job.resources, ac: new AbortController(), ended: deferred(), fallback: 'it checkpointed after its move was given up',
         ev: { from: att.host, to: att.host, gpus: att.gpuIndices, cause: 'checkpoint', method: 'cooperative', checkpointAt: at },
       };
       this.moves.set(job.id, late);
       setImmediate(() => void this.afterCheckpoint(late, cp));
-      return { reason: `checkpointed on ${att.host}; resuming there`, evidence: { exitCode: 'exitCode' in end ? end.exitCode : null, move: { ...late.ev } } };
+      return { reason: `checkpointed on ${att.host}; resuming there`, evidence: { exitCode: 'exitCode' in end ? end.exitCode : null, move: { ...late.ev } }, fault: 'migrated', requeue: false };
     }
     return null;
   }
 
   attemptEnv(job: StoredJob, n: number): Record<string, string> {
     const env: Record<string, string> = checkpoints(job) ? { GPURUN_CHECKPOINT_SIGNAL: job.env.GPURUN_CHECKPOINT_SIGNAL! } : {};
+    if (this.preemptedBefore(job, n)) Object.assign(env, this.cooperative.resume().env);
     const m = this.moves.get(job.id);
     if (m && m.phase === 'starting' && n === m.n + 1) Object.assign(env, this.checkpointer(m).resume(this.context(m)).env);
     return env;
   }
 
-  attemptRestore(job: StoredJob, n: number): AttemptSpec['restore'] {
+  movedStart(job: StoredJob, n: number): MovedStart | undefined {
     const m = this.moves.get(job.id);
     if (!m || m.phase !== 'starting' || n !== m.n + 1) return undefined;
-    return this.checkpointer(m).resume(this.context(m)).restore;
+    // A transparent move that falls back restores on the source from the images still there (runtimes/criu.ts).
+    const restore = this.checkpointer(m).resume(this.context(m)).restore;
+    if (m.fallback !== undefined) return restore ? { restore } : undefined;
+    return { ...(m.ev.ip ? { ip: m.ev.ip } : {}), ...(restore ? { restore } : {}) };
   }
 
   running(job: StoredJob, n: number): void {
@@ -323,6 +362,78 @@ export class MoveManager implements MoveHooks {
     return this.givenUp.get(jobId);
   }
 
+  // ---- preemption --------------------------------------------------------------------------------------------
+
+  /** Online jobs waiting for GPUs, and when their preemption began (one preemption at a time per online job). */
+  private readonly preempting = new Map<string, number>();
+
+  /** The attempt before `n` was preempted with a checkpoint: the one that saved it, or undefined. */
+  private preemptedBefore(job: StoredJob, n: number): StoredAttempt | undefined {
+    const prev = this.d.store.attempts(job.id).find((a) => a.n === n - 1);
+    return prev?.fault === 'preempted' && prev.evidence.move ? prev : undefined;
+  }
+
+  /**
+   * With `migration.preempt`: for an online job that waits because offline jobs hold the GPUs it needs on some host,
+   * those offline jobs (that checkpoint) checkpoint and wait for a place again; they resume from their checkpoint.
+   */
+  unplaced(jobs: StoredJob[]): void {
+    if (!this.d.config.preempt) return;
+    const now = Date.now();
+    for (const [id, at] of this.preempting) if (now - at > this.d.config.checkpointTimeoutMs + 30_000) this.preempting.delete(id);
+    const holding = this.d.broker.holdings();
+    const active = this.d.broker.activeJobs();
+    for (const online of jobs) {
+      const need = online.resources.gpus;
+      if (need === 0 || this.preempting.has(online.id)) continue;
+      for (const cap of this.d.hosts.capacities()) {
+        if (!cap.up || this.d.hosts.runtimeFor(cap.name).kind !== 'docker') continue;
+        const free = cap.gpus.length - new Set(holding.filter((a) => a.host === cap.name).flatMap((a) => a.gpuIndices)).size;
+        const victims = active.filter((j) => j.host === cap.name && j.state === 'running' && j.queue === 'offline' && checkpoints(j) && !this.moves.has(j.id)).sort((a, b) => b.gpuIndices.length - a.gpuIndices.length);
+        const chosen: StoredJob[] = [];
+        let got = free;
+        for (const v of victims) {
+          if (got >= need) break;
+          chosen.push(v);
+          got += v.gpuIndices.length;
+        }
+        if (got < need || chosen.length === 0) continue;
+        this.preempting.set(online.id, now);
+        for (const v of chosen) this.preempt(v, `preempted for online job ${online.id}`);
+        break;
+      }
+    }
+  }
+
+  private preempt(job: StoredJob, cause: string): void {
+    const att = this.d.broker.currentOf(job.id)?.attempt;
+    if (!att?.runtimeRef || !job.host) return;
+    const m: Move = {
+      kind: 'preempt', jobId: job.id, n: att.n, from: job.host, fromGpus: job.gpuIndices, to: job.host, gpus: [], cause, phase: 'precopy',
+      resources: job.resources, ac: new AbortController(), ended: deferred(), ev: { from: job.host, to: '', gpus: [], cause, method: 'cooperative' },
+    };
+    this.moves.set(job.id, m);
+    this.d.log.info('preempting an offline job with a checkpoint', { job: job.id, host: job.host, cause });
+    void this.run(m);
+  }
+
+  /** A preempted job placed on another host than the one that holds its checkpoint: the folder is copied there first. */
+  async prepareStart(job: StoredJob, n: number, host: string | null): Promise<void> {
+    const prev = this.preemptedBefore(job, n);
+    const from = prev?.evidence.move?.from;
+    if (!prev || !from || !host || from === host) return;
+    try {
+      const src = this.side(from);
+      const dst = this.side(host);
+      const r = await copyDir(src, hostCheckpointDir(src.workDir, job.id), dst, hostCheckpointDir(dst.workDir, job.id));
+      this.d.log.info('checkpoint of a preempted job copied to its new host', { job: job.id, from, to: host, bytes: r.bytes });
+      void this.cooperative.discard(src, job).catch(() => {});
+    } catch (e) {
+      // It starts anyway: without the checkpoint folder it starts from the beginning (GPURUN_RESUME_FROM is empty).
+      this.d.log.warn('could not copy a preempted job\'s checkpoint to its new host', { job: job.id, from, to: host, err: (e as Error).message });
+    }
+  }
+
   // ---- restart ------------------------------------------------------------------------------------------------
 
   /**
@@ -344,7 +455,7 @@ export class MoveManager implements MoveHooks {
 
   private restored(job: StoredJob, n: number, ev: MoveEvidence, phase: Phase): Move {
     const att = this.d.store.attempts(job.id).find((a) => a.n === n);
-    const m: Move = { jobId: job.id, n, from: ev.from, fromGpus: att?.gpuIndices ?? [], to: ev.to, gpus: ev.gpus, cause: ev.cause, phase, resources: job.resources, ac: new AbortController(), ended: deferred(), ev: { ...ev } };
+    const m: Move = { kind: ev.to === '' ? 'preempt' : 'move', jobId: job.id, n, from: ev.from, fromGpus: att?.gpuIndices ?? [], to: ev.to, gpus: ev.gpus, cause: ev.cause, phase, resources: job.resources, ac: new AbortController(), ended: deferred(), ev: { ...ev } };
     this.moves.set(job.id, m);
     return m;
   }

@@ -4,12 +4,15 @@
  */
 import { GpurunError } from '../protocol/errors.ts';
 import type { Principal } from '../broker.ts';
+import type { HostInfo } from '../protocol/jobs.ts';
 import type { MoveManager } from './manager.ts';
 import type { Drains } from './drain.ts';
 
 export interface MoveRoutesDeps {
   moves: MoveManager;
   drains: Drains;
+  /** `GET /v1/hosts` with what moves add: drain counts, online load. */
+  hostsView(hosts: HostInfo[]): HostInfo[];
 }
 
 export function migrateRoute(d: MoveRoutesDeps | undefined, p: Principal, id: string, body: unknown): unknown {
@@ -24,5 +27,6 @@ export function drainRoute(d: MoveRoutesDeps | undefined, p: Principal, host: st
   if (!d) throw new GpurunError('E_CONFLICT', 'this broker has no SSH hosts to drain');
   const on = typeof body === 'object' && body !== null ? (body as { on?: unknown }).on : undefined;
   if (typeof on !== 'boolean') throw new GpurunError('E_BAD_REQUEST', 'on: must be true (drain) or false (take jobs again)');
-  return { hosts: d.drains.set(host, on, p.user) };
+  d.drains.set(host, on, p.user);
+  return { hosts: d.hostsView(d.moves.hosts()) };
 }

@@ -174,6 +174,8 @@ export interface MoveEvidence {
   /** Why, in words ("gpurun migrate by alice", "online load 94% > 90% for 60 s"). */
   cause: string;
   method: 'cooperative' | 'transparent';
+  /** The job's address on its user's network at the source; the destination container takes it again. */
+  ip?: string;
   /** When the job's checkpoint was taken (its source process ended with it). */
   checkpointAt?: string;
   /** Bytes copied while the job still ran, and after it stopped (the final round); a full copy would be `totalBytes`. */
@@ -303,6 +305,8 @@ export interface HostInfo {
   checkpoint?: { cooperative: true; transparent: string | null };
   /** A draining host's jobs: how many are moving off, how many run on to their end (migration/drain.ts). */
   drain?: { moving: number; running: number };
+  /** What the host's online jobs use now (fractions of its CPUs and memory), when load-driven moves are on. */
+  onlineLoad?: { cpu: number; memory: number; at: string };
 }
 
 /** An event on `GET /v1/events` (Server-Sent Events, `data:` is this JSON). */

@@ -37,6 +37,8 @@ export interface DockerRunInput {
   pidsLimit: number;
   /** The job's checkpoint folder on the host, mounted at CONTAINER_CHECKPOINT_DIR (migration/checkpoint.ts). */
   checkpointDir?: string;
+  /** The address to take on the user's network (a moved job keeps the one it had). */
+  ip?: string;
 }
 
 export function containerName(jobId: string): string {
@@ -89,6 +91,7 @@ export function dockerRunArgs(j: DockerRunInput): string[] {
     '--label', `gpurun.owner=${j.owner}`,
     '--label', `gpurun.broker=${j.brokerId}`,
     '--network', userNetwork(j.owner),
+    ...(j.ip ? ['--ip', j.ip] : []),
     '--cpus', String(j.cpus),
     '--memory', `${j.memoryMiB}m`,
     '--memory-swap', `${j.memoryMiB}m`,
@@ -108,9 +111,21 @@ export function dockerRunArgs(j: DockerRunInput): string[] {
   ];
 }
 
-/** argv that creates the user's network if it is missing. */
+/**
+ * The user's network's subnet, the same on every host (so a job moved to another host keeps its address there):
+ * a /24 in 10.64.0.0/10 picked by the owner's name.
+ */
+export function userSubnet(owner: string): string {
+  const h = createHash('sha256').update(owner).digest();
+  return `10.${64 + (h[0] % 64)}.${h[1]}.0/24`;
+}
+
+/**
+ * argv that creates the user's network if it is missing, on the user's subnet; where that subnet is taken (another
+ * network has it), without one (Docker picks; a moved job then gets a new address).
+ */
 export function ensureNetworkArgs(owner: string): string[] {
-  return ['sh', '-c', 'docker network inspect "$1" >/dev/null 2>&1 || docker network create --label gpurun.owner="$2" "$1" >/dev/null', 'gpurun-net', userNetwork(owner), owner];
+  return ['sh', '-c', 'docker network inspect "$1" >/dev/null 2>&1 || docker network create --label gpurun.owner="$2" --subnet "$3" "$1" >/dev/null 2>&1 || docker network inspect "$1" >/dev/null 2>&1 || docker network create --label gpurun.owner="$2" "$1" >/dev/null', 'gpurun-net', userNetwork(owner), owner, userSubnet(owner)];
 }
 
 /**
@@ -229,11 +244,20 @@ export class DockerRuntime extends MountedRuntime {
       const args = dockerRunArgs({
         jobId: job.id, owner: job.owner, brokerId: this.brokerId, image, command: job.command, envFile,
         gpuMode: cfg.gpuMode, gpuIndices: spec.gpuIndices, cpus: job.resources.cpus, memoryMiB: job.resources.memoryMiB,
-        mountPoint: mnt, readOnly: cfg.mount.readOnly, pidsLimit: this.pidsLimit, checkpointDir,
+        mountPoint: mnt, readOnly: cfg.mount.readOnly, pidsLimit: this.pidsLimit, checkpointDir, ...(spec.moved?.ip ? { ip: spec.moved.ip } : {}),
       });
-      // The env file goes once Docker has read it; not waited for (cleanup removes the folder again).
       // A restore creates the same container and starts it from the checkpoint (runtimes/criu.ts).
-      const r = await ssh.exec(spec.restore ? createArgs(args) : args, { timeoutMs: 120_000 }).finally(() => void removeEnvDir(ssh, envDir));
+      const restore = spec.moved?.restore;
+      if (restore) args.splice(0, args.length, ...createArgs(args));
+      let r = await ssh.exec(args, { timeoutMs: 120_000 }).catch((e) => (void removeEnvDir(ssh, envDir), Promise.reject(e)));
+      if (r.code !== 0 && spec.moved?.ip && /user specified IP address|address already in use|no available IPv4|invalid address|not in the subnet/i.test(r.stderr)) {
+        // The address cannot be had here (a network made without the user's subnet, or taken): a new one, said in the log.
+        this.log('the moved job cannot keep its address here; it gets a new one', { job: job.id, host: spec.host, ip: spec.moved.ip, why: r.stderr.trim().split('\n').pop() });
+        await ssh.exec(['docker', 'rm', '-f', name]).catch(() => {});
+        r = await ssh.exec(args.filter((a, i) => a !== '--ip' && args[i - 1] !== '--ip'), { timeoutMs: 120_000 });
+      }
+      // The env file goes once Docker has read it; not waited for (cleanup removes the folder again).
+      void removeEnvDir(ssh, envDir);
       if (r.code !== 0) {
         const err = r.stderr.trim().split('\n').slice(-2).join(' / ');
         if (/network .* not found/i.test(r.stderr)) this.networks.delete(net);
@@ -246,7 +270,7 @@ export class DockerRuntime extends MountedRuntime {
         }
         throw new GpurunError('E_BAD_REQUEST', `docker run failed on ${spec.host} (exit ${r.code}): ${err}`, { hint: 'See the broker log for the full error.', exitCode: r.code ?? undefined, stderr: r.stderr });
       }
-      if (spec.restore) await restoreContainer(ssh, name, criuDir(cfg.workDir, job.id), spec.restore.name, spec.host);
+      if (restore) await restoreContainer(ssh, name, criuDir(cfg.workDir, job.id), restore.name, spec.host);
     } catch (e) {
       await ssh.exec(['docker', 'rm', '-f', name]).catch(() => {});
       await this.mounts.unmount(ssh, mnt).catch(() => {});
