@@ -56,7 +56,7 @@ export function checkpointArgs(container: string, dir: string, name: string): st
 /**
  * argv that puts the images of `dir/name` where the engine looks for a container's checkpoints and starts the
  * container from them. Docker 20.10 refuses `docker start --checkpoint-dir` ("custom checkpointdir is not
- * supported"), so the images are moved into the container's own checkpoints folder under the engine's data root.
+ * supported"), so the images are linked into the container's own checkpoints folder under the engine's data root.
  */
 export function restoreArgs(container: string, dir: string, name: string): string[] {
   return ['sh', '-c', [
@@ -65,7 +65,8 @@ export function restoreArgs(container: string, dir: string, name: string): strin
     'id=$(docker inspect --format "{{.Id}}" "$1")',
     'mkdir -p "$root/containers/$id/checkpoints"',
     'rm -rf "$root/containers/$id/checkpoints/$3"',
-    'cp -a "$2/$3" "$root/containers/$id/checkpoints/$3"',
+    // Hard links where the folders share a file system (no second copy of the memory); else a copy.
+    'cp -al "$2/$3" "$root/containers/$id/checkpoints/$3" 2>/dev/null || { rm -rf "$root/containers/$id/checkpoints/$3"; cp -a "$2/$3" "$root/containers/$id/checkpoints/$3"; }',
     'exec docker start --checkpoint "$3" "$1"',
   ].join('\n'), 'gpurun-restore', container, dir, name];
 }

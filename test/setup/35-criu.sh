@@ -53,6 +53,7 @@ dump_works() {
   pid=$!
   timeout 15 "$WRAPPER" dump -t "$pid" -D "$d" --shell-job -o dump.log >/dev/null 2>&1 || ok=0
   kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
   [ $ok = 1 ] || tail -n 3 "$d/dump.log" 2>/dev/null | sed 's/^/  dump.log: /'
   rm -rf "$d"
   [ $ok = 1 ]
@@ -100,7 +101,9 @@ if ! experimental; then
     kill "$pid"
     for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
   fi
-  nohup dockerd >>/var/log/dockerd.log 2>&1 &
+  # Started with no descriptor but stdio: one inherited from the caller (the heavy-test lock's, under flock) would be
+  # held by dockerd and containerd for as long as they run.
+  (for fd in $(ls "/proc/$BASHPID/fd"); do [ "$fd" -gt 2 ] && eval "exec $fd>&-"; done; exec nohup dockerd >>/var/log/dockerd.log 2>&1 </dev/null) &
   for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
   if [ -n "$pid" ]; then
     python3 -c "import json;p='/etc/docker/daemon.json';c=json.load(open(p));c.pop('live-restore',None);json.dump(c,open(p,'w'),indent=2)"
