@@ -67,7 +67,9 @@ export function restoreArgs(container: string, dir: string, name: string): strin
     'rm -rf "$root/containers/$id/checkpoints/$3"',
     // Hard links where the folders share a file system (no second copy of the memory); else a copy.
     'cp -al "$2/$3" "$root/containers/$id/checkpoints/$3" 2>/dev/null || { rm -rf "$root/containers/$id/checkpoints/$3"; cp -a "$2/$3" "$root/containers/$id/checkpoints/$3"; }',
-    'exec docker start --checkpoint "$3" "$1"',
+    'docker start --checkpoint "$3" "$1"',
+    // Running: the images are the container's now (removed with it); the job's folder goes.
+    'rm -rf "$2/$3"',
   ].join('\n'), 'gpurun-restore', container, dir, name];
 }
 
