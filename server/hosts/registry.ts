@@ -100,7 +100,7 @@ export class HostRegistry {
         h.cpus = h.config.cpus ?? p.cpus;
         h.memoryMiB = h.config.memoryMiB ?? p.memoryMiB;
         h.images = p.images ?? [];
-        h.transparent = p.transparent ?? 'not probed';
+        h.transparent = p.transparent === undefined ? 'not probed' : p.transparent;
       }
       h.lastError = p.error;
       h.probedUp = p.up;
@@ -221,7 +221,7 @@ export class HostRegistry {
         memoryUsedMiB: mine.reduce((n, a) => n + a.memoryMiB, 0),
         labels: h.config.labels,
         ...(h.images.length ? { images: h.images } : {}),
-        checkpoint: { cooperative: true, transparent: h.transparent },
+        checkpoint: { cooperative: h.runtime === 'docker', transparent: h.transparent },
       };
     });
   }

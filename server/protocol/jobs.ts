@@ -299,10 +299,10 @@ export interface HostInfo {
   /** The images a Docker host has (`REPOSITORY:TAG`), as its last probe saw them. */
   images?: string[];
   /**
-   * How a running job can be checkpointed here to move it (README: Migration): cooperatively always; transparently
-   * (CRIU through Docker) when `transparent` is null, else it says why not.
+   * How a running job can be checkpointed here to move it (README: Migration): cooperatively on Docker hosts;
+   * transparently (CRIU through Docker) when `transparent` is null, else it says why not.
    */
-  checkpoint?: { cooperative: true; transparent: string | null };
+  checkpoint?: { cooperative: boolean; transparent: string | null };
   /** A draining host's jobs: how many are moving off, how many run on to their end (migration/drain.ts). */
   drain?: { moving: number; running: number };
   /** What the host's online jobs use now (fractions of its CPUs and memory), when load-driven moves are on. */
