@@ -32,6 +32,10 @@ fi
 
 LIB=$DEST/x/usr/lib/x86_64-linux-gnu
 # write_wrapper [FAULT]: the wrapper; FAULT is CRIU's CRIU_FAULT setting (130: no hardware breakpoints).
+# A restore reads /etc/criu/restore.conf (CRIU_CONFIG_FILE; the wrapper knows a restore by its parent, runc restore):
+# CRIU 4's new mount engine fails to restore Docker's file bind mount of docker-init (`docker run --init`: "Can't
+# remount ... with MS_PRIVATE"), its older one (mntns-compat-mode) restores it; a dump refuses that option, so it
+# cannot go in /etc/criu/runc.conf, which runc has CRIU read for both.
 write_wrapper() {
   {
     echo '#!/bin/sh'
@@ -41,6 +45,8 @@ write_wrapper() {
       echo "# for one to stop the task after its parasite code; CRIU_FAULT=130 makes it step to that point instead."
       echo "export CRIU_FAULT=\${CRIU_FAULT:-$1}"
     fi
+    echo "# A restore (runc restore) uses CRIU's older mount engine: see /etc/criu/restore.conf."
+    echo 'case " $(tr "\\0" " " </proc/$PPID/cmdline 2>/dev/null) " in *" restore "*) export CRIU_CONFIG_FILE=/etc/criu/restore.conf ;; esac'
     echo "exec $LIB/ld-linux-x86-64.so.2 --library-path $LIB $DEST/x/usr/sbin/criu \"\$@\""
   } >"$WRAPPER"
   chmod 755 "$WRAPPER"
@@ -71,14 +77,14 @@ if ! dump_works; then
 fi
 echo "criu dump of a sleeping process: works$(grep -q CRIU_FAULT "$WRAPPER" && echo ' (without hardware breakpoints)')"
 
-# runc reads this file for every checkpoint and restore it asks CRIU for. CRIU 4's new mount engine fails to
-# restore Docker's file bind mounts (the /usr/bin/docker-init of `docker run --init`: "Can't remount ... with
-# MS_PRIVATE"); its older engine restores them.
 mkdir -p /etc/criu
-cat >/etc/criu/runc.conf <<'CONF'
-# Written by gpurun's test/setup/35-criu.sh: CRIU's older mount engine restores Docker's file bind mounts.
+cat >/etc/criu/restore.conf <<'CONF'
+# Written by gpurun's test/setup/35-criu.sh, read by CRIU on restores only (the criu wrapper sets CRIU_CONFIG_FILE):
+# CRIU's older mount engine restores Docker's file bind mounts.
 mntns-compat-mode
 CONF
+# An earlier version of this script put that option in runc.conf, which breaks every dump.
+if [ -f /etc/criu/runc.conf ] && grep -q "Written by gpurun" /etc/criu/runc.conf; then rm -f /etc/criu/runc.conf; fi
 
 # The engine's experimental mode, set in daemon.json (other settings there are kept).
 mkdir -p /etc/docker
