@@ -64,7 +64,7 @@ export async function runTransparent(): Promise<void> {
       const h = await hostsNow();
       return h.filter((x) => x.state === 'up').length === 2 && h;
     }, 60_000, 500);
-    const why = up[0].checkpoint?.transparent ?? 'not reported';
+    const why = up[0].checkpoint ? up[0].checkpoint.transparent : 'not reported';
     if (why !== null) {
       console.log(`  skipped: ${up[0].name} has no transparent checkpoint: ${why}`);
       return;
