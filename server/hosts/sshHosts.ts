@@ -9,6 +9,7 @@ import { GpurunError } from '../protocol/errors.ts';
 import type { SshHostConfig } from './sshConfig.ts';
 import { SshPool, type RemoteExec } from './ssh.ts';
 import { parseProbe, probeScript } from './probe.ts';
+import { transparentFromProbe } from '../runtimes/criu.ts';
 import { HostHealth, healthScript, parseHealth, type GpuEvent, type Quarantine, type QuarantineKeeper } from './health.ts';
 import type { HostReach } from '../core/hostHealth.ts';
 
@@ -21,6 +22,8 @@ export interface SshProbeResult {
   error: string | null;
   /** The images Docker has on the host (up hosts with Docker). */
   images?: string[];
+  /** Transparent checkpoint (CRIU through Docker): null when the host has it, else why not. */
+  transparent?: string | null;
 }
 
 export interface SshHostsOptions {
@@ -141,7 +144,7 @@ export class SshHosts extends EventEmitter<{ lost: [string]; health: [string] }>
     if (!p.sshfs) return down('sshfs is not installed on the host (apt-get install sshfs fuse3)');
     if (cfg.runtime === 'docker' && !p.docker) return down(`${p.dockerError} (runtime "docker" needs it; or set runtime: "process")`);
     if (cfg.runtime === 'process' && !p.processTools) return down('setsid or GNU tail (with --pid) is missing on the host (runtime "process" needs util-linux and coreutils)');
-    return { up: true, gpus: p.gpus, cpus: p.cpus, memoryMiB: p.memoryMiB, error: p.gpuError, ...(cfg.runtime === 'docker' ? { images: p.images } : {}) };
+    return { up: true, gpus: p.gpus, cpus: p.cpus, memoryMiB: p.memoryMiB, error: p.gpuError, ...(cfg.runtime === 'docker' ? { images: p.images } : {}), transparent: transparentFromProbe(p.criu, cfg.runtime === 'docker') };
   }
 
   /**

@@ -227,3 +227,10 @@ export async function makeSshHosts(dir: string, specs: Array<{ name: string; add
   for (const h of hosts) await h.start();
   return { dir, clientKey, knownHosts, hosts, stopAll: async () => void (await Promise.all(hosts.map((h) => h.stop()))) };
 }
+
+/** Removes what a suite's jobs may have left: `owner`'s containers, and the mounts under each of `workDirs`. */
+export function removeLeftovers(owner: string, workDirs: string[]): void {
+  const left = execFileSync('docker', ['ps', '-a', '--filter', `label=gpurun.owner=${owner}`, '--format', '{{.Names}}'], { encoding: 'utf8' }).split('\n').filter(Boolean);
+  for (const c of left) spawnSync('docker', ['rm', '-f', c]);
+  for (const w of workDirs) for (const m of mountedUnder(w)) spawnSync('sh', ['-c', 'fusermount3 -uz "$1" || umount -l "$1"', 'unmount', m]);
+}
