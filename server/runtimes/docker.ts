@@ -13,6 +13,7 @@ import type { StoredJob } from '../core/store.ts';
 import { mountPoint } from '../hosts/mount.ts';
 import type { RemoteExec } from '../hosts/ssh.ts';
 import { withoutGpuVars } from '../core/jobEnv.ts';
+import { containerCommand, couldNotRun, explainInterpreter } from './interpreterCheck.ts';
 import { hostJobEnv, MountedRuntime, type FollowCommand, type HostJobState, type MountedRef, type MountedRuntimeOptions } from './mounted.ts';
 
 export const CONTAINER_WORKSPACE = '/workspace';
@@ -322,6 +323,12 @@ export class DockerRuntime extends MountedRuntime {
     }
     const endedAt = st.finishedAt && !st.finishedAt.startsWith('0001') ? new Date(st.finishedAt).toISOString() : new Date().toISOString();
     const info: ExitInfo = { exitCode: st.exitCode, signal: null, endedAt, ...(st.oomKilled ? { oomKilled: true } : {}) };
+    if (couldNotRun(st.exitCode, st.error)) {
+      // A virtualenv whose python links to a Python the image lacks: say so, not only "not found".
+      const c = await containerCommand(ssh, r.container).catch(() => ({ command0: undefined, image: undefined }));
+      const why = await explainInterpreter(ssh, r.mnt, CONTAINER_WORKSPACE, c.command0, { kind: 'image', ...(c.image ? { name: c.image } : {}) });
+      if (why) return { ...info, startError: why };
+    }
     if (st.error) return { ...info, startError: st.error };
     if (st.exitCode === 127 || st.exitCode === 126) return { ...info, startError: `the command was not found or could not be run in the image (exit ${st.exitCode}); see the output` };
     return info;

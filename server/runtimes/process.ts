@@ -9,6 +9,8 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { GpurunError } from '../protocol/errors.ts';
 import type { ExitInfo, Lost, Runtime, StartSpec } from '../core/runtime.ts';
+import { LocalExec } from '../slurm/exec.ts';
+import { couldNotRun, explainInterpreter } from './interpreterCheck.ts';
 
 export interface ProcessRef extends Record<string, unknown> {
   dir: string;
@@ -79,7 +81,7 @@ export class ProcessRuntime implements Runtime {
     const statusPath = join(r.dir, 'status.json');
     for (;;) {
       const status = readJson<ExitInfo>(statusPath);
-      if (status) return status;
+      if (status) return couldNotRun(status.exitCode, status.startError) ? await explained(r, status) : status;
       if (!isShimAlive(r)) {
         // The shim may have written its status between the two checks.
         const late = readJson<ExitInfo>(statusPath);
@@ -104,6 +106,13 @@ export class ProcessRuntime implements Runtime {
     // Whatever is left of the group (children that ignored TERM, or the job itself) is killed.
     killGroup(r.pid, 'SIGKILL');
   }
+}
+
+/** A start that failed because the job's virtualenv python links to a Python this machine lacks: said so. */
+async function explained(r: ProcessRef, status: ExitInfo): Promise<ExitInfo> {
+  const spec = readJson<{ command: string[]; cwd: string }>(join(r.dir, 'spec.json'));
+  const why = spec && (await explainInterpreter(new LocalExec(), spec.cwd, spec.cwd, spec.command[0], { kind: 'host', name: 'local' }));
+  return why ? { ...status, startError: why } : status;
 }
 
 function killGroup(pgid: number, sig: NodeJS.Signals): void {
