@@ -13,6 +13,7 @@ import { lspCommand } from './lsp.ts';
 import { execCommand } from './exec.ts';
 import { forwardCommand } from './forward.ts';
 import { shellCommand } from './shell.ts';
+import { cacheCommand } from './cache.ts';
 
 const VERSION = '0.1.0';
 
@@ -33,6 +34,7 @@ Usage:
   gpurun forward ID PORT[:LOCAL]          forward a port of a running job to 127.0.0.1:LOCAL here
   gpurun hosts [--json]                   show hosts and their GPUs
   gpurun hosts clear HOST GPU             admin: put a quarantined GPU back into service
+  gpurun cache [clear] [--host HOST]      your persistent cache on each host (~/.cache in jobs): size, or empty it
   gpurun broker [--config FILE]           run a broker in the foreground
   gpurun token create USER [--admin]      create an API token (on the broker machine)
   gpurun serve-workspace ID               serve a client-served job's files until it ends (--help: options)
@@ -56,6 +58,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   shell: shellCommand,
   forward: forwardCommand,
   hosts: hostsCommand,
+  cache: cacheCommand,
   broker: brokerCommand,
   token: tokenCommand,
   'serve-workspace': serveWorkspaceCommand,

@@ -6,13 +6,13 @@
  * workspace unmounted. Containers carry labels (job, owner, broker) so a restarted broker finds its own and
  * removes orphans. Mounting, following and cleaning up are shared with the process runtime (runtimes/mounted.ts).
  */
-import { createHash } from 'node:crypto';
 import { GpurunError } from '../protocol/errors.ts';
 import type { ExitInfo, StartSpec } from '../core/runtime.ts';
 import type { StoredJob } from '../core/store.ts';
 import { mountPoint } from '../hosts/mount.ts';
 import type { RemoteExec } from '../hosts/ssh.ts';
 import { withoutGpuVars } from '../core/jobEnv.ts';
+import { cacheEnv, cacheVolume, ownerSlug, type CacheConfig } from '../core/userCache.ts';
 import { containerCommand, couldNotRun, explainInterpreter } from './interpreterCheck.ts';
 import { hostJobEnv, MountedRuntime, type FollowCommand, type HostJobState, type MountedRef, type MountedRuntimeOptions } from './mounted.ts';
 
@@ -34,6 +34,8 @@ export interface DockerRunInput {
   readOnly: boolean;
   /** `--pids-limit` (config containers.pidsLimit). */
   pidsLimit: number;
+  /** The owner's cache volume and where the container has it (config cache); absent: none. */
+  cache?: { volume: string; path: string };
 }
 
 export function containerName(jobId: string): string {
@@ -42,8 +44,7 @@ export function containerName(jobId: string): string {
 
 /** The per-user network (containers of different users cannot reach each other). */
 export function userNetwork(owner: string): string {
-  const clean = owner.toLowerCase().replace(/[^a-z0-9_.-]/g, '_');
-  return clean === owner ? `gpurun-u-${clean}` : `gpurun-u-${clean}-${createHash('sha256').update(owner).digest('hex').slice(0, 8)}`;
+  return `gpurun-u-${ownerSlug(owner)}`;
 }
 
 /** The GPU flags and variables for a job: `--gpus device=…` (nvidia) or only the visibility variables (env). */
@@ -94,6 +95,7 @@ export function dockerRunArgs(j: DockerRunInput): string[] {
     '--pids-limit', String(j.pidsLimit),
     ...gpu.args,
     '-v', `${j.mountPoint}:${CONTAINER_WORKSPACE}${j.readOnly ? ':ro' : ''}`,
+    ...(j.cache ? ['-v', `${j.cache.volume}:${j.cache.path}`] : []),
     '-w', CONTAINER_WORKSPACE,
     '--env-file', j.envFile,
     '--entrypoint', '/bin/sh',
@@ -177,11 +179,13 @@ export class DockerRuntime extends MountedRuntime {
   private readonly pausedSeen = new Set<string>();
   private readonly defaultImage: string | undefined;
   private readonly pidsLimit: number;
+  private readonly cache: CacheConfig | undefined;
 
-  constructor(opts: MountedRuntimeOptions & { defaultImage?: string; pidsLimit?: number }) {
+  constructor(opts: MountedRuntimeOptions & { defaultImage?: string; pidsLimit?: number; cache?: CacheConfig }) {
     super(opts);
     this.defaultImage = opts.defaultImage;
     this.pidsLimit = opts.pidsLimit ?? 4096;
+    this.cache = opts.cache?.enabled ? opts.cache : undefined;
   }
 
   start(spec: StartSpec): Promise<DockerRef> {
@@ -197,7 +201,9 @@ export class DockerRuntime extends MountedRuntime {
     const job = spec.job;
     const image = job.image ?? this.defaultImage;
     if (!image) throw new GpurunError('E_BAD_REQUEST', 'no image: the job names none and the broker config has no defaults.image', { hint: 'Pass --image IMAGE (an image present on the host), or set defaults.image.' });
-    const envText = envFileText(hostJobEnv(spec), cfg.gpuMode, spec.gpuIndices);
+    // The owner's cache: the usual cache variables point into it unless the job sets them itself.
+    const cache = this.cache && { volume: cacheVolume(job.owner), path: this.cache.containerPath };
+    const envText = envFileText({ ...(cache ? cacheEnv(cache.path) : {}), ...hostJobEnv(spec) }, cfg.gpuMode, spec.gpuIndices);
     // Once made on a host, a user's network stays (nothing here removes it): one round trip less per start.
     const net = `${spec.host}\0${job.owner}`;
     let network = this.networks.get(net);
@@ -223,7 +229,7 @@ export class DockerRuntime extends MountedRuntime {
       const args = dockerRunArgs({
         jobId: job.id, owner: job.owner, brokerId: this.brokerId, image, command: job.command, envFile,
         gpuMode: cfg.gpuMode, gpuIndices: spec.gpuIndices, cpus: job.resources.cpus, memoryMiB: job.resources.memoryMiB,
-        mountPoint: mnt, readOnly: cfg.mount.readOnly, pidsLimit: this.pidsLimit,
+        mountPoint: mnt, readOnly: cfg.mount.readOnly, pidsLimit: this.pidsLimit, ...(cache ? { cache } : {}),
       });
       // The env file goes once Docker has read it; not waited for (cleanup removes the folder again).
       const r = await ssh.exec(args, { timeoutMs: 120_000 }).finally(() => void removeEnvDir(ssh, envDir));
