@@ -3,6 +3,7 @@
  * (one per probe, the last HISTORY_SAMPLES), and since when a GPU has read 0 % without a break. Pure: time is passed in.
  */
 import type { Gpu } from '../protocol/jobs.ts';
+import { parseDuration } from './units.ts';
 
 /** Samples kept per GPU: at the broker's 30 s probe, 20 minutes. */
 export const HISTORY_SAMPLES = 40;
@@ -38,6 +39,18 @@ export class GpuUsageHistory {
 
 /** A job's GPUs count as sitting idle after this long at 0 % (a data-loader bottleneck, or a hung job). */
 export const IDLE_AFTER_MS = 10 * 60_000;
+
+/**
+ * The idle window a person set (GPURUN_IDLE_AFTER, the gpurun.idleGpuWarning setting): a duration as --time takes it
+ * ("10m", "90s", a bare number = minutes), or "off"/"0" for never (Infinity); unset: IDLE_AFTER_MS. An error message
+ * (string) for anything else.
+ */
+export function idleWindowMs(text: string | undefined): number | string {
+  if (text === undefined || text.trim() === '') return IDLE_AFTER_MS;
+  if (/^\s*(off|never|0+)\s*$/i.test(text)) return Infinity;
+  const sec = parseDuration(text);
+  return typeof sec === 'string' ? `idle window: ${sec}; or "off"` : sec * 1000;
+}
 
 /**
  * How long a job's GPU has sat idle while the job held it (ms), or 0: the GPU's run of 0 % readings, counted from
