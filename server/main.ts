@@ -16,6 +16,7 @@ import { LogFiles } from './logs/logFiles.ts';
 import { HostRegistry } from './hosts/registry.ts';
 import { ProcessRuntime } from './runtimes/process.ts';
 import { UserCaches } from './cache/userCaches.ts';
+import { keepUsage } from './store/gpuUsageStore.ts';
 import { createSshSide } from './hosts/sshSide.ts';
 import { Broker } from './broker.ts';
 import { buildApp, buildUpgrade, isWorkspaceUpgrade } from './app.ts';
@@ -83,6 +84,7 @@ export async function startBroker(config: BrokerConfig, opts: { log?: Logger; id
   // A team broker's local jobs all run as its OS user: each user gets a cache folder of their own (README: "Caches").
   const localCacheRoot = config.team && config.cache.enabled ? join(config.dataDir, 'cache') : undefined;
   const hosts = new HostRegistry(config.hosts, { process: new ProcessRuntime(join(config.dataDir, 'run'), shim, undefined, localCacheRoot), ...sshSide.runtimes }, process.env, sshSide.ssh);
+  const usageStore = keepUsage(hosts.usage, join(config.dataDir, 'gpu-usage.db'), (msg, fields) => log.warn(msg, fields));
   const brokerEnv = Object.fromEntries(Object.entries(process.env).filter((e): e is [string, string] => e[1] !== undefined && !e[0].startsWith('GPURUN_')));
   // A team broker's jobs start from a clean environment, never the broker's own (README: "Running a team broker").
   const baseEnv = config.team ? teamBaseEnv(process.env) : embeddedBaseEnv(process.env);
@@ -159,6 +161,7 @@ export async function startBroker(config: BrokerConfig, opts: { log?: Logger; id
       server.closeAllConnections();
       await new Promise<void>((r) => server.close(() => r()));
       store.close();
+      usageStore?.close();
       if (listen.kind === 'unix') rmSync(listen.path, { force: true });
       lock?.release();
       log.info('broker stopped');

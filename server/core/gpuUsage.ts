@@ -14,11 +14,27 @@ interface Series {
   zeroSince?: number;
 }
 
+/** One GPU's samples as kept across broker restarts (store/gpuUsageStore.ts). */
+export interface UsageRow {
+  host: string;
+  gpu: number;
+  pct: number[];
+  zeroSince?: number;
+  /** When the last sample was taken (ms). */
+  at: number;
+}
+
+/** A kept series older than this at a broker's start is dropped: the GPU may have done anything meanwhile. */
+export const RESTORE_MAX_AGE_MS = 10 * 60_000;
+
 export class GpuUsageHistory {
   private readonly series = new Map<string, Series>();
+  /** Told each probe's updated series (to keep them across a restart). */
+  onRecord: ((rows: UsageRow[]) => void) | undefined;
 
   /** One probe's readings of a host's GPUs, at `at` (ms). */
   record(host: string, gpus: readonly Gpu[], at: number): void {
+    const rows: UsageRow[] = [];
     for (const g of gpus) {
       const key = `${host}\0${g.index}`;
       const s = this.series.get(key) ?? { pct: [] };
@@ -27,6 +43,16 @@ export class GpuUsageHistory {
       if (g.utilizationPct > 0) delete s.zeroSince;
       else s.zeroSince ??= at;
       this.series.set(key, s);
+      rows.push({ host, gpu: g.index, pct: [...s.pct], ...(s.zeroSince === undefined ? {} : { zeroSince: s.zeroSince }), at });
+    }
+    if (rows.length) this.onRecord?.(rows);
+  }
+
+  /** Series kept by an earlier broker process; those last sampled more than RESTORE_MAX_AGE_MS before `now` are left out. */
+  restore(rows: readonly UsageRow[], now: number): void {
+    for (const r of rows) {
+      if (now - r.at > RESTORE_MAX_AGE_MS) continue;
+      this.series.set(`${r.host}\0${r.gpu}`, { pct: r.pct.slice(-HISTORY_SAMPLES), ...(r.zeroSince === undefined ? {} : { zeroSince: r.zeroSince }) });
     }
   }
 

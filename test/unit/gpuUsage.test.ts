@@ -1,6 +1,10 @@
 import assert from 'node:assert/strict';
 import { GpuUsageHistory, HISTORY_SAMPLES, IDLE_AFTER_MS, idleForMs, idleWindowMs, sparkline } from '../../server/core/gpuUsage.ts';
 import { jobGpuView } from '../../extension/core/gpuText.ts';
+import { keepUsage } from '../../server/store/gpuUsageStore.ts';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { idleNotice } from '../../extension/core/notice.ts';
 import { gpuUsageLines, jobGpuUsage } from '../../server/cli/format.ts';
 import type { Gpu, HostInfo, Job } from '../../server/protocol/jobs.ts';
@@ -58,5 +62,29 @@ describe('GPU usage', () => {
     assert.equal(v.short, 'GPUs idle 3m');
     assert.equal(jobGpuView(job, hosts, at)!.idle, false);
     assert.equal(idleNotice(job, v.idleMs), 'GPU Run: job j1 train.py has had its GPU at 0 % for 3 min: a data-loading bottleneck, or a hung job? (setting gpurun.idleGpuWarning)');
+  });
+  it('keeps the history in its SQLite file across a broker restart; a stale one is dropped', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'gpurun-usage-'));
+    try {
+      const file = join(dir, 'gpu-usage.db');
+      const first = new GpuUsageHistory();
+      const s1 = keepUsage(first, file, () => assert.fail('no warning'))!;
+      const now = Date.now();
+      first.record('g1', [gpu(0, 70), gpu(1, 0)], now - 60_000);
+      first.record('g1', [gpu(0, 30), gpu(1, 0)], now - 30_000);
+      first.record('old', [gpu(0, 90)], now - 60 * 60_000);
+      s1.close();
+      const second = new GpuUsageHistory();
+      keepUsage(second, file, () => assert.fail('no warning'))!.close();
+      assert.deepEqual(second.view('g1', 0), { history: [70, 30], idleSince: null });
+      assert.deepEqual(second.view('g1', 1), { history: [0, 0], idleSince: new Date(now - 60_000).toISOString() });
+      assert.deepEqual(second.view('old', 0), { history: [], idleSince: null });
+      // A file that cannot be opened costs only the history.
+      const warned: string[] = [];
+      assert.equal(keepUsage(new GpuUsageHistory(), join(dir, 'no', 'such', 'dir.db'), (m) => warned.push(m)), undefined);
+      assert.match(warned[0], /not kept across restarts/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
