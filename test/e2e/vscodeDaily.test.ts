@@ -4,14 +4,14 @@
  * after the window of gpurun.idleGpuWarning; Rerun with Changes runs a past job again with a changed variable.
  */
 import assert from 'node:assert/strict';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { BrokerClient } from '../../server/protocol/client.ts';
 import { embeddedSocket } from '../../server/protocol/paths.ts';
 import type { Job } from '../../server/protocol/jobs.ts';
-import { cleanup, fakeNvidiaSmi, requirePart, scratch, waitFor } from '../support/harness.ts';
-import { answerInput, installExtension, launchBrowser, missingVsCode, openFile, openSidebar, openWorkbench, RESULTS, runCommand, startCodeServer, waitForTerminal, type CodeServer } from './support/codeServer.ts';
+import { cleanup, fakeNvidiaSmi, requirePart, scratch, stopEmbedded, waitFor } from '../support/harness.ts';
+import { answerInput, installExtension, launchBrowser, missingVsCode, openFile, openSidebar, openWorkbench, runCommand, screenshot, startCodeServer, waitForTerminal, type CodeServer } from './support/codeServer.ts';
 
 describe('VS Code extension, end to end: idle GPUs and Rerun with Changes', function () {
   this.timeout(180_000);
@@ -31,10 +31,7 @@ describe('VS Code extension, end to end: idle GPUs and Rerun with Changes', func
       await c.close();
     }
   };
-  const shot = async (name: string) => {
-    mkdirSync(RESULTS, { recursive: true });
-    await page.screenshot({ path: join(RESULTS, name) });
-  };
+  const shot = (name: string) => screenshot(page, name);
 
   before(async function () {
     const missing = missingVsCode();
@@ -62,11 +59,7 @@ describe('VS Code extension, end to end: idle GPUs and Rerun with Changes', func
   after(async function () {
     await browser?.close().catch(() => {});
     await cs?.stop();
-    try {
-      process.kill(Number(readFileSync(join(home, 'broker.lock'), 'utf8')), 'SIGTERM');
-    } catch {
-      /* not running */
-    }
+    if (home) await stopEmbedded(home);
     if (dir) cleanup(dir);
   });
 
