@@ -1,7 +1,8 @@
 /**
  * End to end in a real VS Code (code-server + Chromium), with the local broker the extension starts itself: a job
  * whose GPU sits at 0 % (the nvidia-smi stand-in's reading) gets a warning icon in its row and one notification
- * after the window of gpurun.idleGpuWarning; Rerun with Changes runs a past job again with a changed variable.
+ * after the window of gpurun.idleGpuWarning; Rerun with Changes runs a past job again with a changed variable, and its
+ * terminal takes the place of the ended jobs' terminals (gpurun.reuseTerminals).
  */
 import assert from 'node:assert/strict';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -102,5 +103,14 @@ describe('VS Code extension, end to end: idle GPUs and Rerun with Changes', func
     const again = (await jobs()).filter((j) => j.command.includes('greet.py')).sort((a, b) => b.createdAt.localeCompare(a.createdAt))[0];
     assert.notEqual(again.id, first.id);
     assert.deepEqual(again.command, first.command);
+    // gpurun.reuseTerminals (on by default): each new job's terminal took the place of the ended jobs' terminals, so
+    // one gpurun terminal is left of the three jobs (Terminal: Switch Active Terminal lists them).
+    await page.keyboard.press('F1');
+    await page.locator('.quick-input-widget input').fill('term ');
+    await page.locator('.quick-input-list .monaco-list-row').first().waitFor({ timeout: 10_000 });
+    const terminals = (await page.locator('.quick-input-list .monaco-list-row').allInnerTexts()).filter((t) => t.includes('gpurun:'));
+    await page.keyboard.press('Escape');
+    assert.equal(terminals.length, 1, terminals.join(' | '));
+    assert.match(terminals[0], new RegExp(`gpurun: ${again.id} greet\\.py`));
   });
 });

@@ -1,7 +1,7 @@
 /**
  * The daily loop on a team broker's hosts, through the real CLI against a real broker process: a Docker host over
  * SSH (real sshd on 127.0.14.1, the real Docker engine, sshfs relay) and the local host, each with an nvidia-smi
- * stand-in whose GPUs read 0 %. Two users, alice and bob. A workspace virtualenv whose python links to a Python the
+ * stand-in whose GPUs read 0 %. Two users, dana and dario. A workspace virtualenv whose python links to a Python the
  * image lacks; each user's persistent cache (kept between jobs, never seen by the other user, its size, clearing it);
  * idle GPUs in `gpurun ls`/`show`; the GPU usage history across a broker restart.
  */
@@ -15,10 +15,10 @@ import type { UserCacheInfo } from '../../server/protocol/cache.ts';
 import type { HostInfo } from '../../server/protocol/jobs.ts';
 
 const A100 = { name: 'NVIDIA A100-SXM4-80GB', memoryMiB: 81920 };
-const VOLUMES = ['gpurun-cache-alice', 'gpurun-cache-bob'];
+const VOLUMES = ['gpurun-cache-dana', 'gpurun-cache-dario'];
 
 function removeLeftovers(workDir: string): void {
-  for (const owner of ['alice', 'bob']) {
+  for (const owner of ['dana', 'dario']) {
     const ids = execFileSync('docker', ['ps', '-aq', '--filter', `label=gpurun.owner=${owner}`], { encoding: 'utf8' }).split('\n').filter(Boolean);
     if (ids.length) spawnSync('docker', ['rm', '-f', ...ids]);
   }
@@ -31,8 +31,8 @@ describe('daily loop on hosts: venv interpreter, per-user caches, idle GPUs, usa
   let dir: string;
   let set: TestHostSet;
   let broker: BrokerProc;
-  let alice: NodeJS.ProcessEnv;
-  let bob: NodeJS.ProcessEnv;
+  let dana: NodeJS.ProcessEnv;
+  let dario: NodeJS.ProcessEnv;
   let ws: string;
   let workDir: string;
   let localPath: string;
@@ -56,9 +56,9 @@ describe('daily loop on hosts: venv interpreter, per-user caches, idle GPUs, usa
       hosts: [{ name: 'local', type: 'local', cpus: 4, memory: '8G' }, { ...common, name: 'box', address: '127.0.14.1', mount: { transport: 'relay' } }],
       defaults: { image: 'local/busybox:1', gpus: 1, memory: '256M' },
     }, { PATH: localPath });
-    alice = { ...testEnv(join(dir, 'home')), GPURUN_BROKER: broker.url, GPURUN_TOKEN: await createToken(broker, 'alice') };
-    bob = { ...testEnv(join(dir, 'home')), GPURUN_BROKER: broker.url, GPURUN_TOKEN: await createToken(broker, 'bob') };
-    await waitFor('both hosts up', async () => /box\s+up/.test((await gpurun(['hosts'], alice)).stdout), 60_000);
+    dana = { ...testEnv(join(dir, 'home')), GPURUN_BROKER: broker.url, GPURUN_TOKEN: await createToken(broker, 'dana') };
+    dario = { ...testEnv(join(dir, 'home')), GPURUN_BROKER: broker.url, GPURUN_TOKEN: await createToken(broker, 'dario') };
+    await waitFor('both hosts up', async () => /box\s+up/.test((await gpurun(['hosts'], dana)).stdout), 60_000);
   });
 
   after(async function () {
@@ -73,80 +73,80 @@ describe('daily loop on hosts: venv interpreter, per-user caches, idle GPUs, usa
   const run = (env: NodeJS.ProcessEnv, type: 'A100' | 'L4', cmd: string[]) => gpurun(['run', '--workspace', ws, '--gpu-type', type, '--', ...cmd], env);
 
   it('a venv whose python links to a Python the image lacks: the interpreter, its link, the venv\'s Python and what to do', async () => {
-    const r = await run(alice, 'A100', ['.venv/bin/python', '-c', 'print(1)']);
+    const r = await run(dana, 'A100', ['.venv/bin/python', '-c', 'print(1)']);
     assert.equal(r.code, 125, r.stderr);
     assert.match(r.stderr, /could not start: the job's interpreter \.venv\/bin\/python is a link to \/opt\/nowhere\/bin\/python3\.12, which the image local\/busybox:1 does not have\. A virtualenv's python is a link to the Python of the machine that made it \(pyvenv\.cfg of \.venv: Python 3\.12\.1 at \/opt\/nowhere\/bin\), not a copy\. Use an image that has Python 3\.12\.1 at \/opt\/nowhere\/bin \(--image\), or make the virtualenv with the image's own Python/);
     assert.doesNotMatch(r.stderr, /exit 127\)/);
     // The same job on the local host (a plain process): this machine lacks the Python.
-    const l = await run(alice, 'L4', ['.venv/bin/python', '-c', 'print(1)']);
+    const l = await run(dana, 'L4', ['.venv/bin/python', '-c', 'print(1)']);
     assert.equal(l.code, 125, l.stderr);
     assert.match(l.stderr, /the job's interpreter \.venv\/bin\/python is a link to \/opt\/nowhere\/bin\/python3\.12, which this machine does not have\. .* Install Python 3\.12\.1 at \/opt\/nowhere\/bin on this machine/);
     // A command that is simply missing keeps the runtime's words.
-    const m = await run(alice, 'A100', ['no-such-command']);
+    const m = await run(dana, 'A100', ['no-such-command']);
     assert.match(m.stderr, /the command was not found or could not be run in the image \(exit 127\)/);
   });
 
   it("keeps a user's cache between their jobs on a Docker host; another user's job never sees it", async () => {
-    const w = await run(alice, 'A100', ['sh', '-c', 'echo "$XDG_CACHE_HOME $HF_HOME $PIP_CACHE_DIR $TORCH_HOME"; mkdir -p "$HF_HOME/hub" && echo weights > "$HF_HOME/hub/model.bin"']);
+    const w = await run(dana, 'A100', ['sh', '-c', 'echo "$XDG_CACHE_HOME $HF_HOME $PIP_CACHE_DIR $TORCH_HOME"; mkdir -p "$HF_HOME/hub" && echo weights > "$HF_HOME/hub/model.bin"']);
     assert.equal(w.code, 0, w.stderr);
     assert.equal(w.stdout, '/root/.cache /root/.cache/huggingface /root/.cache/pip /root/.cache/torch\n');
-    const again = await run(alice, 'A100', ['cat', '/root/.cache/huggingface/hub/model.bin']);
+    const again = await run(dana, 'A100', ['cat', '/root/.cache/huggingface/hub/model.bin']);
     assert.equal(again.stdout, 'weights\n', again.stderr);
-    const b = await run(bob, 'A100', ['sh', '-c', 'ls -A /root/.cache; find / -name model.bin 2>/dev/null; cat /root/.cache/huggingface/hub/model.bin 2>/dev/null || echo "no file"']);
+    const b = await run(dario, 'A100', ['sh', '-c', 'ls -A /root/.cache; find / -name model.bin 2>/dev/null; cat /root/.cache/huggingface/hub/model.bin 2>/dev/null || echo "no file"']);
     assert.equal(b.code, 0, b.stderr);
     assert.equal(b.stdout, 'no file\n');
     // A job's own variable wins over the cache's.
-    const own = await gpurun(['run', '--workspace', ws, '--gpu-type', 'A100', '--env', 'HF_HOME=/workspace/hf', '--', 'sh', '-c', 'echo $HF_HOME'], alice);
+    const own = await gpurun(['run', '--workspace', ws, '--gpu-type', 'A100', '--env', 'HF_HOME=/workspace/hf', '--', 'sh', '-c', 'echo $HF_HOME'], dana);
     assert.equal(own.stdout, '/workspace/hf\n');
   });
 
   it("keeps a user's cache on the local host of a team broker, in a folder of their own", async () => {
-    const w = await run(alice, 'L4', ['sh', '-c', 'echo data > "$XDG_CACHE_HOME/f"; echo "$HF_HOME"']);
+    const w = await run(dana, 'L4', ['sh', '-c', 'echo data > "$XDG_CACHE_HOME/f"; echo "$HF_HOME"']);
     assert.equal(w.code, 0, w.stderr);
-    assert.match(w.stdout, /\/cache\/alice\/huggingface\n$/);
-    assert.equal((await run(alice, 'L4', ['sh', '-c', 'cat "$XDG_CACHE_HOME/f"'])).stdout, 'data\n');
-    const b = await run(bob, 'L4', ['sh', '-c', 'cat "$XDG_CACHE_HOME/f" 2>/dev/null || echo "no file"; echo "$XDG_CACHE_HOME"']);
-    assert.match(b.stdout, /^no file\n.*\/cache\/bob\n$/);
+    assert.match(w.stdout, /\/cache\/dana\/huggingface\n$/);
+    assert.equal((await run(dana, 'L4', ['sh', '-c', 'cat "$XDG_CACHE_HOME/f"'])).stdout, 'data\n');
+    const b = await run(dario, 'L4', ['sh', '-c', 'cat "$XDG_CACHE_HOME/f" 2>/dev/null || echo "no file"; echo "$XDG_CACHE_HOME"']);
+    assert.match(b.stdout, /^no file\n.*\/cache\/dario\n$/);
   });
 
   it('shows each user their own cache with its size, and clears it (refused while a job of theirs runs there)', async () => {
-    const mine = JSON.parse((await gpurun(['cache', '--json'], alice)).stdout) as UserCacheInfo[];
+    const mine = JSON.parse((await gpurun(['cache', '--json'], dana)).stdout) as UserCacheInfo[];
     const box = mine.find((c) => c.host === 'box')!;
     assert.equal(box.kind, 'volume');
-    assert.equal(box.name, 'gpurun-cache-alice');
+    assert.equal(box.name, 'gpurun-cache-dana');
     assert.ok(box.bytes! > 0, JSON.stringify(mine));
     assert.equal(mine.find((c) => c.host === 'local')!.bytes, 5);
-    const bobs = JSON.parse((await gpurun(['cache', '--json'], bob)).stdout) as UserCacheInfo[];
-    assert.equal(bobs.find((c) => c.host === 'box')!.name, 'gpurun-cache-bob');
-    assert.equal(bobs.find((c) => c.host === 'box')!.bytes, 0);
-    const table = await gpurun(['cache'], alice);
+    const darios = JSON.parse((await gpurun(['cache', '--json'], dario)).stdout) as UserCacheInfo[];
+    assert.equal(darios.find((c) => c.host === 'box')!.name, 'gpurun-cache-dario');
+    assert.equal(darios.find((c) => c.host === 'box')!.bytes, 0);
+    const table = await gpurun(['cache'], dana);
     assert.match(table.stdout, /^HOST\s+SIZE\s+CACHE\n/);
-    assert.match(table.stdout, /\nbox\s+\d+(\.\d)? (B|KiB)\s+volume gpurun-cache-alice, in jobs at \/root\/\.cache\n/);
+    assert.match(table.stdout, /\nbox\s+\d+(\.\d)? (B|KiB)\s+volume gpurun-cache-dana, in jobs at \/root\/\.cache\n/);
 
-    const { detach } = cliJobs(() => ({ env: alice, ws }));
+    const { detach } = cliJobs(() => ({ env: dana, ws }));
     const id = await detach(['--gpu-type', 'A100', '--', 'sleep', '60']);
-    await waitFor('the job to run', async () => (await gpurun(['ls'], alice)).stdout.includes(`${id}`) && /running/.test((await gpurun(['ls'], alice)).stdout));
-    const busy = await gpurun(['cache', 'clear', '--host', 'box'], alice);
+    await waitFor('the job to run', async () => (await gpurun(['ls'], dana)).stdout.includes(`${id}`) && /running/.test((await gpurun(['ls'], dana)).stdout));
+    const busy = await gpurun(['cache', 'clear', '--host', 'box'], dana);
     assert.equal(busy.code, 1);
     assert.match(busy.stderr, new RegExp(`your cache on box is in use by your running job ${id}\\ngpurun: Clear it when the job has ended`));
-    await gpurun(['cancel', id], alice);
-    const c = await gpurun(['cache', 'clear', '--host', 'box'], alice);
+    await gpurun(['cancel', id], dana);
+    const c = await gpurun(['cache', 'clear', '--host', 'box'], dana);
     assert.equal(c.code, 0, c.stderr);
     assert.match(c.stdout, /^cleared your cache on box \(\d+(\.\d)? (B|KiB)\)\n$/);
-    const gone = await run(alice, 'A100', ['sh', '-c', 'cat /root/.cache/huggingface/hub/model.bin 2>/dev/null || echo "no file"']);
+    const gone = await run(dana, 'A100', ['sh', '-c', 'cat /root/.cache/huggingface/hub/model.bin 2>/dev/null || echo "no file"']);
     assert.equal(gone.stdout, 'no file\n');
-    // Bob's clearing never touches alice's.
-    assert.equal((await run(alice, 'L4', ['sh', '-c', 'cat "$XDG_CACHE_HOME/f"'])).stdout, 'data\n');
-    assert.equal((await gpurun(['cache', 'clear'], bob)).code, 0);
-    assert.equal((await run(alice, 'L4', ['sh', '-c', 'cat "$XDG_CACHE_HOME/f"'])).stdout, 'data\n');
-    const bad = await gpurun(['cache', 'clear', '--host', 'nosuch'], alice);
+    // Dario's clearing never touches dana's.
+    assert.equal((await run(dana, 'L4', ['sh', '-c', 'cat "$XDG_CACHE_HOME/f"'])).stdout, 'data\n');
+    assert.equal((await gpurun(['cache', 'clear'], dario)).code, 0);
+    assert.equal((await run(dana, 'L4', ['sh', '-c', 'cat "$XDG_CACHE_HOME/f"'])).stdout, 'data\n');
+    const bad = await gpurun(['cache', 'clear', '--host', 'nosuch'], dana);
     assert.match(bad.stderr, /no host nosuch\ngpurun: Hosts: local, box\./);
   });
 
   it("says when a running job's GPUs sit idle (the stand-in reads 0 %), after the window the user sets; keeps the usage history across a broker restart", async () => {
-    const { detach } = cliJobs(() => ({ env: alice, ws }));
+    const { detach } = cliJobs(() => ({ env: dana, ws }));
     const id = await detach(['--gpu-type', 'A100', '--', 'sleep', '120']);
-    const quick = { ...alice, GPURUN_IDLE_AFTER: '2s' };
+    const quick = { ...dana, GPURUN_IDLE_AFTER: '2s' };
     const ls = await waitFor('ls to say idle', async () => {
       const r = await gpurun(['ls'], quick);
       return new RegExp(`${id}.*running.*0:0% 0M/80G idle \\d+s`).test(r.stdout) && r;
@@ -155,14 +155,14 @@ describe('daily loop on hosts: venv interpreter, per-user caches, idle GPUs, usa
     const show = await gpurun(['show', id], quick);
     assert.match(show.stdout, /its GPUs have sat idle \(0 %\) for \d+s: a data-loading bottleneck, or a hung job\?/);
     // The default window (10 minutes) has not passed; "off" never says it.
-    assert.doesNotMatch((await gpurun(['ls'], alice)).stdout, /idle/);
-    assert.doesNotMatch((await gpurun(['show', id], { ...alice, GPURUN_IDLE_AFTER: 'off' })).stdout, /sat idle/);
-    const badWindow = await gpurun(['ls'], { ...alice, GPURUN_IDLE_AFTER: 'soon' });
+    assert.doesNotMatch((await gpurun(['ls'], dana)).stdout, /idle/);
+    assert.doesNotMatch((await gpurun(['show', id], { ...dana, GPURUN_IDLE_AFTER: 'off' })).stdout, /sat idle/);
+    const badWindow = await gpurun(['ls'], { ...dana, GPURUN_IDLE_AFTER: 'soon' });
     assert.equal(badWindow.code, 2);
     assert.match(badWindow.stderr, /GPURUN_IDLE_AFTER=soon: idle window: /);
 
     const gpuOf = async (): Promise<HostInfo['gpus'][number]> => {
-      const hosts = JSON.parse((await gpurun(['hosts', '--json'], alice)).stdout) as HostInfo[];
+      const hosts = JSON.parse((await gpurun(['hosts', '--json'], dana)).stdout) as HostInfo[];
       return hosts.find((h) => h.name === 'box')!.gpus.find((g) => g.jobId === id)!;
     };
     const before = await gpuOf();
@@ -174,6 +174,6 @@ describe('daily loop on hosts: venv interpreter, per-user caches, idle GPUs, usa
     assert.equal(after.idleSince, before.idleSince);
     assert.ok((after.history ?? []).length >= (before.history ?? []).length, `${JSON.stringify(before.history)} → ${JSON.stringify(after.history)}`);
     assert.match((await gpurun(['ls'], quick)).stdout, new RegExp(`${id}.*idle`));
-    await gpurun(['cancel', id], alice);
+    await gpurun(['cancel', id], dana);
   });
 });
