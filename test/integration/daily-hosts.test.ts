@@ -1,6 +1,7 @@
 /**
  * The daily loop on a team broker's hosts, through the real CLI against a real broker process: a Docker host over
- * SSH (real sshd on 127.0.14.1, the real Docker engine, sshfs relay) and the local host, each with an nvidia-smi
+ * SSH (real sshd on 127.0.14.1, the real Docker engine, sshfs relay), a host without Docker (127.0.14.2: jobs are
+ * plain processes there) and the local host, each with an nvidia-smi
  * stand-in whose GPUs read 0 %. Two users, dana and dario. A workspace virtualenv whose python links to a Python the
  * image lacks; each user's persistent cache (kept between jobs, never seen by the other user, its size, clearing it);
  * idle GPUs in `gpurun ls`/`show`; the GPU usage history across a broker restart.
@@ -15,15 +16,16 @@ import type { UserCacheInfo } from '../../server/protocol/cache.ts';
 import type { HostInfo } from '../../server/protocol/jobs.ts';
 
 const A100 = { name: 'NVIDIA A100-SXM4-80GB', memoryMiB: 81920 };
+const H100 = { name: 'NVIDIA H100 80GB HBM3', memoryMiB: 81559 };
 const VOLUMES = ['gpurun-cache-dana', 'gpurun-cache-dario'];
 
-function removeLeftovers(workDir: string): void {
+function removeLeftovers(...workDirs: string[]): void {
   for (const owner of ['dana', 'dario']) {
     const ids = execFileSync('docker', ['ps', '-aq', '--filter', `label=gpurun.owner=${owner}`], { encoding: 'utf8' }).split('\n').filter(Boolean);
     if (ids.length) spawnSync('docker', ['rm', '-f', ...ids]);
   }
   spawnSync('docker', ['volume', 'rm', '-f', ...VOLUMES]);
-  for (const m of mountedUnder(workDir)) spawnSync('sh', ['-c', 'fusermount3 -uz "$1" || umount -l "$1"', 'unmount', m]);
+  for (const m of workDirs.flatMap((w) => mountedUnder(w))) spawnSync('sh', ['-c', 'fusermount3 -uz "$1" || umount -l "$1"', 'unmount', m]);
 }
 
 describe('daily loop on hosts: venv interpreter, per-user caches, idle GPUs, usage across a restart', function () {
@@ -38,11 +40,12 @@ describe('daily loop on hosts: venv interpreter, per-user caches, idle GPUs, usa
   let localPath: string;
 
   before(async function () {
-    requirePart(this, 'sshd, sshfs and Docker', sshHostsMissing() === null, sshHostsMissing() ?? '');
+    const missing = sshHostsMissing() ?? sshHostsMissing({ docker: false });
+    requirePart(this, 'sshd, sshfs, Docker, setsid and GNU tail', missing === null, missing ?? '');
     dir = scratch('gpurun-daily-hosts-');
     workDir = join(dir, 'hostwork');
-    removeLeftovers(workDir);
-    set = await makeSshHosts(join(dir, 'hosts'), [{ name: 'box', address: '127.0.14.1', gpus: [A100, A100] }]);
+    removeLeftovers(workDir, join(dir, 'plainwork'));
+    set = await makeSshHosts(join(dir, 'hosts'), [{ name: 'box', address: '127.0.14.1', gpus: [A100, A100] }, { name: 'plain', address: '127.0.14.2', gpus: [H100] }]);
     // The local host's GPU: an L4 (so --gpu-type picks the host), reading 0 % like the others.
     localPath = `${fakeNvidiaSmi(join(dir, 'local'), [{ name: 'NVIDIA L4', memoryMiB: 23034 }])}:${process.env.PATH}`;
     ws = join(dir, 'workspace');
@@ -53,24 +56,29 @@ describe('daily loop on hosts: venv interpreter, per-user caches, idle GPUs, usa
     writeFileSync(join(ws, '.venv', 'pyvenv.cfg'), 'home = /opt/nowhere/bin\ninclude-system-site-packages = false\nversion = 3.12.1\n');
     const common = { type: 'ssh', user: 'root', port: 2222, identityFile: set.clientKey, knownHosts: set.knownHosts, gpuMode: 'env', workDir, runtime: 'docker' };
     broker = await startBrokerProcess(join(dir, 'home'), {
-      hosts: [{ name: 'local', type: 'local', cpus: 4, memory: '8G' }, { ...common, name: 'box', address: '127.0.14.1', mount: { transport: 'relay' } }],
+      hosts: [
+        { name: 'local', type: 'local', cpus: 4, memory: '8G' },
+        { ...common, name: 'box', address: '127.0.14.1', mount: { transport: 'relay' } },
+        // A host without Docker: jobs run there as plain processes of its SSH user.
+        { ...common, name: 'plain', address: '127.0.14.2', runtime: 'process', workDir: join(dir, 'plainwork'), mount: { transport: 'relay' } },
+      ],
       defaults: { image: 'local/busybox:1', gpus: 1, memory: '256M' },
     }, { PATH: localPath });
     dana = { ...testEnv(join(dir, 'home')), GPURUN_BROKER: broker.url, GPURUN_TOKEN: await createToken(broker, 'dana') };
     dario = { ...testEnv(join(dir, 'home')), GPURUN_BROKER: broker.url, GPURUN_TOKEN: await createToken(broker, 'dario') };
-    await waitFor('both hosts up', async () => /box\s+up/.test((await gpurun(['hosts'], dana)).stdout), 60_000);
+    await waitFor('the hosts up', async () => /box\s+up[\s\S]*plain\s+up/.test((await gpurun(['hosts'], dana)).stdout), 60_000);
   });
 
   after(async function () {
     await stopBroker(broker);
     await set?.stopAll();
     if (dir) {
-      removeLeftovers(workDir);
+      removeLeftovers(workDir, join(dir, 'plainwork'));
       cleanup(dir);
     }
   });
 
-  const run = (env: NodeJS.ProcessEnv, type: 'A100' | 'L4', cmd: string[]) => gpurun(['run', '--workspace', ws, '--gpu-type', type, '--', ...cmd], env);
+  const run = (env: NodeJS.ProcessEnv, type: 'A100' | 'L4' | 'H100', cmd: string[]) => gpurun(['run', '--workspace', ws, '--gpu-type', type, '--', ...cmd], env);
 
   it('a venv whose python links to a Python the image lacks: the interpreter, its link, the venv\'s Python and what to do', async () => {
     const r = await run(dana, 'A100', ['.venv/bin/python', '-c', 'print(1)']);
@@ -81,6 +89,10 @@ describe('daily loop on hosts: venv interpreter, per-user caches, idle GPUs, usa
     const l = await run(dana, 'L4', ['.venv/bin/python', '-c', 'print(1)']);
     assert.equal(l.code, 125, l.stderr);
     assert.match(l.stderr, /the job's interpreter \.venv\/bin\/python is a link to \/opt\/nowhere\/bin\/python3\.12, which this machine does not have\. .* Install Python 3\.12\.1 at \/opt\/nowhere\/bin on this machine/);
+    // On a host without Docker (a plain process there): the host lacks it.
+    const p = await run(dana, 'H100', ['.venv/bin/python', '-c', 'print(1)']);
+    assert.equal(p.code, 125, p.stderr);
+    assert.match(p.stderr, /the job's interpreter \.venv\/bin\/python is a link to \/opt\/nowhere\/bin\/python3\.12, which host plain does not have\. .* Install Python 3\.12\.1 at \/opt\/nowhere\/bin on host plain, or make the virtualenv with host plain's own Python/);
     // A command that is simply missing keeps the runtime's words.
     const m = await run(dana, 'A100', ['no-such-command']);
     assert.match(m.stderr, /the command was not found or could not be run in the image \(exit 127\)/);
@@ -140,7 +152,9 @@ describe('daily loop on hosts: venv interpreter, per-user caches, idle GPUs, usa
     assert.equal((await gpurun(['cache', 'clear'], dario)).code, 0);
     assert.equal((await run(dana, 'L4', ['sh', '-c', 'cat "$XDG_CACHE_HOME/f"'])).stdout, 'data\n');
     const bad = await gpurun(['cache', 'clear', '--host', 'nosuch'], dana);
-    assert.match(bad.stderr, /no host nosuch\ngpurun: Hosts: local, box\./);
+    assert.match(bad.stderr, /no host nosuch\ngpurun: Hosts: local, box, plain\./);
+    // A host without Docker keeps none (its jobs run as its SSH user), and says so.
+    assert.match(table.stdout, /\nplain\s+-\s+none: jobs on hosts without Docker run as the host's SSH user, with its ~\/\.cache\n/);
   });
 
   it("says when a running job's GPUs sit idle (the stand-in reads 0 %), after the window the user sets; keeps the usage history across a broker restart", async () => {
