@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { GpurunError } from '../protocol/errors.ts';
 import type { UserCacheInfo } from '../protocol/cache.ts';
 import type { CommandExec } from '../core/remoteExec.ts';
-import { cacheVolume, ownerSlug, volumeSize, type CacheConfig } from '../core/userCache.ts';
+import { cacheVolume, ownerKey, volumeSize, type CacheConfig } from '../core/userCache.ts';
 
 export interface UserCachesDeps {
   cache: CacheConfig;
@@ -25,7 +25,7 @@ export interface UserCachesDeps {
 
 /** The local folder of `user`'s cache under `root`. */
 export function localCacheDir(root: string, user: string): string {
-  return join(root, ownerSlug(user));
+  return join(root, ownerKey(user));
 }
 
 export class UserCaches {

@@ -25,9 +25,18 @@ export function ownerSlug(owner: string): string {
   return clean === owner ? clean : `${clean}-${createHash('sha256').update(owner).digest('hex').slice(0, 8)}`;
 }
 
+/**
+ * A name part for `owner` that no other owner can have, whatever the names: the readable part (ownerSlug's cleaning)
+ * then always a hash of the real name. (ownerSlug alone lets an owner literally named like another's cleaned name and
+ * hash share it; a cache must never be shared.)
+ */
+export function ownerKey(owner: string): string {
+  return `${owner.toLowerCase().replace(/[^a-z0-9_.-]/g, '_').slice(0, 64)}-${createHash('sha256').update(owner).digest('hex').slice(0, 12)}`;
+}
+
 /** The Docker volume of `owner`'s cache on a host. */
 export function cacheVolume(owner: string): string {
-  return `gpurun-cache-${ownerSlug(owner)}`;
+  return `gpurun-cache-${ownerKey(owner)}`;
 }
 
 /**

@@ -13,11 +13,12 @@ import { join } from 'node:path';
 import { cleanup, cliJobs, createToken, fakeNvidiaSmi, gpurun, requirePart, restartBroker, scratch, startBrokerProcess, stopBroker, testEnv, waitFor, type BrokerProc } from '../support/harness.ts';
 import { makeSshHosts, mountedUnder, sshHostsMissing, type TestHostSet } from '../support/sshHosts.ts';
 import type { UserCacheInfo } from '../../server/protocol/cache.ts';
+import { cacheVolume } from '../../server/core/userCache.ts';
 import type { HostInfo } from '../../server/protocol/jobs.ts';
 
 const A100 = { name: 'NVIDIA A100-SXM4-80GB', memoryMiB: 81920 };
 const H100 = { name: 'NVIDIA H100 80GB HBM3', memoryMiB: 81559 };
-const VOLUMES = ['gpurun-cache-dana', 'gpurun-cache-dario'];
+const VOLUMES = [cacheVolume('dana'), cacheVolume('dario')];
 
 function removeLeftovers(...workDirs: string[]): void {
   for (const owner of ['dana', 'dario']) {
@@ -115,25 +116,25 @@ describe('daily loop on hosts: venv interpreter, per-user caches, idle GPUs, usa
   it("keeps a user's cache on the local host of a team broker, in a folder of their own", async () => {
     const w = await run(dana, 'L4', ['sh', '-c', 'echo data > "$XDG_CACHE_HOME/f"; echo "$HF_HOME"']);
     assert.equal(w.code, 0, w.stderr);
-    assert.match(w.stdout, /\/cache\/dana\/huggingface\n$/);
+    assert.match(w.stdout, /\/cache\/dana-[0-9a-f]{12}\/huggingface\n$/);
     assert.equal((await run(dana, 'L4', ['sh', '-c', 'cat "$XDG_CACHE_HOME/f"'])).stdout, 'data\n');
     const b = await run(dario, 'L4', ['sh', '-c', 'cat "$XDG_CACHE_HOME/f" 2>/dev/null || echo "no file"; echo "$XDG_CACHE_HOME"']);
-    assert.match(b.stdout, /^no file\n.*\/cache\/dario\n$/);
+    assert.match(b.stdout, /^no file\n.*\/cache\/dario-[0-9a-f]{12}\n$/);
   });
 
   it('shows each user their own cache with its size, and clears it (refused while a job of theirs runs there)', async () => {
     const mine = JSON.parse((await gpurun(['cache', '--json'], dana)).stdout) as UserCacheInfo[];
     const box = mine.find((c) => c.host === 'box')!;
     assert.equal(box.kind, 'volume');
-    assert.equal(box.name, 'gpurun-cache-dana');
+    assert.equal(box.name, cacheVolume('dana'));
     assert.ok(box.bytes! > 0, JSON.stringify(mine));
     assert.equal(mine.find((c) => c.host === 'local')!.bytes, 5);
     const darios = JSON.parse((await gpurun(['cache', '--json'], dario)).stdout) as UserCacheInfo[];
-    assert.equal(darios.find((c) => c.host === 'box')!.name, 'gpurun-cache-dario');
+    assert.equal(darios.find((c) => c.host === 'box')!.name, cacheVolume('dario'));
     assert.equal(darios.find((c) => c.host === 'box')!.bytes, 0);
     const table = await gpurun(['cache'], dana);
     assert.match(table.stdout, /^HOST\s+SIZE\s+CACHE\n/);
-    assert.match(table.stdout, /\nbox\s+\d+(\.\d)? (B|KiB)\s+volume gpurun-cache-dana, in jobs at \/root\/\.cache\n/);
+    assert.match(table.stdout, /\nbox\s+\d+(\.\d)? (B|KiB)\s+volume gpurun-cache-dana-[0-9a-f]{12}, in jobs at \/root\/\.cache\n/);
 
     const { detach } = cliJobs(() => ({ env: dana, ws }));
     const id = await detach(['--gpu-type', 'A100', '--', 'sleep', '60']);

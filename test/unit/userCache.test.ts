@@ -8,10 +8,13 @@ const v = (raw: unknown) => validateConfig(raw, 'broker.json', '/etc/gpurun', '/
 
 describe('per-user cache', () => {
   it('names one volume per user, never the same for two users', () => {
-    assert.equal(cacheVolume('alice'), 'gpurun-cache-alice');
+    assert.match(cacheVolume('alice'), /^gpurun-cache-alice-[0-9a-f]{12}$/);
     assert.notEqual(cacheVolume('Alice'), cacheVolume('alice'));
     assert.notEqual(cacheVolume('a b'), cacheVolume('a_b'));
     assert.match(cacheVolume('../../etc'), /^gpurun-cache-[a-z0-9_.-]+$/);
+    // A user named like another's cleaned name with its hash still gets a cache of their own.
+    const lookalike = cacheVolume('Alice').slice('gpurun-cache-'.length);
+    assert.notEqual(cacheVolume(lookalike), cacheVolume('Alice'));
     // The network keeps its old names (same rule).
     assert.equal(userNetwork('alice'), 'gpurun-u-alice');
     assert.equal(userNetwork('Bob Smith'), `gpurun-u-${ownerSlug('Bob Smith')}`);
