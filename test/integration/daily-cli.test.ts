@@ -108,7 +108,7 @@ describe('daily loop: the CLI', function () {
     assert.equal(r.code, 3);
     assert.ok(r.stderr.includes('\x07'), JSON.stringify(r.stderr));
     assert.match(readFileSync(sent, 'utf8'), /^--app-name=gpurun\|gpurun: bell failed\|job \S+ failed: exited with code 3\|\n$/);
-    const d = await gpurun(['run', '--detach', '--notify', '--gpus', '0', '--name', 'later', '--', 'sleep', '2'], nenv);
+    const d = await gpurun(['run', '--detach', '--notify', '--gpus', '0', '--name', 'later', '--', 'sleep', '6'], nenv);
     assert.equal(d.code, 0, d.stderr);
     assert.doesNotMatch(readFileSync(sent, 'utf8'), /later/);
     await waitFor('the detached waiter to notify', () => /gpurun: later succeeded\|job \S+ succeeded\|/.test(readFileSync(sent, 'utf8')), 20_000, 200);
