@@ -45,6 +45,10 @@ describe('VS Code extension, end to end: idle GPUs and Rerun with Changes', func
     writeFileSync(join(ws, 'greet.py'), ['import os', 'print("greeting=" + os.environ.get("GREETING", "unset"), flush=True)', ''].join('\n'));
     // One A100 that always reads 0 %.
     const fakeBin = fakeNvidiaSmi(dir, [{ name: 'NVIDIA A100-SXM4-80GB', memoryMiB: 81920 }]);
+    // The local broker the extension starts gets the environment VS Code reads from a login shell (PATH set by
+    // /etc/profile): the stand-in goes on PATH in that shell's profile, in the test's own home (startCodeServer's).
+    mkdirSync(join(dir, 'home'), { recursive: true });
+    writeFileSync(join(dir, 'home', '.profile'), `export PATH='${fakeBin}':"$PATH"\n`);
     const extDir = join(dir, 'extensions');
     mkdirSync(extDir);
     installExtension(dir, extDir);
@@ -54,7 +58,12 @@ describe('VS Code extension, end to end: idle GPUs and Rerun with Changes', func
   });
 
   afterEach(async function () {
-    if (this.currentTest?.state === 'failed' && page) await shot(`vscode-failed-daily-${this.currentTest.title.replace(/\W+/g, '-').slice(0, 50)}.png`).catch(() => {});
+    if (this.currentTest?.state !== 'failed') return;
+    if (page) await shot(`vscode-failed-daily-${this.currentTest.title.replace(/\W+/g, '-').slice(0, 50)}.png`).catch(() => {});
+    // A failed try must not leave its job running into the next (its terminal could not be reused).
+    const c = new BrokerClient({ address: `unix:${embeddedSocket(home)}` });
+    for (const j of await jobs().catch(() => [])) if (j.state === 'running' || j.state === 'queued') await c.cancel(j.id).catch(() => {});
+    await c.close();
   });
 
   after(async function () {
