@@ -9,7 +9,8 @@ const HELP = `Usage: gpurun cache [--host HOST] [--json]
 
 Your persistent cache on each host: what your jobs download there (Hugging Face models and datasets, pip wheels,
 torch hub) stays for your next job on that host. In a job, XDG_CACHE_HOME points at it, and HF_HOME, PIP_CACHE_DIR
-and TORCH_HOME under it (unless the job sets them). It is yours alone: no other user's job sees it.
+and TORCH_HOME under it (unless the job sets them). No other user's job gets it (on a team broker's local host,
+where every job runs as the broker's Unix user, it is a folder of its own, not a boundary).
   clear        empties it (on every host, or only on --host); refused while a job of yours runs there
   --host HOST  only this host
   --json       machine-readable output (GET /v1/cache)
