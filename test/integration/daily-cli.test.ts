@@ -127,10 +127,10 @@ describe('daily loop: the CLI', function () {
   it('prints completion scripts that bash accepts', async () => {
     const r = await gpurun(['completion', 'bash'], env);
     assert.equal(r.code, 0);
-    const words = execFileSync('bash', ['-c', `${r.stdout}\nCOMP_WORDS=(gpurun run --gp); COMP_CWORD=2; _gpurun; echo "\${COMPREPLY[@]}"`]).toString();
+    const words = execFileSync('bash', ['--norc', '--noprofile', '-c', `${r.stdout}\nCOMP_WORDS=(gpurun run --gp); COMP_CWORD=2; _gpurun; echo "\${COMPREPLY[@]}"`]).toString();
     assert.equal(words.trim(), '--gpus --gpu-type');
     // run's options are the job options schema's: the restart options are offered too.
-    const more = execFileSync('bash', ['-c', `${r.stdout}\nCOMP_WORDS=(gpurun run --rest); COMP_CWORD=2; _gpurun; echo "\${COMPREPLY[@]}"`]).toString();
+    const more = execFileSync('bash', ['--norc', '--noprofile', '-c', `${r.stdout}\nCOMP_WORDS=(gpurun run --rest); COMP_CWORD=2; _gpurun; echo "\${COMPREPLY[@]}"`]).toString();
     assert.equal(more.trim(), '--restarts --restart-on-exit');
     for (const sh of ['zsh', 'fish']) assert.match((await gpurun(['completion', sh], env)).stdout, /gpurun/);
   });
