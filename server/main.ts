@@ -80,7 +80,7 @@ export async function startBroker(config: BrokerConfig, opts: { log?: Logger; id
   openAudit(config.dataDir, log);
   const logs = new LogFiles(join(config.dataDir, 'logs'));
   const shim = fileURLToPath(new URL('./shim.js', import.meta.url));
-  const sshSide = createSshSide(config, log);
+  const sshSide = createSshSide(config, log, store);
   // A team broker's local jobs all run as its OS user: each user gets a cache folder of their own (README: "Caches").
   const localCacheRoot = config.team && config.cache.enabled ? join(config.dataDir, 'cache') : undefined;
   const hosts = new HostRegistry(config.hosts, { process: new ProcessRuntime(join(config.dataDir, 'run'), shim, undefined, localCacheRoot), ...sshSide.runtimes }, process.env, sshSide.ssh);

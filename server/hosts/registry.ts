@@ -140,7 +140,7 @@ export class HostRegistry {
     });
   }
 
-  private quarantine(h: HostEntry): ReadonlyMap<number, { xid?: number; detail: string; at: string }> {
+  private quarantine(h: HostEntry): ReadonlyMap<number, { xid?: number; detail: string; at: string; source?: 'xid' | 'health' }> {
     return h.config.type === 'ssh' && this.ssh ? this.ssh.quarantined(h.config.name) : new Map();
   }
 
@@ -181,7 +181,7 @@ export class HostRegistry {
         runtime: h.runtime,
         gpus: h.gpus.map((g) => {
           const gq = q.get(g.index);
-          return { ...g, jobId: gpuJob.get(g.index) ?? null, ...this.usage.view(h.config.name, g.index), ...(gq ? { quarantined: { ...(gq.xid === undefined ? {} : { xid: gq.xid }), detail: gq.detail, at: gq.at } } : {}) };
+          return { ...g, jobId: gpuJob.get(g.index) ?? null, ...this.usage.view(h.config.name, g.index), ...(gq ? { quarantined: { ...(gq.xid === undefined ? {} : { xid: gq.xid }), detail: gq.detail, at: gq.at, ...(gq.source ? { source: gq.source } : {}) } } : {}) };
         }),
         cpus: h.cpus,
         cpusUsed: mine.reduce((n, a) => n + a.cpus, 0),

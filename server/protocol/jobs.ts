@@ -236,6 +236,12 @@ export interface GpuQuarantine {
   xid?: number;
   detail: string;
   at: string;
+  /**
+   * What took the GPU out, hence what puts it back: `xid` (a GPU-fault Xid in the kernel log): an admin
+   * (`gpurun hosts clear HOST GPU`) or a reboot of the host; `health` (nvidia-smi reported it failing): a healthy
+   * reading. Kept by the broker's store across its restarts.
+   */
+  source?: 'xid' | 'health';
 }
 
 /** A host as `GET /v1/hosts` returns it. */
