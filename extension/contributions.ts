@@ -51,6 +51,8 @@ export interface Settings {
   notifyOnEnd: 'whenHidden' | 'always' | 'never';
   /** A new job's terminal replaces the terminals of jobs that have ended, instead of adding a tab. */
   reuseTerminals: boolean;
+  /** How long a running job's GPUs sit at 0 % before the sidebar and a notification say so ("10m"; "off": never). */
+  idleGpuWarning: string;
   /** SHA-256 fingerprint of an https team broker's self-signed certificate; empty = trust on first use (a prompt). */
   brokerFingerprint: string;
 }
@@ -65,6 +67,7 @@ export const SETTINGS: { readonly [K in keyof Settings]: { key: string; default:
   envFile: { key: 'envFile', default: '' },
   notifyOnEnd: { key: 'notifyOnEnd', default: 'whenHidden' },
   reuseTerminals: { key: 'reuseTerminals', default: true },
+  idleGpuWarning: { key: 'idleGpuWarning', default: '10m' },
   brokerFingerprint: { key: 'brokerFingerprint', default: '' },
 };
 

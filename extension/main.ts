@@ -22,6 +22,7 @@ import { createLog } from './log.ts';
 import { registerStatusBar } from './statusBar.ts';
 import { JobTerminals } from './terminal/jobTerminal.ts';
 import { HostsTree } from './views/hostsTree.ts';
+import { registerIdleNotifier } from './idleNotifier.ts';
 import { JobsTree } from './views/jobsTree.ts';
 import { WorkspaceServers } from './workspaceServer.ts';
 
@@ -60,6 +61,7 @@ export function activate(context: vscode.ExtensionContext): GpurunApi {
     registerSignIn(ctx);
     registerJobsView(ctx);
     registerJobNotifier(ctx);
+    registerIdleNotifier(ctx);
     registerStatusBar(context, sync);
 
     const language = new DirectiveLanguageClient(context.extensionPath, broker, log);

@@ -15,6 +15,7 @@ import type { LogFiles } from './logs/logFiles.ts';
 import type { Logger } from './logger.ts';
 import type { TeamGuard } from './team/guard.ts';
 import type { Retention } from './logs/retention.ts';
+import type { UserCaches } from './cache/userCaches.ts';
 import { audit } from './team/audit.ts';
 import { DEFAULT_LIMITS } from './core/limits.ts';
 import { drainRoute, migrateRoute, type MoveRoutesDeps } from './migration/routes.ts';
@@ -37,6 +38,8 @@ export interface AppDeps {
   retention?: Retention;
   /** Moves and drains (migration/); absent: jobs never move. */
   moves?: MoveRoutesDeps;
+  /** Each user's persistent cache on the hosts (cache/userCaches.ts); absent: none. */
+  caches?: UserCaches;
 }
 
 /** `POST /v1/hosts/NAME/gpus/N/clear`: an admin puts a quarantined GPU back into service. */
@@ -141,6 +144,14 @@ export function buildApp(d: AppDeps): Handler {
     ['GET', /^\/v1\/hosts$/, () => ({ hosts: d.moves ? d.moves.hostsView(d.broker.hosts()) : d.broker.hosts() })],
     ['POST', /^\/v1\/hosts\/([A-Za-z0-9][\w.-]{0,99})\/gpus\/(\d{1,4})\/clear$/, (c) => clearGpu(d, c)],
     ['GET', /^\/v1\/pool$/, () => d.broker.pool()],
+    ['GET', /^\/v1\/cache$/, async (c) => ({ caches: d.caches ? await d.caches.list(c.principal.user, c.url.searchParams.get('host') ?? undefined) : [] })],
+    ['POST', /^\/v1\/cache\/clear$/, async (c) => {
+      const body = (await readJson(c.req, 4096)) as { host?: unknown } | null;
+      const host = body && typeof body === 'object' && typeof body.host === 'string' ? body.host : undefined;
+      const cleared = d.caches ? await d.caches.clear(c.principal.user, host) : [];
+      audit({ action: 'cache.clear', by: c.principal.user, host: host ?? '*' });
+      return { cleared };
+    }],
     ['GET', /^\/v1\/events$/, (c) => (watchToken(c), streamEvents(d, c))],
     ['GET', /^\/v1\/tokens$/, (c) => (admin(c), { tokens: d.store.listTokens().map((t) => tokenView(t)) })],
     ['DELETE', /^\/v1\/tokens\/([0-9a-f]{4,12})$/, (c) => {

@@ -14,6 +14,8 @@ import { validImage } from './core/submit.ts';
 import { validateClusters, type ClusterConfig } from './slurm/config.ts';
 import { SSH_HOST_KEYS, validateSshHost, type SshHostConfig } from './hosts/sshConfig.ts';
 import { TEAM_KEYS, validateTeam, type TeamConfig } from './teamConfig.ts';
+import { validateCache } from './cacheConfig.ts';
+import type { CacheConfig } from './core/userCache.ts';
 
 export type Listen = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
 
@@ -78,6 +80,8 @@ export interface BrokerConfig extends TeamConfig {
   trustLocalUsers: boolean;
   /** `docker run` limits of every container. */
   containers: { pidsLimit: number };
+  /** Each user's persistent cache on the hosts (cacheConfig.ts). */
+  cache: CacheConfig;
 }
 
 /** The backend name of the host pool. */
@@ -140,7 +144,7 @@ export function parseListen(text: string, onError: (msg: string) => never): List
 export function validateConfig(raw: unknown, file: string, baseDir: string, fallbackDataDir: string): BrokerConfig {
   const f = new Fields(file);
   const o = f.obj(raw, '(top level)');
-  f.keys(o, '', ['listen', 'dataDir', 'hosts', 'queues', 'defaults', 'killGrace', 'hostLostAfter', 'restartBackoff', 'auth', 'clusters', 'defaultBackend', 'workspaceRoots', 'trustLocalUsers', 'containers', 'migration', ...TEAM_KEYS]);
+  f.keys(o, '', ['listen', 'dataDir', 'hosts', 'queues', 'defaults', 'killGrace', 'hostLostAfter', 'restartBackoff', 'auth', 'clusters', 'defaultBackend', 'workspaceRoots', 'trustLocalUsers', 'containers', 'migration', 'cache', ...TEAM_KEYS]);
   const listen = parseListen(o.listen === undefined ? '127.0.0.1:8750' : f.str(o.listen, 'listen'), (m) => f.fail('listen', m));
   const dataDir = o.dataDir === undefined ? fallbackDataDir : resolve(baseDir, f.str(o.dataDir, 'dataDir'));
 
@@ -235,6 +239,7 @@ export function validateConfig(raw: unknown, file: string, baseDir: string, fall
     trustLocalUsers: o.trustLocalUsers === undefined ? false : f.bool(o.trustLocalUsers, 'trustLocalUsers'),
     containers: { pidsLimit: c.pidsLimit === undefined ? 4096 : f.int(c.pidsLimit, 'containers.pidsLimit', 16) },
     migration: validateMigration(o.migration, (p, m) => f.fail(p, m)),
+    cache: validateCache(o.cache, (p, m) => f.fail(p, m)),
     // Limits, retention and TLS of a shared broker (teamConfig.ts).
     ...validateTeam(o, baseDir, (p, m) => f.fail(p, m)),
   };

@@ -15,6 +15,8 @@ import { SqliteStore } from './store/sqlite.ts';
 import { LogFiles } from './logs/logFiles.ts';
 import { HostRegistry } from './hosts/registry.ts';
 import { ProcessRuntime } from './runtimes/process.ts';
+import { UserCaches } from './cache/userCaches.ts';
+import { keepUsage } from './store/gpuUsageStore.ts';
 import { createSshSide } from './hosts/sshSide.ts';
 import { Broker } from './broker.ts';
 import { wireMoves } from './migration/wire.ts';
@@ -80,7 +82,10 @@ export async function startBroker(config: BrokerConfig, opts: { log?: Logger; id
   const logs = new LogFiles(join(config.dataDir, 'logs'));
   const shim = fileURLToPath(new URL('./shim.js', import.meta.url));
   const sshSide = createSshSide(config, log, store);
-  const hosts = new HostRegistry(config.hosts, { process: new ProcessRuntime(join(config.dataDir, 'run'), shim), ...sshSide.runtimes }, process.env, sshSide.ssh);
+  // A team broker's local jobs all run as its OS user: each user gets a cache folder of their own (README: "Caches").
+  const localCacheRoot = config.team && config.cache.enabled ? join(config.dataDir, 'cache') : undefined;
+  const hosts = new HostRegistry(config.hosts, { process: new ProcessRuntime(join(config.dataDir, 'run'), shim, undefined, localCacheRoot), ...sshSide.runtimes }, process.env, sshSide.ssh);
+  const usageStore = keepUsage(hosts.usage, join(config.dataDir, 'gpu-usage.db'), (msg, fields) => log.warn(msg, fields));
   const brokerEnv = Object.fromEntries(Object.entries(process.env).filter((e): e is [string, string] => e[1] !== undefined && !e[0].startsWith('GPURUN_')));
   // A team broker's jobs start from a clean environment, never the broker's own (README: "Running a team broker").
   const baseEnv = config.team ? teamBaseEnv(process.env) : embeddedBaseEnv(process.env);
@@ -114,7 +119,11 @@ export async function startBroker(config: BrokerConfig, opts: { log?: Logger; id
   retention.start();
   const diskNow = disk.status();
   if (diskNow.low) log.warn('the data disk is below its free-space floor: new jobs are refused until there is room', { dataDir: config.dataDir, free: formatBytes(diskNow.freeBytes), floor: formatBytes(diskNow.floorBytes) });
-  const appDeps = { broker, store, logs, log, version: VERSION, guard, retention, clearGpuQuarantine: (h: string, g: number) => hosts.clearQuarantine(h, g), ...(trusted ? { trustedPrincipal: trusted } : {}), ...(moves ? { moves } : {}), ...(sshSide.clientWorkspaces ? { clientWorkspaces: sshSide.clientWorkspaces } : {}) };
+  const caches = new UserCaches({
+    cache: config.cache, hosts: () => broker.hosts(), exec: (h) => sshSide.ssh?.exec(h), ...(localCacheRoot ? { localRoot: localCacheRoot } : {}),
+    runningOn: (u, h) => broker.activeJobs().filter((j) => j.owner === u && j.host === h && (j.state === 'running' || j.state === 'starting')).map((j) => j.id),
+  });
+  const appDeps = { broker, store, logs, log, version: VERSION, guard, retention, caches, clearGpuQuarantine: (h: string, g: number) => hosts.clearQuarantine(h, g), ...(trusted ? { trustedPrincipal: trusted } : {}), ...(moves ? { moves } : {}), ...(sshSide.clientWorkspaces ? { clientWorkspaces: sshSide.clientWorkspaces } : {}) };
   const handler = buildApp(appDeps);
   // Request timeouts (team/guard.ts) are checked every second, so a slow client is cut on time.
   const httpOpts = { keepAliveTimeout: 65_000, connectionsCheckingInterval: 1000, shouldUpgradeCallback: (req: IncomingMessage) => isWorkspaceUpgrade(req) || isInteractiveUpgrade(req) };
@@ -155,6 +164,7 @@ export async function startBroker(config: BrokerConfig, opts: { log?: Logger; id
       server.closeAllConnections();
       await new Promise<void>((r) => server.close(() => r()));
       store.close();
+      usageStore?.close();
       if (listen.kind === 'unix') rmSync(listen.path, { force: true });
       lock?.release();
       log.info('broker stopped');

@@ -10,3 +10,9 @@ export function endNotice(job: Job, tail: string): { text: string; ok: boolean }
   const lastText = last ? ` — last output: ${last.length > 300 ? `…${last.slice(-300)}` : last}` : '';
   return { text: `GPU Run: job ${job.id} ${jobScript(job)} ${state}${reason}${lastText}`, ok: job.state === 'succeeded' };
 }
+
+/** The text of the one notification shown when a running job's GPUs have sat at 0 % for the idle window. */
+export function idleNotice(job: Job, idleMs: number): string {
+  const min = Math.max(1, Math.round(idleMs / 60_000));
+  return `GPU Run: job ${job.id} ${jobScript(job)} has had its GPU${job.gpuIndices.length === 1 ? '' : 's'} at 0 % for ${idleMs < 60_000 ? `${Math.round(idleMs / 1000)} s` : `${min} min`}: a data-loading bottleneck, or a hung job? (setting gpurun.idleGpuWarning)`;
+}

@@ -7,6 +7,7 @@ import { GROUPS, jobItem, type GroupId } from '../core/jobTree.ts';
 import type { JobSync } from '../jobSync.ts';
 import { COMMANDS } from '../contributions.ts';
 import { jobGpuView } from '../core/gpuText.ts';
+import { idleWindowSetting } from '../idleNotifier.ts';
 import type { HostsTree } from './hostsTree.ts';
 
 export type JobNode = { kind: 'group'; id: GroupId; label: string } | { kind: 'job'; job: Job } | { kind: 'message'; text: string; tooltip?: string; icon?: string; command?: vscode.Command };
@@ -74,7 +75,7 @@ export class JobsTree implements vscode.TreeDataProvider<JobNode>, vscode.Dispos
       return item;
     }
     const v = jobItem(node.job, Date.now());
-    const usage = jobGpuView(node.job, this.hosts?.current() ?? [], Date.now());
+    const usage = jobGpuView(node.job, this.hosts?.current() ?? [], Date.now(), idleWindowSetting());
     const item = new vscode.TreeItem(v.label);
     item.id = `job:${node.job.id}`;
     item.description = usage ? `${v.description} · ${usage.short}` : v.description;

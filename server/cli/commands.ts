@@ -4,7 +4,8 @@ import { spawn } from 'node:child_process';
 import { constants as osConstants, userInfo } from 'node:os';
 import { Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
-import { isGpurunError } from '../protocol/errors.ts';
+import { GpurunError, isGpurunError } from '../protocol/errors.ts';
+import { idleWindowMs } from '../core/gpuUsage.ts';
 import { isFinal, type Job } from '../protocol/jobs.ts';
 import { parseArgs, usage } from './args.ts';
 import { brokerNode, connect } from './connect.ts';
@@ -14,6 +15,13 @@ import { filterJobs, jobFilter, lastLines } from './history.ts';
 import { notifyEnd } from './notify.ts';
 import { finalJob } from './run.ts';
 import { gpurunHome } from '../protocol/paths.ts';
+
+/** The idle window of `ls` and `show` (GPURUN_IDLE_AFTER: "10m" by default, "off" for never). */
+function idleWindow(): number {
+  const w = idleWindowMs(process.env.GPURUN_IDLE_AFTER);
+  if (typeof w === 'string') throw new GpurunError('E_BAD_REQUEST', `GPURUN_IDLE_AFTER=${process.env.GPURUN_IDLE_AFTER}: ${w}`, { hint: 'Set it to a duration such as 10m or 90s, or to off.' });
+  return w;
+}
 
 function idArg(rest: string[], cmd: string): string {
   if (rest.length !== 1) throw usage(cmd, rest.length ? `expected one job id, got ${rest.length} arguments` : 'no job id given');
@@ -29,6 +37,8 @@ Lists your jobs: queued and running ones, and those that ended in the last 24 ho
   --since AGE    only jobs submitted in the last AGE, e.g. 7d, 12h, 90m (looks past the 24 hours)
   --name TEXT    only jobs whose name contains TEXT (any case)
   --json         machine-readable output
+A running job's GPU USE column says "idle 12m" when its GPUs have all read 0 % for GPURUN_IDLE_AFTER (default 10m;
+"off": never) of the job's time.
 `;
 
 export async function lsCommand(argv: string[]): Promise<number> {
@@ -70,7 +80,7 @@ export async function lsCommand(argv: string[]): Promise<number> {
     else {
       // Running jobs with GPUs also show what those GPUs do now (the hosts' last probe).
       const hosts = jobs.some((j) => j.state === 'running' && j.gpuIndices.length) ? await conn.client.hosts().catch(() => []) : [];
-      process.stdout.write(jobsTable(jobs, new Set(jobs.map((j) => j.owner)).size > 1, hosts));
+      process.stdout.write(jobsTable(jobs, new Set(jobs.map((j) => j.owner)).size > 1, hosts, idleWindow()));
     }
     if (more) process.stdout.write(`(the newest ${TABLE_LIMIT} are shown; more with --limit N or --json)\n`);
   }
@@ -150,14 +160,14 @@ export async function waitCommand(argv: string[]): Promise<number> {
 export async function showCommand(argv: string[]): Promise<number> {
   const { opts, rest } = parseArgs(argv, { values: ['broker'], flags: ['json', 'help'], short: { h: 'help' } }, 'show');
   if (opts.help) {
-    process.stdout.write('Usage: gpurun show [--json] ID\n\nShows a job and each of its attempts: where it ran, how it ended (fault), and the evidence; for a running job\nalso what each of its GPUs does (utilisation and memory now, a bar per probe) and whether they sit idle.\n  --json  machine-readable output (GET /v1/jobs/ID)\n');
+    process.stdout.write('Usage: gpurun show [--json] ID\n\nShows a job and each of its attempts: where it ran, how it ended (fault), and the evidence; for a running job\nalso what each of its GPUs does (utilisation and memory now, a bar per probe) and whether they sit idle\n(all at 0 % for GPURUN_IDLE_AFTER, default 10m; "off": never).\n  --json  machine-readable output (GET /v1/jobs/ID)\n');
     return 0;
   }
   const id = idArg(rest, 'show');
   const conn = await connect(opts.broker as string | undefined);
   const job = await conn.client.get(id);
   const hosts = !opts.json && job.host && job.gpuIndices.length ? await conn.client.hosts().catch(() => []) : [];
-  process.stdout.write(opts.json ? `${JSON.stringify(job, null, 2)}\n` : showJob(job) + gpuUsageLines(job, hosts));
+  process.stdout.write(opts.json ? `${JSON.stringify(job, null, 2)}\n` : showJob(job) + gpuUsageLines(job, hosts, Date.now(), idleWindow()));
   await conn.client.close();
   return 0;
 }

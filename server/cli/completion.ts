@@ -19,6 +19,7 @@ export const COMPLETION: Record<string, string[]> = {
   forward: ['broker', 'help'],
   shell: RUN_OPTIONS.values.concat('help'),
   hosts: ['json', 'broker', 'help'],
+  cache: ['host', 'json', 'broker', 'help'],
   broker: ['config', 'help'],
   token: ['admin', 'config', 'help'],
   'serve-workspace': ['help'],

@@ -45,34 +45,34 @@ export function jobGpus(job: Job, hosts: HostInfo[]): HostInfo['gpus'] {
  * then "idle 12m" when they have all read 0 % for 10 minutes or more of the job's time; empty for a job that holds no
  * GPU or a host that did not report them.
  */
-export function jobGpuUsage(job: Job, hosts: HostInfo[], now = Date.now()): string {
+export function jobGpuUsage(job: Job, hosts: HostInfo[], now = Date.now(), windowMs = IDLE_AFTER_MS): string {
   const gpus = jobGpus(job, hosts);
   if (!gpus.length) return '';
   const text = gpus.map((g) => `${g.index}:${g.utilizationPct}% ${formatMemory(g.memoryUsedMiB)}/${formatMemory(g.memoryTotalMiB)}`).join(' ');
-  const idle = idleOf(job, gpus, now);
+  const idle = idleOf(job, gpus, now, windowMs);
   return idle ? `${text} idle ${formatDuration(Math.round(idle / 1000))}` : text;
 }
 
-/** How long all of a job's GPUs have sat at 0 % during the job (ms), when that is IDLE_AFTER_MS or more; else 0. */
-export function idleOf(job: Job, gpus: HostInfo['gpus'], now = Date.now()): number {
+/** How long all of a job's GPUs have sat at 0 % during the job (ms), when that is `windowMs` or more; else 0. */
+export function idleOf(job: Job, gpus: HostInfo['gpus'], now = Date.now(), windowMs = IDLE_AFTER_MS): number {
   if (!gpus.length) return 0;
   const idle = Math.min(...gpus.map((g) => idleForMs(g.idleSince, job.startedAt, now)));
-  return idle >= IDLE_AFTER_MS ? idle : 0;
+  return idle >= windowMs ? idle : 0;
 }
 
 /** For `gpurun show`: each of a running job's GPUs with a bar per probe, and whether they sit idle; '' otherwise. */
-export function gpuUsageLines(job: Job, hosts: HostInfo[], now = Date.now()): string {
+export function gpuUsageLines(job: Job, hosts: HostInfo[], now = Date.now(), windowMs = IDLE_AFTER_MS): string {
   const gpus = jobGpus(job, hosts);
   if (!gpus.length) return '';
   const lines = ['', 'GPUs (the broker\'s last probes, about 30 s apart):'];
   for (const g of gpus) lines.push(`  GPU ${g.index}: ${String(g.utilizationPct).padStart(3)}%  ${formatMemory(g.memoryUsedMiB)}/${formatMemory(g.memoryTotalMiB)}  ${sparkline(g.history ?? [], 20)}  (${g.name})`);
-  const idle = idleOf(job, gpus, now);
+  const idle = idleOf(job, gpus, now, windowMs);
   if (idle) lines.push(`  its GPUs have sat idle (0 %) for ${formatDuration(Math.round(idle / 1000))}: a data-loading bottleneck, or a hung job?`);
   return lines.join('\n') + '\n';
 }
 
-export function jobsTable(jobs: Job[], withOwner: boolean, hosts: HostInfo[] = []): string {
-  const usage = jobs.map((j) => jobGpuUsage(j, hosts));
+export function jobsTable(jobs: Job[], withOwner: boolean, hosts: HostInfo[] = [], windowMs = IDLE_AFTER_MS): string {
+  const usage = jobs.map((j) => jobGpuUsage(j, hosts, Date.now(), windowMs));
   const withUsage = usage.some(Boolean);
   const head = ['ID', ...(withOwner ? ['OWNER'] : []), 'NAME', 'STATE', 'QUEUE', 'HOST', 'GPUS', ...(withUsage ? ['GPU USE'] : []), 'TIME', 'REASON'];
   const rows = jobs.map((j, k) => [

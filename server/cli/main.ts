@@ -14,6 +14,7 @@ import { lspCommand } from './lsp.ts';
 import { execCommand } from './exec.ts';
 import { forwardCommand } from './forward.ts';
 import { shellCommand } from './shell.ts';
+import { cacheCommand } from './cache.ts';
 
 const VERSION = '0.1.0';
 
@@ -36,6 +37,7 @@ Usage:
   gpurun hosts clear HOST GPU             admin: put a quarantined GPU back into service
   gpurun migrate ID [--to HOST]           move a running job (that checkpoints) to another host
   gpurun drain HOST | undrain HOST        admin: move jobs off a host, take no new ones (undrain: back)
+  gpurun cache [clear] [--host HOST]      your persistent cache on each host (~/.cache in jobs): size, or empty it
   gpurun broker [--config FILE]           run a broker in the foreground
   gpurun token create USER [--admin]      create an API token (on the broker machine)
   gpurun serve-workspace ID               serve a client-served job's files until it ends (--help: options)
@@ -62,6 +64,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   migrate: migrateCommand,
   drain: drainCommand(true),
   undrain: drainCommand(false),
+  cache: cacheCommand,
   broker: brokerCommand,
   token: tokenCommand,
   'serve-workspace': serveWorkspaceCommand,

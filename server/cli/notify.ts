@@ -40,6 +40,8 @@ export function notifyEnd(job: Job): void {
 
 export function spawnNotifyWaiter(id: string, broker: string | undefined): void {
   const cli = fileURLToPath(new URL('./cli.js', import.meta.url));
-  const child = spawn(process.execPath, [cli, 'wait', '--notify', '--quiet', ...(broker ? ['--broker', broker] : []), id], { stdio: ['ignore', 'ignore', 'inherit'], detached: true });
+  // The bell goes to the terminal; stderr that is a pipe or file is not handed on, so whatever reads it (a pipe, a
+  // script capturing it) sees its end when `gpurun run -d` returns, not when the job ends.
+  const child = spawn(process.execPath, [cli, 'wait', '--notify', '--quiet', ...(broker ? ['--broker', broker] : []), id], { stdio: ['ignore', 'ignore', process.stderr.isTTY ? 'inherit' : 'ignore'], detached: true });
   child.unref();
 }

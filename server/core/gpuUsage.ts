@@ -3,6 +3,7 @@
  * (one per probe, the last HISTORY_SAMPLES), and since when a GPU has read 0 % without a break. Pure: time is passed in.
  */
 import type { Gpu } from '../protocol/jobs.ts';
+import { parseDuration } from './units.ts';
 
 /** Samples kept per GPU: at the broker's 30 s probe, 20 minutes. */
 export const HISTORY_SAMPLES = 40;
@@ -13,11 +14,27 @@ interface Series {
   zeroSince?: number;
 }
 
+/** One GPU's samples as kept across broker restarts (store/gpuUsageStore.ts). */
+export interface UsageRow {
+  host: string;
+  gpu: number;
+  pct: number[];
+  zeroSince?: number;
+  /** When the last sample was taken (ms). */
+  at: number;
+}
+
+/** A kept series older than this at a broker's start is dropped: the GPU may have done anything meanwhile. */
+export const RESTORE_MAX_AGE_MS = 10 * 60_000;
+
 export class GpuUsageHistory {
   private readonly series = new Map<string, Series>();
+  /** Told each probe's updated series (to keep them across a restart). */
+  onRecord: ((rows: UsageRow[]) => void) | undefined;
 
   /** One probe's readings of a host's GPUs, at `at` (ms). */
   record(host: string, gpus: readonly Gpu[], at: number): void {
+    const rows: UsageRow[] = [];
     for (const g of gpus) {
       const key = `${host}\0${g.index}`;
       const s = this.series.get(key) ?? { pct: [] };
@@ -26,6 +43,16 @@ export class GpuUsageHistory {
       if (g.utilizationPct > 0) delete s.zeroSince;
       else s.zeroSince ??= at;
       this.series.set(key, s);
+      rows.push({ host, gpu: g.index, pct: [...s.pct], ...(s.zeroSince === undefined ? {} : { zeroSince: s.zeroSince }), at });
+    }
+    if (rows.length) this.onRecord?.(rows);
+  }
+
+  /** Series kept by an earlier broker process; those last sampled more than RESTORE_MAX_AGE_MS before `now` are left out. */
+  restore(rows: readonly UsageRow[], now: number): void {
+    for (const r of rows) {
+      if (now - r.at > RESTORE_MAX_AGE_MS) continue;
+      this.series.set(`${r.host}\0${r.gpu}`, { pct: r.pct.slice(-HISTORY_SAMPLES), ...(r.zeroSince === undefined ? {} : { zeroSince: r.zeroSince }) });
     }
   }
 
@@ -38,6 +65,18 @@ export class GpuUsageHistory {
 
 /** A job's GPUs count as sitting idle after this long at 0 % (a data-loader bottleneck, or a hung job). */
 export const IDLE_AFTER_MS = 10 * 60_000;
+
+/**
+ * The idle window a person set (GPURUN_IDLE_AFTER, the gpurun.idleGpuWarning setting): a duration as --time takes it
+ * ("10m", "90s", a bare number = minutes), or "off"/"0" for never (Infinity); unset: IDLE_AFTER_MS. An error message
+ * (string) for anything else.
+ */
+export function idleWindowMs(text: string | undefined): number | string {
+  if (text === undefined || text.trim() === '') return IDLE_AFTER_MS;
+  if (/^\s*(off|never|0+)\s*$/i.test(text)) return Infinity;
+  const sec = parseDuration(text);
+  return typeof sec === 'string' ? `idle window: ${sec}; or "off"` : sec * 1000;
+}
 
 /**
  * How long a job's GPU has sat idle while the job held it (ms), or 0: the GPU's run of 0 % readings, counted from

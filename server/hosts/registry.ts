@@ -118,8 +118,8 @@ export class HostRegistry {
     return JSON.stringify([h.state, h.gpus, h.cpus, h.memoryMiB, h.lastError]) !== before;
   }
 
-  /** Utilisation over the last probes, per GPU (GET /v1/hosts shows it). */
-  private readonly usage = new GpuUsageHistory();
+  /** Utilisation over the last probes, per GPU (GET /v1/hosts shows it; main.ts keeps it across restarts). */
+  readonly usage = new GpuUsageHistory();
 
   /** Probes every host; a host that cannot be probed is `down` with the reason. Returns true when anything changed. */
   async probeAll(): Promise<boolean> {

@@ -42,7 +42,7 @@ export function createSshSide(config: BrokerConfig, log: Logger, quarantines?: Q
   const clientWorkspaces = new ClientWorkspaces();
   const common = { hosts: ssh, mounts: new Mounts(), brokerId: brokerId(config.dataDir), clients: clientWorkspaces };
   const dlog = log.child({ part: 'docker' });
-  const docker = new DockerRuntime({ ...common, ...(config.defaults.image ? { defaultImage: config.defaults.image } : {}), pidsLimit: config.containers.pidsLimit, log: (msg, fields) => dlog.info(msg, fields) });
+  const docker = new DockerRuntime({ ...common, ...(config.defaults.image ? { defaultImage: config.defaults.image } : {}), pidsLimit: config.containers.pidsLimit, cache: config.cache, log: (msg, fields) => dlog.info(msg, fields) });
   const plog = log.child({ part: 'ssh-process' });
   const processes = new SshProcessRuntime({ ...common, log: (msg, fields) => plog.info(msg, fields) });
   const sweepers = { docker: { rt: docker, log: dlog }, process: { rt: processes, log: plog } };

@@ -3,6 +3,7 @@
  * `http(s)://host:port` or `unix:/path/to/broker.sock`. Non-2xx answers become GpurunError with the broker's
  * code, message and hint; a broker that cannot be reached is E_UNREACHABLE.
  */
+import type { UserCacheInfo } from './cache.ts';
 import { Agent, buildConnector, request, type Dispatcher } from 'undici';
 import type { TLSSocket } from 'node:tls';
 import { request as httpRequest, type ClientRequest, type IncomingMessage } from 'node:http';
@@ -188,6 +189,14 @@ export class BrokerClient {
   /** Admin: puts a quarantined GPU of a host back into service. */
   async clearGpu(host: string, gpu: number): Promise<HostInfo[]> {
     return (await this.json<{ hosts: HostInfo[] }>('POST', `/v1/hosts/${encodeURIComponent(host)}/gpus/${gpu}/clear`)).hosts;
+  }
+  /** The caller's persistent cache on each host (or on `host`), with its size. */
+  async caches(host?: string): Promise<UserCacheInfo[]> {
+    return (await this.json<{ caches: UserCacheInfo[] }>('GET', `/v1/cache${host ? `?host=${encodeURIComponent(host)}` : ''}`)).caches;
+  }
+  /** Empties the caller's cache on every host, or on `host`; what each held before. */
+  async clearCache(host?: string): Promise<UserCacheInfo[]> {
+    return (await this.json<{ cleared: UserCacheInfo[] }>('POST', '/v1/cache/clear', host ? { host } : {})).cleared;
   }
   /** Hosts, queues and clusters in one answer (`GET /v1/pool`). */
   pool(): Promise<PoolSnapshot> {

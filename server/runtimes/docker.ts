@@ -15,6 +15,8 @@ import type { RemoteExec } from '../hosts/ssh.ts';
 import { withoutGpuVars } from '../core/jobEnv.ts';
 import { CONTAINER_CHECKPOINT_DIR, hostCheckpointDir } from '../migration/checkpoint.ts';
 import { createArgs, criuDir, restoreContainer } from './criu.ts';
+import { cacheEnv, cacheVolume, ownerSlug, type CacheConfig } from '../core/userCache.ts';
+import { containerCommand, couldNotRun, explainInterpreter } from './interpreterCheck.ts';
 import { hostJobEnv, MountedRuntime, type FollowCommand, type HostJobState, type MountedRef, type MountedRuntimeOptions } from './mounted.ts';
 
 export const CONTAINER_WORKSPACE = '/workspace';
@@ -39,6 +41,8 @@ export interface DockerRunInput {
   checkpointDir?: string;
   /** The address to take on the user's network (a moved job keeps the one it had). */
   ip?: string;
+  /** The owner's cache volume and where the container has it (config cache); absent: none. */
+  cache?: { volume: string; path: string };
 }
 
 export function containerName(jobId: string): string {
@@ -47,8 +51,7 @@ export function containerName(jobId: string): string {
 
 /** The per-user network (containers of different users cannot reach each other). */
 export function userNetwork(owner: string): string {
-  const clean = owner.toLowerCase().replace(/[^a-z0-9_.-]/g, '_');
-  return clean === owner ? `gpurun-u-${clean}` : `gpurun-u-${clean}-${createHash('sha256').update(owner).digest('hex').slice(0, 8)}`;
+  return `gpurun-u-${ownerSlug(owner)}`;
 }
 
 /** The GPU flags and variables for a job: `--gpus device=…` (nvidia) or only the visibility variables (env). */
@@ -101,6 +104,7 @@ export function dockerRunArgs(j: DockerRunInput): string[] {
     ...gpu.args,
     '-v', `${j.mountPoint}:${CONTAINER_WORKSPACE}${j.readOnly ? ':ro' : ''}`,
     ...(j.checkpointDir ? ['-v', `${j.checkpointDir}:${CONTAINER_CHECKPOINT_DIR}`] : []),
+    ...(j.cache ? ['-v', `${j.cache.volume}:${j.cache.path}`] : []),
     '-w', CONTAINER_WORKSPACE,
     '--env-file', j.envFile,
     '--entrypoint', '/bin/sh',
@@ -196,11 +200,13 @@ export class DockerRuntime extends MountedRuntime {
   private readonly pausedSeen = new Set<string>();
   private readonly defaultImage: string | undefined;
   private readonly pidsLimit: number;
+  private readonly cache: CacheConfig | undefined;
 
-  constructor(opts: MountedRuntimeOptions & { defaultImage?: string; pidsLimit?: number }) {
+  constructor(opts: MountedRuntimeOptions & { defaultImage?: string; pidsLimit?: number; cache?: CacheConfig }) {
     super(opts);
     this.defaultImage = opts.defaultImage;
     this.pidsLimit = opts.pidsLimit ?? 4096;
+    this.cache = opts.cache?.enabled ? opts.cache : undefined;
   }
 
   start(spec: StartSpec): Promise<DockerRef> {
@@ -218,7 +224,9 @@ export class DockerRuntime extends MountedRuntime {
     if (!image) throw new GpurunError('E_BAD_REQUEST', 'no image: the job names none and the broker config has no defaults.image', { hint: 'Pass --image IMAGE (an image present on the host), or set defaults.image.' });
     // The checkpoint folder outlives the container (a move copies it, the next attempt resumes from it).
     const checkpointDir = hostCheckpointDir(cfg.workDir, job.id);
-    const envText = envFileText({ ...hostJobEnv(spec), GPURUN_CHECKPOINT_DIR: CONTAINER_CHECKPOINT_DIR }, cfg.gpuMode, spec.gpuIndices);
+    // The owner's cache: the usual cache variables point into it unless the job sets them itself.
+    const cache = this.cache && { volume: cacheVolume(job.owner), path: this.cache.containerPath };
+    const envText = envFileText({ ...(cache ? cacheEnv(cache.path) : {}), ...hostJobEnv(spec), GPURUN_CHECKPOINT_DIR: CONTAINER_CHECKPOINT_DIR }, cfg.gpuMode, spec.gpuIndices);
     // Once made on a host, a user's network stays (nothing here removes it): one round trip less per start.
     const net = `${spec.host}\0${job.owner}`;
     let network = this.networks.get(net);
@@ -244,7 +252,7 @@ export class DockerRuntime extends MountedRuntime {
       const args = dockerRunArgs({
         jobId: job.id, owner: job.owner, brokerId: this.brokerId, image, command: job.command, envFile,
         gpuMode: cfg.gpuMode, gpuIndices: spec.gpuIndices, cpus: job.resources.cpus, memoryMiB: job.resources.memoryMiB,
-        mountPoint: mnt, readOnly: cfg.mount.readOnly, pidsLimit: this.pidsLimit, checkpointDir, ...(spec.moved?.ip ? { ip: spec.moved.ip } : {}),
+        mountPoint: mnt, readOnly: cfg.mount.readOnly, pidsLimit: this.pidsLimit, checkpointDir, ...(spec.moved?.ip ? { ip: spec.moved.ip } : {}), ...(cache ? { cache } : {}),
       });
       // A restore creates the same container and starts it from the checkpoint (runtimes/criu.ts).
       const restore = spec.moved?.restore;
@@ -355,6 +363,12 @@ export class DockerRuntime extends MountedRuntime {
     }
     const endedAt = st.finishedAt && !st.finishedAt.startsWith('0001') ? new Date(st.finishedAt).toISOString() : new Date().toISOString();
     const info: ExitInfo = { exitCode: st.exitCode, signal: null, endedAt, ...(st.oomKilled ? { oomKilled: true } : {}) };
+    if (couldNotRun(st.exitCode, st.error)) {
+      // A virtualenv whose python links to a Python the image lacks: say so, not only "not found".
+      const c = await containerCommand(ssh, r.container).catch(() => ({ command0: undefined, image: undefined }));
+      const why = await explainInterpreter(ssh, r.mnt, CONTAINER_WORKSPACE, c.command0, { kind: 'image', ...(c.image ? { name: c.image } : {}) });
+      if (why) return { ...info, startError: why };
+    }
     if (st.error) return { ...info, startError: st.error };
     if (st.exitCode === 127 || st.exitCode === 126) return { ...info, startError: `the command was not found or could not be run in the image (exit ${st.exitCode}); see the output` };
     return info;

@@ -9,6 +9,10 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { GpurunError } from '../protocol/errors.ts';
 import type { ExitInfo, Lost, Runtime, StartSpec } from '../core/runtime.ts';
+import { LocalExec } from '../slurm/exec.ts';
+import { cacheEnv } from '../core/userCache.ts';
+import { localCacheDir } from '../cache/userCaches.ts';
+import { couldNotRun, explainInterpreter } from './interpreterCheck.ts';
 
 export interface ProcessRef extends Record<string, unknown> {
   dir: string;
@@ -30,11 +34,14 @@ export class ProcessRuntime implements Runtime {
   private readonly runDir: string;
   private readonly shimPath: string;
   private readonly nodePath: string;
+  private readonly cacheRoot: string | undefined;
 
-  constructor(runDir: string, shimPath: string, nodePath: string = process.execPath) {
+  /** `cacheRoot`: where each user's cache folder is (a team broker's jobs all run as its OS user); absent: none. */
+  constructor(runDir: string, shimPath: string, nodePath: string = process.execPath, cacheRoot?: string) {
     this.runDir = runDir;
     this.shimPath = shimPath;
     this.nodePath = nodePath;
+    this.cacheRoot = cacheRoot;
   }
 
   async start(spec: StartSpec): Promise<ProcessRef> {
@@ -43,7 +50,14 @@ export class ProcessRuntime implements Runtime {
     rmSync(dir, { recursive: true, force: true });
     // The spec holds the job's env: the folders are 0700 and the file 0600 (README: "Secrets").
     mkdirSync(dir, { recursive: true, mode: 0o700 });
-    writeFileSync(join(dir, 'spec.json'), JSON.stringify({ command: spec.job.command, cwd: spec.job.workspace, env: spec.env, logPath: spec.logPath }), { mode: 0o600 });
+    let env = spec.env;
+    if (this.cacheRoot) {
+      // The owner's cache folder; the usual cache variables point into it unless the job sets them itself.
+      const cache = localCacheDir(this.cacheRoot, spec.job.owner);
+      mkdirSync(cache, { recursive: true, mode: 0o700 });
+      env = { ...cacheEnv(cache), ...spec.env };
+    }
+    writeFileSync(join(dir, 'spec.json'), JSON.stringify({ command: spec.job.command, cwd: spec.job.workspace, env, logPath: spec.logPath }), { mode: 0o600 });
     const shim = spawn(this.nodePath, [this.shimPath, dir], { detached: true, stdio: 'ignore' });
     shim.unref();
     const shimPid = shim.pid;
@@ -79,7 +93,7 @@ export class ProcessRuntime implements Runtime {
     const statusPath = join(r.dir, 'status.json');
     for (;;) {
       const status = readJson<ExitInfo>(statusPath);
-      if (status) return status;
+      if (status) return couldNotRun(status.exitCode, status.startError) ? await explained(r, status) : status;
       if (!isShimAlive(r)) {
         // The shim may have written its status between the two checks.
         const late = readJson<ExitInfo>(statusPath);
@@ -104,6 +118,13 @@ export class ProcessRuntime implements Runtime {
     // Whatever is left of the group (children that ignored TERM, or the job itself) is killed.
     killGroup(r.pid, 'SIGKILL');
   }
+}
+
+/** A start that failed because the job's virtualenv python links to a Python this machine lacks: said so. */
+async function explained(r: ProcessRef, status: ExitInfo): Promise<ExitInfo> {
+  const spec = readJson<{ command: string[]; cwd: string }>(join(r.dir, 'spec.json'));
+  const why = spec && (await explainInterpreter(new LocalExec(), spec.cwd, spec.cwd, spec.command[0], { kind: 'host', name: 'local' }));
+  return why ? { ...status, startError: why } : status;
 }
 
 function killGroup(pgid: number, sig: NodeJS.Signals): void {

@@ -13,6 +13,7 @@ import type { StoredJob } from '../core/store.ts';
 import type { RemoteExec } from '../hosts/ssh.ts';
 import { mountPoint } from '../hosts/mount.ts';
 import { gpuSettings } from './docker.ts';
+import { explainInterpreter } from './interpreterCheck.ts';
 import { hostJobEnv, MountedRuntime, type FollowCommand, type HostJobState, type MountedRef } from './mounted.ts';
 import { followArgs, launchArgs, launchInput, listRunsArgs, parsePidFile, parseRunState, parseRuns, removeArgs, runDir, statusArgs, stopArgs, type RunState } from './sshProcessArgs.ts';
 
@@ -23,6 +24,8 @@ export interface SshProcessRef extends MountedRef {
   pid: number;
   /** The shell that waits for the job and writes its exit status. */
   supervisor: number;
+  /** The job's first word (absent on refs of older brokers): looked at when it cannot be run. */
+  command0?: string;
 }
 
 /** How long recover() waits for a job whose run directory exists but that has not recorded its pid yet. */
@@ -45,7 +48,7 @@ export class SshProcessRuntime extends MountedRuntime {
       const env = { ...hostJobEnv(spec), ...gpuSettings('env', spec.gpuIndices).env };
       const r = await ssh.exec(launchArgs({ dir, brokerId: this.brokerId, cwd: mnt, env, command: job.command }), { stdin: launchInput(env), timeoutMs: 60_000 });
       if (r.code !== 0) throw new GpurunError('E_INTERNAL', `${spec.host}: starting the job failed (exit ${r.code ?? r.signal}): ${r.stderr.trim().split('\n').slice(-3).join(' / ') || '(no output)'}`, { exitCode: r.code ?? undefined, stderr: r.stderr });
-      return { host: spec.host, dir, mnt, transport, logPath: spec.logPath, ...this.startFacts(spec), ...parsePidFile(r.stdout) };
+      return { host: spec.host, dir, mnt, transport, logPath: spec.logPath, command0: job.command[0], ...this.startFacts(spec), ...parsePidFile(r.stdout) };
     } catch (e) {
       await ssh.exec(removeArgs(dir)).catch(() => {});
       await this.unmount(ssh, mnt);
@@ -75,7 +78,7 @@ export class SshProcessRuntime extends MountedRuntime {
     }
     const transport = job.workspaceFrom === 'client' ? 'relay' : cfg.mount.transport;
     const boot = this.hosts.reach(job.host).bootId;
-    return { host: job.host, dir, mnt, transport, logPath, gpus: job.gpuIndices, ...(boot ? { bootId: boot } : {}), startedAt: new Date().toISOString(), pid: st.pid, supervisor: st.supervisor };
+    return { host: job.host, dir, mnt, transport, logPath, gpus: job.gpuIndices, ...(boot ? { bootId: boot } : {}), startedAt: new Date().toISOString(), pid: st.pid, supervisor: st.supervisor, command0: job.command[0] };
   }
 
   private async runState(ssh: RemoteExec, dir: string): Promise<RunState> {
@@ -100,6 +103,10 @@ export class SshProcessRuntime extends MountedRuntime {
         return 'running';
       case 'exit': {
         const info: ExitInfo = { exitCode: st.exitCode, signal: null, endedAt: st.endedAt };
+        if (st.exitCode === 127 || st.exitCode === 126) {
+          const why = await explainInterpreter(ssh, r.mnt, r.mnt, r.command0, { kind: 'host', name: r.host });
+          if (why) return { ...info, startError: why };
+        }
         if (st.exitCode === 127 || st.exitCode === 126) return { ...info, startError: `the command was not found or could not be run on host ${r.host} (exit ${st.exitCode}); see the output` };
         return info;
       }

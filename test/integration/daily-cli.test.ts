@@ -99,6 +99,22 @@ describe('daily loop: the CLI', function () {
     assert.match(bad.stderr, /"broken" is not a job state/);
   });
 
+  it('--notify rings the bell and sends a desktop notification when the job ends, also after --detach', async () => {
+    const bin = scratch();
+    const sent = join(bin, 'sent');
+    writeFileSync(join(bin, 'notify-send'), `#!/bin/sh\nprintf '%s|' "$@" >> '${sent}'; echo >> '${sent}'\n`, { mode: 0o755 });
+    const nenv = { ...env, PATH: `${bin}:${env.PATH}` };
+    const r = await gpurun(['run', '--notify', '--gpus', '0', '--name', 'bell', '--', 'sh', '-c', 'exit 3'], nenv);
+    assert.equal(r.code, 3);
+    assert.ok(r.stderr.includes('\x07'), JSON.stringify(r.stderr));
+    assert.match(readFileSync(sent, 'utf8'), /^--app-name=gpurun\|gpurun: bell failed\|job \S+ failed: exited with code 3\|\n$/);
+    const d = await gpurun(['run', '--detach', '--notify', '--gpus', '0', '--name', 'later', '--', 'sleep', '6'], nenv);
+    assert.equal(d.code, 0, d.stderr);
+    assert.doesNotMatch(readFileSync(sent, 'utf8'), /later/);
+    await waitFor('the detached waiter to notify', () => /gpurun: later succeeded\|job \S+ succeeded\|/.test(readFileSync(sent, 'utf8')), 20_000, 200);
+    cleanup(bin);
+  });
+
   it('suggests what was meant for a mistyped command or option', async () => {
     const c = await gpurun(['lss'], env);
     assert.equal(c.code, 2);
@@ -111,10 +127,10 @@ describe('daily loop: the CLI', function () {
   it('prints completion scripts that bash accepts', async () => {
     const r = await gpurun(['completion', 'bash'], env);
     assert.equal(r.code, 0);
-    const words = execFileSync('bash', ['-c', `${r.stdout}\nCOMP_WORDS=(gpurun run --gp); COMP_CWORD=2; _gpurun; echo "\${COMPREPLY[@]}"`]).toString();
+    const words = execFileSync('bash', ['--norc', '--noprofile', '-c', `${r.stdout}\nCOMP_WORDS=(gpurun run --gp); COMP_CWORD=2; _gpurun; echo "\${COMPREPLY[@]}"`]).toString();
     assert.equal(words.trim(), '--gpus --gpu-type');
     // run's options are the job options schema's: the restart options are offered too.
-    const more = execFileSync('bash', ['-c', `${r.stdout}\nCOMP_WORDS=(gpurun run --rest); COMP_CWORD=2; _gpurun; echo "\${COMPREPLY[@]}"`]).toString();
+    const more = execFileSync('bash', ['--norc', '--noprofile', '-c', `${r.stdout}\nCOMP_WORDS=(gpurun run --rest); COMP_CWORD=2; _gpurun; echo "\${COMPREPLY[@]}"`]).toString();
     assert.equal(more.trim(), '--restarts --restart-on-exit');
     for (const sh of ['zsh', 'fish']) assert.match((await gpurun(['completion', sh], env)).stdout, /gpurun/);
   });

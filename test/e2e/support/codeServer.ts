@@ -242,3 +242,9 @@ function freePort(): Promise<number> {
     });
   });
 }
+
+/** A screenshot of the page in test-results/NAME (the screenshots the README shows, and those of failed tests). */
+export async function screenshot(page: Page, name: string): Promise<void> {
+  mkdirSync(RESULTS, { recursive: true });
+  await page.screenshot({ path: join(RESULTS, name) });
+}
