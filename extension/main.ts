@@ -24,6 +24,9 @@ import { JobTerminals } from './terminal/jobTerminal.ts';
 import { HostsTree } from './views/hostsTree.ts';
 import { JobsTree } from './views/jobsTree.ts';
 import { WorkspaceServers } from './workspaceServer.ts';
+import { registerInteractive } from './commands/interactive.ts';
+import { Forwards } from './interactive/forwards.ts';
+import { findJobUrls } from './core/jobUrls.ts';
 
 let active: { broker: Broker; sync: JobSync } | undefined;
 
@@ -61,6 +64,16 @@ export function activate(context: vscode.ExtensionContext): GpurunApi {
     registerJobsView(ctx);
     registerJobNotifier(ctx);
     registerStatusBar(context, sync);
+    const forwards = new Forwards(broker, sync, log);
+    context.subscriptions.push(forwards);
+    registerInteractive(ctx, forwards);
+    // A job that prints its own web address (TensorBoard, Jupyter, a demo server) gets an Open button.
+    const tails = new Map<string, string>();
+    terminals.onOutput = (id, text) => {
+      const seen = (tails.get(id) ?? '') + text;
+      tails.set(id, seen.slice(-300));
+      for (const u of findJobUrls(seen)) if (!isFinal(sync.jobs.get(id)?.state ?? 'running')) forwards.offer(id, u);
+    };
 
     const language = new DirectiveLanguageClient(context.extensionPath, broker, log);
     const lens = new RunLensProvider((uri) => language.estimate(uri));

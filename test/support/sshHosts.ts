@@ -213,3 +213,13 @@ export async function makeSshHosts(dir: string, specs: Array<{ name: string; add
   for (const h of hosts) await h.start();
   return { dir, clientKey, knownHosts, hosts, stopAll: async () => void (await Promise.all(hosts.map((h) => h.stop()))) };
 }
+
+/**
+ * What jobs of `owner` left on the Docker hosts of a test: their containers (removed) and the mounts under `hostwork`
+ * (unmounted). For after() hooks, so a failed suite leaves nothing running.
+ */
+export function removeDockerLeftovers(hostwork: string, owner = 'alice'): void {
+  const left = spawnSync('docker', ['ps', '-a', '--filter', `label=gpurun.owner=${owner}`, '--format', '{{.Names}}'], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean);
+  for (const c of left) spawnSync('docker', ['rm', '-f', c]);
+  for (const m of mountedUnder(hostwork)) spawnSync('sh', ['-c', 'fusermount3 -uz "$1" || umount -l "$1"', 'unmount', m]);
+}
