@@ -20,6 +20,7 @@ export const COMMANDS = {
   openTerminalOnGpu: { id: 'gpurun.openTerminalOnGpu', title: 'Open Terminal on GPU', icon: '$(terminal)' },
   openTerminalInJob: { id: 'gpurun.openTerminalInJob', title: 'Open Terminal in Job', icon: '$(terminal)' },
   forwardPort: { id: 'gpurun.forwardPort', title: 'Forward Port…', icon: '$(plug)' },
+  debugFile: { id: 'gpurun.debugFile', title: 'Debug Current File on GPU', icon: '$(debug-alt)' },
 } as const;
 
 export type CommandKey = keyof typeof COMMANDS;

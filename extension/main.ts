@@ -25,6 +25,7 @@ import { HostsTree } from './views/hostsTree.ts';
 import { JobsTree } from './views/jobsTree.ts';
 import { WorkspaceServers } from './workspaceServer.ts';
 import { registerInteractive } from './commands/interactive.ts';
+import { registerDebug } from './debug/gpuDebug.ts';
 import { Forwards } from './interactive/forwards.ts';
 import { findJobUrls } from './core/jobUrls.ts';
 
@@ -67,6 +68,7 @@ export function activate(context: vscode.ExtensionContext): GpurunApi {
     const forwards = new Forwards(broker, sync, log);
     context.subscriptions.push(forwards);
     registerInteractive(ctx, forwards);
+    registerDebug(ctx, forwards);
     // A job that prints its own web address (TensorBoard, Jupyter, a demo server) gets an Open button.
     const tails = new Map<string, string>();
     terminals.onOutput = (id, text) => {

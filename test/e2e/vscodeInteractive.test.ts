@@ -5,12 +5,13 @@
  * job that prints its web address gets an Open button that opens it in the browser through a forward.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import type { Job } from '../../server/protocol/jobs.ts';
 import { cleanup, createToken, fakeNvidiaSmi, requirePart, scratch, startBrokerProcess, waitFor, type BrokerProc } from '../support/harness.ts';
-import { installExtension, launchBrowser, missingVsCode, openSidebar, openWorkbench, runCommand, screenshot, signIn, startCodeServer, waitForTerminal, type CodeServer } from './support/codeServer.ts';
+import { RESULTS, installExtension, launchBrowser, missingVsCode, openFile, openSidebar, openWorkbench, runCommand, screenshot, signIn, startCodeServer, waitForTerminal, type CodeServer } from './support/codeServer.ts';
 
 describe('VS Code: terminals in jobs and forwarded ports, end to end (code-server + Chromium)', function () {
   this.timeout(180_000);
@@ -22,6 +23,7 @@ describe('VS Code: terminals in jobs and forwarded ports, end to end (code-serve
   let page: Page;
   let ws: string;
   const port = 18_000 + (process.pid % 2000);
+  const debugPort = 21_000 + (process.pid % 2000);
 
   const api = async <T>(path: string, init: RequestInit = {}): Promise<T> => {
     const r = await fetch(`${broker.url}${path}`, { ...init, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' } });
@@ -37,6 +39,10 @@ describe('VS Code: terminals in jobs and forwarded ports, end to end (code-serve
     ws = join(dir, 'project');
     mkdirSync(ws);
     writeFileSync(join(ws, 'index.html'), '<html><body><h1>hello from the job</h1></body></html>\n');
+    writeFileSync(join(ws, 'dbg.py'), ['import os', '', 'def main():', '    answer = 6 * 7', '    print("the answer is", answer, flush=True)', '', 'if __name__ == "__main__":', '    main()', ''].join('\n'));
+    // Debug on GPU with the interpreter that has debugpy (Debian's python3-debugpy for /usr/bin/python3, test/setup).
+    mkdirSync(join(ws, '.vscode'));
+    writeFileSync(join(ws, '.vscode', 'launch.json'), JSON.stringify({ version: '0.2.0', configurations: [{ type: 'gpurun', request: 'launch', name: 'Debug on GPU', program: '${workspaceFolder}/dbg.py', gpus: 1, python: '/usr/bin/python3', port: debugPort }] }, null, 2));
     const fakeBin = fakeNvidiaSmi(dir, [
       { name: 'NVIDIA A100-SXM4-80GB', memoryMiB: 81920 },
       { name: 'NVIDIA A100-SXM4-80GB', memoryMiB: 81920 },
@@ -115,5 +121,31 @@ describe('VS Code: terminals in jobs and forwarded ports, end to end (code-serve
     assert.match(opened.url(), /^http:\/\/127\.0\.0\.1:\d+\//);
     await opened.close();
     await api(`/v1/jobs/${job.id}/cancel`, { method: 'POST' });
+  });
+
+  it('Debug on GPU: F5 runs the script in a job under debugpy and stops at a breakpoint; the Variables view shows a local', async function () {
+    requirePart(this, 'debugpy for /usr/bin/python3', spawnSync('/usr/bin/python3', ['-c', 'import debugpy']).status === 0, 'apt-get install python3-debugpy (test/setup/40-vscode.apt)');
+    await openFile(page, 'dbg.py');
+    await page.keyboard.press('Control+G');
+    await page.locator('.quick-input-widget input').fill(':5');
+    await page.keyboard.press('Enter');
+    await page.keyboard.press('F9');
+    await page.locator('.codicon-debug-breakpoint').first().waitFor({ timeout: 10_000 });
+    const t0 = Date.now();
+    await page.keyboard.press('F5');
+    const row = page.locator('.debug-pane .monaco-list-row', { hasText: /answer\s*[:=]?\s*42/ }).first();
+    await row.waitFor({ timeout: 120_000 });
+    const ms = Date.now() - t0;
+    const job = (await jobs()).find((j) => j.name === 'debug dbg.py')!;
+    assert.equal(job.state, 'running');
+    await page.locator('.debug-top-stack-frame-column, .debug-pane', { hasText: /dbg\.py/ }).first().waitFor({ timeout: 10_000 });
+    await shot('vscode-debug.png');
+    mkdirSync(RESULTS, { recursive: true });
+    writeFileSync(join(RESULTS, 'debug-timing.txt'), `F5 to stopped at the first breakpoint: ${ms} ms\n`);
+    console.log(`      F5 to stopped at the first breakpoint: ${ms} ms`);
+    // Continue: the program finishes, the job succeeds with its output.
+    await page.keyboard.press('F5');
+    const done = await waitFor('the debug job to end', async () => (await jobs()).find((j) => j.id === job.id && !['queued', 'starting', 'running'].includes(j.state)), 60_000);
+    assert.equal(done.state, 'succeeded');
   });
 });
