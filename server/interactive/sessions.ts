@@ -40,6 +40,9 @@ export class LiveSession {
   private final: Buffer | undefined;
   private timer: NodeJS.Timeout | undefined;
   private readonly closedFns: Array<() => void> = [];
+  /** Input taken from clients: stdin bytes, and whether stdin has ended (a client resends what came after). */
+  private taken = 0;
+  private eof = false;
   private gone = false;
 
   constructor(owner: string, jobId: string, graceMs: number, forget: () => void) {
@@ -87,7 +90,7 @@ export class LiveSession {
     const old = this.socket;
     this.socket = undefined;
     old?.destroy();
-    const info: SessionInfo = { id: this.id, graceMs: this.graceMs };
+    const info: SessionInfo = { id: this.id, graceMs: this.graceMs, input: this.taken, eof: this.eof };
     socket.write(encodeFrame(FRAME.session, JSON.stringify(info)));
     const from = Math.min(offset, this.total);
     const first = this.kept[0]?.start ?? this.total;
@@ -122,11 +125,16 @@ export class LiveSession {
 
   private input(socket: Duplex, type: number, data: Buffer): void {
     const p = this.process;
-    if (type === FRAME.ping) socket.write(encodeFrame(FRAME.pong));
+    if (type === FRAME.ping) socket.write(encodeFrame(FRAME.pong, JSON.stringify({ input: this.taken, eof: this.eof })));
     else if (type === FRAME.hangup) this.hangup();
     else if (!p) return;
-    else if (type === FRAME.stdin) p.write(data);
-    else if (type === FRAME.stdinEnd) p.end();
+    else if (type === FRAME.stdin) {
+      this.taken += data.length;
+      p.write(data);
+    } else if (type === FRAME.stdinEnd) {
+      if (!this.eof) p.end();
+      this.eof = true;
+    }
     else if (type === FRAME.resize) {
       const s = JSON.parse(data.toString('utf8')) as { rows?: unknown; cols?: unknown };
       p.resize(size(s.rows, 'rows', 24), size(s.cols, 'cols', 80));

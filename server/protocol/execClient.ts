@@ -2,18 +2,19 @@
  * The client's side of an exec stream (wire in protocol/interactive.ts), shared by the CLI (`gpurun exec`, `run -it`,
  * `shell`) and the VS Code terminals: sends input, window sizes and pings, hands output to its owner, and when the
  * connection to the broker drops, attaches again to the same session (the process kept running) and goes on from the
- * byte it had. Input typed while disconnected is kept and sent once attached again.
+ * byte it had. Input is kept until the broker says it has taken it (its `session` and `pong` frames count stdin
+ * bytes): what was sent into a connection that then dropped, or typed while disconnected, is sent again once attached.
  */
 import type { Duplex } from 'node:stream';
 import type { BrokerClient } from './client.ts';
 import { GpurunError, type ErrorCode } from './errors.ts';
-import { ATTACH_HEADER, dataFrames, encodeExecRequest, encodeFrame, EXEC_HEADER, EXEC_UPGRADE, FRAME, FrameReader, type ExecExit, type ExecRequest, type SessionInfo } from './interactive.ts';
+import { ATTACH_HEADER, dataFrames, encodeExecRequest, encodeFrame, EXEC_HEADER, EXEC_UPGRADE, FRAME, FrameReader, type ExecExit, type ExecRequest, type InputAck, type SessionInfo } from './interactive.ts';
 
 /** How often the client asks whether the broker is there, and after how long without a word it takes the link for dead. */
 export const PING_MS = 5_000;
 export const DEAD_MS = 15_000;
-/** The most input kept while disconnected (bytes); more is dropped, with a notice. */
-const MAX_QUEUED = 1 << 20;
+/** The most input kept until the broker has taken it (bytes); more is dropped, with a notice. */
+const MAX_UNACKED = 1 << 20;
 
 export interface ExecIo {
   /** Output; false when the receiver is full (then `drained` says when it can take more). */
@@ -29,12 +30,17 @@ export class ExecStream {
   private readonly jobId: string;
   private readonly req: ExecRequest;
   private readonly io: ExecIo;
+  /** The connection, once its session frame came (input goes straight to it then). */
   private socket: Duplex | undefined;
   private info: SessionInfo | undefined;
   /** Output bytes received (stdout and stderr), where a reattach starts. */
   private offset = 0;
-  private queued: Buffer[] = [];
-  private queuedBytes = 0;
+  /** Input the broker may not have yet: chunks from stdin byte `start` on, and whether stdin has ended here. */
+  private unacked: Array<{ start: number; data: Buffer }> = [];
+  private unackedBytes = 0;
+  private inputTotal = 0;
+  private eof = false;
+  private dropped = false;
   private size: { rows: number; cols: number } | undefined;
   private hungUp = false;
 
@@ -69,11 +75,38 @@ export class ExecStream {
   }
 
   write(data: Buffer): void {
-    for (const f of dataFrames(FRAME.stdin, data)) this.send(f);
+    if (this.unackedBytes + data.length > MAX_UNACKED) {
+      if (!this.dropped) this.io.notice(`input past ${MAX_UNACKED} bytes not yet taken by the broker was dropped`);
+      this.dropped = true;
+      return;
+    }
+    this.unacked.push({ start: this.inputTotal, data });
+    this.unackedBytes += data.length;
+    this.inputTotal += data.length;
+    if (this.socket) for (const f of dataFrames(FRAME.stdin, data)) this.socket.write(f);
   }
 
   end(): void {
-    this.send(encodeFrame(FRAME.stdinEnd));
+    this.eof = true;
+    this.socket?.write(encodeFrame(FRAME.stdinEnd));
+  }
+
+  /** The broker has taken input up to `a.input`: forget it. */
+  private ack(a: InputAck): void {
+    while (this.unacked.length && this.unacked[0].start + this.unacked[0].data.length <= a.input) this.unackedBytes -= this.unacked.shift()!.data.length;
+  }
+
+  /** A (new) connection's session frame: send what the broker has not taken, then go on with it. */
+  private attached(sock: Duplex, info: SessionInfo): void {
+    this.info = info;
+    this.ack(info);
+    for (const c of this.unacked) {
+      const from = Math.max(0, info.input - c.start);
+      for (const f of dataFrames(FRAME.stdin, c.data.subarray(from))) sock.write(f);
+    }
+    if (this.eof && !info.eof) sock.write(encodeFrame(FRAME.stdinEnd));
+    if (this.size) sock.write(encodeFrame(FRAME.resize, JSON.stringify(this.size)));
+    this.socket = sock;
   }
 
   resize(rows: number, cols: number): void {
@@ -84,19 +117,11 @@ export class ExecStream {
   /** Leaves on purpose: the process gets a hang-up now (a closed terminal), and run() resolves with null. */
   hangup(): void {
     this.hungUp = true;
-    const s = this.socket;
-    if (s) s.end(encodeFrame(FRAME.hangup));
+    this.current?.end(encodeFrame(FRAME.hangup));
   }
 
-  private send(frame: Buffer): void {
-    if (this.socket) {
-      this.socket.write(frame);
-      return;
-    }
-    if (this.queuedBytes + frame.length > MAX_QUEUED) return;
-    this.queued.push(frame);
-    this.queuedBytes += frame.length;
-  }
+  /** The connection being read, session frame or not. */
+  private current: Duplex | undefined;
 
   private async reattach(path: string, info: SessionInfo): Promise<Duplex> {
     const deadline = Date.now() + info.graceMs;
@@ -117,10 +142,8 @@ export class ExecStream {
 
   /** Reads frames from `sock` until the last one (the end) or until the connection drops ('dropped'). */
   private pump(sock: Duplex): Promise<ExecExit | null | 'dropped'> {
-    this.socket = sock;
-    if (this.size) sock.write(encodeFrame(FRAME.resize, JSON.stringify(this.size)));
-    for (const f of this.queued.splice(0)) sock.write(f);
-    this.queuedBytes = 0;
+    this.socket = undefined;
+    this.current = sock;
     return new Promise((resolve, reject) => {
       const reader = new FrameReader();
       let heard = Date.now();
@@ -142,7 +165,8 @@ export class ExecStream {
           for (const f of reader.push(chunk)) {
             if (f.type === FRAME.stdout) out(this.io.stdout, f.data);
             else if (f.type === FRAME.stderr) out(this.io.stderr, f.data);
-            else if (f.type === FRAME.session) this.info = JSON.parse(f.data.toString('utf8')) as SessionInfo;
+            else if (f.type === FRAME.session) this.attached(sock, JSON.parse(f.data.toString('utf8')) as SessionInfo);
+            else if (f.type === FRAME.pong && f.data.length) this.ack(JSON.parse(f.data.toString('utf8')) as InputAck);
             else if (f.type === FRAME.exit) end = JSON.parse(f.data.toString('utf8')) as ExecExit;
             else if (f.type === FRAME.error) end = { error: JSON.parse(f.data.toString('utf8')) as { code: string; message: string; hint?: string } };
           }
@@ -155,6 +179,7 @@ export class ExecStream {
       sock.once('close', () => {
         clearInterval(ping);
         if (this.socket === sock) this.socket = undefined;
+        if (this.current === sock) this.current = undefined;
         if (!end) resolve(this.hungUp ? null : 'dropped');
         else if ('error' in end) reject(new GpurunError(end.error.code as ErrorCode, end.error.message, end.error.hint ? { hint: end.error.hint } : {}));
         else resolve(end);

@@ -33,10 +33,20 @@ export interface AttachRequest {
   offset: number;
 }
 
-/** The `session` frame: the session's id and how long (ms) the process waits for a client after a drop. */
-export interface SessionInfo {
+/**
+ * The `session` frame: the session's id, how long (ms) the process waits for a client after a drop, and how much of
+ * the client's input the broker has taken (`input` bytes of stdin; `eof` once the end of stdin came). A client resends
+ * what it sent past `input` (lost with the connection that dropped). `pong` frames carry the same two counts.
+ */
+export interface SessionInfo extends InputAck {
   id: string;
   graceMs: number;
+}
+
+/** How much input the broker has taken: `input` stdin bytes, and `eof` once the end of stdin came. */
+export interface InputAck {
+  input: number;
+  eof: boolean;
 }
 
 /** What to run in the job. `command` is an argv array: it is never read by a shell on the way. */
@@ -75,7 +85,7 @@ export const FRAME = {
   error: 6,
   /** broker → client: JSON SessionInfo; the first frame of a new session. */
   session: 7,
-  /** client → broker: are you there? (answered with pong). */
+  /** client → broker: are you there? (answered with pong: JSON InputAck). */
   ping: 8,
   pong: 9,
   /** client → broker: the client is leaving on purpose; the process gets a hang-up now (no reattach). */

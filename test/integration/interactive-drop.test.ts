@@ -32,9 +32,13 @@ describe('interactive work through a dropped connection to the broker (sshd + Do
   const screen = () => tmux('capture-pane', '-p', '-J', '-S', '-200', '-t', 't');
   const children: ChildProcess[] = [];
 
-  /** Cuts the CLI's connections to the broker: every TCP packet to or from the broker's port gets a reset. */
+  /**
+   * Cuts the CLI's connections to the broker: every TCP packet to or from the broker's port gets a reset (the resets
+   * themselves pass, so both ends hear of it, and a new connection is refused at once).
+   */
   function cut(): void {
     for (const r of [['OUTPUT', '-d', BROKER, '-p', 'tcp', '--dport', brokerPort], ['OUTPUT', '-s', BROKER, '-p', 'tcp', '--sport', brokerPort]]) {
+      r.push('!', '--tcp-flags', 'RST', 'RST');
       const rule = [...r, '-j', 'REJECT', '--reject-with', 'tcp-reset'];
       execFileSync('iptables', ['-I', ...rule]);
       rules.push(rule);
@@ -45,8 +49,17 @@ describe('interactive work through a dropped connection to the broker (sshd + Do
   }
   function newTerminal(): void {
     spawnSync('tmux', ['-L', tmuxSock, 'kill-server']);
-    tmux('new-session', '-d', '-s', 't', '-x', '100', '-y', '30', 'bash', '--norc', '--noprofile');
+    // The old server may still be going away ("server exited unexpectedly"): try again a moment later.
+    for (let i = 0; ; i++) {
+      if (spawnSync('tmux', ['-L', tmuxSock, 'new-session', '-d', '-s', 't', '-x', '100', '-y', '30', 'bash', '--norc', '--noprofile']).status === 0) return;
+      if (i === 5) throw new Error('tmux cannot start a session');
+      spawnSync('sleep', ['0.3']);
+    }
   }
+  /** Waits until the terminal shows `re`; a timeout says what it shows. */
+  const shows = (what: string, re: RegExp, ms: number) => waitFor(what, () => re.test(screen()), ms).catch((e: Error) => {
+    throw new Error(`${e.message}; the terminal shows:\n${screen()}`);
+  });
   const vars = () => `GPURUN_BROKER=${broker!.url} GPURUN_TOKEN=${alice.GPURUN_TOKEN}`;
 
   before(async function () {
@@ -65,7 +78,12 @@ describe('interactive work through a dropped connection to the broker (sshd + Do
     alice = { ...testEnv(join(dir, 'home')), GPURUN_BROKER: broker.url, GPURUN_TOKEN: await createToken(broker, 'alice') };
     await waitFor('the host up', async () => /gpu1\s+up/.test((await gpurun(['hosts'], alice)).stdout), 30_000);
   });
-  afterEach(() => heal());
+  afterEach(async () => {
+    heal();
+    // A failed test leaves no job holding the host's one GPU for the next.
+    const ls = await gpurun(['ls', '--json'], alice);
+    for (const j of (JSON.parse(ls.stdout || '[]') as Array<{ id: string; state: string }>)) if (['queued', 'starting', 'running'].includes(j.state)) await gpurun(['cancel', j.id], alice);
+  });
   after(async () => {
     heal();
     for (const c of children) c.kill('SIGKILL');
@@ -82,24 +100,24 @@ describe('interactive work through a dropped connection to the broker (sshd + Do
     const sub = await gpurun(['run', '--detach', '--workspace', ws, '--', 'sleep', '600'], alice);
     assert.equal(sub.code, 0, sub.stderr);
     const id = sub.stdout.trim();
-    await waitFor('the job to run', async () => /running/.test((await gpurun(['show', id], alice)).stdout), 60_000);
+    await waitFor('the job to run', async () => (JSON.parse((await gpurun(['show', '--json', id], alice)).stdout) as { state: string }).state === 'running', 60_000);
     newTerminal();
     tmux('send-keys', '-t', 't', `clear; ${vars()} ${NODE} ${CLI} exec -it ${id} -- env 'PS1=gp> ' sh; echo EXIT=$?`, 'Enter');
-    await waitFor('the prompt in the job', () => /^gp>\s*$/m.test(screen()), 30_000);
+    await shows('the prompt in the job', /^gp>\s*$/m, 30_000);
     tmux('send-keys', '-t', 't', 'echo pid-$$', 'Enter');
     const pid = await waitFor('the shell\'s pid', () => /^pid-(\d+)$/m.exec(screen())?.[1], 10_000);
     tmux('send-keys', '-t', 't', 'sleep 4; echo slept-through-$$', 'Enter');
     cut();
-    await waitFor('the CLI to see the drop', () => /gpurun: the connection to the broker dropped; the process runs on in the job, attaching again/.test(screen()), 20_000);
+    await shows('the CLI to see the drop', /gpurun: the connection to the broker dropped; the process runs on in the job, attaching again/, 20_000);
     await new Promise((r) => setTimeout(r, 5_000));
-    assert.doesNotMatch(screen(), /slept-through/);
+    assert.doesNotMatch(screen(), /^slept-through-\d+$/m);
     heal();
-    await waitFor('the CLI attached again', () => /gpurun: attached again/.test(screen()), 20_000);
-    await waitFor('the output printed during the cut', () => new RegExp(`^slept-through-${pid}$`, 'm').test(screen()), 10_000);
+    await shows('the CLI attached again', /gpurun: attached again/, 20_000);
+    await shows('the output printed during the cut', new RegExp(`^slept-through-${pid}$`, 'm'), 10_000);
     tmux('send-keys', '-t', 't', 'echo still-$$', 'Enter');
-    await waitFor('the same shell', () => new RegExp(`^still-${pid}$`, 'm').test(screen()), 10_000);
+    await shows('the same shell', new RegExp(`^still-${pid}$`, 'm'), 10_000);
     tmux('send-keys', '-t', 't', 'C-d');
-    await waitFor('the exec to end', () => /^EXIT=\d+$/m.test(screen()), 10_000);
+    await shows('the exec to end', /^EXIT=\d+$/m, 10_000);
     assert.match(screen(), /^EXIT=0$/m);
     const audit = readFileSync(join(broker!.home, 'data', 'audit.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { action: string; job?: string });
     assert.ok(audit.some((a) => a.action === 'job.exec.attach' && a.job === id));
@@ -109,19 +127,19 @@ describe('interactive work through a dropped connection to the broker (sshd + Do
   it('keeps gpurun run -it through a cut; what its terminal showed is in the job\'s log', async () => {
     newTerminal();
     tmux('send-keys', '-t', 't', `clear; cd ${ws}; ${vars()} ${NODE} ${CLI} run -it --gpus 0 -- python3 -q; echo EXIT=$?`, 'Enter');
-    await waitFor('the Python prompt', () => /^>>>\s*$/m.test(screen()), 60_000);
+    await shows('the Python prompt', /^>>>\s*$/m, 60_000);
     const id = /job (\w+) submitted/.exec(screen())![1];
     tmux('send-keys', '-t', 't', 'print(6*7)', 'Enter');
-    await waitFor('the answer', () => /^42$/m.test(screen()), 10_000);
+    await shows('the answer', /^42$/m, 10_000);
     cut();
     tmux('send-keys', '-t', 't', 'x = "typed-during-the-cut"', 'Enter');
-    await waitFor('the CLI to see the drop', () => /the connection to the broker dropped/.test(screen()), 20_000);
+    await shows('the CLI to see the drop', /the connection to the broker dropped/, 20_000);
     heal();
-    await waitFor('the CLI attached again', () => /gpurun: attached again/.test(screen()), 20_000);
+    await shows('the CLI attached again', /gpurun: attached again/, 20_000);
     tmux('send-keys', '-t', 't', 'print(x.upper())', 'Enter');
-    await waitFor('the variable set during the cut', () => /^TYPED-DURING-THE-CUT$/m.test(screen()), 10_000);
+    await shows('the variable set during the cut', /^TYPED-DURING-THE-CUT$/m, 10_000);
     tmux('send-keys', '-t', 't', 'C-d');
-    await waitFor('the job to end', () => /^EXIT=\d+$/m.test(screen()), 20_000);
+    await shows('the job to end', /^EXIT=\d+$/m, 20_000);
     assert.match(screen(), /^EXIT=0$/m);
     const job = JSON.parse((await gpurun(['show', '--json', id], alice)).stdout) as { state: string; exitCode: number };
     assert.deepEqual([job.state, job.exitCode], ['succeeded', 0]);
@@ -137,28 +155,35 @@ describe('interactive work through a dropped connection to the broker (sshd + Do
     children.push(run);
     let err = '';
     run.stderr.on('data', (d) => (err += d));
-    const local = await waitFor('the local port of run -p', () => /forwarding 127\.0\.0\.1:(\d+) to port \d+ of job/.exec(err)?.[1], 30_000);
+        if (process.env.GPURUN_TEST_TRACE) console.error('trace', Date.now(), "const local = await waitFor('the local p");
+const local = await waitFor('the local port of run -p', () => /forwarding 127\.0\.0\.1:(\d+) to port \d+ of job/.exec(err)?.[1], 30_000);
     const id = /job (\w+) submitted/.exec(err)![1];
     const get = async (p: string) => {
       const r = await fetch(`http://127.0.0.1:${p}/marker.txt`);
       return r.status === 200 && (await r.text());
     };
-    assert.equal(await waitFor('an answer through run -p', () => get(local).catch(() => false), 60_000, 500), 'from the developer\n');
+    assert.equal(await waitFor('an answer through run -p', () => get(local).catch(() => false), 60_000, 500).catch((e: Error) => {
+      throw new Error(`${e.message}; gpurun run said:\n${err}`);
+    }), 'from the developer\n');
 
-    const fwd = spawn(NODE, [CLI, 'forward', id, `${port}:0`], { env: alice, stdio: ['ignore', 'pipe', 'pipe'] });
+        if (process.env.GPURUN_TEST_TRACE) console.error('trace', Date.now(), "const fwd = spawn(NODE, [CLI, 'forward'");
+const fwd = spawn(NODE, [CLI, 'forward', id, `${port}:0`], { env: alice, stdio: ['ignore', 'pipe', 'pipe'] });
     children.push(fwd);
     let out = '';
     fwd.stdout.on('data', (d) => (out += d));
     const local2 = await waitFor('the local port of forward', () => /forwarding 127\.0\.0\.1:(\d+) to port/.exec(out)?.[1], 20_000);
     assert.equal(await waitFor('an answer through forward', () => get(local2).catch(() => false), 30_000, 500), 'from the developer\n');
+    if (process.env.GPURUN_TEST_TRACE) console.error('trace', Date.now(), 'cut();\n    await assert.rejects(get(');
     cut();
     await assert.rejects(get(local2));
     await new Promise((r) => setTimeout(r, 3_000));
+    if (process.env.GPURUN_TEST_TRACE) console.error('trace', Date.now(), 'heal();\n    assert.equal(await waitF');
     heal();
     assert.equal(await waitFor('an answer through forward after the cut', () => get(local2).catch(() => false), 30_000, 500), 'from the developer\n');
     assert.equal(await waitFor('an answer through run -p after the cut', () => get(local).catch(() => false), 30_000, 500), 'from the developer\n');
     assert.equal(fwd.exitCode, null, 'gpurun forward is still running');
 
+    if (process.env.GPURUN_TEST_TRACE) console.error('trace', Date.now(), "assert.equal((await gpurun(['cancel'");
     assert.equal((await gpurun(['cancel', id], alice)).code, 0);
     const code = await new Promise<number | null>((r) => (run.exitCode !== null ? r(run.exitCode) : run.once('close', (c) => r(c))));
     assert.equal(code, 130, err);

@@ -171,7 +171,7 @@ describe('exec sessions (broker side)', () => {
     b.push(Buffer.concat([encodeFrame(FRAME.stdin, 'x'), encodeFrame(FRAME.resize, '{"rows":5,"cols":7}'), encodeFrame(FRAME.ping)]));
     await tick();
     assert.deepEqual(got, ['in:x', 'size:5x7']);
-    assert.deepEqual(received(b), [[FRAME.pong, '']]);
+    assert.deepEqual(received(b), [[FRAME.pong, '{"input":1,"eof":false}']]);
     b.push(encodeFrame(FRAME.hangup));
     await tick();
     assert.deepEqual(got.at(-1), 'hangup');
