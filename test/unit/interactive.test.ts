@@ -8,7 +8,7 @@ import { parseAttachRequest, parseExecRequest, parsePortSpec, validateExecReques
 import { Duplex } from 'node:stream';
 import { ExecSessions } from '../../server/interactive/sessions.ts';
 import { dataFrames, encodeExecRequest, encodeFrame, exitStatus, FRAME, FrameReader, MAX_FRAME, REPLAY_BYTES } from '../../server/protocol/interactive.ts';
-import { containerAddressArgs, dockerExecArgs, parseContainerAddress, processExecArgs } from '../../server/interactive/argv.ts';
+import { containerAddressArgs, dockerExecArgs, localPtyArgv, localResizeArgv, parseContainerAddress, processExecArgs } from '../../server/interactive/argv.ts';
 import { holdCommand, holdRunCommand } from '../../server/protocol/interactiveJob.ts';
 
 describe('exec requests', () => {
@@ -192,5 +192,14 @@ describe('exec sessions (broker side)', () => {
     assert.equal(f.filter((x) => x[0] === FRAME.stdout).reduce((n, x) => n + x[1].length, 0), REPLAY_BYTES);
     assert.deepEqual(f.at(-1), [FRAME.exit, '{"code":0,"signal":null}']);
     assert.equal(sessions.get(s.id, 'alice', 'j1'), undefined);
+  });
+});
+
+describe('local terminals', () => {
+  it('write their device name where a later size can be set on it, and size it with stty -F', () => {
+    const argv = localPtyArgv(30, 100, '/run/job/pty-1');
+    assert.deepEqual([argv[0], argv[1], ...argv.slice(3)], ['sh', '-c', 'gpurun-pty', '30', '100', '/run/job/pty-1']);
+    assert.match(argv[2], /tty >"\$3"/);
+    assert.deepEqual(localResizeArgv('/dev/pts/7', 40, 120), ['stty', '-F', '/dev/pts/7', 'rows', '40', 'cols', '120']);
   });
 });
