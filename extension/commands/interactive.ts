@@ -37,12 +37,12 @@ export function registerInteractive(ctx: Ctx, forwards: Forwards): void {
       say(`running on ${job.host} (${job.gpuIndices.length ? `GPU ${job.gpuIndices.join(',')}` : 'no GPU'})`);
       return { jobId: job.id, command: holdRunCommand(job.id, SHELL_COMMAND), log: true };
     });
-    // Closed by the person: the shell gets a hang-up and the job is cancelled, so its GPUs are free at once.
-    pty.onClosed = () => {
-      if (!job) return;
+    // Closed by the person: the job is cancelled (its GPUs are free at once), then the shell gets a hang-up.
+    pty.onClosed = async () => {
+      if (!job || isFinal(job.state)) return;
       const id = job.id;
       ctx.sync.cancelledHere.add(id);
-      void ctx.broker.connection().then((c) => c.client.cancel(id)).then((j) => ctx.sync.upsert(j), (e: unknown) => ctx.log.warn(`cancelling ${id} after its terminal closed: ${String(e)}`));
+      await ctx.broker.connection().then((c) => c.client.cancel(id)).then((j) => ctx.sync.upsert(j), (e: unknown) => ctx.log.warn(`cancelling ${id} after its terminal closed: ${String(e)}`));
     };
     vscode.window.createTerminal({ name: 'GPU shell', pty, iconPath: new vscode.ThemeIcon('terminal') }).show();
   });

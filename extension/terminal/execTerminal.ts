@@ -31,8 +31,8 @@ export class ExecTerminal implements vscode.Pseudoterminal {
   private readonly broker: Broker;
   private readonly log: Log;
   private readonly prepare: (say: (text: string) => void) => Promise<ExecTarget>;
-  /** Called once when the person closes the terminal (before the process is hung up). */
-  onClosed: (target: ExecTarget | undefined) => void = () => {};
+  /** Called once when the person closes the terminal; the process is hung up when what it returns has settled. */
+  onClosed: (target: ExecTarget | undefined) => Promise<unknown> | void = () => {};
   private target: ExecTarget | undefined;
 
   constructor(broker: Broker, log: Log, prepare: (say: (text: string) => void) => Promise<ExecTarget>) {
@@ -53,7 +53,10 @@ export class ExecTerminal implements vscode.Pseudoterminal {
   private async run(): Promise<void> {
     try {
       const target = (this.target = await this.prepare((t) => this.say(t)));
-      if (this.closed) return;
+      if (this.closed) {
+        await this.onClosed(target);
+        return;
+      }
       const conn = await this.broker.connection();
       const out = new StringDecoder('utf8');
       const err = new StringDecoder('utf8');
@@ -87,7 +90,6 @@ export class ExecTerminal implements vscode.Pseudoterminal {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.onClosed(this.target);
-    this.stream?.hangup();
+    void Promise.resolve(this.onClosed(this.target)).finally(() => this.stream?.hangup());
   }
 }
