@@ -69,6 +69,8 @@ export class ExecTerminal implements vscode.Pseudoterminal {
       const end = await stream.run();
       if (this.closed || !end) return;
       this.say(end.code !== null ? `exited with code ${end.code}` : `ended by signal ${end.signal}`);
+      // The process ended by itself: the terminal goes away without asking for a hang-up or a cancel.
+      this.closed = true;
       this.closeEmitter.fire(end.code ?? 1);
     } catch (e) {
       if (this.closed) return;
