@@ -4,12 +4,15 @@
  * the CLI and the broker is cut with iptables (every packet on the broker's port answered with a TCP reset, so both
  * ends see the drop; rules removed in after()). A shell under `gpurun exec -it` keeps running through the cut and the
  * CLI attaches to it again, with the output printed meanwhile; `gpurun run -it` does the same and its output is in
- * the job's log; `gpurun forward` and `gpurun run -p` answer again once the broker is back.
+ * the job's log; `gpurun forward` and `gpurun run -p` answer again once the broker is back. Debug on GPU's job (a
+ * program under debugpy, from Debian's package in the image) answers the Debug Adapter Protocol through a forward.
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { join } from 'node:path';
+import { debugpyCommand, debugState } from '../../extension/core/debugLaunch.ts';
 import { CLI, NODE, cleanup, createToken, gpurun, requirePart, scratch, startBrokerProcess, stopBroker, testEnv, waitFor, type BrokerProc } from '../support/harness.ts';
 import { makeSshHosts, removeDockerLeftovers, sshHostsMissing, type TestHostSet } from '../support/sshHosts.ts';
 
@@ -189,5 +192,39 @@ const fwd = spawn(NODE, [CLI, 'forward', id, `${port}:0`], { env: alice, stdio: 
     assert.equal(code, 130, err);
     await waitFor('gpurun forward to stop with the job', () => fwd.exitCode !== null, 20_000);
     await assert.rejects(get(local));
+  });
+
+  it('runs a program under debugpy in the container (Debug on GPU\'s job) and answers the Debug Adapter Protocol through a forward', async () => {
+    writeFileSync(join(ws, 'dbg.py'), 'answer = 6 * 7\nprint("the answer is", answer)\n');
+    const sub = await gpurun(['run', '--detach', '--workspace', ws, '--', ...debugpyCommand('python3', 'dbg.py', [], 5678)], alice);
+    assert.equal(sub.code, 0, sub.stderr);
+    const id = sub.stdout.trim();
+    const ready = await waitFor('debugpy to listen in the job', async () => debugState((await gpurun(['logs', id], alice)).stdout), 60_000, 500);
+    assert.deepEqual(ready, { ready: { port: 5678, cwd: '/workspace' } });
+    const fwd = spawn(NODE, [CLI, 'forward', id, '5678:0'], { env: alice, stdio: ['ignore', 'pipe', 'pipe'] });
+    children.push(fwd);
+    let out = '';
+    fwd.stdout.on('data', (d) => (out += d));
+    const local = Number(await waitFor('the local port', () => /forwarding 127\.0\.0\.1:(\d+) to port/.exec(out)?.[1], 20_000));
+    // A DAP initialize request, as VS Code's debug client sends it first; debugpy's adapter answers it.
+    const answer = await new Promise<string>((resolve, reject) => {
+      const s = connect(local, '127.0.0.1');
+      const body = JSON.stringify({ seq: 1, type: 'request', command: 'initialize', arguments: { adapterID: 'gpurun', clientID: 'test', pathFormat: 'path' } });
+      let got = '';
+      s.on('connect', () => s.write(`Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`));
+      s.on('data', (d) => {
+        got += d;
+        if (/"command":\s*"initialize"/.test(got)) {
+          s.destroy();
+          resolve(got);
+        }
+      });
+      s.on('error', reject);
+      setTimeout(() => reject(new Error(`no answer; got ${got}`)), 20_000);
+    });
+    assert.match(answer, /"success":\s*true/);
+    assert.match(answer, /"supportsConfigurationDoneRequest":\s*true/);
+    fwd.kill('SIGINT');
+    assert.equal((await gpurun(['cancel', id], alice)).code, 0);
   });
 });
