@@ -19,7 +19,7 @@ print("gpurun: debugpy %s listening on port %d in %s" % (debugpy.__version__, po
 debugpy.wait_for_client()
 sys.argv = [prog] + sys.argv[3:]
 sys.path.insert(0, os.path.dirname(os.path.abspath(prog)))
-runpy.run_path(prog, run_name="__main__")
+runpy.run_path(os.path.abspath(prog), run_name="__main__")
 `;
 
 /** The port debugpy listens on in the job unless the launch configuration says another. */
