@@ -58,7 +58,7 @@ export class Forwards implements vscode.Disposable {
     if (this.offered.has(key)) return;
     this.offered.add(key);
     this.printed.set(jobId, url.port);
-    void vscode.window.showInformationMessage(`Job ${jobId} serves port ${url.port} (${url.path === '/' ? 'http://…:' + url.port + '/' : url.path.slice(0, 60)}).`, 'Open').then(async (pick) => {
+    void vscode.window.showInformationMessage(`Job ${jobId} serves port ${url.port}${url.path === '/' ? '' : ` (${url.path.slice(0, 60)})`}: open it here through the broker?`, 'Open').then(async (pick) => {
       if (pick !== 'Open') return;
       try {
         await this.openInBrowser(jobId, url);

@@ -58,3 +58,8 @@ export function localPtyArgv(rows: number, cols: number, ttyFile: string): strin
 export function localResizeArgv(tty: string, rows: number, cols: number): string[] {
   return ['stty', '-F', tty, 'rows', String(rows), 'cols', String(cols)];
 }
+
+/** A hang-up of terminal `tty` (a /dev/pts device): SIGHUP to every process whose terminal it is (procps pkill). */
+export function localHangupArgv(tty: string): string[] {
+  return ['pkill', '-HUP', '-t', tty.replace(/^\/dev\//, '')];
+}

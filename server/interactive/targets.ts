@@ -19,7 +19,7 @@ import { GpurunError } from '../protocol/errors.ts';
 import type { ExecExit, ExecRequest } from '../protocol/interactive.ts';
 import type { RemoteExec } from '../hosts/ssh.ts';
 import { shellCommand } from '../core/shellQuote.ts';
-import { containerAddressArgs, dockerExecArgs, localPtyArgv, localResizeArgv, parseContainerAddress, processExecArgs } from './argv.ts';
+import { containerAddressArgs, dockerExecArgs, localHangupArgv, localPtyArgv, localResizeArgv, parseContainerAddress, processExecArgs } from './argv.ts';
 
 /** A running attempt as the broker knows it (Broker.runningAttempt). */
 export interface RunningTarget {
@@ -165,19 +165,35 @@ function localExec(ref: Record<string, unknown>, command: string[], tty: { rows:
     end: () => void child.stdin.end(),
     // `script` sizes its terminal from its own stdin (a pipe here): later sizes are set on the terminal directly.
     resize: (rows, cols) => {
-      let dev = '';
-      try {
-        dev = readFileSync(ttyFile, 'utf8').trim();
-      } catch {
-        return; // not started yet: it starts at the size it was asked for
-      }
-      if (!/^\/dev\/pts\/\d+$/.test(dev)) return;
+      const dev = ptyDevice(ttyFile);
+      if (!dev) return; // not started yet: it starts at the size it was asked for
       const [f, ...a] = localResizeArgv(dev, rows, cols);
       spawn(f, a, { stdio: 'ignore' }).on('error', () => {});
     },
-    close: () => void child.kill('SIGHUP'),
+    // A hang-up as a closed terminal gives one: SIGHUP to what runs on the terminal (`script` itself ignores it),
+    // then SIGTERM to `script` for what is left.
+    close: () => {
+      const dev = tty ? ptyDevice(ttyFile) : undefined;
+      if (!dev) {
+        child.kill(tty ? 'SIGTERM' : 'SIGHUP');
+        return;
+      }
+      const [f, ...a] = localHangupArgv(dev);
+      spawn(f, a, { stdio: 'ignore' }).on('error', () => {});
+      setTimeout(() => child.exitCode === null && child.signalCode === null && child.kill('SIGTERM'), 2000).unref();
+    },
     exited,
   };
+}
+
+/** The /dev/pts device a local terminal wrote into `ttyFile`, once it has. */
+function ptyDevice(ttyFile: string): string | undefined {
+  try {
+    const dev = readFileSync(ttyFile, 'utf8').trim();
+    return /^\/dev\/pts\/\d+$/.test(dev) ? dev : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 function localConnect(port: number): Promise<Duplex> {

@@ -15,6 +15,7 @@ import { ATTACH_HEADER, encodeFrame, EXEC_HEADER, EXEC_UPGRADE, FORWARD_UPGRADE,
 import { authorize, refuseUpgrade, requestUrl, watchTokenStream, type AppDeps, type UpgradeHandler } from '../app.ts';
 import { parseAttachRequest, parseExecRequest, parsePort } from '../core/interactive.ts';
 import { ExecSessions } from './sessions.ts';
+import { isFinal } from '../protocol/jobs.ts';
 import { audit } from '../team/audit.ts';
 import type { Interactive } from './targets.ts';
 
@@ -91,6 +92,11 @@ async function execSession(d: AppDeps, interactive: Interactive, sessions: ExecS
   });
   live.started(session);
   if (hash) watchTokenStream(d, live, hash);
+  // The job ended (cancelled, time limit): its sessions end with it, as its container's would (on hosts without
+  // Docker the exec's process is not one of the job's own).
+  const onJob = (j: { id: string; state: string }) => j.id === target.job.id && isFinal(j.state as never) && live.hangup();
+  d.broker.on('job', onJob);
+  live.once('close', () => d.broker.off('job', onJob));
   audit({ action: 'job.exec', ...who, command: r.command, tty: !!r.tty, session: live.id });
   d.log.info('exec in a job', { job: who.job, user: who.by, tty: !!r.tty });
   upgraded(socket, protocol, Buffer.alloc(0));

@@ -132,7 +132,9 @@ describe('VS Code: terminals in jobs and forwarded ports, end to end (code-serve
     // Quick Open's ":5" goes to line 5 (the print), F9 puts a breakpoint there.
     await page.keyboard.press('F1');
     await page.locator('.quick-input-widget input').fill(':5');
+    await page.locator('.quick-input-list .monaco-list-row', { hasText: 'go to line 5' }).first().waitFor({ timeout: 10_000 });
     await page.keyboard.press('Enter');
+    await page.locator('.quick-input-widget').waitFor({ state: 'hidden', timeout: 10_000 });
     await page.keyboard.press('F9');
     await page.locator('.codicon-debug-breakpoint').first().waitFor({ timeout: 10_000 });
     // Start Debugging is F5; the palette is used because the browser may take F5 for itself.
