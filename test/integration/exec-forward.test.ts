@@ -79,8 +79,9 @@ function suite(title: string, port: number, make: (this: Mocha.Context) => Promi
       const sub = await gpurun(['run', '--detach', '--workspace', p.ws, '--', 'sh', '-c', `env | grep -E '${GPU_VARS.source}' | sort >job-env; pwd >job-pwd; exec "$@"`, 'job', ...p.server(port)], p.alice);
       assert.equal(sub.code, 0, sub.stderr);
       id = sub.stdout.trim();
-      await waitFor('the job to write its variables', () => existsSync(join(p.ws, 'job-pwd')), 60_000);
-      jobDir = p.jobDir ?? readFileSync(join(p.ws, 'job-pwd'), 'utf8').trim();
+      // Through a relayed mount the file can show up empty a moment before its line does: wait for the line.
+      const pwd = await waitFor('the job to write its variables', () => existsSync(join(p.ws, 'job-pwd')) && readFileSync(join(p.ws, 'job-pwd'), 'utf8').trim(), 60_000);
+      jobDir = p.jobDir ?? pwd;
     });
     after(async () => {
       spawnSync('tmux', ['-L', tmuxSock, 'kill-server']);
