@@ -143,9 +143,11 @@ describe('VS Code: terminals in jobs and forwarded ports, end to end (code-serve
     await page.locator('.quick-input-list .monaco-list-row', { hasText: 'Debug on GPU' }).first().waitFor({ timeout: 15_000 });
     const t0 = Date.now();
     await page.keyboard.press('Enter');
-    const row = page.locator('.monaco-list-row', { hasText: /answer:\s*42/ }).first();
-    await row.waitFor({ timeout: 120_000 });
+    await page.locator('.debug-call-stack-title', { hasText: 'Paused on breakpoint' }).waitFor({ timeout: 120_000 });
     const ms = Date.now() - t0;
+    // debugpy's scopes come collapsed: open Locals.
+    await page.locator('.monaco-list-row', { hasText: /^Locals$/ }).first().click();
+    await page.locator('.monaco-list-row', { hasText: /answer:\s*42/ }).first().waitFor({ timeout: 20_000 });
     const job = (await jobs()).find((j) => j.name === 'debug dbg.py')!;
     assert.equal(job.state, 'running');
     await page.locator('.debug-top-stack-frame-column, .debug-pane', { hasText: /dbg\.py/ }).first().waitFor({ timeout: 10_000 });
