@@ -22,6 +22,8 @@ export interface OpenForward {
  */
 export async function openForward(client: BrokerClient, id: string, port: number, local: number, say: (s: string) => void): Promise<OpenForward> {
   const sockets = new Set<Socket>();
+  let lastSaid = '';
+  let saidAt = 0;
   const server = createServer((s) => {
     sockets.add(s);
     s.once('close', () => sockets.delete(s));
@@ -36,7 +38,13 @@ export async function openForward(client: BrokerClient, id: string, port: number
         s.resume();
       },
       (err: Error) => {
-        say(`a connection to port ${port} of job ${id} failed: ${err.message}`);
+        // A browser retries: the same failure is said once per 10 s, not once per connection.
+        const text = `a connection to port ${port} of job ${id} failed: ${err.message}`;
+        if (text !== lastSaid || Date.now() - saidAt > 10_000) {
+          say(text);
+          saidAt = Date.now();
+        }
+        lastSaid = text;
         s.destroy();
       },
     );
