@@ -143,7 +143,7 @@ describe('VS Code: terminals in jobs and forwarded ports, end to end (code-serve
     await page.locator('.quick-input-list .monaco-list-row', { hasText: 'Debug on GPU' }).first().waitFor({ timeout: 15_000 });
     const t0 = Date.now();
     await page.keyboard.press('Enter');
-    await page.locator('.debug-call-stack-title', { hasText: 'Paused on breakpoint' }).waitFor({ timeout: 120_000 });
+    await page.locator('.pane-header', { hasText: 'Paused on breakpoint' }).first().waitFor({ timeout: 120_000 });
     const ms = Date.now() - t0;
     // debugpy's scopes come collapsed: open Locals.
     await page.locator('.monaco-list-row', { hasText: /^Locals$/ }).first().click();
