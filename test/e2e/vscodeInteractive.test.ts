@@ -147,7 +147,7 @@ describe('VS Code: terminals in jobs and forwarded ports, end to end (code-serve
     const ms = Date.now() - t0;
     // debugpy's scopes come collapsed: open Locals.
     await page.locator('.monaco-list-row', { hasText: /^Locals$/ }).first().click();
-    await page.locator('.monaco-list-row', { hasText: /answer:\s*42/ }).first().waitFor({ timeout: 20_000 });
+    await page.locator('.monaco-list-row', { hasText: /answer\s*[=:]\s*42/ }).first().waitFor({ timeout: 20_000 });
     const job = (await jobs()).find((j) => j.name === 'debug dbg.py')!;
     assert.equal(job.state, 'running');
     await page.locator('.debug-top-stack-frame-column, .debug-pane', { hasText: /dbg\.py/ }).first().waitFor({ timeout: 10_000 });
