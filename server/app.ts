@@ -17,6 +17,7 @@ import type { TeamGuard } from './team/guard.ts';
 import type { Retention } from './logs/retention.ts';
 import { audit } from './team/audit.ts';
 import { DEFAULT_LIMITS } from './core/limits.ts';
+import { drainRoute, migrateRoute, type MoveRoutesDeps } from './migration/routes.ts';
 
 export interface AppDeps {
   broker: Broker;
@@ -34,6 +35,8 @@ export interface AppDeps {
   guard?: TeamGuard;
   /** Tells the logs endpoint when retention removed a log. */
   retention?: Retention;
+  /** Moves and drains (migration/); absent: jobs never move. */
+  moves?: MoveRoutesDeps;
 }
 
 /** `POST /v1/hosts/NAME/gpus/N/clear`: an admin puts a quarantined GPU back into service. */
@@ -132,8 +135,10 @@ export function buildApp(d: AppDeps): Handler {
       audit({ action: 'job.cancel', by: c.principal.user, job: job.id, owner: job.owner });
       return job;
     }],
+    ['POST', /^\/v1\/jobs\/([a-z0-9]{1,32})\/migrate$/, async (c) => migrateRoute(d.moves, c.principal, c.params[0], await readJson(c.req, DEFAULT_LIMITS.maxBodyBytes))],
+    ['POST', /^\/v1\/hosts\/([A-Za-z0-9][\w.-]{0,99})\/drain$/, async (c) => drainRoute(d.moves, c.principal, c.params[0], await readJson(c.req, DEFAULT_LIMITS.maxBodyBytes))],
     ['GET', /^\/v1\/jobs\/([a-z0-9]{1,32})\/logs$/, (c) => streamLogs(d, c)],
-    ['GET', /^\/v1\/hosts$/, () => ({ hosts: d.broker.hosts() })],
+    ['GET', /^\/v1\/hosts$/, () => ({ hosts: d.moves ? d.moves.hostsView(d.broker.hosts()) : d.broker.hosts() })],
     ['POST', /^\/v1\/hosts\/([A-Za-z0-9][\w.-]{0,99})\/gpus\/(\d{1,4})\/clear$/, (c) => clearGpu(d, c)],
     ['GET', /^\/v1\/pool$/, () => d.broker.pool()],
     ['GET', /^\/v1\/events$/, (c) => (watchToken(c), streamEvents(d, c))],

@@ -8,10 +8,11 @@
 import { EventEmitter } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import { GpurunError, isGpurunError } from './protocol/errors.ts';
-import { isFinal, type HostInfo, type Job } from './protocol/jobs.ts';
+import { isFinal, type AttemptEvidence, type HostInfo, type Job, type MoveView } from './protocol/jobs.ts';
 import type { Store, StoredAttempt, StoredJob, StopIntent } from './core/store.ts';
 import type { AttemptEnd, AttemptEvents, AttemptPlacement, Backend } from './core/backend.ts';
 import type { Allocation } from './core/scheduler.ts';
+import type { MovedStart } from './core/runtime.ts';
 import { attemptMarker, classify, describeEnd, type Outcome } from './core/outcome.ts';
 import { avoidOf, backoffMs, decideRestart, usedMs, type BackoffConfig } from './core/restartPolicy.ts';
 import { isoAt, systemClock, type Clock, type TimerHandle } from './core/clock.ts';
@@ -35,6 +36,31 @@ export interface Principal {
 export interface HostsView {
   probeAll(): Promise<boolean>;
   info(allocations: Allocation[]): HostInfo[];
+}
+
+/**
+ * What the move orchestration (migration/manager.ts) hooks into: the GPUs it reserves, the ends of attempts it asked
+ * for (a checkpoint), the variables of a start, the moment a moved job runs, a move caught by a broker restart.
+ */
+export interface MoveHooks {
+  /** Allocations held for moves (destination GPUs, the source's until the job runs at the destination). */
+  reserved(): Allocation[];
+  /** An attempt ended: when it is a move's checkpoint, how to record it (the broker then waits for startMoved). */
+  claimEnd(job: StoredJob, att: StoredAttempt, end: AttemptEnd | { startError: string }): { reason: string; evidence: AttemptEvidence; fault: 'migrated' | 'preempted'; requeue: boolean } | null;
+  /** Online jobs a placement pass could not place (in the order they wait). */
+  unplaced(jobs: StoredJob[]): void;
+  /** Before attempt `n` starts on `host`: bring its checkpoint there (a preempted job resuming elsewhere). */
+  prepareStart(job: StoredJob, n: number, host: string | null): Promise<void>;
+  /** Variables for attempt `n` of the job (checkpoint signal, resume folder). */
+  attemptEnv(job: StoredJob, n: number): Record<string, string>;
+  /** How attempt `n` starts when it continues a moved job (same address, a checkpoint to restore), else undefined. */
+  movedStart(job: StoredJob, n: number): MovedStart | undefined;
+  /** Attempt `n` of the job runs. */
+  running(job: StoredJob, n: number): void;
+  /** After a broker restart: a job whose last attempt ended for a move; true when the orchestration takes it on. */
+  resumeMove(job: StoredJob, last: StoredAttempt): boolean;
+  /** The job's move in progress (or the last one given up), for its view. */
+  view(jobId: string): MoveView | undefined;
 }
 
 export interface BrokerDeps {
@@ -77,6 +103,7 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
   private passQueued = false;
   private closed = false;
   private probeTimer?: NodeJS.Timeout;
+  private moves?: MoveHooks;
 
   private readonly d: BrokerDeps;
   private readonly clock: Clock;
@@ -87,6 +114,11 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     this.clock = deps.clock ?? systemClock;
     for (const b of deps.backends) this.backends.set(b.name, b);
     this.setMaxListeners(0);
+  }
+
+  /** Wires the move orchestration (made after the broker, as it calls back into it). */
+  setMoves(m: MoveHooks): void {
+    this.moves = m;
   }
 
   /** Probes hosts, finds jobs an earlier broker process left running, and starts scheduling. */
@@ -259,6 +291,34 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     return !this.active.has(id);
   }
 
+  // ---- moves (migration/manager.ts) ------------------------------------------------------------------------
+
+  /** What starting and running attempts hold, with the moves' reservations. */
+  holdings(): Allocation[] {
+    return this.allocations();
+  }
+
+  /** An active job and its attempt in progress (if any). */
+  currentOf(id: string): { job: StoredJob; attempt: StoredAttempt | undefined } | undefined {
+    const job = this.active.get(id);
+    return job && { job, attempt: this.currentAttempt(job) };
+  }
+
+  /**
+   * Starts the next attempt of a job whose last one ended for a move, at `pl` (reserved by the orchestration), with
+   * `marker` as its line in the log. A job cancelled meanwhile ends instead.
+   */
+  startMoved(id: string, pl: AttemptPlacement, marker: string): void {
+    const job = this.active.get(id);
+    const backend = job && this.backendFor(job);
+    if (!job || !backend || this.current.has(id)) return;
+    if (job.stopIntent) {
+      this.finish(id, { state: job.stopIntent === 'cancel' ? 'cancelled' : job.stopIntent === 'timeout' ? 'timed_out' : 'failed', reason: job.reason, exitCode: null });
+      return;
+    }
+    void this.startAttempt(backend, pl, marker);
+  }
+
   // ---- scheduling ---------------------------------------------------------------------------------------------
 
   /** Asks for a placement pass soon; many calls in one tick make one pass. */
@@ -286,7 +346,10 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
       const reqs = queued.map((job) => ({ job, avoid: avoidOf(this.attemptsOf(job)) }));
       const cap = this.d.config.limits.maxRunningGpus;
       const held = this.gpusHeld();
-      for (const pl of backend.place(reqs, holding)) {
+      const placed = backend.place(reqs, holding);
+      // Online jobs left waiting: the orchestration may free GPUs for them by checkpointing offline jobs (preemption).
+      if (this.moves && queued.some((j) => j.queue === 'online')) this.moves.unplaced(queued.filter((j) => j.queue === 'online' && !placed.some((p) => p.jobId === j.id)));
+      for (const pl of placed) {
         const owner = this.active.get(pl.jobId)?.owner ?? '';
         const gpus = this.active.get(pl.jobId)?.resources.gpus ?? 0;
         if (cap && gpus && (held.get(owner) ?? 0) + gpus > cap) continue;
@@ -305,6 +368,7 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
         out.push({ jobId: j.id, host: j.host, gpuIndices: j.gpuIndices, cpus: j.resources.cpus, memoryMiB: j.resources.memoryMiB });
       }
     }
+    if (this.moves) out.push(...this.moves.reserved());
     return out;
   }
 
@@ -373,8 +437,14 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     return last && !last.endedAt ? last : undefined;
   }
 
+  /** Attempts a job has, at most: one, its restarts, and one more for each move. */
   private maxAttempts(job: StoredJob): number {
-    return (job.restarts ?? 0) + 1;
+    return (job.restarts ?? 0) + 1 + this.movesOf(job);
+  }
+
+  /** How many of the job's attempts ended to move it or for a preemption with a checkpoint (not counted as restarts). */
+  private movesOf(job: StoredJob): number {
+    return this.attemptsOf(job).filter((a) => a.evidence.move !== undefined).length;
   }
 
   private events(jobId: string, n: number): AttemptEvents {
@@ -388,7 +458,7 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     };
   }
 
-  private async startAttempt(backend: Backend, pl: AttemptPlacement): Promise<void> {
+  private async startAttempt(backend: Backend, pl: AttemptPlacement, marker?: string): Promise<void> {
     const job0 = this.active.get(pl.jobId);
     if (!job0) return;
     const prior = this.attemptsOf(job0);
@@ -396,7 +466,7 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     // An attempt that never got started (the broker stopped first) is tried again under its own number.
     const n = last ? (last.endedAt ? last.n + 1 : last.n) : 1;
     const previous = prior.filter((a) => a.n < n).pop();
-    if (n > 1 && previous && last?.endedAt) this.d.logs.appendLine(job0.id, attemptMarker(n, this.maxAttempts(job0), previous));
+    if (n > 1 && previous && last?.endedAt) this.d.logs.appendLine(job0.id, marker ?? attemptMarker(n, this.maxAttempts(job0), previous));
     const logOffset = n === last?.n ? last.logOffset : this.d.logs.size(job0.id);
     const attempt: StoredAttempt = { n, host: pl.host, gpuIndices: pl.gpuIndices, runtimeRef: null, startedAt: null, endedAt: null, state: null, fault: null, reason: null, exitCode: null, logOffset, evidence: {} };
     this.d.store.putAttempt(job0.id, attempt);
@@ -406,14 +476,16 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     const job = pl.host ? this.update(job0.id, { state: 'starting', reason: `placed on ${pl.host}`, host: pl.host, gpuIndices: pl.gpuIndices, runtimeRef: null }) : job0;
     if (!job) return;
     const log = this.d.log.child({ job: job.id, attempt: n });
-    const attemptEnv: Record<string, string> = { GPURUN_ATTEMPT: String(n), ...(previous?.fault ? { GPURUN_PREVIOUS_FAULT: previous.fault } : {}) };
+    const attemptEnv: Record<string, string> = { GPURUN_ATTEMPT: String(n), ...(previous?.fault ? { GPURUN_PREVIOUS_FAULT: previous.fault } : {}), ...this.moves?.attemptEnv(job, n) };
     const env = jobEnv({ base: this.d.baseEnv, job: job.env, jobId: job.id, gpuIndices: pl.gpuIndices, broker: attemptEnv });
     const ev = this.events(job.id, n);
     let ref: Record<string, unknown>;
     try {
       // Checked again: a folder on the path may have been swapped for a symlink since the submit.
       if (this.d.workspaceGate && job.workspaceFrom !== 'client') this.d.workspaceGate(job.owner, job.workspace);
-      ref = await backend.start({ job: { ...job, env: { ...job.env, ...attemptEnv } }, n, host: pl.host, gpuIndices: pl.gpuIndices, logOffset, env }, ev);
+      await this.moves?.prepareStart(job, n, pl.host);
+      const moved = this.moves?.movedStart(job, n);
+      ref = await backend.start({ job: { ...job, env: { ...job.env, ...attemptEnv } }, n, host: pl.host, gpuIndices: pl.gpuIndices, logOffset, env, ...(moved ? { moved } : {}) }, ev);
     } catch (err) {
       if (!ev.isCurrent()) return;
       log.error('job failed to start', { err });
@@ -449,6 +521,7 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
       ...(job.startedAt ? {} : { startedAt: now }),
     });
     if (running && job.state !== 'running') this.armTimeLimit(running);
+    if (running) this.moves?.running(running, n);
   }
 
   /** " · attempt 2/4 · after host_lost on gpu1 (unreachable 72 s)" for a job on a later attempt. */
@@ -497,6 +570,20 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     // A start that fails after close() (its store is closed): the next broker process recovers the attempt.
     if (!job || this.closed || this.current.get(id)?.n !== n) return;
     const att = this.currentAttempt(job);
+    const moved = att && !job.stopIntent ? this.moves?.claimEnd(job, att, end) : null;
+    if (att && moved) {
+      // A move's checkpoint: the attempt ends "migrated"; the next one is started by the orchestration (startMoved).
+      this.current.delete(id);
+      this.timers.get(id)?.cancel();
+      this.timers.delete(id);
+      const at = 'endedAt' in end && end.endedAt ? end.endedAt : this.now();
+      this.d.store.putAttempt(id, { ...att, endedAt: at, state: 'cancelled', fault: moved.fault, reason: moved.reason, exitCode: 'exitCode' in end ? end.exitCode : null, evidence: moved.evidence });
+      // Preempted: it waits for a place again (and resumes from its checkpoint); moved: startMoved() comes next.
+      this.update(id, moved.requeue ? { state: 'queued', reason: moved.reason, host: null, gpuIndices: [], runtimeRef: null } : { state: 'starting', reason: moved.reason, runtimeRef: null });
+      this.d.log.info('attempt ended for a move', { job: id, attempt: n, reason: moved.reason });
+      if (moved.requeue) this.kick();
+      return;
+    }
     const o = classify({ end, stopIntent: job.stopIntent, stopReason: job.reason, ...('slurm' in end && end.slurm ? { slurm: end.slurm } : {}), restartOnExit: job.restartOnExit ?? [], host: att?.host ?? job.host });
     const endedAt = 'endedAt' in end && end.endedAt ? end.endedAt : this.now();
     this.current.delete(id);
@@ -508,7 +595,7 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     this.d.log.info('attempt ended', { job: id, attempt: n, state: o.state, fault: o.fault, reason: o.reason, restartable: o.restartable });
     if (o.fault === 'host_lost' && att?.runtimeRef) this.fence(job, { ...att, runtimeRef: att.runtimeRef });
 
-    const decision = decideRestart(o, n, job.restarts ?? 0, this.backoff());
+    const decision = decideRestart(o, n - this.movesOf(job), job.restarts ?? 0, this.backoff());
     if (decision.restart) {
       const used = usedMs(this.attemptsOf(job), this.clock.now());
       if (job.resources.timeLimitSec && used >= job.resources.timeLimitSec * 1000) {
@@ -576,6 +663,7 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     }
     if (!att) {
       const last = this.attemptsOf(job).pop();
+      if (last?.fault === 'migrated' && this.moves?.resumeMove(job, last)) return;
       if (last?.endedAt) {
         const at = Date.parse(last.endedAt) + backoffMs(last.n, this.backoff());
         this.notBefore.set(job.id, at);
@@ -627,6 +715,8 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     const out: Job = { ...pub };
     const atts = this.d.store.attempts(job.id);
     if (atts.length) out.attempt = { n: atts[atts.length - 1].n + (job.state === 'queued' && atts[atts.length - 1].endedAt ? 1 : 0), of: this.maxAttempts(job) };
+    const move = this.moves?.view(job.id);
+    if (move) out.move = move;
     const backend = this.backendFor(job);
     if (!backend) return out;
     // What attempts hold matters only to a waiting job's reason; computing it for every ended job would cost a list.

@@ -7,6 +7,7 @@ import { isAbsolute, resolve, dirname } from 'node:path';
 import { userInfo } from 'node:os';
 import { GpurunError } from './protocol/errors.ts';
 import { QUEUES, type Queue } from './protocol/jobs.ts';
+import { validateMigration, type MigrationConfig } from './migration/config.ts';
 import { parseDuration, parseMemory } from './core/units.ts';
 import { DEFAULT_BACKOFF, MAX_RESTARTS, type BackoffConfig } from './core/restartPolicy.ts';
 import { validImage } from './core/submit.ts';
@@ -49,6 +50,8 @@ export interface BrokerConfig extends TeamConfig {
    * jobs end `lost` (default 60 s). Shorter gaps are blips: jobs keep running and their output resumes.
    */
   hostLostAfterMs: number;
+  /** Moves of running jobs between hosts (migration/config.ts). */
+  migration: MigrationConfig;
   /** Wait before a job's first restart, doubling for each further one up to `maxMs`. */
   restartBackoff: BackoffConfig;
   auth: {
@@ -137,7 +140,7 @@ export function parseListen(text: string, onError: (msg: string) => never): List
 export function validateConfig(raw: unknown, file: string, baseDir: string, fallbackDataDir: string): BrokerConfig {
   const f = new Fields(file);
   const o = f.obj(raw, '(top level)');
-  f.keys(o, '', ['listen', 'dataDir', 'hosts', 'queues', 'defaults', 'killGrace', 'hostLostAfter', 'restartBackoff', 'auth', 'clusters', 'defaultBackend', 'workspaceRoots', 'trustLocalUsers', 'containers', ...TEAM_KEYS]);
+  f.keys(o, '', ['listen', 'dataDir', 'hosts', 'queues', 'defaults', 'killGrace', 'hostLostAfter', 'restartBackoff', 'auth', 'clusters', 'defaultBackend', 'workspaceRoots', 'trustLocalUsers', 'containers', 'migration', ...TEAM_KEYS]);
   const listen = parseListen(o.listen === undefined ? '127.0.0.1:8750' : f.str(o.listen, 'listen'), (m) => f.fail('listen', m));
   const dataDir = o.dataDir === undefined ? fallbackDataDir : resolve(baseDir, f.str(o.dataDir, 'dataDir'));
 
@@ -231,6 +234,7 @@ export function validateConfig(raw: unknown, file: string, baseDir: string, fall
     workspaceRoots: o.workspaceRoots === undefined ? null : workspaceRoots(o.workspaceRoots, f),
     trustLocalUsers: o.trustLocalUsers === undefined ? false : f.bool(o.trustLocalUsers, 'trustLocalUsers'),
     containers: { pidsLimit: c.pidsLimit === undefined ? 4096 : f.int(c.pidsLimit, 'containers.pidsLimit', 16) },
+    migration: validateMigration(o.migration, (p, m) => f.fail(p, m)),
     // Limits, retention and TLS of a shared broker (teamConfig.ts).
     ...validateTeam(o, baseDir, (p, m) => f.fail(p, m)),
   };

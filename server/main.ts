@@ -17,6 +17,7 @@ import { HostRegistry } from './hosts/registry.ts';
 import { ProcessRuntime } from './runtimes/process.ts';
 import { createSshSide } from './hosts/sshSide.ts';
 import { Broker } from './broker.ts';
+import { wireMoves } from './migration/wire.ts';
 import { buildApp, buildUpgrade, isWorkspaceUpgrade } from './app.ts';
 import { embeddedBaseEnv, teamBaseEnv, teamSlurmEnv } from './core/jobEnv.ts';
 import { workspaceGate } from './auth/workspaces.ts';
@@ -78,7 +79,7 @@ export async function startBroker(config: BrokerConfig, opts: { log?: Logger; id
   openAudit(config.dataDir, log);
   const logs = new LogFiles(join(config.dataDir, 'logs'));
   const shim = fileURLToPath(new URL('./shim.js', import.meta.url));
-  const sshSide = createSshSide(config, log);
+  const sshSide = createSshSide(config, log, store);
   const hosts = new HostRegistry(config.hosts, { process: new ProcessRuntime(join(config.dataDir, 'run'), shim), ...sshSide.runtimes }, process.env, sshSide.ssh);
   const brokerEnv = Object.fromEntries(Object.entries(process.env).filter((e): e is [string, string] => e[1] !== undefined && !e[0].startsWith('GPURUN_')));
   // A team broker's jobs start from a clean environment, never the broker's own (README: "Running a team broker").
@@ -93,6 +94,8 @@ export async function startBroker(config: BrokerConfig, opts: { log?: Logger; id
   const backends = [...(config.hosts.length ? [new HostPool(hosts, logs)] : []), ...config.clusters.map((c) => new SlurmCluster(c, clusterParts(c), { dataDir: config.dataDir, logs, log }))];
   const gate = workspaceGate(config);
   const broker = new Broker({ config, store, logs, hosts, log, baseEnv, backends, ...(gate ? { workspaceGate: gate } : {}) });
+  // Moves of running jobs between SSH hosts (migration/): wired before start(), so a move a restart caught goes on.
+  const moves = sshSide.ssh ? wireMoves({ broker, store, hosts, config: config.migration, log: log.child({ part: 'migration' }) }) : undefined;
   await broker.start();
   hosts.onChange(() => broker.kick());
   sshSide.startSweeps((jobId) => !broker.isDone(jobId));
@@ -111,7 +114,7 @@ export async function startBroker(config: BrokerConfig, opts: { log?: Logger; id
   retention.start();
   const diskNow = disk.status();
   if (diskNow.low) log.warn('the data disk is below its free-space floor: new jobs are refused until there is room', { dataDir: config.dataDir, free: formatBytes(diskNow.freeBytes), floor: formatBytes(diskNow.floorBytes) });
-  const appDeps = { broker, store, logs, log, version: VERSION, guard, retention, clearGpuQuarantine: (h: string, g: number) => hosts.clearQuarantine(h, g), ...(trusted ? { trustedPrincipal: trusted } : {}), ...(sshSide.clientWorkspaces ? { clientWorkspaces: sshSide.clientWorkspaces } : {}) };
+  const appDeps = { broker, store, logs, log, version: VERSION, guard, retention, clearGpuQuarantine: (h: string, g: number) => hosts.clearQuarantine(h, g), ...(trusted ? { trustedPrincipal: trusted } : {}), ...(moves ? { moves } : {}), ...(sshSide.clientWorkspaces ? { clientWorkspaces: sshSide.clientWorkspaces } : {}) };
   const handler = buildApp(appDeps);
   // Request timeouts (team/guard.ts) are checked every second, so a slow client is cut on time.
   const httpOpts = { keepAliveTimeout: 65_000, connectionsCheckingInterval: 1000, shouldUpgradeCallback: (req: IncomingMessage) => isWorkspaceUpgrade(req) || isInteractiveUpgrade(req) };

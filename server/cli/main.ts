@@ -4,6 +4,7 @@
  */
 import { GpurunError, isGpurunError } from '../protocol/errors.ts';
 import { runCommand } from './run.ts';
+import { drainCommand, migrateCommand } from './migrate.ts';
 import { brokerCommand, cancelCommand, hostsCommand, logsCommand, lsCommand, showCommand, tokenCommand, waitCommand } from './commands.ts';
 import { completionCommand } from './completion.ts';
 import { closest } from './suggest.ts';
@@ -33,6 +34,8 @@ Usage:
   gpurun forward ID PORT[:LOCAL]          forward a port of a running job to 127.0.0.1:LOCAL here
   gpurun hosts [--json]                   show hosts and their GPUs
   gpurun hosts clear HOST GPU             admin: put a quarantined GPU back into service
+  gpurun migrate ID [--to HOST]           move a running job (that checkpoints) to another host
+  gpurun drain HOST | undrain HOST        admin: move jobs off a host, take no new ones (undrain: back)
   gpurun broker [--config FILE]           run a broker in the foreground
   gpurun token create USER [--admin]      create an API token (on the broker machine)
   gpurun serve-workspace ID               serve a client-served job's files until it ends (--help: options)
@@ -56,6 +59,9 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   shell: shellCommand,
   forward: forwardCommand,
   hosts: hostsCommand,
+  migrate: migrateCommand,
+  drain: drainCommand(true),
+  undrain: drainCommand(false),
   broker: brokerCommand,
   token: tokenCommand,
   'serve-workspace': serveWorkspaceCommand,

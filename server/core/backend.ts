@@ -5,7 +5,7 @@
  * place (server/pool/, server/slurm/), chosen once per job by its `backend` name.
  */
 import type { ClusterJobInfo } from '../protocol/jobs.ts';
-import type { ExitInfo, Lost } from './runtime.ts';
+import type { ExitInfo, Lost, MovedStart } from './runtime.ts';
 import type { SlurmEnd } from './outcome.ts';
 import type { Allocation } from './scheduler.ts';
 import type { StoredAttempt, StoredJob } from './store.ts';
@@ -39,6 +39,8 @@ export interface AttemptSpec {
   logOffset: number;
   /** The whole environment for runtimes that start from the broker's own (the local host). */
   env: Record<string, string>;
+  /** The attempt continues a moved job (migration/): passed on to the runtime's start. */
+  moved?: MovedStart;
 }
 
 /** What a backend tells the broker about an attempt before it ends. */

@@ -19,6 +19,7 @@ export interface Directive {
   image?: string;
   restarts?: number;
   restartOnExit?: number[];
+  checkpointSignal?: string;
   backend?: string;
 }
 

@@ -9,6 +9,9 @@ import { formatDuration, formatMemory, parseDuration, parseMemory } from './unit
 import { MAX_RESTARTS } from './restartPolicy.ts';
 import { editDistance } from './editDistance.ts';
 
+/** Signals a job may ask to get for a checkpoint (as Slurm's --signal). */
+export const CHECKPOINT_SIGNALS = ['SIGUSR1', 'SIGUSR2', 'SIGINT', 'SIGTERM', 'SIGHUP', 'SIGALRM', 'SIGQUIT'] as const;
+
 /** Most exit codes one job may list in restart-on-exit. */
 const MAX_EXIT_CODES = 32;
 
@@ -21,9 +24,9 @@ export interface JobOption {
   /** Directive key and CLI flag name (`gpu-type`: `# gpurun: gpu-type=A100`, `--gpu-type A100`). */
   key: string;
   /** Field of the submit request (`POST /v1/jobs`). */
-  field: 'gpus' | 'gpuType' | 'cpus' | 'memory' | 'time' | 'queue' | 'image' | 'restarts' | 'restartOnExit' | 'backend' | 'name';
+  field: 'gpus' | 'gpuType' | 'cpus' | 'memory' | 'time' | 'queue' | 'image' | 'restarts' | 'restartOnExit' | 'backend' | 'name' | 'checkpointSignal';
   /** Property of a parsed directive (memory in MiB and time in seconds say so in the name). */
-  prop: 'gpus' | 'gpuType' | 'cpus' | 'memoryMiB' | 'timeSec' | 'queue' | 'image' | 'restarts' | 'restartOnExit' | 'backend' | 'name';
+  prop: 'gpus' | 'gpuType' | 'cpus' | 'memoryMiB' | 'timeSec' | 'queue' | 'image' | 'restarts' | 'restartOnExit' | 'backend' | 'name' | 'checkpointSignal';
   type: OptionType;
   /** Unit of the parsed value (`MiB`, `s`), if it has one. */
   unit?: 'MiB' | 's';
@@ -60,6 +63,7 @@ export const JOB_OPTIONS: readonly JobOption[] = [
   { key: 'image', field: 'image', prop: 'image', type: 'image', default: "the broker's", description: 'container image (for container hosts)', metavar: 'IMG', example: 'python:3.12', directive: true },
   { key: 'restarts', field: 'restarts', prop: 'restarts', type: 'integer', min: 0, max: MAX_RESTARTS, default: "the queue's (usually 0)", description: 'restart it up to N times after a fault that is not its own (host lost, GPU fault, container gone, preempted, node failure)', metavar: 'N', example: '3', directive: true },
   { key: 'restart-on-exit', field: 'restartOnExit', prop: 'restartOnExit', type: 'integer-list', min: 1, max: 255, default: 'none', description: 'also restart it when it exits with one of these codes, e.g. 75,143 (counts as a restart)', metavar: 'C,C', example: '75,143', directive: true },
+  { key: 'checkpoint-signal', field: 'checkpointSignal', prop: 'checkpointSignal', type: 'enum', values: CHECKPOINT_SIGNALS, default: 'none (the job cannot be moved)', description: 'the job checkpoints on this signal (SIGUSR1 usually): it writes its state to the folder GPURUN_CHECKPOINT_DIR names and exits 85, so it can be moved to another host and resumed', metavar: 'SIG', example: 'SIGUSR1', directive: true },
   { key: 'backend', field: 'backend', prop: 'backend', type: 'name', default: "the broker's", description: 'where it runs: "hosts" (the host pool) or a Slurm cluster\'s name', metavar: 'NAME', example: 'hosts', directive: true },
   { key: 'name', field: 'name', prop: 'name', type: 'name', default: "the script's name", description: 'label shown in lists', metavar: 'NAME', example: 'train', directive: false },
 ];

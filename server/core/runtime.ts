@@ -12,6 +12,16 @@ export interface StartSpec {
   logPath: string;
   /** The full environment of the job (the runtime adds nothing but what it must). */
   env: Record<string, string>;
+  /** Set for the attempt that continues a moved job (migration/): where it was, how to restore it. */
+  moved?: MovedStart;
+}
+
+/** How the attempt after a move starts: on the same network address, and (transparent path) from a checkpoint image. */
+export interface MovedStart {
+  /** The address the job had on its user's network at the source; the destination container takes it again. */
+  ip?: string;
+  /** Restore this checkpoint instead of running the command anew (migration/checkpoint.ts RestoreSpec). */
+  restore?: { method: 'transparent'; dir: string; name: string };
 }
 
 /** How a job ended. `exitCode` is null when it was killed by `signal`. */

@@ -94,6 +94,10 @@ export function validateSubmit(body: unknown, d: SubmitDefaults): ValidSubmit {
     }
   }
 
+  // The job says it checkpoints on this signal; it reads the name back from its own environment (the broker's variable).
+  const checkpointSignal = option(b, 'checkpointSignal') as string | undefined;
+  if (checkpointSignal) env.GPURUN_CHECKPOINT_SIGNAL = checkpointSignal;
+
   const name = (option(b, 'name') as string | undefined) ?? defaultName(cmd as string[]);
   const backend = option(b, 'backend') as string | undefined;
 

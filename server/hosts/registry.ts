@@ -9,6 +9,7 @@ import type { Runtime } from '../core/runtime.ts';
 import { probeLocal } from './local.ts';
 import { GpuUsageHistory } from '../core/gpuUsage.ts';
 import type { SshHosts } from './sshHosts.ts';
+import type { RemoteExec } from './ssh.ts';
 import { GpurunError } from '../protocol/errors.ts';
 
 interface HostEntry {
@@ -25,6 +26,10 @@ interface HostEntry {
   runtime: string;
   /** The images its Docker has, at the last probe that answered. */
   images: string[];
+  /** Transparent checkpoint: null when the host has it, else why not (its last probe that answered). */
+  transparent: string | null;
+  /** Drained by an admin at run time (`gpurun drain`), over what the config says. */
+  drained?: boolean;
 }
 
 export class HostRegistry {
@@ -44,7 +49,7 @@ export class HostRegistry {
     this.env = env;
     this.runtimes = runtimes;
     this.ssh = ssh;
-    this.hosts = configs.map((config) => ({ config, state: 'down', probedUp: false, everUp: false, lastError: 'not probed yet', gpus: [], cpus: config.cpus ?? 0, memoryMiB: config.memoryMiB ?? 0, runtime: config.type === 'ssh' ? (config.runtime === 'docker' ? 'docker' : 'ssh-process') : 'process', images: [] }));
+    this.hosts = configs.map((config) => ({ config, state: 'down', probedUp: false, everUp: false, lastError: 'not probed yet', gpus: [], cpus: config.cpus ?? 0, memoryMiB: config.memoryMiB ?? 0, runtime: config.type === 'ssh' ? (config.runtime === 'docker' ? 'docker' : 'ssh-process') : 'process', images: [], transparent: config.type === 'ssh' ? 'not probed yet' : 'the local host runs jobs as plain processes; CRIU is used through Docker only' }));
     ssh?.on('lost', (name) => void this.probeHost(name));
     ssh?.on('health', (name) => {
       const h = this.hosts.find((x) => x.config.name === name);
@@ -63,7 +68,7 @@ export class HostRegistry {
     if (r.reach !== 'up' && h.everUp) {
       h.state = r.reach;
       h.lastError = r.lastError;
-    } else h.state = !h.probedUp ? 'down' : h.config.type === 'ssh' && h.config.draining ? 'draining' : 'up';
+    } else h.state = !h.probedUp ? 'down' : (h.config.type === 'ssh' && h.config.draining) || h.drained ? 'draining' : 'up';
   }
 
   /** Called when a host's state changes outside probeAll() (e.g. its connection dropped): the broker re-schedules. */
@@ -95,6 +100,7 @@ export class HostRegistry {
         h.cpus = h.config.cpus ?? p.cpus;
         h.memoryMiB = h.config.memoryMiB ?? p.memoryMiB;
         h.images = p.images ?? [];
+        h.transparent = p.transparent === undefined ? 'not probed' : p.transparent;
       }
       h.lastError = p.error;
       h.probedUp = p.up;
@@ -106,7 +112,7 @@ export class HostRegistry {
       h.cpus = h.config.cpus ?? p.cpus;
       h.memoryMiB = h.config.memoryMiB ?? p.memoryMiB;
       h.lastError = p.error;
-      if (h.state !== 'draining') h.state = 'up';
+      h.state = h.drained ? 'draining' : h.state === 'draining' ? 'draining' : 'up';
     }
     if (h.state !== 'down') this.usage.record(h.config.name, h.gpus, Date.now());
     return JSON.stringify([h.state, h.gpus, h.cpus, h.memoryMiB, h.lastError]) !== before;
@@ -140,7 +146,7 @@ export class HostRegistry {
     });
   }
 
-  private quarantine(h: HostEntry): ReadonlyMap<number, { xid?: number; detail: string; at: string }> {
+  private quarantine(h: HostEntry): ReadonlyMap<number, { xid?: number; detail: string; at: string; source?: 'xid' | 'health' }> {
     return h.config.type === 'ssh' && this.ssh ? this.ssh.quarantined(h.config.name) : new Map();
   }
 
@@ -155,6 +161,32 @@ export class HostRegistry {
       throw new GpurunError('E_CONFLICT', `GPU ${gpu} of ${host} is not quarantined`, { hint: 'gpurun hosts shows which GPUs are.' });
     }
     this.changed();
+  }
+
+  /**
+   * Drains a host (no new jobs; the broker's move orchestration moves its jobs off) or puts it back (`on` false).
+   * Throws a GpurunError for an unknown host.
+   */
+  setDrained(host: string, on: boolean): void {
+    const h = this.hosts.find((x) => x.config.name === host);
+    if (!h) throw new GpurunError('E_NOT_FOUND', `no host ${host}`, { hint: 'List the hosts with: gpurun hosts' });
+    h.drained = on;
+    if (h.config.type === 'ssh' && this.ssh) this.settle(h);
+    else if (h.state === 'up' || h.state === 'draining') h.state = on ? 'draining' : 'up';
+    this.changed();
+  }
+
+  /** Whether `host` can checkpoint a job's container transparently: null when it can, else why not. */
+  transparentUnavailable(host: string): string | null {
+    const h = this.hosts.find((x) => x.config.name === host);
+    return h ? h.transparent : `no host ${host}`;
+  }
+
+  /** The host's SSH settings and command channel (hosts of type "ssh" only; undefined for others). */
+  sshSide(host: string): { exec: RemoteExec; workDir: string } | undefined {
+    const h = this.hosts.find((x) => x.config.name === host);
+    if (!h || h.config.type !== 'ssh' || !this.ssh) return undefined;
+    return { exec: this.ssh.exec(host), workDir: this.ssh.config(host).workDir };
   }
 
   /** Names of the hosts whose runtime mounts the workspace (SSH hosts): the only ones a client-served job can use. */
@@ -181,7 +213,7 @@ export class HostRegistry {
         runtime: h.runtime,
         gpus: h.gpus.map((g) => {
           const gq = q.get(g.index);
-          return { ...g, jobId: gpuJob.get(g.index) ?? null, ...this.usage.view(h.config.name, g.index), ...(gq ? { quarantined: { ...(gq.xid === undefined ? {} : { xid: gq.xid }), detail: gq.detail, at: gq.at } } : {}) };
+          return { ...g, jobId: gpuJob.get(g.index) ?? null, ...this.usage.view(h.config.name, g.index), ...(gq ? { quarantined: { ...(gq.xid === undefined ? {} : { xid: gq.xid }), detail: gq.detail, at: gq.at, ...(gq.source ? { source: gq.source } : {}) } } : {}) };
         }),
         cpus: h.cpus,
         cpusUsed: mine.reduce((n, a) => n + a.cpus, 0),
@@ -189,6 +221,7 @@ export class HostRegistry {
         memoryUsedMiB: mine.reduce((n, a) => n + a.memoryMiB, 0),
         labels: h.config.labels,
         ...(h.images.length ? { images: h.images } : {}),
+        checkpoint: { cooperative: h.runtime === 'docker', transparent: h.transparent },
       };
     });
   }

@@ -177,6 +177,14 @@ export class BrokerClient {
   async hosts(): Promise<HostInfo[]> {
     return (await this.json<{ hosts: HostInfo[] }>('GET', '/v1/hosts')).hosts;
   }
+  /** Moves a running job to another host (`to`, or the broker's pick); answers at once, with the move under way. */
+  migrate(id: string, to?: string): Promise<Job> {
+    return this.json('POST', `/v1/jobs/${encodeURIComponent(id)}/migrate`, to === undefined ? {} : { to });
+  }
+  /** Admin: drains a host (`on`) or lets it take jobs again. */
+  async drain(host: string, on: boolean): Promise<HostInfo[]> {
+    return (await this.json<{ hosts: HostInfo[] }>('POST', `/v1/hosts/${encodeURIComponent(host)}/drain`, { on })).hosts;
+  }
   /** Admin: puts a quarantined GPU of a host back into service. */
   async clearGpu(host: string, gpu: number): Promise<HostInfo[]> {
     return (await this.json<{ hosts: HostInfo[] }>('POST', `/v1/hosts/${encodeURIComponent(host)}/gpus/${gpu}/clear`)).hosts;

@@ -74,6 +74,8 @@ export interface SubmitRequest {
   restarts?: number;
   /** Exit codes of the job's own that ask for a restart (e.g. [75]); counted against `restarts`. */
   restartOnExit?: number[];
+  /** The signal the job checkpoints on (`--checkpoint-signal`): it can then be moved between hosts (README: Migration). */
+  checkpointSignal?: string;
 }
 
 /**
@@ -90,7 +92,7 @@ export interface SubmitRequest {
  * - `preempted`: the cluster took its resources for another job
  * - `node_fail`: the cluster's node failed (Slurm NODE_FAIL, BOOT_FAIL)
  */
-export const FAULT_KINDS = ['user_error', 'oom', 'timed_out', 'cancelled', 'start_failed', 'host_lost', 'gpu_fault', 'runtime_lost', 'workspace_lost', 'preempted', 'node_fail'] as const;
+export const FAULT_KINDS = ['user_error', 'oom', 'timed_out', 'cancelled', 'start_failed', 'host_lost', 'gpu_fault', 'runtime_lost', 'workspace_lost', 'preempted', 'node_fail', 'migrated'] as const;
 export type Fault = (typeof FAULT_KINDS)[number];
 
 /**
@@ -132,6 +134,8 @@ export interface AttemptEvidence {
   gpuFaults?: Array<{ gpu: number; xid?: number; detail: string; at: string }>;
   slurm?: { state: string; reason?: string };
   notes?: string[];
+  /** The attempt ended to move the job (migration/manager.ts): where to, why, and what the move cost. */
+  move?: MoveEvidence;
 }
 
 /** Who serves a job's workspace to the GPU host; see `SubmitRequest.workspaceFrom`. */
@@ -161,6 +165,39 @@ export interface Transition {
 }
 
 /** A job as the API returns it. Times are ISO-8601. */
+/** A move of a running job to another host (`gpurun migrate`, drain, load, preemption), as its attempt records it. */
+export interface MoveEvidence {
+  from: string;
+  to: string;
+  /** The destination GPUs reserved for it. */
+  gpus: number[];
+  /** Why, in words ("gpurun migrate by alice", "online load 94% > 90% for 60 s"). */
+  cause: string;
+  method: 'cooperative' | 'transparent';
+  /** The job's address on its user's network at the source; the destination container takes it again. */
+  ip?: string;
+  /** When the job's checkpoint was taken (its source process ended with it). */
+  checkpointAt?: string;
+  /** Bytes copied while the job still ran, and after it stopped (the final round); a full copy would be `totalBytes`. */
+  precopyBytes?: number;
+  finalBytes?: number;
+  totalBytes?: number;
+  /** Seconds from the checkpoint to the job running on the destination. */
+  downtimeSec?: number;
+  /** Set when the job went on where it was instead (the copy failed, the destination could not start it). */
+  fellBack?: string;
+}
+
+/** A move in progress or the last one given up, for the job's view. */
+export interface MoveView {
+  state: 'moving' | 'given_up';
+  from: string;
+  to: string;
+  cause: string;
+  /** What the move is doing now, or why it was given up. */
+  detail: string;
+}
+
 export interface Job {
   id: string;
   owner: string;
@@ -200,6 +237,8 @@ export interface Job {
   attempt?: { n: number; of: number };
   /** The attempts, oldest first (`GET /v1/jobs/ID` only). */
   attempts?: Attempt[];
+  /** A move in progress, or the last one given up (migration/manager.ts). */
+  move?: MoveView;
 }
 
 /** A cluster job's Slurm side, as the API shows it. Times in ms, sizes in bytes. */
@@ -236,6 +275,12 @@ export interface GpuQuarantine {
   xid?: number;
   detail: string;
   at: string;
+  /**
+   * What took the GPU out, hence what puts it back: `xid` (a GPU-fault Xid in the kernel log): an admin
+   * (`gpurun hosts clear HOST GPU`) or a reboot of the host; `health` (nvidia-smi reported it failing): a healthy
+   * reading. Kept by the broker's store across its restarts.
+   */
+  source?: 'xid' | 'health';
 }
 
 /** A host as `GET /v1/hosts` returns it. */
@@ -259,6 +304,15 @@ export interface HostInfo {
   labels: Record<string, string>;
   /** The images a Docker host has (`REPOSITORY:TAG`), as its last probe saw them. */
   images?: string[];
+  /**
+   * How a running job can be checkpointed here to move it (README: Migration): cooperatively on Docker hosts;
+   * transparently (CRIU through Docker) when `transparent` is null, else it says why not.
+   */
+  checkpoint?: { cooperative: boolean; transparent: string | null };
+  /** A draining host's jobs: how many are moving off, how many run on to their end (migration/drain.ts). */
+  drain?: { moving: number; running: number };
+  /** What the host's online jobs use now (fractions of its CPUs and memory), when load-driven moves are on. */
+  onlineLoad?: { cpu: number; memory: number; at: string };
 }
 
 /** An event on `GET /v1/events` (Server-Sent Events, `data:` is this JSON). */

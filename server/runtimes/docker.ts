@@ -13,6 +13,8 @@ import type { StoredJob } from '../core/store.ts';
 import { mountPoint } from '../hosts/mount.ts';
 import type { RemoteExec } from '../hosts/ssh.ts';
 import { withoutGpuVars } from '../core/jobEnv.ts';
+import { CONTAINER_CHECKPOINT_DIR, hostCheckpointDir } from '../migration/checkpoint.ts';
+import { createArgs, criuDir, restoreContainer } from './criu.ts';
 import { hostJobEnv, MountedRuntime, type FollowCommand, type HostJobState, type MountedRef, type MountedRuntimeOptions } from './mounted.ts';
 
 export const CONTAINER_WORKSPACE = '/workspace';
@@ -33,6 +35,10 @@ export interface DockerRunInput {
   readOnly: boolean;
   /** `--pids-limit` (config containers.pidsLimit). */
   pidsLimit: number;
+  /** The job's checkpoint folder on the host, mounted at CONTAINER_CHECKPOINT_DIR (migration/checkpoint.ts). */
+  checkpointDir?: string;
+  /** The address to take on the user's network (a moved job keeps the one it had). */
+  ip?: string;
 }
 
 export function containerName(jobId: string): string {
@@ -85,6 +91,7 @@ export function dockerRunArgs(j: DockerRunInput): string[] {
     '--label', `gpurun.owner=${j.owner}`,
     '--label', `gpurun.broker=${j.brokerId}`,
     '--network', userNetwork(j.owner),
+    ...(j.ip ? ['--ip', j.ip] : []),
     '--cpus', String(j.cpus),
     '--memory', `${j.memoryMiB}m`,
     '--memory-swap', `${j.memoryMiB}m`,
@@ -93,6 +100,7 @@ export function dockerRunArgs(j: DockerRunInput): string[] {
     '--pids-limit', String(j.pidsLimit),
     ...gpu.args,
     '-v', `${j.mountPoint}:${CONTAINER_WORKSPACE}${j.readOnly ? ':ro' : ''}`,
+    ...(j.checkpointDir ? ['-v', `${j.checkpointDir}:${CONTAINER_CHECKPOINT_DIR}`] : []),
     '-w', CONTAINER_WORKSPACE,
     '--env-file', j.envFile,
     '--entrypoint', '/bin/sh',
@@ -103,9 +111,21 @@ export function dockerRunArgs(j: DockerRunInput): string[] {
   ];
 }
 
-/** argv that creates the user's network if it is missing. */
+/**
+ * The user's network's subnet, the same on every host (so a job moved to another host keeps its address there):
+ * a /24 in 10.64.0.0/10 picked by the owner's name.
+ */
+export function userSubnet(owner: string): string {
+  const h = createHash('sha256').update(owner).digest();
+  return `10.${64 + (h[0] % 64)}.${h[1]}.0/24`;
+}
+
+/**
+ * argv that creates the user's network if it is missing, on the user's subnet; where that subnet is taken (another
+ * network has it), without one (Docker picks; a moved job then gets a new address).
+ */
 export function ensureNetworkArgs(owner: string): string[] {
-  return ['sh', '-c', 'docker network inspect "$1" >/dev/null 2>&1 || docker network create --label gpurun.owner="$2" "$1" >/dev/null', 'gpurun-net', userNetwork(owner), owner];
+  return ['sh', '-c', 'docker network inspect "$1" >/dev/null 2>&1 || docker network create --label gpurun.owner="$2" --subnet "$3" "$1" >/dev/null 2>&1 || docker network inspect "$1" >/dev/null 2>&1 || docker network create --label gpurun.owner="$2" "$1" >/dev/null', 'gpurun-net', userNetwork(owner), owner, userSubnet(owner)];
 }
 
 /**
@@ -196,7 +216,9 @@ export class DockerRuntime extends MountedRuntime {
     const job = spec.job;
     const image = job.image ?? this.defaultImage;
     if (!image) throw new GpurunError('E_BAD_REQUEST', 'no image: the job names none and the broker config has no defaults.image', { hint: 'Pass --image IMAGE (an image present on the host), or set defaults.image.' });
-    const envText = envFileText(hostJobEnv(spec), cfg.gpuMode, spec.gpuIndices);
+    // The checkpoint folder outlives the container (a move copies it, the next attempt resumes from it).
+    const checkpointDir = hostCheckpointDir(cfg.workDir, job.id);
+    const envText = envFileText({ ...hostJobEnv(spec), GPURUN_CHECKPOINT_DIR: CONTAINER_CHECKPOINT_DIR }, cfg.gpuMode, spec.gpuIndices);
     // Once made on a host, a user's network stays (nothing here removes it): one round trip less per start.
     const net = `${spec.host}\0${job.owner}`;
     let network = this.networks.get(net);
@@ -208,9 +230,9 @@ export class DockerRuntime extends MountedRuntime {
     const name = containerName(job.id);
     const envDir = `${cfg.workDir}/run/${job.id}`;
     // The network, the mount and the env file do not depend on each other: their round trips overlap.
-    const [netDone, mounted, envWritten] = await Promise.allSettled([network, this.mountWorkspace(ssh, cfg, job), writeEnvFile(ssh, envDir, envText)]);
+    const [netDone, mounted, envWritten, ckptMade] = await Promise.allSettled([network, this.mountWorkspace(ssh, cfg, job), writeEnvFile(ssh, envDir, envText), ssh.run(['mkdir', '-p', checkpointDir], 'making the checkpoint folder')]);
     const prepared = Date.now();
-    const failed = [netDone, mounted, envWritten].find((r) => r.status === 'rejected');
+    const failed = [netDone, mounted, envWritten, ckptMade].find((r) => r.status === 'rejected');
     if (failed) {
       if (mounted.status === 'fulfilled') await this.mounts.unmount(ssh, mounted.value.mnt).catch(() => {});
       await removeEnvDir(ssh, envDir);
@@ -222,10 +244,20 @@ export class DockerRuntime extends MountedRuntime {
       const args = dockerRunArgs({
         jobId: job.id, owner: job.owner, brokerId: this.brokerId, image, command: job.command, envFile,
         gpuMode: cfg.gpuMode, gpuIndices: spec.gpuIndices, cpus: job.resources.cpus, memoryMiB: job.resources.memoryMiB,
-        mountPoint: mnt, readOnly: cfg.mount.readOnly, pidsLimit: this.pidsLimit,
+        mountPoint: mnt, readOnly: cfg.mount.readOnly, pidsLimit: this.pidsLimit, checkpointDir, ...(spec.moved?.ip ? { ip: spec.moved.ip } : {}),
       });
+      // A restore creates the same container and starts it from the checkpoint (runtimes/criu.ts).
+      const restore = spec.moved?.restore;
+      if (restore) args.splice(0, args.length, ...createArgs(args));
+      let r = await ssh.exec(args, { timeoutMs: 120_000 }).catch((e) => (void removeEnvDir(ssh, envDir), Promise.reject(e)));
+      if (r.code !== 0 && spec.moved?.ip && /user specified IP address|address already in use|no available IPv4|invalid address|not in the subnet/i.test(r.stderr)) {
+        // The address cannot be had here (a network made without the user's subnet, or taken): a new one, said in the log.
+        this.log('the moved job cannot keep its address here; it gets a new one', { job: job.id, host: spec.host, ip: spec.moved.ip, why: r.stderr.trim().split('\n').pop() });
+        await ssh.exec(['docker', 'rm', '-f', name]).catch(() => {});
+        r = await ssh.exec(args.filter((a, i) => a !== '--ip' && args[i - 1] !== '--ip'), { timeoutMs: 120_000 });
+      }
       // The env file goes once Docker has read it; not waited for (cleanup removes the folder again).
-      const r = await ssh.exec(args, { timeoutMs: 120_000 }).finally(() => void removeEnvDir(ssh, envDir));
+      void removeEnvDir(ssh, envDir);
       if (r.code !== 0) {
         const err = r.stderr.trim().split('\n').slice(-2).join(' / ');
         if (/network .* not found/i.test(r.stderr)) this.networks.delete(net);
@@ -238,6 +270,7 @@ export class DockerRuntime extends MountedRuntime {
         }
         throw new GpurunError('E_BAD_REQUEST', `docker run failed on ${spec.host} (exit ${r.code}): ${err}`, { hint: 'See the broker log for the full error.', exitCode: r.code ?? undefined, stderr: r.stderr });
       }
+      if (restore) await restoreContainer(ssh, name, criuDir(cfg.workDir, job.id), restore.name, spec.host);
     } catch (e) {
       await ssh.exec(['docker', 'rm', '-f', name]).catch(() => {});
       await this.mounts.unmount(ssh, mnt).catch(() => {});

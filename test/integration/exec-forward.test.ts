@@ -12,7 +12,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { CLI, NODE, cleanup, createToken, gpurun, requirePart, scratch, startBrokerProcess, stopBroker, testEnv, waitFor, type BrokerProc, type CliResult } from '../support/harness.ts';
-import { makeSshHosts, mountedUnder, removeDockerLeftovers, sshHostsMissing, type TestHostSet } from '../support/sshHosts.ts';
+import { makeSshHosts, mountedUnder, removeLeftovers, sshHostsMissing, type TestHostSet } from '../support/sshHosts.ts';
 
 const hasTmux = spawnSync('tmux', ['-V']).status === 0;
 const hasPython = spawnSync('python3', ['-c', 'pass']).status === 0;
@@ -274,7 +274,7 @@ suite('gpurun exec and forward on an SSH Docker host', 8000, async function (thi
   await stopBroker(dockerBroker);
   await set?.stopAll();
   if (dir) {
-    removeDockerLeftovers(join(dir, 'hostwork'));
+    removeLeftovers('alice', [join(dir, 'hostwork')]);
     cleanup(dir);
   }
 });

@@ -14,7 +14,7 @@ import { connect } from 'node:net';
 import { join } from 'node:path';
 import { debugpyCommand, debugState } from '../../extension/core/debugLaunch.ts';
 import { CLI, NODE, cleanup, createToken, gpurun, requirePart, scratch, startBrokerProcess, stopBroker, testEnv, waitFor, type BrokerProc } from '../support/harness.ts';
-import { makeSshHosts, removeDockerLeftovers, sshHostsMissing, type TestHostSet } from '../support/sshHosts.ts';
+import { makeSshHosts, removeLeftovers, sshHostsMissing, type TestHostSet } from '../support/sshHosts.ts';
 
 const HOST = '127.0.13.1';
 const BROKER = '127.0.13.2';
@@ -94,7 +94,7 @@ describe('interactive work through a dropped connection to the broker (sshd + Do
     await stopBroker(broker);
     await set?.stopAll();
     if (dir) {
-      removeDockerLeftovers(join(dir, 'hostwork'));
+      removeLeftovers('alice', [join(dir, 'hostwork')]);
       cleanup(dir);
     }
   });

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { containerName, dockerRunArgs, ensureNetworkArgs, envFileText, gpuSettings, isNoImage, noImageHint, parseContainerState, userNetwork, type DockerRunInput } from '../../server/runtimes/docker.ts';
+import { containerName, dockerRunArgs, ensureNetworkArgs, envFileText, gpuSettings, isNoImage, noImageHint, parseContainerState, userNetwork, userSubnet, type DockerRunInput } from '../../server/runtimes/docker.ts';
 
 const base: DockerRunInput = {
   jobId: 'ab12cd34', owner: 'alice', brokerId: 'b0b0', image: 'local/python:3', command: ['python3', 'train.py', '--lr', '3e-4'],
@@ -62,7 +62,7 @@ describe('dockerRunArgs', () => {
     assert.equal(userNetwork('alice'), 'gpurun-u-alice');
     assert.match(userNetwork('Bob Smith'), /^gpurun-u-bob_smith-[0-9a-f]{8}$/);
     assert.notEqual(userNetwork('Bob Smith'), userNetwork('bob_smith'));
-    assert.deepEqual(ensureNetworkArgs('alice').slice(-2), ['gpurun-u-alice', 'alice']);
+    assert.deepEqual(ensureNetworkArgs('alice').slice(-3), ['gpurun-u-alice', 'alice', userSubnet('alice')]);
     assert.equal(containerName('x'), 'gpurun-x');
   });
 
@@ -87,5 +87,21 @@ describe('a missing image', () => {
     assert.equal(noImageHint('nosuch/image:1', 'uxhost', 'local/python:3\nlocal/busybox:1\n<none>:<none>\n'), "Pull or build it on uxhost (or ask the host's admin to), or pick another with --image. Images on uxhost: local/python:3, local/busybox:1.");
     assert.equal(noImageHint('x', 'h', ''), "Pull or build it on h (or ask the host's admin to), or pick another with --image. h has no images yet.");
     assert.equal(noImageHint('x', 'h'), "Pull or build it on h (or ask the host's admin to), or pick another with --image.");
+  });
+});
+
+describe('the user network for moved jobs', () => {
+  it('has the same subnet for a user on every host, a /24 in 10.64.0.0/10', () => {
+    assert.equal(userSubnet('alice'), userSubnet('alice'));
+    assert.match(userSubnet('alice'), /^10\.(6[4-9]|[7-9]\d|1[01]\d|12[0-7])\.\d{1,3}\.0\/24$/);
+    assert.notEqual(userSubnet('alice'), userSubnet('bob'));
+  });
+  it('a moved job asks for its address again; others let Docker pick', () => {
+    const base = { jobId: 'j1', owner: 'alice', brokerId: 'b', image: 'img', command: ['x'], envFile: '/e', gpuMode: 'env' as const, gpuIndices: [], cpus: 1, memoryMiB: 100, mountPoint: '/m', readOnly: false, pidsLimit: 64 };
+    assert.ok(!dockerRunArgs(base).includes('--ip'));
+    const a = dockerRunArgs({ ...base, ip: '10.70.3.5', checkpointDir: '/w/checkpoints/j1' });
+    assert.equal(a[a.indexOf('--ip') + 1], '10.70.3.5');
+    assert.ok(a.includes('/w/checkpoints/j1:/gpurun/checkpoint'));
+    assert.ok(a.indexOf('--ip') < a.indexOf('--'), 'the address is an option of docker, before the image');
   });
 });

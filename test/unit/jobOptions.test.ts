@@ -8,7 +8,7 @@ const defaults = { gpus: 1, cpus: 1, memoryMiB: 1024, queues: { online: { maxTim
 
 describe('job options schema', () => {
   it('names every option once, with a flag, a directive key and an API field', () => {
-    assert.deepEqual(JOB_OPTIONS.map((o) => o.key), ['gpus', 'gpu-type', 'cpus', 'memory', 'time', 'queue', 'image', 'restarts', 'restart-on-exit', 'backend', 'name']);
+    assert.deepEqual(JOB_OPTIONS.map((o) => o.key), ['gpus', 'gpu-type', 'cpus', 'memory', 'time', 'queue', 'image', 'restarts', 'restart-on-exit', 'checkpoint-signal', 'backend', 'name']);
     assert.equal(new Set(JOB_OPTIONS.map((o) => o.field)).size, JOB_OPTIONS.length);
     assert.ok(!DIRECTIVE_OPTIONS.some((o) => o.key === 'name'), 'a script does not name itself');
   });

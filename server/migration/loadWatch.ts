@@ -1,0 +1,89 @@
+/**
+ * Load-driven moves: every `migration.sampleEvery` the Docker hosts with online jobs report those jobs' container
+ * usage (`docker stats`); when a host's online load stays over `migration.threshold` for `migration.window`, one
+ * offline job of that host that checkpoints is moved to a less-loaded host that fits it. Online jobs never move for
+ * load. After a move starts, the host's window begins again (so one burst moves one job, then looks again).
+ */
+import type { HostInfo } from '../protocol/jobs.ts';
+import type { Broker } from '../broker.ts';
+import type { HostRegistry } from '../hosts/registry.ts';
+import type { Logger } from '../logger.ts';
+import type { MigrationConfig } from './config.ts';
+import type { MoveManager } from './manager.ts';
+import { checkpoints } from './cooperative.ts';
+import { hostLoad, overloaded, overloadWords, parseDockerStats, type LoadSample } from './load.ts';
+
+/** Samples kept per host (enough for the window at the sampling rate). */
+const KEEP = 200;
+
+export class LoadWatch {
+  private readonly samples = new Map<string, LoadSample[]>();
+  private timer?: NodeJS.Timeout;
+  private busy = false;
+  private readonly d: { broker: Broker; hosts: HostRegistry; moves: MoveManager; config: MigrationConfig; log: Logger };
+
+  constructor(d: LoadWatch['d']) {
+    this.d = d;
+  }
+
+  start(): void {
+    if (!this.d.config.threshold) return;
+    this.timer = setInterval(() => {
+      if (this.busy) return;
+      this.busy = true;
+      this.sample().catch((e) => this.d.log.warn('load sample failed', { err: (e as Error).message })).finally(() => (this.busy = false));
+    }, this.d.config.sampleMs);
+    this.timer.unref();
+  }
+
+  close(): void {
+    clearInterval(this.timer);
+  }
+
+  /** The online load `gpurun hosts` shows (last sample of each host with online jobs). */
+  view(hosts: HostInfo[]): HostInfo[] {
+    return hosts.map((h) => {
+      const s = this.samples.get(h.name)?.at(-1);
+      return s && Date.now() - s.at < 3 * this.d.config.sampleMs ? { ...h, onlineLoad: { cpu: s.cpu, memory: s.memory, at: new Date(s.at).toISOString() } } : h;
+    });
+  }
+
+  private async sample(): Promise<void> {
+    const jobs = this.d.broker.activeJobs().filter((j) => j.state === 'running' && j.host);
+    const caps = new Map(this.d.hosts.capacities().map((c) => [c.name, c]));
+    const byHost = new Map<string, string[]>();
+    for (const j of jobs) if (j.queue === 'online') byHost.set(j.host!, [...(byHost.get(j.host!) ?? []), `gpurun-${j.id}`]);
+    for (const host of this.samples.keys()) if (!byHost.has(host)) this.samples.delete(host);
+    await Promise.all([...byHost].map(async ([host, containers]) => {
+      const side = this.d.hosts.sshSide(host);
+      const cap = caps.get(host);
+      if (!side || !cap || this.d.hosts.runtimeFor(host).kind !== 'docker') return;
+      const r = await side.exec.exec(['docker', 'stats', '--no-stream', '--format', '{{.Name}}\t{{.CPUPerc}}\t{{.MemUsage}}', ...containers], { timeoutMs: 30_000 });
+      if (r.code !== 0 && !r.stdout.trim()) return;
+      const usage = parseDockerStats(r.stdout);
+      const list = this.samples.get(host) ?? [];
+      list.push(hostLoad(containers.map((c) => usage.get(c)).filter((u) => u !== undefined), cap, Date.now()));
+      if (list.length > KEEP) list.splice(0, list.length - KEEP);
+      this.samples.set(host, list);
+      this.decide(host, list);
+    }));
+  }
+
+  private decide(host: string, list: LoadSample[]): void {
+    const over = overloaded(list, this.d.config.threshold!, this.d.config.windowMs);
+    if (!over) return;
+    const active = this.d.broker.activeJobs();
+    if (active.some((j) => this.d.moves.view(j.id)?.state === 'moving' && this.d.moves.view(j.id)?.from === host)) return;
+    const candidates = active.filter((j) => j.host === host && j.state === 'running' && j.queue === 'offline' && checkpoints(j));
+    for (const job of candidates) {
+      try {
+        const to = this.d.moves.begin(job.id, overloadWords(over), undefined, (h) => this.samples.get(h)?.at(-1)?.cpu ?? 0);
+        this.d.log.info('online load over the threshold: moving an offline job', { host, job: job.id, to, load: over });
+        this.samples.set(host, []);
+        return;
+      } catch (e) {
+        this.d.log.info('online load over the threshold, but the job cannot move now', { host, job: job.id, why: (e as Error).message });
+      }
+    }
+  }
+}

@@ -1,0 +1,477 @@
+/**
+ * The move orchestration: takes a running job off its host and on to another with its state (`gpurun migrate`,
+ * `gpurun drain`), through a checkpoint method (checkpoint.ts: cooperative here, transparent where a host has it).
+ *
+ * A move: pick and reserve the destination (its GPUs are held for the job from this moment: the scheduler gives them
+ * to nobody else) → pre-copy while the job runs → persist "signalled" on the source attempt → checkpoint (the job
+ * stops with its state saved) → the attempt ends `migrated` → final incremental copy → the next attempt starts on the
+ * destination, resuming; once it runs, the source's allocation and the reservation go and the source's copy is
+ * removed. Before the checkpoint any failure gives the move up with the job untouched; after it, a failed copy resumes
+ * the job on the source. Only one attempt ever runs: the next starts after the source's ended. A broker killed in
+ * the middle finds the move again in the store: "signalled" in the source attempt's runtimeRef.move, or the ended
+ * `migrated` attempt's evidence.move.
+ */
+import { GpurunError } from '../protocol/errors.ts';
+import { isFinal, type HostInfo, type Job, type MoveEvidence, type MoveView } from '../protocol/jobs.ts';
+import type { Broker, MoveHooks, Principal } from '../broker.ts';
+import type { AttemptEnd } from '../core/backend.ts';
+import type { MovedStart } from '../core/runtime.ts';
+import { schedule, type Allocation } from '../core/scheduler.ts';
+import type { Store, StoredAttempt, StoredJob } from '../core/store.ts';
+import type { HostRegistry } from '../hosts/registry.ts';
+import type { Logger } from '../logger.ts';
+import type { MigrationConfig } from './config.ts';
+import type { Checkpointer, HostSide, MoveContext } from './checkpoint.ts';
+import { checkpoints, CooperativeCheckpointer } from './cooperative.ts';
+import { copyDir } from './copy.ts';
+import { hostCheckpointDir } from './checkpoint.ts';
+import { moveMarker, moveWords } from './words.ts';
+import { TransparentCheckpointer } from './transparent.ts';
+
+type Phase = 'precopy' | 'signalled' | 'copying' | 'starting';
+
+interface Move {
+  /** A move to `to`, or a preemption (the job checkpoints and waits for a place again; `to` is unused). */
+  kind: 'move' | 'preempt';
+  jobId: string;
+  /** The source attempt. */
+  n: number;
+  from: string;
+  fromGpus: number[];
+  to: string;
+  gpus: number[];
+  cause: string;
+  phase: Phase;
+  resources: StoredJob['resources'];
+  ac: AbortController;
+  ended: { promise: Promise<{ at: string }>; resolve(v: { at: string }): void; reject(e: Error): void };
+  ev: MoveEvidence;
+  /** The move's attempt is to resume on the source (the copy failed, or a checkpoint came after a give-up). */
+  fallback?: string;
+}
+
+export interface MoveManagerDeps {
+  broker: Broker;
+  store: Store;
+  hosts: HostRegistry;
+  config: MigrationConfig;
+  log: Logger;
+}
+
+/** The source container's address on its user's network (empty when it has none or cannot be read). */
+async function containerAddress(ctx: MoveContext): Promise<string> {
+  const container = String(ctx.attempt.runtimeRef?.container ?? '');
+  if (!container) return '';
+  const r = await ctx.from.exec.exec(['docker', 'inspect', '--format', '{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}', container], { timeoutMs: 30_000 }).catch(() => undefined);
+  return r?.code === 0 ? (r.stdout.trim().split(/\s+/)[0] ?? '') : '';
+}
+
+function deferred(): Move['ended'] {
+  let resolve!: (v: { at: string }) => void;
+  let reject!: (e: Error) => void;
+  const promise = new Promise<{ at: string }>((res, rej) => ((resolve = res), (reject = rej)));
+  promise.catch(() => {});
+  return { promise, resolve, reject };
+}
+
+export class MoveManager implements MoveHooks {
+  private readonly d: MoveManagerDeps;
+  private readonly moves = new Map<string, Move>();
+  /** The last move given up per job (shown until the job's next move or end). */
+  private readonly givenUp = new Map<string, MoveView>();
+  private readonly cooperative = new CooperativeCheckpointer();
+  private readonly transparent: TransparentCheckpointer;
+
+  constructor(d: MoveManagerDeps) {
+    this.d = d;
+    this.transparent = new TransparentCheckpointer((host) => d.hosts.transparentUnavailable(host));
+  }
+
+  // ---- requests ---------------------------------------------------------------------------------------------
+
+  /** `POST /v1/jobs/ID/migrate`: the owner or an admin moves a running job (`to`: a host, or the best one). */
+  migrate(p: Principal, id: string, to?: string): Job {
+    const job = this.d.broker.visible(p, id);
+    this.begin(job.id, `gpurun migrate by ${p.user}`, to);
+    return this.d.broker.get(p, id);
+  }
+
+  /**
+   * Starts moving a job; throws a GpurunError (nothing changed) when it cannot move now. Returns the destination.
+   * `to`: a host name, or undefined for the host the job fits best (by what is free there).
+   */
+  begin(id: string, cause: string, to?: string, loadOf?: (host: string) => number): string {
+    const cur = this.d.broker.currentOf(id);
+    if (!cur) throw new GpurunError('E_CONFLICT', `job ${id} has ended; only a running job can move`);
+    const { job, attempt } = cur;
+    if (this.moves.has(id)) throw new GpurunError('E_CONFLICT', `job ${id} is already moving (to ${this.moves.get(id)!.to})`, { hint: `Follow it with: gpurun show ${id}` });
+    if (job.state !== 'running' || !attempt?.runtimeRef || !job.host) throw new GpurunError('E_CONFLICT', `job ${id} is ${job.state.replace('_', ' ')}, not running; only a running job can move`);
+    if ((job.backend ?? 'hosts') !== 'hosts' || this.d.hosts.runtimeFor(job.host).kind !== 'docker') {
+      throw new GpurunError('E_CONFLICT', `job ${id} runs on ${job.host}, which is not a Docker host over SSH; only those jobs can move`);
+    }
+    // With migration.method "transparent", CRIU checkpoints the container where the job's host can; else the job must.
+    const whyNot = this.d.config.method === 'transparent' ? this.transparent.unavailable(job.host) : 'the broker\'s migration.method is "cooperative"';
+    if (!checkpoints(job) && whyNot !== null) {
+      const also = this.d.config.method === 'transparent' ? `, and ${job.host} cannot checkpoint it transparently (${whyNot})` : '';
+      throw new GpurunError('E_CONFLICT', `job ${id} did not say it can checkpoint${also}, so it cannot be moved without losing its progress`, { hint: 'Submit it with gpurun run --checkpoint (it then gets SIGUSR1 and $GPURUN_CHECKPOINT_DIR; see examples/gpurun_checkpoint.py).' });
+    }
+    const method = whyNot === null ? 'transparent' : 'cooperative';
+    const dest = this.destination(job, to, loadOf, method === 'transparent' ? (h) => this.transparent.unavailable(h) : undefined);
+    const m: Move = {
+      kind: 'move', jobId: id, n: attempt.n, from: job.host, fromGpus: job.gpuIndices, to: dest.host, gpus: dest.gpus, cause, phase: 'precopy',
+      resources: job.resources, ac: new AbortController(), ended: deferred(),
+      ev: { from: job.host, to: dest.host, gpus: dest.gpus, cause, method },
+    };
+    this.moves.set(id, m);
+    this.givenUp.delete(id);
+    this.d.log.info('moving a job', { job: id, from: m.from, to: m.to, gpus: m.gpus, cause });
+    this.d.broker.kick();
+    void this.run(m);
+    return dest.host;
+  }
+
+  /**
+   * Where a job can go now: `to` if it fits there, else the fitting Docker host with the least online load
+   * (`loadOf`, for load-driven moves), then the most free GPUs; never a host `unfit` gives a reason against.
+   */
+  private destination(job: StoredJob, to?: string, loadOf: (host: string) => number = () => 0, unfit?: (host: string) => string | null): { host: string; gpus: number[] } {
+    const names = this.d.hosts.names();
+    if (to !== undefined && !names.includes(to)) throw new GpurunError('E_NOT_FOUND', `no host ${to}`, { hint: 'List the hosts with: gpurun hosts' });
+    if (to === job.host) throw new GpurunError('E_BAD_REQUEST', `job ${job.id} already runs on ${to}`);
+    const why = to !== undefined ? unfit?.(to) : null;
+    if (why) throw new GpurunError('E_CONFLICT', `${to} cannot take job ${job.id} transparently: ${why}`, { hint: 'gpurun hosts says how each host can checkpoint.' });
+    const holding = this.d.broker.holdings();
+    const caps = this.d.hosts.capacities().filter((c) => c.name !== job.host && (to === undefined || c.name === to) && this.d.hosts.runtimeFor(c.name).kind === 'docker' && !unfit?.(c.name));
+    const free = (h: string, n: number) => n - holding.filter((a) => a.host === h).reduce((k, a) => k + a.gpuIndices.length, 0);
+    caps.sort((a, b) => loadOf(a.name) - loadOf(b.name) || free(b.name, b.gpus.length) - free(a.name, a.gpus.length));
+    for (const c of caps) {
+      const [pl] = schedule([c], holding, [{ id: job.id, queue: job.queue, resources: job.resources }]);
+      if (pl) return { host: pl.host, gpus: pl.gpuIndices };
+    }
+    if (to !== undefined) {
+      const c = this.d.hosts.capacities().find((x) => x.name === to);
+      throw new GpurunError('E_CONFLICT', `${to} cannot take job ${job.id} now: ${!c?.up ? 'it is not up' : this.d.hosts.runtimeFor(to).kind !== 'docker' ? 'it is not a Docker host over SSH' : 'not enough free GPUs, CPUs or memory there'}`, { hint: 'gpurun hosts shows what is free; leave out --to to let the broker pick.' });
+    }
+    throw new GpurunError('E_CONFLICT', `no other host can take job ${job.id} now (not enough free GPUs, CPUs or memory)`, { hint: 'gpurun hosts shows what is free.' });
+  }
+
+  /** The broker's hosts view. */
+  hosts(): HostInfo[] {
+    return this.d.broker.hosts();
+  }
+
+  // ---- the move ---------------------------------------------------------------------------------------------
+
+  private side(host: string): HostSide {
+    const s = this.d.hosts.sshSide(host);
+    if (!s) throw new GpurunError('E_CONFLICT', `${host} is not an SSH host`);
+    return { host, ...s };
+  }
+
+  private context(m: Move): MoveContext {
+    const cur = this.d.broker.currentOf(m.jobId);
+    const job = cur?.job ?? this.d.store.getJob(m.jobId)!;
+    const attempt = this.d.store.attempts(m.jobId).find((a) => a.n === m.n)!;
+    const log = this.d.log.child({ job: m.jobId, move: `${m.from}→${m.to}` });
+    return { job, attempt, from: this.side(m.from), to: this.side(m.to), deadlineMs: this.d.config.checkpointTimeoutMs, signal: m.ac.signal, sourceEnded: m.ended.promise, log: (msg, f) => log.info(msg, f) };
+  }
+
+  /** The move's checkpoint method (a late cooperative checkpoint has no move). */
+  private checkpointer(m?: Move): Checkpointer {
+    return m?.ev.method === 'transparent' ? this.transparent : this.cooperative;
+  }
+
+  /** Runs a move from its phase on (a move found again after a broker restart starts later than "precopy"). */
+  private async run(m: Move): Promise<void> {
+    const cp = this.checkpointer(m);
+    try {
+      if (m.phase === 'precopy' && m.kind === 'preempt') {
+        this.persistSignalled(m);
+        m.phase = 'signalled';
+      }
+      if (m.phase === 'precopy') {
+        const ctx = this.context(m);
+        const pre = await cp.precopy(ctx);
+        m.ev.precopyBytes = pre.bytes;
+        const ip = await containerAddress(ctx);
+        if (ip) m.ev.ip = ip;
+        if (!this.d.broker.currentOf(m.jobId)?.attempt?.runtimeRef || this.d.broker.currentOf(m.jobId)?.attempt?.n !== m.n) throw new GpurunError('E_CONFLICT', 'the job stopped running before its checkpoint');
+        this.persistSignalled(m);
+        m.phase = 'signalled';
+      }
+      if (m.phase === 'signalled') {
+        const ctx = this.context(m);
+        const { at } = await cp.checkpoint(ctx);
+        m.ev.checkpointAt = at;
+      }
+    } catch (e) {
+      this.giveUp(m, (e as Error).message);
+      return;
+    }
+    // The source attempt has ended with its checkpoint: a preempted job waits for a place (claimEnd requeued it);
+    // a moved one goes on, on the destination or the source.
+    if (m.kind === 'move') await this.afterCheckpoint(m, cp);
+  }
+
+  private async afterCheckpoint(m: Move, cp: Checkpointer): Promise<void> {
+    m.phase = 'copying';
+    try {
+      if (m.fallback === undefined) {
+        const ctx = this.context(m);
+        const fin = await cp.transfer(ctx);
+        m.ev.finalBytes = fin.bytes;
+        m.ev.totalBytes = (fin as { totalBytes?: number }).totalBytes;
+      }
+    } catch (e) {
+      m.fallback = `the copy to ${m.to} failed: ${(e as Error).message}`;
+      this.d.log.warn('move: final copy failed; resuming on the source', { job: m.jobId, err: (e as Error).message });
+    }
+    m.phase = 'starting';
+    this.recordMoved(m);
+    const [host, gpus] = m.fallback === undefined ? [m.to, m.gpus] : [m.from, m.fromGpus];
+    this.d.broker.startMoved(m.jobId, { jobId: m.jobId, host, gpuIndices: gpus }, moveMarker(m.ev, m.fallback));
+  }
+
+  /** Persists "signalled" in the source attempt's runtimeRef, so a broker restarted meanwhile continues the move. */
+  private persistSignalled(m: Move): void {
+    const att = this.d.store.attempts(m.jobId).find((a) => a.n === m.n);
+    if (att?.runtimeRef) this.d.store.putAttempt(m.jobId, { ...att, runtimeRef: { ...att.runtimeRef, move: { ...m.ev, phase: 'signalled' } } });
+  }
+
+  private clearPersisted(m: Move): void {
+    const att = this.d.store.attempts(m.jobId).find((a) => a.n === m.n);
+    if (att?.runtimeRef && 'move' in att.runtimeRef && !att.endedAt) {
+      const { move: _m, ...ref } = att.runtimeRef;
+      this.d.store.putAttempt(m.jobId, { ...att, runtimeRef: ref });
+    }
+  }
+
+  /** The move ends before the checkpoint: the job goes on where it runs; the reservation and the copy go. */
+  private giveUp(m: Move, why: string): void {
+    if (this.moves.get(m.jobId) !== m) return;
+    this.moves.delete(m.jobId);
+    m.ac.abort(new Error('move given up'));
+    this.clearPersisted(m);
+    this.givenUp.set(m.jobId, { state: 'given_up', from: m.from, to: m.to, cause: m.cause, detail: why });
+    this.d.log.warn('move given up', { job: m.jobId, from: m.from, to: m.to, why });
+    const job = this.d.store.getJob(m.jobId);
+    if (job) void this.checkpointer(m).discard(this.side(m.to), job).catch(() => {});
+    this.d.broker.kick();
+  }
+
+  /** Writes the moved attempt's words and evidence (again once the downtime is known). */
+  private recordMoved(m: Move): void {
+    const att = this.d.store.attempts(m.jobId).find((a) => a.n === m.n);
+    if (!att) return;
+    const ev = { ...m.ev, ...(m.fallback ? { fellBack: m.fallback } : {}) };
+    this.d.store.putAttempt(m.jobId, { ...att, reason: moveWords(ev), evidence: { ...att.evidence, move: ev } });
+  }
+
+  // ---- hooks (broker.ts MoveHooks) ----------------------------------------------------------------------------
+
+  reserved(): Allocation[] {
+    const out: Allocation[] = [];
+    for (const m of this.moves.values()) {
+      if (m.kind === 'preempt') continue;
+      out.push({ jobId: m.jobId, host: m.to, gpuIndices: m.gpus, cpus: m.resources.cpus, memoryMiB: m.resources.memoryMiB });
+      // Once the source attempt ended its GPUs are the job's no more: held until it runs elsewhere (a fallback needs them).
+      if (m.phase === 'copying' || m.phase === 'starting') out.push({ jobId: m.jobId, host: m.from, gpuIndices: m.fromGpus, cpus: m.resources.cpus, memoryMiB: m.resources.memoryMiB });
+    }
+    return out;
+  }
+
+  claimEnd(job: StoredJob, att: StoredAttempt, end: AttemptEnd | { startError: string }): { reason: string; evidence: StoredAttempt['evidence']; fault: 'migrated' | 'preempted'; requeue: boolean } | null {
+    const m = this.moves.get(job.id);
+    const cp = this.checkpointer(m);
+    if (m && m.n === att.n && (m.phase === 'signalled' || m.phase === 'precopy')) {
+      if (m.phase === 'signalled' && cp.isCheckpointEnd(end)) {
+        const at = 'endedAt' in end && end.endedAt ? end.endedAt : new Date().toISOString();
+        m.phase = 'copying';
+        m.ev.checkpointAt = at;
+        m.ended.resolve({ at });
+        const evidence = { exitCode: 'exitCode' in end ? end.exitCode : null, move: { ...m.ev } };
+        if (m.kind === 'preempt') {
+          this.moves.delete(job.id);
+          this.d.log.info('job preempted with a checkpoint', { job: job.id, host: m.from, cause: m.cause });
+          return { reason: `${m.cause}; waiting for a place, to resume from its checkpoint`, evidence, fault: 'preempted', requeue: true };
+        }
+        return { reason: `moving from ${m.from} to ${m.to}: ${m.cause}`, evidence, fault: 'migrated', requeue: false };
+      }
+      m.ended.reject(new Error(`the job ended on ${m.from} before its checkpoint`));
+      return null;
+    }
+    // A checkpoint with no move waiting for it (it came after the move was given up): resume on the same host.
+    if (!m && checkpoints(job) && cp.isCheckpointEnd(end) && att.host) {
+      const at = 'endedAt' in end && end.endedAt ? end.endedAt : new Date().toISOString();
+      const late: Move = {
+        kind: 'move', jobId: job.id, n: att.n, from: att.host, fromGpus: att.gpuIndices, to: att.host, gpus: att.gpuIndices, cause: 'a checkpoint after its move was given up',
+        phase: 'copying', resources: job.resources, ac: new AbortController(), ended: deferred(), fallback: 'it checkpointed after its move was given up',
+        ev: { from: att.host, to: att.host, gpus: att.gpuIndices, cause: 'checkpoint', method: 'cooperative', checkpointAt: at },
+      };
+      this.moves.set(job.id, late);
+      setImmediate(() => void this.afterCheckpoint(late, cp));
+      return { reason: `checkpointed on ${att.host}; resuming there`, evidence: { exitCode: 'exitCode' in end ? end.exitCode : null, move: { ...late.ev } }, fault: 'migrated', requeue: false };
+    }
+    return null;
+  }
+
+  attemptEnv(job: StoredJob, n: number): Record<string, string> {
+    const env: Record<string, string> = checkpoints(job) ? { GPURUN_CHECKPOINT_SIGNAL: job.env.GPURUN_CHECKPOINT_SIGNAL! } : {};
+    if (this.preemptedBefore(job, n)) Object.assign(env, this.cooperative.resume().env);
+    const m = this.moves.get(job.id);
+    if (m && m.phase === 'starting' && n === m.n + 1) Object.assign(env, this.checkpointer(m).resume(this.context(m)).env);
+    return env;
+  }
+
+  movedStart(job: StoredJob, n: number): MovedStart | undefined {
+    const m = this.moves.get(job.id);
+    if (!m || m.phase !== 'starting' || n !== m.n + 1) return undefined;
+    // A transparent move that falls back restores on the source from the images still there (runtimes/criu.ts).
+    const restore = this.checkpointer(m).resume(this.context(m)).restore;
+    if (m.fallback !== undefined) return restore ? { restore } : undefined;
+    return { ...(m.ev.ip ? { ip: m.ev.ip } : {}), ...(restore ? { restore } : {}) };
+  }
+
+  running(job: StoredJob, n: number): void {
+    const m = this.moves.get(job.id);
+    if (!m || m.phase !== 'starting' || n !== m.n + 1) return;
+    this.moves.delete(job.id);
+    if (m.ev.checkpointAt) m.ev.downtimeSec = Math.max(0, Math.round((Date.now() - Date.parse(m.ev.checkpointAt)) / 100) / 10);
+    this.recordMoved(m);
+    this.d.log.info('job moved', { job: job.id, from: m.from, to: job.host, downtimeSec: m.ev.downtimeSec, precopyBytes: m.ev.precopyBytes, finalBytes: m.ev.finalBytes });
+    // The copy left on the host it no longer runs on.
+    if (job.host !== m.from) void this.checkpointer(m).discard(this.side(m.from), job).catch(() => {});
+    this.d.broker.kick();
+  }
+
+  resumeMove(job: StoredJob, last: StoredAttempt): boolean {
+    const ev = last.evidence.move;
+    if (!ev || this.moves.has(job.id)) return false;
+    const m = this.restored(job, last.n, ev, 'copying');
+    m.ended.resolve({ at: ev.checkpointAt ?? last.endedAt ?? new Date().toISOString() });
+    void this.afterCheckpoint(m, this.checkpointer(m));
+    return true;
+  }
+
+  view(jobId: string): MoveView | undefined {
+    const m = this.moves.get(jobId);
+    if (m) {
+      const detail = { precopy: 'copying its checkpoint folder while it runs', signalled: 'waiting for its checkpoint', copying: 'copying what changed since', starting: 'starting it on the destination' }[m.phase];
+      return { state: 'moving', from: m.from, to: m.fallback ? m.from : m.to, cause: m.cause, detail };
+    }
+    return this.givenUp.get(jobId);
+  }
+
+  // ---- preemption --------------------------------------------------------------------------------------------
+
+  /** Online jobs waiting for GPUs, and when their preemption began (one preemption at a time per online job). */
+  private readonly preempting = new Map<string, number>();
+
+  /** The attempt before `n` was preempted with a checkpoint: the one that saved it, or undefined. */
+  private preemptedBefore(job: StoredJob, n: number): StoredAttempt | undefined {
+    const prev = this.d.store.attempts(job.id).find((a) => a.n === n - 1);
+    return prev?.fault === 'preempted' && prev.evidence.move ? prev : undefined;
+  }
+
+  /**
+   * With `migration.preempt`: for an online job that waits because offline jobs hold the GPUs it needs on some host,
+   * those offline jobs (that checkpoint) checkpoint and wait for a place again; they resume from their checkpoint.
+   */
+  unplaced(jobs: StoredJob[]): void {
+    if (!this.d.config.preempt) return;
+    const now = Date.now();
+    for (const [id, at] of this.preempting) if (now - at > this.d.config.checkpointTimeoutMs + 30_000) this.preempting.delete(id);
+    const holding = this.d.broker.holdings();
+    const active = this.d.broker.activeJobs();
+    for (const online of jobs) {
+      const need = online.resources.gpus;
+      if (need === 0 || this.preempting.has(online.id)) continue;
+      for (const cap of this.d.hosts.capacities()) {
+        if (!cap.up || this.d.hosts.runtimeFor(cap.name).kind !== 'docker') continue;
+        const free = cap.gpus.length - new Set(holding.filter((a) => a.host === cap.name).flatMap((a) => a.gpuIndices)).size;
+        const victims = active.filter((j) => j.host === cap.name && j.state === 'running' && j.queue === 'offline' && checkpoints(j) && !this.moves.has(j.id)).sort((a, b) => b.gpuIndices.length - a.gpuIndices.length);
+        const chosen: StoredJob[] = [];
+        let got = free;
+        for (const v of victims) {
+          if (got >= need) break;
+          chosen.push(v);
+          got += v.gpuIndices.length;
+        }
+        if (got < need || chosen.length === 0) continue;
+        this.preempting.set(online.id, now);
+        for (const v of chosen) this.preempt(v, `preempted for online job ${online.id}`);
+        break;
+      }
+    }
+  }
+
+  private preempt(job: StoredJob, cause: string): void {
+    const att = this.d.broker.currentOf(job.id)?.attempt;
+    if (!att?.runtimeRef || !job.host) return;
+    const m: Move = {
+      kind: 'preempt', jobId: job.id, n: att.n, from: job.host, fromGpus: job.gpuIndices, to: job.host, gpus: [], cause, phase: 'precopy',
+      resources: job.resources, ac: new AbortController(), ended: deferred(), ev: { from: job.host, to: '', gpus: [], cause, method: 'cooperative' },
+    };
+    this.moves.set(job.id, m);
+    this.d.log.info('preempting an offline job with a checkpoint', { job: job.id, host: job.host, cause });
+    void this.run(m);
+  }
+
+  /** A preempted job placed on another host than the one that holds its checkpoint: the folder is copied there first. */
+  async prepareStart(job: StoredJob, n: number, host: string | null): Promise<void> {
+    const prev = this.preemptedBefore(job, n);
+    const from = prev?.evidence.move?.from;
+    if (!prev || !from || !host || from === host) return;
+    try {
+      const src = this.side(from);
+      const dst = this.side(host);
+      const r = await copyDir(src, hostCheckpointDir(src.workDir, job.id), dst, hostCheckpointDir(dst.workDir, job.id));
+      this.d.log.info('checkpoint of a preempted job copied to its new host', { job: job.id, from, to: host, bytes: r.bytes });
+      void this.cooperative.discard(src, job).catch(() => {});
+    } catch (e) {
+      // It starts anyway: without the checkpoint folder it starts from the beginning (GPURUN_RESUME_FROM is empty).
+      this.d.log.warn('could not copy a preempted job\'s checkpoint to its new host', { job: job.id, from, to: host, err: (e as Error).message });
+    }
+  }
+
+  // ---- restart ------------------------------------------------------------------------------------------------
+
+  /**
+   * After a broker restart, before the broker follows its jobs again: a move that had signalled its job waits for
+   * that job's checkpoint again (with a fresh deadline).
+   */
+  restore(): void {
+    for (const job of this.d.store.activeJobs()) {
+      const atts = this.d.store.attempts(job.id);
+      const att = atts[atts.length - 1];
+      const persisted = att && !att.endedAt ? (att.runtimeRef?.move as (MoveEvidence & { phase?: string }) | undefined) : undefined;
+      if (!persisted || persisted.phase !== 'signalled') continue;
+      const { phase: _p, ...ev } = persisted;
+      const m = this.restored(job, att.n, ev, 'signalled');
+      this.d.log.info('move found again after a restart: waiting for the job\'s checkpoint', { job: job.id, from: m.from, to: m.to });
+      void this.run(m);
+    }
+  }
+
+  private restored(job: StoredJob, n: number, ev: MoveEvidence, phase: Phase): Move {
+    const att = this.d.store.attempts(job.id).find((a) => a.n === n);
+    const m: Move = { kind: ev.to === '' ? 'preempt' : 'move', jobId: job.id, n, from: ev.from, fromGpus: att?.gpuIndices ?? [], to: ev.to, gpus: ev.gpus, cause: ev.cause, phase, resources: job.resources, ac: new AbortController(), ended: deferred(), ev: { ...ev } };
+    this.moves.set(job.id, m);
+    return m;
+  }
+
+  /** Forgets what belongs to a job that ended. */
+  ended(job: Job): void {
+    if (!isFinal(job.state)) return;
+    const m = this.moves.get(job.id);
+    if (m) {
+      m.ac.abort(new Error('job ended'));
+      this.moves.delete(job.id);
+    }
+    this.givenUp.delete(job.id);
+  }
+
+  close(): void {
+    for (const m of this.moves.values()) m.ac.abort(new Error('broker closing'));
+  }
+}

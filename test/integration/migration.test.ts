@@ -1,0 +1,294 @@
+/**
+ * Moving running jobs between hosts, through the CLI against a real broker process: two SSH hosts on loopback
+ * (127.0.11.1, 127.0.11.2: real sshd, the real Docker engine, sshfs), a Python job that counts steps and saves them
+ * with examples/gpurun_checkpoint.py. `gpurun migrate` moves it with its state (same id, one log with a marker, no
+ * step lost or repeated); a job that ignores the signal keeps running; a failed copy leaves the job where it was;
+ * a broker killed -9 mid-move ends with the job run exactly once; the destination's GPU is held during the move;
+ * `gpurun drain` moves jobs off a host.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { copyFileSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { cleanup, createToken, gpurun, restartBroker, ROOT, scratch, startBrokerProcess, stopBroker, testEnv, waitFor, requirePart, type BrokerProc } from '../support/harness.ts';
+import { makeSshHosts, mountedUnder, sshHostsMissing, type TestHostSet } from '../support/sshHosts.ts';
+import type { Job } from '../../server/protocol/jobs.ts';
+
+/** Counts to $STEPS, one line per step, saving the next step on a checkpoint; $SLOW_CHECKPOINT: seconds it takes. */
+const COUNTER = `
+import os, socket, sys, time
+from gpurun_checkpoint import Checkpoint
+ck = Checkpoint()
+state = ck.load({"step": 1})
+print(f"start at {state['step']} attempt {os.environ.get('GPURUN_ATTEMPT')}", flush=True)
+me = "gpurun-" + os.environ["GPURUN_JOB_ID"]
+print(f"address {socket.gethostbyname(socket.gethostname())}, {me} is {socket.gethostbyname(me)}", flush=True)
+for step in range(state["step"], int(os.environ.get("STEPS", "40")) + 1):
+    print(f"step {step}", flush=True)
+    time.sleep(float(os.environ.get("STEP_SECONDS", "0.25")))
+    if ck.requested:
+        time.sleep(float(os.environ.get("SLOW_CHECKPOINT", "0")))
+    ck.checkpoint_if_asked({"step": step + 1})
+print("done", flush=True)
+`;
+
+describe('migration: moving running jobs between hosts', function () {
+  this.timeout(180_000);
+  let dir: string;
+  let set: TestHostSet;
+  let broker: BrokerProc;
+  let env: NodeJS.ProcessEnv;
+  let adminEnv: NodeJS.ProcessEnv;
+  let ws: string;
+  const workDirs = ['', ''];
+
+  before(async function () {
+    requirePart(this, 'sshd, sshfs and Docker', sshHostsMissing() === null, sshHostsMissing() ?? '');
+    const img = spawnSync('docker', ['image', 'inspect', 'local/python:3'], { encoding: 'utf8' });
+    requirePart(this, 'the image local/python:3', img.status === 0, 'the image local/python:3 is missing; run test/setup/30-ssh-docker.sh');
+    dir = scratch('gpurun-migration-');
+    const gpu = [{ name: 'NVIDIA L4', memoryMiB: 23034 }];
+    set = await makeSshHosts(join(dir, 'hosts'), [
+      { name: 'h1', address: '127.0.11.1', gpus: gpu },
+      { name: 'h2', address: '127.0.11.2', gpus: gpu },
+    ]);
+    ws = join(dir, 'workspace');
+    mkdirSync(ws);
+    copyFileSync(join(ROOT, 'examples', 'gpurun_checkpoint.py'), join(ws, 'gpurun_checkpoint.py'));
+    writeFileSync(join(ws, 'count.py'), COUNTER);
+    const hosts = set.hosts.map((h, i) => {
+      workDirs[i] = join(dir, `work-${h.name}`);
+      return { type: 'ssh', name: h.name, address: h.address, user: 'root', port: 2222, identityFile: set.clientKey, knownHosts: set.knownHosts, gpuMode: 'env', workDir: workDirs[i], runtime: 'docker', mount: { transport: 'relay' }, cpus: 2 };
+    });
+    broker = await startBrokerProcess(join(dir, 'home'), { hosts, defaults: { image: 'local/python:3', gpus: 1, memory: '256M' }, migration: { checkpointTimeout: '8s', threshold: { cpu: 0.35 }, window: '4s', sampleEvery: '1s', preempt: true }, restartBackoff: { first: '1s', max: '2s' } });
+    env = { ...testEnv(join(dir, 'home')), GPURUN_BROKER: broker.url, GPURUN_TOKEN: await createToken(broker, 'mover') };
+    adminEnv = { ...env, GPURUN_TOKEN: await createToken(broker, 'root', true) };
+    await waitFor('both hosts up', async () => /h1\s+up/.test((await gpurun(['hosts'], env)).stdout) && /h2\s+up/.test((await gpurun(['hosts'], env)).stdout), 60_000);
+  });
+
+  after(async function () {
+    await stopBroker(broker);
+    await set?.stopAll();
+    if (dir) {
+      const left = execFileSync('docker', ['ps', '-a', '--filter', 'label=gpurun.owner=mover', '--format', '{{.Names}}'], { encoding: 'utf8' }).split('\n').filter(Boolean);
+      for (const c of left) spawnSync('docker', ['rm', '-f', c]);
+      for (const w of workDirs) for (const m of mountedUnder(w)) spawnSync('sh', ['-c', 'fusermount3 -uz "$1" || umount -l "$1"', 'unmount', m]);
+      cleanup(dir);
+    }
+  });
+
+  const show = async (id: string): Promise<Job> => JSON.parse((await gpurun(['show', '--json', id], env)).stdout);
+  const logs = async (id: string): Promise<string> => (await gpurun(['logs', id], env)).stdout;
+  const submit = async (args: string[], extraEnv: Record<string, string> = {}): Promise<string> => {
+    const r = await gpurun(['run', '--detach', '--workspace', ws, '--queue', 'offline', ...Object.entries(extraEnv).flatMap(([k, v]) => ['--env', `${k}=${v}`]), ...args], env);
+    assert.equal(r.code, 0, r.stderr);
+    return r.stdout.trim();
+  };
+  const ended = (id: string, ms = 120_000) => waitFor(`job ${id} to end`, async () => {
+    const j = await show(id);
+    return ['succeeded', 'failed', 'lost', 'cancelled', 'timed_out'].includes(j.state) && j;
+  }, ms, 300);
+  /** Steps 1..n, each once, in order, whatever other lines there are. */
+  const assertSteps = (log: string, n: number) => {
+    const steps = log.split('\n').filter((l) => l.startsWith('step ')).map((l) => Number(l.slice(5)));
+    assert.deepEqual(steps, Array.from({ length: n }, (_, i) => i + 1), log);
+  };
+
+  it('gpurun migrate moves a checkpointing job to the other host: same id, one log, no step lost or repeated', async () => {
+    const id = await submit(['--checkpoint-signal', 'SIGUSR1', '--', 'python3', 'count.py'], { STEPS: '30' });
+    await waitFor('step 5', async () => /step 5\n/.test(await logs(id)), 90_000, 200);
+    const from = (await show(id)).host!;
+    const to = from === 'h1' ? 'h2' : 'h1';
+    // Logs followed across the move: what `gpurun logs -f` prints is the log, byte for byte.
+    const follow = gpurun(['logs', '-f', id], env, { timeoutMs: 150_000 });
+    const mv = await gpurun(['migrate', id, '--to', to], env, { timeoutMs: 120_000 });
+    assert.equal(mv.code, 0, mv.stderr + mv.stdout);
+    assert.match(mv.stdout, new RegExp(`moving from ${from} to ${to} \\(gpurun migrate by mover\\)`));
+    assert.match(mv.stdout, new RegExp(`runs on ${to} \\(attempt 2\\)`));
+    const done = await ended(id);
+    assert.equal(done.state, 'succeeded', done.reason);
+    const log = await logs(id);
+    assertSteps(log, 30);
+    assert.match(log, new RegExp(`^── moved from ${from} to ${to}: gpurun migrate by mover; resumed from checkpoint at \\d\\d:\\d\\d:\\d\\d ──$`, 'm'));
+    assert.match(log, /^start at 1 attempt 1$/m);
+    assert.match(log, /^start at \d+ attempt 2$/m);
+    assert.equal((await follow).stdout, log);
+    // The same place on the network: the address, and the name peers resolve, are those it had on the source.
+    const addrs = log.split('\n').filter((l) => l.startsWith('address '));
+    assert.equal(addrs.length, 2, log);
+    assert.equal(addrs[0], addrs[1]);
+    assert.match(addrs[0], /^address (\d+\.\d+\.\d+\.\d+), gpurun-\w+ is \1$/);
+    assert.deepEqual(done.attempts!.map((a) => [a.n, a.host, a.fault]), [[1, from, 'migrated'], [2, to, null]]);
+    assert.match(done.attempts![0].reason!, new RegExp(`^moved to ${to} \\(gpurun migrate by mover\\); downtime [\\d.]+ s; copied .+ while running \\+ .+ after the checkpoint$`));
+    const text = (await gpurun(['show', id], env)).stdout;
+    assert.match(text, new RegExp(`^1 +${from} .*migrated`, 'm'));
+    // The checkpoint folder is gone from both hosts once the job has ended.
+    await waitFor('checkpoint folders removed', () => workDirs.every((w) => spawnSync('test', ['-e', join(w, 'checkpoints', id)]).status !== 0), 20_000, 200).catch(() => undefined);
+  });
+
+  it('another user cannot move the job (not found); a job that did not ask to checkpoint is refused', async () => {
+    const id = await submit(['--', 'sh', '-c', 'sleep 30']);
+    await waitFor('running', async () => (await show(id)).state === 'running', 60_000, 200);
+    const bob = { ...env, GPURUN_TOKEN: await createToken(broker, 'bob') };
+    const r = await gpurun(['migrate', id], bob);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, new RegExp(`no job ${id}`));
+    const mine = await gpurun(['migrate', id], env);
+    assert.notEqual(mine.code, 0);
+    assert.match(mine.stderr, /did not say it can checkpoint/);
+    assert.match(mine.stderr, /--checkpoint/);
+    assert.equal((await show(id)).attempts!.length, 1);
+    await gpurun(['cancel', id], env);
+  });
+
+  it('a job that ignores its checkpoint signal is not killed: the move is given up, it runs on', async () => {
+    const id = await submit(['--checkpoint-signal', 'SIGUSR1', '--', 'sh', '-c', 'trap "" USR1; i=1; while [ $i -le 60 ]; do echo "step $i"; i=$((i+1)); sleep 0.25; done']);
+    await waitFor('step 3', async () => /step 3\n/.test(await logs(id)), 60_000, 200);
+    const from = (await show(id)).host;
+    const mv = await gpurun(['migrate', id], env, { timeoutMs: 60_000 });
+    assert.equal(mv.code, 1, mv.stdout);
+    assert.match(mv.stderr, /given up: the job did not checkpoint within 8 s of SIGUSR1/);
+    const j = await show(id);
+    assert.equal(j.state, 'running');
+    assert.equal(j.host, from);
+    assert.equal(j.attempts!.length, 1);
+    const done = await ended(id);
+    assert.equal(done.state, 'succeeded', done.reason);
+    assertSteps(await logs(id), 60);
+  });
+
+  it('a copy that fails before the checkpoint leaves the job running where it was, untouched', async () => {
+    const id = await submit(['--checkpoint-signal', 'SIGUSR1', '--', 'python3', 'count.py'], { STEPS: '24' });
+    await waitFor('step 3', async () => /step 3\n/.test(await logs(id)), 60_000, 200);
+    const from = (await show(id)).host!;
+    const toIdx = from === 'h1' ? 1 : 0;
+    // The destination cannot hold the folder: a file where its checkpoints folder goes.
+    mkdirSync(workDirs[toIdx], { recursive: true });
+    rmSync(join(workDirs[toIdx], 'checkpoints'), { recursive: true, force: true });
+    writeFileSync(join(workDirs[toIdx], 'checkpoints'), 'not a folder');
+    try {
+      const mv = await gpurun(['migrate', id], env, { timeoutMs: 60_000 });
+      assert.equal(mv.code, 1, mv.stdout);
+      assert.match(mv.stderr, /given up/);
+      const j = await show(id);
+      assert.equal(j.state, 'running');
+      assert.equal(j.host, from);
+    } finally {
+      rmSync(join(workDirs[toIdx], 'checkpoints'), { force: true });
+    }
+    const done = await ended(id);
+    assert.equal(done.state, 'succeeded', done.reason);
+    assert.equal(done.attempts!.length, 1);
+    assertSteps(await logs(id), 24);
+  });
+
+  it('the broker killed -9 mid-move: after its restart the job runs exactly once, on the destination; the reserved GPU is not given away', async () => {
+    const id = await submit(['--checkpoint-signal', 'SIGUSR1', '--', 'python3', 'count.py'], { STEPS: '30', SLOW_CHECKPOINT: '4' });
+    await waitFor('step 4', async () => /step 4\n/.test(await logs(id)), 60_000, 200);
+    const from = (await show(id)).host!;
+    const to = from === 'h1' ? 'h2' : 'h1';
+    const mv = await gpurun(['migrate', id, '--no-wait'], env);
+    assert.equal(mv.code, 0, mv.stderr);
+    await waitFor('the checkpoint under way', async () => (await show(id)).move?.detail === 'waiting for its checkpoint', 30_000, 100);
+    // Submitted while the move holds the destination's only GPU: it must not get it.
+    const other = await submit(['--', 'sh', '-c', 'echo other; sleep 1']);
+    await new Promise((r) => setTimeout(r, 1_000));
+    const o1 = await show(other);
+    assert.notEqual(o1.host, to, `the job submitted during the move got the reserved GPU: ${o1.reason}`);
+    await broker.kill9();
+    broker = await restartBroker(broker);
+    const done = await ended(id);
+    assert.equal(done.state, 'succeeded', done.reason);
+    assert.deepEqual(done.attempts!.map((a) => [a.n, a.host, a.fault]), [[1, from, 'migrated'], [2, to, null]]);
+    const log = await logs(id);
+    assertSteps(log, 30);
+    assert.equal(log.split('\n').filter((l) => l.startsWith('start at')).length, 2, log);
+    const o = await ended(other);
+    assert.equal(o.state, 'succeeded', o.reason);
+    assert.equal(o.attempts![0].host, from, 'the other job ran where the moved job left');
+  });
+
+  it('gpurun drain moves the offline jobs off a host and takes no new ones there; undrain puts it back', async () => {
+    const id = await submit(['--checkpoint-signal', 'SIGUSR1', '--', 'python3', 'count.py'], { STEPS: '30' });
+    await waitFor('step 3', async () => /step 3\n/.test(await logs(id)), 60_000, 200);
+    const from = (await show(id)).host!;
+    const to = from === 'h1' ? 'h2' : 'h1';
+    const refused = await gpurun(['drain', from], env);
+    assert.notEqual(refused.code, 0);
+    assert.match(refused.stderr, /only an admin can drain a host/);
+    const r = await gpurun(['drain', from], adminEnv);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, new RegExp(`${from} is draining`));
+    assert.match(r.stdout, new RegExp(`${from}: draining: 1 job moving, 0 running`));
+    await waitFor('the job on the other host', async () => {
+      const j = await show(id);
+      return j.host === to && j.state === 'running' && !j.move;
+    }, 60_000, 200);
+    assert.match((await gpurun(['hosts'], env)).stdout, new RegExp(`${from}: draining: 0 jobs moving, 0 running`));
+    const done = await ended(id);
+    assert.equal(done.state, 'succeeded', done.reason);
+    assertSteps(await logs(id), 30);
+    assert.match(await logs(id), new RegExp(`── moved from ${from} to ${to}: ${from} drained by root; resumed`));
+    const back = await gpurun(['undrain', from], adminEnv);
+    assert.equal(back.code, 0, back.stderr);
+    assert.match((await gpurun(['hosts'], env)).stdout, new RegExp(`${from}\\s+up`));
+  });
+
+  it('an online job\'s real CPU load over the threshold moves the offline job off its host; the online job stays', async () => {
+    // Both on h1: h2 takes no jobs while they start.
+    assert.equal((await gpurun(['drain', 'h2'], adminEnv)).code, 0);
+    let online = '';
+    try {
+      const id = await submit(['--checkpoint-signal', 'SIGUSR1', '--', 'python3', 'count.py'], { STEPS: '60' });
+      await waitFor('step 3', async () => /step 3\n/.test(await logs(id)), 60_000, 200);
+      assert.equal((await show(id)).host, 'h1');
+      const r = await gpurun(['run', '--detach', '--workspace', ws, '--queue', 'online', '--gpus', '0', '--checkpoint-signal', 'SIGUSR1', '--', 'sh', '-c', 'while :; do :; done'], env);
+      assert.equal(r.code, 0, r.stderr);
+      online = r.stdout.trim();
+      await waitFor('the online job running', async () => (await show(online)).state === 'running', 60_000, 200);
+      assert.equal((await show(online)).host, 'h1');
+      assert.equal((await gpurun(['undrain', 'h2'], adminEnv)).code, 0);
+      await waitFor('the load shown', async () => /h1: online jobs use \d+% of its CPUs/.test((await gpurun(['hosts'], env)).stdout), 30_000, 500);
+      const moved = await waitFor('the offline job moved to h2', async () => {
+        const j = await show(id);
+        return j.host === 'h2' && j.state === 'running' && !j.move && j;
+      }, 90_000, 300);
+      assert.match(moved.attempts![0].reason!, /^moved to h2 \(online load \d+% > 35% for \d+ s\)/);
+      const o = await show(online);
+      assert.equal(o.host, 'h1');
+      assert.equal(o.state, 'running');
+      assert.equal(o.attempts!.length, 1, 'online jobs never move for load');
+      const done = await ended(id);
+      assert.equal(done.state, 'succeeded', done.reason);
+      assertSteps(await logs(id), 60);
+    } finally {
+      await gpurun(['undrain', 'h2'], adminEnv);
+      if (online) await gpurun(['cancel', online], env);
+    }
+  });
+
+  it('preemption: an online job that needs the GPUs offline jobs hold runs; the checkpointing offline job resumes after it', async () => {
+    const id = await submit(['--checkpoint-signal', 'SIGUSR1', '--', 'python3', 'count.py'], { STEPS: '30' });
+    const plain = await submit(['--', 'sh', '-c', 'sleep 120']);
+    await waitFor('step 3', async () => /step 3\n/.test(await logs(id)), 60_000, 200);
+    await waitFor('both running', async () => (await show(plain)).state === 'running', 60_000, 200);
+    const host = (await show(id)).host!;
+    try {
+      const r = await gpurun(['run', '--workspace', ws, '--queue', 'online', '--gpus', '1', '--', 'sh', '-c', 'echo online on $GPURUN_GPUS; sleep 2'], env, { timeoutMs: 120_000 });
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /^online on 0$/m);
+      const done = await ended(id);
+      assert.equal(done.state, 'succeeded', done.reason);
+      assert.deepEqual(done.attempts!.map((a) => [a.n, a.fault]), [[1, 'preempted'], [2, null]]);
+      assert.equal(done.attempts![0].host, host);
+      assert.match(done.attempts![0].reason!, /preempted for online job \w+/);
+      const log = await logs(id);
+      assertSteps(log, 30);
+      assert.match(log, /^── attempt 2\/2 after preempted on h\d .*──$/m);
+      assert.match(log, /^start at ([2-9]|\d\d+) attempt 2$/m);
+      assert.equal((await show(plain)).attempts!.length, 1, 'the job that does not checkpoint is not preempted');
+    } finally {
+      await gpurun(['cancel', plain], env);
+    }
+  });
+});
