@@ -17,6 +17,10 @@ export const COMMANDS = {
   showLog: { id: 'gpurun.showLog', title: 'Show Log', icon: '$(list-flat)' },
   filterJobs: { id: 'gpurun.filterJobs', title: 'Filter Jobs…', icon: '$(filter)' },
   clearFinished: { id: 'gpurun.clearFinished', title: 'Clear Finished Jobs', icon: '$(clear-all)' },
+  openTerminalOnGpu: { id: 'gpurun.openTerminalOnGpu', title: 'Open Terminal on GPU', icon: '$(terminal)' },
+  openTerminalInJob: { id: 'gpurun.openTerminalInJob', title: 'Open Terminal in Job', icon: '$(terminal)' },
+  forwardPort: { id: 'gpurun.forwardPort', title: 'Forward Port…', icon: '$(plug)' },
+  debugFile: { id: 'gpurun.debugFile', title: 'Debug Current File on GPU', icon: '$(debug-alt)' },
 } as const;
 
 export type CommandKey = keyof typeof COMMANDS;

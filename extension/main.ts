@@ -25,6 +25,10 @@ import { HostsTree } from './views/hostsTree.ts';
 import { registerIdleNotifier } from './idleNotifier.ts';
 import { JobsTree } from './views/jobsTree.ts';
 import { WorkspaceServers } from './workspaceServer.ts';
+import { registerInteractive } from './commands/interactive.ts';
+import { registerDebug } from './debug/gpuDebug.ts';
+import { Forwards } from './interactive/forwards.ts';
+import { findJobUrls } from './core/jobUrls.ts';
 
 let active: { broker: Broker; sync: JobSync } | undefined;
 
@@ -63,6 +67,17 @@ export function activate(context: vscode.ExtensionContext): GpurunApi {
     registerJobNotifier(ctx);
     registerIdleNotifier(ctx);
     registerStatusBar(context, sync);
+    const forwards = new Forwards(broker, sync, log);
+    context.subscriptions.push(forwards);
+    registerInteractive(ctx, forwards);
+    registerDebug(ctx, forwards);
+    // A job that prints its own web address (TensorBoard, Jupyter, a demo server) gets an Open button.
+    const tails = new Map<string, string>();
+    terminals.onOutput = (id, text) => {
+      const seen = (tails.get(id) ?? '') + text;
+      tails.set(id, seen.slice(-300));
+      for (const u of findJobUrls(seen)) if (!isFinal(sync.jobs.get(id)?.state ?? 'running')) forwards.offer(id, u);
+    };
 
     const language = new DirectiveLanguageClient(context.extensionPath, broker, log);
     const lens = new RunLensProvider((uri) => language.estimate(uri));

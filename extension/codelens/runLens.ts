@@ -1,7 +1,7 @@
 /**
  * Run buttons over Python entry points (an `if __name__ == "__main__":` guard or a `# gpurun:` line): `▶ Run on GPU
  * (2×A100, offline, ~now)` with the directive's resources and the language server's estimate, and `Run with
- * options…`. The directive's diagnostics come from the language server (lsp/languageClient.ts).
+ * options…`, and `Debug on GPU` (debug/gpuDebug.ts). The directive's diagnostics come from the language server (lsp/languageClient.ts).
  */
 import * as vscode from 'vscode';
 import { findEntryPoint } from '../core/entryPoints.ts';
@@ -69,6 +69,7 @@ export class RunLensProvider implements vscode.CodeLensProvider, vscode.Disposab
     return given([
       new vscode.CodeLens(range, { command: COMMANDS.runCurrentFile.id, title, tooltip: 'Submit this script as a job and show its output', arguments: [doc.uri] }),
       new vscode.CodeLens(range, { command: COMMANDS.runWithOptions.id, title: 'Run with options…', tooltip: 'Pick GPUs, queue and time limit', arguments: [doc.uri] }),
+      new vscode.CodeLens(range, { command: COMMANDS.debugFile.id, title: 'Debug on GPU', tooltip: 'Run this script in a job under debugpy and attach the debugger (breakpoints, variables)', arguments: [doc.uri] }),
     ]);
   }
 

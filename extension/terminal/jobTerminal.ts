@@ -38,6 +38,8 @@ export class JobTerminal implements vscode.Pseudoterminal {
   private readonly sync: JobSync;
   private readonly log: Log;
   onClosed: () => void = () => {};
+  /** Output as it comes (text), e.g. to find the web addresses the job prints. */
+  onOutput: (text: string) => void = () => {};
 
   constructor(job: Job, broker: Broker, sync: JobSync, log: Log) {
     this.job = job;
@@ -100,6 +102,7 @@ export class JobTerminal implements vscode.Pseudoterminal {
             lost = false;
           }
           this.write(this.encoder.write(data));
+          this.onOutput(Buffer.from(data).toString('utf8'));
           this.offset = next;
         }
         this.write(this.encoder.end());
@@ -179,6 +182,8 @@ export class JobTerminals implements vscode.Disposable {
   private readonly log: Log;
   /** Called when the set of open job terminals changes (to remember them across reloads). */
   onDidChange: (ids: string[]) => void = () => {};
+  /** Output of a job whose terminal is open, as it comes. */
+  onOutput: (jobId: string, text: string) => void = () => {};
 
   constructor(broker: Broker, sync: JobSync, log: Log) {
     this.broker = broker;
@@ -215,6 +220,7 @@ export class JobTerminals implements vscode.Disposable {
       this.open.delete(job.id);
       this.onDidChange([...this.open.keys()]);
     };
+    pty.onOutput = (text) => this.onOutput(job.id, text);
     pty.start();
     terminal.show(!focus);
     this.onDidChange([...this.open.keys()]);

@@ -5,10 +5,9 @@
  * mode here: Ctrl+C, Ctrl+D and every key go to the process; the window size follows).
  */
 import { constants as osConstants } from 'node:os';
-import type { Duplex } from 'node:stream';
 import type { BrokerClient } from '../protocol/client.ts';
-import { GpurunError } from '../protocol/errors.ts';
-import { dataFrames, encodeExecRequest, encodeFrame, EXEC_HEADER, EXEC_UPGRADE, exitStatus, FRAME, FrameReader, type ExecExit, type ExecRequest } from '../protocol/interactive.ts';
+import { exitStatus, type ExecRequest } from '../protocol/interactive.ts';
+import { ExecStream } from '../protocol/execClient.ts';
 import { parseArgs, usage } from './args.ts';
 import { connect } from './connect.ts';
 
@@ -55,34 +54,42 @@ function signalNumber(name: string): number | undefined {
 /**
  * Runs the exec stream of job `id` against this process's stdin, stdout and stderr; resolves with the exit status
  * (the process's code, 128 + a signal, 130 when interrupted here). Rejects with the broker's error when it refused.
+ * A dropped connection to the broker is attached again (protocol/execClient.ts); closing this terminal (SIGHUP) hangs
+ * the process up.
  */
 export async function execInJob(client: BrokerClient, id: string, req: ExecRequest, opts: { stdin: boolean }): Promise<number> {
-  const sock = await client.upgrade(`/v1/jobs/${encodeURIComponent(id)}/exec`, EXEC_UPGRADE, `the exec in job ${id}`, { [EXEC_HEADER]: encodeExecRequest(req) });
   const stdin = process.stdin;
   const raw = !!req.tty && stdin.isTTY;
+  const stream = new ExecStream(client, id, req, {
+    stdout: (d) => process.stdout.write(d),
+    stderr: (d) => void process.stderr.write(d),
+    drained: () => new Promise<void>((r) => process.stdout.once('drain', () => r())),
+    notice: (text) => void process.stderr.write(`${raw ? '\r\n' : ''}gpurun: ${text}${raw ? '\r\n' : '\n'}`),
+  });
   const cleanups: Array<() => void> = [];
   if (raw) {
     stdin.setRawMode(true);
     cleanups.push(() => stdin.setRawMode(false));
-    const onResize = () => sock.write(encodeFrame(FRAME.resize, JSON.stringify({ rows: process.stdout.rows, cols: process.stdout.columns })));
+    const onResize = () => stream.resize(process.stdout.rows, process.stdout.columns);
     process.stdout.on('resize', onResize);
     cleanups.push(() => process.stdout.off('resize', onResize));
   }
-  if (opts.stdin) pumpStdin(sock, cleanups);
-  else sock.write(encodeFrame(FRAME.stdinEnd));
-  // Without a terminal in raw mode, Ctrl+C here ends the exec (the process's channel hangs up).
+  if (opts.stdin) pumpStdin(stream, cleanups);
+  else stream.end();
+  // Without a terminal in raw mode, Ctrl+C here ends the exec; a closed terminal hangs the process up.
   let interrupted = false;
   const onSigint = () => {
     interrupted = true;
-    sock.destroy();
+    stream.hangup();
   };
+  const onSighup = () => stream.hangup();
   process.on('SIGINT', onSigint);
-  cleanups.push(() => process.off('SIGINT', onSigint));
+  process.on('SIGHUP', onSighup);
+  cleanups.push(() => (process.off('SIGINT', onSigint), process.off('SIGHUP', onSighup)));
   try {
-    const end = await readFrames(sock);
+    const end = await stream.run();
     if (interrupted) return 130;
-    if ('error' in end) throw new GpurunError(end.error.code as never, end.error.message, end.error.hint ? { hint: end.error.hint } : {});
-    return exitStatus(end, signalNumber);
+    return end ? exitStatus(end, signalNumber) : 129;
   } catch (err) {
     if (interrupted) return 130;
     throw err;
@@ -91,17 +98,10 @@ export async function execInJob(client: BrokerClient, id: string, req: ExecReque
   }
 }
 
-function pumpStdin(sock: Duplex, cleanups: Array<() => void>): void {
+function pumpStdin(stream: ExecStream, cleanups: Array<() => void>): void {
   const stdin = process.stdin;
-  const onData = (d: Buffer) => {
-    let ok = true;
-    for (const f of dataFrames(FRAME.stdin, d)) ok = sock.write(f) && ok;
-    if (!ok) {
-      stdin.pause();
-      sock.once('drain', () => stdin.resume());
-    }
-  };
-  const onEnd = () => sock.writable && sock.write(encodeFrame(FRAME.stdinEnd));
+  const onData = (d: Buffer) => stream.write(d);
+  const onEnd = () => stream.end();
   stdin.on('data', onData);
   stdin.once('end', onEnd);
   stdin.resume();
@@ -111,36 +111,5 @@ function pumpStdin(sock: Duplex, cleanups: Array<() => void>): void {
     stdin.pause();
     // A pipe or terminal still being read keeps this process alive after the exec has ended.
     if (!stdin.isTTY) stdin.destroy();
-  });
-}
-
-type End = ExecExit | { error: { code: string; message: string; hint?: string } };
-
-/** Writes output frames to stdout/stderr (holding the stream back while they are full) until the last frame. */
-function readFrames(sock: Duplex): Promise<End> {
-  return new Promise<End>((resolve, reject) => {
-    const reader = new FrameReader();
-    let end: End | undefined;
-    const write = (w: NodeJS.WriteStream, data: Buffer) => {
-      if (!w.write(data)) {
-        sock.pause();
-        w.once('drain', () => sock.resume());
-      }
-    };
-    sock.on('data', (chunk: Buffer) => {
-      try {
-        for (const f of reader.push(chunk)) {
-          if (f.type === FRAME.stdout) write(process.stdout, f.data);
-          else if (f.type === FRAME.stderr) write(process.stderr, f.data);
-          else if (f.type === FRAME.exit) end = JSON.parse(f.data.toString('utf8')) as ExecExit;
-          else if (f.type === FRAME.error) end = { error: JSON.parse(f.data.toString('utf8')) as { code: string; message: string; hint?: string } };
-        }
-      } catch (err) {
-        reject(new GpurunError('E_PROTOCOL', `the broker's exec stream is not understood: ${(err as Error).message}`));
-        sock.destroy();
-      }
-    });
-    sock.on('error', () => {});
-    sock.once('close', () => (end ? resolve(end) : reject(new GpurunError('E_UNREACHABLE', 'the connection to the broker closed before the process ended', { hint: 'The process may still run in the job; gpurun exec again to look.' }))));
   });
 }

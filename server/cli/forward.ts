@@ -3,10 +3,9 @@
  * of the running job, through the broker (one upgrade per connection, protocol/interactive.ts), as kubectl
  * port-forward does. Runs until the job ends or Ctrl+C.
  */
-import { createServer, type Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { BrokerClient } from '../protocol/client.ts';
-import { FORWARD_UPGRADE } from '../protocol/interactive.ts';
+import { openForward } from '../protocol/forwardClient.ts';
 import { isFinal } from '../protocol/jobs.ts';
 import { GpurunError } from '../protocol/errors.ts';
 import { parsePortSpec } from '../core/interactive.ts';
@@ -45,32 +44,8 @@ export async function forwardCommand(argv: string[]): Promise<number> {
 
 async function forwardPort(client: BrokerClient, id: string, port: number, local: number): Promise<number> {
   const say = (s: string) => void process.stderr.write(`gpurun: ${s}\n`);
-  const sockets = new Set<Socket>();
-  const server = createServer((s) => {
-    sockets.add(s);
-    s.once('close', () => sockets.delete(s));
-    s.on('error', () => {});
-    s.pause();
-    client.upgrade(`/v1/jobs/${encodeURIComponent(id)}/forward?port=${port}`, FORWARD_UPGRADE, `the forward of port ${port} of job ${id}`).then(
-      (up) => {
-        up.on('error', () => s.destroy());
-        up.once('close', () => s.destroy());
-        s.once('close', () => up.destroy());
-        s.pipe(up).pipe(s);
-        s.resume();
-      },
-      (err: Error) => {
-        say(`a connection to port ${port} of job ${id} failed: ${err.message}`);
-        s.destroy();
-      },
-    );
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', (err: NodeJS.ErrnoException) => reject(err.code === 'EADDRINUSE' ? new GpurunError('E_CONFLICT', `127.0.0.1:${local} is in use on this machine`, { hint: `Pick another local port: gpurun forward ${id} ${port}:LOCAL (0 for any free one)` }) : err));
-    server.listen(local, '127.0.0.1', () => resolve());
-  });
-  const bound = (server.address() as { port: number }).port;
-  process.stdout.write(`forwarding 127.0.0.1:${bound} to port ${port} of job ${id} (Ctrl+C stops)\n`);
+  const fwd = await openForward(client, id, port, local, say);
+  process.stdout.write(`forwarding 127.0.0.1:${fwd.local} to port ${port} of job ${id} (Ctrl+C stops)\n`);
   let onSigint = () => {};
   const stopped = new Promise<void>((r) => (onSigint = r));
   process.on('SIGINT', onSigint);
@@ -85,7 +60,6 @@ async function forwardPort(client: BrokerClient, id: string, port: number, local
     }
   } finally {
     process.off('SIGINT', onSigint);
-    server.close();
-    for (const s of sockets) s.destroy();
+    fwd.close();
   }
 }

@@ -17,9 +17,11 @@ import { jobEnv } from './env.ts';
 import { loadRunConfig } from './runConfig.ts';
 import { notifyEnd, spawnNotifyWaiter } from './notify.ts';
 import { serveJobWorkspace, workspaceFolder, type ServedWorkspace } from './serveWorkspace.ts';
-import { holdCommand } from '../core/interactiveJob.ts';
+import { holdCommand } from '../protocol/interactiveJob.ts';
 import { defaultName } from '../core/submit.ts';
 import { runInteractive } from './runInteractive.ts';
+import { openForward, type OpenForward } from '../protocol/forwardClient.ts';
+import { parsePortSpec } from '../core/interactive.ts';
 
 export const RUN_HELP = `Usage: gpurun run [options] -- CMD [ARGS...]
 
@@ -36,8 +38,11 @@ ${optionsHelp()}
                         gpurun.json; options given here win
   --detach, -d          print the job id and return at once
   -i, --stdin           an interactive job: CMD reads this terminal's (or pipe's) input; it runs in the job through
-                        exec, its output comes to this terminal (not to the job's log), and the job ends with it
+                        exec, its output comes to this terminal and into the job's log, and the job ends with it
   -t, --tty             the same under a terminal end to end (implies -i; -it is the same): gpurun run -it -- python3
+  -p, --publish PORT[:LOCAL]
+                        forward port PORT of the job to 127.0.0.1:LOCAL here while this gpurun is attached (LOCAL
+                        defaults to PORT, 0 picks a free one; repeatable), as gpurun forward does: e.g. -p 6006
   --serve-workspace     serve the workspace's files from this machine, through the broker, to the GPU host (for a
                         broker that runs elsewhere and cannot read them); gpurun run must stay attached meanwhile
   --notify              when the job ends, ring the terminal bell and send a desktop notification (notify-send,
@@ -58,10 +63,10 @@ function out(s: string): void {
 
 /** The options of `gpurun run`: every job option of the schema, and the client's own (shell completion reads it). */
 export const RUN_OPTIONS = {
-  values: [...JOB_OPTIONS.map((o) => o.key), 'workspace', 'env', 'env-file', 'config', 'broker'],
+  values: [...JOB_OPTIONS.map((o) => o.key), 'workspace', 'env', 'env-file', 'config', 'broker', 'publish'],
   flags: ['detach', 'help', 'serve-workspace', 'notify', 'stdin', 'tty'],
-  repeat: ['env', 'env-file'],
-  short: { d: 'detach', h: 'help', i: 'stdin', t: 'tty', it: 'tty', ti: 'tty' },
+  repeat: ['env', 'env-file', 'publish'],
+  short: { d: 'detach', h: 'help', i: 'stdin', t: 'tty', it: 'tty', ti: 'tty', p: 'publish' },
   stopAtPositional: true,
 };
 
@@ -82,6 +87,8 @@ export async function runCommand(argv: string[]): Promise<number> {
     throw new GpurunError('E_BAD_REQUEST', '--serve-workspace and --detach do not go together: this gpurun serves the workspace and must stay attached while the job runs', { hint: 'Leave out --detach, or leave out --serve-workspace when the broker can read the workspace itself.' });
   }
 
+  const publish = ((opts.publish as string[] | undefined) ?? []).map(parsePortSpec);
+  if (publish.length && opts.detach) throw usage('run', '-p and --detach do not go together: the ports are forwarded while this gpurun is attached (later: gpurun forward JOB PORT)');
   const interactive = opts.tty || opts.stdin ? { tty: !!opts.tty } : undefined;
   if (interactive && opts.detach) throw usage('run', `-${interactive.tty ? 't' : 'i'} and --detach do not go together: an interactive job runs while this terminal is attached`);
   const req: SubmitRequest = { command, workspace, ...(serve ? { workspaceFrom: 'client' as const } : {}) };
@@ -112,6 +119,19 @@ export async function runCommand(argv: string[]): Promise<number> {
   }
   out(`job ${job.id} submitted (${job.name}, queue ${job.queue})`);
   let served: ServedWorkspace | undefined;
+  const forwards: OpenForward[] = [];
+  try {
+    for (const p of publish) {
+      const f = await openForward(conn.client, job.id, p.port, p.local, out);
+      forwards.push(f);
+      out(`forwarding 127.0.0.1:${f.local} to port ${p.port} of job ${job.id} (http://127.0.0.1:${f.local}/ once it listens)`);
+    }
+  } catch (e) {
+    for (const f of forwards) f.close();
+    await conn.client.cancel(job.id).catch(() => {});
+    await conn.client.close();
+    throw e;
+  }
   if (serve) {
     try {
       served = await serveJobWorkspace(conn.client, job.id, workspace, out);
@@ -125,6 +145,7 @@ export async function runCommand(argv: string[]): Promise<number> {
     return await (interactive ? runInteractive(conn, job, command, interactive, out) : attach(conn, job, !!opts.notify));
   } finally {
     served?.close();
+    for (const f of forwards) f.close();
   }
 }
 

@@ -5,7 +5,7 @@
  */
 import { GpurunError } from '../protocol/errors.ts';
 import { isFinal, type Job } from '../protocol/jobs.ts';
-import { holdRunCommand } from '../core/interactiveJob.ts';
+import { holdRunCommand } from '../protocol/interactiveJob.ts';
 import type { Connection } from './connect.ts';
 import { execInJob, ttyRequest } from './exec.ts';
 import { exitCodeOf } from './format.ts';
@@ -45,7 +45,7 @@ export async function runInteractive(conn: Connection, job0: Job, command: strin
   say(`running on ${job.host} (${job.gpuIndices.length ? `GPU ${job.gpuIndices.join(',')}` : 'no GPU'}); ${opts.tty ? 'this terminal is the job\'s (Ctrl+D or exit ends it)' : 'stdin goes to the job'}`);
   let code: number;
   try {
-    code = await execInJob(conn.client, id, { command: holdRunCommand(id, command), ...(opts.tty ? ttyRequest() : {}) }, { stdin: true });
+    code = await execInJob(conn.client, id, { command: holdRunCommand(id, command), log: true, ...(opts.tty ? ttyRequest() : {}) }, { stdin: true });
   } catch (e) {
     // Nothing runs the command: the job would hold its GPUs for nothing.
     await conn.client.cancel(id).catch(() => {});

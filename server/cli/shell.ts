@@ -5,6 +5,7 @@
  */
 import { usage } from './args.ts';
 import { runCommand } from './run.ts';
+import { SHELL_COMMAND } from '../protocol/interactiveJob.ts';
 
 export const SHELL_HELP = `Usage: gpurun shell [run options]
 
@@ -14,8 +15,6 @@ The job holds its GPUs until the shell exits (exit, or Ctrl+D) or its time limit
 shell's.
 `;
 
-/** The shell the job runs: bash if there is one, else sh. */
-export const SHELL_COMMAND = ['sh', '-c', 'if command -v bash >/dev/null 2>&1; then exec bash; fi; exec sh'];
 
 export async function shellCommand(argv: string[]): Promise<number> {
   if (argv.includes('--help') || argv.includes('-h')) {

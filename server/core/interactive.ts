@@ -4,7 +4,7 @@
  * with a message that says what was wrong, before anything runs.
  */
 import { GpurunError } from '../protocol/errors.ts';
-import type { ExecRequest } from '../protocol/interactive.ts';
+import { ATTACH_HEADER, EXEC_HEADER, type AttachRequest, type ExecRequest } from '../protocol/interactive.ts';
 
 const MAX_ARGS = 4096;
 const MAX_ARGV_BYTES = 128 * 1024;
@@ -14,20 +14,33 @@ const bad = (msg: string, hint = 'Run it as: gpurun exec JOB -- CMD [ARGS...]') 
 
 /** Parses and checks the `x-gpurun-exec` header (base64url JSON of an ExecRequest). */
 export function parseExecRequest(header: string | undefined): ExecRequest {
-  if (!header) throw bad('the exec request is missing (the x-gpurun-exec header)');
-  let raw: unknown;
+  return validateExecRequest(decodeHeader(header, 'exec request', EXEC_HEADER));
+}
+
+function decodeHeader(header: string | undefined, what: string, name: string): unknown {
+  if (!header) throw bad(`the ${what} is missing (the ${name} header)`);
   try {
-    raw = JSON.parse(Buffer.from(header, 'base64url').toString('utf8'));
+    return JSON.parse(Buffer.from(header, 'base64url').toString('utf8'));
   } catch {
-    throw bad('the exec request is not base64url JSON');
+    throw bad(`the ${what} is not base64url JSON`);
   }
-  return validateExecRequest(raw);
+}
+
+/** Parses and checks the `x-gpurun-exec-attach` header (base64url JSON of an AttachRequest). */
+export function parseAttachRequest(header: string | undefined): AttachRequest {
+  const r = decodeHeader(header, 'reattach request', ATTACH_HEADER);
+  if (typeof r !== 'object' || r === null || Array.isArray(r)) throw bad('the reattach request must be a JSON object');
+  const { session, offset, ...rest } = r as Record<string, unknown>;
+  if (Object.keys(rest).length) throw bad(`unknown field "${Object.keys(rest)[0]}" in the reattach request`);
+  if (typeof session !== 'string' || !/^[a-f0-9]{32}$/.test(session)) throw bad('session must be the id of an exec session (32 hex digits)');
+  if (typeof offset !== 'number' || !Number.isSafeInteger(offset) || offset < 0) throw bad('offset must be a whole number of bytes, 0 or more');
+  return { session, offset };
 }
 
 export function validateExecRequest(raw: unknown): ExecRequest {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw bad('the exec request must be a JSON object');
   const r = raw as Record<string, unknown>;
-  for (const k of Object.keys(r)) if (!['command', 'tty', 'rows', 'cols', 'term'].includes(k)) throw bad(`unknown field "${k}" in the exec request`);
+  for (const k of Object.keys(r)) if (!['command', 'tty', 'rows', 'cols', 'term', 'log'].includes(k)) throw bad(`unknown field "${k}" in the exec request`);
   const cmd = r.command;
   if (!Array.isArray(cmd) || cmd.length === 0) throw bad('command must be a non-empty array of strings (an argv, not a shell line)');
   if (cmd.length > MAX_ARGS) throw bad(`command has ${cmd.length} words; at most ${MAX_ARGS}`);
@@ -40,7 +53,8 @@ export function validateExecRequest(raw: unknown): ExecRequest {
   if (bytes > MAX_ARGV_BYTES) throw bad(`command is ${bytes} bytes long; at most ${MAX_ARGV_BYTES}`);
   if (cmd[0] === '') throw bad('command[0] (the program) is empty');
   if (r.tty !== undefined && typeof r.tty !== 'boolean') throw bad('tty must be true or false');
-  const out: ExecRequest = { command: cmd as string[], ...(r.tty ? { tty: true } : {}) };
+  if (r.log !== undefined && typeof r.log !== 'boolean') throw bad('log must be true or false');
+  const out: ExecRequest = { command: cmd as string[], ...(r.tty ? { tty: true } : {}), ...(r.log ? { log: true } : {}) };
   if (r.tty) {
     out.rows = size(r.rows, 'rows', 24);
     out.cols = size(r.cols, 'cols', 80);

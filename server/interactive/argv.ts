@@ -43,9 +43,23 @@ export function parseContainerAddress(text: string): string | null {
 
 /**
  * A command run under a PTY on this machine through util-linux `script` (no native PTY module): the size is set
- * first with `stty`, then the command replaces the shell. `script -c` takes one shell line, so every word is quoted
- * with the tested quoting function (core/shellQuote.ts) by the caller; the words here are constants.
+ * first with `stty`, the terminal's device name is written to `ttyFile` (so later sizes can be set on it from
+ * outside: localResizeArgv), then the command replaces the shell. `script -c` takes one shell line, so every word is
+ * quoted with the tested quoting function (core/shellQuote.ts) by the caller; the words here are constants.
  */
-export function localPtyArgv(rows: number, cols: number): string[] {
-  return ['sh', '-c', 'stty rows "$1" cols "$2" 2>/dev/null; shift 2; exec "$@"', 'gpurun-pty', String(rows), String(cols)];
+export function localPtyArgv(rows: number, cols: number, ttyFile: string): string[] {
+  return ['sh', '-c', 'stty rows "$1" cols "$2" 2>/dev/null; tty >"$3" 2>/dev/null; shift 3; exec "$@"', 'gpurun-pty', String(rows), String(cols), ttyFile];
+}
+
+/**
+ * A new size for the terminal `tty` (a /dev/pts device): setting it on the terminal makes the kernel send SIGWINCH to
+ * the program in the foreground there, as a terminal emulator's resize does.
+ */
+export function localResizeArgv(tty: string, rows: number, cols: number): string[] {
+  return ['stty', '-F', tty, 'rows', String(rows), 'cols', String(cols)];
+}
+
+/** A hang-up of terminal `tty` (a /dev/pts device): SIGHUP to every process whose terminal it is (procps pkill). */
+export function localHangupArgv(tty: string): string[] {
+  return ['pkill', '-HUP', '-t', tty.replace(/^\/dev\//, '')];
 }

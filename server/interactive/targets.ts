@@ -9,7 +9,8 @@
  *   ports on 127.0.0.1.
  */
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect as netConnect } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -18,7 +19,7 @@ import { GpurunError } from '../protocol/errors.ts';
 import type { ExecExit, ExecRequest } from '../protocol/interactive.ts';
 import type { RemoteExec } from '../hosts/ssh.ts';
 import { shellCommand } from '../core/shellQuote.ts';
-import { containerAddressArgs, dockerExecArgs, localPtyArgv, parseContainerAddress, processExecArgs } from './argv.ts';
+import { containerAddressArgs, dockerExecArgs, localHangupArgv, localPtyArgv, localResizeArgv, parseContainerAddress, processExecArgs } from './argv.ts';
 
 /** A running attempt as the broker knows it (Broker.runningAttempt). */
 export interface RunningTarget {
@@ -140,8 +141,10 @@ function localExec(ref: Record<string, unknown>, command: string[], tty: { rows:
   } catch (e) {
     throw new GpurunError('E_CONFLICT', `the job's run folder cannot be read: ${(e as Error).message}`);
   }
+  // Where the terminal's device name is written (a file of the job's run folder, one per exec).
+  const ttyFile = join(String(ref.dir), `pty-${randomBytes(6).toString('hex')}`);
   const [file, args, env] = tty
-    ? ['script', ['-q', '-f', '-e', '-c', shellCommand([...localPtyArgv(tty.rows, tty.cols), ...command]), '/dev/null'], { ...spec.env, TERM: tty.term }]
+    ? ['script', ['-q', '-f', '-e', '-c', shellCommand([...localPtyArgv(tty.rows, tty.cols, ttyFile), ...command]), '/dev/null'], { ...spec.env, TERM: tty.term }]
     : [command[0], command.slice(1), spec.env];
   const child = spawn(file, args, { cwd: spec.cwd, env, stdio: ['pipe', 'pipe', 'pipe'] });
   child.stdout.on('data', (d: Buffer) => out.stdout(d));
@@ -152,16 +155,45 @@ function localExec(ref: Record<string, unknown>, command: string[], tty: { rows:
       out.stderr(Buffer.from(`gpurun: ${err.code === 'ENOENT' ? `${file}: command not found` : err.message}\n`));
       resolve({ code: err.code === 'ENOENT' ? 127 : 126, signal: null });
     });
-    child.once('close', (code, signal) => resolve({ code, signal }));
+    child.once('close', (code, signal) => {
+      rmSync(ttyFile, { force: true });
+      resolve({ code, signal });
+    });
   });
   return {
     write: (d) => void child.stdin.write(d),
     end: () => void child.stdin.end(),
-    // `script` sizes its terminal once, at start; later sizes are not passed on for jobs on this machine.
-    resize: () => {},
-    close: () => void child.kill('SIGHUP'),
+    // `script` sizes its terminal from its own stdin (a pipe here): later sizes are set on the terminal directly.
+    resize: (rows, cols) => {
+      const dev = ptyDevice(ttyFile);
+      if (!dev) return; // not started yet: it starts at the size it was asked for
+      const [f, ...a] = localResizeArgv(dev, rows, cols);
+      spawn(f, a, { stdio: 'ignore' }).on('error', () => {});
+    },
+    // A hang-up as a closed terminal gives one: SIGHUP to what runs on the terminal (`script` itself ignores it),
+    // then SIGTERM to `script` for what is left.
+    close: () => {
+      const dev = tty ? ptyDevice(ttyFile) : undefined;
+      if (!dev) {
+        child.kill(tty ? 'SIGTERM' : 'SIGHUP');
+        return;
+      }
+      const [f, ...a] = localHangupArgv(dev);
+      spawn(f, a, { stdio: 'ignore' }).on('error', () => {});
+      setTimeout(() => child.exitCode === null && child.signalCode === null && child.kill('SIGTERM'), 2000).unref();
+    },
     exited,
   };
+}
+
+/** The /dev/pts device a local terminal wrote into `ttyFile`, once it has. */
+function ptyDevice(ttyFile: string): string | undefined {
+  try {
+    const dev = readFileSync(ttyFile, 'utf8').trim();
+    return /^\/dev\/pts\/\d+$/.test(dev) ? dev : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 function localConnect(port: number): Promise<Duplex> {

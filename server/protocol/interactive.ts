@@ -6,6 +6,14 @@
  * `[type: u8][length: u32 big-endian][payload]`. The client sends stdin, the end of stdin and window sizes; the
  * broker sends stdout, stderr (only without a TTY: a PTY joins them), then one `exit` frame, or an `error` frame.
  *
+ * Reattach: the broker's first frame names the session (`session`: its id and how long it waits for a client). When
+ * the connection drops without a `hangup` frame, the process keeps running and its output is kept (the last
+ * REPLAY_BYTES); the client asks again with `x-gpurun-exec-attach` (the session and how many output bytes it has) and
+ * gets the rest of the output, then the stream goes on. A client that wants the process hung up says `hangup`.
+ * Clients send `ping` every few seconds and the broker answers `pong`: a client that hears nothing takes the
+ * connection for dead and attaches again (a new attach takes the session over from a connection the broker still
+ * holds).
+ *
  * Forward: `GET /v1/jobs/ID/forward?port=N` with `Upgrade: gpurun-tcp`; after 101 the socket is one TCP connection
  * to port N of the job (a local listener opens one upgrade per connection it accepts, as kubectl port-forward does).
  */
@@ -14,6 +22,32 @@ export const EXEC_UPGRADE = 'gpurun-exec';
 export const FORWARD_UPGRADE = 'gpurun-tcp';
 /** The header that carries the ExecRequest (base64url of its JSON). */
 export const EXEC_HEADER = 'x-gpurun-exec';
+/** The header of a reattach (base64url of an AttachRequest's JSON), instead of EXEC_HEADER. */
+export const ATTACH_HEADER = 'x-gpurun-exec-attach';
+/** Output the broker keeps per session for a client that attaches again, in bytes (older output is lost then). */
+export const REPLAY_BYTES = 1 << 20;
+
+/** A reattach: the session (from its `session` frame) and the number of output bytes (stdout + stderr) received. */
+export interface AttachRequest {
+  session: string;
+  offset: number;
+}
+
+/**
+ * The `session` frame: the session's id, how long (ms) the process waits for a client after a drop, and how much of
+ * the client's input the broker has taken (`input` bytes of stdin; `eof` once the end of stdin came). A client resends
+ * what it sent past `input` (lost with the connection that dropped). `pong` frames carry the same two counts.
+ */
+export interface SessionInfo extends InputAck {
+  id: string;
+  graceMs: number;
+}
+
+/** How much input the broker has taken: `input` stdin bytes, and `eof` once the end of stdin came. */
+export interface InputAck {
+  input: number;
+  eof: boolean;
+}
 
 /** What to run in the job. `command` is an argv array: it is never read by a shell on the way. */
 export interface ExecRequest {
@@ -25,6 +59,8 @@ export interface ExecRequest {
   cols?: number;
   /** The client's TERM, e.g. `xterm-256color` (letters, digits and `.+_-`). */
   term?: string;
+  /** The output also goes into the job's log (the command of an interactive job, `gpurun run -it`). */
+  log?: boolean;
 }
 
 /** How the process ended: its exit code, or the signal that killed it (code null then). */
@@ -47,7 +83,16 @@ export const FRAME = {
   exit: 5,
   /** broker → client: JSON `{code, message, hint}` when the process could not be started or its channel broke. */
   error: 6,
+  /** broker → client: JSON SessionInfo; the first frame of a new session. */
+  session: 7,
+  /** client → broker: are you there? (answered with pong: JSON InputAck). */
+  ping: 8,
+  pong: 9,
+  /** client → broker: the client is leaving on purpose; the process gets a hang-up now (no reattach). */
+  hangup: 10,
 } as const;
+
+const LAST_FRAME = FRAME.hangup;
 
 export type FrameType = (typeof FRAME)[keyof typeof FRAME];
 
@@ -79,7 +124,7 @@ export class FrameReader {
     while (this.buf.length >= 5) {
       const type = this.buf.readUInt8(0);
       const len = this.buf.readUInt32BE(1);
-      if (type > FRAME.error) throw new Error(`unknown frame type ${type}`);
+      if (type > LAST_FRAME) throw new Error(`unknown frame type ${type}`);
       if (len > MAX_FRAME) throw new Error(`a frame of ${len} bytes is larger than ${MAX_FRAME}`);
       if (this.buf.length < 5 + len) break;
       out.push({ type: type as FrameType, data: this.buf.subarray(5, 5 + len) });
@@ -89,7 +134,7 @@ export class FrameReader {
   }
 }
 
-export function encodeExecRequest(r: ExecRequest): string {
+export function encodeExecRequest(r: ExecRequest | AttachRequest): string {
   return Buffer.from(JSON.stringify(r), 'utf8').toString('base64url');
 }
 

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import type { Job } from '../../server/protocol/jobs.ts';
 import { cleanup, createToken, fakeNvidiaSmi, requirePart, scratch, startBrokerProcess, waitFor, type BrokerProc } from '../support/harness.ts';
-import { answerInput, installExtension, openSidebar, launchBrowser, missingVsCode, openFile, openWorkbench, RESULTS, runCommand, startCodeServer, waitForTerminal, type CodeServer } from './support/codeServer.ts';
+import { answerInput, installExtension, openSidebar, launchBrowser, missingVsCode, openFile, openWorkbench, runCommand, screenshot, signIn, startCodeServer, waitForTerminal, type CodeServer } from './support/codeServer.ts';
 
 describe('VS Code extension, end to end (code-server + Chromium)', function () {
   this.timeout(180_000);
@@ -27,10 +27,7 @@ describe('VS Code extension, end to end (code-server + Chromium)', function () {
   };
   const jobs = async () => (await api<{ jobs: Job[] }>('/v1/jobs?all=1')).jobs;
   const jobRow = (text: string) => page.locator(`.monaco-list-row[aria-label*="${text}"]`).first();
-  const shot = async (name: string) => {
-    mkdirSync(RESULTS, { recursive: true });
-    await page.screenshot({ path: join(RESULTS, name) });
-  };
+  const shot = (name: string) => screenshot(page, name);
 
   before(async function () {
     const missing = missingVsCode();
@@ -99,12 +96,7 @@ describe('VS Code extension, end to end (code-server + Chromium)', function () {
     // The broker URL is in the settings; without a token the broker refuses, and the sidebar says so.
     await openSidebar(page);
     await page.locator('.monaco-list-row', { hasText: 'Not signed in' }).waitFor({ timeout: 30_000 });
-    await runCommand(page, 'GPU Run: Sign In');
-    await answerInput(page, 'Sign In (1/2)', broker.url);
-    await answerInput(page, 'Sign In (2/2)', token);
-    await page.locator('.notifications-toasts', { hasText: 'signed in' }).waitFor({ timeout: 30_000 });
-    await page.locator('.monaco-list-row', { hasText: 'Not signed in' }).waitFor({ state: 'detached', timeout: 30_000 });
-    await runCommand(page, 'Notifications: Clear All Notifications');
+    await signIn(page, broker.url, token);
   });
 
   it('runs the current file from the command palette: output lines and exit code in the terminal, succeeded in the sidebar', async () => {

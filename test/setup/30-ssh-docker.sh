@@ -33,4 +33,19 @@ if ! docker image inspect local/python:3 >/dev/null 2>&1; then
   tar -C "$root" -c . | docker import - local/python:3 >/dev/null
   rm -rf "$root"
 fi
+# Debug on GPU: Debian's debugpy (and what it needs) in local/python:3, from the Debian packages' own files, so a job
+# can run a program under debugpy with no network at run time.
+if ! docker run --rm local/python:3 python3 -c 'import debugpy' >/dev/null 2>&1; then
+  echo "adding Debian's python3-debugpy to local/python:3"
+  d=$(mktemp -d)
+  (cd "$d" && apt-get download python3-debugpy python3-pydevd python3-bytecode python3-coverage >/dev/null) || { echo "apt-get download python3-debugpy failed"; exit 1; }
+  mkdir "$d/root"
+  for f in "$d"/*.deb; do dpkg -x "$f" "$d/root"; done
+  c=$(docker create local/python:3 true)
+  docker cp "$d/root/usr/." "$c:/usr/"
+  docker commit "$c" local/python:3 >/dev/null
+  docker rm "$c" >/dev/null
+  rm -rf "$d"
+  docker run --rm local/python:3 python3 -c 'import debugpy; print("debugpy", debugpy.__version__, "in local/python:3")'
+fi
 docker image ls --filter reference='local/*'

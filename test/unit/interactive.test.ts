@@ -4,10 +4,12 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseExecRequest, parsePortSpec, validateExecRequest } from '../../server/core/interactive.ts';
-import { dataFrames, encodeExecRequest, encodeFrame, exitStatus, FRAME, FrameReader, MAX_FRAME } from '../../server/protocol/interactive.ts';
-import { containerAddressArgs, dockerExecArgs, parseContainerAddress, processExecArgs } from '../../server/interactive/argv.ts';
-import { holdCommand, holdRunCommand } from '../../server/core/interactiveJob.ts';
+import { parseAttachRequest, parseExecRequest, parsePortSpec, validateExecRequest } from '../../server/core/interactive.ts';
+import { Duplex } from 'node:stream';
+import { ExecSessions } from '../../server/interactive/sessions.ts';
+import { dataFrames, encodeExecRequest, encodeFrame, exitStatus, FRAME, FrameReader, MAX_FRAME, REPLAY_BYTES } from '../../server/protocol/interactive.ts';
+import { containerAddressArgs, dockerExecArgs, localPtyArgv, localResizeArgv, parseContainerAddress, processExecArgs } from '../../server/interactive/argv.ts';
+import { holdCommand, holdRunCommand } from '../../server/protocol/interactiveJob.ts';
 
 describe('exec requests', () => {
   it('takes an argv and a terminal of a bounded size', () => {
@@ -70,7 +72,7 @@ describe('exec frames', () => {
     head.writeUInt8(FRAME.stdout, 0);
     head.writeUInt32BE(MAX_FRAME + 1, 1);
     assert.throws(() => new FrameReader().push(head), /larger than/);
-    assert.throws(() => new FrameReader().push(Buffer.from([9, 0, 0, 0, 0])), /unknown frame type 9/);
+    assert.throws(() => new FrameReader().push(Buffer.from([42, 0, 0, 0, 0])), /unknown frame type 42/);
   });
 
   it('turn an exit into a shell\'s status', () => {
@@ -115,5 +117,89 @@ describe('interactive jobs (run -it)', () => {
     } finally {
       rmSync(tmp, { recursive: true, force: true });
     }
+  });
+});
+
+describe('reattach requests', () => {
+  it('take a session id and an offset, nothing else', () => {
+    const id = 'ab'.repeat(16);
+    assert.deepEqual(parseAttachRequest(encodeExecRequest({ session: id, offset: 12 })), { session: id, offset: 12 });
+    assert.throws(() => parseAttachRequest(undefined), /the reattach request is missing \(the x-gpurun-exec-attach header\)/);
+    assert.throws(() => parseAttachRequest(Buffer.from(JSON.stringify({ session: '../etc', offset: 0 })).toString('base64url')), /32 hex digits/);
+    assert.throws(() => parseAttachRequest(Buffer.from(JSON.stringify({ session: id, offset: -1 })).toString('base64url')), /offset must be a whole number/);
+    assert.throws(() => parseAttachRequest(Buffer.from(JSON.stringify({ session: id, offset: 1, command: ['sh'] })).toString('base64url')), /unknown field "command"/);
+  });
+});
+
+describe('exec sessions (broker side)', () => {
+  /** A connection: what the broker writes is kept (`sent`), what the client sends is pushed in. */
+  class Conn extends Duplex {
+    sent: Buffer[] = [];
+    constructor() {
+      super({ read() {}, write: (c: Buffer, _e, cb) => (this.sent.push(c), cb()) });
+    }
+  }
+  /** Frames a connection received since the last look: [type, text]. */
+  function received(sock: Conn): Array<[number, string]> {
+    return new FrameReader().push(Buffer.concat(sock.sent.splice(0))).map((f) => [f.type, f.data.toString('utf8')]);
+  }
+  const tick = () => new Promise((r) => setImmediate(r));
+  const proc = () => {
+    const got: string[] = [];
+    return { got, p: { write: (d: Buffer) => void got.push(`in:${d}`), end: () => void got.push('eof'), resize: (r: number, c: number) => void got.push(`size:${r}x${c}`), close: () => void got.push('hangup'), exited: new Promise<never>(() => {}) } };
+  };
+
+  it('replay the output a client missed and take input from the new connection; a drop is no hang-up', async () => {
+    const sessions = new ExecSessions(60_000);
+    const s = sessions.create('alice', 'j1');
+    const { got, p } = proc();
+    s.started(p);
+    const a = new Conn();
+    s.attach(a, 0);
+    s.output(FRAME.stdout, Buffer.from('one '));
+    assert.deepEqual(received(a).map((f) => f[0]), [FRAME.session, FRAME.stdout]);
+    a.destroy();
+    await tick();
+    s.output(FRAME.stdout, Buffer.from('two '));
+    s.output(FRAME.stderr, Buffer.from('three'));
+    assert.deepEqual(got, []);
+    assert.equal(sessions.get(s.id, 'bob', 'j1'), undefined);
+    assert.equal(sessions.get(s.id, 'alice', 'j2'), undefined);
+    const b = new Conn();
+    sessions.get(s.id, 'alice', 'j1')!.attach(b, 4);
+    assert.deepEqual(received(b).slice(1), [[FRAME.stdout, 'two '], [FRAME.stderr, 'three']]);
+    b.push(Buffer.concat([encodeFrame(FRAME.stdin, 'x'), encodeFrame(FRAME.resize, '{"rows":5,"cols":7}'), encodeFrame(FRAME.ping)]));
+    await tick();
+    assert.deepEqual(got, ['in:x', 'size:5x7']);
+    assert.deepEqual(received(b), [[FRAME.pong, '{"input":1,"eof":false}']]);
+    b.push(encodeFrame(FRAME.hangup));
+    await tick();
+    assert.deepEqual(got.at(-1), 'hangup');
+    assert.equal(sessions.get(s.id, 'alice', 'j1'), undefined);
+  });
+
+  it('keep the last REPLAY_BYTES and say how much was lost; an ended session hands over its exit once', async () => {
+    const sessions = new ExecSessions(60_000);
+    const s = sessions.create('alice', 'j1');
+    s.started(proc().p);
+    for (let i = 0; i < 3; i++) s.output(FRAME.stdout, Buffer.alloc(REPLAY_BYTES / 2, 'a'));
+    s.finish(encodeFrame(FRAME.exit, '{"code":0,"signal":null}'));
+    const b = new Conn();
+    s.attach(b, 0);
+    await tick();
+    const f = received(b);
+    assert.match(f[1][1], new RegExp(`\\[gpurun: ${REPLAY_BYTES / 2} bytes of output were lost while disconnected\\]`));
+    assert.equal(f.filter((x) => x[0] === FRAME.stdout).reduce((n, x) => n + x[1].length, 0), REPLAY_BYTES);
+    assert.deepEqual(f.at(-1), [FRAME.exit, '{"code":0,"signal":null}']);
+    assert.equal(sessions.get(s.id, 'alice', 'j1'), undefined);
+  });
+});
+
+describe('local terminals', () => {
+  it('write their device name where a later size can be set on it, and size it with stty -F', () => {
+    const argv = localPtyArgv(30, 100, '/run/job/pty-1');
+    assert.deepEqual([argv[0], argv[1], ...argv.slice(3)], ['sh', '-c', 'gpurun-pty', '30', '100', '/run/job/pty-1']);
+    assert.match(argv[2], /tty >"\$3"/);
+    assert.deepEqual(localResizeArgv('/dev/pts/7', 40, 120), ['stty', '-F', '/dev/pts/7', 'rows', '40', 'cols', '120']);
   });
 });

@@ -127,7 +127,8 @@ export async function startCodeServer(dir: string, opts: { folder: string; extDi
 export async function launchBrowser(): Promise<Browser> {
   return chromium.launch({
     executablePath: CHROMIUM,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+    // Popups allowed: a job's page opened from the editor (vscode.env.openExternal) is a new browser tab.
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-popup-blocking'],
   });
 }
 
@@ -247,4 +248,14 @@ function freePort(): Promise<number> {
 export async function screenshot(page: Page, name: string): Promise<void> {
   mkdirSync(RESULTS, { recursive: true });
   await page.screenshot({ path: join(RESULTS, name) });
+}
+
+/** GPU Run: Sign In with the broker's URL and a token; waits until the sidebar is connected. */
+export async function signIn(page: Page, url: string, token: string): Promise<void> {
+  await runCommand(page, 'GPU Run: Sign In');
+  await answerInput(page, 'Sign In (1/2)', url);
+  await answerInput(page, 'Sign In (2/2)', token);
+  await page.locator('.notifications-toasts', { hasText: 'signed in' }).waitFor({ timeout: 30_000 });
+  await page.locator('.monaco-list-row', { hasText: 'Not signed in' }).waitFor({ state: 'detached', timeout: 30_000 });
+  await runCommand(page, 'Notifications: Clear All Notifications');
 }

@@ -42,3 +42,6 @@ export function holdCommand(command: readonly string[]): string[] {
 export function holdRunCommand(jobId: string, command: readonly string[]): string[] {
   return ['sh', '-c', RUN, 'gpurun-interactive', jobId, ...command];
 }
+
+/** A shell for an interactive job or a terminal in a job: bash where the image or host has it, else sh (fixed text). */
+export const SHELL_COMMAND = ['sh', '-c', 'if command -v bash >/dev/null 2>&1; then exec bash; fi; exec sh'];
