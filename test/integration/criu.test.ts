@@ -100,9 +100,8 @@ describe('transparent checkpoint: CRIU moves a running container to another host
     assert.deepEqual(c3.checkpoint, { cooperative: false, transparent: 'jobs here are plain processes; CRIU is used through Docker only' });
   });
 
-  // NOT PASSING YET: in its one run (2026-12-02 04:44 UTC) `gpurun migrate` printed "moving from c1 to c2" and did
-  // not finish within 180 s; the cause was not found before the deadline (see /work/notes/criu.md). The same
-  // checkpoint → create → restore argv works by hand (200 MiB process, sshfs workspace). Skipped so CI stays green.
+  // Skipped: not passing yet. In its one run `gpurun migrate` printed "moving from c1 to c2" and did not finish
+  // within 180 s. The same checkpoint → create → restore argv works by hand (200 MiB process, sshfs workspace).
   it.skip('gpurun migrate checkpoints a 200 MiB Python process on one host and it counts on from the same step on the other', async () => {
     const r = await gpurun(['run', '--detach', '--workspace', ws, '--queue', 'offline', '--env', 'STEPS=40', '--', 'python3', '-u', 'count.py'], env);
     assert.equal(r.code, 0, r.stderr);
