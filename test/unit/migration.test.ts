@@ -29,8 +29,8 @@ describe('migration: incremental copy plan', () => {
 describe('migration: words', () => {
   const ev = { from: 'gpu2', to: 'gpu4', gpus: [0], cause: 'online load 94% > 90% for 60 s', method: 'cooperative' as const, checkpointAt: '2026-12-02T14:02:11.345Z', precopyBytes: 104857600, finalBytes: 1048576, downtimeSec: 1.4 };
   it('the log marker names both hosts, the cause and the checkpoint time', () => {
-    assert.equal(moveMarker(ev), '── moved from gpu2 to gpu4: online load 94% > 90% for 60 s; resumed from checkpoint at 14:02:11 ──');
-    assert.equal(moveMarker(ev, 'the copy to gpu4 failed: disk full'), '── not moved to gpu4 (the copy to gpu4 failed: disk full); resumed on gpu2 from checkpoint at 14:02:11 ──');
+    assert.equal(moveMarker(ev), '── moved from gpu2 to gpu4: online load 94% > 90% for 60 s; resumed from checkpoint at 14:02:11 ──\n');
+    assert.equal(moveMarker(ev, 'the copy to gpu4 failed: disk full'), '── not moved to gpu4 (the copy to gpu4 failed: disk full); resumed on gpu2 from checkpoint at 14:02:11 ──\n');
   });
   it('the moved attempt says where, why, the downtime and the bytes', () => {
     assert.match(moveWords(ev), /^moved to gpu4 \(online load 94% > 90% for 60 s\); downtime 1\.4 s; copied 100(\.0)? ?MiB while running \+ 1(\.0)? ?MiB after the checkpoint$/);
