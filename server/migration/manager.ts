@@ -448,9 +448,14 @@ export class MoveManager implements MoveHooks {
     return m;
   }
 
-  /** Forgets what belongs to a job that ended. */
+  /** Forgets what belongs to a job that ended, and removes its checkpoint folders from the hosts it ran on. */
   ended(job: Job): void {
     if (!isFinal(job.state)) return;
+    const hosts = new Set(this.d.store.attempts(job.id).map((a) => a.host).filter((h): h is string => !!h && this.d.hosts.names().includes(h)));
+    for (const h of hosts) {
+      const side = this.d.hosts.sshSide(h);
+      if (side && this.d.hosts.runtimeFor(h).kind === 'docker') void this.cooperative.discard({ host: h, ...side }, job as StoredJob).catch(() => {});
+    }
     const m = this.moves.get(job.id);
     if (m) {
       m.ac.abort(new Error('job ended'));

@@ -123,7 +123,7 @@ describe('migration: moving running jobs between hosts', function () {
     const text = (await gpurun(['show', id], env)).stdout;
     assert.match(text, new RegExp(`^1 +${from} .*migrated`, 'm'));
     // The checkpoint folder is gone from both hosts once the job has ended.
-    await waitFor('checkpoint folders removed', () => workDirs.every((w) => spawnSync('test', ['-e', join(w, 'checkpoints', id)]).status !== 0), 20_000, 200).catch(() => undefined);
+    await waitFor('checkpoint folders removed', () => workDirs.every((w) => spawnSync('test', ['-e', join(w, 'checkpoints', id)]).status !== 0), 20_000, 200);
   });
 
   it('another user cannot move the job (not found); a job that did not ask to checkpoint is refused', async () => {
