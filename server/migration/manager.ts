@@ -290,6 +290,15 @@ export class MoveManager implements MoveHooks {
       m.ended.reject(new Error(`the job ended on ${m.from} before its checkpoint`));
       return null;
     }
+    // The destination could not start it: it goes on from its checkpoint on the source (whose GPUs are still held).
+    if (m && m.kind === 'move' && m.phase === 'starting' && att.n === m.n + 1 && m.fallback === undefined && 'startError' in end && end.startError) {
+      m.fallback = `${m.to} could not start it: ${end.startError}`;
+      m.n = att.n;
+      m.ev = { ...m.ev, fellBack: m.fallback };
+      this.d.log.warn('move: the destination could not start the job; resuming on the source', { job: job.id, to: m.to, err: end.startError });
+      setImmediate(() => this.d.broker.startMoved(job.id, { jobId: job.id, host: m.from, gpuIndices: m.fromGpus }, moveMarker(m.ev, m.fallback)));
+      return { reason: `could not start on ${m.to}; resuming on ${m.from}`, evidence: { startError: end.startError, move: { ...m.ev } }, fault: 'migrated', requeue: false };
+    }
     // A checkpoint with no move waiting for it (it came after the move was given up): resume on the same host.
     if (!m && checkpoints(job) && cp.isCheckpointEnd(end) && att.host) {
       const at = 'endedAt' in end && end.endedAt ? end.endedAt : new Date().toISOString();
