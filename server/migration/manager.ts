@@ -47,6 +47,8 @@ interface Move {
   ev: MoveEvidence;
   /** The move's attempt is to resume on the source (the copy failed, or a checkpoint came after a give-up). */
   fallback?: string;
+  /** Found again after a broker restart with the signal already sent. */
+  alreadyAsked?: boolean;
 }
 
 export interface MoveManagerDeps {
@@ -164,7 +166,7 @@ export class MoveManager implements MoveHooks {
     const job = cur?.job ?? this.d.store.getJob(m.jobId)!;
     const attempt = this.d.store.attempts(m.jobId).find((a) => a.n === m.n)!;
     const log = this.d.log.child({ job: m.jobId, move: `${m.from}→${m.to}` });
-    return { job, attempt, from: this.side(m.from), to: this.side(m.to), deadlineMs: this.d.config.checkpointTimeoutMs, signal: m.ac.signal, sourceEnded: m.ended.promise, log: (msg, f) => log.info(msg, f) };
+    return { job, attempt, from: this.side(m.from), to: this.side(m.to), deadlineMs: this.d.config.checkpointTimeoutMs, signal: m.ac.signal, sourceEnded: m.ended.promise, ...(m.alreadyAsked ? { alreadyAsked: true } : {}), log: (msg, f) => log.info(msg, f) };
   }
 
   private checkpointer(): Checkpointer {
@@ -445,6 +447,7 @@ export class MoveManager implements MoveHooks {
       if (!persisted || persisted.phase !== 'signalled') continue;
       const { phase: _p, ...ev } = persisted;
       const m = this.restored(job, att.n, ev, 'signalled');
+      m.alreadyAsked = true;
       this.d.log.info('move found again after a restart: waiting for the job\'s checkpoint', { job: job.id, from: m.from, to: m.to });
       void this.run(m);
     }
