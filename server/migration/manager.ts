@@ -49,6 +49,8 @@ interface Move {
   fallback?: string;
   /** Found again after a broker restart with the signal already sent. */
   alreadyAsked?: boolean;
+  /** A job that does not checkpoint in time is stopped to be restarted from the start, if its policy allows (drain, preemption; never for load). */
+  restartIfStuck?: boolean;
 }
 
 export interface MoveManagerDeps {
@@ -99,7 +101,7 @@ export class MoveManager implements MoveHooks {
    * Starts moving a job; throws a GpurunError (nothing changed) when it cannot move now. Returns the destination.
    * `to`: a host name, or undefined for the host the job fits best (by what is free there).
    */
-  begin(id: string, cause: string, to?: string, loadOf?: (host: string) => number): string {
+  begin(id: string, cause: string, to?: string, loadOf?: (host: string) => number, opts: { restartIfStuck?: boolean } = {}): string {
     const cur = this.d.broker.currentOf(id);
     if (!cur) throw new GpurunError('E_CONFLICT', `job ${id} has ended; only a running job can move`);
     const { job, attempt } = cur;
@@ -116,6 +118,7 @@ export class MoveManager implements MoveHooks {
       kind: 'move', jobId: id, n: attempt.n, from: job.host, fromGpus: job.gpuIndices, to: dest.host, gpus: dest.gpus, cause, phase: 'precopy',
       resources: job.resources, ac: new AbortController(), ended: deferred(),
       ev: { from: job.host, to: dest.host, gpus: dest.gpus, cause, method: 'cooperative' },
+      ...(opts.restartIfStuck ? { restartIfStuck: true } : {}),
     };
     this.moves.set(id, m);
     this.givenUp.delete(id);
@@ -197,7 +200,12 @@ export class MoveManager implements MoveHooks {
         m.ev.checkpointAt = at;
       }
     } catch (e) {
+      const stuck = m.phase === 'signalled' && m.restartIfStuck;
       this.giveUp(m, (e as Error).message);
+      const job = this.d.broker.currentOf(m.jobId)?.job;
+      // Drain and preemption do not wait for a job that does not checkpoint: it starts again from the beginning
+      // elsewhere, when its restart policy allows (a load move never stops it).
+      if (stuck && job && (job.restarts ?? 0) > 0) this.d.broker.stopToRestart(m.jobId, `${m.cause}: it did not checkpoint in time, so it starts again from the beginning`);
       return;
     }
     // The source attempt has ended with its checkpoint: a preempted job waits for a place (claimEnd requeued it);
@@ -409,7 +417,7 @@ export class MoveManager implements MoveHooks {
     if (!att?.runtimeRef || !job.host) return;
     const m: Move = {
       kind: 'preempt', jobId: job.id, n: att.n, from: job.host, fromGpus: job.gpuIndices, to: job.host, gpus: [], cause, phase: 'precopy',
-      resources: job.resources, ac: new AbortController(), ended: deferred(), ev: { from: job.host, to: '', gpus: [], cause, method: 'cooperative' },
+      resources: job.resources, ac: new AbortController(), ended: deferred(), ev: { from: job.host, to: '', gpus: [], cause, method: 'cooperative' }, restartIfStuck: true,
     };
     this.moves.set(job.id, m);
     this.d.log.info('preempting an offline job with a checkpoint', { job: job.id, host: job.host, cause });

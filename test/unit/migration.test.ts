@@ -7,6 +7,7 @@ import { copyPlan, parseManifest } from '../../server/migration/copyPlan.ts';
 import { moveMarker, moveWords } from '../../server/migration/words.ts';
 import { validateMigration, DEFAULT_MIGRATION } from '../../server/migration/config.ts';
 import { validateSubmit } from '../../server/core/submit.ts';
+import { classify } from '../../server/core/outcome.ts';
 import { hostLoad, overloaded, overloadWords, parseDockerStats } from '../../server/migration/load.ts';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
@@ -122,5 +123,14 @@ describe('examples/train.py with gpurun_checkpoint.py', () => {
     } finally {
       rmSync(ck, { recursive: true, force: true });
     }
+  });
+});
+
+describe('migration: a job stopped to be placed again', () => {
+  it('is preempted and restartable, whatever it exited with after the TERM', () => {
+    const o = classify({ end: { exitCode: 143, signal: null, endedAt: '2026-12-02T00:00:00Z' }, stopIntent: 'requeue', stopReason: 'h1 drained by root: it did not checkpoint in time, so it starts again from the beginning', host: 'h1' });
+    assert.equal(o.fault, 'preempted');
+    assert.equal(o.restartable, true);
+    assert.match(o.reason, /did not checkpoint in time/);
   });
 });
