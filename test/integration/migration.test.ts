@@ -122,6 +122,7 @@ describe('migration: moving running jobs between hosts', function () {
     assert.match(done.attempts![0].reason!, new RegExp(`^moved to ${to} \\(gpurun migrate by mover\\); downtime [\\d.]+ s; copied .+ while running \\+ .+ after the checkpoint$`));
     const text = (await gpurun(['show', id], env)).stdout;
     assert.match(text, new RegExp(`^1 +${from} .*migrated`, 'm'));
+    assert.match(text, new RegExp(`move ${from} → ${to} \\(cooperative\\): gpurun migrate by mover; checkpoint at .*; downtime [\\d.]+ s; copied \\d+ B while running, \\d+ B after \\(a full copy: \\d+ B\\)`));
     // The checkpoint folder is gone from both hosts once the job has ended.
     await waitFor('checkpoint folders removed', () => workDirs.every((w) => spawnSync('test', ['-e', join(w, 'checkpoints', id)]).status !== 0), 20_000, 200);
   });
