@@ -255,7 +255,8 @@ export class MoveManager implements MoveHooks {
     this.givenUp.set(m.jobId, { state: 'given_up', from: m.from, to: m.to, cause: m.cause, detail: why });
     this.d.log.warn('move given up', { job: m.jobId, from: m.from, to: m.to, why });
     const job = this.d.store.getJob(m.jobId);
-    if (job) void this.cooperative.discard(this.side(m.to), job).catch(() => {});
+    // What the pre-copy left at the destination (never the source's own folder: a preemption's "to" is its source).
+    if (job && m.to !== m.from) void this.cooperative.discard(this.side(m.to), job).catch(() => {});
     this.d.broker.kick();
   }
 
@@ -463,7 +464,8 @@ export class MoveManager implements MoveHooks {
 
   private restored(job: StoredJob, n: number, ev: MoveEvidence, phase: Phase): Move {
     const att = this.d.store.attempts(job.id).find((a) => a.n === n);
-    const m: Move = { kind: ev.to === '' ? 'preempt' : 'move', jobId: job.id, n, from: ev.from, fromGpus: att?.gpuIndices ?? [], to: ev.to, gpus: ev.gpus, cause: ev.cause, phase, resources: job.resources, ac: new AbortController(), ended: deferred(), ev: { ...ev } };
+    // A preemption has no destination (ev.to is empty): its "to" is its source, as when it began.
+    const m: Move = { kind: ev.to === '' ? 'preempt' : 'move', jobId: job.id, n, from: ev.from, fromGpus: att?.gpuIndices ?? [], to: ev.to || ev.from, gpus: ev.gpus, cause: ev.cause, phase, resources: job.resources, ac: new AbortController(), ended: deferred(), ev: { ...ev } };
     this.moves.set(job.id, m);
     return m;
   }
