@@ -11,7 +11,7 @@
  *
  * Reduced by default (hostLostAfter 12 s, 20 blips of 3–9 s); `npm run bench -- faults --full` uses the default grace
  * (60 s) and 20 blips of 5–50 s. Needs root, sshd, sshfs, Docker, iptables and the images of
- * test/setup/30-ssh-docker.sh; sends traffic only to 127.0.4.10–14. Stopped part way (Ctrl+C, SIGTERM, SIGHUP, an
+ * test/setup/30-ssh-docker.sh; sends traffic only to 127.0.15.10–14. Stopped part way (Ctrl+C, SIGTERM, SIGHUP, an
  * error), it still removes its iptables rules, broker, sshd hosts, containers and mounts.
  */
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
@@ -145,11 +145,11 @@ export async function run(): Promise<void> {
     mkdirSync(noisyHome, { recursive: true });
     writeFileSync(join(noisyHome, '.bashrc'), 'echo "Welcome! This host is managed by ops; see /etc/motd" >&2\n');
     const set = await makeSshHosts(hostsDir, [
-      { name: 'b1', address: '127.0.4.10', gpus: Array(16).fill(L4) },
-      { name: 'b2', address: '127.0.4.11', gpus: Array(16).fill({ name: 'NVIDIA A10', memoryMiB: 23028 }) },
-      { name: 'dev', address: '127.0.4.12', gpus: [] },
-      { name: 'b3', address: '127.0.4.13', gpus: Array(4).fill({ name: 'Tesla T4', memoryMiB: 15360 }), env: { HOME: noisyHome } },
-      { name: 'b4', address: '127.0.4.14', gpus: Array(32).fill({ name: 'NVIDIA H100 80GB HBM3', memoryMiB: 81559 }), sshdDefaults: true },
+      { name: 'b1', address: '127.0.15.10', gpus: Array(16).fill(L4) },
+      { name: 'b2', address: '127.0.15.11', gpus: Array(16).fill({ name: 'NVIDIA A10', memoryMiB: 23028 }) },
+      { name: 'dev', address: '127.0.15.12', gpus: [] },
+      { name: 'b3', address: '127.0.15.13', gpus: Array(4).fill({ name: 'Tesla T4', memoryMiB: 15360 }), env: { HOME: noisyHome } },
+      { name: 'b4', address: '127.0.15.14', gpus: Array(32).fill({ name: 'NVIDIA H100 80GB HBM3', memoryMiB: 81559 }), sshdDefaults: true },
     ]);
     const host = (n: string): TestHost => set.hosts.find((h) => h.name === n)!;
     const hostKnown = join(hostsDir, 'known_hosts_on_gpu_hosts');
@@ -157,15 +157,15 @@ export async function run(): Promise<void> {
     const ws = join(dir, 'ws');
     mkdirSync(ws);
     const common = { type: 'ssh', user: 'root', port: 2222, identityFile: set.clientKey, knownHosts: set.knownHosts, gpuMode: 'env', workDir, cpus: 64, memory: '64G' };
-    const direct = { transport: 'direct', target: 'root@127.0.4.12:2222', identityFile: set.clientKey, knownHosts: hostKnown, sftpServer: `${NODE} ${CLI} sftp-serve` };
+    const direct = { transport: 'direct', target: 'root@127.0.15.12:2222', identityFile: set.clientKey, knownHosts: hostKnown, sftpServer: `${NODE} ${CLI} sftp-serve` };
     const config = {
       hostLostAfter: `${graceS}s`,
       restartBackoff: { first: '1s', max: '5s' },
       hosts: [
-        { ...common, name: 'b1', address: '127.0.4.10', mount: { transport: 'relay' } },
-        { ...common, name: 'b2', address: '127.0.4.11', mount: direct },
-        { ...common, name: 'b3', address: '127.0.4.13', mount: direct },
-        { ...common, name: 'b4', address: '127.0.4.14', mount: { transport: 'relay' } },
+        { ...common, name: 'b1', address: '127.0.15.10', mount: { transport: 'relay' } },
+        { ...common, name: 'b2', address: '127.0.15.11', mount: direct },
+        { ...common, name: 'b3', address: '127.0.15.13', mount: direct },
+        { ...common, name: 'b4', address: '127.0.15.14', mount: { transport: 'relay' } },
       ],
       defaults: { image: 'local/busybox:1', gpus: 1, memory: '32M' },
     };
@@ -221,7 +221,7 @@ export async function run(): Promise<void> {
       const jobs = [await submit('L4', printer(total * 2, 0.5, 'r'), 3), await submit('A10', printer(total * 2, 0.5, 'd'), 3)];
       await until(async () => (await logs(jobs[0].id)).includes('r 2\n') && (await logs(jobs[1].id)).includes('d 2\n'), 60_000);
       for (const s of blips) {
-        for (const a of ['127.0.4.10', '127.0.4.11']) (iptables('-I', a), blocked.add(a));
+        for (const a of ['127.0.15.10', '127.0.15.11']) (iptables('-I', a), blocked.add(a));
         row.injected++;
         await sleep(s * 1000);
         for (const a of blocked) iptables('-D', a);

@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { cleanup, createToken, gpurun, ROOT, scratch, startBrokerProcess, testEnv, waitFor, type BrokerProc } from '../test/support/harness.ts';
 import { makeSshHosts, mountedUnder, sshHostsMissing, type TestHostSet } from '../test/support/sshHosts.ts';
 import type { Job } from '../server/protocol/jobs.ts';
+import { runTransparent } from './_migrationTransparent.ts';
 
 export const onlyWhenNamed = true;
 
@@ -157,6 +158,7 @@ export async function run(): Promise<void> {
     for (const w of workDirs) for (const m of mountedUnder(w)) spawnSync('sh', ['-c', 'fusermount3 -uz "$1" || umount -l "$1"', 'unmount', m]);
     cleanup(dir);
   }
+  await runTransparent();
 }
 
 function assert0(code: number | null): void {

@@ -79,7 +79,7 @@ export async function startBroker(config: BrokerConfig, opts: { log?: Logger; id
   openAudit(config.dataDir, log);
   const logs = new LogFiles(join(config.dataDir, 'logs'));
   const shim = fileURLToPath(new URL('./shim.js', import.meta.url));
-  const sshSide = createSshSide(config, log);
+  const sshSide = createSshSide(config, log, store);
   const hosts = new HostRegistry(config.hosts, { process: new ProcessRuntime(join(config.dataDir, 'run'), shim), ...sshSide.runtimes }, process.env, sshSide.ssh);
   const brokerEnv = Object.fromEntries(Object.entries(process.env).filter((e): e is [string, string] => e[1] !== undefined && !e[0].startsWith('GPURUN_')));
   // A team broker's jobs start from a clean environment, never the broker's own (README: "Running a team broker").

@@ -1,5 +1,5 @@
 /** Text output of the CLI: tables and short descriptions. Pure. */
-import type { Attempt, HostInfo, Job } from '../protocol/jobs.ts';
+import type { Attempt, GpuQuarantine, HostInfo, Job } from '../protocol/jobs.ts';
 import { formatDuration, formatMemory } from '../core/units.ts';
 import { IDLE_AFTER_MS, idleForMs, sparkline } from '../core/gpuUsage.ts';
 
@@ -150,15 +150,23 @@ export function hostsTable(hosts: HostInfo[]): string {
   for (const h of hosts) {
     const since = h.since ? `${h.state} since ${clock(h.since)} (${formatDuration(Math.max(0, Math.round((Date.now() - Date.parse(h.since)) / 1000)))}): ` : '';
     if (h.lastError || since) out += `${printable(`${h.name}: ${since}${h.lastError ?? ''}`)}\n`;
+    if (h.checkpoint && h.runtime === 'docker') out += `${printable(`${h.name}: checkpoint: ${h.checkpoint.transparent === null ? 'transparent (CRIU), cooperative' : `cooperative (transparent unavailable: ${h.checkpoint.transparent})`}`)}\n`;
     if (h.onlineLoad) out += `${h.name}: online jobs use ${Math.round(h.onlineLoad.cpu * 100)}% of its CPUs, ${Math.round(h.onlineLoad.memory * 100)}% of its memory\n`;
     if (h.drain) out += `${h.name}: draining: ${h.drain.moving} job${h.drain.moving === 1 ? '' : 's'} moving, ${h.drain.running} running\n`;
     for (const g of h.gpus) {
       const q = g.quarantined;
       const use = q ? `quarantined (${q.xid === undefined ? q.detail : `Xid ${q.xid}`} at ${clock(q.at).slice(0, 5)})${g.jobId ? `, used by ${g.jobId}` : ''}` : g.jobId ? `used by ${g.jobId}` : 'free';
       out += `${printable(`  ${h.name} GPU ${g.index}  ${g.name}  ${g.utilizationPct}%  ${formatMemory(g.memoryUsedMiB)}/${formatMemory(g.memoryTotalMiB)}  ${use}`)}${g.history?.length ? `  ${sparkline(g.history)}` : ''}\n`;
+      if (q) out += `${printable(`    ${quarantineLine(h.name, g.index, q)}`)}\n`;
     }
   }
   return out;
+}
+
+/** Why a GPU is quarantined and what lifts it, for the hosts table. */
+export function quarantineLine(host: string, gpu: number, q: GpuQuarantine): string {
+  const lift = q.source === 'health' ? `lifts by itself once nvidia-smi reports it healthy` : `an admin lifts it with: gpurun hosts clear ${host} ${gpu} (a reboot of ${host} lifts it too)`;
+  return `${q.xid === undefined ? '' : `Xid ${q.xid}: `}${q.detail}; ${lift}`;
 }
 
 /** HH:MM:SS of an ISO time, in the local time zone of the CLI. */

@@ -63,6 +63,22 @@ export function tokenIdOf(hash: string): string {
   return hash.slice(0, 12);
 }
 
+/**
+ * A GPU held back from jobs after a fault (hosts/health.ts), kept across broker restarts. `source` says what lifts
+ * it: `xid` (a GPU-fault Xid in the host's kernel log) an admin, or a reboot (another `bootId`); `health` (what
+ * nvidia-smi reported) a healthy reading. `at` is an ISO time.
+ */
+export interface StoredQuarantine {
+  host: string;
+  gpu: number;
+  xid: number | null;
+  detail: string;
+  at: string;
+  source: 'xid' | 'health';
+  /** The host's boot id when the quarantine began (null: unknown). */
+  bootId: string | null;
+}
+
 export interface Store {
   /** Inserts a new job; fails if the id exists. Records the first transition (null → job.state). */
   insertJob(job: Omit<StoredJob, 'seq'>, at: string): StoredJob;
@@ -95,6 +111,13 @@ export interface Store {
   listTokens(): TokenRecord[];
   /** Marks the token revoked at `at` (a second revoke keeps the first time). Undefined when the id is unknown. */
   revokeToken(id: string, at: string): TokenRecord | undefined;
+
+  /** Records a GPU's quarantine (replacing one of the same host and GPU). */
+  putQuarantine(q: StoredQuarantine): void;
+  /** Lifts it; nothing happens when there is none. */
+  deleteQuarantine(host: string, gpu: number): void;
+  /** Every quarantine, by host then GPU. */
+  quarantines(): StoredQuarantine[];
 
   close(): void;
 }

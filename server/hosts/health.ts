@@ -12,6 +12,7 @@ import { initialReach, observeReach, type HostReach, type ReachObservation } fro
 import { healthFaults, NVIDIA_SMI_HEALTH_QUERY, parseGpuHealth, parseXidLines, xidClass, type XidClass } from '../core/xid.ts';
 import type { GpuFaultEvidence } from '../core/runtime.ts';
 import { sections } from './probe.ts';
+import type { StoredQuarantine } from '../core/store.ts';
 
 export function healthScript(): string {
   return [
@@ -50,6 +51,15 @@ export interface Quarantine {
   detail: string;
   at: string;
   source: 'xid' | 'health';
+  /** The host's boot id when it began (an Xid quarantine ends with a reboot: another boot id). */
+  bootId?: string;
+}
+
+/** Where quarantines are kept across broker restarts (the broker's store: core/store.ts). */
+export interface QuarantineKeeper {
+  putQuarantine(q: StoredQuarantine): void;
+  deleteQuarantine(host: string, gpu: number): void;
+  quarantines(): StoredQuarantine[];
 }
 
 interface Entry {
@@ -70,9 +80,35 @@ const MAX_EVENTS = 200;
 export class HostHealth {
   private readonly entries = new Map<string, Entry>();
   private readonly graceMs: number;
+  private readonly keeper: QuarantineKeeper | undefined;
 
-  constructor(graceMs: number) {
+  /** With a keeper, the quarantines it holds are taken in, and every change is written to it. */
+  constructor(graceMs: number, keeper?: QuarantineKeeper) {
     this.graceMs = graceMs;
+    this.keeper = keeper;
+    for (const q of keeper?.quarantines() ?? []) {
+      this.entry(q.host).quarantine.set(q.gpu, { ...(q.xid === null ? {} : { xid: q.xid }), detail: q.detail, at: q.at, source: q.source, ...(q.bootId ? { bootId: q.bootId } : {}) });
+    }
+  }
+
+  private quarantine(host: string, gpu: number, q: Quarantine): void {
+    this.entry(host).quarantine.set(gpu, q);
+    this.keep(() => this.keeper?.putQuarantine({ host, gpu, xid: q.xid ?? null, detail: q.detail, at: q.at, source: q.source, bootId: q.bootId ?? null }));
+  }
+
+  private lift(host: string, gpu: number): boolean {
+    const had = this.entry(host).quarantine.delete(gpu);
+    if (had) this.keep(() => this.keeper?.deleteQuarantine(host, gpu));
+    return had;
+  }
+
+  /** A write to the keeper that fails (a full disk) leaves the quarantine as it is in memory; health checks go on. */
+  private keep(write: () => void): void {
+    try {
+      write();
+    } catch {
+      // Held in memory for this process; the store has the previous state.
+    }
   }
 
   private entry(host: string): Entry {
@@ -110,9 +146,13 @@ export class HostHealth {
     const rebooted = !!r.bootId && !!prevBoot && r.bootId !== prevBoot;
     if (rebooted) changed = true;
     if (rebooted) {
-      for (const [g, q] of e.quarantine) if (q.source === 'xid') e.quarantine.delete(g);
       e.seen.clear();
       e.primed = false;
+    }
+    // A reboot resets the GPUs: an Xid quarantine from another boot ends (also one kept by the store while this broker
+    // was not running, whose boot id is compared at the first reading).
+    for (const [g, q] of e.quarantine) {
+      if (q.source === 'xid' && r.bootId && (rebooted || (q.bootId !== undefined && q.bootId !== r.bootId)) && this.lift(host, g)) changed = true;
     }
     if (r.gpu) {
       e.pci = new Map(r.gpu.gpus.map((g) => [g.pci, g.index]));
@@ -120,13 +160,13 @@ export class HostHealth {
       const bad = new Set(faults.map((f) => f.gpu));
       for (const [g, q] of e.quarantine) {
         if (q.source === 'health' && !bad.has(g)) {
-          e.quarantine.delete(g);
+          this.lift(host, g);
           changed = true;
         }
       }
       for (const f of faults) {
         if (!e.quarantine.has(f.gpu)) {
-          e.quarantine.set(f.gpu, { detail: f.detail, at: iso, source: 'health' });
+          this.quarantine(host, f.gpu, { detail: f.detail, at: iso, source: 'health', ...(r.bootId ? { bootId: r.bootId } : {}) });
           this.push(e, { ...f, cls: 'health' }, iso);
           changed = true;
         }
@@ -142,7 +182,7 @@ export class HostHealth {
       const ev: GpuEvent = { gpu, xid: x.xid, detail: x.detail, at: x.at ?? iso, cls };
       this.push(e, ev, iso);
       if (cls === 'gpu_fault' && !e.quarantine.has(gpu)) {
-        e.quarantine.set(gpu, { xid: x.xid, detail: x.detail, at: ev.at, source: 'xid' });
+        this.quarantine(host, gpu, { xid: x.xid, detail: x.detail, at: ev.at, source: 'xid', ...(r.bootId ? { bootId: r.bootId } : {}) });
         changed = true;
       }
     }
@@ -161,7 +201,7 @@ export class HostHealth {
 
   /** Lifts a GPU's quarantine (an admin's decision); false when it was not quarantined. */
   clear(host: string, gpu: number): boolean {
-    return this.entry(host).quarantine.delete(gpu);
+    return this.lift(host, gpu);
   }
 
   /** GPU fault events on `gpus` of `host` that this broker saw at or after `sinceIso` (the attempt's start). */

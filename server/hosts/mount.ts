@@ -112,6 +112,9 @@ export function mountCheckArgs(mnt: string): string[] {
   return ['timeout', '10', 'stat', '-f', '-c', '%T', mnt];
 }
 
+/** The exit code of mountCheckArgs when the check did not answer in time (`timeout`'s). */
+export const MOUNT_CHECK_TIMED_OUT = 124;
+
 /** Whether mountCheckArgs' output says the FUSE mount is alive. */
 export function isFuseType(out: string): boolean {
   return /^fuse/.test(out.trim());
@@ -149,11 +152,18 @@ export function relayEnd(exit: RelayExit, stderr: string): string {
   return `the SFTP relay stream ended (the broker's SSH channel to the host closed)${said}`;
 }
 
+function relayKey(ssh: RemoteExec, mnt: string): string {
+  return `${ssh.hostName}\0${mnt}`;
+}
+
 /** How long a relay mount may take to come up. */
 const READY_MS = 60_000;
 
 export class Mounts {
-  /** Relay sessions of this broker process, by mount point. */
+  /**
+   * Relay sessions of this broker process, by host and mount point (hosts often share one workDir: a job that moved
+   * to another host has the same mount point there, and the old host's cleanup must not end the new relay).
+   */
   private readonly relays = new Map<string, MountHandle>();
 
   /** With `source.fromClient`, the mount is a relay to the client whatever the host's transport. */
@@ -175,7 +185,7 @@ export class Mounts {
       }
       if (m.snapshot && !m.readOnly) return await this.snapshotMount(ssh, m, workspace, mnt, log, owner, relayCh);
       const handle = await this.relayMount(ssh, m, workspace, mnt, log, relayCh);
-      this.relays.set(mnt, handle);
+      this.relays.set(relayKey(ssh, mnt), handle);
       return handle;
     } catch (e) {
       client?.destroy();
@@ -206,14 +216,14 @@ export class Mounts {
     await ssh.run(['mkdir', '-p', p.cache, p.lazy, p.upper, p.work], 'creating the snapshot folders');
     const handle = await this.relayMount(ssh, m, workspace, p.lazy, log, relayCh);
     // Registered at once, so that a failure below unmounts the relay too.
-    this.relays.set(mnt, { ...handle, mnt, lazy: p.lazy });
+    this.relays.set(relayKey(ssh, mnt), { ...handle, mnt, lazy: p.lazy });
     const local = walkTree(workspace);
     const stats = await syncCache(ssh, workspace, p.cache, local);
     log(`workspace snapshot: sent ${stats.files} small files (${stats.bytes} bytes), removed ${stats.removed} entries from the host's cache, ${stats.opaque.length} folders need no sshfs lookups`);
     await ssh.run(overlayMountArgs(p, mnt), 'mounting the workspace overlay', { timeoutMs: 30_000 });
     const sync = new SnapshotSync(ssh, workspace, mnt, p, local, stats.opaque, log);
     const full: MountHandle = { ...handle, mnt, lazy: p.lazy, snapshot: sync };
-    this.relays.set(mnt, full);
+    this.relays.set(relayKey(ssh, mnt), full);
     await sync.start();
     return full;
   }
@@ -247,7 +257,7 @@ export class Mounts {
     client.pipe(ch);
     const handle: MountHandle = { mnt, transport: 'relay', ended };
     await this.waitReady(ssh, mnt, ended, () => stderr);
-    this.relays.set(mnt, handle);
+    this.relays.set(relayKey(ssh, mnt), handle);
     return handle;
   }
 
@@ -267,19 +277,28 @@ export class Mounts {
     }
   }
 
-  /** The relay handle of a mount made by this broker process, if any. */
-  relay(mnt: string): MountHandle | undefined {
-    return this.relays.get(mnt);
+  /** The relay handle of a mount made on `host` by this broker process, if any. */
+  relay(host: string, mnt: string): MountHandle | undefined {
+    return this.relays.get(`${host}\0${mnt}`);
   }
 
   async alive(ssh: RemoteExec, mnt: string): Promise<boolean> {
-    const r = await ssh.exec(mountCheckArgs(this.relays.get(mnt)?.lazy ?? mnt), { timeoutMs: 15_000 });
-    return r.code === 0 && isFuseType(r.stdout);
+    return (await this.check(ssh, mnt)) === 'up';
+  }
+
+  /**
+   * The mount as the host sees it: up, gone (not a FUSE mount any more), or stalled (the check did not answer within
+   * its time: sshfs waits on its SFTP stream).
+   */
+  async check(ssh: RemoteExec, mnt: string): Promise<'up' | 'gone' | 'stalled'> {
+    const r = await ssh.exec(mountCheckArgs(this.relays.get(relayKey(ssh, mnt))?.lazy ?? mnt), { timeoutMs: 15_000 });
+    if (r.code === 0 && isFuseType(r.stdout)) return 'up';
+    return r.code === MOUNT_CHECK_TIMED_OUT ? 'stalled' : 'gone';
   }
 
   async unmount(ssh: RemoteExec, mnt: string): Promise<void> {
-    const h = this.relays.get(mnt);
-    this.relays.delete(mnt);
+    const h = this.relays.get(relayKey(ssh, mnt));
+    this.relays.delete(relayKey(ssh, mnt));
     // The job's last writes reach the developer's disk before the overlay goes.
     await h?.snapshot?.close();
     await ssh.run(unmountArgs(mnt), `unmounting ${mnt}`, { timeoutMs: 30_000 });

@@ -5,6 +5,7 @@
 import type { Gpu } from '../protocol/jobs.ts';
 import { NVIDIA_SMI_QUERY, parseNvidiaSmi } from './nvidiaSmi.ts';
 import { shellCommand } from '../core/shellQuote.ts';
+import { CRIU_PROBE } from '../runtimes/criu.ts';
 
 export interface HostProbe {
   gpus: Gpu[];
@@ -21,6 +22,8 @@ export interface HostProbe {
   processTools: boolean;
   /** The images Docker has on the host (`REPOSITORY:TAG`, at most MAX_IMAGES); empty without Docker. */
   images: string[];
+  /** The `@@criu` section (runtimes/criu.ts reads it: CRIU installed, `criu check`, Docker's experimental mode). */
+  criu?: string;
 }
 
 /** At most this many image names are kept of a host (completion offers them; a build host may have thousands). */
@@ -39,6 +42,7 @@ export function probeScript(): string {
     'echo @@sshfs; if command -v sshfs >/dev/null 2>&1; then sshfs --version 2>&1 | head -n 1; echo "@@sshfs_rc 0"; else echo "@@sshfs_rc absent"; fi',
     // busybox tail has no --pid: it refuses the option.
     'echo @@proc; if command -v setsid >/dev/null 2>&1 && tail --pid=$$ -c 0 /dev/null >/dev/null 2>&1; then echo "@@proc_rc 0"; else echo "@@proc_rc absent"; fi',
+    CRIU_PROBE,
     'echo @@end',
   ].join('\n');
 }
@@ -95,6 +99,7 @@ export function parseProbe(text: string): HostProbe {
     dockerError: dockerOk ? null : d?.rc === 'absent' ? 'docker is not installed' : `docker does not answer: ${(d?.body ?? '').split('\n').slice(-1)[0]}`,
     sshfs: f?.rc === '0' ? f.body.split('\n')[0] : null,
     processTools: s.get('proc')?.rc === '0',
+    criu: s.get('criu')?.body,
     images: [...new Set((s.get('images')?.body ?? '').split('\n').map((l) => l.trim()).filter((l) => IMAGE_REF.test(l)))].slice(0, MAX_IMAGES),
   };
 }

@@ -26,6 +26,8 @@ interface HostEntry {
   runtime: string;
   /** The images its Docker has, at the last probe that answered. */
   images: string[];
+  /** Transparent checkpoint: null when the host has it, else why not (its last probe that answered). */
+  transparent: string | null;
   /** Drained by an admin at run time (`gpurun drain`), over what the config says. */
   drained?: boolean;
 }
@@ -47,7 +49,7 @@ export class HostRegistry {
     this.env = env;
     this.runtimes = runtimes;
     this.ssh = ssh;
-    this.hosts = configs.map((config) => ({ config, state: 'down', probedUp: false, everUp: false, lastError: 'not probed yet', gpus: [], cpus: config.cpus ?? 0, memoryMiB: config.memoryMiB ?? 0, runtime: config.type === 'ssh' ? (config.runtime === 'docker' ? 'docker' : 'ssh-process') : 'process', images: [] }));
+    this.hosts = configs.map((config) => ({ config, state: 'down', probedUp: false, everUp: false, lastError: 'not probed yet', gpus: [], cpus: config.cpus ?? 0, memoryMiB: config.memoryMiB ?? 0, runtime: config.type === 'ssh' ? (config.runtime === 'docker' ? 'docker' : 'ssh-process') : 'process', images: [], transparent: config.type === 'ssh' ? 'not probed yet' : 'the local host runs jobs as plain processes; CRIU is used through Docker only' }));
     ssh?.on('lost', (name) => void this.probeHost(name));
     ssh?.on('health', (name) => {
       const h = this.hosts.find((x) => x.config.name === name);
@@ -98,6 +100,7 @@ export class HostRegistry {
         h.cpus = h.config.cpus ?? p.cpus;
         h.memoryMiB = h.config.memoryMiB ?? p.memoryMiB;
         h.images = p.images ?? [];
+        h.transparent = p.transparent === undefined ? 'not probed' : p.transparent;
       }
       h.lastError = p.error;
       h.probedUp = p.up;
@@ -143,7 +146,7 @@ export class HostRegistry {
     });
   }
 
-  private quarantine(h: HostEntry): ReadonlyMap<number, { xid?: number; detail: string; at: string }> {
+  private quarantine(h: HostEntry): ReadonlyMap<number, { xid?: number; detail: string; at: string; source?: 'xid' | 'health' }> {
     return h.config.type === 'ssh' && this.ssh ? this.ssh.quarantined(h.config.name) : new Map();
   }
 
@@ -171,6 +174,12 @@ export class HostRegistry {
     if (h.config.type === 'ssh' && this.ssh) this.settle(h);
     else if (h.state === 'up' || h.state === 'draining') h.state = on ? 'draining' : 'up';
     this.changed();
+  }
+
+  /** Whether `host` can checkpoint a job's container transparently: null when it can, else why not. */
+  transparentUnavailable(host: string): string | null {
+    const h = this.hosts.find((x) => x.config.name === host);
+    return h ? h.transparent : `no host ${host}`;
   }
 
   /** The host's SSH settings and command channel (hosts of type "ssh" only; undefined for others). */
@@ -204,7 +213,7 @@ export class HostRegistry {
         runtime: h.runtime,
         gpus: h.gpus.map((g) => {
           const gq = q.get(g.index);
-          return { ...g, jobId: gpuJob.get(g.index) ?? null, ...this.usage.view(h.config.name, g.index), ...(gq ? { quarantined: { ...(gq.xid === undefined ? {} : { xid: gq.xid }), detail: gq.detail, at: gq.at } } : {}) };
+          return { ...g, jobId: gpuJob.get(g.index) ?? null, ...this.usage.view(h.config.name, g.index), ...(gq ? { quarantined: { ...(gq.xid === undefined ? {} : { xid: gq.xid }), detail: gq.detail, at: gq.at, ...(gq.source ? { source: gq.source } : {}) } } : {}) };
         }),
         cpus: h.cpus,
         cpusUsed: mine.reduce((n, a) => n + a.cpus, 0),
@@ -212,6 +221,7 @@ export class HostRegistry {
         memoryUsedMiB: mine.reduce((n, a) => n + a.memoryMiB, 0),
         labels: h.config.labels,
         ...(h.images.length ? { images: h.images } : {}),
+        checkpoint: { cooperative: h.runtime === 'docker', transparent: h.transparent },
       };
     });
   }

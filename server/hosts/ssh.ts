@@ -4,6 +4,7 @@
  * against the configured known_hosts file before anything else happens.
  */
 import { readFileSync } from 'node:fs';
+import { Socket } from 'node:net';
 import { Client, type ClientChannel, type ConnectConfig, type SFTPWrapper } from 'ssh2';
 import { GpurunError } from '../protocol/errors.ts';
 import type { SshTarget } from './sshConfig.ts';
@@ -54,16 +55,26 @@ const KEEPALIVE_MS = 2_000;
 /** Tries of a session that sshd refused to open (spawn). */
 const OPEN_TRIES = 5;
 const KEEPALIVE_COUNT = 3;
+/**
+ * A ready connection that has heard nothing from the host for this long (a keepalive is answered every ~2 s) is
+ * quiet: it takes no new channels, new work goes over another connection. Its own channels stay and wait.
+ */
+const QUIET_MS = 6_000;
 
 export interface SshPoolOptions {
   /**
-   * How long a connection may go without an answer to its keepalives before it is given up (default ~6 s). Hosts
-   * set it past the grace of `hostLostAfter` (hosts/sshHosts.ts `keepaliveTolerance`): TCP carries the streams over a
-   * shorter gap, and giving the connection up sooner would end every channel on it (a relay mount's SFTP stream).
+   * How long a connection may go without an answer to its keepalives before it is given up (default ~6 s).
+   * `Infinity`: never by its keepalives; the owner gives it up (dropAll) when it knows the host is gone. GPU hosts
+   * use that (hosts/sshHosts.ts): after a few blips TCP's retransmission backoff can keep a connection silent for a
+   * minute or two although the link is back, and giving it up would end every channel on it (a relay mount's SFTP
+   * stream) over a blip shorter than the grace.
    */
   keepaliveToleranceMs?: number;
   /** How long the SSH handshake may take (default 10 s). */
   readyTimeoutMs?: number;
+  /** Keepalive interval and quiet time (defaults 2 s and 6 s: KEEPALIVE_MS, QUIET_MS); tests set shorter ones. */
+  keepaliveMs?: number;
+  quietMs?: number;
 }
 
 interface PooledConn {
@@ -71,6 +82,22 @@ interface PooledConn {
   channels: number;
   ready: Promise<void>;
   closed: boolean;
+  /** When the handshake ended (ms; 0 before). */
+  readyAt: number;
+  /** When the last bytes came from the host (ms). */
+  heardAt: number;
+}
+
+/** Whether a ready connection has heard nothing for `quietMs` (QUIET_MS: see there). */
+function quiet(c: PooledConn, now: number, quietMs: number): boolean {
+  return c.readyAt > 0 && now - c.heardAt > quietMs;
+}
+
+/** ssh2's keepaliveCountMax for a tolerance (ms): unanswered keepalives before it ends the connection. */
+export function keepaliveCount(toleranceMs: number | undefined, intervalMs = KEEPALIVE_MS): number {
+  if (toleranceMs === undefined) return KEEPALIVE_COUNT;
+  if (toleranceMs === Infinity) return Infinity;
+  return Math.max(KEEPALIVE_COUNT, Math.ceil(toleranceMs / intervalMs) + 1);
 }
 
 export class SshPool implements RemoteExec {
@@ -82,6 +109,7 @@ export class SshPool implements RemoteExec {
   private readonly onClose: (err: Error) => void;
   private shut = false;
   private readonly opts: SshPoolOptions;
+  private readonly quietMs: number;
 
   /**
    * `onClose` hears about every connection that ends with an error or unexpectedly (for the host's state); `what`
@@ -90,6 +118,7 @@ export class SshPool implements RemoteExec {
   constructor(cfg: SshTarget & { name: string }, onClose: (err: Error) => void = () => {}, what = `host ${cfg.name}`, opts: SshPoolOptions = {}) {
     this.cfg = cfg;
     this.opts = opts;
+    this.quietMs = opts.quietMs ?? QUIET_MS;
     this.what = what;
     this.hostName = cfg.name;
     this.onClose = onClose;
@@ -119,8 +148,8 @@ export class SshPool implements RemoteExec {
       username: c.user,
       ...(privateKey ? { privateKey } : {}),
       ...(c.agent && process.env.SSH_AUTH_SOCK ? { agent: process.env.SSH_AUTH_SOCK } : {}),
-      keepaliveInterval: KEEPALIVE_MS,
-      keepaliveCountMax: this.opts.keepaliveToleranceMs ? Math.max(KEEPALIVE_COUNT, Math.ceil(this.opts.keepaliveToleranceMs / KEEPALIVE_MS) + 1) : KEEPALIVE_COUNT,
+      keepaliveInterval: this.opts.keepaliveMs ?? KEEPALIVE_MS,
+      keepaliveCountMax: keepaliveCount(this.opts.keepaliveToleranceMs, this.opts.keepaliveMs ?? KEEPALIVE_MS),
       readyTimeout: this.opts.readyTimeoutMs ?? 10_000,
       ...(types.length ? { algorithms: { serverHostKey: types as never } } : {}),
       hostVerifier: (key: Buffer) => {
@@ -133,13 +162,14 @@ export class SshPool implements RemoteExec {
   private open(): PooledConn {
     const client = new Client();
     const verdict: { v?: HostKeyVerdict } = {};
-    const conn: PooledConn = { client, channels: 0, closed: false, ready: Promise.resolve() };
+    const conn: PooledConn = { client, channels: 0, closed: false, ready: Promise.resolve(), readyAt: 0, heardAt: Date.now() };
     conn.ready = new Promise<void>((resolve, reject) => {
       let settled = false;
       let wasReady = false;
       client.once('ready', () => {
         settled = true;
         wasReady = true;
+        conn.readyAt = conn.heardAt = Date.now();
         // SFTP relays and log follows are many small packets each way: Nagle's delay would cost ~40 ms per request.
         client.setNoDelay(true);
         resolve();
@@ -161,7 +191,14 @@ export class SshPool implements RemoteExec {
         } else if (wasReady && !this.shut) this.onClose(new Error(`the SSH connection to ${this.cfg.address}:${this.cfg.port} closed`));
       });
       try {
-        client.connect(this.connectConfig(verdict));
+        // The socket is the pool's own, so that it sees every byte that comes in (what makes a connection quiet).
+        // Connecting before ssh2 takes it: ssh2 then waits for its 'connect' (as with a socket of its own).
+        const config = this.connectConfig(verdict);
+        const sock = new Socket();
+        sock.connect(this.cfg.port, this.cfg.address);
+        client.connect({ ...config, sock });
+        // ssh2 paused the socket: this listener does not start the flow, ssh2 does once its parser listens.
+        sock.on('data', () => (conn.heardAt = Date.now()));
       } catch (e) {
         settled = true;
         reject(e);
@@ -193,7 +230,8 @@ export class SshPool implements RemoteExec {
   /** A connection with a free channel slot, opening one if needed; the slot is taken. */
   private async acquire(): Promise<PooledConn> {
     if (this.shut) throw new GpurunError('E_UNREACHABLE', `${this.what}: the broker is shutting down`);
-    let conn = this.conns.find((c) => !c.closed && c.channels < MAX_CHANNELS);
+    const now = Date.now();
+    let conn = this.conns.find((c) => !c.closed && c.channels < MAX_CHANNELS && !quiet(c, now, this.quietMs));
     if (!conn) conn = this.open();
     conn.channels++;
     try {
@@ -332,6 +370,24 @@ export class SshPool implements RemoteExec {
     session.ready.catch(forget);
     this.sftpSession = session;
     return session.ready;
+  }
+
+  /**
+   * Gives up every connection to the host now (the host is known to be gone, or rebooted): their channels end, the
+   * next caller opens a new one.
+   */
+  dropAll(): void {
+    this.sftpSession = undefined;
+    for (const c of this.conns.splice(0)) {
+      c.closed = true;
+      c.client.destroy();
+    }
+  }
+
+  /** Connections whose host has been silent for a while (they take no new channels), for logs and tests. */
+  quietCount(): number {
+    const now = Date.now();
+    return this.conns.filter((c) => !c.closed && quiet(c, now, this.quietMs)).length;
   }
 
   close(): void {

@@ -9,7 +9,8 @@ import { GpurunError } from '../protocol/errors.ts';
 import type { SshHostConfig } from './sshConfig.ts';
 import { SshPool, type RemoteExec } from './ssh.ts';
 import { parseProbe, probeScript } from './probe.ts';
-import { HostHealth, healthScript, parseHealth, type GpuEvent, type Quarantine } from './health.ts';
+import { transparentFromProbe } from '../runtimes/criu.ts';
+import { HostHealth, healthScript, parseHealth, type GpuEvent, type Quarantine, type QuarantineKeeper } from './health.ts';
 import type { HostReach } from '../core/hostHealth.ts';
 
 export interface SshProbeResult {
@@ -21,6 +22,8 @@ export interface SshProbeResult {
   error: string | null;
   /** The images Docker has on the host (up hosts with Docker). */
   images?: string[];
+  /** Transparent checkpoint (CRIU through Docker): null when the host has it, else why not. */
+  transparent?: string | null;
 }
 
 export interface SshHostsOptions {
@@ -28,6 +31,8 @@ export interface SshHostsOptions {
   hostLostAfterMs?: number;
   /** How often each host's health is checked (ms). */
   healthEveryMs?: number;
+  /** Where GPU quarantines are kept across broker restarts (the broker's store); absent: in memory only. */
+  quarantines?: QuarantineKeeper;
   /** Called with what the health loop noticed (state changes only). */
   log?: (msg: string, fields: Record<string, unknown>) => void;
 }
@@ -39,16 +44,8 @@ const HEALTH_EVERY_MS = 5_000;
  * purpose: `unreachable` ends nothing (only the whole grace does), and a blip should show as one.
  */
 const HEALTH_TIMEOUT_MS = 5_000;
-
-/**
- * How long a host's pooled connections may go without an answer before they are given up: twice the grace and some.
- * TCP's retransmissions back off exponentially, so a link that was dark for T seconds may carry nothing for up to 2T
- * (on loopback: a 9 s blip, 12.6 s); giving the connection up sooner would end a relay mount's SFTP stream over a blip
- * shorter than the grace. Whether the host is lost is decided by the health checks, not by this.
- */
-export function keepaliveTolerance(hostLostAfterMs: number): number {
-  return 2 * hostLostAfterMs + 10_000;
-}
+/** After a failed check, the next one starts this soon (a check that fails takes 5–15 s itself). */
+const RECHECK_MS = 1_000;
 
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let t: NodeJS.Timeout;
@@ -63,6 +60,7 @@ export class SshHosts extends EventEmitter<{ lost: [string]; health: [string] }>
   private readonly healthEveryMs: number;
   private readonly log: (msg: string, fields: Record<string, unknown>) => void;
   private healthTimer?: NodeJS.Timeout;
+  private closed = false;
   /** Health checks under way, by host: a second caller waits for the same one. */
   private readonly checking = new Map<string, Promise<void>>();
 
@@ -71,7 +69,7 @@ export class SshHosts extends EventEmitter<{ lost: [string]; health: [string] }>
     this.hostLostAfterMs = opts.hostLostAfterMs ?? DEFAULT_HOST_LOST_AFTER_MS;
     this.healthEveryMs = opts.healthEveryMs ?? HEALTH_EVERY_MS;
     this.log = opts.log ?? (() => {});
-    this.health = new HostHealth(this.hostLostAfterMs);
+    this.health = new HostHealth(this.hostLostAfterMs, opts.quarantines);
     for (const c of configs) {
       this.cfgs.set(c.name, c);
       const dropped = (err: Error) => {
@@ -79,7 +77,9 @@ export class SshHosts extends EventEmitter<{ lost: [string]; health: [string] }>
         this.log('an SSH connection to the host dropped', { host: c.name, err: err.message });
         this.emit('lost', c.name);
       };
-      this.pools.set(c.name, new SshPool(c, dropped, undefined, { keepaliveToleranceMs: keepaliveTolerance(this.hostLostAfterMs) }));
+      // Never given up by their keepalives: a connection silent after a blip waits for TCP (its channels with it);
+      // the health checks decide whether the host is gone, and then its connections go (changed()).
+      this.pools.set(c.name, new SshPool(c, dropped, undefined, { keepaliveToleranceMs: Infinity }));
     }
   }
 
@@ -144,7 +144,7 @@ export class SshHosts extends EventEmitter<{ lost: [string]; health: [string] }>
     if (!p.sshfs) return down('sshfs is not installed on the host (apt-get install sshfs fuse3)');
     if (cfg.runtime === 'docker' && !p.docker) return down(`${p.dockerError} (runtime "docker" needs it; or set runtime: "process")`);
     if (cfg.runtime === 'process' && !p.processTools) return down('setsid or GNU tail (with --pid) is missing on the host (runtime "process" needs util-linux and coreutils)');
-    return { up: true, gpus: p.gpus, cpus: p.cpus, memoryMiB: p.memoryMiB, error: p.gpuError, ...(cfg.runtime === 'docker' ? { images: p.images } : {}) };
+    return { up: true, gpus: p.gpus, cpus: p.cpus, memoryMiB: p.memoryMiB, error: p.gpuError, ...(cfg.runtime === 'docker' ? { images: p.images } : {}), transparent: transparentFromProbe(p.criu, cfg.runtime === 'docker') };
   }
 
   /**
@@ -161,7 +161,7 @@ export class SshHosts extends EventEmitter<{ lost: [string]; health: [string] }>
   }
 
   private async checkHealthNow(name: string): Promise<void> {
-    const before = this.reach(name).reach;
+    const { reach: before, bootId: bootBefore } = this.reach(name);
     // A check that fails, hangs, or whose connection drops part way (output cut short) is tried again over a fresh
     // connection: that one says why the host cannot be reached (e.g. ECONNREFUSED once its sshd is gone).
     const read = async (exec: RemoteExec, ms: number, what: string) => parseHealth((await withTimeout(exec.exec(['sh', '-c', healthScript()]), ms, what)).stdout);
@@ -175,17 +175,24 @@ export class SshHosts extends EventEmitter<{ lost: [string]; health: [string] }>
       } catch (e) {
         const why = `${(pooled as Error).message}; a fresh connection: ${(e as Error).message}`;
         if (this.health.failed(name, Date.now(), why)) this.changed(name, before);
+        // Checked again soon rather than at the next round: the few seconds a link is back between blips must be
+        // seen, or the blips add up to the grace and a reachable host is called lost.
+        if (!this.closed) setTimeout(() => void this.checkHealth(name).catch(() => {}), RECHECK_MS).unref();
         return;
       } finally {
         fresh.close();
       }
     }
     if (this.health.reading(name, Date.now(), reading)) this.changed(name, before);
+    // A new boot id: the connections from before the reboot lead nowhere (their processes are gone).
+    if (bootBefore && reading.bootId && reading.bootId !== bootBefore) this.pools.get(name)?.dropAll();
   }
 
   private changed(name: string, before: string): void {
     const r = this.reach(name);
     if (r.reach !== before) this.log('host reachability changed', { host: name, from: before, to: r.reach, ...(r.lastError ? { why: r.lastError } : {}) });
+    // Lost for the whole grace: its connections (silent since) are given up with every channel on them.
+    if (r.reach === 'lost' && before !== 'lost') this.pools.get(name)?.dropAll();
     this.emit('health', name);
   }
 
@@ -200,6 +207,7 @@ export class SshHosts extends EventEmitter<{ lost: [string]; health: [string] }>
   }
 
   close(): void {
+    this.closed = true;
     clearInterval(this.healthTimer);
     for (const p of this.pools.values()) p.close();
   }

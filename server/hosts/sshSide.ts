@@ -13,6 +13,7 @@ import { Mounts } from './mount.ts';
 import { DockerRuntime } from '../runtimes/docker.ts';
 import { SshProcessRuntime } from '../runtimes/sshProcess.ts';
 import { ClientWorkspaces } from './clientWorkspaces.ts';
+import type { QuarantineKeeper } from './health.ts';
 
 const SWEEP_MS = 60_000;
 
@@ -31,11 +32,12 @@ export function brokerId(dataDir: string): string {
   return createHash('sha256').update(`${hostname()}:${dataDir}`).digest('hex').slice(0, 12);
 }
 
-export function createSshSide(config: BrokerConfig, log: Logger): SshSide {
+/** `quarantines`: where GPU quarantines are kept across restarts (the broker's store). */
+export function createSshSide(config: BrokerConfig, log: Logger, quarantines?: QuarantineKeeper): SshSide {
   const sshConfigs = config.hosts.filter((h): h is SshHostConfig => h.type === 'ssh');
   if (sshConfigs.length === 0) return { ssh: undefined, runtimes: {}, clientWorkspaces: undefined, startSweeps() {}, close() {} };
   const hlog = log.child({ part: 'hosts' });
-  const ssh = new SshHosts(sshConfigs, { hostLostAfterMs: config.hostLostAfterMs, log: (msg, fields) => hlog.warn(msg, fields) });
+  const ssh = new SshHosts(sshConfigs, { hostLostAfterMs: config.hostLostAfterMs, log: (msg, fields) => hlog.warn(msg, fields), ...(quarantines ? { quarantines } : {}) });
   ssh.startHealth();
   const clientWorkspaces = new ClientWorkspaces();
   const common = { hosts: ssh, mounts: new Mounts(), brokerId: brokerId(config.dataDir), clients: clientWorkspaces };

@@ -15,11 +15,17 @@ export interface MigrationConfig {
   sampleMs: number;
   /** An online job that cannot be placed because offline jobs hold the GPUs checkpoints and requeues them. */
   preempt: boolean;
+  /**
+   * How jobs move: "cooperative" (the job saves its own state; only jobs submitted with --checkpoint move), or
+   * "transparent" (CRIU checkpoints the container, with no help from the job, where both hosts have it; elsewhere
+   * as "cooperative").
+   */
+  method: 'cooperative' | 'transparent';
 }
 
-export const DEFAULT_MIGRATION: MigrationConfig = { checkpointTimeoutMs: 60_000, threshold: null, windowMs: 60_000, sampleMs: 5_000, preempt: false };
+export const DEFAULT_MIGRATION: MigrationConfig = { checkpointTimeoutMs: 60_000, threshold: null, windowMs: 60_000, sampleMs: 5_000, preempt: false, method: 'cooperative' };
 
-const KEYS = ['checkpointTimeout', 'threshold', 'window', 'sampleEvery', 'preempt'];
+const KEYS = ['checkpointTimeout', 'threshold', 'window', 'sampleEvery', 'preempt', 'method'];
 
 /** `fail(path, message)` throws the config error. */
 export function validateMigration(raw: unknown, fail: (path: string, msg: string) => never): MigrationConfig {
@@ -46,11 +52,13 @@ export function validateMigration(raw: unknown, fail: (path: string, msg: string
     threshold = { cpu: t.cpu === undefined ? 1 : frac(t.cpu, 'migration.threshold.cpu'), memory: t.memory === undefined ? 1 : frac(t.memory, 'migration.threshold.memory') };
   }
   if (o.preempt !== undefined && typeof o.preempt !== 'boolean') fail('migration.preempt', 'must be true or false');
+  if (o.method !== undefined && o.method !== 'cooperative' && o.method !== 'transparent') fail('migration.method', 'must be "cooperative" or "transparent"');
   return {
     checkpointTimeoutMs: dur(o.checkpointTimeout, 'migration.checkpointTimeout', DEFAULT_MIGRATION.checkpointTimeoutMs),
     threshold,
     windowMs: dur(o.window, 'migration.window', DEFAULT_MIGRATION.windowMs),
     sampleMs: dur(o.sampleEvery, 'migration.sampleEvery', DEFAULT_MIGRATION.sampleMs),
     preempt: o.preempt === true,
+    method: o.method === 'transparent' ? 'transparent' : 'cooperative',
   };
 }

@@ -26,6 +26,7 @@ import { checkpoints, CooperativeCheckpointer } from './cooperative.ts';
 import { copyDir } from './copy.ts';
 import { hostCheckpointDir } from './checkpoint.ts';
 import { moveMarker, moveWords } from './words.ts';
+import { TransparentCheckpointer } from './transparent.ts';
 
 type Phase = 'precopy' | 'signalled' | 'copying' | 'starting';
 
@@ -83,9 +84,11 @@ export class MoveManager implements MoveHooks {
   /** The last move given up per job (shown until the job's next move or end). */
   private readonly givenUp = new Map<string, MoveView>();
   private readonly cooperative = new CooperativeCheckpointer();
+  private readonly transparent: TransparentCheckpointer;
 
   constructor(d: MoveManagerDeps) {
     this.d = d;
+    this.transparent = new TransparentCheckpointer((host) => d.hosts.transparentUnavailable(host));
   }
 
   // ---- requests ---------------------------------------------------------------------------------------------
@@ -110,14 +113,18 @@ export class MoveManager implements MoveHooks {
     if ((job.backend ?? 'hosts') !== 'hosts' || this.d.hosts.runtimeFor(job.host).kind !== 'docker') {
       throw new GpurunError('E_CONFLICT', `job ${id} runs on ${job.host}, which is not a Docker host over SSH; only those jobs can move`);
     }
-    if (!checkpoints(job)) {
-      throw new GpurunError('E_CONFLICT', `job ${id} did not say it can checkpoint, so it cannot be moved without losing its progress`, { hint: 'Submit it with gpurun run --checkpoint (it then gets SIGUSR1 and $GPURUN_CHECKPOINT_DIR; see examples/gpurun_checkpoint.py).' });
+    // With migration.method "transparent", CRIU checkpoints the container where the job's host can; else the job must.
+    const whyNot = this.d.config.method === 'transparent' ? this.transparent.unavailable(job.host) : 'the broker\'s migration.method is "cooperative"';
+    if (!checkpoints(job) && whyNot !== null) {
+      const also = this.d.config.method === 'transparent' ? `, and ${job.host} cannot checkpoint it transparently (${whyNot})` : '';
+      throw new GpurunError('E_CONFLICT', `job ${id} did not say it can checkpoint${also}, so it cannot be moved without losing its progress`, { hint: 'Submit it with gpurun run --checkpoint (it then gets SIGUSR1 and $GPURUN_CHECKPOINT_DIR; see examples/gpurun_checkpoint.py).' });
     }
-    const dest = this.destination(job, to, loadOf);
+    const method = whyNot === null ? 'transparent' : 'cooperative';
+    const dest = this.destination(job, to, loadOf, method === 'transparent' ? (h) => this.transparent.unavailable(h) : undefined);
     const m: Move = {
       kind: 'move', jobId: id, n: attempt.n, from: job.host, fromGpus: job.gpuIndices, to: dest.host, gpus: dest.gpus, cause, phase: 'precopy',
       resources: job.resources, ac: new AbortController(), ended: deferred(),
-      ev: { from: job.host, to: dest.host, gpus: dest.gpus, cause, method: 'cooperative' },
+      ev: { from: job.host, to: dest.host, gpus: dest.gpus, cause, method },
       ...(opts.restartIfStuck ? { restartIfStuck: true } : {}),
     };
     this.moves.set(id, m);
@@ -130,14 +137,16 @@ export class MoveManager implements MoveHooks {
 
   /**
    * Where a job can go now: `to` if it fits there, else the fitting Docker host with the least online load
-   * (`loadOf`, for load-driven moves), then the most free GPUs.
+   * (`loadOf`, for load-driven moves), then the most free GPUs; never a host `unfit` gives a reason against.
    */
-  private destination(job: StoredJob, to?: string, loadOf: (host: string) => number = () => 0): { host: string; gpus: number[] } {
+  private destination(job: StoredJob, to?: string, loadOf: (host: string) => number = () => 0, unfit?: (host: string) => string | null): { host: string; gpus: number[] } {
     const names = this.d.hosts.names();
     if (to !== undefined && !names.includes(to)) throw new GpurunError('E_NOT_FOUND', `no host ${to}`, { hint: 'List the hosts with: gpurun hosts' });
     if (to === job.host) throw new GpurunError('E_BAD_REQUEST', `job ${job.id} already runs on ${to}`);
+    const why = to !== undefined ? unfit?.(to) : null;
+    if (why) throw new GpurunError('E_CONFLICT', `${to} cannot take job ${job.id} transparently: ${why}`, { hint: 'gpurun hosts says how each host can checkpoint.' });
     const holding = this.d.broker.holdings();
-    const caps = this.d.hosts.capacities().filter((c) => c.name !== job.host && (to === undefined || c.name === to) && this.d.hosts.runtimeFor(c.name).kind === 'docker');
+    const caps = this.d.hosts.capacities().filter((c) => c.name !== job.host && (to === undefined || c.name === to) && this.d.hosts.runtimeFor(c.name).kind === 'docker' && !unfit?.(c.name));
     const free = (h: string, n: number) => n - holding.filter((a) => a.host === h).reduce((k, a) => k + a.gpuIndices.length, 0);
     caps.sort((a, b) => loadOf(a.name) - loadOf(b.name) || free(b.name, b.gpus.length) - free(a.name, a.gpus.length));
     for (const c of caps) {
@@ -172,13 +181,14 @@ export class MoveManager implements MoveHooks {
     return { job, attempt, from: this.side(m.from), to: this.side(m.to), deadlineMs: this.d.config.checkpointTimeoutMs, signal: m.ac.signal, sourceEnded: m.ended.promise, ...(m.alreadyAsked ? { alreadyAsked: true } : {}), log: (msg, f) => log.info(msg, f) };
   }
 
-  private checkpointer(): Checkpointer {
-    return this.cooperative;
+  /** The move's checkpoint method (a late cooperative checkpoint has no move). */
+  private checkpointer(m?: Move): Checkpointer {
+    return m?.ev.method === 'transparent' ? this.transparent : this.cooperative;
   }
 
   /** Runs a move from its phase on (a move found again after a broker restart starts later than "precopy"). */
   private async run(m: Move): Promise<void> {
-    const cp = this.checkpointer();
+    const cp = this.checkpointer(m);
     try {
       if (m.phase === 'precopy' && m.kind === 'preempt') {
         this.persistSignalled(m);
@@ -256,7 +266,7 @@ export class MoveManager implements MoveHooks {
     this.d.log.warn('move given up', { job: m.jobId, from: m.from, to: m.to, why });
     const job = this.d.store.getJob(m.jobId);
     // What the pre-copy left at the destination (never the source's own folder: a preemption's "to" is its source).
-    if (job && m.to !== m.from) void this.cooperative.discard(this.side(m.to), job).catch(() => {});
+    if (job && m.to !== m.from) void this.checkpointer(m).discard(this.side(m.to), job).catch(() => {});
     this.d.broker.kick();
   }
 
@@ -283,7 +293,7 @@ export class MoveManager implements MoveHooks {
 
   claimEnd(job: StoredJob, att: StoredAttempt, end: AttemptEnd | { startError: string }): { reason: string; evidence: StoredAttempt['evidence']; fault: 'migrated' | 'preempted'; requeue: boolean } | null {
     const m = this.moves.get(job.id);
-    const cp = this.checkpointer();
+    const cp = this.checkpointer(m);
     if (m && m.n === att.n && (m.phase === 'signalled' || m.phase === 'precopy')) {
       if (m.phase === 'signalled' && cp.isCheckpointEnd(end)) {
         const at = 'endedAt' in end && end.endedAt ? end.endedAt : new Date().toISOString();
@@ -329,14 +339,16 @@ export class MoveManager implements MoveHooks {
     const env: Record<string, string> = checkpoints(job) ? { GPURUN_CHECKPOINT_SIGNAL: job.env.GPURUN_CHECKPOINT_SIGNAL! } : {};
     if (this.preemptedBefore(job, n)) Object.assign(env, this.cooperative.resume().env);
     const m = this.moves.get(job.id);
-    if (m && m.phase === 'starting' && n === m.n + 1) Object.assign(env, this.checkpointer().resume(this.context(m)).env);
+    if (m && m.phase === 'starting' && n === m.n + 1) Object.assign(env, this.checkpointer(m).resume(this.context(m)).env);
     return env;
   }
 
   movedStart(job: StoredJob, n: number): MovedStart | undefined {
     const m = this.moves.get(job.id);
-    if (!m || m.phase !== 'starting' || n !== m.n + 1 || m.fallback !== undefined) return undefined;
-    const restore = this.checkpointer().resume(this.context(m)).restore;
+    if (!m || m.phase !== 'starting' || n !== m.n + 1) return undefined;
+    // A transparent move that falls back restores on the source from the images still there (runtimes/criu.ts).
+    const restore = this.checkpointer(m).resume(this.context(m)).restore;
+    if (m.fallback !== undefined) return restore ? { restore } : undefined;
     return { ...(m.ev.ip ? { ip: m.ev.ip } : {}), ...(restore ? { restore } : {}) };
   }
 
@@ -348,7 +360,7 @@ export class MoveManager implements MoveHooks {
     this.recordMoved(m);
     this.d.log.info('job moved', { job: job.id, from: m.from, to: job.host, downtimeSec: m.ev.downtimeSec, precopyBytes: m.ev.precopyBytes, finalBytes: m.ev.finalBytes });
     // The copy left on the host it no longer runs on.
-    if (job.host !== m.from) void this.cooperative.discard(this.side(m.from), job).catch(() => {});
+    if (job.host !== m.from) void this.checkpointer(m).discard(this.side(m.from), job).catch(() => {});
     this.d.broker.kick();
   }
 
@@ -357,7 +369,7 @@ export class MoveManager implements MoveHooks {
     if (!ev || this.moves.has(job.id)) return false;
     const m = this.restored(job, last.n, ev, 'copying');
     m.ended.resolve({ at: ev.checkpointAt ?? last.endedAt ?? new Date().toISOString() });
-    void this.afterCheckpoint(m, this.checkpointer());
+    void this.afterCheckpoint(m, this.checkpointer(m));
     return true;
   }
 

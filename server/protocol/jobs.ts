@@ -275,6 +275,12 @@ export interface GpuQuarantine {
   xid?: number;
   detail: string;
   at: string;
+  /**
+   * What took the GPU out, hence what puts it back: `xid` (a GPU-fault Xid in the kernel log): an admin
+   * (`gpurun hosts clear HOST GPU`) or a reboot of the host; `health` (nvidia-smi reported it failing): a healthy
+   * reading. Kept by the broker's store across its restarts.
+   */
+  source?: 'xid' | 'health';
 }
 
 /** A host as `GET /v1/hosts` returns it. */
@@ -298,6 +304,11 @@ export interface HostInfo {
   labels: Record<string, string>;
   /** The images a Docker host has (`REPOSITORY:TAG`), as its last probe saw them. */
   images?: string[];
+  /**
+   * How a running job can be checkpointed here to move it (README: Migration): cooperatively on Docker hosts;
+   * transparently (CRIU through Docker) when `transparent` is null, else it says why not.
+   */
+  checkpoint?: { cooperative: boolean; transparent: string | null };
   /** A draining host's jobs: how many are moving off, how many run on to their end (migration/drain.ts). */
   drain?: { moving: number; running: number };
   /** What the host's online jobs use now (fractions of its CPUs and memory), when load-driven moves are on. */

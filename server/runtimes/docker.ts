@@ -14,6 +14,7 @@ import { mountPoint } from '../hosts/mount.ts';
 import type { RemoteExec } from '../hosts/ssh.ts';
 import { withoutGpuVars } from '../core/jobEnv.ts';
 import { CONTAINER_CHECKPOINT_DIR, hostCheckpointDir } from '../migration/checkpoint.ts';
+import { createArgs, criuDir, restoreContainer } from './criu.ts';
 import { hostJobEnv, MountedRuntime, type FollowCommand, type HostJobState, type MountedRef, type MountedRuntimeOptions } from './mounted.ts';
 
 export const CONTAINER_WORKSPACE = '/workspace';
@@ -245,6 +246,9 @@ export class DockerRuntime extends MountedRuntime {
         gpuMode: cfg.gpuMode, gpuIndices: spec.gpuIndices, cpus: job.resources.cpus, memoryMiB: job.resources.memoryMiB,
         mountPoint: mnt, readOnly: cfg.mount.readOnly, pidsLimit: this.pidsLimit, checkpointDir, ...(spec.moved?.ip ? { ip: spec.moved.ip } : {}),
       });
+      // A restore creates the same container and starts it from the checkpoint (runtimes/criu.ts).
+      const restore = spec.moved?.restore;
+      if (restore) args.splice(0, args.length, ...createArgs(args));
       let r = await ssh.exec(args, { timeoutMs: 120_000 }).catch((e) => (void removeEnvDir(ssh, envDir), Promise.reject(e)));
       if (r.code !== 0 && spec.moved?.ip && /user specified IP address|address already in use|no available IPv4|invalid address|not in the subnet/i.test(r.stderr)) {
         // The address cannot be had here (a network made without the user's subnet, or taken): a new one, said in the log.
@@ -266,6 +270,7 @@ export class DockerRuntime extends MountedRuntime {
         }
         throw new GpurunError('E_BAD_REQUEST', `docker run failed on ${spec.host} (exit ${r.code}): ${err}`, { hint: 'See the broker log for the full error.', exitCode: r.code ?? undefined, stderr: r.stderr });
       }
+      if (restore) await restoreContainer(ssh, name, criuDir(cfg.workDir, job.id), restore.name, spec.host);
     } catch (e) {
       await ssh.exec(['docker', 'rm', '-f', name]).catch(() => {});
       await this.mounts.unmount(ssh, mnt).catch(() => {});

@@ -408,8 +408,9 @@ export abstract class MountedRuntime implements Runtime {
 
   /** Until `closed` resolves: checks the mount, the host and the job's GPUs every few seconds; says what went wrong. */
   private async watch(ssh: RemoteExec, r: MountedRef, closed: Promise<void>): Promise<FollowResult> {
-    const relay = this.mounts.relay(r.mnt);
+    const relay = this.mounts.relay(r.host, r.mnt);
     let misses = 0;
+    let stalled = false;
     for (;;) {
       const ev = await Promise.race([
         closed.then(() => 'closed' as const),
@@ -422,8 +423,13 @@ export abstract class MountedRuntime implements Runtime {
       const gpu = this.gpuFault(r);
       if (gpu) return { fault: 'gpu', complete: false, gpu };
       if (this.hosts.reach(r.host).reach !== 'up') continue; // a blip: the mount cannot be asked now
-      const ok = await this.mounts.alive(ssh, r.mnt).catch(() => true /* the host, not the mount, is unreachable */);
-      misses = ok ? 0 : misses + 1;
+      const st = await this.mounts.check(ssh, r.mnt).catch(() => 'up' as const /* the host, not the mount, is unreachable */);
+      // A relay this process serves stalls while the broker's SSH connection waits for TCP after a blip: its channel
+      // is still open (an end would have come through relay.ended), so the mount is waiting, not gone.
+      const waiting = st === 'stalled' && relay !== undefined;
+      if (waiting && !stalled) this.log('the relay mount is waiting for its SSH connection', this.describe(r));
+      stalled = waiting;
+      misses = st === 'up' ? 0 : waiting ? misses : misses + 1;
       if (misses >= 2) {
         if (r.transport === 'relay' && !relay) return { fault: 'workspace', complete: false, workspace: { reason: 'the SFTP relay of this mount ended with the broker process that served it', controlPlane: true } };
         return { fault: 'workspace', complete: false, workspace: { reason: `the mount ${r.mnt} on ${r.host} is gone or does not answer`, controlPlane: false } };

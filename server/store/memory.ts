@@ -1,11 +1,12 @@
 /** In-memory Store for unit tests of code that needs one. Same contract as SqliteStore (test/unit/store.test.ts). */
 import type { Transition } from '../protocol/jobs.ts';
-import { tokenIdOf, type JobPatch, type JobQuery, type Store, type StoredAttempt, type StoredJob, type TokenRecord } from '../core/store.ts';
+import { tokenIdOf, type JobPatch, type JobQuery, type Store, type StoredAttempt, type StoredJob, type StoredQuarantine, type TokenRecord } from '../core/store.ts';
 
 export class MemoryStore implements Store {
   private readonly jobs = new Map<string, StoredJob>();
   private readonly trans = new Map<string, Transition[]>();
   private readonly tokens = new Map<string, TokenRecord>();
+  private readonly quars = new Map<string, StoredQuarantine>();
   private readonly atts = new Map<string, StoredAttempt[]>();
   private seq = 0;
 
@@ -90,6 +91,18 @@ export class MemoryStore implements Store {
     if (!r) return undefined;
     r.revokedAt ??= at;
     return { ...r };
+  }
+
+  putQuarantine(q: StoredQuarantine): void {
+    this.quars.set(`${q.host}\0${q.gpu}`, { ...q });
+  }
+
+  deleteQuarantine(host: string, gpu: number): void {
+    this.quars.delete(`${host}\0${gpu}`);
+  }
+
+  quarantines(): StoredQuarantine[] {
+    return [...this.quars.values()].map((q) => ({ ...q })).sort((a, b) => (a.host === b.host ? a.gpu - b.gpu : a.host < b.host ? -1 : 1));
   }
 
   close(): void {}

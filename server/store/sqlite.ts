@@ -8,7 +8,7 @@ import { chmodSync, closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { JobState, Transition } from '../protocol/jobs.ts';
 import { GpurunError } from '../protocol/errors.ts';
-import { tokenIdOf, type JobPatch, type JobQuery, type Store, type StoredAttempt, type StoredJob, type TokenRecord } from '../core/store.ts';
+import { tokenIdOf, type JobPatch, type JobQuery, type Store, type StoredAttempt, type StoredJob, type StoredQuarantine, type TokenRecord } from '../core/store.ts';
 
 /** MIGRATIONS[i] takes the schema from version i to i + 1. Append only. */
 const MIGRATIONS: string[] = [
@@ -84,6 +84,17 @@ const MIGRATIONS: string[] = [
   `CREATE INDEX IF NOT EXISTS jobs_list ON jobs(seq, state, ended_at, id);
    CREATE INDEX IF NOT EXISTS jobs_owner_list ON jobs(owner, seq, state, ended_at, id);
    DROP INDEX IF EXISTS jobs_owner;`,
+  // GPUs held back after a fault, kept across broker restarts (hosts/health.ts).
+  `CREATE TABLE IF NOT EXISTS gpu_quarantines (
+     host TEXT NOT NULL,
+     gpu INTEGER NOT NULL,
+     xid INTEGER,
+     detail TEXT NOT NULL,
+     at TEXT NOT NULL,
+     source TEXT NOT NULL,
+     boot_id TEXT,
+     PRIMARY KEY (host, gpu)
+   );`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
@@ -119,6 +130,9 @@ export class SqliteStore implements Store {
       listTokens: this.db.prepare('SELECT * FROM tokens ORDER BY created_at, rowid'),
       revokeToken: this.db.prepare('UPDATE tokens SET revoked_at = coalesce(revoked_at, ?) WHERE id = ?'),
       tokenById: this.db.prepare('SELECT * FROM tokens WHERE id = ?'),
+      putQuarantine: this.db.prepare('INSERT OR REPLACE INTO gpu_quarantines (host, gpu, xid, detail, at, source, boot_id) VALUES (?, ?, ?, ?, ?, ?, ?)'),
+      deleteQuarantine: this.db.prepare('DELETE FROM gpu_quarantines WHERE host = ? AND gpu = ?'),
+      quarantines: this.db.prepare('SELECT * FROM gpu_quarantines ORDER BY host, gpu'),
     };
   }
 
@@ -262,6 +276,26 @@ export class SqliteStore implements Store {
     this.tx(() => this.stmt.revokeToken.run(at, id));
     const r = this.stmt.tokenById.get(id) as Row | undefined;
     return r && tokenFromRow(r);
+  }
+
+  putQuarantine(q: StoredQuarantine): void {
+    this.tx(() => this.stmt.putQuarantine.run(q.host, q.gpu, q.xid, q.detail, q.at, q.source, q.bootId));
+  }
+
+  deleteQuarantine(host: string, gpu: number): void {
+    this.tx(() => this.stmt.deleteQuarantine.run(host, gpu));
+  }
+
+  quarantines(): StoredQuarantine[] {
+    return (this.stmt.quarantines.all() as Row[]).map((r) => ({
+      host: String(r.host),
+      gpu: Number(r.gpu),
+      xid: r.xid === null ? null : Number(r.xid),
+      detail: String(r.detail),
+      at: String(r.at),
+      source: r.source === 'health' ? 'health' : 'xid',
+      bootId: r.boot_id === null ? null : String(r.boot_id),
+    }));
   }
 
   close(): void {

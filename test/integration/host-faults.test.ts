@@ -10,8 +10,8 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { cleanup, CLI, cliJobs, createToken, fakePciBusId, gpurun, NODE, restartBroker, scratch, startBrokerProcess, stopBroker, testEnv, requirePart, type BrokerProc, type ListedJob, waitFor } from '../support/harness.ts';
-import { makeSshHosts, mountedUnder, sshHostsMissing, type TestHost, type TestHostSet } from '../support/sshHosts.ts';
+import { CLI, cliJobs, createToken, fakePciBusId, gpurun, NODE, restartBroker, scratch, startBrokerProcess, stopBroker, testEnv, requirePart, type BrokerProc, type ListedJob, waitFor } from '../support/harness.ts';
+import { makeSshHosts, endHostSuite, sshHostsMissing, type TestHost, type TestHostSet } from '../support/sshHosts.ts';
 import { mountPoint } from '../../server/hosts/mount.ts';
 import { brokerId } from '../../server/hosts/sshSide.ts';
 
@@ -105,13 +105,7 @@ describe('host faults: unreachable and lost hosts, blips, GPU faults, bursts (ss
 
   after(async function () {
     for (const a of blocked.splice(0)) iptables('-D', a);
-    await stopBroker(broker);
-    await set?.stopAll();
-    if (dir) {
-      for (const c of containers('gpurun.owner=erin')) spawnSync('docker', ['rm', '-f', c]);
-      for (const m of mountedUnder(workDir).reverse()) spawnSync('sh', ['-c', 'fusermount3 -uz "$1" || umount -l "$1"', 'unmount', m]);
-      cleanup(dir);
-    }
+    await endHostSuite(broker, set, 'erin', workDir, dir);
   });
 
   const { detach } = cliJobs(() => ({ env, ws }));

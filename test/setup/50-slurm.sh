@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Starts a real single-node Slurm (22.05 from Debian) for test/integration/slurm-*.test.ts: munged, slurmctld and
 # slurmd on ports 6817/6818, partitions `online` (default) and `offline`, and 2 GPUs declared through gres with
-# stand-in device files (there is no GPU here; Slurm only needs files to hand out). Idempotent: a second run with
+# stand-in device files (there is no GPU here; Slurm only needs files to hand out), and a partition `urgent` of a
+# higher priority tier whose jobs preempt (cancel, state PREEMPTED) jobs of the other two, as a site's preemption
+# does (only test/integration/slurm-preempt.test.ts submits to it). Idempotent: a second run with
 # the daemons up and the node idle changes nothing. Runs as root.
 set -euo pipefail
 
@@ -40,9 +42,12 @@ KillWait=2
 SlurmctldPort=6817
 SlurmdPort=6818
 GresTypes=gpu
+PreemptType=preempt/partition_prio
+PreemptMode=CANCEL
 NodeName=localhost CPUs=2 RealMemory=8000 Gres=gpu:standin:2 State=UNKNOWN
 PartitionName=online Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 PartitionName=offline Nodes=localhost MaxTime=INFINITE State=UP
+PartitionName=urgent Nodes=localhost MaxTime=INFINITE State=UP PriorityTier=10
 CONF
 )
 gres="NodeName=localhost Name=gpu Type=standin File=$STATE/dev/gpu[0-1]"

@@ -11,7 +11,7 @@ import { randomUUID } from 'node:crypto';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fakeNvidiaSmi } from './harness.ts';
+import { cleanup, fakeNvidiaSmi, stopBroker, type BrokerProc } from './harness.ts';
 
 export interface TestHost {
   name: string;
@@ -76,6 +76,20 @@ export function hiddenFrom(folder: string): string[] {
 /** The mount points under `dir` on this machine (from /proc/mounts). */
 export function mountedUnder(dir: string): string[] {
   return readFileSync('/proc/mounts', 'utf8').split('\n').map((l) => l.split(' ')[1]).filter((m) => m && m.startsWith(dir));
+}
+
+/**
+ * The end of a suite on SSH hosts: its broker stopped, its hosts stopped, then what its jobs may have left on this
+ * machine (containers of `owner`, mounts under `workDir`) removed, and its scratch folder `dir`.
+ */
+export async function endHostSuite(broker: BrokerProc | undefined, set: TestHostSet | undefined, owner: string, workDir: string, dir: string | undefined): Promise<void> {
+  await stopBroker(broker);
+  await set?.stopAll();
+  if (!dir) return;
+  const ps = spawnSync('docker', ['ps', '-aq', '--filter', `label=gpurun.owner=${owner}`], { encoding: 'utf8' });
+  for (const c of (ps.stdout ?? '').split('\n').filter(Boolean)) spawnSync('docker', ['rm', '-f', c]);
+  for (const m of mountedUnder(workDir).reverse()) spawnSync('sh', ['-c', 'fusermount3 -uz "$1" || umount -l "$1"', 'unmount', m]);
+  cleanup(dir);
 }
 
 function portOpen(address: string, port: number): Promise<boolean> {
@@ -212,4 +226,11 @@ export async function makeSshHosts(dir: string, specs: Array<{ name: string; add
   writeFileSync(knownHosts, `${knownLines.join('\n')}\n`);
   for (const h of hosts) await h.start();
   return { dir, clientKey, knownHosts, hosts, stopAll: async () => void (await Promise.all(hosts.map((h) => h.stop()))) };
+}
+
+/** Removes what a suite's jobs may have left: `owner`'s containers, and the mounts under each of `workDirs`. */
+export function removeLeftovers(owner: string, workDirs: string[]): void {
+  const left = execFileSync('docker', ['ps', '-a', '--filter', `label=gpurun.owner=${owner}`, '--format', '{{.Names}}'], { encoding: 'utf8' }).split('\n').filter(Boolean);
+  for (const c of left) spawnSync('docker', ['rm', '-f', c]);
+  for (const w of workDirs) for (const m of mountedUnder(w)) spawnSync('sh', ['-c', 'fusermount3 -uz "$1" || umount -l "$1"', 'unmount', m]);
 }

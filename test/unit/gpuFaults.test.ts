@@ -2,6 +2,9 @@ import assert from 'node:assert/strict';
 import { healthFaults, parseGpuHealth, parseXidLines, pciKey, xidClass } from '../../server/core/xid.ts';
 import { initialReach, observeReach, rebooted, unreachableSec } from '../../server/core/hostHealth.ts';
 import { HostHealth, healthScript, parseHealth } from '../../server/hosts/health.ts';
+import { MemoryStore } from '../../server/store/memory.ts';
+import { hostsTable } from '../../server/cli/format.ts';
+import type { GpuQuarantine } from '../../server/protocol/jobs.ts';
 
 // Kernel log lines as the drivers print them (dmesg --time-format iso, journalctl -k -o short-iso, dmesg -T).
 const DMESG_ISO = [
@@ -109,6 +112,35 @@ describe('host health readings', () => {
     assert.deepEqual([...h.quarantined('g').keys()], [1]);
     h.reading('g', 5_000, parseHealth(out('', '3f1c2a8e-0000-4000-8000-000000000002')));
     assert.equal(h.quarantined('g').size, 0, 'a reboot resets the GPUs');
+  });
+
+  it('keeps quarantines in its keeper: a new HostHealth over it (a broker restart) holds them until a reboot or an admin lifts them', () => {
+    const keeper = new MemoryStore();
+    const h = new HostHealth(60_000, keeper);
+    h.reading('g', 1_000, parseHealth(out('')));
+    h.reading('g', 2_000, parseHealth(out(xid(79, '11'))));
+    assert.deepEqual(keeper.quarantines().map((q) => [q.host, q.gpu, q.xid, q.source, q.bootId]), [['g', 1, 79, 'xid', '3f1c2a8e-0000-4000-8000-000000000001']]);
+    const after = new HostHealth(60_000, keeper);
+    assert.equal(after.quarantined('g').get(1)?.xid, 79, 'held from the first moment, before any reading');
+    after.reading('g', 3_000, parseHealth(out(xid(79, '11'))));
+    assert.equal(after.quarantined('g').get(1)?.xid, 79, 'the same boot: still quarantined (the Xid line is history now)');
+    assert.ok(after.clear('g', 1));
+    assert.deepEqual(keeper.quarantines(), []);
+    after.reading('g', 4_000, parseHealth(out(`${xid(79, '11')}\n${xid(48, '10')}`)));
+    assert.equal(keeper.quarantines().length, 1);
+    const rebooted = new HostHealth(60_000, keeper);
+    rebooted.reading('g', 5_000, parseHealth(out('', '3f1c2a8e-0000-4000-8000-000000000002')));
+    assert.equal(rebooted.quarantined('g').size, 0, 'the host came back with another boot id while no broker watched');
+    assert.deepEqual(keeper.quarantines(), []);
+  });
+
+  it('the hosts table says under a quarantined GPU why, and how it is lifted', () => {
+    const gpu = { index: 0, uuid: 'GPU-0', name: 'NVIDIA L4', memoryTotalMiB: 23034, memoryUsedMiB: 0, utilizationPct: 0 };
+    const host = (quarantined: GpuQuarantine) => ({ name: 'f2', state: 'up' as const, lastError: null, runtime: 'docker', gpus: [{ ...gpu, jobId: null, quarantined }], cpus: 8, cpusUsed: 0, memoryMiB: 1024, memoryUsedMiB: 0, labels: {} });
+    const xidOut = hostsTable([host({ xid: 79, detail: 'GPU has fallen off the bus.', at: '2026-12-01T14:02:03.000Z', source: 'xid' })]);
+    assert.match(xidOut, /f2 GPU 0 .*quarantined \(Xid 79 at \d\d:\d\d\)\n    Xid 79: GPU has fallen off the bus\.; an admin lifts it with: gpurun hosts clear f2 0 \(a reboot of f2 lifts it too\)\n/);
+    const healthOut = hostsTable([host({ detail: '3 uncorrectable ECC errors', at: '2026-12-01T14:02:03.000Z', source: 'health' })]);
+    assert.match(healthOut, /quarantined \(3 uncorrectable ECC errors at \d\d:\d\d\)\n    3 uncorrectable ECC errors; lifts by itself once nvidia-smi reports it healthy\n/);
   });
 
   it('quarantines on nvidia-smi health and lifts it when the GPU reads healthy again', () => {

@@ -53,7 +53,11 @@ describe('migration: config', () => {
   });
   it('reads threshold, window and preempt', () => {
     const c = validateMigration({ checkpointTimeout: '30s', threshold: { cpu: 0.9, memory: 0.8 }, window: '60s', preempt: true }, fail);
-    assert.deepEqual(c, { checkpointTimeoutMs: 30_000, threshold: { cpu: 0.9, memory: 0.8 }, windowMs: 60_000, sampleMs: 5_000, preempt: true });
+    assert.deepEqual(c, { checkpointTimeoutMs: 30_000, threshold: { cpu: 0.9, memory: 0.8 }, windowMs: 60_000, sampleMs: 5_000, preempt: true, method: 'cooperative' });
+  });
+  it('reads the method: transparent (CRIU where both hosts have it), else cooperative', () => {
+    assert.equal(validateMigration({ method: 'transparent' }, fail).method, 'transparent');
+    assert.throws(() => validateMigration({ method: 'criu' }, fail), /migration\.method: must be "cooperative" or "transparent"/);
   });
   it('refuses what it cannot use, naming the setting', () => {
     assert.throws(() => validateMigration({ threshold: { cpu: 1.5 } }, fail), /migration\.threshold\.cpu: must be a fraction/);

@@ -115,6 +115,17 @@ function contract(name: string, make: () => { store: Store; done(): void }): voi
       assert.deepEqual(store.attempts('b'), []);
     });
 
+    it('keeps GPU quarantines by host and GPU: replaced, listed in order, lifted', () => {
+      const q = { host: 'gpu2', gpu: 1, xid: 79, detail: 'GPU has fallen off the bus', at: 't1', source: 'xid' as const, bootId: 'b1' };
+      store.putQuarantine(q);
+      store.putQuarantine({ ...q, host: 'gpu1', gpu: 3, xid: null, detail: '3 uncorrectable ECC errors', source: 'health', bootId: null });
+      store.putQuarantine({ ...q, at: 't2' });
+      assert.deepEqual(store.quarantines().map((x) => [x.host, x.gpu, x.xid, x.at, x.source, x.bootId]), [['gpu1', 3, null, 't1', 'health', null], ['gpu2', 1, 79, 't2', 'xid', 'b1']]);
+      store.deleteQuarantine('gpu2', 1);
+      store.deleteQuarantine('gpu2', 7);
+      assert.deepEqual(store.quarantines().map((x) => x.host), ['gpu1']);
+    });
+
     it('finds tokens by hash only', () => {
       store.addToken(H1, 'alice', false, 't0');
       store.addToken(H2, 'root', true, 't0', '2030-01-01T00:00:00.000Z');

@@ -1,0 +1,111 @@
+/**
+ * Transparent checkpoint of a job's container with CRIU through Docker (`docker checkpoint create`, `docker start
+ * --checkpoint`): what a host must have for it (probed), and the commands that checkpoint a container on one host and
+ * restore it into a new container of the same name on another. Argument builders and parsers are pure; the two
+ * runners take a host's command channel.
+ *
+ * What CRIU carries: the processes' memory, registers, open files (by path) and the container's /dev tmpfs. What it
+ * does not: files the job wrote in the container's own file system (outside /workspace and its checkpoint folder),
+ * established TCP connections (Docker asks runc for no --tcp-established), GPU state (NVIDIA's cuda-checkpoint would
+ * be needed). The /workspace bind mount (a FUSE mount from sshfs on the host) is an external mount to CRIU, as runc
+ * declares every bind mount: it is not dumped; on the destination the workspace is mounted again before the restore
+ * and files open on it are reopened by path (their offsets kept).
+ */
+import { GpurunError } from '../protocol/errors.ts';
+import type { RemoteExec } from '../hosts/ssh.ts';
+
+/** The probe script's section about CRIU (hosts/probe.ts runs it with the rest): fixed text, no user data. */
+export const CRIU_PROBE = [
+  'echo @@criu',
+  'if command -v criu >/dev/null 2>&1; then echo "criu $(criu --version 2>&1 | head -n 1)"; o=$(criu check 2>&1); echo "check $? $(printf %s "$o" | grep -v "^Warn" | tail -n 1)"; else echo "criu absent"; fi',
+  `if command -v docker >/dev/null 2>&1; then echo "experimental $(docker version --format '{{.Server.Experimental}}' 2>&1 | tail -n 1)"; else echo "experimental absent"; fi`,
+].join('\n');
+
+/**
+ * Whether the host can checkpoint a container transparently, from the probe's `@@criu` section: null when it can,
+ * else why not (words for `gpurun hosts`). `docker` is whether the host runs jobs in Docker.
+ */
+export function transparentFromProbe(body: string | undefined, docker: boolean): string | null {
+  if (!docker) return 'jobs here are plain processes; CRIU is used through Docker only';
+  if (body === undefined) return 'not probed';
+  const line = (k: string) => body.split('\n').find((l) => l.startsWith(`${k} `))?.slice(k.length + 1).trim();
+  const criu = line('criu');
+  if (!criu || criu === 'absent') return 'criu is not installed on the host';
+  const check = /^(\S+)\s*(.*)$/.exec(line('check') ?? '');
+  if (!check || check[1] !== '0') return `criu check failed${check ? ` (exit ${check[1]})` : ''}: ${check?.[2] || '(no output)'}`;
+  const exp = line('experimental');
+  if (exp !== 'true') return `the Docker engine is not in experimental mode (docker checkpoint needs it: "experimental": true in /etc/docker/daemon.json)${exp && exp !== 'false' ? `: ${exp}` : ''}`;
+  return null;
+}
+
+/** Where a job's CRIU images are on a host (one folder per job, under the host's work folder). */
+export function criuDir(workDir: string, jobId: string): string {
+  return `${workDir}/criu/${jobId}`;
+}
+
+/** The checkpoint's name for the move out of attempt `n` (a docker checkpoint name: letters, digits, dashes). */
+export function checkpointName(n: number): string {
+  return `move-${n}`;
+}
+
+/** argv that checkpoints `container` into `dir/name` and stops it (Docker's default: the container exits). */
+export function checkpointArgs(container: string, dir: string, name: string): string[] {
+  return ['docker', 'checkpoint', 'create', '--checkpoint-dir', dir, container, name];
+}
+
+/**
+ * argv that puts the images of `dir/name` where the engine looks for a container's checkpoints and starts the
+ * container from them. Docker 20.10 refuses `docker start --checkpoint-dir` ("custom checkpointdir is not
+ * supported"), so the images are linked into the container's own checkpoints folder under the engine's data root.
+ */
+export function restoreArgs(container: string, dir: string, name: string): string[] {
+  return ['sh', '-c', [
+    'set -e',
+    'root=$(docker info --format "{{.DockerRootDir}}")',
+    'id=$(docker inspect --format "{{.Id}}" "$1")',
+    'mkdir -p "$root/containers/$id/checkpoints"',
+    'rm -rf "$root/containers/$id/checkpoints/$3"',
+    // Hard links where the folders share a file system (no second copy of the memory); else a copy.
+    'cp -al "$2/$3" "$root/containers/$id/checkpoints/$3" 2>/dev/null || { rm -rf "$root/containers/$id/checkpoints/$3"; cp -a "$2/$3" "$root/containers/$id/checkpoints/$3"; }',
+    'docker start --checkpoint "$3" "$1"',
+    // Running: the images are the container's now (removed with it); the job's folder goes.
+    'rm -rf "$2/$3"',
+  ].join('\n'), 'gpurun-restore', container, dir, name];
+}
+
+/** The argv of `docker run -d …` made into `docker create …` (the same container, not started). */
+export function createArgs(runArgs: readonly string[]): string[] {
+  if (runArgs[0] !== 'docker' || runArgs[1] !== 'run' || runArgs[2] !== '-d') throw new Error('not a docker run -d argv');
+  return ['docker', 'create', ...runArgs.slice(3)];
+}
+
+/** Bytes of the files in `dir` on the host. */
+export async function dirBytes(ssh: RemoteExec, dir: string): Promise<number> {
+  const out = await ssh.run(['sh', '-c', 'du -sb "$1" | cut -f1', 'gpurun-du', dir], `measuring ${dir}`, { timeoutMs: 60_000 });
+  return Number(out.trim()) || 0;
+}
+
+/**
+ * Checkpoints a running container into `dir/name` on its host; the container stops with it. On failure the job
+ * goes on running: CRIU resumes the processes it had seized, and a container left frozen is unpaused. Throws a
+ * GpurunError E_CONFLICT with CRIU's words then.
+ */
+export async function checkpointContainer(ssh: RemoteExec, container: string, dir: string, name: string, timeoutMs: number): Promise<{ ms: number }> {
+  const began = Date.now();
+  await ssh.run(['sh', '-c', 'rm -rf "$1/$2" && mkdir -p "$1"', 'gpurun-ckdir', dir, name], 'making the checkpoint folder');
+  const r = await ssh.exec(checkpointArgs(container, dir, name), { timeoutMs }).catch((e: Error) => ({ code: null, signal: null, stdout: '', stderr: e.message }));
+  if (r.code === 0) return { ms: Date.now() - began };
+  // A checkpoint cut off (timeout) may leave the container frozen by the cgroup freezer.
+  await ssh.exec(['docker', 'unpause', container], { timeoutMs: 30_000 }).catch(() => undefined);
+  const err = r.stderr.trim().split('\n').slice(-3).join(' / ') || `exit ${r.code ?? r.signal}`;
+  throw new GpurunError('E_CONFLICT', `the transparent checkpoint (CRIU) of the job failed; it goes on running: ${err}`, { stderr: r.stderr });
+}
+
+/** Starts the created `container` from the checkpoint `dir/name` on its host. Throws a GpurunError with CRIU's words. */
+export async function restoreContainer(ssh: RemoteExec, container: string, dir: string, name: string, host: string): Promise<void> {
+  const r = await ssh.exec(restoreArgs(container, dir, name), { timeoutMs: 300_000 });
+  if (r.code !== 0) {
+    const err = r.stderr.trim().split('\n').slice(-3).join(' / ') || `exit ${r.code ?? r.signal}`;
+    throw new GpurunError('E_BAD_REQUEST', `restoring the job's checkpoint on ${host} failed: ${err}`, { stderr: r.stderr, exitCode: r.code ?? undefined });
+  }
+}

@@ -1,0 +1,56 @@
+import assert from 'node:assert/strict';
+import { checkpointArgs, createArgs, criuDir, restoreArgs, transparentFromProbe } from '../../server/runtimes/criu.ts';
+import { parseProbe, probeScript } from '../../server/hosts/probe.ts';
+import { dockerRunArgs } from '../../server/runtimes/docker.ts';
+
+// The @@criu section as this machine's hosts print it (captured): CRIU 4.1.1 through test/setup/35-criu.sh's
+// wrapper, as root; without criu on the login's PATH; as a user who is not root (no Docker socket either).
+const OK = 'criu Version: 4.1.1\ncheck 0 Looks good.\nexperimental true';
+const ABSENT = 'criu absent\nexperimental true';
+const NOT_ROOT = 'criu Version: 4.1.1\ncheck 1 setcap cap_checkpoint_restore+eip /opt/gpurun-criu/x/usr/sbin/criu\nexperimental permission denied while trying to connect to the Docker daemon socket at unix:///var/run/docker.sock: Get "http://%2Fvar%2Frun%2Fdocker.sock/v1.50/version": dial unix /var/run/docker.sock: connect: permission denied';
+
+describe('transparent checkpoint: what the probe finds', () => {
+  const cases: Array<[string, string | undefined, boolean, string | null | RegExp]> = [
+    ['CRIU and an experimental engine', OK, true, null],
+    ['no criu', ABSENT, true, 'criu is not installed on the host'],
+    ['criu check fails (not root)', NOT_ROOT, true, /^criu check failed \(exit 1\): setcap cap_checkpoint_restore/],
+    ['criu check fails (Debian 12 CRIU on this kernel)', 'criu Version: 3.17.1\ncheck 1 Error (criu/vdso.c:): vdso: Unexpected rt vDSO area bounds\nexperimental true', true, /^criu check failed \(exit 1\): Error .*vDSO/],
+    ['engine not experimental', 'criu Version: 4.1.1\ncheck 0 Looks good.\nexperimental false', true, /^the Docker engine is not in experimental mode \(docker checkpoint needs it: "experimental": true in \/etc\/docker\/daemon.json\)$/],
+    ['no docker on a process host', OK, false, 'jobs here are plain processes; CRIU is used through Docker only'],
+    ['an old probe without the section', undefined, true, 'not probed'],
+  ];
+  for (const [name, body, docker, want] of cases) {
+    it(name, () => {
+      const got = transparentFromProbe(body, docker);
+      if (want instanceof RegExp) assert.match(got ?? '', want);
+      else assert.equal(got, want);
+    });
+  }
+
+  it('the probe script carries the section and the parser keeps it', () => {
+    assert.match(probeScript(), /@@criu/);
+    const p = parseProbe(`@@gpus\n@@gpus_rc absent\n@@nproc\n2\n@@mem\nMemTotal: 1024 kB\n@@docker\n20.10.24\n@@docker_rc 0\n@@images\n@@sshfs\nSSHFS version 3.10.3\n@@sshfs_rc 0\n@@proc\n@@proc_rc 0\n@@criu\n${OK}\n@@end\n`);
+    assert.equal(transparentFromProbe(p.criu, true), null);
+  });
+});
+
+describe('transparent checkpoint: commands', () => {
+  it('checkpoints into the job\'s CRIU folder and restores from the container\'s own checkpoints folder', () => {
+    const dir = criuDir('/var/lib/gpurun', 'j1');
+    assert.equal(dir, '/var/lib/gpurun/criu/j1');
+    assert.deepEqual(checkpointArgs('gpurun-j1', dir, 'move-1'), ['docker', 'checkpoint', 'create', '--checkpoint-dir', '/var/lib/gpurun/criu/j1', 'gpurun-j1', 'move-1']);
+    const r = restoreArgs('gpurun-j1', dir, 'move-1');
+    assert.deepEqual(r.slice(3), ['gpurun-restore', 'gpurun-j1', '/var/lib/gpurun/criu/j1', 'move-1']);
+    assert.match(r[2], /^docker start --checkpoint "\$3" "\$1"$/m);
+    // Names and folders reach the shell as positional arguments, never inside the script.
+    assert.doesNotMatch(r[2], /gpurun-j1|move-1/);
+  });
+
+  it('creates the same container a start runs', () => {
+    const run = dockerRunArgs({ jobId: 'j1', owner: 'alice', brokerId: 'b', image: 'local/python:3', command: ['python3', 'x.py'], envFile: '/e', gpuMode: 'env', gpuIndices: [0], cpus: 1, memoryMiB: 512, mountPoint: '/m', readOnly: false, pidsLimit: 100 });
+    const create = createArgs(run);
+    assert.deepEqual(create.slice(0, 2), ['docker', 'create']);
+    assert.deepEqual(create.slice(2), run.slice(3));
+    assert.throws(() => createArgs(['docker', 'exec', 'x']));
+  });
+});
