@@ -277,6 +277,11 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     return [...this.active.values()];
   }
 
+  /** Stops a job so that it is placed again from the start (fault `preempted`; restarted if its policy allows). */
+  stopToRestart(id: string, reason: string): void {
+    this.requestStop(id, 'requeue', reason);
+  }
+
   /** Stops a job that passed a limit (e.g. its output cap); it ends `failed` with `reason`. */
   stopForLimit(id: string, reason: string): void {
     this.requestStop(id, 'limit', reason);
@@ -605,7 +610,7 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
       const delay = decision.delayMs;
       const words = `restarting: attempt ${decision.next}/${this.maxAttempts(job)} in ${formatDuration(Math.ceil(delay / 1000))} after ${o.fault} on ${att?.host ?? 'its host'} (${o.reason})`;
       this.notBefore.set(id, this.clock.now() + delay);
-      this.update(id, { state: 'queued', reason: words, host: null, gpuIndices: [], runtimeRef: null, exitCode: o.exitCode });
+      this.update(id, { state: 'queued', reason: words, host: null, gpuIndices: [], runtimeRef: null, exitCode: o.exitCode, ...(job.stopIntent === 'requeue' ? { stopIntent: null } : {}) });
       this.d.log.info('restarting job', { job: id, next: decision.next, delayMs: delay, fault: o.fault });
       this.timers.set(id, this.clock.after(delay, () => this.kick()));
       return;

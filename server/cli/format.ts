@@ -133,6 +133,8 @@ function evidenceLines(a: Attempt): string[] {
   if (e.workspaceLost) out.push(`workspace lost (${e.workspaceLost.controlPlane ? "gpurun's own path" : 'the files or the mount'}): ${e.workspaceLost.reason}`);
   for (const g of e.gpuFaults ?? []) out.push(`GPU ${g.gpu}${g.xid !== undefined ? ` Xid ${g.xid}` : ''} at ${g.at}: ${g.detail}`);
   if (e.slurm) out.push(`Slurm: ${e.slurm.state}${e.slurm.reason ? ` (${e.slurm.reason})` : ''}`);
+  const m = e.move;
+  if (m) out.push(`${m.to ? `move ${m.from} → ${m.to}` : `preempted on ${m.from}`} (${m.method}): ${m.cause}${m.checkpointAt ? `; checkpoint at ${m.checkpointAt}` : ''}${m.downtimeSec !== undefined ? `; downtime ${m.downtimeSec} s` : ''}${m.precopyBytes !== undefined || m.finalBytes !== undefined ? `; copied ${m.precopyBytes ?? 0} B while running, ${m.finalBytes ?? 0} B after${m.totalBytes !== undefined ? ` (a full copy: ${m.totalBytes} B)` : ''}` : ''}${m.fellBack ? `; ${m.fellBack}` : ''}`);
   for (const n of e.notes ?? []) out.push(n);
   return out;
 }

@@ -90,6 +90,8 @@ export function classify(input: ClassifyInput): Outcome {
   if (input.stopIntent === 'timeout') return make('timed_out', 'timed_out', input.stopReason ?? 'stopped after reaching its time limit');
   // Stopped for passing a limit of a shared broker (its output cap): a failure of the job, not restartable.
   if (input.stopIntent === 'limit') return make('failed', null, input.stopReason ?? 'stopped for passing a limit');
+  // Stopped to be placed again (a drain or a preemption the job did not checkpoint for): a restart may run it.
+  if (input.stopIntent === 'requeue') return make('failed', 'preempted', input.stopReason ?? 'stopped to be placed again');
 
   if ('startError' in end && end.startError && !('lost' in end)) {
     const msg = end.startError;

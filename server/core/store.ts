@@ -5,7 +5,8 @@
 import type { Attempt, Job, JobState, Transition } from '../protocol/jobs.ts';
 
 /** Why the broker asked a job to stop; decides the final state when the job's process ends. */
-export type StopIntent = 'cancel' | 'timeout' | 'limit';
+/** Why the broker stopped a job: a cancel, its time limit, a limit of a shared broker, or to place it again (requeue). */
+export type StopIntent = 'cancel' | 'timeout' | 'limit' | 'requeue';
 
 /** A job as stored: the API's Job plus what only the broker needs. */
 export interface StoredJob extends Omit<Job, 'queuePosition' | 'transitions' | 'cluster' | 'attempt' | 'attempts'> {

@@ -42,6 +42,8 @@ export interface MoveContext {
   to: HostSide;
   /** How long checkpoint() may take before the move is given up. */
   deadlineMs: number;
+  /** The job was asked to checkpoint before a broker restart: checkpoint() only waits for it, asking nothing again. */
+  alreadyAsked?: boolean;
   /** Aborted when the move is given up (broker closing, job cancelled). */
   signal: AbortSignal;
   /**

@@ -40,9 +40,11 @@ export class CooperativeCheckpointer implements Checkpointer {
     const container = String(ctx.attempt.runtimeRef?.container ?? '');
     if (!container) throw new GpurunError('E_CONFLICT', `job ${ctx.job.id} has no container to signal`);
     const sig = checkpointSignal(ctx.job);
-    const r = await ctx.from.exec.exec(['docker', 'kill', '--signal', sig, container], { timeoutMs: 30_000 });
-    if (r.code !== 0) throw new GpurunError('E_CONFLICT', `could not signal the job on ${ctx.from.host} (${sig}): ${r.stderr.trim()}`);
-    ctx.log('checkpoint signal sent', { signal: sig });
+    if (!ctx.alreadyAsked) {
+      const r = await ctx.from.exec.exec(['docker', 'kill', '--signal', sig, container], { timeoutMs: 30_000 });
+      if (r.code !== 0) throw new GpurunError('E_CONFLICT', `could not signal the job on ${ctx.from.host} (${sig}): ${r.stderr.trim()}`);
+      ctx.log('checkpoint signal sent', { signal: sig });
+    }
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new GpurunError('E_CONFLICT', `the job did not checkpoint within ${Math.round(ctx.deadlineMs / 1000)} s of ${sig} (it should write its state to $GPURUN_CHECKPOINT_DIR and exit ${CHECKPOINT_EXIT_CODE}); it goes on running on ${ctx.from.host}`)), ctx.deadlineMs);

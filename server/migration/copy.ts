@@ -44,6 +44,8 @@ export async function copyDir(from: HostSide, fromDir: string, to: HostSide, toD
     const abort = () => (reader.close(), writer.close());
     signal?.addEventListener('abort', abort);
     try {
+      // Both channels' output is read to its end: an ssh2 channel closes only once its output has been consumed.
+      writer.resume();
       reader.pipe(writer);
       reader.end(plan.copy.map((p) => `${p}\0`).join(''));
       const [re, we] = await Promise.all([readEnd, writeEnd]);

@@ -43,9 +43,10 @@ export class Drains {
   /** Starts moving the host's offline jobs that checkpoint and are not moving yet. */
   private moveOff(host: string, by: string): void {
     for (const job of this.broker.activeJobs()) {
-      if (job.host !== host || job.state !== 'running' || job.queue !== 'offline' || !checkpoints(job) || this.moves.view(job.id)?.state === 'moving') continue;
+      // A job whose move was given up (it did not checkpoint) is not asked again: it runs to its end.
+      if (job.host !== host || job.state !== 'running' || job.queue !== 'offline' || !checkpoints(job) || this.moves.view(job.id)) continue;
       try {
-        this.moves.begin(job.id, `${host} drained by ${by}`);
+        this.moves.begin(job.id, `${host} drained by ${by}`, undefined, undefined, { restartIfStuck: true });
       } catch (e) {
         this.log.info('drain: a job cannot move yet', { host, job: job.id, why: (e as Error).message });
       }

@@ -48,6 +48,10 @@ interface Move {
   ev: MoveEvidence;
   /** The move's attempt is to resume on the source (the copy failed, or a checkpoint came after a give-up). */
   fallback?: string;
+  /** Found again after a broker restart with the signal already sent. */
+  alreadyAsked?: boolean;
+  /** A job that does not checkpoint in time is stopped to be restarted from the start, if its policy allows (drain, preemption; never for load). */
+  restartIfStuck?: boolean;
 }
 
 export interface MoveManagerDeps {
@@ -100,7 +104,7 @@ export class MoveManager implements MoveHooks {
    * Starts moving a job; throws a GpurunError (nothing changed) when it cannot move now. Returns the destination.
    * `to`: a host name, or undefined for the host the job fits best (by what is free there).
    */
-  begin(id: string, cause: string, to?: string, loadOf?: (host: string) => number): string {
+  begin(id: string, cause: string, to?: string, loadOf?: (host: string) => number, opts: { restartIfStuck?: boolean } = {}): string {
     const cur = this.d.broker.currentOf(id);
     if (!cur) throw new GpurunError('E_CONFLICT', `job ${id} has ended; only a running job can move`);
     const { job, attempt } = cur;
@@ -121,6 +125,7 @@ export class MoveManager implements MoveHooks {
       kind: 'move', jobId: id, n: attempt.n, from: job.host, fromGpus: job.gpuIndices, to: dest.host, gpus: dest.gpus, cause, phase: 'precopy',
       resources: job.resources, ac: new AbortController(), ended: deferred(),
       ev: { from: job.host, to: dest.host, gpus: dest.gpus, cause, method },
+      ...(opts.restartIfStuck ? { restartIfStuck: true } : {}),
     };
     this.moves.set(id, m);
     this.givenUp.delete(id);
@@ -173,7 +178,7 @@ export class MoveManager implements MoveHooks {
     const job = cur?.job ?? this.d.store.getJob(m.jobId)!;
     const attempt = this.d.store.attempts(m.jobId).find((a) => a.n === m.n)!;
     const log = this.d.log.child({ job: m.jobId, move: `${m.from}→${m.to}` });
-    return { job, attempt, from: this.side(m.from), to: this.side(m.to), deadlineMs: this.d.config.checkpointTimeoutMs, signal: m.ac.signal, sourceEnded: m.ended.promise, log: (msg, f) => log.info(msg, f) };
+    return { job, attempt, from: this.side(m.from), to: this.side(m.to), deadlineMs: this.d.config.checkpointTimeoutMs, signal: m.ac.signal, sourceEnded: m.ended.promise, ...(m.alreadyAsked ? { alreadyAsked: true } : {}), log: (msg, f) => log.info(msg, f) };
   }
 
   /** The move's checkpoint method (a late cooperative checkpoint has no move). */
@@ -205,7 +210,12 @@ export class MoveManager implements MoveHooks {
         m.ev.checkpointAt = at;
       }
     } catch (e) {
+      const stuck = m.phase === 'signalled' && m.restartIfStuck;
       this.giveUp(m, (e as Error).message);
+      const job = this.d.broker.currentOf(m.jobId)?.job;
+      // Drain and preemption do not wait for a job that does not checkpoint: it starts again from the beginning
+      // elsewhere, when its restart policy allows (a load move never stops it).
+      if (stuck && job && (job.restarts ?? 0) > 0) this.d.broker.stopToRestart(m.jobId, `${m.cause}: it did not checkpoint in time, so it starts again from the beginning`);
       return;
     }
     // The source attempt has ended with its checkpoint: a preempted job waits for a place (claimEnd requeued it);
@@ -255,7 +265,8 @@ export class MoveManager implements MoveHooks {
     this.givenUp.set(m.jobId, { state: 'given_up', from: m.from, to: m.to, cause: m.cause, detail: why });
     this.d.log.warn('move given up', { job: m.jobId, from: m.from, to: m.to, why });
     const job = this.d.store.getJob(m.jobId);
-    if (job) void this.checkpointer(m).discard(this.side(m.to), job).catch(() => {});
+    // What the pre-copy left at the destination (never the source's own folder: a preemption's "to" is its source).
+    if (job && m.to !== m.from) void this.checkpointer(m).discard(this.side(m.to), job).catch(() => {});
     this.d.broker.kick();
   }
 
@@ -299,6 +310,15 @@ export class MoveManager implements MoveHooks {
       }
       m.ended.reject(new Error(`the job ended on ${m.from} before its checkpoint`));
       return null;
+    }
+    // The destination could not start it: it goes on from its checkpoint on the source (whose GPUs are still held).
+    if (m && m.kind === 'move' && m.phase === 'starting' && att.n === m.n + 1 && m.fallback === undefined && 'startError' in end && end.startError) {
+      m.fallback = `${m.to} could not start it: ${end.startError}`;
+      m.n = att.n;
+      m.ev = { ...m.ev, fellBack: m.fallback };
+      this.d.log.warn('move: the destination could not start the job; resuming on the source', { job: job.id, to: m.to, err: end.startError });
+      setImmediate(() => this.d.broker.startMoved(job.id, { jobId: job.id, host: m.from, gpuIndices: m.fromGpus }, moveMarker(m.ev, m.fallback)));
+      return { reason: `could not start on ${m.to}; resuming on ${m.from}`, evidence: { startError: end.startError, move: { ...m.ev } }, fault: 'migrated', requeue: false };
     }
     // A checkpoint with no move waiting for it (it came after the move was given up): resume on the same host.
     if (!m && checkpoints(job) && cp.isCheckpointEnd(end) && att.host) {
@@ -410,7 +430,7 @@ export class MoveManager implements MoveHooks {
     if (!att?.runtimeRef || !job.host) return;
     const m: Move = {
       kind: 'preempt', jobId: job.id, n: att.n, from: job.host, fromGpus: job.gpuIndices, to: job.host, gpus: [], cause, phase: 'precopy',
-      resources: job.resources, ac: new AbortController(), ended: deferred(), ev: { from: job.host, to: '', gpus: [], cause, method: 'cooperative' },
+      resources: job.resources, ac: new AbortController(), ended: deferred(), ev: { from: job.host, to: '', gpus: [], cause, method: 'cooperative' }, restartIfStuck: true,
     };
     this.moves.set(job.id, m);
     this.d.log.info('preempting an offline job with a checkpoint', { job: job.id, host: job.host, cause });
@@ -448,6 +468,7 @@ export class MoveManager implements MoveHooks {
       if (!persisted || persisted.phase !== 'signalled') continue;
       const { phase: _p, ...ev } = persisted;
       const m = this.restored(job, att.n, ev, 'signalled');
+      m.alreadyAsked = true;
       this.d.log.info('move found again after a restart: waiting for the job\'s checkpoint', { job: job.id, from: m.from, to: m.to });
       void this.run(m);
     }
@@ -455,14 +476,20 @@ export class MoveManager implements MoveHooks {
 
   private restored(job: StoredJob, n: number, ev: MoveEvidence, phase: Phase): Move {
     const att = this.d.store.attempts(job.id).find((a) => a.n === n);
-    const m: Move = { kind: ev.to === '' ? 'preempt' : 'move', jobId: job.id, n, from: ev.from, fromGpus: att?.gpuIndices ?? [], to: ev.to, gpus: ev.gpus, cause: ev.cause, phase, resources: job.resources, ac: new AbortController(), ended: deferred(), ev: { ...ev } };
+    // A preemption has no destination (ev.to is empty): its "to" is its source, as when it began.
+    const m: Move = { kind: ev.to === '' ? 'preempt' : 'move', jobId: job.id, n, from: ev.from, fromGpus: att?.gpuIndices ?? [], to: ev.to || ev.from, gpus: ev.gpus, cause: ev.cause, phase, resources: job.resources, ac: new AbortController(), ended: deferred(), ev: { ...ev } };
     this.moves.set(job.id, m);
     return m;
   }
 
-  /** Forgets what belongs to a job that ended. */
+  /** Forgets what belongs to a job that ended, and removes its checkpoint folders from the hosts it ran on. */
   ended(job: Job): void {
     if (!isFinal(job.state)) return;
+    const hosts = new Set(this.d.store.attempts(job.id).map((a) => a.host).filter((h): h is string => !!h && this.d.hosts.names().includes(h)));
+    for (const h of hosts) {
+      const side = this.d.hosts.sshSide(h);
+      if (side && this.d.hosts.runtimeFor(h).kind === 'docker') void this.cooperative.discard({ host: h, ...side }, job as StoredJob).catch(() => {});
+    }
     const m = this.moves.get(job.id);
     if (m) {
       m.ac.abort(new Error('job ended'));

@@ -7,10 +7,10 @@ function hms(iso: string | undefined): string {
   return iso ? iso.slice(11, 19) : '?';
 }
 
-/** `── moved from h1 to h2: <cause>; resumed from checkpoint at 14:02:11 ──` (or where it went on instead). */
+/** `── moved from h1 to h2: <cause>; resumed from checkpoint at 14:02:11 ──` and its line end (or where it went on instead). */
 export function moveMarker(ev: MoveEvidence, fellBack?: string): string {
-  if (fellBack) return `── not moved to ${ev.to} (${fellBack}); resumed on ${ev.from} from checkpoint at ${hms(ev.checkpointAt)} ──`;
-  return `── moved from ${ev.from} to ${ev.to}: ${ev.cause}; resumed from checkpoint at ${hms(ev.checkpointAt)} ──`;
+  if (fellBack) return `── not moved to ${ev.to} (${fellBack}); resumed on ${ev.from} from checkpoint at ${hms(ev.checkpointAt)} ──\n`;
+  return `── moved from ${ev.from} to ${ev.to}: ${ev.cause}; resumed from checkpoint at ${hms(ev.checkpointAt)} ──\n`;
 }
 
 /** The moved attempt's reason: "moved to h2 (gpurun migrate by alice); downtime 1.4 s; copied 10 MB + 1 MB after the checkpoint". */

@@ -60,7 +60,7 @@ describe('migration: moving running jobs between hosts', function () {
       workDirs[i] = join(dir, `work-${h.name}`);
       return { type: 'ssh', name: h.name, address: h.address, user: 'root', port: 2222, identityFile: set.clientKey, knownHosts: set.knownHosts, gpuMode: 'env', workDir: workDirs[i], runtime: 'docker', mount: { transport: 'relay' }, cpus: 2 };
     });
-    broker = await startBrokerProcess(join(dir, 'home'), { hosts, defaults: { image: 'local/python:3', gpus: 1, memory: '256M' }, migration: { checkpointTimeout: '8s', threshold: { cpu: 0.35 }, window: '4s', sampleEvery: '1s', preempt: true }, restartBackoff: { first: '1s', max: '2s' } });
+    broker = await startBrokerProcess(join(dir, 'home'), { hosts, defaults: { image: 'local/python:3', gpus: 1, memory: '256M' }, migration: { checkpointTimeout: '8s', threshold: { cpu: 0.2 }, window: '4s', sampleEvery: '1s', preempt: true }, restartBackoff: { first: '1s', max: '2s' } });
     env = { ...testEnv(join(dir, 'home')), GPURUN_BROKER: broker.url, GPURUN_TOKEN: await createToken(broker, 'mover') };
     adminEnv = { ...env, GPURUN_TOKEN: await createToken(broker, 'root', true) };
     await waitFor('both hosts up', async () => /h1\s+up/.test((await gpurun(['hosts'], env)).stdout) && /h2\s+up/.test((await gpurun(['hosts'], env)).stdout), 60_000);
@@ -122,8 +122,9 @@ describe('migration: moving running jobs between hosts', function () {
     assert.match(done.attempts![0].reason!, new RegExp(`^moved to ${to} \\(gpurun migrate by mover\\); downtime [\\d.]+ s; copied .+ while running \\+ .+ after the checkpoint$`));
     const text = (await gpurun(['show', id], env)).stdout;
     assert.match(text, new RegExp(`^1 +${from} .*migrated`, 'm'));
+    assert.match(text, new RegExp(`move ${from} → ${to} \\(cooperative\\): gpurun migrate by mover; checkpoint at .*; downtime [\\d.]+ s; copied \\d+ B while running, \\d+ B after \\(a full copy: \\d+ B\\)`));
     // The checkpoint folder is gone from both hosts once the job has ended.
-    await waitFor('checkpoint folders removed', () => workDirs.every((w) => spawnSync('test', ['-e', join(w, 'checkpoints', id)]).status !== 0), 20_000, 200).catch(() => undefined);
+    await waitFor('checkpoint folders removed', () => workDirs.every((w) => spawnSync('test', ['-e', join(w, 'checkpoints', id)]).status !== 0), 20_000, 200);
   });
 
   it('another user cannot move the job (not found); a job that did not ask to checkpoint is refused', async () => {
@@ -208,30 +209,48 @@ describe('migration: moving running jobs between hosts', function () {
     assert.equal(o.attempts![0].host, from, 'the other job ran where the moved job left');
   });
 
-  it('gpurun drain moves the offline jobs off a host and takes no new ones there; undrain puts it back', async () => {
-    const id = await submit(['--checkpoint-signal', 'SIGUSR1', '--', 'python3', 'count.py'], { STEPS: '30' });
-    await waitFor('step 3', async () => /step 3\n/.test(await logs(id)), 60_000, 200);
-    const from = (await show(id)).host!;
-    const to = from === 'h1' ? 'h2' : 'h1';
-    const refused = await gpurun(['drain', from], env);
+  it('gpurun drain moves the offline jobs off a host and takes no new ones there (one that does not checkpoint starts again, as its --restarts allow); undrain puts it back', async () => {
+    // Both jobs on h1: h2 takes none while they start.
+    assert.equal((await gpurun(['drain', 'h2'], adminEnv)).code, 0);
+    let id = '';
+    let stuck = '';
+    try {
+      id = await submit(['--checkpoint-signal', 'SIGUSR1', '--', 'python3', 'count.py'], { STEPS: '40' });
+      stuck = await submit(['--gpus', '0', '--restarts', '1', '--checkpoint-signal', 'SIGUSR1', '--', 'sh', '-c', 'trap "" USR1; echo "attempt $GPURUN_ATTEMPT"; sleep 60']);
+      await waitFor('step 3', async () => /step 3\n/.test(await logs(id)), 60_000, 200);
+      await waitFor('the other job running', async () => (await show(stuck)).state === 'running', 60_000, 200);
+    } finally {
+      assert.equal((await gpurun(['undrain', 'h2'], adminEnv)).code, 0);
+    }
+    assert.equal((await show(id)).host, 'h1');
+    assert.equal((await show(stuck)).host, 'h1');
+    const refused = await gpurun(['drain', 'h1'], env);
     assert.notEqual(refused.code, 0);
     assert.match(refused.stderr, /only an admin can drain a host/);
-    const r = await gpurun(['drain', from], adminEnv);
+    const r = await gpurun(['drain', 'h1'], adminEnv);
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stdout, new RegExp(`${from} is draining`));
-    assert.match(r.stdout, new RegExp(`${from}: draining: 1 job moving, 0 running`));
+    assert.match(r.stdout, /h1 is draining/);
+    assert.match(r.stdout, /h1: draining: 2 jobs moving, 0 running/);
     await waitFor('the job on the other host', async () => {
       const j = await show(id);
-      return j.host === to && j.state === 'running' && !j.move;
+      return j.host === 'h2' && j.state === 'running' && !j.move;
     }, 60_000, 200);
-    assert.match((await gpurun(['hosts'], env)).stdout, new RegExp(`${from}: draining: 0 jobs moving, 0 running`));
+    // The job that ignores its signal is not waited for: after the checkpoint timeout it starts again, on h2.
+    const again = await waitFor('the stuck job restarted on h2', async () => {
+      const j = await show(stuck);
+      return j.host === 'h2' && j.state === 'running' && j.attempts!.length === 2 && j;
+    }, 60_000, 300);
+    assert.equal(again.attempts![0].fault, 'preempted');
+    assert.match(again.attempts![0].reason!, /h1 drained by root: it did not checkpoint in time, so it starts again from the beginning/);
+    assert.match((await gpurun(['hosts'], env)).stdout, /h1: draining: 0 jobs moving, 0 running/);
     const done = await ended(id);
     assert.equal(done.state, 'succeeded', done.reason);
-    assertSteps(await logs(id), 30);
-    assert.match(await logs(id), new RegExp(`── moved from ${from} to ${to}: ${from} drained by root; resumed`));
-    const back = await gpurun(['undrain', from], adminEnv);
+    assertSteps(await logs(id), 40);
+    assert.match(await logs(id), /── moved from h1 to h2: h1 drained by root; resumed/);
+    await gpurun(['cancel', stuck], env);
+    const back = await gpurun(['undrain', 'h1'], adminEnv);
     assert.equal(back.code, 0, back.stderr);
-    assert.match((await gpurun(['hosts'], env)).stdout, new RegExp(`${from}\\s+up`));
+    assert.match((await gpurun(['hosts'], env)).stdout, /h1\s+up/);
   });
 
   it('an online job\'s real CPU load over the threshold moves the offline job off its host; the online job stays', async () => {
@@ -252,8 +271,12 @@ describe('migration: moving running jobs between hosts', function () {
       const moved = await waitFor('the offline job moved to h2', async () => {
         const j = await show(id);
         return j.host === 'h2' && j.state === 'running' && !j.move && j;
-      }, 90_000, 300);
-      assert.match(moved.attempts![0].reason!, /^moved to h2 \(online load \d+% > 35% for \d+ s\)/);
+      }, 90_000, 300).catch(async (e) => {
+        // What the broker saw, for the failure message: the load it sampled and what it decided.
+        const seen = broker.log().split('\n').filter((l) => /load|mov/i.test(l)).slice(-15).join('\n');
+        throw new Error(`${(e as Error).message}\n${(await gpurun(['hosts'], env)).stdout}\n${seen}`);
+      });
+      assert.match(moved.attempts![0].reason!, /^moved to h2 \(online load \d+% > 20% for \d+ s\)/);
       const o = await show(online);
       assert.equal(o.host, 'h1');
       assert.equal(o.state, 'running');

@@ -1,9 +1,16 @@
 import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { copyPlan, parseManifest } from '../../server/migration/copyPlan.ts';
 import { moveMarker, moveWords } from '../../server/migration/words.ts';
 import { validateMigration, DEFAULT_MIGRATION } from '../../server/migration/config.ts';
 import { validateSubmit } from '../../server/core/submit.ts';
+import { classify } from '../../server/core/outcome.ts';
 import { hostLoad, overloaded, overloadWords, parseDockerStats } from '../../server/migration/load.ts';
+
+const ROOT = resolve(import.meta.dirname, '..', '..');
 
 describe('migration: incremental copy plan', () => {
   const find = (lines: string[]) => parseManifest(lines.join('\n') + '\n');
@@ -29,8 +36,8 @@ describe('migration: incremental copy plan', () => {
 describe('migration: words', () => {
   const ev = { from: 'gpu2', to: 'gpu4', gpus: [0], cause: 'online load 94% > 90% for 60 s', method: 'cooperative' as const, checkpointAt: '2026-12-02T14:02:11.345Z', precopyBytes: 104857600, finalBytes: 1048576, downtimeSec: 1.4 };
   it('the log marker names both hosts, the cause and the checkpoint time', () => {
-    assert.equal(moveMarker(ev), '── moved from gpu2 to gpu4: online load 94% > 90% for 60 s; resumed from checkpoint at 14:02:11 ──');
-    assert.equal(moveMarker(ev, 'the copy to gpu4 failed: disk full'), '── not moved to gpu4 (the copy to gpu4 failed: disk full); resumed on gpu2 from checkpoint at 14:02:11 ──');
+    assert.equal(moveMarker(ev), '── moved from gpu2 to gpu4: online load 94% > 90% for 60 s; resumed from checkpoint at 14:02:11 ──\n');
+    assert.equal(moveMarker(ev, 'the copy to gpu4 failed: disk full'), '── not moved to gpu4 (the copy to gpu4 failed: disk full); resumed on gpu2 from checkpoint at 14:02:11 ──\n');
   });
   it('the moved attempt says where, why, the downtime and the bytes', () => {
     assert.match(moveWords(ev), /^moved to gpu4 \(online load 94% > 90% for 60 s\); downtime 1\.4 s; copied 100(\.0)? ?MiB while running \+ 1(\.0)? ?MiB after the checkpoint$/);
@@ -92,5 +99,42 @@ describe('migration: online load', () => {
     assert.equal(overloadWords(o!), 'online load 94% > 90% for 10 s');
     assert.equal(overloaded([at(0, 0.95), at(5_000, 0.5), at(10_000, 0.95), at(15_000, 0.95)], t, 10_000), null, 'a dip restarts the window');
     assert.equal(overloaded([at(0, 0, 0.95), at(20_000, 0, 0.96)], t, 10_000)?.what, 'memory');
+  });
+});
+
+describe('examples/train.py with gpurun_checkpoint.py', () => {
+  const py = spawnSync('python3', ['--version']);
+  const run = (env: Record<string, string>, signalAfterMs?: number): Promise<{ code: number | null; out: string }> =>
+    new Promise((resolve) => {
+      const p = spawn('python3', [join(ROOT, 'examples', 'train.py')], { env: { PATH: process.env.PATH ?? '', EPOCHS: '6', ...env } });
+      let out = '';
+      p.stdout.on('data', (d) => (out += d));
+      if (signalAfterMs !== undefined) setTimeout(() => p.kill('SIGUSR1'), signalAfterMs);
+      p.on('close', (code) => resolve({ code, out }));
+    });
+
+  it('checkpoints on its signal (exit 85) and resumes to the same output as a run that was never stopped', async function () {
+    if (py.status !== 0) this.skip();
+    const ck = mkdtempSync(join(tmpdir(), 'gpurun-ck-'));
+    try {
+      const whole = await run({ EPOCH_SECONDS: '0.01' });
+      const first = await run({ EPOCH_SECONDS: '0.3', GPURUN_CHECKPOINT_DIR: ck, GPURUN_CHECKPOINT_SIGNAL: 'SIGUSR1' }, 1_000);
+      assert.equal(first.code, 85, first.out);
+      const rest = await run({ EPOCH_SECONDS: '0.01', GPURUN_CHECKPOINT_DIR: ck, GPURUN_RESUME_FROM: ck, GPURUN_CHECKPOINT_SIGNAL: 'SIGUSR1' });
+      assert.equal(rest.code, 0);
+      const epochs = (s: string) => s.split('\n').filter((l) => l.startsWith('epoch '));
+      assert.deepEqual([...epochs(first.out), ...epochs(rest.out)], epochs(whole.out));
+    } finally {
+      rmSync(ck, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('migration: a job stopped to be placed again', () => {
+  it('is preempted and restartable, whatever it exited with after the TERM', () => {
+    const o = classify({ end: { exitCode: 143, signal: null, endedAt: '2026-12-02T00:00:00Z' }, stopIntent: 'requeue', stopReason: 'h1 drained by root: it did not checkpoint in time, so it starts again from the beginning', host: 'h1' });
+    assert.equal(o.fault, 'preempted');
+    assert.equal(o.restartable, true);
+    assert.match(o.reason, /did not checkpoint in time/);
   });
 });
