@@ -111,7 +111,7 @@ export class MoveManager implements MoveHooks {
     if (this.moves.has(id)) throw new GpurunError('E_CONFLICT', `job ${id} is already moving (to ${this.moves.get(id)!.to})`, { hint: `Follow it with: gpurun show ${id}` });
     if (job.state !== 'running' || !attempt?.runtimeRef || !job.host) throw new GpurunError('E_CONFLICT', `job ${id} is ${job.state.replace('_', ' ')}, not running; only a running job can move`);
     if ((job.backend ?? 'hosts') !== 'hosts' || this.d.hosts.runtimeFor(job.host).kind !== 'docker') {
-      throw new GpurunError('E_CONFLICT', `job ${id} runs on ${job.host}, which is not a Docker host over SSH; only those jobs can move`);
+      throw new GpurunError('E_CONFLICT', `job ${id} runs on ${job.host}, which is not a Docker host over SSH; only those jobs can move`, { hint: 'To run it elsewhere, cancel it and submit it again (gpurun run … restarts from its own checkpoint if it keeps one).' });
     }
     // With migration.method "transparent", CRIU checkpoints the container where the job's host can; else the job must.
     const whyNot = this.d.config.method === 'transparent' ? this.transparent.unavailable(job.host) : 'the broker\'s migration.method is "cooperative"';
@@ -142,7 +142,7 @@ export class MoveManager implements MoveHooks {
   private destination(job: StoredJob, to?: string, loadOf: (host: string) => number = () => 0, unfit?: (host: string) => string | null): { host: string; gpus: number[] } {
     const names = this.d.hosts.names();
     if (to !== undefined && !names.includes(to)) throw new GpurunError('E_NOT_FOUND', `no host ${to}`, { hint: 'List the hosts with: gpurun hosts' });
-    if (to === job.host) throw new GpurunError('E_BAD_REQUEST', `job ${job.id} already runs on ${to}`);
+    if (to === job.host) throw new GpurunError('E_BAD_REQUEST', `job ${job.id} already runs on ${to}`, { hint: 'Name another host with --to (gpurun hosts lists them), or leave --to out and the broker picks one.' });
     const why = to !== undefined ? unfit?.(to) : null;
     if (why) throw new GpurunError('E_CONFLICT', `${to} cannot take job ${job.id} transparently: ${why}`, { hint: 'gpurun hosts says how each host can checkpoint.' });
     const holding = this.d.broker.holdings();
