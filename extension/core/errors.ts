@@ -32,8 +32,11 @@ export function errorText(err: { message: string; hint?: string }): string {
  */
 export function editorErrorText(err: { code?: string; message: string; hint?: string }, embedded: boolean): string {
   if (err.code === 'E_UNREACHABLE') {
-    const hint = embedded ? 'The local broker did not answer; GPU Run starts it again by itself (Show Log has its output).' : 'Check that the broker runs and that the setting gpurun.brokerUrl is its address.';
-    return errorText({ message: err.message, hint });
+    if (embedded) return errorText({ message: err.message, hint: 'The local broker did not answer; GPU Run starts it again by itself (Show Log has its output).' });
+    // The setting's name comes first: a notification shows about 55 characters before it must be expanded.
+    const m = /^cannot reach the broker at (\S+) \((.*)\)\.?$/.exec(err.message);
+    const where = m ? `gpurun.brokerUrl: ${m[1]}, ${m[2]}` : 'gpurun.brokerUrl';
+    return `cannot reach the broker (${where}).${m ? '' : ` ${err.message.replace(/\.?$/, '.')}`} Check that it runs there and that the setting is its address.`;
   }
   if (err.code === 'E_UNAUTHORIZED') return `${err.message.replace(/\.$/, '')}. Sign in with a token from the broker's admin.`;
   return errorText({ message: err.message, hint: err.hint?.replace(/GPURUN_BROKER or --broker/g, 'the setting gpurun.brokerUrl').replace(/GPURUN_TOKEN/g, 'GPU Run: Sign In') });

@@ -103,6 +103,9 @@ describe('editor texts', () => {
     const t = editorErrorText(err, false);
     assert.match(t, /gpurun\.brokerUrl/);
     assert.doesNotMatch(t, /GPURUN_BROKER|--broker/);
+    // The setting is named where a collapsed notification still shows it.
+    assert.equal(t, 'cannot reach the broker (gpurun.brokerUrl: http://gpu:8750, ECONNREFUSED). Check that it runs there and that the setting is its address.');
+    assert.ok(`GPU Run: ${t}`.indexOf('gpurun.brokerUrl') < 40);
   });
   it('says how a job ended, with its last lines, in one line', () => {
     const n = endNotice(job({ id: 'j1', state: 'failed', exitCode: 3, reason: 'exited with code 3' }), 'epoch 9\n\x1b[31mTraceback\x1b[0m\nValueError: x\n');

@@ -1,0 +1,159 @@
+/**
+ * End to end in a real VS Code (code-server + Chromium) against a team broker process (TCP, token, a local host):
+ * when the broker goes away the editor shows one notification in its own words (the setting gpurun.brokerUrl, not
+ * the CLI's GPURUN_BROKER or --broker), which closes by itself once the extension has reconnected; and GPU Run: Cache
+ * shows the size of your cache on each host and clears it.
+ */
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Browser, Page } from 'playwright-core';
+import type { Job } from '../../server/protocol/jobs.ts';
+import type { UserCacheInfo } from '../../server/protocol/cache.ts';
+import { cleanup, createToken, fakeNvidiaSmi, requirePart, restartBroker, scratch, startBrokerProcess, type BrokerProc } from '../support/harness.ts';
+import { installExtension, launchBrowser, missingVsCode, openFile, openSidebar, openWorkbench, runCommand, screenshot, signIn, startCodeServer, waitForTerminal, type CodeServer } from './support/codeServer.ts';
+
+describe('VS Code extension, end to end: the broker goes away and comes back; your cache', function () {
+  this.timeout(240_000);
+  let dir: string;
+  let broker: BrokerProc;
+  let brokerEnv: NodeJS.ProcessEnv;
+  let token: string;
+  let cs: CodeServer;
+  let browser: Browser;
+  let page: Page;
+  let ws: string;
+
+  const api = async <T,>(path: string, init: RequestInit = {}): Promise<T> => {
+    const r = await fetch(`${broker.url}${path}`, { ...init, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' } });
+    return (await r.json()) as T;
+  };
+  const jobs = async () => (await api<{ jobs: Job[] }>('/v1/jobs?all=1')).jobs;
+  const jobRow = (text: string) => page.locator(`.monaco-list-row[aria-label*="${text}"]`).first();
+  const shot = (name: string) => screenshot(page, name);
+  /** The notifications on screen (toasts) and in the notification centre that speak of reaching the broker. */
+  const brokerToasts = () => page.locator('.notifications-toasts .notification-toast', { hasText: 'cannot reach the broker' });
+
+  before(async function () {
+    const missing = missingVsCode();
+    requirePart(this, 'VS Code (code-server) and Chromium', !missing, missing ?? '');
+    dir = scratch('gpurun-e2e-broker-');
+    ws = join(dir, 'project');
+    mkdirSync(ws);
+    writeFileSync(join(ws, 'hello.py'), ['print("hello from the job", flush=True)', ''].join('\n'));
+    // Writes 3 MB into the job's cache, as a model download would (XDG_CACHE_HOME and HF_HOME point into it).
+    writeFileSync(
+      join(ws, 'download.py'),
+      ['import os', 'd = os.path.join(os.environ["HF_HOME"], "hub")', 'os.makedirs(d, exist_ok=True)', 'open(os.path.join(d, "model.bin"), "wb").write(b"x" * 3_000_000)', 'print("cached in " + os.environ["XDG_CACHE_HOME"], flush=True)', ''].join('\n'),
+    );
+    const fakeBin = fakeNvidiaSmi(dir, [{ name: 'NVIDIA A100-SXM4-80GB', memoryMiB: 81920 }]);
+    brokerEnv = { PATH: `${fakeBin}:${process.env.PATH}` };
+    broker = await startBrokerProcess(join(dir, 'broker'), { hosts: [{ name: 'gpu-box', type: 'local', cpus: 4, memory: '8G' }] }, brokerEnv);
+    token = await createToken(broker, 'alice');
+    const extDir = join(dir, 'extensions');
+    mkdirSync(extDir);
+    installExtension(dir, extDir);
+    cs = await startCodeServer(dir, { folder: ws, extDir, settings: { 'gpurun.brokerUrl': broker.url }, env: { GPURUN_HOME: join(dir, 'gpurun-home') } });
+    browser = await launchBrowser();
+    page = await openWorkbench(browser, cs, ws);
+    await openSidebar(page);
+    await page.locator('.monaco-list-row', { hasText: 'Not signed in' }).waitFor({ timeout: 30_000 });
+    await signIn(page, broker.url, token);
+  });
+
+  afterEach(async function () {
+    if (this.currentTest?.state !== 'failed') return;
+    if (page) await shot(`vscode-failed-broker-${this.currentTest.title.replace(/\W+/g, '-').slice(0, 50)}.png`).catch(() => {});
+    // A test that failed with the broker stopped leaves it stopped: the next one needs it.
+    if (broker.proc.exitCode !== null || broker.proc.signalCode !== null) broker = await restartBroker(broker, brokerEnv);
+  });
+
+  after(async function () {
+    await browser?.close().catch(() => {});
+    await cs?.stop();
+    await broker?.stop();
+    if (dir) cleanup(dir);
+  });
+
+  it('a broker that cannot be reached: one notification naming gpurun.brokerUrl, which closes when the extension has reconnected', async () => {
+    await openFile(page, 'hello.py');
+    await runCommand(page, 'GPU Run: Run Current File on GPU');
+    await waitForTerminal(page, /hello from the job[\s\S]*succeeded/);
+    const first = (await jobs()).find((j) => j.command.includes('hello.py'))!;
+    await jobRow(`${first.id} hello.py, succeeded`).waitFor({ timeout: 15_000 });
+    await runCommand(page, 'Notifications: Clear All Notifications');
+
+    await broker.stop();
+    const toast = brokerToasts();
+    await toast.first().waitFor({ timeout: 60_000 });
+    const text = await toast.first().innerText();
+    assert.match(text, /gpurun\.brokerUrl/, text);
+    assert.doesNotMatch(text, /GPURUN_BROKER|--broker/, text);
+    // The setting is named in the part of the line a collapsed notification shows (about 55 characters).
+    assert.ok(text.indexOf('gpurun.brokerUrl') < 45, text);
+    await shot('vscode-broker-unreachable.png');
+    // The extension keeps retrying (its backoff grows to 10 s) and the views keep asking: still one notification.
+    for (let t = 0; t < 25; t++) {
+      assert.equal(await toast.count(), 1, `one notification about the broker at ${t} s`);
+      await sleep(1000);
+    }
+
+    broker = await restartBroker(broker, brokerEnv);
+    // Reconnected by itself (no command, no reload): the notification goes from the screen, and none is left in
+    // the notification centre.
+    await toast.first().waitFor({ state: 'detached', timeout: 30_000 });
+    await page.locator('.monaco-list-row', { hasText: 'Cannot reach the broker' }).waitFor({ state: 'detached', timeout: 15_000 });
+    await runCommand(page, 'Notifications: Show Notifications');
+    await page.locator('.notifications-center').waitFor({ state: 'visible', timeout: 10_000 });
+    const inCentre = page.locator('.notifications-center .notification-list-item', { hasText: 'cannot reach the broker' });
+    assert.equal(await inCentre.count(), 0, 'no notification about the broker in the notification centre');
+    await runCommand(page, 'Notifications: Hide Notifications');
+    // The Jobs view works again: the old job is listed, and a new run shows up in it.
+    await jobRow(`${first.id} hello.py, succeeded`).waitFor({ timeout: 15_000 });
+    await runCommand(page, 'GPU Run: Run Current File on GPU');
+    const again = await waitForNewJob(first.id);
+    await jobRow(`${again.id} hello.py, succeeded`).waitFor({ timeout: 60_000 });
+    assert.equal(await brokerToasts().count(), 0, 'no notification about the broker came back');
+  });
+
+  async function waitForNewJob(not: string): Promise<Job> {
+    for (let i = 0; i < 120; i++) {
+      const j = (await jobs()).find((x) => x.command.includes('hello.py') && x.id !== not && x.state === 'succeeded');
+      if (j) return j;
+      await sleep(500);
+    }
+    throw new Error('the second run did not succeed');
+  }
+
+  it('GPU Run: Cache shows the size of your cache on each host and clears it', async () => {
+    await openFile(page, 'download.py');
+    await runCommand(page, 'GPU Run: Run Current File on GPU');
+    await waitForTerminal(page, /cached in [\s\S]*succeeded/);
+    const before = (await api<{ caches: UserCacheInfo[] }>('/v1/cache')).caches.find((c) => c.host === 'gpu-box')!;
+    assert.equal(before.kind, 'folder');
+    assert.ok(existsSync(join(before.name!, 'huggingface', 'hub', 'model.bin')), 'the file is in the cache folder on the host');
+
+    await runCommand(page, 'GPU Run: Cache');
+    const row = page.locator('.quick-input-list .monaco-list-row', { hasText: 'gpu-box' }).first();
+    await row.waitFor({ timeout: 30_000 });
+    const rowText = await row.innerText();
+    assert.match(rowText, /3(\.0)? MB/, rowText);
+    assert.match(rowText, /\/cache\//, rowText);
+    await shot('vscode-cache.png');
+    await page.keyboard.press('Enter');
+    // Clearing asks first, naming the host and the size.
+    const confirm = page.locator('.notification-toast, .monaco-dialog-box', { hasText: 'Clear your cache on gpu-box' }).first();
+    await confirm.waitFor({ timeout: 15_000 });
+    assert.match(await confirm.innerText(), /3(\.0)? MB/);
+    await confirm.locator('.monaco-button', { hasText: 'Clear' }).first().click();
+    await page.locator('.notifications-toasts', { hasText: 'cleared your cache on gpu-box' }).waitFor({ timeout: 30_000 });
+    assert.ok(!existsSync(join(before.name!, 'huggingface', 'hub', 'model.bin')), 'the file is gone from the host');
+    const after = (await api<{ caches: UserCacheInfo[] }>('/v1/cache')).caches.find((c) => c.host === 'gpu-box')!;
+    assert.equal(after.bytes, 0);
+    // The Hosts view says the same, per host.
+    await runCommand(page, 'GPU Run: Cache');
+    await page.locator('.quick-input-list .monaco-list-row', { hasText: 'gpu-box' }).filter({ hasText: /\b0 B\b/ }).first().waitFor({ timeout: 30_000 });
+    await page.keyboard.press('Escape');
+  });
+});
