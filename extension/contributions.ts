@@ -21,6 +21,7 @@ export const COMMANDS = {
   openTerminalInJob: { id: 'gpurun.openTerminalInJob', title: 'Open Terminal in Job', icon: '$(terminal)' },
   forwardPort: { id: 'gpurun.forwardPort', title: 'Forward Port…', icon: '$(plug)' },
   debugFile: { id: 'gpurun.debugFile', title: 'Debug Current File on GPU', icon: '$(debug-alt)' },
+  showCache: { id: 'gpurun.showCache', title: 'Cache', icon: '$(database)' },
 } as const;
 
 export type CommandKey = keyof typeof COMMANDS;

@@ -6,6 +6,7 @@ import { DirectiveLanguageClient } from './lsp/languageClient.ts';
 import { registerCancelJob } from './commands/cancelJob.ts';
 import { showError, type Ctx } from './commands/common.ts';
 import { registerRefresh } from './commands/refresh.ts';
+import { registerCache } from './commands/cache.ts';
 import { registerRerunJob, registerRerunWithChanges } from './commands/rerunJob.ts';
 import { registerRunFile } from './commands/runFile.ts';
 import { registerRunWithOptions } from './commands/runWithOptions.ts';
@@ -62,6 +63,7 @@ export function activate(context: vscode.ExtensionContext): GpurunApi {
     registerRerunJob(ctx);
     registerRerunWithChanges(ctx);
     registerRefresh(ctx);
+    registerCache(ctx);
     registerSignIn(ctx);
     registerJobsView(ctx);
     registerJobNotifier(ctx);

@@ -1,5 +1,5 @@
 /** `gpurun cache [--host H] [--json]` and `gpurun cache clear [--host H]`: your persistent cache on each host. */
-import type { UserCacheInfo } from '../protocol/cache.ts';
+import { cacheSizeText, cacheWhereText, type UserCacheInfo } from '../protocol/cache.ts';
 import { formatBytes } from '../core/limits.ts';
 import { parseArgs, usage } from './args.ts';
 import { connect } from './connect.ts';
@@ -18,7 +18,7 @@ where every job runs as the broker's Unix user, it is a folder of its own, not a
 
 /** The table of `gpurun cache`: one line per host. Pure. */
 export function cacheTable(caches: readonly UserCacheInfo[]): string {
-  const rows = caches.map((c) => [c.host, c.kind === 'none' ? '-' : c.bytes === null ? '?' : formatBytes(c.bytes), c.kind === 'none' ? `none: ${c.note ?? ''}` : `${c.kind} ${c.name}, in jobs at ${c.path}${c.note ? ` (${c.note})` : ''}`]);
+  const rows = caches.map((c) => [c.host, cacheSizeText(c), cacheWhereText(c)]);
   const all = [['HOST', 'SIZE', 'CACHE'], ...rows];
   const w = [0, 1].map((i) => Math.max(...all.map((r) => r[i].length)));
   return all.map((r) => `${r[0].padEnd(w[0])}  ${r[1].padEnd(w[1])}  ${r[2]}`.trimEnd()).join('\n') + '\n';

@@ -4,6 +4,8 @@
  * failed sign-ins) that take the time as an argument so they are tested without waiting.
  */
 import { GpurunError } from '../protocol/errors.ts';
+import { formatBytes } from '../protocol/text.ts';
+export { formatBytes };
 
 export interface Limits {
   /** Queued jobs one user may have at once; 0 = no limit. */
@@ -46,13 +48,6 @@ export function parseBytes(v: string | number): number | string {
   if (!m) return `"${v}" is not a size; use a number with a unit, e.g. 64K, 1G`;
   const n = Math.floor(Number(m[1]) * BYTE_UNITS[m[2].toLowerCase()]);
   return Number.isSafeInteger(n) ? n : `"${v}" is too large`;
-}
-
-export function formatBytes(n: number): string {
-  for (const [u, f] of [['T', 1024 ** 4], ['G', 1024 ** 3], ['M', 1024 ** 2], ['K', 1024]] as const) {
-    if (n >= f) return `${+(n / f).toFixed(1)} ${u}iB`;
-  }
-  return `${n} B`;
 }
 
 /** The free-space floor of a disk of `diskBytes`: the smaller of the two settings. */

@@ -12,3 +12,11 @@ export function lastLines(text: string, n: number): string {
   }
   return text.slice(i + 1);
 }
+
+/** A size for people: 1024-based units (`2.9 MiB`, `0 B`). */
+export function formatBytes(n: number): string {
+  for (const [u, f] of [['T', 1024 ** 4], ['G', 1024 ** 3], ['M', 1024 ** 2], ['K', 1024]] as const) {
+    if (n >= f) return `${+(n / f).toFixed(1)} ${u}iB`;
+  }
+  return `${n} B`;
+}
