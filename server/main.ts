@@ -96,7 +96,8 @@ export async function startBroker(config: BrokerConfig, opts: { log?: Logger; id
     const pool = new SshPool({ name: c.name, ...c.login }, (err) => log.warn('connection to the login node lost', { cluster: c.name, err }), `cluster ${c.name}'s login node`);
     return { exec: pool, files: new SftpClusterFiles(pool), close: () => pool.close() };
   };
-  const backends = [...(config.hosts.length ? [new HostPool(hosts, logs)] : []), ...config.clusters.map((c) => new SlurmCluster(c, clusterParts(c), { dataDir: config.dataDir, logs, log }))];
+  const clusters = config.clusters.map((c) => new SlurmCluster(c, clusterParts(c), { dataDir: config.dataDir, logs, log, cache: config.cache.enabled }));
+  const backends = [...(config.hosts.length ? [new HostPool(hosts, logs)] : []), ...clusters];
   const gate = workspaceGate(config);
   const broker = new Broker({ config, store, logs, hosts, log, baseEnv, backends, ...(gate ? { workspaceGate: gate } : {}) });
   // Moves of running jobs between SSH hosts (migration/): wired before start(), so a move a restart caught goes on.
@@ -121,7 +122,10 @@ export async function startBroker(config: BrokerConfig, opts: { log?: Logger; id
   if (diskNow.low) log.warn('the data disk is below its free-space floor: new jobs are refused until there is room', { dataDir: config.dataDir, free: formatBytes(diskNow.freeBytes), floor: formatBytes(diskNow.floorBytes) });
   const caches = new UserCaches({
     cache: config.cache, hosts: () => broker.hosts(), exec: (h) => sshSide.ssh?.exec(h), ...(localCacheRoot ? { localRoot: localCacheRoot } : {}),
-    runningOn: (u, h) => broker.activeJobs().filter((j) => j.owner === u && j.host === h && (j.state === 'running' || j.state === 'starting')).map((j) => j.id),
+    // A cluster's cache is in use by every job of the user not yet ended there, pending ones too (Slurm may start
+    // them any moment).
+    runningOn: (u, h) => broker.activeJobs().filter((j) => j.owner === u && (j.backend === h || (j.host === h && (j.state === 'running' || j.state === 'starting')))).map((j) => j.id),
+    clusters,
   });
   const appDeps = { broker, store, logs, log, version: VERSION, guard, retention, caches, clearGpuQuarantine: (h: string, g: number) => hosts.clearQuarantine(h, g), ...(trusted ? { trustedPrincipal: trusted } : {}), ...(moves ? { moves } : {}), ...(sshSide.clientWorkspaces ? { clientWorkspaces: sshSide.clientWorkspaces } : {}) };
   const handler = buildApp(appDeps);

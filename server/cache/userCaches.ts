@@ -1,8 +1,9 @@
 /**
  * Each user's persistent cache on the broker's hosts (core/userCache.ts): its size and clearing it, for the caller
  * only (`GET /v1/cache`, `POST /v1/cache/clear`). Docker hosts over SSH keep it as a volume per user; the local host
- * of a team broker as a folder per user under the data folder. A cache in use by a running job of the user is not
- * cleared (Docker refuses to remove a volume in use; the local folder is checked against the user's jobs).
+ * of a team broker as a folder per user under the data folder; a Slurm cluster as a folder per user on its shared
+ * storage. A cache in use by a running job of the user is not cleared (Docker refuses to remove a volume in use; the
+ * folders are checked against the user's jobs).
  */
 import { lstatSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -19,9 +20,20 @@ export interface UserCachesDeps {
   exec(host: string): CommandExec | undefined;
   /** The local host's cache folders (a team broker); absent: local jobs run as the broker's user with its ~/.cache. */
   localRoot?: string;
-  /** Ids of the user's jobs that run (or start) on `host` now. */
+  /** Ids of the user's jobs that run (or start) on `host` (a host's or a cluster's name) now. */
   runningOn(user: string, host: string): string[];
+  /** The Slurm clusters, each keeping its users' caches on its shared storage (slurm/backend.ts). */
+  clusters?: readonly ClusterCaches[];
 }
+
+/** A cluster's side of the caches: each user's folder on its shared storage. */
+export interface ClusterCaches {
+  readonly name: string;
+  cacheInfo(user: string): Promise<UserCacheInfo>;
+  clearCache(user: string): Promise<void>;
+}
+
+type Place = { name: string; runtime: string; cluster?: ClusterCaches };
 
 /** The local folder of `user`'s cache under `root`. */
 export function localCacheDir(root: string, user: string): string {
@@ -50,22 +62,24 @@ export class UserCaches {
       }
       const busy = this.d.runningOn(user, h.name);
       if (busy.length) throw new GpurunError('E_CONFLICT', `your cache on ${h.name} is in use by your running job ${busy.join(', ')}`, { hint: `Clear it when the job has ended (gpurun wait ${busy[0]}), or cancel it.` });
-      if (info.kind === 'volume') await this.removeVolume(h.name, info.name!);
+      if (h.cluster) await h.cluster.clearCache(user);
+      else if (info.kind === 'volume') await this.removeVolume(h.name, info.name!);
       else rmSync(info.name!, { recursive: true, force: true });
       out.push(info);
     }
     return out;
   }
 
-  private pick(only?: string): Array<{ name: string; runtime: string }> {
-    const all = this.d.hosts();
+  private pick(only?: string): Place[] {
+    const all: Place[] = [...this.d.hosts(), ...(this.d.clusters ?? []).map((c) => ({ name: c.name, runtime: 'slurm', cluster: c }))];
     if (only === undefined) return all;
     const h = all.find((x) => x.name === only);
     if (!h) throw new GpurunError('E_NOT_FOUND', `no host ${only}`, { hint: `Hosts: ${all.map((x) => x.name).join(', ') || '(none)'}.` });
     return [h];
   }
 
-  private async one(user: string, h: { name: string; runtime: string }): Promise<UserCacheInfo> {
+  private async one(user: string, h: Place): Promise<UserCacheInfo> {
+    if (h.cluster) return h.cluster.cacheInfo(user);
     const none = (note: string): UserCacheInfo => ({ host: h.name, kind: 'none', name: null, path: null, bytes: null, note });
     if (!this.d.cache.enabled) return none('the broker config turns caches off (cache.enabled)');
     if (h.runtime === 'docker') {

@@ -13,6 +13,7 @@ import { appendFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { GpurunError } from '../protocol/errors.ts';
 import type { ClusterJobInfo } from '../protocol/jobs.ts';
+import type { UserCacheInfo } from '../protocol/cache.ts';
 import type { StoredAttempt, StoredJob } from '../core/store.ts';
 import type { AttemptEnd, AttemptEvents, AttemptPlacement, AttemptSpec, Backend, BackendDefaults, PlaceRequest } from '../core/backend.ts';
 import type { ValidSubmit } from '../core/submit.ts';
@@ -72,7 +73,12 @@ export interface SlurmClusterDeps {
   dataDir: string;
   logs: LogFiles;
   log: Logger;
+  /** Jobs get their owner's persistent cache on the cluster's shared storage (config `cache.enabled`). */
+  cache?: boolean;
 }
+
+/** The folder of an owner's persistent cache, beside their staged workspaces (those are NAME-HASH, never this). */
+const CACHE_DIR = '.gpurun-cache';
 
 export class SlurmCluster implements Backend {
   readonly name: string;
@@ -88,6 +94,7 @@ export class SlurmCluster implements Backend {
   private readonly log: Logger;
   private readonly logs: LogFiles;
   private readonly dataDir: string;
+  private readonly cacheOn: boolean;
 
   constructor(cfg: ClusterConfig, parts: ClusterParts, deps: SlurmClusterDeps) {
     this.name = cfg.name;
@@ -96,6 +103,7 @@ export class SlurmCluster implements Backend {
     this.log = deps.log;
     this.logs = deps.logs;
     this.dataDir = deps.dataDir;
+    this.cacheOn = deps.cache ?? false;
   }
 
   defaults(c: { gpus: number | 'auto'; image?: string }): BackendDefaults {
@@ -133,15 +141,46 @@ export class SlurmCluster implements Backend {
     return true;
   }
 
+  /** The owner's folder on the shared storage: their staged workspaces, job output files and cache. */
+  private ownerDir(owner: string): string {
+    return join(this.cfg.stagingDir, /^[\w.-]{1,64}$/.test(owner) ? owner : `u-${hash(owner)}`);
+  }
+
+  /** Where `owner`'s persistent cache is on the shared storage (the same path on the login and compute nodes). */
+  cacheDir(owner: string): string {
+    return join(this.ownerDir(owner), CACHE_DIR);
+  }
+
+  /** `owner`'s cache here, with its size (`du` on the login node); kind `none` when caches are off. */
+  async cacheInfo(owner: string): Promise<UserCacheInfo> {
+    if (!this.cacheOn) return { host: this.name, kind: 'none', name: null, path: null, bytes: null, note: 'the broker config turns caches off (cache.enabled)' };
+    const dir = this.cacheDir(owner);
+    const info: UserCacheInfo = { host: this.name, kind: 'folder', name: dir, path: dir, bytes: null };
+    try {
+      const r = await this.parts.exec.exec(['du', '-s', '-B1', '--apparent-size', '--', dir], { timeoutMs: 60_000 });
+      if (r.code === 0) return { ...info, bytes: Number(/^(\d+)/.exec(r.stdout)?.[1] ?? 'NaN') };
+      if (/no such file/i.test(r.stderr)) return { ...info, bytes: 0 };
+      return { ...info, note: `du failed on the login node: ${r.stderr.trim() || `exit ${r.code}`}` };
+    } catch (e) {
+      return { ...info, note: `the login node cannot be reached: ${(e as Error).message}` };
+    }
+  }
+
+  /** Empties `owner`'s cache here (the caller has checked that no job of theirs runs on the cluster). */
+  async clearCache(owner: string): Promise<void> {
+    const r = await this.parts.exec.exec(['rm', '-rf', '--', this.cacheDir(owner)], { timeoutMs: 120_000 });
+    if (r.code !== 0) throw new GpurunError('E_INTERNAL', `removing your cache on ${this.name} failed: ${r.stderr.trim() || `exit ${r.code}`}`);
+  }
+
   private paths(job: StoredJob, n: number): ClusterPaths {
-    const owner = /^[\w.-]{1,64}$/.test(job.owner) ? job.owner : `u-${hash(job.owner)}`;
+    const ownerDir = this.ownerDir(job.owner);
     const wsName = basename(job.workspace).replace(/[^\w.-]/g, '_').slice(0, 40) || 'workspace';
     const key = `${wsName}-${hash(job.workspace)}`;
     return {
       cluster: this.name,
-      staged: join(this.cfg.stagingDir, owner, key),
-      output: join(this.cfg.stagingDir, owner, '.gpurun-jobs', n > 1 ? `${job.id}.${n}.out` : `${job.id}.out`),
-      manifest: join(this.dataDir, 'staging', this.name, owner, `${key}.json`),
+      staged: join(ownerDir, key),
+      output: join(ownerDir, '.gpurun-jobs', n > 1 ? `${job.id}.${n}.out` : `${job.id}.out`),
+      manifest: join(this.dataDir, 'staging', this.name, basename(ownerDir), `${key}.json`),
     };
   }
 
@@ -153,7 +192,9 @@ export class SlurmCluster implements Backend {
     this.log.info('workspace staged', { job: job.id, cluster: this.name, copied: stage.copied, unchanged: stage.unchanged, removed: stage.removed, bytes: stage.bytes, ms: stage.ms });
     if (!ev.isCurrent()) throw new GpurunError('E_CONFLICT', 'cancelled while staging');
     await this.parts.files.mkdirp(join(p.output, '..'));
-    const script = sbatchScript(job, this.cfg, { workdir: p.staged, output: p.output });
+    const cache = this.cacheOn ? this.cacheDir(job.owner) : undefined;
+    if (cache) await this.parts.files.mkdirp(cache);
+    const script = sbatchScript(job, this.cfg, { workdir: p.staged, output: p.output, ...(cache ? { cache } : {}) });
     const slurmId = parseSbatchParsable(await runOk(this.parts.exec, ['sbatch', '--parsable'], { stdin: script }));
     this.log.info('submitted to slurm', { job: job.id, cluster: this.name, slurmId, attempt: a.n });
     const ref: ClusterRef = { ...p, slurmId, stage, logOffset: a.logOffset };

@@ -6,6 +6,7 @@
  */
 import type { Resources, Queue } from '../protocol/jobs.ts';
 import { quoteShell, shellCommand } from '../core/shellQuote.ts';
+import { cacheEnv } from '../core/userCache.ts';
 
 /** What of a cluster's config the script needs. */
 export interface ScriptCluster {
@@ -31,6 +32,8 @@ export interface ScriptPaths {
   workdir: string;
   /** The file Slurm writes the job's stdout and stderr to. */
   output: string;
+  /** The owner's persistent cache on the shared storage (XDG_CACHE_HOME and the others point into it); absent: none. */
+  cache?: string;
 }
 
 /** Seconds → Slurm's "days-hours:minutes:seconds". */
@@ -76,13 +79,14 @@ export function sbatchScript(job: ScriptJob, cluster: ScriptCluster, paths: Scri
   // decides whether it runs again, as a new attempt with its own output file.
   lines.push('#SBATCH --no-requeue');
   lines.push('', '# Written by gpurun; every word below is quoted.', `cd ${quoteShell(paths.workdir)} || exit 125`);
-  const env: Record<string, string> = { PYTHONUNBUFFERED: '1', ...job.env, GPURUN_JOB_ID: job.id };
+  // The cache's variables first: a variable the job sets itself wins.
+  const env: Record<string, string> = { PYTHONUNBUFFERED: '1', ...(paths.cache ? cacheEnv(paths.cache) : {}), ...job.env, GPURUN_JOB_ID: job.id };
   for (const [k, v] of Object.entries(env)) {
     if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) throw new Error(`"${k}" is not an environment variable name`);
     lines.push(`export ${k}=${quoteShell(v)}`);
   }
   if (cluster.container === 'pyxis' && job.image) {
-    const mounts = `${paths.workdir}:${paths.workdir}`;
+    const mounts = [paths.workdir, ...(paths.cache ? [paths.cache] : [])].map((d) => `${d}:${d}`).join(',');
     lines.push(`exec srun --container-image=${quoteShell(job.image)} --container-mounts=${quoteShell(mounts)} --container-workdir=${quoteShell(paths.workdir)} ${shellCommand(job.command)}`);
   } else {
     lines.push(`exec ${shellCommand(job.command)}`);

@@ -56,6 +56,15 @@ exec python3 train.py --name 'bob'\\''s run' '$(reboot)'
     assert.doesNotMatch(sbatchScript({ ...JOB, image: 'x:1' }, CLUSTER, PATHS), /srun|container/);
   });
 
+  it("points the cache variables into the owner's cache folder (the job's own win), mounted in a pyxis container too", () => {
+    const cache = '/shared/gpurun/alice/.gpurun-cache';
+    const s = sbatchScript({ ...JOB, env: { ...JOB.env, HF_HOME: '/mine/hf' } }, CLUSTER, { ...PATHS, cache });
+    assert.match(s, /\nexport PYTHONUNBUFFERED=1\nexport XDG_CACHE_HOME=\/shared\/gpurun\/alice\/\.gpurun-cache\nexport HF_HOME=\/mine\/hf\nexport PIP_CACHE_DIR=\/shared\/gpurun\/alice\/\.gpurun-cache\/pip\nexport TORCH_HOME=\/shared\/gpurun\/alice\/\.gpurun-cache\/torch\n/);
+    const p = sbatchScript({ ...JOB, image: 'x:1' }, { ...CLUSTER, container: 'pyxis' }, { ...PATHS, cache });
+    assert.match(p, /--container-mounts=\/shared\/gpurun\/alice\/proj-0123456789:\/shared\/gpurun\/alice\/proj-0123456789,\/shared\/gpurun\/alice\/\.gpurun-cache:\/shared\/gpurun\/alice\/\.gpurun-cache /);
+    assert.doesNotMatch(sbatchScript(JOB, CLUSTER, PATHS), /XDG_CACHE_HOME/);
+  });
+
   it('refuses values that an #SBATCH line cannot carry', () => {
     assert.throws(() => sbatchScript(JOB, { ...CLUSTER, partitions: { online: 'a b', offline: 'a b' } }, PATHS), /#SBATCH --partition/);
     assert.throws(() => sbatchScript(JOB, CLUSTER, { ...PATHS, output: '/x/my out' }), /#SBATCH --output/);
