@@ -1,8 +1,9 @@
 /**
  * End to end in a real VS Code (code-server + Chromium) against a team broker process (TCP, token, a local host):
  * when the broker goes away the editor shows one notification in its own words (the setting gpurun.brokerUrl, not
- * the CLI's GPURUN_BROKER or --broker), which closes by itself once the extension has reconnected; and GPU Run: Cache
- * shows the size of your cache on each host and clears it.
+ * the CLI's GPURUN_BROKER or --broker), which closes by itself once the extension has reconnected; GPU Run: Cache
+ * shows the size of your cache on each host and clears it; jobs get the variables of gpurun.env and gpurun.envFile;
+ * a gpurun.json configuration runs from Run on GPU…; Filter Jobs… and Clear Finished Jobs choose the rows.
  */
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
@@ -14,7 +15,7 @@ import type { UserCacheInfo } from '../../server/protocol/cache.ts';
 import { cleanup, createToken, fakeNvidiaSmi, requirePart, restartBroker, scratch, startBrokerProcess, type BrokerProc } from '../support/harness.ts';
 import { installExtension, launchBrowser, missingVsCode, openFile, openSidebar, openWorkbench, runCommand, screenshot, signIn, startCodeServer, waitForTerminal, type CodeServer } from './support/codeServer.ts';
 
-describe('VS Code extension, end to end: the broker goes away and comes back; your cache', function () {
+describe('VS Code extension, end to end: broker connection, cache, env settings, run configurations, job filter', function () {
   this.timeout(240_000);
   let dir: string;
   let broker: BrokerProc;
@@ -47,6 +48,9 @@ describe('VS Code extension, end to end: the broker goes away and comes back; yo
       join(ws, 'download.py'),
       ['import os', 'd = os.path.join(os.environ["HF_HOME"], "hub")', 'os.makedirs(d, exist_ok=True)', 'open(os.path.join(d, "model.bin"), "wb").write(b"x" * 3 * 1024 * 1024)', 'print("cached in " + os.environ["XDG_CACHE_HOME"], flush=True)', ''].join('\n'),
     );
+    writeFileSync(join(ws, 'envcheck.py'), ['import os', 'print("greeting=" + os.environ.get("GREETING", "unset") + " file=" + os.environ.get("FROM_FILE", "unset"), flush=True)', ''].join('\n'));
+    writeFileSync(join(ws, '.env'), '# variables for every job run from the editor\nGREETING=from-file\nFROM_FILE=yes\n');
+    writeFileSync(join(ws, 'gpurun.json'), JSON.stringify({ configs: { smoke: { command: ['python3', '-c', 'print("config smoke ran", flush=True)'], gpus: 0, memory: '256M' } } }));
     const fakeBin = fakeNvidiaSmi(dir, [{ name: 'NVIDIA A100-SXM4-80GB', memoryMiB: 81920 }]);
     brokerEnv = { PATH: `${fakeBin}:${process.env.PATH}` };
     broker = await startBrokerProcess(join(dir, 'broker'), { hosts: [{ name: 'gpu-box', type: 'local', cpus: 4, memory: '8G' }] }, brokerEnv);
@@ -54,7 +58,7 @@ describe('VS Code extension, end to end: the broker goes away and comes back; yo
     const extDir = join(dir, 'extensions');
     mkdirSync(extDir);
     installExtension(dir, extDir);
-    cs = await startCodeServer(dir, { folder: ws, extDir, settings: { 'gpurun.brokerUrl': broker.url }, env: { GPURUN_HOME: join(dir, 'gpurun-home') } });
+    cs = await startCodeServer(dir, { folder: ws, extDir, settings: { 'gpurun.brokerUrl': broker.url, 'gpurun.env': { GREETING: 'from-settings' }, 'gpurun.envFile': '.env' }, env: { GPURUN_HOME: join(dir, 'gpurun-home') } });
     browser = await launchBrowser();
     page = await openWorkbench(browser, cs, ws);
     await openSidebar(page);
@@ -112,19 +116,10 @@ describe('VS Code extension, end to end: the broker goes away and comes back; yo
     // The Jobs view works again: the old job is listed, and a new run shows up in it.
     await jobRow(`${first.id} hello.py, succeeded`).waitFor({ timeout: 15_000 });
     await runCommand(page, 'GPU Run: Run Current File on GPU');
-    const again = await waitForNewJob(first.id);
+    const again = await waitForNewJobs([first.id]);
     await jobRow(`${again.id} hello.py, succeeded`).waitFor({ timeout: 60_000 });
     assert.equal(await brokerToasts().count(), 0, 'no notification about the broker came back');
   });
-
-  async function waitForNewJob(not: string): Promise<Job> {
-    for (let i = 0; i < 120; i++) {
-      const j = (await jobs()).find((x) => x.command.includes('hello.py') && x.id !== not && x.state === 'succeeded');
-      if (j) return j;
-      await sleep(500);
-    }
-    throw new Error('the second run did not succeed');
-  }
 
   it('GPU Run: Cache shows the size of your cache on each host and clears it', async () => {
     await openFile(page, 'download.py');
@@ -156,4 +151,68 @@ describe('VS Code extension, end to end: the broker goes away and comes back; yo
     await page.locator('.quick-input-list .monaco-list-row', { hasText: 'gpu-box' }).first().locator('.label-description', { hasText: /^0 B$/ }).waitFor({ timeout: 30_000 });
     await page.keyboard.press('Escape');
   });
+
+  it('jobs run from the editor get the variables of gpurun.envFile and gpurun.env (the setting wins)', async () => {
+    await openFile(page, 'envcheck.py');
+    await runCommand(page, 'GPU Run: Run Current File on GPU');
+    await waitForTerminal(page, /greeting=from-settings file=yes[\s\S]*succeeded/);
+    const job = (await jobs()).find((j) => j.command.includes('envcheck.py'))!;
+    assert.equal(job.state, 'succeeded');
+  });
+
+  it('Run on GPU… offers the configurations of gpurun.json and runs the one picked as it is saved', async () => {
+    await runCommand(page, 'GPU Run: Run on GPU…');
+    await page.locator('.quick-input-widget', { hasText: 'Run on GPU (1/5)' }).waitFor({ state: 'visible', timeout: 15_000 });
+    await page.locator('.quick-input-widget input').fill('smoke');
+    const row = page.locator('.quick-input-list .monaco-list-row', { hasText: 'gpurun.json' }).first();
+    await row.waitFor({ timeout: 15_000 });
+    assert.match(await row.innerText(), /smoke[\s\S]*gpurun\.json: python3 -c/);
+    await row.click();
+    await waitForTerminal(page, /config smoke ran[\s\S]*succeeded/);
+    const job = (await jobs()).find((j) => j.command.join(' ').includes('config smoke ran'))!;
+    assert.equal(job.resources.gpus, 0);
+    assert.equal(job.resources.memoryMiB, 256);
+  });
+
+  it('Filter Jobs… shows only the jobs that match; Clear Finished Jobs hides those that have ended, and a new one shows', async () => {
+    const all = await jobs();
+    const env = all.find((j) => j.command.includes('envcheck.py'))!;
+    const hello = all.find((j) => j.command.includes('hello.py'))!;
+    await openSidebar(page);
+    await jobRow(`${hello.id} hello.py`).waitFor({ timeout: 15_000 });
+    await runCommand(page, 'GPU Run: Filter Jobs…');
+    await page.locator('.quick-input-widget', { hasText: 'Filter Jobs' }).waitFor({ state: 'visible', timeout: 15_000 });
+    await page.locator('.quick-input-widget input').fill('ENVCHECK');
+    await page.keyboard.press('Enter');
+    await jobRow(`${hello.id} hello.py`).waitFor({ state: 'detached', timeout: 15_000 });
+    await jobRow(`${env.id} envcheck.py, succeeded`).waitFor({ timeout: 15_000 });
+    const shown = await page.locator('.pane', { hasText: 'Jobs' }).first().locator('.monaco-list-row[aria-label*=", succeeded"]').count();
+    assert.equal(shown, 1, 'only the envcheck.py job is listed');
+    // An empty filter shows them all again.
+    await runCommand(page, 'GPU Run: Filter Jobs…');
+    await page.locator('.quick-input-widget', { hasText: 'Filter Jobs' }).waitFor({ state: 'visible', timeout: 15_000 });
+    await page.locator('.quick-input-widget input').fill('');
+    await page.keyboard.press('Enter');
+    await jobRow(`${hello.id} hello.py`).waitFor({ timeout: 15_000 });
+
+    await runCommand(page, 'GPU Run: Clear Finished Jobs');
+    await jobRow(`${hello.id} hello.py`).waitFor({ state: 'detached', timeout: 15_000 });
+    await jobRow(`${env.id} envcheck.py`).waitFor({ state: 'detached', timeout: 15_000 });
+    await page.locator('.monaco-list-row', { hasText: /^Recent\s*0$/ }).first().waitFor({ timeout: 15_000 });
+    // The broker keeps them; a job run after the clear is listed.
+    assert.equal((await jobs()).length, all.length);
+    await openFile(page, 'hello.py');
+    await runCommand(page, 'GPU Run: Run Current File on GPU');
+    const next = await waitForNewJobs(all.map((j) => j.id));
+    await jobRow(`${next.id} hello.py, succeeded`).waitFor({ timeout: 60_000 });
+  });
+
+  async function waitForNewJobs(old: string[]): Promise<Job> {
+    for (let i = 0; i < 120; i++) {
+      const j = (await jobs()).find((x) => !old.includes(x.id) && x.state === 'succeeded');
+      if (j) return j;
+      await sleep(500);
+    }
+    throw new Error('the new run did not succeed');
+  }
 });
