@@ -8,7 +8,7 @@ import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { cleanup, CLI, fakeNvidiaSmi, gpurun, NODE, requirePart, ROOT, scratch, stopEmbedded, testEnv, waitFor } from '../support/harness.ts';
+import { cleanup, CLI, createToken, fakeNvidiaSmi, gpurun, NODE, requirePart, ROOT, scratch, startBrokerProcess, stopEmbedded, testEnv, waitFor } from '../support/harness.ts';
 
 describe('daily loop: the CLI', function () {
   this.timeout(90_000);
@@ -35,6 +35,23 @@ describe('daily loop: the CLI', function () {
     assert.equal(r.code, 2);
     assert.match(r.stderr, /gpurun: error: unexpected word before "--": "minutes"\ngpurun: Options go before "--" and the command after it/);
     assert.equal(JSON.parse((await gpurun(['ls', '--json', '--all'], env)).stdout).length, before);
+  });
+
+  it('a --time over the online queue\'s limit names the queue that allows it, and submits nothing', async () => {
+    // A team broker with the usual queue limits (the local broker has none).
+    const b = await startBrokerProcess(join(home, 'team'), { hosts: [{ name: 'box', type: 'local', cpus: 2, memory: '2G' }], queues: { online: { maxTime: '8h' }, offline: { maxTime: '7d' } } });
+    try {
+      const team = { ...env, GPURUN_BROKER: b.url, GPURUN_TOKEN: await createToken(b, 'newuser') };
+      const r = await gpurun(['run', '--gpus', '0', '--time', '9h', '--', 'echo', 'hi'], team);
+      assert.equal(r.code, 2, r.stderr);
+      assert.match(r.stderr, /online queue allows at most 8h, asked for 9h\ngpurun: Pass --time 8h or less, or --queue offline \(it allows up to 7d/);
+      assert.deepEqual(JSON.parse((await gpurun(['ls', '--json', '--all'], team)).stdout), []);
+      const ok = await gpurun(['run', '--gpus', '0', '--time', '9h', '--queue', 'offline', '--', 'echo', 'hi'], team);
+      assert.equal(ok.code, 0, ok.stderr);
+      assert.equal(ok.stdout, 'hi\n');
+    } finally {
+      await b.stop();
+    }
   });
 
   it('passes --env NAME from the shell, --env NAME=VALUE and --env-file, and says what the environment is', async () => {
