@@ -5,13 +5,13 @@
  */
 import * as vscode from 'vscode';
 import type { SubmitRequest } from '../../server/protocol/jobs.ts';
-import { DEFAULT, PROMPTS, setField, show, type EditField } from '../core/editFields.ts';
+import { DEFAULT, fieldLine, PROMPTS, setField, show, type EditField } from '../core/editFields.ts';
 
 export async function editRequest(req: SubmitRequest, title: string, fields: EditField[]): Promise<SubmitRequest | undefined> {
   let cur = req;
   for (;;) {
     type Item = vscode.QuickPickItem & { field?: EditField };
-    const items: Item[] = [{ label: '$(play) Run', description: 'with the settings below' }, ...fields.map((f) => ({ field: f, label: `${f[0].toUpperCase()}${f.slice(1)}: ${show(cur, f)}`, ...(f === 'env' ? { description: 'plus the settings gpurun.env and gpurun.envFile' } : {}) }))];
+    const items: Item[] = [{ label: '$(play) Run', description: 'with the settings below' }, ...fields.map((f) => ({ field: f, label: fieldLine(cur, f), ...(f === 'env' ? { description: 'plus the settings gpurun.env and gpurun.envFile' } : {}) }))];
     const pick = await vscode.window.showQuickPick(items, { title });
     if (!pick) return undefined;
     if (!pick.field) return cur;

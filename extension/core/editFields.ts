@@ -8,6 +8,13 @@ export type EditField = 'command' | 'gpus' | 'queue' | 'time' | 'memory' | 'cpus
 
 export const DEFAULT = "the broker's default";
 
+const LABELS: Record<EditField, string> = { command: 'Command', gpus: 'GPUs', queue: 'Queue', time: 'Time', memory: 'Memory', cpus: 'CPUs', image: 'Image', env: 'Env' };
+
+/** A field's line in the request editor: `CPUs: 4`. */
+export function fieldLine(req: SubmitRequest, f: EditField): string {
+  return `${LABELS[f]}: ${show(req, f)}`;
+}
+
 export function show(req: SubmitRequest, f: EditField): string {
   switch (f) {
     case 'command': return displayCommand(req.command);

@@ -13,7 +13,7 @@ import type { Browser, Page } from 'playwright-core';
 import type { Job } from '../../server/protocol/jobs.ts';
 import type { UserCacheInfo } from '../../server/protocol/cache.ts';
 import { cleanup, createToken, fakeNvidiaSmi, requirePart, restartBroker, scratch, startBrokerProcess, type BrokerProc } from '../support/harness.ts';
-import { installExtension, launchBrowser, missingVsCode, openFile, openSidebar, openWorkbench, runCommand, screenshot, signIn, startCodeServer, waitForTerminal, type CodeServer } from './support/codeServer.ts';
+import { answerInput, installExtension, launchBrowser, missingVsCode, openFile, openSidebar, openWorkbench, runCommand, screenshot, signIn, startCodeServer, waitForTerminal, type CodeServer } from './support/codeServer.ts';
 
 describe('VS Code extension, end to end: broker connection, cache, env settings, run configurations, job filter', function () {
   this.timeout(240_000);
@@ -174,6 +174,41 @@ describe('VS Code extension, end to end: broker connection, cache, env settings,
     assert.equal(job.resources.memoryMiB, 256);
   });
 
+  it('Run on GPU… ends with memory, CPUs, image and env to change before Run; the job gets what was changed', async () => {
+    await runCommand(page, 'GPU Run: Run on GPU…');
+    await answerInput(page, 'Run on GPU (1/5)', 'envcheck.py');
+    await answerInput(page, 'Run on GPU (2/5)', 'No GPU');
+    await answerInput(page, 'Run on GPU (3/5)', 'online');
+    await answerInput(page, 'Run on GPU (4/5)', '');
+    const step = page.locator('.quick-input-widget', { hasText: 'Run on GPU (5/5)' });
+    await step.waitFor({ state: 'visible', timeout: 15_000 });
+    await page.locator('.quick-input-list .monaco-list-row', { hasText: 'CPUs:' }).first().waitFor({ timeout: 15_000 });
+    const rows = (await page.locator('.quick-input-list .monaco-list-row').allInnerTexts()).map((t) => /^\s*(Run|[A-Za-z]+:)/.exec(t)?.[1] ?? t);
+    assert.deepEqual(rows, ['Run', 'Memory:', 'CPUs:', 'Image:', 'Env:']);
+    await answerInput(page, 'Run on GPU (5/5)', 'CPUs:');
+    await answerInput(page, 'run, or change memory, CPUs, image or env first: cpus', '2');
+    await page.locator('.quick-input-list .monaco-list-row', { hasText: 'CPUs: 2' }).first().waitFor({ timeout: 15_000 });
+    await answerInput(page, 'Run on GPU (5/5)', 'Env:');
+    await answerInput(page, 'run, or change memory, CPUs, image or env first: env', 'FROM_FILE=changed');
+    await page.locator('.quick-input-list .monaco-list-row', { hasText: 'Env: FROM_FILE=changed' }).first().waitFor({ timeout: 15_000 });
+    await answerInput(page, 'Run on GPU (5/5)', 'Run');
+    await waitForTerminal(page, /greeting=from-settings file=changed[\s\S]*succeeded/);
+    const job = (await jobs()).filter((j) => j.command.includes('envcheck.py')).sort((a, b) => b.createdAt.localeCompare(a.createdAt))[0];
+    assert.equal(job.resources.cpus, 2);
+  });
+
+  it('a job row\'s tooltip gives times as local time and how long ago, not UTC ISO strings', async () => {
+    const job = (await jobs()).find((j) => j.command.includes('envcheck.py'))!;
+    await openSidebar(page);
+    await jobRow(`${job.id} envcheck.py`).hover();
+    const hover = page.locator('.monaco-hover', { hasText: 'submitted:' }).first();
+    await hover.waitFor({ timeout: 15_000 });
+    const text = await hover.innerText();
+    assert.match(text, /submitted: (just now|\d+ (s|min) ago) \(\w{3}, \w{3} \d{1,2}, \d\d:\d\d:\d\d\)/, text);
+    assert.doesNotMatch(text, /\d{4}-\d\d-\d\dT\d\d:/, text);
+    await page.mouse.move(700, 300);
+  });
+
   it('Filter Jobs… shows only the jobs that match; Clear Finished Jobs hides those that have ended, and a new one shows', async () => {
     const all = await jobs();
     const env = all.find((j) => j.command.includes('envcheck.py'))!;
@@ -186,8 +221,9 @@ describe('VS Code extension, end to end: broker connection, cache, env settings,
     await page.keyboard.press('Enter');
     await jobRow(`${hello.id} hello.py`).waitFor({ state: 'detached', timeout: 15_000 });
     await jobRow(`${env.id} envcheck.py, succeeded`).waitFor({ timeout: 15_000 });
+    await shot('vscode-filter.png');
     const shown = await page.locator('.pane', { hasText: 'Jobs' }).first().locator('.monaco-list-row[aria-label*=", succeeded"]').count();
-    assert.equal(shown, 1, 'only the envcheck.py job is listed');
+    assert.equal(shown, all.filter((j) => j.command.includes('envcheck.py')).length, 'only the envcheck.py jobs are listed');
     // An empty filter shows them all again.
     await runCommand(page, 'GPU Run: Filter Jobs…');
     await page.locator('.quick-input-widget', { hasText: 'Filter Jobs' }).waitFor({ state: 'visible', timeout: 15_000 });

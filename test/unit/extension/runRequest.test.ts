@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { pickBrokerNode, nodeVersionOk } from '../../../extension/core/brokerNode.ts';
 import { actionsFor, editorErrorText, errorText } from '../../../extension/core/errors.ts';
 import { endNotice } from '../../../extension/core/notice.ts';
-import { setField, show } from '../../../extension/core/editFields.ts';
+import { fieldLine, setField, show } from '../../../extension/core/editFields.ts';
 import { buildSubmit, gpuChoices, parseEnvPairs, scriptCommand, shortGpuName, splitCommandLine } from '../../../extension/core/runRequest.ts';
 import { host, job } from './fixtures.ts';
 
@@ -120,6 +120,8 @@ describe('the request editor (Rerun with Changes, Run on GPU… step 5)', () => 
     assert.equal(show(req, 'time'), '1h');
     assert.equal(show(req, 'memory'), "the broker's default");
     assert.equal(show({ ...req, gpuType: 'A100', gpus: 2 }, 'gpus'), '2 × A100');
+    assert.equal(fieldLine({ ...req, cpus: 4 }, 'cpus'), 'CPUs: 4');
+    assert.equal(fieldLine(req, 'gpus'), 'GPUs: 1');
   });
   it('takes typed values, refuses bad ones, and clears with an empty one', () => {
     assert.deepEqual(setField(req, 'gpus', '2×A100'), { ...req, gpus: 2, gpuType: 'A100' });
