@@ -249,7 +249,7 @@ describe('daily loop: the CLI', function () {
 
 describe('daily loop: GPU usage of a running job', function () {
   this.timeout(120_000);
-  it('gpurun ls and gpurun hosts show the utilisation and memory the GPUs report, and follow their changes', async () => {
+  it('gpurun ls, gpurun show and gpurun hosts show the utilisation and memory the GPUs report, and follow their changes', async () => {
     const home = scratch();
     const fake = fakeNvidiaSmi(home, [{ name: 'NVIDIA A100-SXM4-80GB', memoryMiB: 81920, usage: [{ pct: 37, usedMiB: 12288 }, { pct: 91, usedMiB: 40960 }] }]);
     const env = testEnv(home, { PATH: `${fake}:${process.env.PATH}` });
@@ -265,6 +265,10 @@ describe('daily loop: GPU usage of a running job', function () {
       assert.deepEqual([...seen].sort(), ['0:37% 12G/80G', '0:91% 40G/80G']);
       assert.match((await gpurun(['ls'], env)).stdout, /GPU USE/);
       assert.match((await gpurun(['hosts'], env)).stdout, new RegExp(`local GPU 0  NVIDIA A100-SXM4-80GB  (37|91)%  (12|40)G/80G  used by ${id}`));
+      // gpurun show: each GPU of the job with a bar per probe (two readings by now).
+      const show = await gpurun(['show', id], env);
+      assert.equal(show.code, 0, show.stderr);
+      assert.match(show.stdout, /\nGPUs \(the broker's last probes, about 30 s apart\):\n  GPU 0:  (37|91)%  (12|40)G\/80G  [▁▂▃▄▅▆▇█]{2,}  \(NVIDIA A100-SXM4-80GB\)\n/);
       await gpurun(['cancel', id], env);
     } finally {
       await stopEmbedded(home);
