@@ -481,8 +481,7 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     const job = pl.host ? this.update(job0.id, { state: 'starting', reason: `placed on ${pl.host}`, host: pl.host, gpuIndices: pl.gpuIndices, runtimeRef: null }) : job0;
     if (!job) return;
     const log = this.d.log.child({ job: job.id, attempt: n });
-    const attemptEnv: Record<string, string> = { GPURUN_ATTEMPT: String(n), ...(previous?.fault ? { GPURUN_PREVIOUS_FAULT: previous.fault } : {}), ...this.moves?.attemptEnv(job, n) };
-    const env = jobEnv({ base: this.d.baseEnv, job: job.env, jobId: job.id, gpuIndices: pl.gpuIndices, broker: attemptEnv });
+    const { attemptEnv, env } = this.attemptInputs(job, n, pl.gpuIndices, previous?.fault ?? null);
     const ev = this.events(job.id, n);
     let ref: Record<string, unknown>;
     try {
@@ -509,6 +508,15 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     if (current) this.follow(current, n);
     // Cancelled while it was starting: stop it now that there is something to stop.
     if (current?.stopIntent) void backend.stop(current, this.currentAttempt(current)!, this.d.config.killGraceMs).catch(() => {});
+  }
+
+  /**
+   * The variables gpurun gives attempt `n` of a job (GPURUN_ATTEMPT, the previous attempt's fault, a move's), and
+   * the whole environment of its start on `gpuIndices`. A move prepares its next attempt's start with these too.
+   */
+  attemptInputs(job: StoredJob, n: number, gpuIndices: number[], previousFault: string | null): { attemptEnv: Record<string, string>; env: Record<string, string> } {
+    const attemptEnv: Record<string, string> = { GPURUN_ATTEMPT: String(n), ...(previousFault ? { GPURUN_PREVIOUS_FAULT: previousFault } : {}), ...this.moves?.attemptEnv(job, n) };
+    return { attemptEnv, env: jobEnv({ base: this.d.baseEnv, job: job.env, jobId: job.id, gpuIndices, broker: attemptEnv }) };
   }
 
   /** The backend says the attempt runs: the job is running, and its time limit counts from now. */

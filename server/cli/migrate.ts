@@ -9,7 +9,8 @@ const MIGRATE_HELP = `Usage: gpurun migrate ID [--to HOST] [--no-wait]
 Moves a running job to another host with its state: the job gets its checkpoint signal (it must have been submitted
 with --checkpoint-signal SIG), writes its state to $GPURUN_CHECKPOINT_DIR and exits 85; the folder is copied and the job
 goes on there (GPURUN_RESUME_FROM is set), keeping its id and its log. Without --to the broker picks the host.
-Waits until the job runs on the new host (or the move is given up: exit 1); --no-wait returns at once.
+Waits until the job runs on the new host; exit 1 when the move was given up (the job runs on where it was) or when
+the new host could not start it (it goes on where it was, from its checkpoint). --no-wait returns at once.
 `;
 
 /** How long the CLI waits for a move to end. */
@@ -47,6 +48,12 @@ export async function migrateCommand(argv: string[]): Promise<number> {
       }
       await new Promise((r) => setTimeout(r, 250));
       job = await conn.client.get(id);
+    }
+    if (job.host === before.host) {
+      // The destination could not take it after its checkpoint: it went on where it was, from that checkpoint.
+      const why = job.attempts?.find((a) => a.n === (job.attempt?.n ?? 1) - 1)?.reason ?? 'the destination could not start it';
+      process.stderr.write(`gpurun: job ${id} was not moved; it runs on ${job.host} again (attempt ${job.attempt?.n}), from its checkpoint: ${why}\n`);
+      return 1;
     }
     process.stdout.write(`job ${id} runs on ${job.host} (attempt ${job.attempt?.n}): ${movedWords(job, n0)}\n`);
     return 0;

@@ -22,6 +22,13 @@ export interface MovedStart {
   ip?: string;
   /** Restore this checkpoint instead of running the command anew (migration/checkpoint.ts RestoreSpec). */
   restore?: { method: 'transparent'; dir: string; name: string };
+  /** What the runtime's prepare() made ready for this attempt (its container created, not started). */
+  prepared?: Record<string, unknown>;
+}
+
+/** A start to prepare: the attempt's number (its container is named after it) and what its start will get. */
+export interface PrepareSpec extends Omit<StartSpec, 'logPath'> {
+  n: number;
 }
 
 /** How a job ended. `exitCode` is null when it was killed by `signal`. */
@@ -91,9 +98,24 @@ export interface Runtime {
   /**
    * For a job the broker was starting when it stopped (no handle stored): finds the job if the runtime did start
    * it, so it is followed rather than left running untracked. Null when nothing was started. `logPath` is the job's
-   * log file (as StartSpec.logPath).
+   * log file (as StartSpec.logPath); `n` the attempt's number.
    */
-  recover?(job: StoredJob, logPath: string): Promise<Record<string, unknown> | null>;
+  recover?(job: StoredJob, logPath: string, n?: number): Promise<Record<string, unknown> | null>;
   /** Asks the job to stop (TERM to the whole process group / container), then kills it after `graceMs`. */
   stop(ref: Record<string, unknown>, graceMs: number): Promise<void>;
+  /**
+   * For a move (server/migration/): makes attempt `spec.n` ready on its host without running anything of the job
+   * (the workspace mounted, the container created), so that its start() with `moved.prepared` only starts it.
+   * Rejects with a GpurunError saying why the host cannot run it (nothing is left then).
+   */
+  prepare?(spec: PrepareSpec): Promise<Record<string, unknown>>;
+  /** Removes what prepare() made for attempt `n` of a job on `host` (also one a broker before a restart made). */
+  unprepare?(host: string, jobId: string, n: number): Promise<void>;
+  /**
+   * The remains of the attempt (container, mount) stay on its host when it ends with `exitCode`, until release():
+   * a move's source, so that removing them is not part of the move's downtime.
+   */
+  holdOnExit?(ref: Record<string, unknown>, exitCode: number): void;
+  /** Forgets holdOnExit(); when the attempt has ended (`ended`, or its end was held), its remains are removed. */
+  release?(ref: Record<string, unknown>, ended: boolean): Promise<void>;
 }

@@ -52,7 +52,8 @@ export class LoadWatch {
     const jobs = this.d.broker.activeJobs().filter((j) => j.state === 'running' && j.host);
     const caps = new Map(this.d.hosts.capacities().map((c) => [c.name, c]));
     const byHost = new Map<string, string[]>();
-    for (const j of jobs) if (j.queue === 'online') byHost.set(j.host!, [...(byHost.get(j.host!) ?? []), `gpurun-${j.id}`]);
+    // The container in the job's handle: a job moved by hand runs in the one prepared for it (gpurun-ID-N).
+    for (const j of jobs) if (j.queue === 'online') byHost.set(j.host!, [...(byHost.get(j.host!) ?? []), String(j.runtimeRef?.container ?? `gpurun-${j.id}`)]);
     for (const host of this.samples.keys()) if (!byHost.has(host)) this.samples.delete(host);
     await Promise.all([...byHost].map(async ([host, containers]) => {
       const side = this.d.hosts.sshSide(host);

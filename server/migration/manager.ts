@@ -24,7 +24,7 @@ import type { MigrationConfig } from './config.ts';
 import type { Checkpointer, HostSide, MoveContext } from './checkpoint.ts';
 import { checkpoints, CooperativeCheckpointer } from './cooperative.ts';
 import { copyDir } from './copy.ts';
-import { hostCheckpointDir } from './checkpoint.ts';
+import { CHECKPOINT_EXIT_CODE, hostCheckpointDir } from './checkpoint.ts';
 import { moveMarker, moveWords } from './words.ts';
 import { TransparentCheckpointer } from './transparent.ts';
 
@@ -52,6 +52,12 @@ interface Move {
   alreadyAsked?: boolean;
   /** A job that does not checkpoint in time is stopped to be restarted from the start, if its policy allows (drain, preemption; never for load). */
   restartIfStuck?: boolean;
+  /** The source attempt's runtime handle, whose remains (container, mount) stay after its checkpoint until released. */
+  srcRef?: Record<string, unknown>;
+  /** The destination's next attempt made ready during the pre-copy (runtime prepare()): after the checkpoint only its start remains. */
+  prepared?: Record<string, unknown>;
+  /** Taken on by a broker restarted mid-move: what an earlier process prepared at the destination is unknown. */
+  restored?: boolean;
 }
 
 export interface MoveManagerDeps {
@@ -124,7 +130,7 @@ export class MoveManager implements MoveHooks {
     const m: Move = {
       kind: 'move', jobId: id, n: attempt.n, from: job.host, fromGpus: job.gpuIndices, to: dest.host, gpus: dest.gpus, cause, phase: 'precopy',
       resources: job.resources, ac: new AbortController(), ended: deferred(),
-      ev: { from: job.host, to: dest.host, gpus: dest.gpus, cause, method },
+      ev: { from: job.host, to: dest.host, gpus: dest.gpus, cause, method }, srcRef: attempt.runtimeRef,
       ...(opts.restartIfStuck ? { restartIfStuck: true } : {}),
     };
     this.moves.set(id, m);
@@ -196,11 +202,17 @@ export class MoveManager implements MoveHooks {
       }
       if (m.phase === 'precopy') {
         const ctx = this.context(m);
-        const pre = await cp.precopy(ctx);
-        m.ev.precopyBytes = pre.bytes;
         const ip = await containerAddress(ctx);
         if (ip) m.ev.ip = ip;
+        // The destination is made ready while the folder is copied: a host that cannot run the job (its image
+        // missing, its container refused) gives the move up here, with the job still running on the source.
+        const [pre, ready] = await Promise.allSettled([cp.precopy(ctx), this.prepareDestination(m, ctx)]);
+        if (pre.status === 'rejected') throw pre.reason;
+        if (ready.status === 'rejected') throw new GpurunError('E_CONFLICT', `${m.to} cannot start the job: ${(ready.reason as Error).message}`);
+        m.ev.precopyBytes = pre.value.bytes;
         if (!this.d.broker.currentOf(m.jobId)?.attempt?.runtimeRef || this.d.broker.currentOf(m.jobId)?.attempt?.n !== m.n) throw new GpurunError('E_CONFLICT', 'the job stopped running before its checkpoint');
+        // Its container and mount stay after its checkpoint exit, until it runs elsewhere: not part of the downtime.
+        if (m.kind === 'move' && cp.method === 'cooperative' && m.srcRef) this.d.hosts.runtimeFor(m.from).holdOnExit?.(m.srcRef, CHECKPOINT_EXIT_CODE);
         this.persistSignalled(m);
         m.phase = 'signalled';
       }
@@ -223,6 +235,37 @@ export class MoveManager implements MoveHooks {
     if (m.kind === 'move') await this.afterCheckpoint(m, cp);
   }
 
+  /**
+   * Makes the destination's next attempt ready while the job still runs (cooperative moves to a runtime that can:
+   * the workspace mounted, the env file written, the container created with the job's address), with the variables
+   * its start will have. Not for a workspace the client serves (its one stream is the source's until the move).
+   */
+  private async prepareDestination(m: Move, ctx: MoveContext): Promise<void> {
+    const rt = this.d.hosts.runtimeFor(m.to);
+    if (m.kind !== 'move' || m.ev.method !== 'cooperative' || !rt.prepare || ctx.job.workspaceFrom === 'client') return;
+    const n = m.n + 1;
+    const { attemptEnv, env } = this.d.broker.attemptInputs(ctx.job, n, m.gpus, 'migrated');
+    const prepared = await rt.prepare({ job: { ...ctx.job, env: { ...ctx.job.env, ...attemptEnv } }, n, host: m.to, gpuIndices: m.gpus, env, moved: m.ev.ip ? { ip: m.ev.ip } : {} });
+    // Given up meanwhile (cancelled, broker closing): what was made goes.
+    if (this.moves.get(m.jobId) !== m || m.ac.signal.aborted) await rt.unprepare?.(m.to, m.jobId, n);
+    else m.prepared = prepared;
+  }
+
+  /** Removes the prepared destination (given up, or not used), here or as a broker before a restart left it. */
+  private async unprepare(m: Move, always = false): Promise<void> {
+    if (!m.prepared && !always) return;
+    m.prepared = undefined;
+    await this.d.hosts.runtimeFor(m.to).unprepare?.(m.to, m.jobId, m.n + 1).catch((e) => this.d.log.warn('move: could not remove the prepared destination', { job: m.jobId, host: m.to, err: (e as Error).message }));
+  }
+
+  /** Lets the source attempt's remains go (removed now when it has ended: `ended`, or kept at its checkpoint exit). */
+  private async releaseSource(m: Move, ended: boolean): Promise<void> {
+    const ref = m.srcRef;
+    if (!ref) return;
+    m.srcRef = undefined;
+    await this.d.hosts.runtimeFor(m.from).release?.(ref, ended).catch((e) => this.d.log.warn('move: could not remove the source\'s container', { job: m.jobId, host: m.from, err: (e as Error).message }));
+  }
+
   private async afterCheckpoint(m: Move, cp: Checkpointer): Promise<void> {
     m.phase = 'copying';
     try {
@@ -231,10 +274,17 @@ export class MoveManager implements MoveHooks {
         const fin = await cp.transfer(ctx);
         m.ev.finalBytes = fin.bytes;
         m.ev.totalBytes = (fin as { totalBytes?: number }).totalBytes;
+        this.d.log.info('move: final copy done', { job: m.jobId, bytes: fin.bytes, ms: fin.ms });
       }
     } catch (e) {
       m.fallback = `the copy to ${m.to} failed: ${(e as Error).message}`;
       this.d.log.warn('move: final copy failed; resuming on the source', { job: m.jobId, err: (e as Error).message });
+    }
+    // Starting on the source again: its remains (same mount point, maybe the same container name) go first. A move
+    // taken on after a restart clears what the earlier broker left on both sides.
+    if (m.fallback !== undefined || m.restored) {
+      await this.releaseSource(m, true);
+      await this.unprepare(m, m.restored);
     }
     m.phase = 'starting';
     this.recordMoved(m);
@@ -264,6 +314,8 @@ export class MoveManager implements MoveHooks {
     this.clearPersisted(m);
     this.givenUp.set(m.jobId, { state: 'given_up', from: m.from, to: m.to, cause: m.cause, detail: why });
     this.d.log.warn('move given up', { job: m.jobId, from: m.from, to: m.to, why });
+    void this.releaseSource(m, false);
+    void this.unprepare(m);
     const job = this.d.store.getJob(m.jobId);
     // What the pre-copy left at the destination (never the source's own folder: a preemption's "to" is its source).
     if (job && m.to !== m.from) void this.checkpointer(m).discard(this.side(m.to), job).catch(() => {});
@@ -317,7 +369,8 @@ export class MoveManager implements MoveHooks {
       m.n = att.n;
       m.ev = { ...m.ev, fellBack: m.fallback };
       this.d.log.warn('move: the destination could not start the job; resuming on the source', { job: job.id, to: m.to, err: end.startError });
-      setImmediate(() => this.d.broker.startMoved(job.id, { jobId: job.id, host: m.from, gpuIndices: m.fromGpus }, moveMarker(m.ev, m.fallback)));
+      m.prepared = undefined;
+      void this.releaseSource(m, true).then(() => this.d.broker.startMoved(job.id, { jobId: job.id, host: m.from, gpuIndices: m.fromGpus }, moveMarker(m.ev, m.fallback)));
       return { reason: `could not start on ${m.to}; resuming on ${m.from}`, evidence: { startError: end.startError, move: { ...m.ev } }, fault: 'migrated', requeue: false };
     }
     // A checkpoint with no move waiting for it (it came after the move was given up): resume on the same host.
@@ -339,7 +392,8 @@ export class MoveManager implements MoveHooks {
     const env: Record<string, string> = checkpoints(job) ? { GPURUN_CHECKPOINT_SIGNAL: job.env.GPURUN_CHECKPOINT_SIGNAL! } : {};
     if (this.preemptedBefore(job, n)) Object.assign(env, this.cooperative.resume().env);
     const m = this.moves.get(job.id);
-    if (m && m.phase === 'starting' && n === m.n + 1) Object.assign(env, this.checkpointer(m).resume(this.context(m)).env);
+    // The attempt after the source's (also when prepared at the destination before the source has stopped).
+    if (m && m.kind === 'move' && n === m.n + 1) Object.assign(env, this.checkpointer(m).resume(this.context(m)).env);
     return env;
   }
 
@@ -349,7 +403,7 @@ export class MoveManager implements MoveHooks {
     // A transparent move that falls back restores on the source from the images still there (runtimes/criu.ts).
     const restore = this.checkpointer(m).resume(this.context(m)).restore;
     if (m.fallback !== undefined) return restore ? { restore } : undefined;
-    return { ...(m.ev.ip ? { ip: m.ev.ip } : {}), ...(restore ? { restore } : {}) };
+    return { ...(m.ev.ip ? { ip: m.ev.ip } : {}), ...(restore ? { restore } : {}), ...(m.prepared ? { prepared: m.prepared } : {}) };
   }
 
   running(job: StoredJob, n: number): void {
@@ -359,7 +413,8 @@ export class MoveManager implements MoveHooks {
     if (m.ev.checkpointAt) m.ev.downtimeSec = Math.max(0, Math.round((Date.now() - Date.parse(m.ev.checkpointAt)) / 100) / 10);
     this.recordMoved(m);
     this.d.log.info('job moved', { job: job.id, from: m.from, to: job.host, downtimeSec: m.ev.downtimeSec, precopyBytes: m.ev.precopyBytes, finalBytes: m.ev.finalBytes });
-    // The copy left on the host it no longer runs on.
+    // The source's container and mount, and the copy left on the host it no longer runs on.
+    void this.releaseSource(m, true);
     if (job.host !== m.from) void this.checkpointer(m).discard(this.side(m.from), job).catch(() => {});
     this.d.broker.kick();
   }
@@ -368,6 +423,7 @@ export class MoveManager implements MoveHooks {
     const ev = last.evidence.move;
     if (!ev || this.moves.has(job.id)) return false;
     const m = this.restored(job, last.n, ev, 'copying');
+    m.restored = true;
     m.ended.resolve({ at: ev.checkpointAt ?? last.endedAt ?? new Date().toISOString() });
     void this.afterCheckpoint(m, this.checkpointer(m));
     return true;
@@ -469,6 +525,7 @@ export class MoveManager implements MoveHooks {
       const { phase: _p, ...ev } = persisted;
       const m = this.restored(job, att.n, ev, 'signalled');
       m.alreadyAsked = true;
+      m.restored = true;
       this.d.log.info('move found again after a restart: waiting for the job\'s checkpoint', { job: job.id, from: m.from, to: m.to });
       void this.run(m);
     }
@@ -477,7 +534,7 @@ export class MoveManager implements MoveHooks {
   private restored(job: StoredJob, n: number, ev: MoveEvidence, phase: Phase): Move {
     const att = this.d.store.attempts(job.id).find((a) => a.n === n);
     // A preemption has no destination (ev.to is empty): its "to" is its source, as when it began.
-    const m: Move = { kind: ev.to === '' ? 'preempt' : 'move', jobId: job.id, n, from: ev.from, fromGpus: att?.gpuIndices ?? [], to: ev.to || ev.from, gpus: ev.gpus, cause: ev.cause, phase, resources: job.resources, ac: new AbortController(), ended: deferred(), ev: { ...ev } };
+    const m: Move = { kind: ev.to === '' ? 'preempt' : 'move', jobId: job.id, n, from: ev.from, fromGpus: att?.gpuIndices ?? [], to: ev.to || ev.from, gpus: ev.gpus, cause: ev.cause, phase, resources: job.resources, ac: new AbortController(), ended: deferred(), ev: { ...ev }, ...(att?.runtimeRef ? { srcRef: att.runtimeRef } : {}) };
     this.moves.set(job.id, m);
     return m;
   }
@@ -494,6 +551,9 @@ export class MoveManager implements MoveHooks {
     if (m) {
       m.ac.abort(new Error('job ended'));
       this.moves.delete(job.id);
+      void this.unprepare(m);
+      // Its source attempt has ended too when the job has.
+      void this.releaseSource(m, true);
     }
     this.givenUp.delete(job.id);
   }

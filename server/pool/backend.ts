@@ -87,7 +87,7 @@ export class HostPool implements Backend {
   async recover(job: StoredJob, attempt: StoredAttempt, ev: AttemptEvents): Promise<Record<string, unknown> | null> {
     if (attempt.runtimeRef) return attempt.runtimeRef;
     if (!attempt.host) return null;
-    const ref = await this.hosts.runtimeFor(attempt.host).recover?.(job, this.logs.path(job.id));
+    const ref = await this.hosts.runtimeFor(attempt.host).recover?.(job, this.logs.path(job.id), attempt.n);
     if (!ref) return null;
     ev.running({ host: attempt.host, reason: `running on ${attempt.host} (${attempt.gpuIndices.length ? `GPU ${attempt.gpuIndices.join(',')}` : 'no GPU'})` });
     return { ...ref, logOffset: attempt.logOffset };

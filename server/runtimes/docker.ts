@@ -8,7 +8,7 @@
  */
 import { createHash } from 'node:crypto';
 import { GpurunError } from '../protocol/errors.ts';
-import type { ExitInfo, StartSpec } from '../core/runtime.ts';
+import type { ExitInfo, PrepareSpec, StartSpec } from '../core/runtime.ts';
 import type { StoredJob } from '../core/store.ts';
 import { mountPoint } from '../hosts/mount.ts';
 import type { RemoteExec } from '../hosts/ssh.ts';
@@ -43,10 +43,24 @@ export interface DockerRunInput {
   ip?: string;
   /** The owner's cache volume and where the container has it (config cache); absent: none. */
   cache?: { volume: string; path: string };
+  /**
+   * The container's name when it is not containerName(jobId) (a move's prepared start); it then carries that name
+   * as its alias on the user's network, so peers resolve the job by the same name.
+   */
+  name?: string;
 }
 
+/** The name of a job's container, and the name peers on the user's network resolve it by. */
 export function containerName(jobId: string): string {
   return `gpurun-${jobId}`;
+}
+
+/**
+ * The name of the container a move prepares for attempt `n` (created while the source still runs, so it cannot have
+ * the source's name where both hosts share one engine); its network alias is containerName(jobId).
+ */
+export function preparedName(jobId: string, n: number): string {
+  return `${containerName(jobId)}-${n}`;
 }
 
 /** The per-user network (containers of different users cannot reach each other). */
@@ -89,11 +103,12 @@ export function dockerRunArgs(j: DockerRunInput): string[] {
   const gpu = gpuSettings(j.gpuMode, j.gpuIndices);
   return [
     'docker', 'run', '-d', '--init',
-    '--name', containerName(j.jobId),
+    '--name', j.name ?? containerName(j.jobId),
     '--label', `gpurun.job=${j.jobId}`,
     '--label', `gpurun.owner=${j.owner}`,
     '--label', `gpurun.broker=${j.brokerId}`,
     '--network', userNetwork(j.owner),
+    ...(j.name && j.name !== containerName(j.jobId) ? ['--network-alias', containerName(j.jobId)] : []),
     ...(j.ip ? ['--ip', j.ip] : []),
     '--cpus', String(j.cpus),
     '--memory', `${j.memoryMiB}m`,
@@ -177,6 +192,27 @@ export function noImageHint(image: string, host: string, listed?: string): strin
   return `Pull or build it on ${host} (or ask the host's admin to), or pick another with --image.${listed === undefined ? '' : have.length ? ` Images on ${host}: ${shown}.` : ` ${host} has no images yet.`}`;
 }
 
+/** How long a prepared start waits for its address to be given back by a container that just stopped. */
+const IP_RETRY_MS = 2_000;
+
+/** Docker's stderr when a container cannot have the address it asks for on the user's network. */
+const IP_TAKEN = /user specified IP address|address already in use|no available IPv4|invalid address|not in the subnet/i;
+
+/** What prepare() made on a host: the created container, the mounted workspace, and what they were made for. */
+export interface PreparedRef extends Record<string, unknown> {
+  host: string;
+  container: string;
+  mnt: string;
+  transport: 'direct' | 'relay';
+  envDir: string;
+  /** A digest of the env file's text and the `docker run` argv the container was created with. */
+  key: string;
+}
+
+function planKey(envText: string, args: string[]): string {
+  return createHash('sha256').update(envText).update('\0').update(args.join('\0')).digest('hex');
+}
+
 export interface DockerRef extends MountedRef {
   container: string;
   /** The folder of the job's env file on the host (removed after `docker run`, and again at cleanup). */
@@ -214,19 +250,40 @@ export class DockerRuntime extends MountedRuntime {
     return this.startSlot(spec.host, () => this.startNow(spec, asked));
   }
 
-  /** `asked`: when the start was asked for (ms); the log line of a start says where its time went. */
-  private async startNow(spec: StartSpec, asked: number): Promise<DockerRef> {
-    const began = Date.now();
+  /**
+   * What a start of `spec` runs, with its container named `name` and the workspace at `mnt`: the env file's text and
+   * the `docker run` argv (the file at `envFile`). Pure; prepare() and start() compare the two they computed.
+   */
+  private plan(spec: StartSpec | PrepareSpec, mnt: string, envFile: string, name: string): { envText: string; args: string[] } {
     const cfg = this.hosts.config(spec.host);
-    const ssh = this.hosts.exec(spec.host);
     const job = spec.job;
     const image = job.image ?? this.defaultImage;
     if (!image) throw new GpurunError('E_BAD_REQUEST', 'no image: the job names none and the broker config has no defaults.image', { hint: 'Pass --image IMAGE (an image present on the host), or set defaults.image.' });
-    // The checkpoint folder outlives the container (a move copies it, the next attempt resumes from it).
-    const checkpointDir = hostCheckpointDir(cfg.workDir, job.id);
     // The owner's cache: the usual cache variables point into it unless the job sets them itself.
     const cache = this.cache && { volume: cacheVolume(job.owner), path: this.cache.containerPath };
-    const envText = envFileText({ ...(cache ? cacheEnv(cache.path) : {}), ...hostJobEnv(spec), GPURUN_CHECKPOINT_DIR: CONTAINER_CHECKPOINT_DIR }, cfg.gpuMode, spec.gpuIndices);
+    const envText = envFileText({ ...(cache ? cacheEnv(cache.path) : {}), ...hostJobEnv({ ...spec, logPath: '' }), GPURUN_CHECKPOINT_DIR: CONTAINER_CHECKPOINT_DIR }, cfg.gpuMode, spec.gpuIndices);
+    const args = dockerRunArgs({
+      jobId: job.id, owner: job.owner, brokerId: this.brokerId, image, command: job.command, envFile,
+      gpuMode: cfg.gpuMode, gpuIndices: spec.gpuIndices, cpus: job.resources.cpus, memoryMiB: job.resources.memoryMiB,
+      // The checkpoint folder outlives the container (a move copies it, the next attempt resumes from it).
+      mountPoint: mnt, readOnly: cfg.mount.readOnly, pidsLimit: this.pidsLimit, checkpointDir: hostCheckpointDir(cfg.workDir, job.id),
+      ...(spec.moved?.ip ? { ip: spec.moved.ip } : {}), ...(cache ? { cache } : {}), ...(name !== containerName(job.id) ? { name } : {}),
+    });
+    return { envText, args };
+  }
+
+  /**
+   * What a container needs on the host before `docker run` or `docker create`: the user's network, the workspace
+   * mounted, the env file written and the checkpoint folder made (their round trips overlap). On failure nothing
+   * is left.
+   */
+  private async ready(spec: StartSpec | PrepareSpec, name: string): Promise<{ ssh: RemoteExec; mnt: string; transport: 'direct' | 'relay'; envDir: string; envText: string; args: string[]; net: string }> {
+    const cfg = this.hosts.config(spec.host);
+    const ssh = this.hosts.exec(spec.host);
+    const job = spec.job;
+    const mntAt = mountPoint(cfg.workDir, this.brokerId, job.id);
+    const envDir = `${cfg.workDir}/run/${job.id}`;
+    const { envText } = this.plan(spec, mntAt, `${envDir}/env`, name);
     // Once made on a host, a user's network stays (nothing here removes it): one round trip less per start.
     const net = `${spec.host}\0${job.owner}`;
     let network = this.networks.get(net);
@@ -235,11 +292,7 @@ export class DockerRuntime extends MountedRuntime {
       this.networks.set(net, network);
       network.catch(() => this.networks.delete(net));
     }
-    const name = containerName(job.id);
-    const envDir = `${cfg.workDir}/run/${job.id}`;
-    // The network, the mount and the env file do not depend on each other: their round trips overlap.
-    const [netDone, mounted, envWritten, ckptMade] = await Promise.allSettled([network, this.mountWorkspace(ssh, cfg, job), writeEnvFile(ssh, envDir, envText), ssh.run(['mkdir', '-p', checkpointDir], 'making the checkpoint folder')]);
-    const prepared = Date.now();
+    const [netDone, mounted, envWritten, ckptMade] = await Promise.allSettled([network, this.mountWorkspace(ssh, cfg, job), writeEnvFile(ssh, envDir, envText), ssh.run(['mkdir', '-p', hostCheckpointDir(cfg.workDir, job.id)], 'making the checkpoint folder')]);
     const failed = [netDone, mounted, envWritten, ckptMade].find((r) => r.status === 'rejected');
     if (failed) {
       if (mounted.status === 'fulfilled') await this.mounts.unmount(ssh, mounted.value.mnt).catch(() => {});
@@ -248,36 +301,52 @@ export class DockerRuntime extends MountedRuntime {
     }
     const { mnt, transport } = (mounted as PromiseFulfilledResult<{ mnt: string; transport: 'direct' | 'relay' }>).value;
     const envFile = (envWritten as PromiseFulfilledResult<string>).value;
+    return { ssh, mnt, transport, envDir, envText, args: this.plan(spec, mnt, envFile, name).args, net };
+  }
+
+  /** The error for a failed `docker run`/`create`/`start` on the host (a missing image says which the host has). */
+  private async runFailure(ssh: RemoteExec, spec: StartSpec | PrepareSpec, r: { code: number | null; stderr: string }, what: string, net: string): Promise<GpurunError> {
+    const err = r.stderr.trim().split('\n').slice(-2).join(' / ');
+    if (/network .* not found/i.test(r.stderr)) this.networks.delete(net);
+    const image = spec.job.image ?? this.defaultImage ?? '';
+    if (isNoImage(r.stderr)) {
+      // Which images the host has, to pick from (best effort: a failure only leaves the list out).
+      const ls = await ssh.exec(['docker', 'image', 'ls', '--format', '{{.Repository}}:{{.Tag}}'], { timeoutMs: 15_000 }).catch(() => undefined);
+      // The job's reason is this message (hints are not kept with a job), so what to do is in it.
+      const hint = noImageHint(image, spec.host, ls?.code === 0 ? ls.stdout : undefined);
+      return new GpurunError('E_BAD_REQUEST', `image ${image} is not on host ${spec.host}. ${hint}`, { hint, exitCode: r.code ?? undefined, stderr: r.stderr });
+    }
+    return new GpurunError('E_BAD_REQUEST', `${what} failed on ${spec.host} (exit ${r.code}): ${err}`, { hint: 'See the broker log for the full error.', exitCode: r.code ?? undefined, stderr: r.stderr });
+  }
+
+  /** `asked`: when the start was asked for (ms); the log line of a start says where its time went. */
+  private async startNow(spec: StartSpec, asked: number): Promise<DockerRef> {
+    const began = Date.now();
+    const fast = spec.moved?.prepared ? await this.startPrepared(spec, spec.moved.prepared as PreparedRef) : null;
+    if (fast) {
+      this.log('container started', { job: spec.job.id, host: spec.host, prepared: true, waitedMs: began - asked, mountMs: 0, runMs: Date.now() - began });
+      return fast;
+    }
+    const cfg = this.hosts.config(spec.host);
+    const job = spec.job;
+    // A prepared start that could not be used keeps its name (the source's container may still hold the usual one).
+    const name = (spec.moved?.prepared as PreparedRef | undefined)?.container ?? containerName(job.id);
+    const { ssh, mnt, transport, envDir, args, net } = await this.ready(spec, name);
+    const prepared = Date.now();
     try {
-      const args = dockerRunArgs({
-        jobId: job.id, owner: job.owner, brokerId: this.brokerId, image, command: job.command, envFile,
-        gpuMode: cfg.gpuMode, gpuIndices: spec.gpuIndices, cpus: job.resources.cpus, memoryMiB: job.resources.memoryMiB,
-        mountPoint: mnt, readOnly: cfg.mount.readOnly, pidsLimit: this.pidsLimit, checkpointDir, ...(spec.moved?.ip ? { ip: spec.moved.ip } : {}), ...(cache ? { cache } : {}),
-      });
       // A restore creates the same container and starts it from the checkpoint (runtimes/criu.ts).
       const restore = spec.moved?.restore;
       if (restore) args.splice(0, args.length, ...createArgs(args));
       let r = await ssh.exec(args, { timeoutMs: 120_000 }).catch((e) => (void removeEnvDir(ssh, envDir), Promise.reject(e)));
-      if (r.code !== 0 && spec.moved?.ip && /user specified IP address|address already in use|no available IPv4|invalid address|not in the subnet/i.test(r.stderr)) {
+      if (r.code !== 0 && spec.moved?.ip && IP_TAKEN.test(r.stderr)) {
         // The address cannot be had here (a network made without the user's subnet, or taken): a new one, said in the log.
-        this.log('the moved job cannot keep its address here; it gets a new one', { job: job.id, host: spec.host, ip: spec.moved.ip, why: r.stderr.trim().split('\n').pop() });
+        this.log('the moved job cannot keep its address here; it gets a new one', { job: job.id, host: spec.host, ip: spec.moved.ip, why: r.stderr.trim().split('\n')[0] });
         await ssh.exec(['docker', 'rm', '-f', name]).catch(() => {});
         r = await ssh.exec(args.filter((a, i) => a !== '--ip' && args[i - 1] !== '--ip'), { timeoutMs: 120_000 });
       }
       // The env file goes once Docker has read it; not waited for (cleanup removes the folder again).
       void removeEnvDir(ssh, envDir);
-      if (r.code !== 0) {
-        const err = r.stderr.trim().split('\n').slice(-2).join(' / ');
-        if (/network .* not found/i.test(r.stderr)) this.networks.delete(net);
-        if (isNoImage(r.stderr)) {
-          // Which images the host has, to pick from (best effort: a failure only leaves the list out).
-          const ls = await ssh.exec(['docker', 'image', 'ls', '--format', '{{.Repository}}:{{.Tag}}'], { timeoutMs: 15_000 }).catch(() => undefined);
-          // The job's reason is this message (hints are not kept with a job), so what to do is in it.
-          const hint = noImageHint(image, spec.host, ls?.code === 0 ? ls.stdout : undefined);
-          throw new GpurunError('E_BAD_REQUEST', `image ${image} is not on host ${spec.host}. ${hint}`, { hint, exitCode: r.code ?? undefined, stderr: r.stderr });
-        }
-        throw new GpurunError('E_BAD_REQUEST', `docker run failed on ${spec.host} (exit ${r.code}): ${err}`, { hint: 'See the broker log for the full error.', exitCode: r.code ?? undefined, stderr: r.stderr });
-      }
+      if (r.code !== 0) throw await this.runFailure(ssh, spec, r, 'docker run', net);
       if (restore) await restoreContainer(ssh, name, criuDir(cfg.workDir, job.id), restore.name, spec.host);
     } catch (e) {
       await ssh.exec(['docker', 'rm', '-f', name]).catch(() => {});
@@ -290,21 +359,90 @@ export class DockerRuntime extends MountedRuntime {
   }
 
   /**
+   * A move's next attempt, made ready while the job still ran on its source: the workspace mounted, the container
+   * created (`docker create`, same network address and alias), nothing of the job run. start() then only starts it.
+   */
+  prepare(spec: PrepareSpec): Promise<PreparedRef> {
+    return this.startSlot(spec.host, async () => {
+      const began = Date.now();
+      const name = preparedName(spec.job.id, spec.n);
+      const { ssh, mnt, transport, envDir, envText, args, net } = await this.ready(spec, name);
+      try {
+        // One left by a broker that stopped mid-move has the same name; `docker rm` (no -f) never removes a running one.
+        await ssh.exec(['docker', 'rm', name], { timeoutMs: 30_000 }).catch(() => {});
+        const r = await ssh.exec(createArgs(args), { timeoutMs: 120_000 });
+        if (r.code !== 0) throw await this.runFailure(ssh, spec, r, 'docker create', net);
+      } catch (e) {
+        await ssh.exec(['docker', 'rm', '-f', name]).catch(() => {});
+        await this.mounts.unmount(ssh, mnt).catch(() => {});
+        throw e;
+      } finally {
+        void removeEnvDir(ssh, envDir);
+      }
+      this.log('destination prepared', { job: spec.job.id, host: spec.host, container: name, ms: Date.now() - began });
+      return { host: spec.host, container: name, mnt, transport, envDir, key: planKey(envText, args) };
+    });
+  }
+
+  /**
+   * Starts a prepared container when it was made for this very start (same variables and arguments); null when it
+   * was not (it is removed, and the start goes the usual way). Rejects when `docker start` fails (nothing is left).
+   */
+  private async startPrepared(spec: StartSpec, p: PreparedRef): Promise<DockerRef | null> {
+    const ssh = this.hosts.exec(spec.host);
+    const plan = p.host === spec.host ? this.plan(spec, p.mnt, `${p.envDir}/env`, p.container) : undefined;
+    if (!plan || planKey(plan.envText, plan.args) !== p.key) {
+      this.log('the prepared container does not match the start; starting anew', { job: spec.job.id, host: spec.host, container: p.container });
+      await this.removePrepared(this.hosts.exec(p.host), p.container, p.mnt);
+      return null;
+    }
+    let r = await ssh.exec(['docker', 'start', p.container], { timeoutMs: 120_000 });
+    // The source's container may have stopped a moment ago on this same engine (hosts that share one): its address
+    // is given back just after its exit is reported. Asked again for a short while before giving the address up.
+    for (const until = Date.now() + IP_RETRY_MS; r.code !== 0 && spec.moved?.ip && /address already in use/i.test(r.stderr) && Date.now() < until; ) {
+      await new Promise((res) => setTimeout(res, 100));
+      r = await ssh.exec(['docker', 'start', p.container], { timeoutMs: 120_000 });
+    }
+    if (r.code !== 0) {
+      await this.removePrepared(ssh, p.container, p.mnt);
+      if (spec.moved?.ip && IP_TAKEN.test(r.stderr)) {
+        this.log('the moved job cannot keep its address here; starting anew', { job: spec.job.id, host: spec.host, ip: spec.moved.ip, why: r.stderr.trim().split('\n')[0] });
+        return null;
+      }
+      throw await this.runFailure(ssh, spec, r, 'docker start', `${spec.host}\0${spec.job.owner}`);
+    }
+    return { host: spec.host, container: p.container, mnt: p.mnt, transport: p.transport, logPath: spec.logPath, envDir: p.envDir, ...this.startFacts(spec) };
+  }
+
+  private async removePrepared(ssh: RemoteExec, container: string, mnt: string): Promise<void> {
+    await ssh.exec(['docker', 'rm', '-f', container], { timeoutMs: 60_000 }).catch(() => {});
+    await this.mounts.unmount(ssh, mnt).catch(() => {});
+  }
+
+  async unprepare(host: string, jobId: string, n: number): Promise<void> {
+    await this.removePrepared(this.hosts.exec(host), preparedName(jobId, n), mountPoint(this.hosts.config(host).workDir, this.brokerId, jobId));
+  }
+
+  /**
    * A job that was starting when the broker stopped: its container (labelled with the job and this broker) may run
    * the user's code already; then it is followed from the log file's size. A container that was created but never
    * started is removed, as is the mount of a job with no container; null then.
    */
-  async recover(job: StoredJob, logPath: string): Promise<DockerRef | null> {
+  async recover(job: StoredJob, logPath: string, n?: number): Promise<DockerRef | null> {
     if (!job.host) return null;
     const cfg = this.hosts.config(job.host);
     const ssh = this.hosts.exec(job.host);
     const mnt = mountPoint(cfg.workDir, this.brokerId, job.id);
-    const name = containerName(job.id);
+    let name = containerName(job.id);
     let found: string[] = [];
     // `docker run` may still be creating it (its CLI was cut off with the broker's SSH session): look again shortly.
     for (let waited = 0; ; waited += 1_000) {
       const ps = await ssh.run(['docker', 'ps', '-a', '--filter', `label=gpurun.job=${job.id}`, '--filter', `label=gpurun.broker=${this.brokerId}`, '--format', '{{.Names}} {{.State}}'], 'finding the job\'s container', { timeoutMs: 30_000 });
-      found = ps.split('\n').map((l) => l.trim()).filter((l) => l.startsWith(`${name} `));
+      const lines = ps.split('\n').map((l) => l.trim());
+      // A move's attempt runs in the container prepared for it, when there is one.
+      const moved = n === undefined ? [] : lines.filter((l) => l.startsWith(`${preparedName(job.id, n)} `));
+      if (moved.length) name = preparedName(job.id, n!);
+      found = moved.length ? moved : lines.filter((l) => l.startsWith(`${name} `));
       if (found.length || waited >= RECOVER_WAIT_MS) break;
       await new Promise((r) => setTimeout(r, 1_000));
     }

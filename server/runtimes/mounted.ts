@@ -132,6 +132,10 @@ function lastBytes(path: string, n: number): Buffer {
     return Buffer.alloc(0);
   }
 }
+function holdKey(r: MountedRef): string {
+  return `${r.host}\0${r.mnt}`;
+}
+
 /** A follow that ends sooner than this while the job still runs is not started again at once (no busy loop). */
 const FOLLOW_MIN_MS = 1_000;
 
@@ -245,6 +249,7 @@ export abstract class MountedRuntime implements Runtime {
         if (f.fault === 'workspace' && !seen.workspaceLost) seen.workspaceLost = f.workspace!;
         if (f.fault === 'gpu' && !seen.gpuStop) seen.gpuStop = f.gpu!;
         if (f.fault === 'hostLost') continue;
+        const followed = Date.now();
         const st = await this.state(ssh, r);
         if (seen.outOfTouch) {
           seen.outOfTouch = false;
@@ -257,7 +262,11 @@ export abstract class MountedRuntime implements Runtime {
         }
         // The follower did not see the stream to its end: read what is left before the job's remains go.
         if (!f.complete) await this.drain(ssh, r).catch((e) => this.log('could not read the rest of the output', { ...this.describe(r), err: (e as Error).message }));
-        await this.cleanup(ssh, r);
+        const looked = Date.now();
+        const hold = this.holds.get(holdKey(r));
+        if (hold && !('lost' in st) && st.exitCode === hold.exitCode) hold.ended = true;
+        else await this.cleanup(ssh, r);
+        this.log(hold?.ended ? 'job ended on its host; its remains are kept for its move' : 'job ended on its host', { ...this.describe(r), stateMs: looked - followed, cleanupMs: Date.now() - looked });
         // Gone without a trace: read the host's boot id now, so a reboot is named even before the next health check.
         if ('lost' in st) await this.hosts.checkHealth(r.host).catch(() => {});
         return this.withEvidence(st, r, seen);
@@ -444,6 +453,20 @@ export abstract class MountedRuntime implements Runtime {
     if (!r.gpus.some((g) => q.has(g))) return null;
     const evs = this.hosts.gpuEvents(r.host, r.gpus, r.startedAt).filter((e) => e.cls !== 'application' && q.has(e.gpu));
     return evs.length ? evs.map(({ cls: _c, ...g }) => g) : null;
+  }
+
+  /** Attempts whose remains stay when they end with a given exit code (holdOnExit), by host and mount point. */
+  private readonly holds = new Map<string, { exitCode: number; ended: boolean }>();
+
+  holdOnExit(ref: Record<string, unknown>, exitCode: number): void {
+    this.holds.set(holdKey(ref as MountedRef), { exitCode, ended: false });
+  }
+
+  async release(ref: Record<string, unknown>, ended: boolean): Promise<void> {
+    const r = ref as MountedRef;
+    const hold = this.holds.get(holdKey(r));
+    this.holds.delete(holdKey(r));
+    if (ended || hold?.ended) await this.cleanup(this.hosts.exec(r.host), r);
   }
 
   protected async cleanup(ssh: RemoteExec, r: MountedRef): Promise<void> {

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { containerName, dockerRunArgs, ensureNetworkArgs, envFileText, gpuSettings, isNoImage, noImageHint, parseContainerState, userNetwork, userSubnet, type DockerRunInput } from '../../server/runtimes/docker.ts';
+import { containerName, dockerRunArgs, ensureNetworkArgs, envFileText, gpuSettings, isNoImage, noImageHint, parseContainerState, preparedName, userNetwork, userSubnet, type DockerRunInput } from '../../server/runtimes/docker.ts';
 
 const base: DockerRunInput = {
   jobId: 'ab12cd34', owner: 'alice', brokerId: 'b0b0', image: 'local/python:3', command: ['python3', 'train.py', '--lr', '3e-4'],
@@ -52,6 +52,14 @@ describe('dockerRunArgs', () => {
     assert.deepEqual(gpuSettings('nvidia', []).args, []);
     assert.equal(gpuSettings('nvidia', []).env.NVIDIA_VISIBLE_DEVICES, 'void');
     assert.deepEqual(flag(dockerRunArgs({ ...base, gpuMode: 'env' }), '--gpus'), []);
+  });
+
+  it('a move\'s prepared container has its own name and the job\'s usual name as its alias, with the address it had', () => {
+    const a = dockerRunArgs({ ...base, name: preparedName(base.jobId, 3), ip: '10.64.1.7' });
+    assert.deepEqual(flag(a, '--name'), [`gpurun-${base.jobId}-3`]);
+    assert.deepEqual(flag(a, '--network-alias'), [containerName(base.jobId)]);
+    assert.deepEqual(flag(a, '--ip'), ['10.64.1.7']);
+    assert.deepEqual(flag(dockerRunArgs(base), '--network-alias'), []);
   });
 
   it('mounts read-only when asked', () => {
