@@ -17,7 +17,8 @@ import { quoteShell } from '../core/shellQuote.ts';
 import { serveSftp, type SftpSession } from './sftpGuard.ts';
 import type { Duplex } from 'node:stream';
 import type { WorkspaceServeStart } from '../protocol/jobs.ts';
-import { overlayMountArgs, snapshotJobDir, snapshotPaths, SnapshotSync, syncCache, walkTree } from './snapshot.ts';
+import { overlayMountArgs, probeLayout, snapshotJobDir, snapshotPaths, SnapshotSync, syncCache, walkTree } from './snapshot.ts';
+import type { Layout } from './snapshotPlan.ts';
 
 /**
  * Options for many small files (Python imports: a stat and an open per candidate path): attributes, directory
@@ -166,6 +167,9 @@ export class Mounts {
    */
   private readonly relays = new Map<string, MountHandle>();
 
+  /** The snapshot layout each host supports (hosts/snapshotPlan.ts Layout), checked at its first snapshot mount. */
+  private readonly layouts = new Map<string, Promise<{ layout: Layout; why?: string }>>();
+
   /** With `source.fromClient`, the mount is a relay to the client whatever the host's transport. */
   /**
    * With `source.fromClient`, the mount is a relay to the client whatever the host's transport. `owner` keys the
@@ -212,20 +216,36 @@ export class Mounts {
 
   /** The snapshot mount (hosts/snapshot.ts): the relay at WORKDIR/snap/JOB/lazy, the host's cache synced, the overlay at `mnt`. */
   private async snapshotMount(ssh: RemoteExec, m: MountConfig, workspace: string, mnt: string, log: (msg: string) => void, owner: string, relayCh: { ch?: { close(): void } }): Promise<MountHandle> {
-    const p = snapshotPaths(mnt, owner, workspace);
+    const jobDir = snapshotJobDir(mnt);
+    await ssh.run(['mkdir', '-p', jobDir], 'creating the snapshot folders');
+    const { layout, why } = m.snapshot === 'opaque' ? { layout: 'opaque' as const, why: 'mount.snapshot is "opaque"' } : await this.layout(ssh, posix.dirname(jobDir));
+    const p = snapshotPaths(mnt, owner, workspace, layout);
     await ssh.run(['mkdir', '-p', p.cache, p.lazy, p.upper, p.work], 'creating the snapshot folders');
     const handle = await this.relayMount(ssh, m, workspace, p.lazy, log, relayCh);
     // Registered at once, so that a failure below unmounts the relay too.
     this.relays.set(relayKey(ssh, mnt), { ...handle, mnt, lazy: p.lazy });
     const local = walkTree(workspace);
-    const stats = await syncCache(ssh, workspace, p.cache, local);
-    log(`workspace snapshot: sent ${stats.files} small files (${stats.bytes} bytes), removed ${stats.removed} entries from the host's cache, ${stats.opaque.length} folders need no sshfs lookups`);
-    await ssh.run(overlayMountArgs(p, mnt), 'mounting the workspace overlay', { timeoutMs: 30_000 });
-    const sync = new SnapshotSync(ssh, workspace, mnt, p, local, stats.opaque, log);
+    const stats = await syncCache(ssh, workspace, p.cache, local, layout);
+    const sent = `sent ${stats.files} small files (${stats.bytes} bytes), removed ${stats.removed} entries from the host's cache`;
+    if (layout === 'names') log(`workspace snapshot (every name on the host, large files' data through sshfs): ${sent}, wrote ${stats.stubs} stubs of large files`);
+    else log(`workspace snapshot (small files on the host; ${why}): ${sent}, ${stats.opaque.length} folders need no sshfs lookups`);
+    await ssh.run(overlayMountArgs(p, mnt, layout), 'mounting the workspace overlay', { timeoutMs: 30_000 });
+    const sync = new SnapshotSync(ssh, workspace, mnt, p, local, layout === 'names' ? 'all' : stats.opaque, log);
     const full: MountHandle = { ...handle, mnt, lazy: p.lazy, snapshot: sync };
     this.relays.set(relayKey(ssh, mnt), full);
     await sync.start();
     return full;
+  }
+
+  /** The layout `ssh`'s host supports, checked once per host and broker process (a failed check is tried again). */
+  private layout(ssh: RemoteExec, dir: string): Promise<{ layout: Layout; why?: string }> {
+    let known = this.layouts.get(ssh.hostName);
+    if (!known) {
+      known = probeLayout(ssh, dir);
+      this.layouts.set(ssh.hostName, known);
+      known.catch(() => this.layouts.delete(ssh.hostName));
+    }
+    return known;
   }
 
   /** The host's sshfs channel piped to the client's stream, after one JSON line that tells the client to start. */

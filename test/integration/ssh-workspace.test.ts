@@ -16,6 +16,7 @@ const A100 = { name: 'NVIDIA A100-SXM4-80GB', memoryMiB: 81920 };
 const H100 = { name: 'NVIDIA H100', memoryMiB: 81559 };
 const L4 = { name: 'NVIDIA L4', memoryMiB: 23034 };
 const T4 = { name: 'Tesla T4', memoryMiB: 15360 };
+const V100 = { name: 'Tesla V100-SXM2-32GB', memoryMiB: 32768 };
 
 /** Every file's SHA-256, every link's text and every folder, as Python sees the tree from the working directory. */
 const TREE_PY = [
@@ -49,6 +50,7 @@ describe('the mounted workspace: symlinks and virtualenvs (sshd + Docker + sshfs
       { name: 'proc', address: '127.0.7.2', gpus: [H100] },
       { name: 'snap', address: '127.0.7.3', gpus: [L4] },
       { name: 'snap-ro', address: '127.0.7.4', gpus: [T4] },
+      { name: 'snap-opaque', address: '127.0.20.1', gpus: [V100] },
     ]);
     ws = join(dir, 'workspace');
     // A virtualenv as `python3 -m venv` makes it: bin/python3 is a link to the system's interpreter.
@@ -71,6 +73,7 @@ describe('the mounted workspace: symlinks and virtualenvs (sshd + Docker + sshfs
         { ...common, name: 'proc', address: '127.0.7.2', runtime: 'process' },
         { ...common, name: 'snap', address: '127.0.7.3', mount: { transport: 'relay', snapshot: true } },
         { ...common, name: 'snap-ro', address: '127.0.7.4', mount: { transport: 'relay', snapshot: true, readOnly: true } },
+        { ...common, name: 'snap-opaque', address: '127.0.20.1', mount: { transport: 'relay', snapshot: 'opaque' } },
       ],
       defaults: { image: 'local/python:3', gpus: 1, memory: '512M' },
     });
@@ -123,6 +126,45 @@ describe('the mounted workspace: symlinks and virtualenvs (sshd + Docker + sshfs
     }
 
     it('reads what is on disk: links, empty files, a 50 MB file, names with spaces and unicode', async () => {
+      makeTree();
+      const local = spawnSync('python3', ['-c', TREE_PY], { cwd: join(ws, 'tree'), encoding: 'utf8' });
+      const r = await snap(['sh', '-c', 'cd tree && python3 -c "$1"', 'sh', TREE_PY]);
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      assert.equal(r.stdout, local.stdout);
+      assert.match(r.stdout, /F \.\/big\.bin [0-9a-f]{64}/);
+      assert.deepEqual(mountedUnder(workDir), [], 'nothing stays mounted');
+    });
+
+    it('reads the same in the layout for kernels without data-only overlay layers (mount.snapshot "opaque")', async () => {
+      makeTree();
+      const local = spawnSync('python3', ['-c', TREE_PY], { cwd: join(ws, 'tree'), encoding: 'utf8' });
+      const r = await snap(['sh', '-c', 'cd tree && python3 -c "$1"', 'sh', TREE_PY], ['--gpu-type', 'V100']);
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      assert.equal(r.stdout, local.stdout);
+      assert.deepEqual(mountedUnder(workDir), [], 'nothing stays mounted');
+    });
+
+    it('moves only the part of a large file that the job reads (bytes the broker sent)', async () => {
+      mkdirSync(join(ws, 'data'), { recursive: true });
+      execFileSync('truncate', ['-s', '2G', join(ws, 'data', 'huge.bin')]);
+      try {
+        for (const gpu of ['L4', 'V100']) {
+          const before = wchar(broker.proc.pid!);
+          const r = await snap(['sh', '-c', 'dd if=data/huge.bin of=/dev/null bs=1M skip=1024 count=10 2>&1 | tail -1; wc -c < data/huge.bin'], ['--gpu-type', gpu]);
+          const moved = wchar(broker.proc.pid!) - before;
+          assert.equal(r.code, 0, r.stdout + r.stderr);
+          assert.match(r.stdout, /10485760 bytes/);
+          assert.match(r.stdout, /^2147483648$/m, 'the job sees the file\'s size');
+          assert.ok(moved >= 10e6 && moved < 60e6, `${gpu}: the broker sent ${moved} bytes for a 10 MB read of a 2 GB file`);
+        }
+      } finally {
+        rmSync(join(ws, 'data'), { recursive: true, force: true });
+      }
+    });
+
+    /** A tree with symlinks, an empty file, a 50 MB file and names with spaces and unicode, under ws/tree. */
+    function makeTree(): void {
+      if (existsSync(join(ws, 'tree'))) return;
       mkdirSync(join(ws, 'tree', 'sub dir', 'ünïcødé'), { recursive: true });
       writeFileSync(join(ws, 'tree', 'empty'), '');
       writeFileSync(join(ws, 'tree', 'sub dir', 'a file.txt'), 'with spaces\n');
@@ -132,13 +174,7 @@ describe('the mounted workspace: symlinks and virtualenvs (sshd + Docker + sshfs
       writeFileSync(join(ws, 'tree', 'big.bin'), big);
       symlinkSync('sub dir/a file.txt', join(ws, 'tree', 'link'));
       symlinkSync('/usr/bin/python3', join(ws, 'tree', 'abs-link'));
-      const local = spawnSync('python3', ['-c', TREE_PY], { cwd: join(ws, 'tree'), encoding: 'utf8' });
-      const r = await snap(['sh', '-c', 'cd tree && python3 -c "$1"', 'sh', TREE_PY]);
-      assert.equal(r.code, 0, r.stdout + r.stderr);
-      assert.equal(r.stdout, local.stdout);
-      assert.match(r.stdout, /F \.\/big\.bin [0-9a-f]{64}/);
-      assert.deepEqual(mountedUnder(workDir), [], 'nothing stays mounted');
-    });
+    }
 
     it('sees an edit made before submit, on the first run and on a later one', async () => {
       writeFileSync(join(ws, 'version.py'), 'V = 1\n');
@@ -223,3 +259,8 @@ describe('the mounted workspace: symlinks and virtualenvs (sshd + Docker + sshfs
     });
   });
 });
+
+/** Bytes a process has written (to sockets included), from /proc/PID/io. */
+function wchar(pid: number): number {
+  return Number(/wchar: (\d+)/.exec(readFileSync(`/proc/${pid}/io`, 'utf8'))![1]);
+}
