@@ -80,16 +80,22 @@ const PROBE_SH = [
   'if err=$(mount -t overlay overlay -o "lowerdir=$t/l::$t/d,upperdir=$t/u,workdir=$t/w" "$t/m" 2>&1); then',
   '  r=$(cat "$t/m/f" 2>&1); umount "$t/m"',
   '  if [ "$r" = x ]; then echo names; else echo "opaque: the kernel mounts data-only layers but did not follow the stub"; fi',
-  'else echo "opaque: the kernel has no data-only overlay layers ($err)"; fi',
+  'elif err2=$(mount -t overlay overlay -o "lowerdir=$t/l:$t/d,upperdir=$t/u,workdir=$t/w" "$t/m" 2>&1); then',
+  '  umount "$t/m"; echo "opaque: the kernel has no data-only overlay layers ($err)"',
+  'else echo "none: mounting an overlay failed (it needs root login and overlayfs): $err2"; fi',
   'rm -rf "$t"',
 ].join('\n');
 
-/** Which layout the host supports, and why not `names` where it does not. */
-export async function probeLayout(ssh: RemoteExec, dir: string): Promise<{ layout: Layout; why?: string }> {
+/**
+ * Which layout the host supports, and why not `names` where it does not; `none` where it cannot mount an overlay at
+ * all (no root login, no overlayfs): such a host gets the plain sshfs mount.
+ */
+export async function probeLayout(ssh: RemoteExec, dir: string): Promise<{ layout: Layout | 'none'; why?: string }> {
   const r = await ssh.exec(['sh', '-c', PROBE_SH, 'gpurun-probe', dir], { stdin: stubTar([{ path: 'f', size: 1, mode: 0o644, mtimeMs: Date.now() }]), timeoutMs: 30_000 });
   const out = r.stdout.trim();
   if (r.code === 0 && out === 'names') return { layout: 'names' };
-  return { layout: 'opaque', why: out.replace(/^opaque: /, '') || `the check failed (exit ${r.code}): ${r.stderr.trim()}` };
+  if (r.code === 0 && out.startsWith('opaque: ')) return { layout: 'opaque', why: out.slice(8) };
+  return { layout: 'none', why: out.replace(/^none: /, '') || `the check on the host failed (exit ${r.code}): ${r.stderr.trim()}` };
 }
 
 /** The workspace as a tree (lstat: symlinks are entries of their own, never followed). */

@@ -1,6 +1,6 @@
 /**
  * The mounted workspace as a job sees it, through the CLI against a real broker process: real sshd hosts on loopback
- * (127.0.7.x), the real Docker engine with the Python image from test/setup/30-ssh-docker.sh, and real sshfs (relay
+ * (127.0.7.x, 127.0.20.1), the real Docker engine with the Python image from test/setup/30-ssh-docker.sh, and real sshfs (relay
  * on a Docker host and on a process host). Symlinks reach the job as they are on the developer's disk: a
  * virtualenv's `bin/python3 -> /usr/bin/python3` runs; a link that leads out of the workspace still does not expose
  * the developer's files (the host resolves it in its own file system; the SFTP side refuses to follow it).
@@ -10,7 +10,7 @@ import { execFileSync, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { cleanup, createToken, gpurun, gpurunSpawn, scratch, waitFor, startBrokerProcess, stopBroker, testEnv, requirePart, type BrokerProc } from '../support/harness.ts';
-import { makeSshHosts, mountedUnder, sshHostsMissing, type TestHostSet } from '../support/sshHosts.ts';
+import { bytesSentTo, makeSshHosts, mountedUnder, sshHostsMissing, type TestHostSet } from '../support/sshHosts.ts';
 
 const A100 = { name: 'NVIDIA A100-SXM4-80GB', memoryMiB: 81920 };
 const H100 = { name: 'NVIDIA H100', memoryMiB: 81559 };
@@ -148,18 +148,26 @@ describe('the mounted workspace: symlinks and virtualenvs (sshd + Docker + sshfs
       mkdirSync(join(ws, 'data'), { recursive: true });
       execFileSync('truncate', ['-s', '2G', join(ws, 'data', 'huge.bin')]);
       try {
-        for (const gpu of ['L4', 'V100']) {
-          const before = wchar(broker.proc.pid!);
+        for (const [gpu, address] of [['L4', '127.0.7.3'], ['V100', '127.0.20.1']]) {
+          const before = bytesSentTo(address);
           const r = await snap(['sh', '-c', 'dd if=data/huge.bin of=/dev/null bs=1M skip=1024 count=10 2>&1 | tail -1; wc -c < data/huge.bin'], ['--gpu-type', gpu]);
-          const moved = wchar(broker.proc.pid!) - before;
+          const moved = bytesSentTo(address) - before;
           assert.equal(r.code, 0, r.stdout + r.stderr);
           assert.match(r.stdout, /10485760 bytes/);
           assert.match(r.stdout, /^2147483648$/m, 'the job sees the file\'s size');
-          assert.ok(moved >= 10e6 && moved < 60e6, `${gpu}: the broker sent ${moved} bytes for a 10 MB read of a 2 GB file`);
+          assert.ok(moved >= 10e6 && moved < 20e6, `${gpu}: the broker sent ${moved} bytes to the host for a 10 MB read of a 2 GB file`);
         }
       } finally {
         rmSync(join(ws, 'data'), { recursive: true, force: true });
       }
+    });
+
+    it('says in gpurun hosts how each host mounts workspaces, once a snapshot job checked it', async () => {
+      const r = await gpurun(['hosts'], env);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /^snap: workspace: snapshot \(every name on the host; large files read through sshfs\)$/m, r.stdout);
+      assert.match(r.stdout, /^snap-opaque: workspace: snapshot, opaque layout \(mount\.snapshot is "opaque"\)$/m, r.stdout);
+      assert.doesNotMatch(r.stdout, /^docker: workspace:/m, 'a host without snapshot says nothing new');
     });
 
     /** A tree with symlinks, an empty file, a 50 MB file and names with spaces and unicode, under ws/tree. */
@@ -260,7 +268,3 @@ describe('the mounted workspace: symlinks and virtualenvs (sshd + Docker + sshfs
   });
 });
 
-/** Bytes a process has written (to sockets included), from /proc/PID/io. */
-function wchar(pid: number): number {
-  return Number(/wchar: (\d+)/.exec(readFileSync(`/proc/${pid}/io`, 'utf8'))![1]);
-}
