@@ -12,6 +12,7 @@ import { join } from 'node:path';
 export class TreeWatch {
   private readonly dirs = new Map<string, FSWatcher>();
   private closed = false;
+  private failed = false;
   private readonly root: string;
   private readonly onName: (rel: string) => void;
   private readonly onError: (e: Error) => void;
@@ -47,7 +48,11 @@ export class TreeWatch {
       w = watch(join(this.root, rel), (_ev, name) => name && this.changed(rel, String(name)));
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
-      if (code !== 'ENOENT' && code !== 'ENOTDIR') this.onError(e as Error);
+      // Said once (ENOSPC: the user's inotify watches are used up; edits in the folders left out are not seen).
+      if (code !== 'ENOENT' && code !== 'ENOTDIR' && !this.failed) {
+        this.failed = true;
+        this.onError(new Error(`${(e as Error).message} (watching ${rel || '.'}; edits in folders that could not be watched reach the job at its next start)`));
+      }
       return;
     }
     // A watched folder that is removed ends its watch; its parent's watch reports the removal.
