@@ -236,7 +236,7 @@ export class Mounts {
     else log(`workspace snapshot (small files on the host; ${why}): ${sent}, ${stats.opaque.length} folders need no sshfs lookups`);
     await ssh.run(overlayMountArgs(p, mnt, layout), 'mounting the workspace overlay', { timeoutMs: 30_000 });
     // A fresh overlay builds its dentries and inodes at each first lookup: walked once now, while the container
-    // starts, so that the job's imports find them ready (bench/workspace.ts: ×1.2–1.3 of local disk without, ×1.0–1.1 with).
+    // starts, so that the job's imports find them ready (bench/workspace.ts: imports at ×1.2–1.3 of local disk without, ×1.05–1.2 with).
     void ssh.exec(['du', '-s', mnt], { timeoutMs: 120_000 }).catch(() => undefined);
     const sync = new SnapshotSync(ssh, workspace, mnt, p, local, layout === 'names' ? 'all' : stats.opaque, log);
     const full: MountHandle = { ...handle, mnt, lazy: p.lazy, snapshot: sync };
