@@ -224,6 +224,9 @@ export class SnapshotSync {
   private timer?: NodeJS.Timeout;
   private chain: Promise<void> = Promise.resolve();
   private closed = false;
+  /** Set as close() begins: the listing is not opened again. */
+  private stopping = false;
+  private relistTimer?: NodeJS.Timeout;
 
   private readonly ssh: RemoteExec;
   private readonly workspace: string;
@@ -261,6 +264,15 @@ export class SnapshotSync {
       (e) => this.log(`watching the workspace for edits: ${e.message}`),
     );
     this.watcher.start([...this.view].filter(([, e]) => e.type === 'd').map(([p]) => p));
+    await this.listen();
+  }
+
+  /**
+   * Lists the upper layer on the host every WRITE_BACK_MS and carries what changed back. A listing channel that
+   * ends while the job runs (its shell killed, its channel lost) is opened again a second later: the job's writes
+   * are state in the upper layer, so the next listing carries whatever changed meanwhile.
+   */
+  private async listen(): Promise<void> {
     const script = `while :; do ${LISTING_SH}; printf 'E\\0\\0\\0\\0'; sleep ${WRITE_BACK_MS / 1000}; done`;
     const ch = await this.ssh.spawn(['sh', '-c', script, 'gpurun-upper', this.p.upper]);
     this.lister = ch;
@@ -288,6 +300,17 @@ export class SnapshotSync {
       next();
     });
     ch.on('error', () => {});
+    ch.on('close', () => {
+      if (this.stopping) return;
+      this.log("the listing of the job's writes ended; listing again");
+      this.relisten();
+    });
+  }
+
+  private relisten(): void {
+    this.relistTimer = setTimeout(() => {
+      if (!this.stopping) this.listen().catch(() => this.relisten());
+    }, 1000);
   }
 
   /** Runs steps one at a time (write-backs and pushes of edits never overlap). */
@@ -363,9 +386,11 @@ export class SnapshotSync {
 
   /** Carries the last writes back (one more listing of the upper layer), then stops. */
   async close(): Promise<void> {
-    if (this.closed) return;
+    if (this.closed || this.stopping) return;
+    this.stopping = true;
     this.watcher?.close();
     clearTimeout(this.timer);
+    clearTimeout(this.relistTimer);
     this.lister?.close();
     await this.chain;
     this.closed = true;

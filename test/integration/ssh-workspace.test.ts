@@ -234,6 +234,25 @@ describe('the mounted workspace: symlinks and virtualenvs (sshd + Docker + sshfs
       assert.match(j.out(), /seen/);
     });
 
+    it('carries the job\'s writes back after the host\'s listing of them was killed', async () => {
+      const j = waitingJob('[ -e go-on ] && echo after-restart > relisted.txt && [ -e stop-relisted ]');
+      await j.ready;
+      const listers = readdirSync('/proc').filter((e) => /^\d+$/.test(e)).filter((e) => {
+        try {
+          const argv = readFileSync(`/proc/${e}/cmdline`, 'utf8').split('\0');
+          return argv[0] === 'sh' && argv[3] === 'gpurun-upper' && argv[4]?.startsWith(join(workDir, 'snap'));
+        } catch {
+          return false;
+        }
+      });
+      assert.equal(listers.length, 1, 'one listing of the upper layer runs on the host');
+      process.kill(Number(listers[0]), 'SIGKILL');
+      writeFileSync(join(ws, 'go-on'), '');
+      await waitFor('relisted.txt on the developer\'s disk', () => existsSync(join(ws, 'relisted.txt')) && readFileSync(join(ws, 'relisted.txt'), 'utf8') === 'after-restart\n', 60_000);
+      writeFileSync(join(ws, 'stop-relisted'), '');
+      assert.equal(await j.done, 0, j.out());
+    });
+
     it('does not show the developer\'s files behind a link out', async () => {
       const r = await snap(['sh', '-c', 'cat out/key up/key 2>&1; echo done']);
       assert.equal(r.code, 0, r.stdout + r.stderr);
