@@ -237,14 +237,7 @@ describe('the mounted workspace: symlinks and virtualenvs (sshd + Docker + sshfs
     it('carries the job\'s writes back after the host\'s listing of them was killed', async () => {
       const j = waitingJob('[ -e go-on ] && echo after-restart > relisted.txt && [ -e stop-relisted ]');
       await j.ready;
-      const listers = readdirSync('/proc').filter((e) => /^\d+$/.test(e)).filter((e) => {
-        try {
-          const argv = readFileSync(`/proc/${e}/cmdline`, 'utf8').split('\0');
-          return argv[0] === 'sh' && argv[3] === 'gpurun-upper' && argv[4]?.startsWith(join(workDir, 'snap'));
-        } catch {
-          return false;
-        }
-      });
+      const listers = processesWith((argv) => argv[0] === 'sh' && argv[3] === 'gpurun-upper' && !!argv[4]?.startsWith(join(workDir, 'snap')));
       assert.equal(listers.length, 1, 'one listing of the upper layer runs on the host');
       process.kill(Number(listers[0]), 'SIGKILL');
       writeFileSync(join(ws, 'go-on'), '');
@@ -270,14 +263,7 @@ describe('the mounted workspace: symlinks and virtualenvs (sshd + Docker + sshfs
       const j = waitingJob('false');
       await j.ready;
       // The host's sshfs of this job's relay, found by its mount point under the snapshot folders; killed by its id.
-      const pid = readdirSync('/proc').filter((e) => /^\d+$/.test(e)).find((e) => {
-        try {
-          const argv = readFileSync(`/proc/${e}/cmdline`, 'utf8').split('\0');
-          return argv[0] === 'sshfs' && argv.some((a) => a.startsWith(join(workDir, 'snap')) && a.endsWith('/lazy'));
-        } catch {
-          return false;
-        }
-      });
+      const [pid] = processesWith((argv) => argv[0] === 'sshfs' && argv.some((a) => a.startsWith(join(workDir, 'snap')) && a.endsWith('/lazy')));
       assert.ok(pid, 'the relay sshfs runs');
       process.kill(Number(pid), 'SIGKILL');
       await j.done;
@@ -287,3 +273,13 @@ describe('the mounted workspace: symlinks and virtualenvs (sshd + Docker + sshfs
   });
 });
 
+/** Ids of this machine's processes (the test hosts' included) whose argv matches. */
+function processesWith(match: (argv: string[]) => boolean): string[] {
+  return readdirSync('/proc').filter((e) => /^\d+$/.test(e)).filter((e) => {
+    try {
+      return match(readFileSync(`/proc/${e}/cmdline`, 'utf8').split('\0'));
+    } catch {
+      return false;
+    }
+  });
+}
