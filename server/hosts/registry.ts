@@ -28,6 +28,7 @@ interface HostEntry {
   images: string[];
   /** Transparent checkpoint: null when the host has it, else why not (its last probe that answered). */
   transparent: string | null;
+
   /** Drained by an admin at run time (`gpurun drain`), over what the config says. */
   drained?: boolean;
 }
@@ -222,7 +223,14 @@ export class HostRegistry {
         labels: h.config.labels,
         ...(h.images.length ? { images: h.images } : {}),
         checkpoint: { cooperative: h.runtime === 'docker', transparent: h.transparent },
+        ...this.workspaceNote(h),
       };
     });
+  }
+
+  /** How jobs' workspaces are mounted on an SSH host, once its first snapshot mount checked it (HostInfo.workspace). */
+  private workspaceNote(h: HostEntry): { workspace?: string } {
+    const w = h.config.type === 'ssh' ? this.ssh?.workspaceNote(h.config.name) : undefined;
+    return w ? { workspace: w } : {};
   }
 }

@@ -17,10 +17,11 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { lstatSync, readdirSync, watch, type FSWatcher } from 'node:fs';
+import { lstatSync, readdirSync } from 'node:fs';
 import { posix, join } from 'node:path';
 import { onExit, type RemoteExec } from './ssh.ts';
-import { cached, cachePlan, LISTING_SH, listingArgs, noLongerOpaque, opaqueDirs, opaqueTar, parseListing, sameEntry, safeRelative, withoutSubtrees, writeBackArgs, writeBacks, type Tree, type TreeEntry } from './snapshotPlan.ts';
+import { TreeWatch } from './treeWatch.ts';
+import { cached, cachePlan, LISTING_SH, listingArgs, noLongerOpaque, opaqueDirs, opaqueTar, parseListing, sameEntry, safeRelative, stubTar, withoutSubtrees, writeBackArgs, writeBacks, type Layout, type Tree, type TreeEntry } from './snapshotPlan.ts';
 
 /** How often the upper layer is listed for the job's writes. */
 export const WRITE_BACK_MS = 250;
@@ -37,11 +38,14 @@ export interface SnapshotPaths {
   work: string;
 }
 
-/** Where a job's snapshot mount keeps its parts, from its mount point (`WORKDIR/mnt/JOB`). */
-export function snapshotPaths(mnt: string, owner: string, workspace: string): SnapshotPaths {
+/**
+ * Where a job's snapshot mount keeps its parts, from its mount point (`WORKDIR/mnt/JOB`). The two layouts keep
+ * separate caches: a stub of the `names` layout would read as zeros under the `opaque` one.
+ */
+export function snapshotPaths(mnt: string, owner: string, workspace: string, layout: Layout = 'opaque'): SnapshotPaths {
   const workDir = workDirOf(mnt);
   const job = posix.join(workDir, 'snap', posix.basename(mnt));
-  const key = createHash('sha256').update(`${owner}\0${workspace}`).digest('hex').slice(0, 24);
+  const key = createHash('sha256').update(`${owner}\0${workspace}`).digest('hex').slice(0, 24) + (layout === 'names' ? '.names' : '');
   return { cache: posix.join(workDir, 'cache', key), job, lazy: posix.join(job, 'lazy'), upper: posix.join(job, 'upper'), work: posix.join(job, 'work') };
 }
 
@@ -56,10 +60,42 @@ function workDirOf(mnt: string): string {
   return i >= 0 ? mnt.slice(0, i) || '/' : posix.dirname(posix.dirname(mnt));
 }
 
-/** argv of the overlay mount (lower: cache over the sshfs mount; upper: the job's writes). */
-export function overlayMountArgs(p: SnapshotPaths, mnt: string): string[] {
+/**
+ * argv of the overlay mount (lower: the cache over the sshfs mount, which is a data-only layer with `names`; upper:
+ * the job's writes). metacopy stays off: a copy-up (the job's first write, or chmod) copies the data, so the upper
+ * layer always holds whole files and the write-back can copy them as they are.
+ */
+export function overlayMountArgs(p: SnapshotPaths, mnt: string, layout: Layout = 'opaque'): string[] {
   for (const d of [p.cache, p.lazy, p.upper, p.work]) if (/[,:\\]/.test(d)) throw new Error(`the host's workDir must not contain ",", ":" or "\\": ${d}`);
-  return ['mount', '-t', 'overlay', 'overlay', '-o', `lowerdir=${p.cache}:${p.lazy},upperdir=${p.upper},workdir=${p.work}`, mnt];
+  return ['mount', '-t', 'overlay', 'overlay', '-o', `lowerdir=${p.cache}${layout === 'names' ? '::' : ':'}${p.lazy},upperdir=${p.upper},workdir=${p.work}`, mnt];
+}
+
+/**
+ * Checks on the host (under `dir`, which must exist) whether its overlayfs reads a stub's data from a data-only
+ * lower layer: a one-byte file behind a stub, mounted and read back. Prints `names` if so, else `opaque` and why.
+ */
+const PROBE_SH = [
+  't=$(mktemp -d "$1/probe.XXXXXX") || exit 1',
+  'mkdir "$t/l" "$t/d" "$t/u" "$t/w" "$t/m" && printf x > "$t/d/f" && tar -x -f - --xattrs --xattrs-include="trusted.overlay.*" -C "$t/l" || { rm -rf "$t"; exit 1; }',
+  'if err=$(mount -t overlay overlay -o "lowerdir=$t/l::$t/d,upperdir=$t/u,workdir=$t/w" "$t/m" 2>&1); then',
+  '  r=$(cat "$t/m/f" 2>&1); umount "$t/m"',
+  '  if [ "$r" = x ]; then echo names; else echo "opaque: the kernel mounts data-only layers but did not follow the stub"; fi',
+  'elif err2=$(mount -t overlay overlay -o "lowerdir=$t/l:$t/d,upperdir=$t/u,workdir=$t/w" "$t/m" 2>&1); then',
+  '  umount "$t/m"; echo "opaque: the kernel has no data-only overlay layers ($err)"',
+  'else echo "none: mounting an overlay failed (it needs root login and overlayfs): $err2"; fi',
+  'rm -rf "$t"',
+].join('\n');
+
+/**
+ * Which layout the host supports, and why not `names` where it does not; `none` where it cannot mount an overlay at
+ * all (no root login, no overlayfs): such a host gets the plain sshfs mount.
+ */
+export async function probeLayout(ssh: RemoteExec, dir: string): Promise<{ layout: Layout | 'none'; why?: string }> {
+  const r = await ssh.exec(['sh', '-c', PROBE_SH, 'gpurun-probe', dir], { stdin: stubTar([{ path: 'f', size: 1, mode: 0o644, mtimeMs: Date.now() }]), timeoutMs: 30_000 });
+  const out = r.stdout.trim();
+  if (r.code === 0 && out === 'names') return { layout: 'names' };
+  if (r.code === 0 && out.startsWith('opaque: ')) return { layout: 'opaque', why: out.slice(8) };
+  return { layout: 'none', why: out.replace(/^none: /, '') || `the check on the host failed (exit ${r.code}): ${r.stderr.trim()}` };
 }
 
 /** The workspace as a tree (lstat: symlinks are entries of their own, never followed). */
@@ -117,6 +153,8 @@ export interface SnapshotStats {
   files: number;
   bytes: number;
   removed: number;
+  /** `names` layout: stubs of large files written (no content sent). */
+  stubs: number;
 }
 
 /**
@@ -124,7 +162,8 @@ export interface SnapshotStats {
  * the folders that hold no large file (`CACHE.opaque` lists them, for the next run). Returns what was sent and the
  * opaque folders.
  */
-export async function syncCache(ssh: RemoteExec, workspace: string, cache: string, local: Tree): Promise<SnapshotStats & { opaque: string[] }> {
+export async function syncCache(ssh: RemoteExec, workspace: string, cache: string, local: Tree, layout: Layout = 'opaque'): Promise<SnapshotStats & { opaque: string[] }> {
+  if (layout === 'names') return syncNames(ssh, workspace, cache, local);
   const opaqueList = `${cache}.opaque`;
   const [listing, before] = await Promise.all([
     ssh.exec(listingArgs(cache), { timeoutMs: 60_000 }),
@@ -135,10 +174,7 @@ export async function syncCache(ssh: RemoteExec, workspace: string, cache: strin
   const gone = noLongerOpaque(was, now);
   const plan = cachePlan(local, withoutSubtrees(parseListing(listing.stdout), gone));
   const remove = [...new Set([...gone, ...plan.remove])];
-  if (remove.length) {
-    const r = await ssh.exec(['sh', '-c', 'cd "$1" && xargs -0 rm -rf --', 'gpurun-cache', cache], { stdin: Buffer.from(remove.map((p) => `${p}\0`).join(''), 'utf8'), timeoutMs: 60_000 });
-    if (r.code !== 0) throw new Error(`pruning the host's cache failed: ${r.stderr.trim()}`);
-  }
+  await pruneCache(ssh, cache, remove);
   await sendTar(ssh, workspace, plan.send, cache);
   if (plan.send.length || remove.length || was.join('\0') !== now.join('\0')) {
     const dirs = now.map((p) => ({ path: p, mode: local.get(p)!.mode ?? 0o755, mtimeMs: local.get(p)!.mtimeMs }));
@@ -148,7 +184,28 @@ export async function syncCache(ssh: RemoteExec, workspace: string, cache: strin
     const w = await ssh.exec(['sh', '-c', 'cat > "$1"', 'gpurun-cache', opaqueList], { stdin: Buffer.from(now.map((p) => `${p}\0`).join(''), 'utf8'), timeoutMs: 60_000 });
     if (w.code !== 0) throw new Error(`writing the cache's list of folders failed: ${w.stderr.trim()}`);
   }
-  return { files: plan.send.filter((p) => local.get(p)?.type === 'f').length, bytes: plan.bytes, removed: remove.length, opaque: now };
+  return { files: plan.send.filter((p) => local.get(p)?.type === 'f').length, bytes: plan.bytes, removed: remove.length, stubs: 0, opaque: now };
+}
+
+/** The cache of the `names` layout: small files sent with their content, stubs of large ones (SnapshotStats.stubs). */
+async function syncNames(ssh: RemoteExec, workspace: string, cache: string, local: Tree): Promise<SnapshotStats & { opaque: string[] }> {
+  const listing = await ssh.exec(listingArgs(cache), { timeoutMs: 60_000 });
+  const plan = cachePlan(local, parseListing(listing.stdout), 'names');
+  await pruneCache(ssh, cache, plan.remove);
+  await sendTar(ssh, workspace, plan.send, cache);
+  if (plan.stubs.length) {
+    const files = plan.stubs.map((p) => ({ path: p, size: local.get(p)!.size, mode: local.get(p)!.mode ?? 0o644, mtimeMs: local.get(p)!.mtimeMs }));
+    const r = await ssh.exec(['tar', '-x', '-f', '-', '--no-same-owner', '--xattrs', '--xattrs-include=trusted.overlay.*', '-C', cache], { stdin: stubTar(files), timeoutMs: 60_000 });
+    if (r.code !== 0) throw new Error(`writing the stubs of large files into the host's cache failed: ${r.stderr.trim()}`);
+  }
+  return { files: plan.send.filter((p) => local.get(p)?.type === 'f').length, bytes: plan.bytes, removed: plan.remove.length, stubs: plan.stubs.length, opaque: [] };
+}
+
+/** Removes cache entries (relative paths) on the host. */
+async function pruneCache(ssh: RemoteExec, cache: string, remove: string[]): Promise<void> {
+  if (!remove.length) return;
+  const r = await ssh.exec(['sh', '-c', 'cd "$1" && xargs -0 rm -rf --', 'gpurun-cache', cache], { stdin: Buffer.from(remove.map((p) => `${p}\0`).join(''), 'utf8'), timeoutMs: 60_000 });
+  if (r.code !== 0) throw new Error(`pruning the host's cache failed: ${r.stderr.trim()}`);
 }
 
 /**
@@ -162,11 +219,14 @@ export class SnapshotSync {
   private readonly pushed = new Map<string, TreeEntry | 'removed'>();
   private upperBefore: Tree = new Map();
   private lister?: { close(): void };
-  private watcher?: FSWatcher;
+  private watcher?: TreeWatch;
   private pending = new Set<string>();
   private timer?: NodeJS.Timeout;
   private chain: Promise<void> = Promise.resolve();
   private closed = false;
+  /** Set as close() begins: the listing is not opened again. */
+  private stopping = false;
+  private relistTimer?: NodeJS.Timeout;
 
   private readonly ssh: RemoteExec;
   private readonly workspace: string;
@@ -174,11 +234,14 @@ export class SnapshotSync {
   private readonly p: SnapshotPaths;
   private readonly log: (msg: string) => void;
 
-  /** Folders of the cache that hide the sshfs layer: a large file new in one of them must be sent. */
-  private readonly opaque: Set<string>;
+  /**
+   * Folders of the cache that hide the sshfs layer: a large file new in one of them must be sent. `all` with the
+   * `names` layout, where the sshfs layer shows no names at all.
+   */
+  private readonly opaque: Set<string> | 'all';
 
-  constructor(ssh: RemoteExec, workspace: string, mnt: string, p: SnapshotPaths, initial: Tree, opaque: string[], log: (msg: string) => void) {
-    this.opaque = new Set(opaque);
+  constructor(ssh: RemoteExec, workspace: string, mnt: string, p: SnapshotPaths, initial: Tree, opaque: string[] | 'all', log: (msg: string) => void) {
+    this.opaque = opaque === 'all' ? 'all' : new Set(opaque);
     this.ssh = ssh;
     this.workspace = workspace;
     this.mnt = mnt;
@@ -188,15 +251,28 @@ export class SnapshotSync {
   }
 
   async start(): Promise<void> {
-    this.watcher = watch(this.workspace, { recursive: true }, (_ev, name) => {
-      if (this.closed || !name) return;
-      this.pending.add(String(name).split(posix.sep).join('/'));
-      this.timer ??= setTimeout(() => {
-        this.timer = undefined;
-        this.serial(() => this.pushEdits());
-      }, EDIT_DEBOUNCE_MS);
-    });
-    this.watcher.on('error', (e) => this.log(`watching the workspace for edits stopped: ${e.message}`));
+    this.watcher = new TreeWatch(
+      this.workspace,
+      (name) => {
+        if (this.closed) return;
+        this.pending.add(name);
+        this.timer ??= setTimeout(() => {
+          this.timer = undefined;
+          this.serial(() => this.pushEdits());
+        }, EDIT_DEBOUNCE_MS);
+      },
+      (e) => this.log(`watching the workspace for edits: ${e.message}`),
+    );
+    this.watcher.start([...this.view].filter(([, e]) => e.type === 'd').map(([p]) => p));
+    await this.listen();
+  }
+
+  /**
+   * Lists the upper layer on the host every WRITE_BACK_MS and carries what changed back. A listing channel that
+   * ends while the job runs (its shell killed, its channel lost) is opened again a second later: the job's writes
+   * are state in the upper layer, so the next listing carries whatever changed meanwhile.
+   */
+  private async listen(): Promise<void> {
     const script = `while :; do ${LISTING_SH}; printf 'E\\0\\0\\0\\0'; sleep ${WRITE_BACK_MS / 1000}; done`;
     const ch = await this.ssh.spawn(['sh', '-c', script, 'gpurun-upper', this.p.upper]);
     this.lister = ch;
@@ -224,6 +300,17 @@ export class SnapshotSync {
       next();
     });
     ch.on('error', () => {});
+    ch.on('close', () => {
+      if (this.stopping) return;
+      this.log("the listing of the job's writes ended; listing again");
+      this.relisten();
+    });
+  }
+
+  private relisten(): void {
+    this.relistTimer = setTimeout(() => {
+      if (!this.stopping) this.listen().catch(() => this.relisten());
+    }, 1000);
   }
 
   /** Runs steps one at a time (write-backs and pushes of edits never overlap). */
@@ -273,7 +360,8 @@ export class SnapshotSync {
     }
     if (remove.length) {
       for (const n of remove) {
-        this.view.delete(n);
+        // A removed folder takes what was in it out of the view too.
+        for (const p of this.view.keys()) if (p === n || p.startsWith(`${n}/`)) this.view.delete(p);
         this.pushed.set(n, 'removed');
       }
       const r = await this.ssh.exec(['sh', '-c', 'cd "$1" && shift && rm -rf -- "$@"', 'gpurun-edit', this.mnt, ...remove], { timeoutMs: 60_000 });
@@ -291,15 +379,18 @@ export class SnapshotSync {
   }
 
   private underOpaque(p: string): boolean {
+    if (this.opaque === 'all') return true;
     for (let i = p.lastIndexOf('/'); i > 0; i = p.lastIndexOf('/', i - 1)) if (this.opaque.has(p.slice(0, i))) return true;
     return false;
   }
 
   /** Carries the last writes back (one more listing of the upper layer), then stops. */
   async close(): Promise<void> {
-    if (this.closed) return;
+    if (this.closed || this.stopping) return;
+    this.stopping = true;
     this.watcher?.close();
     clearTimeout(this.timer);
+    clearTimeout(this.relistTimer);
     this.lister?.close();
     await this.chain;
     this.closed = true;

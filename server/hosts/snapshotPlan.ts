@@ -53,9 +53,26 @@ export function sameEntry(a: TreeEntry | undefined, b: TreeEntry | undefined): b
   return a.size === b.size && Math.abs(a.mtimeMs - b.mtimeMs) < 1;
 }
 
-/** Whether a workspace entry belongs in the host's cache (small files, folders, symlinks). */
-export function cached(e: TreeEntry): boolean {
-  return e.type === 'd' || e.type === 'l' || (e.type === 'f' && e.size <= SMALL_FILE_MAX);
+/**
+ * How the host's cache sits over the sshfs layer (hosts/snapshot.ts):
+ * - `names`: the cache holds every name of the workspace; a large file is a stub there (a sparse file of its size
+ *   and mtime, marked `trusted.overlay.metacopy` with `trusted.overlay.redirect` naming it in the sshfs layer), and
+ *   the sshfs mount is a data-only lower layer (`lowerdir=CACHE::SSHFS`, Linux ≥ 6.5): it is never searched for a
+ *   name, only read for the data of those stubs. No lookup, found or not, leaves the host.
+ * - `opaque`: where the kernel has no data-only layers. The cache holds the small files only; the sshfs layer is a
+ *   normal lower layer that shows the large ones, and folders with no large file at any depth are marked opaque so
+ *   lookups under them stay on the host. Lookups in the other folders that miss the cache reach sshfs.
+ */
+export type Layout = 'names' | 'opaque';
+
+/** Whether a file's content stays out of the cache (read lazily through sshfs). */
+export function large(e: TreeEntry): boolean {
+  return e.type === 'f' && e.size > SMALL_FILE_MAX;
+}
+
+/** Whether a workspace entry belongs in the host's cache (small files, folders, symlinks; with `names`, stubs of large files too). */
+export function cached(e: TreeEntry, layout: Layout = 'opaque'): boolean {
+  return e.type === 'd' || e.type === 'l' || (e.type === 'f' && (layout === 'names' || e.size <= SMALL_FILE_MAX));
 }
 
 export interface CachePlan {
@@ -67,24 +84,32 @@ export interface CachePlan {
   bytes: number;
 }
 
-/** What makes the host's cache equal to the cacheable part of the workspace. */
-export function cachePlan(local: Tree, host: Tree): CachePlan {
+/**
+ * What makes the host's cache equal to the cacheable part of the workspace. With `names`, `send` holds the small
+ * files and `stubs` the large ones (sent as stubs, no content); a file that crossed SMALL_FILE_MAX either way is
+ * removed first (a stub's marks must not stay on a file with content, nor the reverse).
+ */
+export function cachePlan(local: Tree, host: Tree, layout: Layout = 'opaque'): CachePlan & { stubs: string[] } {
   const send: string[] = [];
+  const stubs: string[] = [];
   const remove: string[] = [];
   let bytes = 0;
   for (const [p, h] of host) {
     const l = local.get(p);
-    if (!l || !cached(l) || l.type !== h.type) remove.push(p);
+    if (!l || !cached(l, layout) || l.type !== h.type || (layout === 'names' && large(l) !== large(h) && !sameEntry(l, h))) remove.push(p);
   }
   for (const [p, l] of [...local].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
-    if (!cached(l)) continue;
+    if (!cached(l, layout)) continue;
     const h = host.get(p);
     if (h && sameEntry(l, h)) continue;
     if (l.type === 'd' && h?.type === 'd') continue;
-    send.push(p);
-    if (l.type === 'f') bytes += l.size;
+    if (large(l)) stubs.push(p);
+    else {
+      send.push(p);
+      if (l.type === 'f') bytes += l.size;
+    }
   }
-  return { send, remove: dropNested(remove), bytes };
+  return { send, stubs, remove: dropNested(remove), bytes };
 }
 
 /** Paths without those under another path of the list (removing a folder removes what is in it). */
@@ -203,6 +228,31 @@ function tarHeader(name: string, type: string, size: number, mode: number, mtime
   for (const b of h) sum += b;
   put(`${oct(sum, 7)}\0`, 148, 8);
   return h;
+}
+
+/**
+ * A POSIX tar of stubs of large files for the `names` layout: each a sparse file of the file's size with no data
+ * (PAX sparse format 1.0), its mode and mtime, and `trusted.overlay.metacopy` (empty: no digest) with
+ * `trusted.overlay.redirect=/PATH`, which sends reads of its data to PATH in the data-only sshfs layer. GNU tar
+ * extracts it with `--xattrs --xattrs-include='trusted.overlay.*'`; nothing but the header travels.
+ */
+export function stubTar(files: Array<{ path: string; size: number; mode: number; mtimeMs: number }>): Buffer {
+  const parts: Buffer[] = [];
+  for (const f of files) {
+    const pax = Buffer.from(
+      paxRecord('GNU.sparse.major', '1') + paxRecord('GNU.sparse.minor', '0') + paxRecord('GNU.sparse.name', f.path) +
+        paxRecord('GNU.sparse.realsize', String(f.size)) + paxRecord('mtime', (f.mtimeMs / 1000).toFixed(6)) +
+        paxRecord('SCHILY.xattr.trusted.overlay.metacopy', '') + paxRecord('SCHILY.xattr.trusted.overlay.redirect', `/${f.path}`),
+      'utf8',
+    );
+    // The sparse map: one region of no bytes at the file's end (all of it a hole).
+    const map = Buffer.alloc(512);
+    map.write(`1\n${f.size}\n0\n`, 'utf8');
+    parts.push(tarHeader('PaxHeader', 'x', pax.length, 0o644, f.mtimeMs / 1000), pax, Buffer.alloc((512 - (pax.length % 512)) % 512));
+    parts.push(tarHeader('GNUSparseFile.0/stub', '0', map.length, f.mode, f.mtimeMs / 1000), map);
+  }
+  parts.push(Buffer.alloc(1024));
+  return Buffer.concat(parts);
 }
 
 /** A POSIX tar of folder entries that carry `trusted.overlay.opaque=y` (GNU tar extracts it with --xattrs). */

@@ -22,8 +22,11 @@ export interface MountConfig {
   /** direct: command on the developer's machine that serves SFTP confined to a folder (gets `--root DIR`). It must
    * contain a `/`, or sshfs takes it for a subsystem name. */
   sftpServer: string;
-  /** relay: small files read from a cache on the host, large ones through sshfs (hosts/snapshot.ts). */
-  snapshot?: boolean;
+  /**
+   * relay: small files read from a cache on the host, large ones through sshfs (hosts/snapshot.ts). `true` takes the
+   * best layout the host's kernel supports; `"opaque"` keeps the older layout (hosts/snapshotPlan.ts Layout).
+   */
+  snapshot?: boolean | 'opaque';
 }
 
 /** Where and how the broker logs in over SSH: what an SSH host and a Slurm cluster's SSH login node share. */
@@ -157,8 +160,13 @@ function validateMount(m: Record<string, unknown>, p: string, f: FieldChecker): 
     ...hostPath('identityFile'),
     ...hostPath('knownHosts'),
     sftpServer: m.sftpServer === undefined ? '/usr/bin/env gpurun sftp-serve' : f.str(m.sftpServer, `${p}.sftpServer`),
-    ...(m.snapshot === undefined ? {} : { snapshot: f.bool(m.snapshot, `${p}.snapshot`) }),
+    ...(m.snapshot === undefined ? {} : { snapshot: snapshotSetting(m.snapshot, `${p}.snapshot`, f) }),
   };
+}
+
+function snapshotSetting(v: unknown, path: string, f: FieldChecker): boolean | 'opaque' {
+  if (v !== true && v !== false && v !== 'opaque') f.fail(path, 'must be true, false or "opaque"');
+  return v as boolean | 'opaque';
 }
 
 function expandHome(p: string): string {

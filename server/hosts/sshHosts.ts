@@ -63,6 +63,8 @@ export class SshHosts extends EventEmitter<{ lost: [string]; health: [string] }>
   private closed = false;
   /** Health checks under way, by host: a second caller waits for the same one. */
   private readonly checking = new Map<string, Promise<void>>();
+  /** What the host's workspace mounts are, once known (set by the SSH side to Mounts.snapshotState). */
+  workspaceNote: (host: string) => string | undefined = () => undefined;
 
   constructor(configs: SshHostConfig[], opts: SshHostsOptions = {}) {
     super();

@@ -40,7 +40,9 @@ export function createSshSide(config: BrokerConfig, log: Logger, quarantines?: Q
   const ssh = new SshHosts(sshConfigs, { hostLostAfterMs: config.hostLostAfterMs, log: (msg, fields) => hlog.warn(msg, fields), ...(quarantines ? { quarantines } : {}) });
   ssh.startHealth();
   const clientWorkspaces = new ClientWorkspaces();
-  const common = { hosts: ssh, mounts: new Mounts(), brokerId: brokerId(config.dataDir), clients: clientWorkspaces };
+  const mounts = new Mounts();
+  ssh.workspaceNote = (host) => mounts.snapshotState(host);
+  const common = { hosts: ssh, mounts, brokerId: brokerId(config.dataDir), clients: clientWorkspaces };
   const dlog = log.child({ part: 'docker' });
   const docker = new DockerRuntime({ ...common, ...(config.defaults.image ? { defaultImage: config.defaults.image } : {}), pidsLimit: config.containers.pidsLimit, cache: config.cache, log: (msg, fields) => dlog.info(msg, fields) });
   const plog = log.child({ part: 'ssh-process' });

@@ -311,6 +311,11 @@ export interface HostInfo {
   checkpoint?: { cooperative: boolean; transparent: string | null };
   /** A draining host's jobs: how many are moving off, how many run on to their end (migration/drain.ts). */
   drain?: { moving: number; running: number };
+  /**
+   * How jobs' workspaces are mounted on the host, once its first snapshot mount (`mount.snapshot`) checked what the
+   * host supports: the snapshot's layout, or plain sshfs and why.
+   */
+  workspace?: string;
   /** What the host's online jobs use now (fractions of its CPUs and memory), when load-driven moves are on. */
   onlineLoad?: { cpu: number; memory: number; at: string };
 }

@@ -1,6 +1,6 @@
 /**
  * The mounted workspace as a job sees it, through the CLI against a real broker process: real sshd hosts on loopback
- * (127.0.7.x), the real Docker engine with the Python image from test/setup/30-ssh-docker.sh, and real sshfs (relay
+ * (127.0.7.x, 127.0.20.1), the real Docker engine with the Python image from test/setup/30-ssh-docker.sh, and real sshfs (relay
  * on a Docker host and on a process host). Symlinks reach the job as they are on the developer's disk: a
  * virtualenv's `bin/python3 -> /usr/bin/python3` runs; a link that leads out of the workspace still does not expose
  * the developer's files (the host resolves it in its own file system; the SFTP side refuses to follow it).
@@ -10,12 +10,13 @@ import { execFileSync, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { cleanup, createToken, gpurun, gpurunSpawn, scratch, waitFor, startBrokerProcess, stopBroker, testEnv, requirePart, type BrokerProc } from '../support/harness.ts';
-import { makeSshHosts, mountedUnder, sshHostsMissing, type TestHostSet } from '../support/sshHosts.ts';
+import { bytesSentTo, makeSshHosts, mountedUnder, sshHostsMissing, type TestHostSet } from '../support/sshHosts.ts';
 
 const A100 = { name: 'NVIDIA A100-SXM4-80GB', memoryMiB: 81920 };
 const H100 = { name: 'NVIDIA H100', memoryMiB: 81559 };
 const L4 = { name: 'NVIDIA L4', memoryMiB: 23034 };
 const T4 = { name: 'Tesla T4', memoryMiB: 15360 };
+const V100 = { name: 'Tesla V100-SXM2-32GB', memoryMiB: 32768 };
 
 /** Every file's SHA-256, every link's text and every folder, as Python sees the tree from the working directory. */
 const TREE_PY = [
@@ -49,6 +50,7 @@ describe('the mounted workspace: symlinks and virtualenvs (sshd + Docker + sshfs
       { name: 'proc', address: '127.0.7.2', gpus: [H100] },
       { name: 'snap', address: '127.0.7.3', gpus: [L4] },
       { name: 'snap-ro', address: '127.0.7.4', gpus: [T4] },
+      { name: 'snap-opaque', address: '127.0.20.1', gpus: [V100] },
     ]);
     ws = join(dir, 'workspace');
     // A virtualenv as `python3 -m venv` makes it: bin/python3 is a link to the system's interpreter.
@@ -71,6 +73,7 @@ describe('the mounted workspace: symlinks and virtualenvs (sshd + Docker + sshfs
         { ...common, name: 'proc', address: '127.0.7.2', runtime: 'process' },
         { ...common, name: 'snap', address: '127.0.7.3', mount: { transport: 'relay', snapshot: true } },
         { ...common, name: 'snap-ro', address: '127.0.7.4', mount: { transport: 'relay', snapshot: true, readOnly: true } },
+        { ...common, name: 'snap-opaque', address: '127.0.20.1', mount: { transport: 'relay', snapshot: 'opaque' } },
       ],
       defaults: { image: 'local/python:3', gpus: 1, memory: '512M' },
     });
@@ -123,6 +126,53 @@ describe('the mounted workspace: symlinks and virtualenvs (sshd + Docker + sshfs
     }
 
     it('reads what is on disk: links, empty files, a 50 MB file, names with spaces and unicode', async () => {
+      makeTree();
+      const local = spawnSync('python3', ['-c', TREE_PY], { cwd: join(ws, 'tree'), encoding: 'utf8' });
+      const r = await snap(['sh', '-c', 'cd tree && python3 -c "$1"', 'sh', TREE_PY]);
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      assert.equal(r.stdout, local.stdout);
+      assert.match(r.stdout, /F \.\/big\.bin [0-9a-f]{64}/);
+      assert.deepEqual(mountedUnder(workDir), [], 'nothing stays mounted');
+    });
+
+    it('reads the same in the layout for kernels without data-only overlay layers (mount.snapshot "opaque")', async () => {
+      makeTree();
+      const local = spawnSync('python3', ['-c', TREE_PY], { cwd: join(ws, 'tree'), encoding: 'utf8' });
+      const r = await snap(['sh', '-c', 'cd tree && python3 -c "$1"', 'sh', TREE_PY], ['--gpu-type', 'V100']);
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      assert.equal(r.stdout, local.stdout);
+      assert.deepEqual(mountedUnder(workDir), [], 'nothing stays mounted');
+    });
+
+    it('moves only the part of a large file that the job reads (bytes the broker sent)', async () => {
+      mkdirSync(join(ws, 'data'), { recursive: true });
+      execFileSync('truncate', ['-s', '2G', join(ws, 'data', 'huge.bin')]);
+      try {
+        for (const [gpu, address] of [['L4', '127.0.7.3'], ['V100', '127.0.20.1']]) {
+          const before = bytesSentTo(address);
+          const r = await snap(['sh', '-c', 'dd if=data/huge.bin of=/dev/null bs=1M skip=1024 count=10 2>&1 | tail -1; wc -c < data/huge.bin'], ['--gpu-type', gpu]);
+          const moved = bytesSentTo(address) - before;
+          assert.equal(r.code, 0, r.stdout + r.stderr);
+          assert.match(r.stdout, /10485760 bytes/);
+          assert.match(r.stdout, /^2147483648$/m, 'the job sees the file\'s size');
+          assert.ok(moved >= 10e6 && moved < 20e6, `${gpu}: the broker sent ${moved} bytes to the host for a 10 MB read of a 2 GB file`);
+        }
+      } finally {
+        rmSync(join(ws, 'data'), { recursive: true, force: true });
+      }
+    });
+
+    it('says in gpurun hosts how each host mounts workspaces, once a snapshot job checked it', async () => {
+      const r = await gpurun(['hosts'], env);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /^snap: workspace: snapshot \(every name on the host; large files read through sshfs\)$/m, r.stdout);
+      assert.match(r.stdout, /^snap-opaque: workspace: snapshot, opaque layout \(mount\.snapshot is "opaque"\)$/m, r.stdout);
+      assert.doesNotMatch(r.stdout, /^docker: workspace:/m, 'a host without snapshot says nothing new');
+    });
+
+    /** A tree with symlinks, an empty file, a 50 MB file and names with spaces and unicode, under ws/tree. */
+    function makeTree(): void {
+      if (existsSync(join(ws, 'tree'))) return;
       mkdirSync(join(ws, 'tree', 'sub dir', 'ünïcødé'), { recursive: true });
       writeFileSync(join(ws, 'tree', 'empty'), '');
       writeFileSync(join(ws, 'tree', 'sub dir', 'a file.txt'), 'with spaces\n');
@@ -132,13 +182,7 @@ describe('the mounted workspace: symlinks and virtualenvs (sshd + Docker + sshfs
       writeFileSync(join(ws, 'tree', 'big.bin'), big);
       symlinkSync('sub dir/a file.txt', join(ws, 'tree', 'link'));
       symlinkSync('/usr/bin/python3', join(ws, 'tree', 'abs-link'));
-      const local = spawnSync('python3', ['-c', TREE_PY], { cwd: join(ws, 'tree'), encoding: 'utf8' });
-      const r = await snap(['sh', '-c', 'cd tree && python3 -c "$1"', 'sh', TREE_PY]);
-      assert.equal(r.code, 0, r.stdout + r.stderr);
-      assert.equal(r.stdout, local.stdout);
-      assert.match(r.stdout, /F \.\/big\.bin [0-9a-f]{64}/);
-      assert.deepEqual(mountedUnder(workDir), [], 'nothing stays mounted');
-    });
+    }
 
     it('sees an edit made before submit, on the first run and on a later one', async () => {
       writeFileSync(join(ws, 'version.py'), 'V = 1\n');
@@ -190,6 +234,18 @@ describe('the mounted workspace: symlinks and virtualenvs (sshd + Docker + sshfs
       assert.match(j.out(), /seen/);
     });
 
+    it('carries the job\'s writes back after the host\'s listing of them was killed', async () => {
+      const j = waitingJob('[ -e go-on ] && echo after-restart > relisted.txt && [ -e stop-relisted ]');
+      await j.ready;
+      const listers = processesWith((argv) => argv[0] === 'sh' && argv[3] === 'gpurun-upper' && !!argv[4]?.startsWith(join(workDir, 'snap')));
+      assert.equal(listers.length, 1, 'one listing of the upper layer runs on the host');
+      process.kill(Number(listers[0]), 'SIGKILL');
+      writeFileSync(join(ws, 'go-on'), '');
+      await waitFor('relisted.txt on the developer\'s disk', () => existsSync(join(ws, 'relisted.txt')) && readFileSync(join(ws, 'relisted.txt'), 'utf8') === 'after-restart\n', 60_000);
+      writeFileSync(join(ws, 'stop-relisted'), '');
+      assert.equal(await j.done, 0, j.out());
+    });
+
     it('does not show the developer\'s files behind a link out', async () => {
       const r = await snap(['sh', '-c', 'cat out/key up/key 2>&1; echo done']);
       assert.equal(r.code, 0, r.stdout + r.stderr);
@@ -207,14 +263,7 @@ describe('the mounted workspace: symlinks and virtualenvs (sshd + Docker + sshfs
       const j = waitingJob('false');
       await j.ready;
       // The host's sshfs of this job's relay, found by its mount point under the snapshot folders; killed by its id.
-      const pid = readdirSync('/proc').filter((e) => /^\d+$/.test(e)).find((e) => {
-        try {
-          const argv = readFileSync(`/proc/${e}/cmdline`, 'utf8').split('\0');
-          return argv[0] === 'sshfs' && argv.some((a) => a.startsWith(join(workDir, 'snap')) && a.endsWith('/lazy'));
-        } catch {
-          return false;
-        }
-      });
+      const [pid] = processesWith((argv) => argv[0] === 'sshfs' && argv.some((a) => a.startsWith(join(workDir, 'snap')) && a.endsWith('/lazy')));
       assert.ok(pid, 'the relay sshfs runs');
       process.kill(Number(pid), 'SIGKILL');
       await j.done;
@@ -223,3 +272,14 @@ describe('the mounted workspace: symlinks and virtualenvs (sshd + Docker + sshfs
     });
   });
 });
+
+/** Ids of this machine's processes (the test hosts' included) whose argv matches. */
+function processesWith(match: (argv: string[]) => boolean): string[] {
+  return readdirSync('/proc').filter((e) => /^\d+$/.test(e)).filter((e) => {
+    try {
+      return match(readFileSync(`/proc/${e}/cmdline`, 'utf8').split('\0'));
+    } catch {
+      return false;
+    }
+  });
+}

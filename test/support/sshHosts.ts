@@ -79,6 +79,17 @@ export function mountedUnder(dir: string): string[] {
 }
 
 /**
+ * Bytes sent so far to `address:port` over the TCP connections open now (`ss`'s bytes_sent, on the wire: SSH framing
+ * and encryption included). The broker keeps one SSH connection per host, so a delta over a job is what that job's
+ * mount made the broker send (counting a process's written bytes would count them twice: the SFTP server the broker
+ * runs writes them to the broker first).
+ */
+export function bytesSentTo(address: string, port = 2222): number {
+  const out = execFileSync('ss', ['-tinH', 'dst', `${address}:${port}`], { encoding: 'utf8' });
+  return [...out.matchAll(/bytes_sent:(\d+)/g)].reduce((n, m) => n + Number(m[1]), 0);
+}
+
+/**
  * The end of a suite on SSH hosts: its broker stopped, its hosts stopped, then what its jobs may have left on this
  * machine (containers of `owner`, mounts under `workDir`) removed, and its scratch folder `dir`.
  */

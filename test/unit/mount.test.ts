@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fuseOptValue, isFuseType, mountPoint, sshfsDirectArgs, sshfsLinksAsIs, sshfsRelayArgs, unmountArgs, TUNED_OPTIONS } from '../../server/hosts/mount.ts';
 import type { MountConfig } from '../../server/hosts/sshConfig.ts';
+import { overlayMountArgs, snapshotPaths } from '../../server/hosts/snapshot.ts';
 
 const relay: MountConfig = { transport: 'relay', readOnly: false, options: [], sftpServer: '/usr/bin/env gpurun sftp-serve' };
 const direct: MountConfig = { ...relay, transport: 'direct', target: 'dev@10.0.0.9:2200', identityFile: '/root/.ssh/id_dev', knownHosts: '/etc/gpurun/known_hosts' };
@@ -52,6 +53,16 @@ describe('workspace mount commands', () => {
     assert.equal(a[0], 'sh');
     assert.deepEqual(a.slice(-2), ['/m/x y', '/snap/x y'], 'the mount point, then the folder of its snapshot parts');
     assert.ok(!a[2].includes('/m/x y'), 'the path is not in the script');
+  });
+
+  it('snapshot: the sshfs mount under the cache as a data-only layer, or as a plain lower one; a cache per layout', () => {
+    const names = snapshotPaths('/w/mnt/b1/j1', 'alice', '/home/alice/ws', 'names');
+    const opaque = snapshotPaths('/w/mnt/b1/j1', 'alice', '/home/alice/ws', 'opaque');
+    assert.notEqual(names.cache, opaque.cache);
+    assert.equal(names.lazy, '/w/snap/j1/lazy');
+    assert.match(overlayMountArgs(names, '/w/mnt/b1/j1', 'names').join(' '), /-o lowerdir=\/w\/cache\/[0-9a-f]+\.names::\/w\/snap\/j1\/lazy,upperdir=\/w\/snap\/j1\/upper,workdir=\/w\/snap\/j1\/work \/w\/mnt\/b1\/j1$/);
+    assert.match(overlayMountArgs(opaque, '/w/mnt/b1/j1').join(' '), /lowerdir=\/w\/cache\/[0-9a-f]+:\/w\/snap\/j1\/lazy,/);
+    assert.throws(() => overlayMountArgs(snapshotPaths('/w:x/mnt/b1/j1', 'a', '/ws'), '/m'), /must not contain/);
   });
 
   it('recognises a live FUSE mount from stat -f', () => {

@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { cachePlan, noLongerOpaque, opaqueDirs, opaqueTar, parseListing, safeRelative, SMALL_FILE_MAX, withoutSubtrees, writeBacks, type Tree, type TreeEntry } from '../../server/hosts/snapshotPlan.ts';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { cachePlan, noLongerOpaque, opaqueDirs, opaqueTar, parseListing, safeRelative, SMALL_FILE_MAX, stubTar, withoutSubtrees, writeBacks, type Tree, type TreeEntry } from '../../server/hosts/snapshotPlan.ts';
 
 const f = (size: number, mtimeMs = 1000): TreeEntry => ({ type: 'f', size, mtimeMs });
 const d: TreeEntry = { type: 'd', size: 4096, mtimeMs: 5 };
@@ -58,5 +61,42 @@ describe('snapshot plan', () => {
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stdout, /drwxr-xr-x .* pkg\/?\n/);
     assert.ok(r.stdout.includes(long), r.stdout);
+  });
+
+  it('with every name on the host, sends stubs of large files and replaces a file that crossed the size limit', () => {
+    const big = SMALL_FILE_MAX + 1;
+    const local = tree({ pkg: d, 'pkg/a.py': f(10), 'pkg/w.bin': f(big), 'same.bin': f(big, 7), 'shrunk.bin': f(4), 'grown.bin': f(big) });
+    const host = tree({ pkg: d, 'pkg/a.py': f(10), 'same.bin': f(big, 7), 'shrunk.bin': f(big), 'grown.bin': f(5) });
+    const plan = cachePlan(local, host, 'names');
+    assert.deepEqual(plan.send, ['shrunk.bin']);
+    assert.deepEqual(plan.stubs, ['grown.bin', 'pkg/w.bin']);
+    assert.deepEqual(plan.remove.sort(), ['grown.bin', 'shrunk.bin']);
+    assert.equal(plan.bytes, 4, 'a stub sends no content');
+    // The older layout never names large files.
+    assert.deepEqual(cachePlan(local, new Map()).stubs, []);
+  });
+
+  it('writes stubs that GNU tar extracts as sparse files of the right size, mtime and overlay marks', function () {
+    if (spawnSync('tar', ['--version']).status !== 0) this.skip();
+    const out = mkdtempSync(join(tmpdir(), 'gpurun-stub-'));
+    try {
+      const name = 'sub dir/ünï.bin';
+      const t = stubTar([{ path: name, size: 5 << 30, mode: 0o640, mtimeMs: 1_700_000_000_250.5 }]);
+      assert.equal(t.length % 512, 0);
+      // Extracted without --xattrs here (trusted.* needs root): the file itself is what a host gets.
+      const r = spawnSync('sh', ['-c', 'mkdir -p "$1/sub dir" && tar -x -f - -C "$1"', 'x', out], { input: t, encoding: 'utf8' });
+      assert.equal(r.status, 0, r.stderr);
+      const st = statSync(join(out, name));
+      assert.equal(st.size, 5 << 30);
+      assert.equal(st.blocks, 0, 'no data written');
+      assert.equal(st.mode & 0o777, 0o640);
+      assert.ok(Math.abs(st.mtimeMs - 1_700_000_000_250.5) < 1, String(st.mtimeMs));
+      const list = spawnSync('tar', ['-t', '-v', '--xattrs', '-f', '-'], { input: t, encoding: 'utf8' });
+      assert.ok(list.stdout.includes(name), list.stdout);
+      assert.ok(t.includes(Buffer.from(`SCHILY.xattr.trusted.overlay.redirect=/${name}\n`)), 'the stub points at its path in the sshfs layer');
+      assert.ok(t.includes(Buffer.from('SCHILY.xattr.trusted.overlay.metacopy=\n')));
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
   });
 });

@@ -36,6 +36,9 @@ describe('ssh host config', () => {
     assert.throws(() => v([{ name: 'g', type: 'ssh', address: 'a', runtime: 'podman' }]), /hosts\[0\]\.runtime: must be "docker" .* or "process"/);
     assert.throws(() => v([{ name: 'g', type: 'ssh', address: 'a', runtime: 'process', gpuMode: 'nvidia' }]), /hosts\[0\]\.gpuMode: "nvidia" needs containers/);
     assert.throws(() => v([{ name: 'g', type: 'ssh', address: 'a', mount: { transport: 'direct' } }]), /hosts\[0\]\.mount\.target: is required for the direct transport/);
+    assert.throws(() => v([{ name: 'g', type: 'ssh', address: 'a', mount: { snapshot: 'yes' } }]), /hosts\[0\]\.mount\.snapshot: must be true, false or "opaque"/);
+    const [s] = v([{ name: 'g', type: 'ssh', address: 'a', mount: { snapshot: 'opaque' } }]);
+    assert.equal(s.type === 'ssh' && s.mount.snapshot, 'opaque');
     assert.throws(() => v([{ name: 'g', type: 'ssh', address: 'a', mount: { options: ['a,b'] } }]), /hosts\[0\]\.mount\.options\[0\]/);
     assert.throws(() => v([{ name: 'g', type: 'ssh', address: 'a', bogus: 1 }]), /hosts\[0\]\.bogus: unknown setting/);
     assert.throws(() => v([{ name: 'g', type: 'local', address: 'a' }]), /hosts\[0\]\.address: unknown setting/);
