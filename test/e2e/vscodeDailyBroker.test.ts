@@ -13,7 +13,7 @@ import type { Browser, Page } from 'playwright-core';
 import type { Job } from '../../server/protocol/jobs.ts';
 import type { UserCacheInfo } from '../../server/protocol/cache.ts';
 import { cleanup, createToken, fakeNvidiaSmi, requirePart, restartBroker, scratch, startBrokerProcess, type BrokerProc } from '../support/harness.ts';
-import { answerInput, installExtension, launchBrowser, missingVsCode, openFile, openSidebar, openWorkbench, runCommand, screenshot, signIn, startCodeServer, waitForTerminal, type CodeServer } from './support/codeServer.ts';
+import { answerInput, missingVsCode, openFile, openSidebar, openSignedInWindow, runCommand, screenshot, waitForTerminal, type CodeServer } from './support/codeServer.ts';
 
 describe('VS Code extension, end to end: broker connection, cache, env settings, run configurations, job filter', function () {
   this.timeout(240_000);
@@ -55,15 +55,7 @@ describe('VS Code extension, end to end: broker connection, cache, env settings,
     brokerEnv = { PATH: `${fakeBin}:${process.env.PATH}` };
     broker = await startBrokerProcess(join(dir, 'broker'), { hosts: [{ name: 'gpu-box', type: 'local', cpus: 4, memory: '8G' }] }, brokerEnv);
     token = await createToken(broker, 'alice');
-    const extDir = join(dir, 'extensions');
-    mkdirSync(extDir);
-    installExtension(dir, extDir);
-    cs = await startCodeServer(dir, { folder: ws, extDir, settings: { 'gpurun.brokerUrl': broker.url, 'gpurun.env': { GREETING: 'from-settings' }, 'gpurun.envFile': '.env' }, env: { GPURUN_HOME: join(dir, 'gpurun-home') } });
-    browser = await launchBrowser();
-    page = await openWorkbench(browser, cs, ws);
-    await openSidebar(page);
-    await page.locator('.monaco-list-row', { hasText: 'Not signed in' }).waitFor({ timeout: 30_000 });
-    await signIn(page, broker.url, token);
+    ({ cs, browser, page } = await openSignedInWindow(dir, { folder: ws, brokerUrl: broker.url, token, settings: { 'gpurun.env': { GREETING: 'from-settings' }, 'gpurun.envFile': '.env' } }));
   });
 
   afterEach(async function () {

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import type { Job } from '../../server/protocol/jobs.ts';
 import { cleanup, createToken, fakeNvidiaSmi, requirePart, scratch, startBrokerProcess, waitFor, type BrokerProc } from '../support/harness.ts';
-import { RESULTS, installExtension, launchBrowser, missingVsCode, openFile, openSidebar, openWorkbench, runCommand, screenshot, signIn, startCodeServer, waitForTerminal, type CodeServer } from './support/codeServer.ts';
+import { RESULTS, missingVsCode, openFile, openSignedInWindow, runCommand, screenshot, waitForTerminal, type CodeServer } from './support/codeServer.ts';
 
 describe('VS Code: terminals in jobs and forwarded ports, end to end (code-server + Chromium)', function () {
   this.timeout(180_000);
@@ -52,15 +52,7 @@ describe('VS Code: terminals in jobs and forwarded ports, end to end (code-serve
     mkdirSync(jobsHome);
     broker = await startBrokerProcess(join(dir, 'broker'), { hosts: [{ name: 'gpu-box', type: 'local', cpus: 8, memory: '16G' }] }, { PATH: `${fakeBin}:${process.env.PATH}`, HOME: jobsHome });
     token = await createToken(broker, 'alice');
-    const extDir = join(dir, 'extensions');
-    mkdirSync(extDir);
-    installExtension(dir, extDir);
-    cs = await startCodeServer(dir, { folder: ws, extDir, settings: { 'gpurun.brokerUrl': broker.url }, env: { GPURUN_HOME: join(dir, 'gpurun-home') } });
-    browser = await launchBrowser();
-    page = await openWorkbench(browser, cs, ws);
-    await openSidebar(page);
-    await page.locator('.monaco-list-row', { hasText: 'Not signed in' }).waitFor({ timeout: 30_000 });
-    await signIn(page, broker.url, token);
+    ({ cs, browser, page } = await openSignedInWindow(dir, { folder: ws, brokerUrl: broker.url, token }));
   });
 
   afterEach(async function () {

@@ -259,3 +259,20 @@ export async function signIn(page: Page, url: string, token: string): Promise<vo
   await page.locator('.monaco-list-row', { hasText: 'Not signed in' }).waitFor({ state: 'detached', timeout: 30_000 });
   await runCommand(page, 'Notifications: Clear All Notifications');
 }
+
+/**
+ * A window on `folder` with the extension from a fresh .vsix, pointed at a team broker (gpurun.brokerUrl) and signed
+ * in there with `token`, its GPU Run sidebar open.
+ */
+export async function openSignedInWindow(dir: string, opts: { folder: string; brokerUrl: string; token: string; settings?: Record<string, unknown> }): Promise<{ cs: CodeServer; browser: Browser; page: Page }> {
+  const extDir = join(dir, 'extensions');
+  mkdirSync(extDir);
+  installExtension(dir, extDir);
+  const cs = await startCodeServer(dir, { folder: opts.folder, extDir, settings: { 'gpurun.brokerUrl': opts.brokerUrl, ...opts.settings }, env: { GPURUN_HOME: join(dir, 'gpurun-home') } });
+  const browser = await launchBrowser();
+  const page = await openWorkbench(browser, cs, opts.folder);
+  await openSidebar(page);
+  await page.locator('.monaco-list-row', { hasText: 'Not signed in' }).waitFor({ timeout: 30_000 });
+  await signIn(page, opts.brokerUrl, opts.token);
+  return { cs, browser, page };
+}
