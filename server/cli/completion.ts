@@ -26,7 +26,7 @@ export const COMPLETION: Record<string, string[]> = {
   broker: ['config', 'help'],
   token: ['admin', 'config', 'help'],
   'serve-workspace': ['help'],
-  'sftp-serve': ['root', 'help'],
+  'sftp-serve': ['root', 'read-only', 'snapshot', 'help'],
   completion: ['help'],
   help: [],
 };

@@ -152,7 +152,7 @@ export function hostsTable(hosts: HostInfo[]): string {
     if (h.lastError || since) out += `${printable(`${h.name}: ${since}${h.lastError ?? ''}`)}\n`;
     if (h.checkpoint && h.runtime === 'docker') out += `${printable(`${h.name}: checkpoint: ${h.checkpoint.transparent === null ? 'transparent (CRIU), cooperative' : `cooperative (transparent unavailable: ${h.checkpoint.transparent})`}`)}\n`;
     if (h.workspace) out += `${printable(`${h.name}: workspace: ${h.workspace}`)}\n`;
-    if (h.onlineLoad) out += `${h.name}: online jobs use ${Math.round(h.onlineLoad.cpu * 100)}% of its CPUs, ${Math.round(h.onlineLoad.memory * 100)}% of its memory\n`;
+    if (h.onlineLoad) out += `${h.name}: ${onlineLoadWords(h.onlineLoad)}\n`;
     if (h.drain) out += `${h.name}: draining: ${h.drain.moving} job${h.drain.moving === 1 ? '' : 's'} moving, ${h.drain.running} running\n`;
     for (const g of h.gpus) {
       const q = g.quarantined;
@@ -162,6 +162,13 @@ export function hostsTable(hosts: HostInfo[]): string {
     }
   }
   return out;
+}
+
+/** "online jobs use 94% of its CPUs, 12% of its memory, 97% of their GPUs' time, 80% of their GPUs' memory". */
+export function onlineLoadWords(l: NonNullable<HostInfo['onlineLoad']>): string {
+  const pct = (f: number) => `${Math.round(f * 100)}%`;
+  const gpu = l.gpu === undefined ? '' : `, ${pct(l.gpu)} of their GPUs' time, ${pct(l.gpuMemory ?? 0)} of their GPUs' memory`;
+  return `online jobs use ${pct(l.cpu)} of its CPUs, ${pct(l.memory)} of its memory${gpu}`;
 }
 
 /** Why a GPU is quarantined and what lifts it, for the hosts table. */

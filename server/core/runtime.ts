@@ -14,14 +14,20 @@ export interface StartSpec {
   env: Record<string, string>;
   /** Set for the attempt that continues a moved job (migration/): where it was, how to restore it. */
   moved?: MovedStart;
+  /** The attempt's number (a restored container is named after it); absent where the caller has none. */
+  n?: number;
 }
 
 /** How the attempt after a move starts: on the same network address, and (transparent path) from a checkpoint image. */
 export interface MovedStart {
   /** The address the job had on its user's network at the source; the destination container takes it again. */
   ip?: string;
-  /** Restore this checkpoint instead of running the command anew (migration/checkpoint.ts RestoreSpec). */
-  restore?: { method: 'transparent'; dir: string; name: string };
+  /**
+   * Restore this checkpoint instead of running the command anew (migration/checkpoint.ts RestoreSpec). `into`: the
+   * handle of an attempt whose remains were held at its checkpoint (holdOnExit): the restore goes into that very
+   * container, its own file system and mount included, and the runtime takes its remains over.
+   */
+  restore?: { method: 'transparent'; dir: string; name: string; into?: Record<string, unknown> };
   /** What the runtime's prepare() made ready for this attempt (its container created, not started). */
   prepared?: Record<string, unknown>;
 }

@@ -17,7 +17,8 @@ import { quoteShell } from '../core/shellQuote.ts';
 import { serveSftp, type SftpSession } from './sftpGuard.ts';
 import type { Duplex } from 'node:stream';
 import type { WorkspaceServeStart } from '../protocol/jobs.ts';
-import { overlayMountArgs, probeLayout, snapshotJobDir, snapshotPaths, SnapshotSync, syncCache, walkTree } from './snapshot.ts';
+import { overlayMountArgs, probeLayout, snapshotJobDir, snapshotPaths, SnapshotSync, syncCache } from './snapshot.ts';
+import { DevSide, LocalSide, type WorkspaceSide } from './workspaceSide.ts';
 import type { Layout } from './snapshotPlan.ts';
 
 /**
@@ -171,10 +172,9 @@ export class Mounts {
   private readonly layouts = new Map<string, Promise<{ layout: Layout | 'none'; why?: string }>>();
   private readonly layoutsKnown = new Map<string, { layout: Layout | 'none'; why?: string }>();
 
-  /** With `source.fromClient`, the mount is a relay to the client whatever the host's transport. */
   /**
    * With `source.fromClient`, the mount is a relay to the client whatever the host's transport. `owner` keys the
-   * host's cache of a snapshot mount (`mount.snapshot`: relay, served by the broker, not read-only).
+   * host's cache of a snapshot mount (`mount.snapshot`, not read-only).
    */
   async mount(ssh: RemoteExec, m: MountConfig, workspace: string, mnt: string, log: (msg: string) => void, source?: MountSource, owner = ''): Promise<MountHandle> {
     // Wait for the client before touching the host, so a client that never comes leaves nothing behind.
@@ -184,10 +184,6 @@ export class Mounts {
     const relayCh: { ch?: { close(): void } } = {};
     try {
       if (client) return await this.relayToClient(ssh, m, workspace, mnt, client);
-      if (m.transport === 'direct') {
-        await ssh.run(sshfsLinksAsIs(sshfsDirectArgs(m, workspace, mnt)), `mounting ${m.target}:${workspace} with sshfs`, { timeoutMs: 30_000 });
-        return { mnt, transport: 'direct' };
-      }
       if (m.snapshot && !m.readOnly) {
         const jobDir = snapshotJobDir(mnt);
         await ssh.run(['mkdir', '-p', jobDir], 'creating the snapshot folders');
@@ -195,6 +191,10 @@ export class Mounts {
         if (layout !== 'none') return await this.snapshotMount(ssh, m, workspace, mnt, log, owner, relayCh, layout, why);
         log(`workspace: plain sshfs, no snapshot on this host: ${why}`);
         await ssh.exec(['rmdir', jobDir]).catch(() => undefined);
+      }
+      if (m.transport === 'direct') {
+        await this.directMount(ssh, m, workspace, mnt);
+        return { mnt, transport: 'direct' };
       }
       const handle = await this.relayMount(ssh, m, workspace, mnt, log, relayCh);
       this.relays.set(relayKey(ssh, mnt), handle);
@@ -205,6 +205,11 @@ export class Mounts {
       await this.unmount(ssh, mnt).catch(() => {});
       throw e;
     }
+  }
+
+  /** The host's own sshfs to the developer's machine at `at` (sshfs daemonizes once mounted). */
+  private async directMount(ssh: RemoteExec, m: MountConfig, workspace: string, at: string): Promise<void> {
+    await ssh.run(sshfsLinksAsIs(sshfsDirectArgs(m, workspace, at)), `mounting ${m.target}:${workspace} with sshfs`, { timeoutMs: 30_000 });
   }
 
   /** The host's `sshfs -o passive` at `at`, its SFTP stream served here, confined to the workspace. */
@@ -222,15 +227,30 @@ export class Mounts {
     return { mnt: at, transport: 'relay', session, ended };
   }
 
-  /** The snapshot mount (hosts/snapshot.ts): the relay at WORKDIR/snap/JOB/lazy, the host's cache synced, the overlay at `mnt`. */
+  /**
+   * The snapshot mount (hosts/snapshot.ts): the sshfs mount at WORKDIR/snap/JOB/lazy (the relay, or the host's own
+   * sshfs with the direct transport), the host's cache synced from where the files are (hosts/workspaceSide.ts), the
+   * overlay at `mnt`.
+   */
   private async snapshotMount(ssh: RemoteExec, m: MountConfig, workspace: string, mnt: string, log: (msg: string) => void, owner: string, relayCh: { ch?: { close(): void } }, layout: Layout, why?: string): Promise<MountHandle> {
-    const p = snapshotPaths(mnt, owner, workspace, layout);
+    const direct = m.transport === 'direct';
+    // A direct mount's cache is also keyed by the developer's machine: the same path there is another workspace.
+    const p = snapshotPaths(mnt, direct ? `${owner}\0${m.target}` : owner, workspace, layout);
     await ssh.run(['mkdir', '-p', p.cache, p.lazy, p.upper, p.work], 'creating the snapshot folders');
-    const handle = await this.relayMount(ssh, m, workspace, p.lazy, log, relayCh);
+    let handle: MountHandle;
+    if (direct) {
+      // Registered before the mount, so that a failure below unmounts it.
+      this.relays.set(relayKey(ssh, mnt), { mnt, transport: 'direct', lazy: p.lazy });
+      await this.directMount(ssh, m, workspace, p.lazy);
+      handle = { mnt, transport: 'direct' };
+    } else {
+      handle = await this.relayMount(ssh, m, workspace, p.lazy, log, relayCh);
+    }
     // Registered at once, so that a failure below unmounts the relay too.
     this.relays.set(relayKey(ssh, mnt), { ...handle, mnt, lazy: p.lazy });
-    const local = walkTree(workspace);
-    const stats = await syncCache(ssh, workspace, p.cache, local, layout);
+    const side: WorkspaceSide = direct ? new DevSide(ssh, m, workspace) : new LocalSide(workspace);
+    const local = await side.walk();
+    const stats = await syncCache(ssh, side, p.cache, local, layout);
     const sent = `sent ${stats.files} small files (${stats.bytes} bytes), removed ${stats.removed} entries from the host's cache`;
     if (layout === 'names') log(`workspace snapshot (every name on the host, large files' data through sshfs): ${sent}, wrote ${stats.stubs} stubs of large files`);
     else log(`workspace snapshot (small files on the host; ${why}): ${sent}, ${stats.opaque.length} folders need no sshfs lookups`);
@@ -238,7 +258,7 @@ export class Mounts {
     // A fresh overlay builds its dentries and inodes at each first lookup: walked once now, while the container
     // starts, so that the job's imports find them ready (bench/workspace.ts: imports at ×1.2–1.3 of local disk without, ×1.05–1.2 with).
     void ssh.exec(['du', '-s', mnt], { timeoutMs: 120_000 }).catch(() => undefined);
-    const sync = new SnapshotSync(ssh, workspace, mnt, p, local, layout === 'names' ? 'all' : stats.opaque, log);
+    const sync = new SnapshotSync(ssh, side, mnt, p, local, layout === 'names' ? 'all' : stats.opaque, log);
     const full: MountHandle = { ...handle, mnt, lazy: p.lazy, snapshot: sync };
     this.relays.set(relayKey(ssh, mnt), full);
     await sync.start();

@@ -15,12 +15,10 @@
  *   the job's own writes that the serving side put back, are told apart by size and mtime, so neither echoes.
  * A file changed on both sides at once ends as the later write.
  */
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { lstatSync, readdirSync } from 'node:fs';
-import { posix, join } from 'node:path';
-import { onExit, type RemoteExec } from './ssh.ts';
-import { TreeWatch } from './treeWatch.ts';
+import { posix } from 'node:path';
+import type { RemoteExec } from './ssh.ts';
+import type { WorkspaceSide } from './workspaceSide.ts';
 import { cached, cachePlan, LISTING_SH, listingArgs, noLongerOpaque, opaqueDirs, opaqueTar, parseListing, sameEntry, safeRelative, stubTar, withoutSubtrees, writeBackArgs, writeBacks, type Layout, type Tree, type TreeEntry } from './snapshotPlan.ts';
 
 /** How often the upper layer is listed for the job's writes. */
@@ -98,57 +96,6 @@ export async function probeLayout(ssh: RemoteExec, dir: string): Promise<{ layou
   return { layout: 'none', why: out.replace(/^none: /, '') || `the check on the host failed (exit ${r.code}): ${r.stderr.trim()}` };
 }
 
-/** The workspace as a tree (lstat: symlinks are entries of their own, never followed). */
-export function walkTree(root: string): Tree {
-  const tree: Tree = new Map();
-  const walk = (rel: string) => {
-    for (const d of readdirSync(join(root, rel), { withFileTypes: true })) {
-      const p = rel ? `${rel}/${d.name}` : d.name;
-      const e = entryOf(root, p);
-      if (!e) continue;
-      tree.set(p, e);
-      if (e.type === 'd') walk(p);
-    }
-  };
-  walk('');
-  return tree;
-}
-
-function entryOf(root: string, p: string): TreeEntry | undefined {
-  try {
-    const s = lstatSync(join(root, p));
-    const type = s.isDirectory() ? 'd' : s.isSymbolicLink() ? 'l' : s.isFile() ? 'f' : 'o';
-    return { type, size: s.size, mtimeMs: s.mtimeMs, mode: s.mode & 0o7777 };
-  } catch {
-    return undefined;
-  }
-}
-
-/** Sends workspace paths as one tar stream into `dir` on the host (GNU tar on both sides, POSIX format: ns mtimes). */
-async function sendTar(ssh: RemoteExec, workspace: string, paths: string[], dir: string): Promise<void> {
-  if (!paths.length) return;
-  const ch = await ssh.spawn(['tar', '-x', '-f', '-', '--no-same-owner', '-C', dir]);
-  let code: number | null = null;
-  let stderr = '';
-  onExit(ch, (e) => (code = e.code));
-  ch.on('error', () => {});
-  // The channel closes after the host's tar exits, or when the connection drops (then no exit code). Its readable
-  // side must be consumed, or it never ends and never closes.
-  const closed = new Promise((resolve) => ch.once('close', resolve));
-  ch.resume();
-  ch.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString('utf8')).slice(-2000)));
-  const tar = spawn('tar', ['-c', '-f', '-', '-C', workspace, '--format=posix', '--no-recursion', '--null', '-T', '-'], { stdio: ['pipe', 'pipe', 'pipe'] });
-  const tarDone = new Promise((resolve) => tar.once('close', resolve));
-  let localErr = '';
-  tar.stderr.on('data', (d: Buffer) => (localErr = (localErr + d.toString('utf8')).slice(-2000)));
-  tar.on('error', (e) => (localErr = e.message));
-  tar.stdin.end(Buffer.from(paths.map((p) => `${p}\0`).join(''), 'utf8'));
-  tar.stdout.pipe(ch);
-  await closed;
-  await tarDone;
-  if (code !== 0) throw new Error(`sending the workspace's small files failed (tar exit ${code}): ${stderr.trim() || localErr.trim()}`);
-}
-
 export interface SnapshotStats {
   files: number;
   bytes: number;
@@ -162,8 +109,8 @@ export interface SnapshotStats {
  * the folders that hold no large file (`CACHE.opaque` lists them, for the next run). Returns what was sent and the
  * opaque folders.
  */
-export async function syncCache(ssh: RemoteExec, workspace: string, cache: string, local: Tree, layout: Layout = 'opaque'): Promise<SnapshotStats & { opaque: string[] }> {
-  if (layout === 'names') return syncNames(ssh, workspace, cache, local);
+export async function syncCache(ssh: RemoteExec, side: WorkspaceSide, cache: string, local: Tree, layout: Layout = 'opaque'): Promise<SnapshotStats & { opaque: string[] }> {
+  if (layout === 'names') return syncNames(ssh, side, cache, local);
   const opaqueList = `${cache}.opaque`;
   const [listing, before] = await Promise.all([
     ssh.exec(listingArgs(cache), { timeoutMs: 60_000 }),
@@ -175,7 +122,7 @@ export async function syncCache(ssh: RemoteExec, workspace: string, cache: strin
   const plan = cachePlan(local, withoutSubtrees(parseListing(listing.stdout), gone));
   const remove = [...new Set([...gone, ...plan.remove])];
   await pruneCache(ssh, cache, remove);
-  await sendTar(ssh, workspace, plan.send, cache);
+  await side.sendTar(ssh, plan.send, cache);
   if (plan.send.length || remove.length || was.join('\0') !== now.join('\0')) {
     const dirs = now.map((p) => ({ path: p, mode: local.get(p)!.mode ?? 0o755, mtimeMs: local.get(p)!.mtimeMs }));
     const script = 'tar -x -f - --xattrs --xattrs-include="trusted.overlay.*" -C "$1" && rm -f "$2"';
@@ -188,11 +135,11 @@ export async function syncCache(ssh: RemoteExec, workspace: string, cache: strin
 }
 
 /** The cache of the `names` layout: small files sent with their content, stubs of large ones (SnapshotStats.stubs). */
-async function syncNames(ssh: RemoteExec, workspace: string, cache: string, local: Tree): Promise<SnapshotStats & { opaque: string[] }> {
+async function syncNames(ssh: RemoteExec, side: WorkspaceSide, cache: string, local: Tree): Promise<SnapshotStats & { opaque: string[] }> {
   const listing = await ssh.exec(listingArgs(cache), { timeoutMs: 60_000 });
   const plan = cachePlan(local, parseListing(listing.stdout), 'names');
   await pruneCache(ssh, cache, plan.remove);
-  await sendTar(ssh, workspace, plan.send, cache);
+  await side.sendTar(ssh, plan.send, cache);
   if (plan.stubs.length) {
     const files = plan.stubs.map((p) => ({ path: p, size: local.get(p)!.size, mode: local.get(p)!.mode ?? 0o644, mtimeMs: local.get(p)!.mtimeMs }));
     const r = await ssh.exec(['tar', '-x', '-f', '-', '--no-same-owner', '--xattrs', '--xattrs-include=trusted.overlay.*', '-C', cache], { stdin: stubTar(files), timeoutMs: 60_000 });
@@ -219,7 +166,7 @@ export class SnapshotSync {
   private readonly pushed = new Map<string, TreeEntry | 'removed'>();
   private upperBefore: Tree = new Map();
   private lister?: { close(): void };
-  private watcher?: TreeWatch;
+  private watcher?: { close(): void };
   private pending = new Set<string>();
   private timer?: NodeJS.Timeout;
   private chain: Promise<void> = Promise.resolve();
@@ -229,7 +176,7 @@ export class SnapshotSync {
   private relistTimer?: NodeJS.Timeout;
 
   private readonly ssh: RemoteExec;
-  private readonly workspace: string;
+  private readonly side: WorkspaceSide;
   private readonly mnt: string;
   private readonly p: SnapshotPaths;
   private readonly log: (msg: string) => void;
@@ -240,10 +187,10 @@ export class SnapshotSync {
    */
   private readonly opaque: Set<string> | 'all';
 
-  constructor(ssh: RemoteExec, workspace: string, mnt: string, p: SnapshotPaths, initial: Tree, opaque: string[] | 'all', log: (msg: string) => void) {
+  constructor(ssh: RemoteExec, side: WorkspaceSide, mnt: string, p: SnapshotPaths, initial: Tree, opaque: string[] | 'all', log: (msg: string) => void) {
     this.opaque = opaque === 'all' ? 'all' : new Set(opaque);
     this.ssh = ssh;
-    this.workspace = workspace;
+    this.side = side;
     this.mnt = mnt;
     this.p = p;
     this.log = log;
@@ -251,20 +198,31 @@ export class SnapshotSync {
   }
 
   async start(): Promise<void> {
-    this.watcher = new TreeWatch(
-      this.workspace,
-      (name) => {
-        if (this.closed) return;
-        this.pending.add(name);
-        this.timer ??= setTimeout(() => {
-          this.timer = undefined;
-          this.serial(() => this.pushEdits());
-        }, EDIT_DEBOUNCE_MS);
-      },
+    const folders = [...this.view].filter(([, e]) => e.type === 'd').map(([p]) => p);
+    this.watcher = this.side.watch(
+      folders,
+      (name) => this.noticed(name),
       (e) => this.log(`watching the workspace for edits: ${e.message}`),
+      () => this.serial(() => this.resync()),
     );
-    this.watcher.start([...this.view].filter(([, e]) => e.type === 'd').map(([p]) => p));
     await this.listen();
+  }
+
+  private noticed(name: string): void {
+    if (this.closed) return;
+    this.pending.add(name);
+    this.timer ??= setTimeout(() => {
+      this.timer = undefined;
+      this.serial(() => this.pushEdits());
+    }, EDIT_DEBOUNCE_MS);
+  }
+
+  /** Where the watch may have missed edits: every entry that differs from the job's view is handled as an edit. */
+  private async resync(): Promise<void> {
+    if (this.closed) return;
+    const now = await this.side.walk();
+    for (const [p, e] of now) if (!sameEntry(e, this.view.get(p)) && !(e.type === 'd' && this.view.get(p)?.type === 'd')) this.noticed(p);
+    for (const p of this.view.keys()) if (!now.has(p)) this.noticed(p);
   }
 
   /**
@@ -340,13 +298,13 @@ export class SnapshotSync {
 
   /** Puts the edits noticed on the developer's disk into the job's view (through the overlay). */
   private async pushEdits(): Promise<void> {
-    const names = [...this.pending];
+    const names = [...this.pending].filter(safeRelative);
     this.pending.clear();
     const send: string[] = [];
     const remove: string[] = [];
+    const now = await this.side.entries(names);
     for (const name of names) {
-      if (!safeRelative(name)) continue;
-      const e = entryOf(this.workspace, name);
+      const e = now.get(name);
       const known = this.view.get(name);
       if (!e) {
         if (known) remove.push(name);
@@ -370,11 +328,11 @@ export class SnapshotSync {
     if (send.length) {
       send.sort();
       for (const n of send) {
-        const e = entryOf(this.workspace, n)!;
+        const e = now.get(n)!;
         this.view.set(n, e);
         this.pushed.set(n, e);
       }
-      await sendTar(this.ssh, this.workspace, send, this.mnt);
+      await this.side.sendTar(this.ssh, send, this.mnt);
     }
   }
 

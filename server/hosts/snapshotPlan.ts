@@ -266,3 +266,27 @@ export function opaqueTar(dirs: Array<{ path: string; mode: number; mtimeMs: num
   parts.push(Buffer.alloc(1024));
   return Buffer.concat(parts);
 }
+
+/**
+ * A tree as the developer's side sends it (`gpurun sftp-serve --snapshot list|stat`): per entry `TYPE\0SIZE\0MTIME_MS\0
+ * MODE\0PATH\0`, MODE in octal. Unlike the host's `find` listing it carries the permission bits (the cache's folders
+ * and stubs get them).
+ */
+export function treeRecords(tree: Tree): string {
+  let out = '';
+  for (const [p, e] of tree) out += `${e.type}\0${e.size}\0${e.mtimeMs}\0${(e.mode ?? 0).toString(8)}\0${p}\0`;
+  return out;
+}
+
+/** Parses treeRecords' text; entries with an unsafe path are dropped. */
+export function parseTreeRecords(out: string): Tree {
+  const parts = out.split('\0');
+  const tree: Tree = new Map();
+  for (let i = 0; i + 4 < parts.length; i += 5) {
+    const [y, size, t, mode, path] = [parts[i], parts[i + 1], parts[i + 2], parts[i + 3], parts[i + 4]];
+    if (!path || !safeRelative(path)) continue;
+    const type = y === 'f' || y === 'd' || y === 'l' || y === 'c' ? y : 'o';
+    tree.set(path, { type, size: Number(size), mtimeMs: Number(t), mode: parseInt(mode, 8) || 0 });
+  }
+  return tree;
+}

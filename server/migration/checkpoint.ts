@@ -68,6 +68,8 @@ export interface RestoreSpec {
   dir: string;
   /** The checkpoint's name (docker checkpoint). */
   name: string;
+  /** The source attempt's runtime handle, whose container was kept: a move that falls back restores into it. */
+  into?: Record<string, unknown>;
 }
 
 export interface Checkpointer {

@@ -3,12 +3,16 @@
  * a host, and whether online jobs may preempt offline ones with a checkpoint. Validated here; config.ts calls it.
  */
 import { parseDuration } from '../core/units.ts';
+import { LOAD_KINDS, type Threshold } from './load.ts';
 
 export interface MigrationConfig {
   /** How long a signalled job may take to write its checkpoint and exit before the move is given up. */
   checkpointTimeoutMs: number;
-  /** Load-driven moves: off when null. Fractions (0..1] of the host's CPUs and memory used by its online jobs. */
-  threshold: { cpu: number; memory: number } | null;
+  /**
+   * Load-driven moves: off when null. Fractions (0..1] of the host's CPUs and memory used by its online jobs, and of
+   * the time and memory of the GPUs they hold; 1 where not set (never over).
+   */
+  threshold: Threshold | null;
   /** How long the online load must stay over the threshold before a move starts. */
   windowMs: number;
   /** How often hosts report their online jobs' usage. */
@@ -47,9 +51,9 @@ export function validateMigration(raw: unknown, fail: (path: string, msg: string
   let threshold: MigrationConfig['threshold'] = null;
   if (o.threshold !== undefined) {
     const t = o.threshold as Record<string, unknown>;
-    if (typeof t !== 'object' || t === null) fail('migration.threshold', 'must be an object such as {"cpu": 0.9, "memory": 0.9}');
-    for (const k of Object.keys(t)) if (k !== 'cpu' && k !== 'memory') fail(`migration.threshold.${k}`, 'unknown setting; known here: cpu, memory');
-    threshold = { cpu: t.cpu === undefined ? 1 : frac(t.cpu, 'migration.threshold.cpu'), memory: t.memory === undefined ? 1 : frac(t.memory, 'migration.threshold.memory') };
+    if (typeof t !== 'object' || t === null) fail('migration.threshold', 'must be an object such as {"cpu": 0.9, "memory": 0.9, "gpu": 0.9, "gpuMemory": 0.9}');
+    for (const k of Object.keys(t)) if (!(LOAD_KINDS as readonly string[]).includes(k)) fail(`migration.threshold.${k}`, `unknown setting; known here: ${LOAD_KINDS.join(', ')}`);
+    threshold = Object.fromEntries(LOAD_KINDS.map((k) => [k, t[k] === undefined ? 1 : frac(t[k], `migration.threshold.${k}`)])) as Threshold;
   }
   if (o.preempt !== undefined && typeof o.preempt !== 'boolean') fail('migration.preempt', 'must be true or false');
   if (o.method !== undefined && o.method !== 'cooperative' && o.method !== 'transparent') fail('migration.method', 'must be "cooperative" or "transparent"');

@@ -31,12 +31,22 @@ export function parseDockerStats(text: string): Map<string, ContainerUsage> {
   return out;
 }
 
-/** A host's online load at one moment, as fractions of its CPUs and memory. */
+/**
+ * A host's online load at one moment, as fractions of its CPUs and memory, and (when its online jobs hold GPUs and
+ * nvidia-smi answered) of their GPUs' time and memory (gpuLoad.ts).
+ */
 export interface LoadSample {
   at: number;
   cpu: number;
   memory: number;
+  gpu?: number;
+  gpuMemory?: number;
 }
+
+/** The resources a threshold can be set on, as `migration.threshold` names them. */
+export const LOAD_KINDS = ['cpu', 'memory', 'gpu', 'gpuMemory'] as const;
+export type LoadKind = (typeof LOAD_KINDS)[number];
+export type Threshold = Record<LoadKind, number>;
 
 export function hostLoad(usages: Iterable<ContainerUsage>, host: { cpus: number; memoryMiB: number }, at: number): LoadSample {
   let cpu = 0;
@@ -49,8 +59,8 @@ export function hostLoad(usages: Iterable<ContainerUsage>, host: { cpus: number;
 }
 
 export interface Overload {
-  /** Which resource is over ("cpu" or "memory") and by how much at the last sample (fraction). */
-  what: 'cpu' | 'memory';
+  /** Which resource is over and by how much at the last sample (fraction). */
+  what: LoadKind;
   value: number;
   limit: number;
   /** How long it has been over, in ms. */
@@ -61,19 +71,27 @@ export interface Overload {
  * Whether the samples (oldest first) show the load over the threshold for at least `windowMs` up to the last one:
  * every sample in the window over it, and the first over-sample at least `windowMs` before the last. Null when not.
  */
-export function overloaded(samples: readonly LoadSample[], threshold: { cpu: number; memory: number }, windowMs: number): Overload | null {
+export function overloaded(samples: readonly LoadSample[], threshold: Threshold, windowMs: number): Overload | null {
   if (samples.length === 0) return null;
   const last = samples[samples.length - 1];
-  for (const what of ['cpu', 'memory'] as const) {
+  for (const what of LOAD_KINDS) {
     const limit = threshold[what];
     let since: number | null = null;
-    for (let i = samples.length - 1; i >= 0 && samples[i][what] > limit; i--) since = samples[i].at;
-    if (since !== null && last.at - since >= windowMs) return { what, value: last[what], limit, forMs: last.at - since };
+    // A sample without a GPU reading is not over a GPU threshold.
+    for (let i = samples.length - 1; i >= 0 && (samples[i][what] ?? 0) > limit; i--) since = samples[i].at;
+    if (since !== null && last.at - since >= windowMs) return { what, value: last[what] ?? 0, limit, forMs: last.at - since };
   }
   return null;
 }
 
-/** "online load 94% > 90% for 60 s" (cpu) or "online memory 95% > 90% for 60 s". */
+const WORDS: Record<LoadKind, string> = { cpu: 'load', memory: 'memory', gpu: 'GPU use', gpuMemory: 'GPU memory' };
+
+/** "online load 94% > 90% for 60 s" (cpu), "online memory …", "online GPU use …", "online GPU memory …". */
 export function overloadWords(o: Overload): string {
-  return `online ${o.what === 'cpu' ? 'load' : 'memory'} ${Math.round(o.value * 100)}% > ${Math.round(o.limit * 100)}% for ${Math.round(o.forMs / 1000)} s`;
+  return `online ${WORDS[o.what]} ${Math.round(o.value * 100)}% > ${Math.round(o.limit * 100)}% for ${Math.round(o.forMs / 1000)} s`;
+}
+
+/** The most loaded of a sample's resources (a destination's load, to pick the least loaded). */
+export function peakLoad(s: LoadSample | undefined): number {
+  return s ? Math.max(...LOAD_KINDS.map((k) => s[k] ?? 0)) : 0;
 }

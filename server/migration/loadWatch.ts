@@ -1,6 +1,7 @@
 /**
  * Load-driven moves: every `migration.sampleEvery` the Docker hosts with online jobs report those jobs' container
- * usage (`docker stats`); when a host's online load stays over `migration.threshold` for `migration.window`, one
+ * usage (`docker stats`) and, where they hold GPUs, those GPUs' utilisation and their processes' GPU memory
+ * (nvidia-smi; gpuLoad.ts); when a host's online load stays over `migration.threshold` for `migration.window`, one
  * offline job of that host that checkpoints is moved to a less-loaded host that fits it. Online jobs never move for
  * load. After a move starts, the host's window begins again (so one burst moves one job, then looks again).
  */
@@ -11,7 +12,10 @@ import type { Logger } from '../logger.ts';
 import type { MigrationConfig } from './config.ts';
 import type { MoveManager } from './manager.ts';
 import { checkpoints } from './cooperative.ts';
-import { hostLoad, overloaded, overloadWords, parseDockerStats, type LoadSample } from './load.ts';
+import type { RemoteExec } from '../hosts/ssh.ts';
+import { NVIDIA_SMI_QUERY, parseNvidiaSmi } from '../hosts/nvidiaSmi.ts';
+import { COMPUTE_APPS_QUERY, dockerTopPidsArgs, onlineGpuLoad, parseComputeApps, parseDockerTopPids, type GpuLoad } from './gpuLoad.ts';
+import { hostLoad, overloaded, overloadWords, parseDockerStats, peakLoad, type LoadSample } from './load.ts';
 
 /** Samples kept per host (enough for the window at the sampling rate). */
 const KEEP = 200;
@@ -20,6 +24,8 @@ export class LoadWatch {
   private readonly samples = new Map<string, LoadSample[]>();
   private timer?: NodeJS.Timeout;
   private busy = false;
+  /** Hosts whose nvidia-smi failed at the last sample (said once in the log, not every few seconds). */
+  private readonly noGpuReading = new Set<string>();
   private readonly d: { broker: Broker; hosts: HostRegistry; moves: MoveManager; config: MigrationConfig; log: Logger };
 
   constructor(d: LoadWatch['d']) {
@@ -44,7 +50,9 @@ export class LoadWatch {
   view(hosts: HostInfo[]): HostInfo[] {
     return hosts.map((h) => {
       const s = this.samples.get(h.name)?.at(-1);
-      return s && Date.now() - s.at < 3 * this.d.config.sampleMs ? { ...h, onlineLoad: { cpu: s.cpu, memory: s.memory, at: new Date(s.at).toISOString() } } : h;
+      if (!s || Date.now() - s.at >= 3 * this.d.config.sampleMs) return h;
+      const gpu = s.gpu === undefined ? {} : { gpu: s.gpu, gpuMemory: s.gpuMemory ?? 0 };
+      return { ...h, onlineLoad: { cpu: s.cpu, memory: s.memory, ...gpu, at: new Date(s.at).toISOString() } };
     });
   }
 
@@ -52,8 +60,13 @@ export class LoadWatch {
     const jobs = this.d.broker.activeJobs().filter((j) => j.state === 'running' && j.host);
     const caps = new Map(this.d.hosts.capacities().map((c) => [c.name, c]));
     const byHost = new Map<string, string[]>();
+    const gpusHeld = new Map<string, number[]>();
     // The container in the job's handle: a job moved by hand runs in the one prepared for it (gpurun-ID-N).
-    for (const j of jobs) if (j.queue === 'online') byHost.set(j.host!, [...(byHost.get(j.host!) ?? []), String(j.runtimeRef?.container ?? `gpurun-${j.id}`)]);
+    for (const j of jobs) {
+      if (j.queue !== 'online') continue;
+      byHost.set(j.host!, [...(byHost.get(j.host!) ?? []), String(j.runtimeRef?.container ?? `gpurun-${j.id}`)]);
+      gpusHeld.set(j.host!, [...(gpusHeld.get(j.host!) ?? []), ...j.gpuIndices]);
+    }
     for (const host of this.samples.keys()) if (!byHost.has(host)) this.samples.delete(host);
     await Promise.all([...byHost].map(async ([host, containers]) => {
       const side = this.d.hosts.sshSide(host);
@@ -62,12 +75,41 @@ export class LoadWatch {
       const r = await side.exec.exec(['docker', 'stats', '--no-stream', '--format', '{{.Name}}\t{{.CPUPerc}}\t{{.MemUsage}}', ...containers], { timeoutMs: 30_000 });
       if (r.code !== 0 && !r.stdout.trim()) return;
       const usage = parseDockerStats(r.stdout);
+      const held = gpusHeld.get(host) ?? [];
+      const gpu = held.length ? await this.gpuLoad(host, side.exec, held, containers) : null;
       const list = this.samples.get(host) ?? [];
-      list.push(hostLoad(containers.map((c) => usage.get(c)).filter((u) => u !== undefined), cap, Date.now()));
+      list.push({ ...hostLoad(containers.map((c) => usage.get(c)).filter((u) => u !== undefined), cap, Date.now()), ...gpu });
       if (list.length > KEEP) list.splice(0, list.length - KEEP);
       this.samples.set(host, list);
       this.decide(host, list);
     }));
+  }
+
+  /**
+   * The GPU use of a host's online jobs (their GPUs `held`, their `containers`), or null when nvidia-smi gives no
+   * reading of those GPUs. Per-process memory needs the containers' host pids (`docker top`), asked only when the
+   * driver lists processes on those GPUs.
+   */
+  private async gpuLoad(host: string, exec: RemoteExec, held: number[], containers: string[]): Promise<GpuLoad | null> {
+    const q = await exec.exec(NVIDIA_SMI_QUERY, { timeoutMs: 30_000 });
+    if (q.code !== 0) {
+      if (!this.noGpuReading.has(host)) this.d.log.warn('nvidia-smi gives no GPU reading for the online load', { host, code: q.code, stderr: q.stderr.trim().slice(0, 200) });
+      this.noGpuReading.add(host);
+      return null;
+    }
+    this.noGpuReading.delete(host);
+    const gpus = parseNvidiaSmi(q.stdout);
+    const a = await exec.exec(COMPUTE_APPS_QUERY, { timeoutMs: 30_000 });
+    const apps = a.code === 0 ? parseComputeApps(a.stdout) : null;
+    const uuids = new Set(gpus.filter((g) => held.includes(g.index)).map((g) => g.uuid));
+    const pids = new Set<number>();
+    if (apps?.some((p) => uuids.has(p.gpuUuid))) {
+      for (const c of containers) {
+        const t = await exec.exec(dockerTopPidsArgs(c), { timeoutMs: 30_000 });
+        if (t.code === 0) for (const pid of parseDockerTopPids(t.stdout)) pids.add(pid);
+      }
+    }
+    return onlineGpuLoad(gpus, held, apps, pids);
   }
 
   private decide(host: string, list: LoadSample[]): void {
@@ -78,7 +120,7 @@ export class LoadWatch {
     const candidates = active.filter((j) => j.host === host && j.state === 'running' && j.queue === 'offline' && checkpoints(j));
     for (const job of candidates) {
       try {
-        const to = this.d.moves.begin(job.id, overloadWords(over), undefined, (h) => this.samples.get(h)?.at(-1)?.cpu ?? 0);
+        const to = this.d.moves.begin(job.id, overloadWords(over), undefined, (h) => peakLoad(this.samples.get(h)?.at(-1)));
         this.d.log.info('online load over the threshold: moving an offline job', { host, job: job.id, to, load: over });
         this.samples.set(host, []);
         return;

@@ -25,6 +25,7 @@ import type { Checkpointer, HostSide, MoveContext } from './checkpoint.ts';
 import { checkpoints, CooperativeCheckpointer } from './cooperative.ts';
 import { copyDir } from './copy.ts';
 import { CHECKPOINT_EXIT_CODE, hostCheckpointDir } from './checkpoint.ts';
+import { CHECKPOINTED_EXIT_CODE } from '../runtimes/criu.ts';
 import { moveMarker, moveWords } from './words.ts';
 import { TransparentCheckpointer } from './transparent.ts';
 
@@ -34,8 +35,10 @@ interface Move {
   /** A move to `to`, or a preemption (the job checkpoints and waits for a place again; `to` is unused). */
   kind: 'move' | 'preempt';
   jobId: string;
-  /** The source attempt. */
+  /** The source attempt; after a failed start on the destination, that attempt (the next one resumes on the source). */
   n: number;
+  /** The source attempt, where `n` moved on (its checkpoint is the one to resume from). */
+  sourceN?: number;
   from: string;
   fromGpus: number[];
   to: string;
@@ -54,6 +57,8 @@ interface Move {
   restartIfStuck?: boolean;
   /** The source attempt's runtime handle, whose remains (container, mount) stay after its checkpoint until released. */
   srcRef?: Record<string, unknown>;
+  /** A transparent move that falls back: the source's kept container, which the restore goes into. */
+  into?: Record<string, unknown>;
   /** The destination's next attempt made ready during the pre-copy (runtime prepare()): after the checkpoint only its start remains. */
   prepared?: Record<string, unknown>;
   /** Taken on by a broker restarted mid-move: what an earlier process prepared at the destination is unknown. */
@@ -182,7 +187,7 @@ export class MoveManager implements MoveHooks {
   private context(m: Move): MoveContext {
     const cur = this.d.broker.currentOf(m.jobId);
     const job = cur?.job ?? this.d.store.getJob(m.jobId)!;
-    const attempt = this.d.store.attempts(m.jobId).find((a) => a.n === m.n)!;
+    const attempt = this.d.store.attempts(m.jobId).find((a) => a.n === (m.sourceN ?? m.n))!;
     const log = this.d.log.child({ job: m.jobId, move: `${m.from}→${m.to}` });
     return { job, attempt, from: this.side(m.from), to: this.side(m.to), deadlineMs: this.d.config.checkpointTimeoutMs, signal: m.ac.signal, sourceEnded: m.ended.promise, ...(m.alreadyAsked ? { alreadyAsked: true } : {}), log: (msg, f) => log.info(msg, f) };
   }
@@ -211,8 +216,9 @@ export class MoveManager implements MoveHooks {
         if (ready.status === 'rejected') throw new GpurunError('E_CONFLICT', `${m.to} cannot start the job: ${(ready.reason as Error).message}`);
         m.ev.precopyBytes = pre.value.bytes;
         if (!this.d.broker.currentOf(m.jobId)?.attempt?.runtimeRef || this.d.broker.currentOf(m.jobId)?.attempt?.n !== m.n) throw new GpurunError('E_CONFLICT', 'the job stopped running before its checkpoint');
-        // Its container and mount stay after its checkpoint exit, until it runs elsewhere: not part of the downtime.
-        if (m.kind === 'move' && cp.method === 'cooperative' && m.srcRef) this.d.hosts.runtimeFor(m.from).holdOnExit?.(m.srcRef, CHECKPOINT_EXIT_CODE);
+        // Its container and mount stay after its checkpoint exit, until it runs elsewhere: not part of the downtime;
+        // and a transparent move that cannot start on the destination restores into that very container.
+        if (m.kind === 'move' && m.srcRef) this.d.hosts.runtimeFor(m.from).holdOnExit?.(m.srcRef, cp.method === 'cooperative' ? CHECKPOINT_EXIT_CODE : CHECKPOINTED_EXIT_CODE);
         this.persistSignalled(m);
         m.phase = 'signalled';
       }
@@ -258,6 +264,13 @@ export class MoveManager implements MoveHooks {
     await this.d.hosts.runtimeFor(m.to).unprepare?.(m.to, m.jobId, m.n + 1).catch((e) => this.d.log.warn('move: could not remove the prepared destination', { job: m.jobId, host: m.to, err: (e as Error).message }));
   }
 
+  /** A transparent move falling back: the source's kept container is restored into, not removed. */
+  private keepSourceForRestore(m: Move): void {
+    if (m.ev.method !== 'transparent' || !m.srcRef) return;
+    m.into = m.srcRef;
+    m.srcRef = undefined;
+  }
+
   /** Lets the source attempt's remains go (removed now when it has ended: `ended`, or kept at its checkpoint exit). */
   private async releaseSource(m: Move, ended: boolean): Promise<void> {
     const ref = m.srcRef;
@@ -280,8 +293,9 @@ export class MoveManager implements MoveHooks {
       m.fallback = `the copy to ${m.to} failed: ${(e as Error).message}`;
       this.d.log.warn('move: final copy failed; resuming on the source', { job: m.jobId, err: (e as Error).message });
     }
-    // Starting on the source again: its remains (same mount point, maybe the same container name) go first. A move
-    // taken on after a restart clears what the earlier broker left on both sides.
+    // Starting on the source again: its remains (same mount point, maybe the same container name) go first, unless
+    // the restore goes into them (transparent). A move taken on after a restart clears what the earlier broker left.
+    if (m.fallback !== undefined && !m.restored) this.keepSourceForRestore(m);
     if (m.fallback !== undefined || m.restored) {
       await this.releaseSource(m, true);
       await this.unprepare(m, m.restored);
@@ -366,10 +380,12 @@ export class MoveManager implements MoveHooks {
     // The destination could not start it: it goes on from its checkpoint on the source (whose GPUs are still held).
     if (m && m.kind === 'move' && m.phase === 'starting' && att.n === m.n + 1 && m.fallback === undefined && 'startError' in end && end.startError) {
       m.fallback = `${m.to} could not start it: ${end.startError}`;
+      m.sourceN ??= m.n;
       m.n = att.n;
       m.ev = { ...m.ev, fellBack: m.fallback };
       this.d.log.warn('move: the destination could not start the job; resuming on the source', { job: job.id, to: m.to, err: end.startError });
       m.prepared = undefined;
+      this.keepSourceForRestore(m);
       void this.releaseSource(m, true).then(() => this.d.broker.startMoved(job.id, { jobId: job.id, host: m.from, gpuIndices: m.fromGpus }, moveMarker(m.ev, m.fallback)));
       return { reason: `could not start on ${m.to}; resuming on ${m.from}`, evidence: { startError: end.startError, move: { ...m.ev } }, fault: 'migrated', requeue: false };
     }
@@ -402,7 +418,7 @@ export class MoveManager implements MoveHooks {
     if (!m || m.phase !== 'starting' || n !== m.n + 1) return undefined;
     // A transparent move that falls back restores on the source from the images still there (runtimes/criu.ts).
     const restore = this.checkpointer(m).resume(this.context(m)).restore;
-    if (m.fallback !== undefined) return restore ? { restore } : undefined;
+    if (m.fallback !== undefined) return restore ? { restore: { ...restore, ...(m.into ? { into: m.into } : {}) } } : undefined;
     return { ...(m.ev.ip ? { ip: m.ev.ip } : {}), ...(restore ? { restore } : {}), ...(m.prepared ? { prepared: m.prepared } : {}) };
   }
 
@@ -416,6 +432,8 @@ export class MoveManager implements MoveHooks {
     // The source's container and mount, and the copy left on the host it no longer runs on.
     void this.releaseSource(m, true);
     if (job.host !== m.from) void this.checkpointer(m).discard(this.side(m.from), job).catch(() => {});
+    // Back on the source: what was copied to the destination for it.
+    else if (m.fallback !== undefined && m.to !== m.from) void this.checkpointer(m).discard(this.side(m.to), job).catch(() => {});
     this.d.broker.kick();
   }
 
@@ -545,7 +563,9 @@ export class MoveManager implements MoveHooks {
     const hosts = new Set(this.d.store.attempts(job.id).map((a) => a.host).filter((h): h is string => !!h && this.d.hosts.names().includes(h)));
     for (const h of hosts) {
       const side = this.d.hosts.sshSide(h);
-      if (side && this.d.hosts.runtimeFor(h).kind === 'docker') void this.cooperative.discard({ host: h, ...side }, job as StoredJob).catch(() => {});
+      if (side && this.d.hosts.runtimeFor(h).kind === 'docker') {
+        for (const cp of [this.cooperative, this.transparent]) void cp.discard({ host: h, ...side }, job as StoredJob).catch(() => {});
+      }
     }
     const m = this.moves.get(job.id);
     if (m) {

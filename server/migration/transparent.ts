@@ -60,8 +60,10 @@ export class TransparentCheckpointer implements Checkpointer {
     }
   }
 
+  /** Copies this move's images only (`criu/ID/move-N`): other folders there are earlier moves' leftovers. */
   transfer(ctx: MoveContext): Promise<CopyResult> {
-    return copyDir(ctx.from, criuDir(ctx.from.workDir, ctx.job.id), ctx.to, criuDir(ctx.to.workDir, ctx.job.id), ctx.signal);
+    const name = checkpointName(ctx.attempt.n);
+    return copyDir(ctx.from, `${criuDir(ctx.from.workDir, ctx.job.id)}/${name}`, ctx.to, `${criuDir(ctx.to.workDir, ctx.job.id)}/${name}`, ctx.signal);
   }
 
   resume(ctx: MoveContext): { env: Record<string, string>; restore: RestoreSpec } {

@@ -71,7 +71,7 @@ export class HostPool implements Backend {
     if (a.job.workspaceFrom === 'client' && !rt.mountsWorkspace) {
       throw new GpurunError('E_BAD_REQUEST', `host ${host} runs jobs without a workspace mount (${rt.kind} runtime); a workspace served by the client needs an SSH host`);
     }
-    const ref = await rt.start({ job: a.job, host, gpuIndices: a.gpuIndices, logPath: this.logs.path(a.job.id), env: a.env, ...(a.moved ? { moved: a.moved } : {}) });
+    const ref = await rt.start({ job: a.job, host, gpuIndices: a.gpuIndices, logPath: this.logs.path(a.job.id), env: a.env, n: a.n, ...(a.moved ? { moved: a.moved } : {}) });
     ev.running({ host, reason: `running on ${host} (${a.gpuIndices.length ? `GPU ${a.gpuIndices.join(',')}` : 'no GPU'})` });
     return { ...ref, logOffset: a.logOffset };
   }

@@ -316,8 +316,12 @@ export interface HostInfo {
    * host supports: the snapshot's layout, or plain sshfs and why.
    */
   workspace?: string;
-  /** What the host's online jobs use now (fractions of its CPUs and memory), when load-driven moves are on. */
-  onlineLoad?: { cpu: number; memory: number; at: string };
+  /**
+   * What the host's online jobs use now, when load-driven moves are on: fractions of its CPUs and memory and, where
+   * they hold GPUs that nvidia-smi reads, the mean utilisation of those GPUs and the share of their memory the jobs'
+   * processes use.
+   */
+  onlineLoad?: { cpu: number; memory: number; gpu?: number; gpuMemory?: number; at: string };
 }
 
 /** An event on `GET /v1/events` (Server-Sent Events, `data:` is this JSON). */

@@ -48,15 +48,28 @@ export function checkpointName(n: number): string {
   return `move-${n}`;
 }
 
+/** The exit status of a container that `docker checkpoint create` stopped (the engine reports SIGKILL's). */
+export const CHECKPOINTED_EXIT_CODE = 137;
+
 /** argv that checkpoints `container` into `dir/name` and stops it (Docker's default: the container exits). */
 export function checkpointArgs(container: string, dir: string, name: string): string[] {
   return ['docker', 'checkpoint', 'create', '--checkpoint-dir', dir, container, name];
 }
 
 /**
+ * Where a restore's CRIU log is while it runs: the runtime's work folder of the container, which the engine removes
+ * when the restore fails (so it is followed meanwhile). Docker's own containerd, and a system containerd.
+ */
+export const RESTORE_LOGS = [
+  '/var/run/docker/containerd/daemon/io.containerd.runtime.v2.task/moby/$id/work/restore.log',
+  '/run/containerd/io.containerd.runtime.v2.task/moby/$id/work/restore.log',
+];
+
+/**
  * argv that puts the images of `dir/name` where the engine looks for a container's checkpoints and starts the
  * container from them. Docker 20.10 refuses `docker start --checkpoint-dir` ("custom checkpointdir is not
  * supported"), so the images are linked into the container's own checkpoints folder under the engine's data root.
+ * On a failed restore, CRIU's error lines (from its restore.log, followed while it ran) end stderr, after Docker's.
  */
 export function restoreArgs(container: string, dir: string, name: string): string[] {
   return ['sh', '-c', [
@@ -67,10 +80,26 @@ export function restoreArgs(container: string, dir: string, name: string): strin
     'rm -rf "$root/containers/$id/checkpoints/$3"',
     // Hard links where the folders share a file system (no second copy of the memory); else a copy.
     'cp -al "$2/$3" "$root/containers/$id/checkpoints/$3" 2>/dev/null || { rm -rf "$root/containers/$id/checkpoints/$3"; cp -a "$2/$3" "$root/containers/$id/checkpoints/$3"; }',
-    'docker start --checkpoint "$3" "$1"',
+    'log=$(mktemp)',
+    `tail -q -F -s 0.05 -n +1 ${RESTORE_LOGS.map((l) => `"${l}"`).join(' ')} >"$log" 2>/dev/null & t=$!`,
     // Running: the images are the container's now (removed with it); the job's folder goes.
-    'rm -rf "$2/$3"',
+    'if docker start --checkpoint "$3" "$1"; then kill $t; rm -f "$log"; rm -rf "$2/$3"; exit 0; fi',
+    'sleep 0.3; kill $t',
+    'grep "Error (" "$log" | head -n 20 | sed "s/^([0-9. ]*) *//; s/^/criu: /" >&2 || true',
+    'rm -f "$log"',
+    'exit 1',
   ].join('\n'), 'gpurun-restore', container, dir, name];
+}
+
+/**
+ * What to show of a failed restore's stderr: Docker's last line, then CRIU's first error lines (the first is the
+ * cause; the later ones are what failed because of it).
+ */
+export function restoreError(stderr: string): string {
+  const lines = stderr.trim().split('\n').map((l) => l.trim()).filter(Boolean);
+  const criu = lines.filter((l) => l.startsWith('criu: ')).map((l) => l.slice(6)).filter((l) => !/cgroupd: recv req error|Restoring FAILED/.test(l));
+  const docker = lines.filter((l) => !l.startsWith('criu: ') && !l.startsWith('log file: '));
+  return [...docker.slice(-1), ...criu.slice(0, 2)].join(' / ');
 }
 
 /** The argv of `docker run -d …` made into `docker create …` (the same container, not started). */
@@ -105,7 +134,7 @@ export async function checkpointContainer(ssh: RemoteExec, container: string, di
 export async function restoreContainer(ssh: RemoteExec, container: string, dir: string, name: string, host: string): Promise<void> {
   const r = await ssh.exec(restoreArgs(container, dir, name), { timeoutMs: 300_000 });
   if (r.code !== 0) {
-    const err = r.stderr.trim().split('\n').slice(-3).join(' / ') || `exit ${r.code ?? r.signal}`;
+    const err = restoreError(r.stderr) || `exit ${r.code ?? r.signal}`;
     throw new GpurunError('E_BAD_REQUEST', `restoring the job's checkpoint on ${host} failed: ${err}`, { stderr: r.stderr, exitCode: r.code ?? undefined });
   }
 }

@@ -215,8 +215,18 @@ function planKey(envText: string, args: string[]): string {
 
 export interface DockerRef extends MountedRef {
   container: string;
+  /**
+   * The container ran an earlier attempt before it was checkpointed and restored into (a move that fell back):
+   * its output from before this time (the host's clock, RFC 3339) is that attempt's, already in the log.
+   */
+  logsSince?: string;
   /** The folder of the job's env file on the host (removed after `docker run`, and again at cleanup). */
   envDir?: string;
+}
+
+/** `docker logs` options that leave out what an earlier attempt in the same container printed. */
+function logsSince(r: DockerRef): string[] {
+  return r.logsSince ? ['--since', r.logsSince] : [];
 }
 
 /** How long after a SIGKILL exit the container is looked at again, to see whether a removal killed it. */
@@ -327,35 +337,71 @@ export class DockerRuntime extends MountedRuntime {
       this.log('container started', { job: spec.job.id, host: spec.host, prepared: true, waitedMs: began - asked, mountMs: 0, runMs: Date.now() - began });
       return fast;
     }
+    const restore = spec.moved?.restore;
+    if (restore?.into) return this.restoreHeld(spec, restore.into as DockerRef, restore.name, asked);
     const cfg = this.hosts.config(spec.host);
     const job = spec.job;
-    // A prepared start that could not be used keeps its name (the source's container may still hold the usual one).
-    const name = (spec.moved?.prepared as PreparedRef | undefined)?.container ?? containerName(job.id);
+    // A prepared start that could not be used keeps its name (the source's container may still hold the usual one),
+    // as does a restore: the source's container is kept until the job runs here, and hosts may share one engine.
+    const name = (spec.moved?.prepared as PreparedRef | undefined)?.container ?? (restore && spec.n !== undefined ? preparedName(job.id, spec.n) : containerName(job.id));
     const { ssh, mnt, transport, envDir, args, net } = await this.ready(spec, name);
     const prepared = Date.now();
     try {
       // A restore creates the same container and starts it from the checkpoint (runtimes/criu.ts).
-      const restore = spec.moved?.restore;
       if (restore) args.splice(0, args.length, ...createArgs(args));
-      let r = await ssh.exec(args, { timeoutMs: 120_000 }).catch((e) => (void removeEnvDir(ssh, envDir), Promise.reject(e)));
+      let r = await ssh.exec(args, { timeoutMs: 120_000 });
+      const withoutIp = args.filter((a, i) => a !== '--ip' && args[i - 1] !== '--ip');
       if (r.code !== 0 && spec.moved?.ip && IP_TAKEN.test(r.stderr)) {
         // The address cannot be had here (a network made without the user's subnet, or taken): a new one, said in the log.
         this.log('the moved job cannot keep its address here; it gets a new one', { job: job.id, host: spec.host, ip: spec.moved.ip, why: r.stderr.trim().split('\n')[0] });
         await ssh.exec(['docker', 'rm', '-f', name]).catch(() => {});
-        r = await ssh.exec(args.filter((a, i) => a !== '--ip' && args[i - 1] !== '--ip'), { timeoutMs: 120_000 });
+        r = await ssh.exec(withoutIp, { timeoutMs: 120_000 });
+      }
+      if (r.code !== 0) throw await this.runFailure(ssh, spec, r, restore ? 'docker create' : 'docker run', net);
+      if (restore) {
+        const dir = criuDir(cfg.workDir, job.id);
+        const restored = await restoreContainer(ssh, name, dir, restore.name, spec.host).then(() => null, (e: Error) => e);
+        // A created container takes its address only when it starts: one the source's container still holds (hosts
+        // that share one engine) is given up for a new one, said in the log; the processes' own sockets are CRIU's.
+        if (restored && spec.moved?.ip && IP_TAKEN.test(restored.message)) {
+          this.log('the moved job cannot keep its address here; it gets a new one', { job: job.id, host: spec.host, ip: spec.moved.ip, why: restored.message });
+          await ssh.exec(['docker', 'rm', '-f', name]).catch(() => {});
+          const again = await ssh.exec(withoutIp, { timeoutMs: 120_000 });
+          if (again.code !== 0) throw await this.runFailure(ssh, spec, again, 'docker create', net);
+          await restoreContainer(ssh, name, dir, restore.name, spec.host);
+        } else if (restored) throw restored;
       }
       // The env file goes once Docker has read it; not waited for (cleanup removes the folder again).
       void removeEnvDir(ssh, envDir);
-      if (r.code !== 0) throw await this.runFailure(ssh, spec, r, 'docker run', net);
-      if (restore) await restoreContainer(ssh, name, criuDir(cfg.workDir, job.id), restore.name, spec.host);
     } catch (e) {
+      void removeEnvDir(ssh, envDir);
       await ssh.exec(['docker', 'rm', '-f', name]).catch(() => {});
       await this.mounts.unmount(ssh, mnt).catch(() => {});
       throw e;
     }
     const now = Date.now();
-    this.log('container started', { job: job.id, host: spec.host, waitedMs: began - asked, mountMs: prepared - began, runMs: now - prepared });
+    this.log('container started', { job: job.id, host: spec.host, waitedMs: began - asked, mountMs: prepared - began, runMs: now - prepared, ...(restore ? { restored: restore.name } : {}) });
     return { host: spec.host, container: name, mnt, transport, logPath: spec.logPath, envDir, ...this.startFacts(spec) };
+  }
+
+  /**
+   * A move that falls back: the source's container, kept (with its mount) since its checkpoint, is started again from
+   * that checkpoint, its own file system as it was. Its remains are this attempt's from now on; on failure they go.
+   */
+  private async restoreHeld(spec: StartSpec, held: DockerRef, checkpoint: string, asked: number): Promise<DockerRef> {
+    const began = Date.now();
+    const ssh = this.hosts.exec(held.host);
+    this.takeOver(held);
+    try {
+      const fin = await ssh.run(['docker', 'inspect', '--format', '{{.State.FinishedAt}}', held.container], 'reading when the container stopped', { timeoutMs: 30_000 });
+      await restoreContainer(ssh, held.container, criuDir(this.hosts.config(held.host).workDir, spec.job.id), checkpoint, held.host);
+      this.log('container started', { job: spec.job.id, host: held.host, waitedMs: began - asked, restored: checkpoint, into: held.container, runMs: Date.now() - began });
+      const { envDir: _e, logOffset: _o, ...ref } = held;
+      return { ...ref, logPath: spec.logPath, logsSince: fin.trim(), ...this.startFacts(spec) };
+    } catch (e) {
+      await this.cleanup(ssh, held).catch(() => {});
+      throw e;
+    }
   }
 
   /**
@@ -462,7 +508,7 @@ export class DockerRuntime extends MountedRuntime {
    * is joined to its stdout inside the container, so the command's own stderr is not the job's (login-shell noise).
    */
   protected followCommand(ref: MountedRef, logSize: number): FollowCommand {
-    return { argv: ['docker', 'logs', '-f', (ref as DockerRef).container], skip: logSize };
+    return { argv: ['docker', 'logs', '-f', ...logsSince(ref as DockerRef), (ref as DockerRef).container], skip: logSize };
   }
 
   protected override notes(ref: MountedRef): string[] {
@@ -470,7 +516,7 @@ export class DockerRuntime extends MountedRuntime {
   }
 
   protected drainCommand(ref: MountedRef, logSize: number): FollowCommand {
-    return { argv: ['docker', 'logs', (ref as DockerRef).container], skip: logSize };
+    return { argv: ['docker', 'logs', ...logsSince(ref as DockerRef), (ref as DockerRef).container], skip: logSize };
   }
 
   protected async state(ssh: RemoteExec, ref: MountedRef): Promise<HostJobState> {

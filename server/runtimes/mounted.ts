@@ -462,6 +462,11 @@ export abstract class MountedRuntime implements Runtime {
     this.holds.set(holdKey(ref as MountedRef), { exitCode, ended: false });
   }
 
+  /** Forgets holdOnExit() and keeps the remains: a later attempt runs in them again (a move that falls back). */
+  protected takeOver(ref: MountedRef): void {
+    this.holds.delete(holdKey(ref));
+  }
+
   async release(ref: Record<string, unknown>, ended: boolean): Promise<void> {
     const r = ref as MountedRef;
     const hold = this.holds.get(holdKey(r));

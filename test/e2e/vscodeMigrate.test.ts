@@ -93,6 +93,8 @@ describe('VS Code extension, end to end: the terminal of a job follows it across
   it('a job moved while its terminal is open: the marker once, every step once and in order, the end', async () => {
     await openFile(page, 'count.py');
     await runCommand(page, 'GPU Run: Run Current File on GPU');
+    // The job's terminal first: a panel maximized before it exists opens a plain shell, which would be the one in view.
+    await waitForTerminal(page, /\[gpurun\] job \w+: python3 count\.py/, 60_000);
     await maximizePanel(page, true);
     await waitForTerminal(page, /step 3\b/, 90_000);
     const job = (await api<{ jobs: Job[] }>('/v1/jobs')).jobs.find((j) => j.command.includes('count.py'))!;

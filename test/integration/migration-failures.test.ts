@@ -7,25 +7,12 @@
  * the source from that checkpoint. Never two containers of the job at once, every step once.
  */
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { cleanup, createToken, gpurun, ROOT, scratch, startBrokerProcess, stopBroker, testEnv, waitFor, requirePart, type BrokerProc } from '../support/harness.ts';
-import { makeSshHosts, mountedUnder, sshHostsMissing, type TestHostSet } from '../support/sshHosts.ts';
-import type { Job } from '../../server/protocol/jobs.ts';
-
-const COUNTER = `
-import os, time
-from gpurun_checkpoint import Checkpoint
-ck = Checkpoint()
-state = ck.load({"step": 1})
-print(f"start at {state['step']} attempt {os.environ.get('GPURUN_ATTEMPT')}", flush=True)
-for step in range(state["step"], int(os.environ.get("STEPS", "30")) + 1):
-    print(f"step {step}", flush=True)
-    time.sleep(0.25)
-    ck.checkpoint_if_asked({"step": step + 1})
-print("done", flush=True)
-`;
+import { createToken, gpurun, scratch, startBrokerProcess, testEnv, waitFor, type BrokerProc } from '../support/harness.ts';
+import { endHostSuite, makeSshHosts, type TestHostSet } from '../support/sshHosts.ts';
+import { counterWorkspace, dockerHostConfigs, jobViews, requireMigrationParts } from '../support/migrationHosts.ts';
 
 describe('migration: a destination that cannot start the job', function () {
   this.timeout(180_000);
@@ -34,13 +21,11 @@ describe('migration: a destination that cannot start the job', function () {
   let broker: BrokerProc;
   let env: NodeJS.ProcessEnv;
   let ws: string;
-  const workDirs: string[] = [];
+  let workDirs: string[] = [];
   const owner = 'mover-fail';
 
   before(async function () {
-    requirePart(this, 'sshd, sshfs and Docker', sshHostsMissing() === null, sshHostsMissing() ?? '');
-    const img = spawnSync('docker', ['image', 'inspect', 'local/python:3'], { encoding: 'utf8' });
-    requirePart(this, 'the image local/python:3', img.status === 0, 'the image local/python:3 is missing; run test/setup/30-ssh-docker.sh');
+    requireMigrationParts(this);
     dir = scratch('gpurun-migration-fail-');
     const gpu = [{ name: 'NVIDIA L4', memoryMiB: 23034 }];
     set = await makeSshHosts(join(dir, 'hosts'), [
@@ -48,36 +33,23 @@ describe('migration: a destination that cannot start the job', function () {
       { name: 'h2', address: '127.0.21.2', gpus: gpu },
       { name: 'h3', address: '127.0.21.3', gpus: gpu },
     ]);
-    ws = join(dir, 'workspace');
-    mkdirSync(ws);
-    copyFileSync(join(ROOT, 'examples', 'gpurun_checkpoint.py'), join(ws, 'gpurun_checkpoint.py'));
-    writeFileSync(join(ws, 'count.py'), COUNTER);
-    const hosts = set.hosts.map((h, i) => {
-      workDirs[i] = join(dir, `work-${h.name}`);
-      // h2: `--gpus` needs the NVIDIA container runtime, which this engine lacks (docker start fails).
-      return { type: 'ssh', name: h.name, address: h.address, user: 'root', port: 2222, identityFile: set.clientKey, knownHosts: set.knownHosts, gpuMode: h.name === 'h2' ? 'nvidia' : 'env', workDir: workDirs[i], runtime: 'docker', mount: { transport: 'relay' }, cpus: 2 };
-    });
+    ws = counterWorkspace(dir);
+    // h2: `--gpus` needs the NVIDIA container runtime, which this engine lacks (docker start fails).
+    const cfg = dockerHostConfigs(set, dir, (name) => (name === 'h2' ? { gpuMode: 'nvidia' } : {}));
+    workDirs = cfg.workDirs;
     // h3: a file where the folder of its jobs' env files goes.
     mkdirSync(workDirs[2]!, { recursive: true });
     writeFileSync(join(workDirs[2]!, 'run'), 'not a folder');
-    broker = await startBrokerProcess(join(dir, 'home'), { hosts, defaults: { image: 'local/python:3', gpus: 1, memory: '256M' }, migration: { checkpointTimeout: '8s' } });
+    broker = await startBrokerProcess(join(dir, 'home'), { hosts: cfg.hosts, defaults: { image: 'local/python:3', gpus: 1, memory: '256M' }, migration: { checkpointTimeout: '8s' } });
     env = { ...testEnv(join(dir, 'home')), GPURUN_BROKER: broker.url, GPURUN_TOKEN: await createToken(broker, owner) };
     await waitFor('the hosts up', async () => (await gpurun(['hosts'], env)).stdout.split('\n').filter((l) => /^h\d\s+up/.test(l)).length === 3, 60_000);
   });
 
   after(async function () {
-    await stopBroker(broker);
-    await set?.stopAll();
-    if (dir) {
-      const left = execFileSync('docker', ['ps', '-a', '--filter', `label=gpurun.owner=${owner}`, '--format', '{{.Names}}'], { encoding: 'utf8' }).split('\n').filter(Boolean);
-      for (const c of left) spawnSync('docker', ['rm', '-f', c]);
-      for (const w of workDirs) for (const m of mountedUnder(w)) spawnSync('sh', ['-c', 'fusermount3 -uz "$1" || umount -l "$1"', 'unmount', m]);
-      cleanup(dir);
-    }
+    await endHostSuite(broker, set, owner, workDirs, dir);
   });
 
-  const show = async (id: string): Promise<Job> => JSON.parse((await gpurun(['show', '--json', id], env)).stdout);
-  const logs = async (id: string): Promise<string> => (await gpurun(['logs', id], env)).stdout;
+  const { show, logs, ended: finished, steps } = jobViews(() => env);
   const containers = (id: string, all = false) => execFileSync('docker', ['ps', ...(all ? ['-a'] : []), '-q', '--filter', `label=gpurun.job=${id}`], { encoding: 'utf8' }).split('\n').filter(Boolean).length;
   /** Submits the counter to h1 (the other hosts drained meanwhile), waits for step 3, and watches for a second container. */
   const startOnH1 = async (steps: number): Promise<{ id: string; most: () => number; stop: () => void }> => {
@@ -93,11 +65,6 @@ describe('migration: a destination that cannot start the job', function () {
     const t = setInterval(() => (most = Math.max(most, containers(id))), 100);
     return { id, most: () => most, stop: () => clearInterval(t) };
   };
-  const finished = (id: string) => waitFor(`job ${id} to end`, async () => {
-    const j = await show(id);
-    return ['succeeded', 'failed', 'lost', 'cancelled', 'timed_out'].includes(j.state) && j;
-  }, 120_000, 300);
-  const steps = (log: string) => log.split('\n').filter((l) => l.startsWith('step ')).map((l) => Number(l.slice(5)));
 
   it('a destination that cannot be made ready gives the move up before the checkpoint: the job runs on, untouched', async () => {
     const { id, most, stop } = await startOnH1(24);

@@ -7,30 +7,12 @@
  * `gpurun drain` moves jobs off a host.
  */
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { cleanup, createToken, gpurun, restartBroker, ROOT, scratch, startBrokerProcess, stopBroker, testEnv, waitFor, requirePart, type BrokerProc } from '../support/harness.ts';
-import { makeSshHosts, mountedUnder, sshHostsMissing, type TestHostSet } from '../support/sshHosts.ts';
-import type { Job } from '../../server/protocol/jobs.ts';
-
-/** Counts to $STEPS, one line per step, saving the next step on a checkpoint; $SLOW_CHECKPOINT: seconds it takes. */
-const COUNTER = `
-import os, socket, sys, time
-from gpurun_checkpoint import Checkpoint
-ck = Checkpoint()
-state = ck.load({"step": 1})
-print(f"start at {state['step']} attempt {os.environ.get('GPURUN_ATTEMPT')}", flush=True)
-me = "gpurun-" + os.environ["GPURUN_JOB_ID"]
-print(f"address {socket.gethostbyname(socket.gethostname())}, {me} is {socket.gethostbyname(me)}", flush=True)
-for step in range(state["step"], int(os.environ.get("STEPS", "40")) + 1):
-    print(f"step {step}", flush=True)
-    time.sleep(float(os.environ.get("STEP_SECONDS", "0.25")))
-    if ck.requested:
-        time.sleep(float(os.environ.get("SLOW_CHECKPOINT", "0")))
-    ck.checkpoint_if_asked({"step": step + 1})
-print("done", flush=True)
-`;
+import { createToken, gpurun, restartBroker, scratch, startBrokerProcess, testEnv, waitFor, type BrokerProc } from '../support/harness.ts';
+import { endHostSuite, makeSshHosts, type TestHostSet } from '../support/sshHosts.ts';
+import { counterWorkspace, dockerHostConfigs, jobViews, requireMigrationParts } from '../support/migrationHosts.ts';
 
 describe('migration: moving running jobs between hosts', function () {
   this.timeout(180_000);
@@ -40,59 +22,30 @@ describe('migration: moving running jobs between hosts', function () {
   let env: NodeJS.ProcessEnv;
   let adminEnv: NodeJS.ProcessEnv;
   let ws: string;
-  const workDirs = ['', ''];
+  let workDirs: string[] = [];
 
   before(async function () {
-    requirePart(this, 'sshd, sshfs and Docker', sshHostsMissing() === null, sshHostsMissing() ?? '');
-    const img = spawnSync('docker', ['image', 'inspect', 'local/python:3'], { encoding: 'utf8' });
-    requirePart(this, 'the image local/python:3', img.status === 0, 'the image local/python:3 is missing; run test/setup/30-ssh-docker.sh');
+    requireMigrationParts(this);
     dir = scratch('gpurun-migration-');
     const gpu = [{ name: 'NVIDIA L4', memoryMiB: 23034 }];
     set = await makeSshHosts(join(dir, 'hosts'), [
       { name: 'h1', address: '127.0.11.1', gpus: gpu },
       { name: 'h2', address: '127.0.11.2', gpus: gpu },
     ]);
-    ws = join(dir, 'workspace');
-    mkdirSync(ws);
-    copyFileSync(join(ROOT, 'examples', 'gpurun_checkpoint.py'), join(ws, 'gpurun_checkpoint.py'));
-    writeFileSync(join(ws, 'count.py'), COUNTER);
-    const hosts = set.hosts.map((h, i) => {
-      workDirs[i] = join(dir, `work-${h.name}`);
-      return { type: 'ssh', name: h.name, address: h.address, user: 'root', port: 2222, identityFile: set.clientKey, knownHosts: set.knownHosts, gpuMode: 'env', workDir: workDirs[i], runtime: 'docker', mount: { transport: 'relay' }, cpus: 2 };
-    });
-    broker = await startBrokerProcess(join(dir, 'home'), { hosts, defaults: { image: 'local/python:3', gpus: 1, memory: '256M' }, migration: { checkpointTimeout: '8s', threshold: { cpu: 0.2 }, window: '4s', sampleEvery: '1s', preempt: true }, restartBackoff: { first: '1s', max: '2s' } });
+    ws = counterWorkspace(dir);
+    const cfg = dockerHostConfigs(set, dir);
+    workDirs = cfg.workDirs;
+    broker = await startBrokerProcess(join(dir, 'home'), { hosts: cfg.hosts, defaults: { image: 'local/python:3', gpus: 1, memory: '256M' }, migration: { checkpointTimeout: '8s', threshold: { cpu: 0.2 }, window: '4s', sampleEvery: '1s', preempt: true }, restartBackoff: { first: '1s', max: '2s' } });
     env = { ...testEnv(join(dir, 'home')), GPURUN_BROKER: broker.url, GPURUN_TOKEN: await createToken(broker, 'mover') };
     adminEnv = { ...env, GPURUN_TOKEN: await createToken(broker, 'root', true) };
     await waitFor('both hosts up', async () => /h1\s+up/.test((await gpurun(['hosts'], env)).stdout) && /h2\s+up/.test((await gpurun(['hosts'], env)).stdout), 60_000);
   });
 
   after(async function () {
-    await stopBroker(broker);
-    await set?.stopAll();
-    if (dir) {
-      const left = execFileSync('docker', ['ps', '-a', '--filter', 'label=gpurun.owner=mover', '--format', '{{.Names}}'], { encoding: 'utf8' }).split('\n').filter(Boolean);
-      for (const c of left) spawnSync('docker', ['rm', '-f', c]);
-      for (const w of workDirs) for (const m of mountedUnder(w)) spawnSync('sh', ['-c', 'fusermount3 -uz "$1" || umount -l "$1"', 'unmount', m]);
-      cleanup(dir);
-    }
+    await endHostSuite(broker, set, 'mover', workDirs, dir);
   });
 
-  const show = async (id: string): Promise<Job> => JSON.parse((await gpurun(['show', '--json', id], env)).stdout);
-  const logs = async (id: string): Promise<string> => (await gpurun(['logs', id], env)).stdout;
-  const submit = async (args: string[], extraEnv: Record<string, string> = {}): Promise<string> => {
-    const r = await gpurun(['run', '--detach', '--workspace', ws, '--queue', 'offline', ...Object.entries(extraEnv).flatMap(([k, v]) => ['--env', `${k}=${v}`]), ...args], env);
-    assert.equal(r.code, 0, r.stderr);
-    return r.stdout.trim();
-  };
-  const ended = (id: string, ms = 120_000) => waitFor(`job ${id} to end`, async () => {
-    const j = await show(id);
-    return ['succeeded', 'failed', 'lost', 'cancelled', 'timed_out'].includes(j.state) && j;
-  }, ms, 300);
-  /** Steps 1..n, each once, in order, whatever other lines there are. */
-  const assertSteps = (log: string, n: number) => {
-    const steps = log.split('\n').filter((l) => l.startsWith('step ')).map((l) => Number(l.slice(5)));
-    assert.deepEqual(steps, Array.from({ length: n }, (_, i) => i + 1), log);
-  };
+  const { submit, show, logs, ended, assertSteps } = jobViews(() => env, () => ws);
 
   it('gpurun migrate moves a checkpointing job to the other host: same id, one log, no step lost or repeated', async () => {
     const id = await submit(['--checkpoint-signal', 'SIGUSR1', '--', 'python3', 'count.py'], { STEPS: '30' });

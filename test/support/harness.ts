@@ -72,6 +72,8 @@ export function testEnv(home: string, extra: NodeJS.ProcessEnv = {}): NodeJS.Pro
  * makes. Put it first on PATH of a broker (or an SSH host) to give it these GPUs. The health query
  * (`--query-gpu=index,pci.bus_id,…`) is answered from the file `gpu-health.csv` next to the folder when it exists
  * (a test writes a fault there; a line with "GPU is lost" makes it exit 15 as the real one does), else all healthy.
+ * The usage query is answered from `gpu-readings.csv` there when it exists (fakeGpuReadings), and the per-process
+ * query (`--query-compute-apps=pid,gpu_uuid,used_memory`) from `gpu-apps.csv` (fakeGpuProcesses), else no process.
  */
 export function fakeNvidiaSmi(dir: string, gpus: Array<{ name: string; memoryMiB: number; usage?: Array<{ pct: number; usedMiB: number }> }>): string {
   const bin = join(dir, 'fake-gpu-bin');
@@ -80,7 +82,7 @@ export function fakeNvidiaSmi(dir: string, gpus: Array<{ name: string; memoryMiB
   // utilisation and memory change from one probe to the next; the others report 0.
   const lines = gpus
     .map((g, i) => {
-      const uuid = `GPU-${String(i).padStart(8, '0')}-stand-in-0000-000000000000`;
+      const uuid = fakeGpuUuid(i);
       if (!g.usage?.length) return `echo '${i}, ${uuid}, ${g.name}, ${g.memoryMiB}, 0, 0'`;
       const cases = g.usage.map((u, k) => `${k}) echo '${i}, ${uuid}, ${g.name}, ${g.memoryMiB}, ${u.usedMiB}, ${u.pct}' ;;`).join(' ');
       return `case $((n % ${g.usage.length})) in ${cases} esac`;
@@ -88,13 +90,40 @@ export function fakeNvidiaSmi(dir: string, gpus: Array<{ name: string; memoryMiB
     .join('\n');
   const healthy = gpus.map((_, i) => `${i}, ${fakePciBusId(i)}, 0, No`).join('\n');
   const health = join(dir, 'gpu-health.csv');
+  const readings = join(dir, 'gpu-readings.csv');
+  const apps = join(dir, 'gpu-apps.csv');
   const counter = join(bin, 'calls');
   writeFileSync(
     join(bin, 'nvidia-smi'),
-    `#!/bin/sh\n# nvidia-smi STAND-IN for tests on machines without a GPU.\ncase "$*" in *pci.bus_id*)\n  if [ -f '${health}' ]; then cat '${health}'; if grep -q 'GPU is lost' '${health}'; then exit 15; fi; exit 0; fi\n  cat <<'CSV'\n${healthy}\nCSV\n  exit 0;;\nesac\nn=$(cat '${counter}' 2>/dev/null || echo 0)\necho $((n + 1)) > '${counter}'\n${lines}\n`,
+    `#!/bin/sh\n# nvidia-smi STAND-IN for tests on machines without a GPU.\ncase "$*" in *pci.bus_id*)\n  if [ -f '${health}' ]; then cat '${health}'; if grep -q 'GPU is lost' '${health}'; then exit 15; fi; exit 0; fi\n  cat <<'CSV'\n${healthy}\nCSV\n  exit 0;;\n*query-compute-apps*)\n  if [ -f '${apps}' ]; then cat '${apps}'; fi\n  exit 0;;\nesac\nif [ -f '${readings}' ]; then cat '${readings}'; exit 0; fi\nn=$(cat '${counter}' 2>/dev/null || echo 0)\necho $((n + 1)) > '${counter}'\n${lines}\n`,
   );
   chmodSync(join(bin, 'nvidia-smi'), 0o755);
   return bin;
+}
+
+/** The uuid the nvidia-smi stand-in gives GPU `i`. */
+export function fakeGpuUuid(i: number): string {
+  return `GPU-${String(i).padStart(8, '0')}-stand-in-0000-000000000000`;
+}
+
+/**
+ * What the nvidia-smi stand-in made by fakeNvidiaSmi(dir, gpus) reports from now on to the usage query: `pct` and
+ * `usedMiB` per GPU index named in `readings` (the others 0), as the real one would under load; null: back to its own.
+ */
+export function fakeGpuReadings(dir: string, gpus: Array<{ name: string; memoryMiB: number }>, readings: Record<number, { pct: number; usedMiB: number }> | null): void {
+  const file = join(dir, 'gpu-readings.csv');
+  if (readings === null) return rmSync(file, { force: true });
+  writeFileSync(file, gpus.map((g, i) => `${i}, ${fakeGpuUuid(i)}, ${g.name}, ${g.memoryMiB}, ${readings[i]?.usedMiB ?? 0}, ${readings[i]?.pct ?? 0}\n`).join(''));
+}
+
+/**
+ * The processes the stand-in lists for the per-process query: a host pid on GPU index `gpu` using `usedMiB` (null:
+ * "[N/A]", as drivers that do not report it print); null: none.
+ */
+export function fakeGpuProcesses(dir: string, procs: Array<{ pid: number; gpu: number; usedMiB: number | null }> | null): void {
+  const file = join(dir, 'gpu-apps.csv');
+  if (procs === null) return rmSync(file, { force: true });
+  writeFileSync(file, procs.map((p) => `${p.pid}, ${fakeGpuUuid(p.gpu)}, ${p.usedMiB ?? '[N/A]'}\n`).join(''));
 }
 
 /** The PCI bus id the nvidia-smi stand-in gives GPU `i` (as nvidia-smi prints it: `00000000:1i:00.0`). */

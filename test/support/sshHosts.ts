@@ -11,7 +11,7 @@ import { randomUUID } from 'node:crypto';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { cleanup, fakeNvidiaSmi, stopBroker, type BrokerProc } from './harness.ts';
+import { cleanup, fakeGpuProcesses, fakeGpuReadings, fakeNvidiaSmi, stopBroker, type BrokerProc } from './harness.ts';
 
 export interface TestHost {
   name: string;
@@ -30,6 +30,10 @@ export interface TestHost {
   kernelLog(line: string): void;
   /** What the nvidia-smi stand-in answers to the health query (null: all healthy). */
   gpuHealth(csv: string | null): void;
+  /** What the nvidia-smi stand-in reports as GPU utilisation and memory in use, by GPU index (harness fakeGpuReadings). */
+  gpuReadings(readings: Record<number, { pct: number; usedMiB: number }> | null): void;
+  /** The processes the stand-in lists per GPU, by host pid (harness fakeGpuProcesses). */
+  gpuProcesses(procs: Array<{ pid: number; gpu: number; usedMiB: number | null }> | null): void;
 }
 
 export interface TestHostSet {
@@ -91,15 +95,15 @@ export function bytesSentTo(address: string, port = 2222): number {
 
 /**
  * The end of a suite on SSH hosts: its broker stopped, its hosts stopped, then what its jobs may have left on this
- * machine (containers of `owner`, mounts under `workDir`) removed, and its scratch folder `dir`.
+ * machine (containers of `owner`, mounts under `workDir`, or under each of several) removed, and its scratch folder `dir`.
  */
-export async function endHostSuite(broker: BrokerProc | undefined, set: TestHostSet | undefined, owner: string, workDir: string, dir: string | undefined): Promise<void> {
+export async function endHostSuite(broker: BrokerProc | undefined, set: TestHostSet | undefined, owner: string, workDir: string | string[], dir: string | undefined): Promise<void> {
   await stopBroker(broker);
   await set?.stopAll();
   if (!dir) return;
   const ps = spawnSync('docker', ['ps', '-aq', '--filter', `label=gpurun.owner=${owner}`], { encoding: 'utf8' });
   for (const c of (ps.stdout ?? '').split('\n').filter(Boolean)) spawnSync('docker', ['rm', '-f', c]);
-  for (const m of mountedUnder(workDir).reverse()) spawnSync('sh', ['-c', 'fusermount3 -uz "$1" || umount -l "$1"', 'unmount', m]);
+  for (const w of typeof workDir === 'string' ? [workDir] : workDir) for (const m of mountedUnder(w).reverse()) spawnSync('sh', ['-c', 'fusermount3 -uz "$1" || umount -l "$1"', 'unmount', m]);
   cleanup(dir);
 }
 
@@ -207,6 +211,12 @@ export async function makeSshHosts(dir: string, specs: Array<{ name: string; add
       gpuHealth(csv) {
         if (csv === null) rmSync(join(hdir, 'gpu-health.csv'), { force: true });
         else writeFileSync(join(hdir, 'gpu-health.csv'), csv);
+      },
+      gpuReadings(readings) {
+        fakeGpuReadings(hdir, spec.gpus, readings);
+      },
+      gpuProcesses(procs) {
+        fakeGpuProcesses(hdir, procs);
       },
       async start() {
         if (await portOpen(spec.address, port)) throw new Error(`${spec.address}:${port} is already taken (an sshd left by an earlier test run?); stop it first`);

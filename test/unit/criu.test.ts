@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { checkpointArgs, createArgs, criuDir, restoreArgs, transparentFromProbe } from '../../server/runtimes/criu.ts';
+import { checkpointArgs, createArgs, criuDir, restoreArgs, restoreError, transparentFromProbe } from '../../server/runtimes/criu.ts';
 import { parseProbe, probeScript } from '../../server/hosts/probe.ts';
 import { dockerRunArgs } from '../../server/runtimes/docker.ts';
 
@@ -41,7 +41,7 @@ describe('transparent checkpoint: commands', () => {
     assert.deepEqual(checkpointArgs('gpurun-j1', dir, 'move-1'), ['docker', 'checkpoint', 'create', '--checkpoint-dir', '/var/lib/gpurun/criu/j1', 'gpurun-j1', 'move-1']);
     const r = restoreArgs('gpurun-j1', dir, 'move-1');
     assert.deepEqual(r.slice(3), ['gpurun-restore', 'gpurun-j1', '/var/lib/gpurun/criu/j1', 'move-1']);
-    assert.match(r[2], /^docker start --checkpoint "\$3" "\$1"$/m);
+    assert.match(r[2], /^if docker start --checkpoint "\$3" "\$1"; then/m);
     // Names and folders reach the shell as positional arguments, never inside the script.
     assert.doesNotMatch(r[2], /gpurun-j1|move-1/);
   });
@@ -52,5 +52,19 @@ describe('transparent checkpoint: commands', () => {
     assert.deepEqual(create.slice(0, 2), ['docker', 'create']);
     assert.deepEqual(create.slice(2), run.slice(3));
     assert.throws(() => createArgs(['docker', 'exec', 'x']));
+  });
+
+  it('a failed restore says what CRIU said (its restore.log is gone with the engine\'s work folder)', () => {
+    // stderr of restoreArgs' script, captured when the job had a file open in the container's own file system.
+    const stderr = [
+      'Error response from daemon: OCI runtime restore failed: criu failed: type NOTIFY errno 0',
+      'log file: /var/run/docker/containerd/daemon/io.containerd.runtime.v2.task/moby/e3d7/work/restore.log: unknown',
+      'criu: 7: Error (criu/files-reg.c:2267): Can\'t open file tmp/held: No such file or directory',
+      'criu: 7: Error (criu/files.c:1221): Unable to open fd=3 id=0xf',
+      'criu: Error (criu/cr-restore.c:2320): Restoring FAILED.',
+      'criu: Error (criu/cgroup.c:1998): cg: cgroupd: recv req error: No such file or directory',
+    ].join('\n');
+    assert.equal(restoreError(stderr), 'Error response from daemon: OCI runtime restore failed: criu failed: type NOTIFY errno 0 / 7: Error (criu/files-reg.c:2267): Can\'t open file tmp/held: No such file or directory / 7: Error (criu/files.c:1221): Unable to open fd=3 id=0xf');
+    assert.equal(restoreError('Error response from daemon: container is running'), 'Error response from daemon: container is running');
   });
 });

@@ -53,7 +53,13 @@ describe('migration: config', () => {
   });
   it('reads threshold, window and preempt', () => {
     const c = validateMigration({ checkpointTimeout: '30s', threshold: { cpu: 0.9, memory: 0.8 }, window: '60s', preempt: true }, fail);
-    assert.deepEqual(c, { checkpointTimeoutMs: 30_000, threshold: { cpu: 0.9, memory: 0.8 }, windowMs: 60_000, sampleMs: 5_000, preempt: true, method: 'cooperative' });
+    assert.deepEqual(c, { checkpointTimeoutMs: 30_000, threshold: { cpu: 0.9, memory: 0.8, gpu: 1, gpuMemory: 1 }, windowMs: 60_000, sampleMs: 5_000, preempt: true, method: 'cooperative' });
+  });
+  it('reads GPU thresholds: the online jobs\' GPUs\' time and memory; each one left out is 1 (never over)', () => {
+    assert.deepEqual(validateMigration({ threshold: { gpu: 0.85 } }, fail).threshold, { cpu: 1, memory: 1, gpu: 0.85, gpuMemory: 1 });
+    assert.deepEqual(validateMigration({ threshold: { gpuMemory: 0.5, cpu: 0.9 } }, fail).threshold, { cpu: 0.9, memory: 1, gpu: 1, gpuMemory: 0.5 });
+    assert.throws(() => validateMigration({ threshold: { gpuMemory: 0 } }, fail), /migration\.threshold\.gpuMemory: must be a fraction above 0 and at most 1/);
+    assert.throws(() => validateMigration({ threshold: { gpu: '90%' } }, fail), /migration\.threshold\.gpu: must be a fraction/);
   });
   it('reads the method: transparent (CRIU where both hosts have it), else cooperative', () => {
     assert.equal(validateMigration({ method: 'transparent' }, fail).method, 'transparent');
@@ -61,7 +67,7 @@ describe('migration: config', () => {
   });
   it('refuses what it cannot use, naming the setting', () => {
     assert.throws(() => validateMigration({ threshold: { cpu: 1.5 } }, fail), /migration\.threshold\.cpu: must be a fraction/);
-    assert.throws(() => validateMigration({ threshold: { gpu: 0.5 } }, fail), /migration\.threshold\.gpu: unknown setting/);
+    assert.throws(() => validateMigration({ threshold: { gpuUtil: 0.5 } }, fail), /migration\.threshold\.gpuUtil: unknown setting; known here: cpu, memory, gpu, gpuMemory/);
     assert.throws(() => validateMigration({ window: 'soon' }, fail), /migration\.window/);
     assert.throws(() => validateMigration({ treshold: {} }, fail), /migration\.treshold: unknown setting/);
   });
@@ -91,7 +97,7 @@ describe('migration: online load', () => {
     assert.deepEqual(s, { at: 5, cpu: 0.9, memory: 0.5 });
   });
   it('is over only when every sample of the whole window is over the threshold', () => {
-    const t = { cpu: 0.9, memory: 0.9 };
+    const t = { cpu: 0.9, memory: 0.9, gpu: 1, gpuMemory: 1 };
     const at = (ms: number, cpu: number, memory = 0) => ({ at: ms, cpu, memory });
     assert.equal(overloaded([at(0, 0.95), at(5_000, 0.95)], t, 10_000), null, 'not for long enough yet');
     const o = overloaded([at(0, 0.5), at(5_000, 0.95), at(10_000, 0.97), at(15_000, 0.94)], t, 10_000);

@@ -1,0 +1,210 @@
+/**
+ * The snapshot mount (hosts/snapshot.ts) on each transport and runtime, through the CLI against real broker
+ * processes: real sshd hosts on 127.0.33.x, the real Docker engine with the Python image of test/setup/30-ssh-docker.sh,
+ * real sshfs and overlayfs. The relay runs on a process host (the broker reads the files); the direct transport runs
+ * on a Docker and a process host under a broker that cannot read the workspace at all (its mount namespace hides the
+ * developer's folder): the host's cache is filled and the edits are watched from the developer's machine (played by
+ * its own sshd), through `gpurun sftp-serve --snapshot …` there.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { cleanup, CLI, createToken, gpurun, gpurunSpawn, NODE, requirePart, scratch, startBrokerProcess, stopBroker, testEnv, waitFor, type BrokerProc } from '../support/harness.ts';
+import { makeSshHosts, mountedUnder, sshHostsMissing, unshareMissing, type TestHostSet } from '../support/sshHosts.ts';
+
+const A100 = { name: 'NVIDIA A100-SXM4-80GB', memoryMiB: 81920 };
+const H100 = { name: 'NVIDIA H100', memoryMiB: 81559 };
+const L4 = { name: 'NVIDIA L4', memoryMiB: 23034 };
+const T4 = { name: 'Tesla T4', memoryMiB: 15360 };
+
+/** Every file's SHA-256, every link's text and every folder, as Python sees the tree from the working directory. */
+const TREE_PY = [
+  'import os, hashlib',
+  'out = []',
+  'for d, dirs, files in os.walk(".", followlinks=False):',
+  '    dirs.sort()',
+  '    for n in sorted(dirs + files):',
+  '        p = os.path.join(d, n)',
+  '        if os.path.islink(p): out.append(f"L {p} -> {os.readlink(p)}")',
+  '        elif os.path.isdir(p): out.append(f"D {p}")',
+  '        else: out.append(f"F {p} {hashlib.sha256(open(p, \'rb\').read()).hexdigest()}")',
+  'print("\\n".join(out))',
+].join('\n');
+
+/** Where each case runs: the host's name and GPU, and which broker (`reads`: the broker reads the workspace). */
+const CASES = [
+  { what: 'relay, process host', host: 'relay-proc', gpu: 'H100', reads: true },
+  { what: 'direct, Docker host', host: 'direct-docker', gpu: 'A100', reads: false },
+  { what: 'direct, process host', host: 'direct-proc', gpu: 'L4', reads: false },
+] as const;
+
+describe('the snapshot mount on each transport and runtime (sshd + Docker + sshfs + overlayfs)', function () {
+  this.timeout(120_000);
+  let [dir, laptop, ws, workDir] = ['', '', '', ''];
+  let set: TestHostSet;
+  let reading: BrokerProc;
+  let hidden: BrokerProc;
+  const envs: Record<'reads' | 'hidden', NodeJS.ProcessEnv> = { reads: {}, hidden: {} };
+
+  before(async function () {
+    const missing = sshHostsMissing() ?? unshareMissing();
+    requirePart(this, 'sshd, sshfs, Docker and unshare', missing === null, missing ?? '');
+    const img = spawnSync('docker', ['image', 'inspect', 'local/python:3']);
+    requirePart(this, 'the image local/python:3', img.status === 0, 'run test/setup/30-ssh-docker.sh');
+    dir = scratch('gpurun-snapshot-');
+    set = await makeSshHosts(join(dir, 'hosts'), [
+      { name: 'dev', address: '127.0.33.1', gpus: [T4] },
+      { name: 'relay-proc', address: '127.0.33.2', gpus: [H100] },
+      { name: 'direct-docker', address: '127.0.33.3', gpus: [A100] },
+      { name: 'direct-proc', address: '127.0.33.4', gpus: [L4] },
+      { name: 'direct-ro', address: '127.0.33.5', gpus: [T4] },
+    ]);
+    // The developer's machine as the GPU hosts reach it (direct transport): its key must be known to them.
+    const hostKnown = join(dir, 'hosts', 'known_hosts_on_gpu_hosts');
+    writeFileSync(hostKnown, `${set.hosts[0].knownHostsLine}\n`);
+    laptop = join(dir, 'laptop');
+    ws = join(laptop, 'workspace');
+    makeTree(ws);
+    mkdirSync(join(laptop, 'secret'));
+    writeFileSync(join(laptop, 'secret', 'key'), 'SECRET-ON-THE-DEV-MACHINE');
+    symlinkSync(join(laptop, 'secret'), join(ws, 'out'));
+    symlinkSync('../secret', join(ws, 'up'));
+    workDir = join(dir, 'hostwork');
+    const common = { type: 'ssh', user: 'root', port: 2222, identityFile: set.clientKey, knownHosts: set.knownHosts, gpuMode: 'env', workDir };
+    const direct = { transport: 'direct', target: 'root@127.0.33.1:2222', identityFile: set.clientKey, knownHosts: hostKnown, sftpServer: `${NODE} ${CLI} sftp-serve`, snapshot: true };
+    const defaults = { image: 'local/python:3', gpus: 1, memory: '512M' };
+    reading = await startBrokerProcess(join(dir, 'home-r'), {
+      hosts: [{ ...common, name: 'relay-proc', address: '127.0.33.2', runtime: 'process', mount: { transport: 'relay', snapshot: true } }],
+      defaults,
+    });
+    hidden = await startBrokerProcess(
+      join(dir, 'home-h'),
+      {
+        hosts: [
+          { ...common, name: 'direct-docker', address: '127.0.33.3', mount: direct },
+          { ...common, name: 'direct-proc', address: '127.0.33.4', runtime: 'process', mount: direct },
+          { ...common, name: 'direct-ro', address: '127.0.33.5', mount: { ...direct, readOnly: true } },
+        ],
+        defaults,
+      },
+      {},
+      { wrap: emptyInstead(laptop, ws) },
+    );
+    envs.reads = { ...testEnv(join(dir, 'home-r')), GPURUN_BROKER: reading.url, GPURUN_TOKEN: await createToken(reading, 'snap-tester') };
+    envs.hidden = { ...testEnv(join(dir, 'home-h')), GPURUN_BROKER: hidden.url, GPURUN_TOKEN: await createToken(hidden, 'snap-tester') };
+  });
+
+  after(async function () {
+    await stopBroker(reading);
+    await stopBroker(hidden);
+    await set?.stopAll();
+    if (dir) {
+      for (const c of execFileSync('docker', ['ps', '-aq', '--filter', 'label=gpurun.owner=snap-tester'], { encoding: 'utf8' }).split('\n').filter(Boolean)) spawnSync('docker', ['rm', '-f', c]);
+      for (const m of mountedUnder(workDir).reverse()) spawnSync('sh', ['-c', 'fusermount3 -uz "$1" || umount -l "$1"', 'unmount', m]);
+      cleanup(dir);
+    }
+  });
+
+  for (const c of CASES) {
+    describe(c.what, () => {
+      const env = () => (c.reads ? envs.reads : envs.hidden);
+      const run = (cmd: string[]) => gpurun(['run', '--workspace', ws, '--gpu-type', c.gpu, '--', ...cmd], env());
+      /** A job that prints "ready", then waits (up to 30 s) until `check` (a shell condition) holds, and prints "seen". */
+      function waitingJob(check: string): { proc: ChildProcess; out: () => string; ready: Promise<void>; done: Promise<number | null> } {
+        const proc = gpurunSpawn(['run', '--workspace', ws, '--gpu-type', c.gpu, '--', 'sh', '-c', `echo ready; i=0; until ${check}; do i=$((i+1)); [ $i -gt 300 ] && exit 3; sleep 0.1; done; echo seen`], env());
+        let out = '';
+        proc.stdout!.on('data', (d) => (out += d));
+        proc.stderr!.on('data', (d) => (out += d));
+        const done = new Promise<number | null>((resolve) => proc.on('close', resolve));
+        return { proc, out: () => out, ready: waitFor('the job to start', () => out.includes('ready'), 60_000).then(() => {}), done };
+      }
+
+      it('reads what is on disk (links, empty files, a 50 MB file, names with spaces and unicode), from a snapshot', async () => {
+        const local = spawnSync('python3', ['-c', TREE_PY], { cwd: join(ws, 'tree'), encoding: 'utf8' });
+        const r = await run(['sh', '-c', 'cd tree && python3 -c "$1"', 'sh', TREE_PY]);
+        assert.equal(r.code, 0, r.stdout + r.stderr);
+        assert.equal(r.stdout, local.stdout);
+        assert.match(r.stdout, /F \.\/big\.bin [0-9a-f]{64}/);
+        const hosts = await gpurun(['hosts'], env());
+        assert.match(hosts.stdout, new RegExp(`^${c.host}: workspace: snapshot \\(every name on the host; large files read through sshfs\\)$`, 'm'), hosts.stdout);
+        await waitFor('nothing mounted', () => mountedUnder(workDir).length === 0, 30_000);
+      });
+
+      it('sees an edit made on the developer\'s disk while the job runs', async () => {
+        const name = `live-${c.host}.txt`;
+        writeFileSync(join(ws, name), 'before\n');
+        const j = waitingJob(`grep -q after ${name}`);
+        await j.ready;
+        writeFileSync(join(ws, name), 'after\n');
+        assert.equal(await j.done, 0, j.out());
+        assert.match(j.out(), /seen/);
+      });
+
+      it('has a file the job wrote on the developer\'s disk while the job still runs', async () => {
+        const name = `progress-${c.host}.txt`;
+        const stop = `stop-${c.host}`;
+        const j = waitingJob(`echo progress > ${name} && [ -e ${stop} ]`);
+        await j.ready;
+        await waitFor(`${name} on the developer's disk`, () => existsSync(join(ws, name)) && readFileSync(join(ws, name), 'utf8') === 'progress\n', 60_000);
+        writeFileSync(join(ws, stop), '');
+        assert.equal(await j.done, 0, j.out());
+        rmSync(join(ws, stop));
+      });
+
+      it('shows links that lead out as links, never the developer\'s files behind them', async () => {
+        // A process host resolves an absolute link in its own file system, which on these test hosts is the
+        // developer's machine too: only the relative link is followed there.
+        const follow = c.host.endsWith('-proc') ? 'up/key' : 'out/key up/key';
+        const r = await run(['sh', '-c', `readlink out; readlink up; cat ${follow} 2>&1; echo done`]);
+        assert.equal(r.code, 0, r.stdout + r.stderr);
+        assert.ok(r.stdout.includes(`${join(laptop, 'secret')}\n../secret\n`), r.stdout);
+        assert.doesNotMatch(r.stdout, /SECRET-ON-THE-DEV-MACHINE/);
+        assert.match(r.stdout, /done/);
+      });
+    });
+  }
+
+  it('direct, read-only host: reads the workspace, refuses the job\'s writes', async () => {
+    const r = await gpurun(['run', '--workspace', ws, '--gpu-type', 'T4', '--', 'sh', '-c', 'cat tree/empty "tree/sub dir/a file.txt"; echo x > ro-write.txt || echo refused'], envs.hidden);
+    assert.match(r.stdout, /with spaces/);
+    assert.match(r.stdout, /refused/);
+    assert.equal(existsSync(join(ws, 'ro-write.txt')), false);
+  });
+
+  it('the developer\'s side streams nothing outside the workspace: a path out, or through a link, is refused', async () => {
+    for (const bad of ['../secret/key', 'out/key', '/etc/passwd']) {
+      const r = spawnSync(NODE, [CLI, 'sftp-serve', '--root', ws, '--snapshot', 'tar'], { input: `tree/empty\0${bad}\0`, encoding: 'latin1' });
+      assert.notEqual(r.status, 0, bad);
+      assert.match(r.stderr, /refused/, bad);
+      assert.doesNotMatch(r.stdout, /SECRET-ON-THE-DEV-MACHINE|root:/, bad);
+    }
+    const ok = spawnSync(NODE, [CLI, 'sftp-serve', '--root', ws, '--snapshot', 'tar'], { input: 'tree/sub dir/a file.txt\0out\0' });
+    assert.equal(ok.status, 0, ok.stderr.toString());
+    const listed = spawnSync('tar', ['-t', '-v', '-f', '-'], { input: ok.stdout, encoding: 'utf8' });
+    assert.match(listed.stdout, /tree\/sub dir\/a file\.txt/);
+    assert.match(listed.stdout, /out -> /, 'a link is sent as a link');
+  });
+});
+
+/**
+ * The `wrap` argv (startBrokerProcess) that runs the broker in its own mount namespace with an empty tmpfs over
+ * `folder` and an empty `workspace` folder in it: the broker finds the workspace's path (a direct mount's workspace
+ * must exist where the broker checks it) but none of its files, as a broker on another machine would.
+ */
+function emptyInstead(folder: string, workspace: string): string[] {
+  return ['unshare', '--mount', '--propagation', 'private', '--', 'sh', '-c', 'mount -t tmpfs gpurun-hidden "$1" && mkdir -p "$2" && shift 2 && exec "$@"', 'gpurun-hide', folder, workspace];
+}
+
+/** A tree with symlinks, an empty file, a 50 MB file and names with spaces and unicode, under ws/tree. */
+function makeTree(ws: string): void {
+  mkdirSync(join(ws, 'tree', 'sub dir', 'ünïcødé'), { recursive: true });
+  writeFileSync(join(ws, 'tree', 'empty'), '');
+  writeFileSync(join(ws, 'tree', 'sub dir', 'a file.txt'), 'with spaces\n');
+  writeFileSync(join(ws, 'tree', 'sub dir', 'ünïcødé', 'naïve.py'), 'X = "ü"\n');
+  const big = Buffer.alloc(50 << 20);
+  for (let i = 0; i < big.length; i += 4096) big.writeUInt32BE(i, i);
+  writeFileSync(join(ws, 'tree', 'big.bin'), big);
+  symlinkSync('sub dir/a file.txt', join(ws, 'tree', 'link'));
+  symlinkSync('/usr/bin/python3', join(ws, 'tree', 'abs-link'));
+}
