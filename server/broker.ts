@@ -8,7 +8,7 @@
 import { EventEmitter } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import { GpurunError, isGpurunError } from './protocol/errors.ts';
-import { isFinal, type AttemptEvidence, type HostInfo, type Job, type MoveView } from './protocol/jobs.ts';
+import { attemptWords, isFinal, type AttemptEvidence, type HostInfo, type Job, type MoveView } from './protocol/jobs.ts';
 import type { Store, StoredAttempt, StoredJob, StopIntent } from './core/store.ts';
 import type { AttemptEnd, AttemptEvents, AttemptPlacement, Backend } from './core/backend.ts';
 import type { Allocation } from './core/scheduler.ts';
@@ -539,8 +539,11 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
 
   /** " · attempt 2/4 · after host_lost on gpu1 (unreachable 72 s)" for a job on a later attempt. */
   private afterWords(job: StoredJob, n: number): string {
-    const prev = this.attemptsOf(job).find((a) => a.n === n - 1);
-    return ` · attempt ${n}/${this.maxAttempts(job)}${prev ? ` · after ${describeEnd(prev)}` : ''}`;
+    const atts = this.attemptsOf(job);
+    const prev = atts.find((a) => a.n === n - 1);
+    const moves = atts.filter((a) => a.n < n && a.evidence.move !== undefined).length;
+    const words = attemptWords({ n, of: this.maxAttempts(job), moves });
+    return `${words ? ` · ${words}` : ''}${prev ? ` · after ${describeEnd(prev)}` : ''}`;
   }
 
 
@@ -727,7 +730,10 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     const { seq: _seq, runtimeRef: _ref, stopIntent: _stop, ...pub } = job;
     const out: Job = { ...pub };
     const atts = this.d.store.attempts(job.id);
-    if (atts.length) out.attempt = { n: atts[atts.length - 1].n + (job.state === 'queued' && atts[atts.length - 1].endedAt ? 1 : 0), of: this.maxAttempts(job) };
+    if (atts.length) {
+      const moves = atts.filter((a) => a.evidence.move !== undefined).length;
+      out.attempt = { n: atts[atts.length - 1].n + (job.state === 'queued' && atts[atts.length - 1].endedAt ? 1 : 0), of: (job.restarts ?? 0) + 1 + moves, ...(moves ? { moves } : {}) };
+    }
     const move = this.moves?.view(job.id);
     if (move) out.move = move;
     const backend = this.backendFor(job);

@@ -2,7 +2,7 @@
  * The sidebar's model: the jobs the broker told us about (a list, then one event per change), grouped into Running,
  * Queued and Recent, and how each job is shown. Pure: the TreeDataProvider in views/ only maps these to TreeItems.
  */
-import { isFinal, type Job, type JobState } from '../../server/protocol/jobs.ts';
+import { attemptWords, isFinal, type Job, type JobState } from '../../server/protocol/jobs.ts';
 import { displayCommand, jobGpus, jobScript, jobTime, resourcesText, whenText } from './format.ts';
 
 export type GroupId = 'running' | 'queued' | 'recent';
@@ -131,6 +131,14 @@ export interface JobItemView {
   contextValue: string;
 }
 
+/** The tooltip's attempt line: "2 of at most 4", or with moves "3: moved 1×, restart 1 of at most 2". */
+function attemptLine(a: NonNullable<Job['attempt']>): string {
+  const moves = a.moves ?? 0;
+  if (!moves) return `${a.n} of at most ${a.of}`;
+  const restarts = a.n - 1 - moves;
+  return `${a.n}: moved ${moves}×, ${restarts ? `restart ${restarts}` : 'no restart'} of at most ${a.of - 1 - moves}`;
+}
+
 /** What a job's row in the tree shows. */
 export function jobItem(job: Job, now: number): JobItemView {
   const parts: string[] = [];
@@ -138,7 +146,8 @@ export function jobItem(job: Job, now: number): JobItemView {
   else if (isFinal(job.state)) parts.push(job.state === 'failed' && job.exitCode !== null ? `failed (exit ${job.exitCode})` : job.state.replace('_', ' '));
   else if (job.state === 'starting') parts.push('starting');
   // A job on a later attempt says which, and what ended the one before (the broker's reason carries it).
-  if (job.attempt && job.attempt.n > 1) parts.push(`attempt ${job.attempt.n}/${job.attempt.of}`);
+  const again = attemptWords(job.attempt);
+  if (again) parts.push(again);
   if (job.host) parts.push(job.host);
   const gpus = jobGpus(job);
   if (gpus) parts.push(gpus);
@@ -159,7 +168,7 @@ export function jobItem(job: Job, now: number): JobItemView {
     ...(job.endedAt ? [`- ended: ${whenText(job.endedAt, now)}`] : []),
     ...(job.exitCode !== null ? [`- exit code: ${job.exitCode}`] : []),
     ...(job.reason ? [`- reason: ${job.reason}`] : []),
-    ...(job.attempt ? [`- attempt: ${job.attempt.n} of at most ${job.attempt.of}`] : []),
+    ...(job.attempt ? [`- attempt: ${attemptLine(job.attempt)}`] : []),
   ];
   return {
     label: `${job.id} ${jobScript(job)}`,

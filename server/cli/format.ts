@@ -1,5 +1,5 @@
 /** Text output of the CLI: tables and short descriptions. Pure. */
-import type { Attempt, GpuQuarantine, HostInfo, Job } from '../protocol/jobs.ts';
+import { attemptWords, type Attempt, type GpuQuarantine, type HostInfo, type Job } from '../protocol/jobs.ts';
 import { formatDuration, formatMemory } from '../core/units.ts';
 import { IDLE_AFTER_MS, idleForMs, sparkline } from '../core/gpuUsage.ts';
 
@@ -93,7 +93,8 @@ export function jobsTable(jobs: Job[], withOwner: boolean, hosts: HostInfo[] = [
 /** The STATE column: "queued #3", "running", and a later attempt's number ("running · attempt 2/4"). */
 export function stateText(j: Job): string {
   const s = j.state === 'queued' && j.queuePosition ? `queued #${j.queuePosition}` : j.state;
-  return j.attempt && j.attempt.n > 1 && !j.reason.includes(`attempt ${j.attempt.n}/`) ? `${s} · attempt ${j.attempt.n}/${j.attempt.of}` : s;
+  const words = attemptWords(j.attempt);
+  return words && !j.reason.includes(words) ? `${s} · ${words}` : s;
 }
 
 /** `gpurun show ID`: the job, then its attempts with fault and evidence. */

@@ -6,7 +6,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { createInterface, type Interface } from 'node:readline/promises';
 import { GpurunError } from '../protocol/errors.ts';
-import { isFinal, type Job, type SubmitRequest } from '../protocol/jobs.ts';
+import { attemptWords, isFinal, type Job, type SubmitRequest } from '../protocol/jobs.ts';
 import { applyDirective, parseDirectives } from '../core/directives.ts';
 import { JOB_OPTIONS, optionsHelp, parseOptionText } from '../core/jobOptions.ts';
 import { parseArgs, usage } from './args.ts';
@@ -202,7 +202,7 @@ async function attach(conn: Connection, job0: Job, notify: boolean): Promise<num
       line = `queued${job.queuePosition ? ` (position ${job.queuePosition} in ${job.queue})` : ''}: ${job.reason}`;
     }
     // Once placed, say where (also for a job so quick that it is already over when asked).
-    else if (job.host) line = `running on ${job.host} (${job.gpuIndices.length ? `GPU ${job.gpuIndices.join(',')}` : 'no GPU'})${job.attempt && job.attempt.n > 1 ? ` · attempt ${job.attempt.n}/${job.attempt.of}` : ''}`;
+    else if (job.host) line = `running on ${job.host} (${job.gpuIndices.length ? `GPU ${job.gpuIndices.join(',')}` : 'no GPU'})${attemptWords(job.attempt) ? ` · ${attemptWords(job.attempt)}` : ''}`;
     if (line && line !== lastStatus && !prompt) {
       out(line);
       lastStatus = line;

@@ -21,6 +21,19 @@ export type JobState = (typeof JOB_STATES)[number];
 export const FINAL_STATES: ReadonlySet<JobState> = new Set(['succeeded', 'failed', 'cancelled', 'timed_out', 'lost']);
 export const ACTIVE_STATES: ReadonlySet<JobState> = new Set(['queued', 'starting', 'running']);
 
+/**
+ * A later attempt in a few words: "attempt 2/4" counts restarts against the job's budget, "moved" (or "moved 2×")
+ * counts moves, which are no restarts; '' for a job on its first attempt.
+ */
+export function attemptWords(a: { n: number; of: number; moves?: number } | undefined): string {
+  if (!a || a.n <= 1) return '';
+  const moves = a.moves ?? 0;
+  const parts: string[] = [];
+  if (a.n - moves > 1) parts.push(`attempt ${a.n - moves}/${a.of - moves}`);
+  if (moves) parts.push(moves === 1 ? 'moved' : `moved ${moves}×`);
+  return parts.join(' · ');
+}
+
 export function isFinal(state: JobState): boolean {
   return FINAL_STATES.has(state);
 }
@@ -233,8 +246,11 @@ export interface Job {
   restarts?: number;
   /** Exit codes on which the job asked to be restarted. */
   restartOnExit?: number[];
-  /** The current (or last) attempt's number and the most there can be; absent on jobs stored before attempts. */
-  attempt?: { n: number; of: number };
+  /**
+   * The current (or last) attempt's number and the most there can be; absent on jobs stored before attempts. `moves`:
+   * how many attempts before this one ended to move the job (a move is not a restart: it adds to `of`).
+   */
+  attempt?: { n: number; of: number; moves?: number };
   /** The attempts, oldest first (`GET /v1/jobs/ID` only). */
   attempts?: Attempt[];
   /** A move in progress, or the last one given up (migration/manager.ts). */

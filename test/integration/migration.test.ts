@@ -72,6 +72,8 @@ describe('migration: moving running jobs between hosts', function () {
     assert.equal(addrs[0], addrs[1]);
     assert.match(addrs[0], /^address (\d+\.\d+\.\d+\.\d+), gpurun-\w+ is \1$/);
     assert.deepEqual(done.attempts!.map((a) => [a.n, a.host, a.fault]), [[1, from, 'migrated'], [2, to, null]]);
+    // A move is no restart: the job says it moved, and its restart budget is untouched.
+    assert.equal(done.attempt!.moves, 1);
     assert.match(done.attempts![0].reason!, new RegExp(`^moved to ${to} \\(gpurun migrate by mover\\); downtime [\\d.]+ s; copied .+ while running \\+ .+ after the checkpoint$`));
     const text = (await gpurun(['show', id], env)).stdout;
     assert.match(text, new RegExp(`^1 +${from} .*migrated`, 'm'));

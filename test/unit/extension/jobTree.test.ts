@@ -49,6 +49,15 @@ describe('extension core: the jobs tree model', () => {
     assert.match(v.tooltip, /- attempt: 2 of at most 4/);
   });
 
+  it('shows a moved job as moved, not as a restart that used up its budget', () => {
+    const moved = jobItem(job({ state: 'running', host: 'gpu-2', gpuIndices: [0], startedAt: '2026-11-22T10:04:00.000Z', attempt: { n: 2, of: 2, moves: 1 } }), NOW);
+    assert.equal(moved.description, 'moved · gpu-2 · GPU 0 · 1m30s');
+    assert.match(moved.tooltip, /- attempt: 2: moved 1×, no restart of at most 0/);
+    const both = jobItem(job({ state: 'running', host: 'gpu-1', gpuIndices: [0], startedAt: '2026-11-22T10:04:00.000Z', attempt: { n: 4, of: 5, moves: 2 } }), NOW);
+    assert.equal(both.description, 'attempt 2/3 · moved 2× · gpu-1 · GPU 0 · 1m30s');
+    assert.match(both.tooltip, /- attempt: 4: moved 2×, restart 1 of at most 2/);
+  });
+
   it('shows a queued job with its place in the queue and what it asks for', () => {
     const v = jobItem(job({ state: 'queued', queuePosition: 3, queue: 'offline' }), NOW);
     assert.equal(v.description, '#3 in offline · 2×A100 · 5m30s');
