@@ -15,7 +15,11 @@ import type { HostInfo, Job } from '../server/protocol/jobs.ts';
 
 const JOB = `
 import os, time
-blob = bytearray(os.urandom(int(os.environ["MIB"]) * 1024 * 1024))
+size = int(os.environ["MIB"]) * 1024 * 1024
+# Filled in 16 MiB pieces: bytearray(os.urandom(size)) would hold the state twice at its start.
+blob = bytearray(size)
+for i in range(0, size, 1 << 24):
+    blob[i:i + (1 << 24)] = os.urandom(min(1 << 24, size - i))
 step = 1
 while True:
     print(f"t={time.time() * 1000:.0f} step {step}", flush=True)
@@ -75,7 +79,10 @@ export async function runTransparent(): Promise<void> {
       const r = await gpurun(['run', '--detach', '--workspace', ws, '--queue', 'offline', '--env', `MIB=${mib}`, '--', 'python3', '-u', 'job.py'], env);
       if (r.code !== 0) throw new Error(r.stderr);
       const id = r.stdout.trim();
-      await waitFor('the job running', async () => /step 10\n/.test(await logs(id)), 120_000, 500);
+      await waitFor('the job running', async () => /step 10\n/.test(await logs(id)), 120_000, 500).catch(async (e: Error) => {
+        const j = JSON.parse((await gpurun(['show', '--json', id], env)).stdout) as Job;
+        throw new Error(`${e.message}: job ${id} is ${j.state} on ${j.host ?? 'no host'}: ${j.reason}; its log ends: ${(await logs(id)).slice(-400)}`);
+      });
       const mv = await gpurun(['migrate', id], env, { timeoutMs: 600_000 });
       if (mv.code !== 0) throw new Error(`migrate failed: ${mv.stderr}${mv.stdout}`);
       await waitFor('lines on the destination', async () => /── moved[^\n]*\n(.*\n)*t=\d+ step/.test(await logs(id)), 60_000, 200);

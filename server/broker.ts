@@ -690,13 +690,16 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     const ac = new AbortController();
     this.current.set(job.id, { n: att.n, ac });
     const ev = this.events(job.id, att.n);
-    void backend.recover(job, att, ev).then(
+    void backend.recover(job, att, ev, this.attemptsOf(job).filter((a) => a.n < att.n)).then(
       (ref) => {
         if (!ev.isCurrent()) return;
         const now = this.active.get(job.id)!;
         if (!ref) {
-          // Nothing was started: it waits for a place again, under the same attempt number.
           this.current.delete(job.id);
+          // A move's destination that was not started yet: the move goes on from its checkpoint (copy, start).
+          const prev = this.attemptsOf(now).find((a) => a.n === att.n - 1);
+          if (prev?.fault === 'migrated' && this.moves?.resumeMove(now, prev)) return;
+          // Nothing was started: it waits for a place again, under the same attempt number.
           this.update(job.id, { state: 'queued', reason: 'requeued: the broker stopped while it was starting, before it ran', host: null, gpuIndices: [], runtimeRef: null });
           this.kick();
           return;

@@ -83,8 +83,9 @@ export interface Backend {
   /**
    * After a broker restart, for an attempt that was in progress: its handle to wait on (the stored one, or one found
    * for an attempt the broker was starting), or null when nothing was started (the broker places it again).
+   * `earlier`: the job's attempts before it (a moved job's source may still hold its remains).
    */
-  recover(job: StoredJob, attempt: StoredAttempt, ev: AttemptEvents): Promise<Record<string, unknown> | null>;
+  recover(job: StoredJob, attempt: StoredAttempt, ev: AttemptEvents, earlier?: StoredAttempt[]): Promise<Record<string, unknown> | null>;
   /**
    * An attempt the broker has given up on (its host was lost and the job restarted elsewhere): stop it and remove
    * its remains once it can be reached, writing none of its output into the job's log. Resolves when done.

@@ -104,9 +104,10 @@ export interface Runtime {
   /**
    * For a job the broker was starting when it stopped (no handle stored): finds the job if the runtime did start
    * it, so it is followed rather than left running untracked. Null when nothing was started. `logPath` is the job's
-   * log file (as StartSpec.logPath); `n` the attempt's number.
+   * log file (as StartSpec.logPath); `n` the attempt's number; `notThese`: containers of earlier attempts, kept at
+   * their checkpoint on another host, that are never this attempt's (hosts may share one engine).
    */
-  recover?(job: StoredJob, logPath: string, n?: number): Promise<Record<string, unknown> | null>;
+  recover?(job: StoredJob, logPath: string, n?: number, notThese?: string[]): Promise<Record<string, unknown> | null>;
   /** Asks the job to stop (TERM to the whole process group / container), then kills it after `graceMs`. */
   stop(ref: Record<string, unknown>, graceMs: number): Promise<void>;
   /**

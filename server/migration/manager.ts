@@ -538,15 +538,31 @@ export class MoveManager implements MoveHooks {
     for (const job of this.d.store.activeJobs()) {
       const atts = this.d.store.attempts(job.id);
       const att = atts[atts.length - 1];
+      this.releaseHeldBefore(job, atts);
       const persisted = att && !att.endedAt ? (att.runtimeRef?.move as (MoveEvidence & { phase?: string }) | undefined) : undefined;
       if (!persisted || persisted.phase !== 'signalled') continue;
       const { phase: _p, ...ev } = persisted;
       const m = this.restored(job, att.n, ev, 'signalled');
       m.alreadyAsked = true;
       m.restored = true;
+      // Its remains stay at its checkpoint exit again (the earlier process's hold went with it).
+      if (m.kind === 'move' && m.srcRef) this.d.hosts.runtimeFor(m.from).holdOnExit?.(m.srcRef, this.checkpointer(m).method === 'cooperative' ? CHECKPOINT_EXIT_CODE : CHECKPOINTED_EXIT_CODE);
       this.d.log.info('move found again after a restart: waiting for the job\'s checkpoint', { job: job.id, from: m.from, to: m.to });
       void this.run(m);
     }
+  }
+
+  /**
+   * A broker that died after the destination's attempt had started left the source's remains held at its checkpoint
+   * (container, mount): they go now. Only where the job now runs on another host (a move that fell back runs in them).
+   */
+  private releaseHeldBefore(job: StoredJob, atts: StoredAttempt[]): void {
+    const last = atts.at(-1);
+    const prev = atts.at(-2);
+    if (!last || !prev?.endedAt || prev.fault !== 'migrated' || !prev.runtimeRef || !prev.host || !last.host || prev.host === last.host) return;
+    if (!this.d.hosts.names().includes(prev.host)) return;
+    const ref = prev.runtimeRef;
+    void this.d.hosts.runtimeFor(prev.host).release?.(ref, true).catch((e) => this.d.log.warn('move: could not remove the source\'s container after a restart', { job: job.id, host: prev.host, err: (e as Error).message }));
   }
 
   private restored(job: StoredJob, n: number, ev: MoveEvidence, phase: Phase): Move {

@@ -10,7 +10,7 @@
 import { GpurunError } from '../protocol/errors.ts';
 import type { StoredJob } from '../core/store.ts';
 import type { AttemptEnd } from '../core/backend.ts';
-import { checkpointContainer, checkpointName, criuDir } from '../runtimes/criu.ts';
+import { checkpointContainer, checkpointDone, checkpointName, criuDir } from '../runtimes/criu.ts';
 import { copyDir } from './copy.ts';
 import type { Checkpointer, CopyResult, HostSide, MoveContext, RestoreSpec } from './checkpoint.ts';
 
@@ -43,7 +43,8 @@ export class TransparentCheckpointer implements Checkpointer {
     if (!container) throw new GpurunError('E_CONFLICT', `job ${ctx.job.id} has no container to checkpoint`);
     this.inFlight.add(ctx.job.id);
     try {
-      const { ms } = await checkpointContainer(ctx.from.exec, container, criuDir(ctx.from.workDir, ctx.job.id), checkpointName(ctx.attempt.n), ctx.deadlineMs);
+      // A broker taking the move on after a restart waits for the dump its predecessor started (or starts it).
+      const { ms } = await checkpointContainer(ctx.from.exec, container, criuDir(ctx.from.workDir, ctx.job.id), checkpointName(ctx.attempt.n), ctx.deadlineMs, !ctx.alreadyAsked);
       ctx.log('transparent checkpoint taken', { ms });
       // The broker sees the container's stop through its follower; the move goes on once it has.
       let timer: NodeJS.Timeout | undefined;
@@ -61,8 +62,11 @@ export class TransparentCheckpointer implements Checkpointer {
   }
 
   /** Copies this move's images only (`criu/ID/move-N`): other folders there are earlier moves' leftovers. */
-  transfer(ctx: MoveContext): Promise<CopyResult> {
+  async transfer(ctx: MoveContext): Promise<CopyResult> {
     const name = checkpointName(ctx.attempt.n);
+    // The engine writes the images out after the container has stopped: copied once the dump has ended.
+    const done = await checkpointDone(ctx.from.exec, criuDir(ctx.from.workDir, ctx.job.id), name, ctx.deadlineMs);
+    if (!done.ok) throw new GpurunError('E_CONFLICT', `the checkpoint's images on ${ctx.from.host} are not complete: ${done.err}`);
     return copyDir(ctx.from, `${criuDir(ctx.from.workDir, ctx.job.id)}/${name}`, ctx.to, `${criuDir(ctx.to.workDir, ctx.job.id)}/${name}`, ctx.signal);
   }
 

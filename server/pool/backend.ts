@@ -84,10 +84,11 @@ export class HostPool implements Backend {
     if (attempt.runtimeRef && attempt.host) await this.hosts.runtimeFor(attempt.host).stop(attempt.runtimeRef, graceMs);
   }
 
-  async recover(job: StoredJob, attempt: StoredAttempt, ev: AttemptEvents): Promise<Record<string, unknown> | null> {
+  async recover(job: StoredJob, attempt: StoredAttempt, ev: AttemptEvents, earlier: StoredAttempt[] = []): Promise<Record<string, unknown> | null> {
     if (attempt.runtimeRef) return attempt.runtimeRef;
     if (!attempt.host) return null;
-    const ref = await this.hosts.runtimeFor(attempt.host).recover?.(job, this.logs.path(job.id), attempt.n);
+    const held = earlier.filter((a) => a.fault === 'migrated' && a.host !== attempt.host && typeof a.runtimeRef?.container === 'string').map((a) => String(a.runtimeRef!.container));
+    const ref = await this.hosts.runtimeFor(attempt.host).recover?.(job, this.logs.path(job.id), attempt.n, held);
     if (!ref) return null;
     ev.running({ host: attempt.host, reason: `running on ${attempt.host} (${attempt.gpuIndices.length ? `GPU ${attempt.gpuIndices.join(',')}` : 'no GPU'})` });
     return { ...ref, logOffset: attempt.logOffset };

@@ -115,19 +115,55 @@ export async function dirBytes(ssh: RemoteExec, dir: string): Promise<number> {
 }
 
 /**
+ * The host-side checkpoint: `docker checkpoint create` (the argv after DIR NAME) run apart from the SSH session (its own session, its output
+ * in `DIR/NAME.log`, its exit status in `DIR/NAME.exit` once done, its pid in `DIR/NAME.pid`), so that a broker
+ * that dies meanwhile neither cuts the dump off half way nor leaves it unknown: the next broker waits for the same
+ * dump. `DIR/NAME.exit` also says the images are complete (the engine still writes them after the container has
+ * stopped). Started only when no dump of that name has ended or is running.
+ */
+const CHECKPOINT_SH = `d=$1; n=$2; shift 2
+if [ -e "$d/$n.exit" ]; then exit 0; fi
+if [ -e "$d/$n.pid" ] && kill -0 "$(cat "$d/$n.pid")" 2>/dev/null; then exit 0; fi
+rm -rf "$d/$n" "$d/$n.log"; mkdir -p "$d"
+setsid sh -c 'd=$1; n=$2; shift 2; echo $$ > "$d/$n.pid"; "$@" > "$d/$n.log" 2>&1; echo $? > "$d/$n.exit.tmp"; mv "$d/$n.exit.tmp" "$d/$n.exit"' gpurun-checkpoint "$d" "$n" "$@" < /dev/null > /dev/null 2>&1 &
+i=0; while [ ! -e "$d/$n.pid" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done`;
+
+/** Waits on the host for `DIR/NAME.exit` (up to SECONDS), then prints it and the dump's last output lines. */
+const CHECKPOINT_WAIT_SH = `d=$1; n=$2; t=$3; i=0
+while [ ! -e "$d/$n.exit" ]; do
+  if [ $i -ge $((t * 5)) ]; then echo timeout; exit 0; fi
+  if [ ! -e "$d/$n.pid" ] || ! kill -0 "$(cat "$d/$n.pid")" 2>/dev/null; then sleep 0.3; [ -e "$d/$n.exit" ] || { echo gone; exit 0; }; fi
+  sleep 0.2; i=$((i+1))
+done
+echo "exit $(cat "$d/$n.exit")"; tail -n 5 "$d/$n.log" 2>/dev/null`;
+
+/**
  * Checkpoints a running container into `dir/name` on its host; the container stops with it. On failure the job
  * goes on running: CRIU resumes the processes it had seized, and a container left frozen is unpaused. Throws a
- * GpurunError E_CONFLICT with CRIU's words then.
+ * GpurunError E_CONFLICT with CRIU's words then. With `fresh`, what an earlier dump of that name left is removed
+ * first; without it (a broker taking a move on after a restart) a dump already started or ended is waited for.
  */
-export async function checkpointContainer(ssh: RemoteExec, container: string, dir: string, name: string, timeoutMs: number): Promise<{ ms: number }> {
+export async function checkpointContainer(ssh: RemoteExec, container: string, dir: string, name: string, timeoutMs: number, fresh = true): Promise<{ ms: number }> {
   const began = Date.now();
-  await ssh.run(['sh', '-c', 'rm -rf "$1/$2" && mkdir -p "$1"', 'gpurun-ckdir', dir, name], 'making the checkpoint folder');
-  const r = await ssh.exec(checkpointArgs(container, dir, name), { timeoutMs }).catch((e: Error) => ({ code: null, signal: null, stdout: '', stderr: e.message }));
-  if (r.code === 0) return { ms: Date.now() - began };
+  if (fresh) await ssh.run(['sh', '-c', 'rm -rf "$1/$2" "$1/$2".exit "$1/$2".pid "$1/$2".log && mkdir -p "$1"', 'gpurun-ckdir', dir, name], 'making the checkpoint folder');
+  await ssh.run(['sh', '-c', CHECKPOINT_SH, 'gpurun-checkpoint', dir, name, ...checkpointArgs(container, dir, name)], 'starting the checkpoint', { timeoutMs: 30_000 });
+  const r = await checkpointDone(ssh, dir, name, timeoutMs);
+  if (r.ok) return { ms: Date.now() - began };
+  if (r.timedOut) await ssh.exec(['sh', '-c', '[ -e "$1/$2.pid" ] && kill -TERM -- "-$(cat "$1/$2.pid")"', 'gpurun-ckkill', dir, name], { timeoutMs: 30_000 }).catch(() => undefined);
   // A checkpoint cut off (timeout) may leave the container frozen by the cgroup freezer.
   await ssh.exec(['docker', 'unpause', container], { timeoutMs: 30_000 }).catch(() => undefined);
-  const err = r.stderr.trim().split('\n').slice(-3).join(' / ') || `exit ${r.code ?? r.signal}`;
-  throw new GpurunError('E_CONFLICT', `the transparent checkpoint (CRIU) of the job failed; it goes on running: ${err}`, { stderr: r.stderr });
+  throw new GpurunError('E_CONFLICT', `the transparent checkpoint (CRIU) of the job failed; it goes on running: ${r.err}`, { stderr: r.err });
+}
+
+/** Whether the dump `dir/name` ended well, waiting up to `timeoutMs` for it (the images are complete then). */
+export async function checkpointDone(ssh: RemoteExec, dir: string, name: string, timeoutMs: number): Promise<{ ok: boolean; timedOut?: boolean; err: string }> {
+  const secs = Math.max(1, Math.ceil(timeoutMs / 1000));
+  const r = await ssh.exec(['sh', '-c', CHECKPOINT_WAIT_SH, 'gpurun-ckwait', dir, name, String(secs)], { timeoutMs: timeoutMs + 30_000 }).catch((e: Error) => ({ code: null, signal: null, stdout: `error ${e.message}`, stderr: '' }));
+  const [head, ...rest] = r.stdout.trim().split('\n');
+  if (head === 'exit 0') return { ok: true, err: '' };
+  if (head === 'timeout') return { ok: false, timedOut: true, err: `no checkpoint within ${secs} s` };
+  if (head === 'gone') return { ok: false, err: 'the checkpoint ended without a status (its host restarted?)' };
+  return { ok: false, err: rest.slice(-3).join(' / ') || head || `exit ${r.code ?? r.signal}: ${r.stderr.trim()}` };
 }
 
 /** Starts the created `container` from the checkpoint `dir/name` on its host. Throws a GpurunError with CRIU's words. */

@@ -474,7 +474,7 @@ export class DockerRuntime extends MountedRuntime {
    * the user's code already; then it is followed from the log file's size. A container that was created but never
    * started is removed, as is the mount of a job with no container; null then.
    */
-  async recover(job: StoredJob, logPath: string, n?: number): Promise<DockerRef | null> {
+  async recover(job: StoredJob, logPath: string, n?: number, notThese: string[] = []): Promise<DockerRef | null> {
     if (!job.host) return null;
     const cfg = this.hosts.config(job.host);
     const ssh = this.hosts.exec(job.host);
@@ -484,7 +484,7 @@ export class DockerRuntime extends MountedRuntime {
     // `docker run` may still be creating it (its CLI was cut off with the broker's SSH session): look again shortly.
     for (let waited = 0; ; waited += 1_000) {
       const ps = await ssh.run(['docker', 'ps', '-a', '--filter', `label=gpurun.job=${job.id}`, '--filter', `label=gpurun.broker=${this.brokerId}`, '--format', '{{.Names}} {{.State}}'], 'finding the job\'s container', { timeoutMs: 30_000 });
-      const lines = ps.split('\n').map((l) => l.trim());
+      const lines = ps.split('\n').map((l) => l.trim()).filter((l) => !notThese.includes(l.split(' ')[0]));
       // A move's attempt runs in the container prepared for it, when there is one.
       const moved = n === undefined ? [] : lines.filter((l) => l.startsWith(`${preparedName(job.id, n)} `));
       if (moved.length) name = preparedName(job.id, n!);
