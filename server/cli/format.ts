@@ -151,7 +151,7 @@ export function hostsTable(hosts: HostInfo[]): string {
   for (const h of hosts) {
     const since = h.since ? `${h.state} since ${clock(h.since)} (${formatDuration(Math.max(0, Math.round((Date.now() - Date.parse(h.since)) / 1000)))}): ` : '';
     if (h.lastError || since) out += `${printable(`${h.name}: ${since}${h.lastError ?? ''}`)}\n`;
-    if (h.checkpoint && h.runtime === 'docker') out += `${printable(`${h.name}: checkpoint: ${h.checkpoint.transparent === null ? 'transparent (CRIU), cooperative' : `cooperative (transparent unavailable: ${h.checkpoint.transparent})`}`)}\n`;
+    if (h.checkpoint && (h.runtime === 'docker' || h.runtime === 'ssh-process')) out += `${printable(`${h.name}: checkpoint: ${h.checkpoint.transparent === null ? 'transparent (CRIU), cooperative' : `cooperative (transparent unavailable: ${h.checkpoint.transparent})`}`)}\n`;
     if (h.workspace) out += `${printable(`${h.name}: workspace: ${h.workspace}`)}\n`;
     if (h.onlineLoad) out += `${h.name}: ${onlineLoadWords(h.onlineLoad)}\n`;
     if (h.drain) out += `${h.name}: draining: ${h.drain.moving} job${h.drain.moving === 1 ? '' : 's'} moving, ${h.drain.running} running\n`;

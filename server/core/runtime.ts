@@ -125,4 +125,6 @@ export interface Runtime {
   holdOnExit?(ref: Record<string, unknown>, exitCode: number): void;
   /** Forgets holdOnExit(); when the attempt has ended (`ended`, or its end was held), its remains are removed. */
   release?(ref: Record<string, unknown>, ended: boolean): Promise<void>;
+  /** Sends the job's processes `sig` (e.g. "SIGUSR1": a cooperative checkpoint); throws a GpurunError if it cannot. */
+  signal?(ref: Record<string, unknown>, sig: string): Promise<void>;
 }

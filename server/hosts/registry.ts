@@ -222,7 +222,7 @@ export class HostRegistry {
         memoryUsedMiB: mine.reduce((n, a) => n + a.memoryMiB, 0),
         labels: h.config.labels,
         ...(h.images.length ? { images: h.images } : {}),
-        checkpoint: { cooperative: h.runtime === 'docker', transparent: h.transparent },
+        checkpoint: { cooperative: h.runtime === 'docker' || h.runtime === 'ssh-process', transparent: h.transparent },
         ...this.workspaceNote(h),
       };
     });

@@ -51,6 +51,8 @@ export interface MoveContext {
    * rejects when it ended otherwise (the job's own exit, a lost host).
    */
   sourceEnded: Promise<{ at: string }>;
+  /** Sends the source attempt's processes a signal, through its host's runtime (Docker or plain processes). */
+  signalJob(sig: string): Promise<void>;
   log(msg: string, fields?: Record<string, unknown>): void;
 }
 

@@ -1,7 +1,8 @@
 /**
- * The cooperative checkpoint (works on every Docker host): the job gets its checkpoint signal (GPURUN_CHECKPOINT_SIGNAL,
- * SIGUSR1 unless it asked for another), writes its state into GPURUN_CHECKPOINT_DIR (the host folder
- * hostCheckpointDir, mounted into its container) and exits with CHECKPOINT_EXIT_CODE. The folder is copied while the
+ * The cooperative checkpoint (works on every SSH host, Docker or plain processes): the job gets its checkpoint signal
+ * (GPURUN_CHECKPOINT_SIGNAL, SIGUSR1 unless it asked for another), writes its state into GPURUN_CHECKPOINT_DIR (the
+ * host folder hostCheckpointDir, mounted into its container, or that folder itself for a plain process) and exits
+ * with CHECKPOINT_EXIT_CODE. The folder is copied while the
  * job runs and again, incrementally, once it stopped; the next attempt starts with GPURUN_RESUME_FROM set to it.
  * A job that does not exit in time is left running: nothing here ever kills it.
  */
@@ -10,6 +11,7 @@ import type { StoredJob } from '../core/store.ts';
 import { copyDir } from './copy.ts';
 import { CHECKPOINT_EXIT_CODE, CONTAINER_CHECKPOINT_DIR, DEFAULT_CHECKPOINT_SIGNAL, hostCheckpointDir, type Checkpointer, type CopyResult, type HostSide, type MoveContext } from './checkpoint.ts';
 import type { AttemptEnd } from '../core/backend.ts';
+import { CHECKPOINT_SIGNALS } from '../core/jobOptions.ts';
 
 /** The signal the job asked to get for a checkpoint (stored in its env at submit). */
 export function checkpointSignal(job: Pick<StoredJob, 'env'>): string {
@@ -37,12 +39,10 @@ export class CooperativeCheckpointer implements Checkpointer {
   }
 
   async checkpoint(ctx: MoveContext): Promise<{ at: string }> {
-    const container = String(ctx.attempt.runtimeRef?.container ?? '');
-    if (!container) throw new GpurunError('E_CONFLICT', `job ${ctx.job.id} has no container to signal`);
     const sig = checkpointSignal(ctx.job);
+    if (!(CHECKPOINT_SIGNALS as readonly string[]).includes(sig)) throw new GpurunError('E_CONFLICT', `job ${ctx.job.id} asks for the checkpoint signal ${sig}, which is none of ${CHECKPOINT_SIGNALS.join(', ')}`);
     if (!ctx.alreadyAsked) {
-      const r = await ctx.from.exec.exec(['docker', 'kill', '--signal', sig, container], { timeoutMs: 30_000 });
-      if (r.code !== 0) throw new GpurunError('E_CONFLICT', `could not signal the job on ${ctx.from.host} (${sig}): ${r.stderr.trim()}`);
+      await ctx.signalJob(sig);
       ctx.log('checkpoint signal sent', { signal: sig });
     }
     let timer: NodeJS.Timeout | undefined;

@@ -81,6 +81,11 @@ async function containerAddress(ctx: MoveContext): Promise<string> {
   return r?.code === 0 ? (r.stdout.trim().split(/\s+/)[0] ?? '') : '';
 }
 
+/** "in containers" or "as plain processes", for a runtime's kind. */
+function kindWords(kind: string): string {
+  return kind === 'docker' ? 'in containers' : 'as plain processes';
+}
+
 function deferred(): Move['ended'] {
   let resolve!: (v: { at: string }) => void;
   let reject!: (e: Error) => void;
@@ -121,8 +126,8 @@ export class MoveManager implements MoveHooks {
     const { job, attempt } = cur;
     if (this.moves.has(id)) throw new GpurunError('E_CONFLICT', `job ${id} is already moving (to ${this.moves.get(id)!.to})`, { hint: `Follow it with: gpurun show ${id}` });
     if (job.state !== 'running' || !attempt?.runtimeRef || !job.host) throw new GpurunError('E_CONFLICT', `job ${id} is ${job.state.replace('_', ' ')}, not running; only a running job can move`);
-    if ((job.backend ?? 'hosts') !== 'hosts' || this.d.hosts.runtimeFor(job.host).kind !== 'docker') {
-      throw new GpurunError('E_CONFLICT', `job ${id} runs on ${job.host}, which is not a Docker host over SSH; only those jobs can move`, { hint: 'To run it elsewhere, cancel it and submit it again (gpurun run … restarts from its own checkpoint if it keeps one).' });
+    if ((job.backend ?? 'hosts') !== 'hosts' || !this.movable(job.host)) {
+      throw new GpurunError('E_CONFLICT', `job ${id} runs on ${job.host}, which is not an SSH host; only jobs on SSH hosts (Docker or plain processes) can move`, { hint: 'To run it elsewhere, cancel it and submit it again (gpurun run … restarts from its own checkpoint if it keeps one).' });
     }
     // With migration.method "transparent", CRIU checkpoints the container where the job's host can; else the job must.
     const whyNot = this.d.config.method === 'transparent' ? this.transparent.unavailable(job.host) : 'the broker\'s migration.method is "cooperative"';
@@ -157,7 +162,9 @@ export class MoveManager implements MoveHooks {
     const why = to !== undefined ? unfit?.(to) : null;
     if (why) throw new GpurunError('E_CONFLICT', `${to} cannot take job ${job.id} transparently: ${why}`, { hint: 'gpurun hosts says how each host can checkpoint.' });
     const holding = this.d.broker.holdings();
-    const caps = this.d.hosts.capacities().filter((c) => c.name !== job.host && (to === undefined || c.name === to) && this.d.hosts.runtimeFor(c.name).kind === 'docker' && !unfit?.(c.name));
+    // A job moves between hosts of the same kind: its command ran in a container, or as a plain process.
+    const kind = this.d.hosts.runtimeFor(job.host!).kind;
+    const caps = this.d.hosts.capacities().filter((c) => c.name !== job.host && (to === undefined || c.name === to) && this.d.hosts.runtimeFor(c.name).kind === kind && !unfit?.(c.name));
     const free = (h: string, n: number) => n - holding.filter((a) => a.host === h).reduce((k, a) => k + a.gpuIndices.length, 0);
     caps.sort((a, b) => loadOf(a.name) - loadOf(b.name) || free(b.name, b.gpus.length) - free(a.name, a.gpus.length));
     for (const c of caps) {
@@ -166,9 +173,15 @@ export class MoveManager implements MoveHooks {
     }
     if (to !== undefined) {
       const c = this.d.hosts.capacities().find((x) => x.name === to);
-      throw new GpurunError('E_CONFLICT', `${to} cannot take job ${job.id} now: ${!c?.up ? 'it is not up' : this.d.hosts.runtimeFor(to).kind !== 'docker' ? 'it is not a Docker host over SSH' : 'not enough free GPUs, CPUs or memory there'}`, { hint: 'gpurun hosts shows what is free; leave out --to to let the broker pick.' });
+      throw new GpurunError('E_CONFLICT', `${to} cannot take job ${job.id} now: ${!c?.up ? 'it is not up' : this.d.hosts.runtimeFor(to).kind !== kind ? `it runs jobs ${kindWords(this.d.hosts.runtimeFor(to).kind)} and this job runs ${kindWords(kind)}; a job moves only between hosts of the same kind` : 'not enough free GPUs, CPUs or memory there'}`, { hint: 'gpurun hosts shows what is free; leave out --to to let the broker pick.' });
     }
     throw new GpurunError('E_CONFLICT', `no other host can take job ${job.id} now (not enough free GPUs, CPUs or memory)`, { hint: 'gpurun hosts shows what is free.' });
+  }
+
+  /** Whether jobs on `host` can move: SSH hosts, Docker or plain processes (not the local host, not a cluster). */
+  private movable(host: string): boolean {
+    const kind = this.d.hosts.runtimeFor(host).kind;
+    return kind === 'docker' || kind === 'ssh-process';
   }
 
   /** The broker's hosts view. */
@@ -189,7 +202,12 @@ export class MoveManager implements MoveHooks {
     const job = cur?.job ?? this.d.store.getJob(m.jobId)!;
     const attempt = this.d.store.attempts(m.jobId).find((a) => a.n === (m.sourceN ?? m.n))!;
     const log = this.d.log.child({ job: m.jobId, move: `${m.from}→${m.to}` });
-    return { job, attempt, from: this.side(m.from), to: this.side(m.to), deadlineMs: this.d.config.checkpointTimeoutMs, signal: m.ac.signal, sourceEnded: m.ended.promise, ...(m.alreadyAsked ? { alreadyAsked: true } : {}), log: (msg, f) => log.info(msg, f) };
+    const signalJob = async (sig: string): Promise<void> => {
+      const rt = this.d.hosts.runtimeFor(m.from);
+      if (!rt.signal || !attempt.runtimeRef) throw new GpurunError('E_CONFLICT', `job ${m.jobId} cannot be signalled on ${m.from}`);
+      await rt.signal(attempt.runtimeRef, sig);
+    };
+    return { job, attempt, from: this.side(m.from), to: this.side(m.to), deadlineMs: this.d.config.checkpointTimeoutMs, signal: m.ac.signal, sourceEnded: m.ended.promise, ...(m.alreadyAsked ? { alreadyAsked: true } : {}), signalJob, log: (msg, f) => log.info(msg, f) };
   }
 
   /** The move's checkpoint method (a late cooperative checkpoint has no move). */
@@ -481,7 +499,7 @@ export class MoveManager implements MoveHooks {
       const need = online.resources.gpus;
       if (need === 0 || this.preempting.has(online.id)) continue;
       for (const cap of this.d.hosts.capacities()) {
-        if (!cap.up || this.d.hosts.runtimeFor(cap.name).kind !== 'docker') continue;
+        if (!cap.up || !this.movable(cap.name)) continue;
         const free = cap.gpus.length - new Set(holding.filter((a) => a.host === cap.name).flatMap((a) => a.gpuIndices)).size;
         const victims = active.filter((j) => j.host === cap.name && j.state === 'running' && j.queue === 'offline' && checkpoints(j) && !this.moves.has(j.id)).sort((a, b) => b.gpuIndices.length - a.gpuIndices.length);
         const chosen: StoredJob[] = [];
@@ -579,7 +597,7 @@ export class MoveManager implements MoveHooks {
     const hosts = new Set(this.d.store.attempts(job.id).map((a) => a.host).filter((h): h is string => !!h && this.d.hosts.names().includes(h)));
     for (const h of hosts) {
       const side = this.d.hosts.sshSide(h);
-      if (side && this.d.hosts.runtimeFor(h).kind === 'docker') {
+      if (side && this.movable(h)) {
         for (const cp of [this.cooperative, this.transparent]) void cp.discard({ host: h, ...side }, job as StoredJob).catch(() => {});
       }
     }

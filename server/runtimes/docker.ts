@@ -585,6 +585,12 @@ export class DockerRuntime extends MountedRuntime {
     return [...removed, ...(await this.sweepMounts(ssh, this.hosts.config(host), isLive))];
   }
 
+  async signal(ref: Record<string, unknown>, sig: string): Promise<void> {
+    const r = ref as DockerRef;
+    const res = await this.hosts.exec(r.host).exec(['docker', 'kill', '--signal', sig, r.container], { timeoutMs: 30_000 });
+    if (res.code !== 0) throw new GpurunError('E_CONFLICT', `could not signal the job on ${r.host} (${sig}): ${res.stderr.trim()}`);
+  }
+
   async stop(ref: Record<string, unknown>, graceMs: number): Promise<void> {
     const r = ref as DockerRef;
     await this.hosts.exec(r.host).exec(['docker', 'stop', '-t', String(Math.max(1, Math.ceil(graceMs / 1000))), r.container], { timeoutMs: graceMs + 30_000 });

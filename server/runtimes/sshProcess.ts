@@ -15,7 +15,8 @@ import { mountPoint } from '../hosts/mount.ts';
 import { gpuSettings } from './docker.ts';
 import { explainInterpreter } from './interpreterCheck.ts';
 import { hostJobEnv, MountedRuntime, type FollowCommand, type HostJobState, type MountedRef } from './mounted.ts';
-import { followArgs, launchArgs, launchInput, listRunsArgs, parsePidFile, parseRunState, parseRuns, removeArgs, runDir, statusArgs, stopArgs, type RunState } from './sshProcessArgs.ts';
+import { followArgs, launchArgs, launchInput, listRunsArgs, parsePidFile, parseRunState, parseRuns, removeArgs, runDir, signalArgs, statusArgs, stopArgs, type RunState } from './sshProcessArgs.ts';
+import { CONTAINER_CHECKPOINT_DIR, hostCheckpointDir } from '../migration/checkpoint.ts';
 
 export interface SshProcessRef extends MountedRef {
   /** The run directory on the host. */
@@ -45,7 +46,12 @@ export class SshProcessRuntime extends MountedRuntime {
     const { mnt, transport } = await this.mountWorkspace(ssh, cfg, job);
     const dir = runDir(cfg.workDir, job.id);
     try {
-      const env = { ...hostJobEnv(spec), ...gpuSettings('env', spec.gpuIndices).env };
+      // No container to mount it into: the job's checkpoint folder is the host's folder itself, by its own path
+      // (a move copies it to the same path under the destination's work folder).
+      const checkpointDir = hostCheckpointDir(cfg.workDir, job.id);
+      await ssh.run(['mkdir', '-p', checkpointDir], 'making the checkpoint folder', { timeoutMs: 30_000 });
+      const env: Record<string, string> = { ...hostJobEnv(spec), ...gpuSettings('env', spec.gpuIndices).env, GPURUN_CHECKPOINT_DIR: checkpointDir };
+      if (env.GPURUN_RESUME_FROM === CONTAINER_CHECKPOINT_DIR) env.GPURUN_RESUME_FROM = checkpointDir;
       const r = await ssh.exec(launchArgs({ dir, brokerId: this.brokerId, cwd: mnt, env, command: job.command }), { stdin: launchInput(env), timeoutMs: 60_000 });
       if (r.code !== 0) throw new GpurunError('E_INTERNAL', `${spec.host}: starting the job failed (exit ${r.code ?? r.signal}): ${r.stderr.trim().split('\n').slice(-3).join(' / ') || '(no output)'}`, { exitCode: r.code ?? undefined, stderr: r.stderr });
       return { host: spec.host, dir, mnt, transport, logPath: spec.logPath, command0: job.command[0], ...this.startFacts(spec), ...parsePidFile(r.stdout) };
@@ -127,6 +133,12 @@ export class SshProcessRuntime extends MountedRuntime {
     // A directory that cannot be removed is left to the sweep; the job has ended all the same.
     const r = await ssh.exec(removeArgs((ref as SshProcessRef).dir), { timeoutMs: 60_000 });
     if (r.code !== 0) this.log('could not remove the run directory', { ...this.describe(ref), exitCode: r.code, stderr: r.stderr.trim() });
+  }
+
+  async signal(ref: Record<string, unknown>, sig: string): Promise<void> {
+    const r = ref as SshProcessRef;
+    const res = await this.hosts.exec(r.host).exec(signalArgs(r.dir, sig), { timeoutMs: 30_000 });
+    if (res.code !== 0) throw new GpurunError('E_CONFLICT', `could not signal the job on ${r.host} (${sig}): ${res.code === 3 ? 'its process is gone' : res.stderr.trim() || `exit ${res.code}`}`);
   }
 
   async stop(ref: Record<string, unknown>, graceMs: number): Promise<void> {

@@ -120,6 +120,11 @@ kill -KILL "-$pid" 2>/dev/null
 exit 0
 `;
 
+/** A signal to the job's process group (exit 3: no job of ours there). argv: DIR SIGNAL (a name without SIG: USR1) */
+const SIGNAL = `${FUNCTIONS}readpid "$1" && ours || exit 3
+kill "-$2" "-$pid"
+`;
+
 /** KILL to whatever is left of the job's process group, then removes the run directory. argv: DIR */
 const REMOVE = `${FUNCTIONS}if readpid "$1" && ours; then kill -KILL "-$pid" 2>/dev/null; fi
 rm -rf -- "$1"
@@ -180,6 +185,11 @@ export function statusArgs(dir: string): string[] {
 
 export function stopArgs(dir: string, graceMs: number): string[] {
   return ['sh', '-c', STOP, 'gpurun-stop', dir, String(Math.max(1, Math.ceil(graceMs / 100)))];
+}
+
+/** `sig` is a signal name such as SIGUSR1 (validated at submit); sh's kill takes it without the SIG. */
+export function signalArgs(dir: string, sig: string): string[] {
+  return ['sh', '-c', SIGNAL, 'gpurun-signal', dir, sig.replace(/^SIG/, '')];
 }
 
 export function removeArgs(dir: string): string[] {

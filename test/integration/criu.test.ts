@@ -123,7 +123,8 @@ describe('transparent checkpoint: CRIU moves a running container to another host
     assert.match(out, /^c1: checkpoint: transparent \(CRIU\), cooperative$/m);
     assert.match(out, /^c2: checkpoint: transparent \(CRIU\), cooperative$/m);
     const c3 = (await pool()).find((h) => h.name === 'c3')!;
-    assert.deepEqual(c3.checkpoint, { cooperative: false, transparent: 'jobs here are plain processes; CRIU is used through Docker only' });
+    assert.deepEqual(c3.checkpoint, { cooperative: true, transparent: 'jobs here are plain processes; CRIU is used through Docker only' });
+    assert.match(out, /^c3: checkpoint: cooperative \(transparent unavailable: jobs here are plain processes; CRIU is used through Docker only\)$/m);
   });
 
   it('gpurun migrate checkpoints a 200 MiB Python process on one host and it counts on from the same step on the other', async () => {

@@ -13,8 +13,8 @@ import { sshHostsMissing, type TestHostSet } from './sshHosts.ts';
 
 /**
  * Counts to $STEPS (default 40), one line per step, $STEP_SECONDS apart (0.25), saving the next step on a checkpoint
- * ($SLOW_CHECKPOINT: seconds the save takes). Prints where it starts, and its address and the address its own name
- * resolves to on the user's network.
+ * ($SLOW_CHECKPOINT: seconds the save takes). Prints where it starts and where its checkpoints go, and in a container
+ * its address and the address its own name resolves to on the user's network (a plain process has no such name).
  */
 export const COUNTER = `
 import os, socket, sys, time
@@ -22,8 +22,12 @@ from gpurun_checkpoint import Checkpoint
 ck = Checkpoint()
 state = ck.load({"step": 1})
 print(f"start at {state['step']} attempt {os.environ.get('GPURUN_ATTEMPT')}", flush=True)
+print(f"checkpoints in {os.environ.get('GPURUN_CHECKPOINT_DIR')}", flush=True)
 me = "gpurun-" + os.environ["GPURUN_JOB_ID"]
-print(f"address {socket.gethostbyname(socket.gethostname())}, {me} is {socket.gethostbyname(me)}", flush=True)
+try:
+    print(f"address {socket.gethostbyname(socket.gethostname())}, {me} is {socket.gethostbyname(me)}", flush=True)
+except OSError:
+    pass
 for step in range(state["step"], int(os.environ.get("STEPS", "40")) + 1):
     print(f"step {step}", flush=True)
     time.sleep(float(os.environ.get("STEP_SECONDS", "0.25")))

@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { followArgs, JOB_SCRIPT, launchArgs, launchInput, listRunsArgs, parsePidFile, parseRunState, parseRuns, removeArgs, runDir, statusArgs, stopArgs } from '../../server/runtimes/sshProcessArgs.ts';
+import { followArgs, JOB_SCRIPT, launchArgs, launchInput, listRunsArgs, parsePidFile, parseRunState, parseRuns, removeArgs, runDir, signalArgs, statusArgs, stopArgs } from '../../server/runtimes/sshProcessArgs.ts';
 
 const JOB_SECRET = 'value-only-on-stdin-77';
 const hostile = `it's $(touch /tmp/x) \`id\` "q" ;\n two  spaces`;
@@ -32,6 +32,7 @@ describe('ssh process runtime: commands', () => {
     assert.equal(runDir('/var/tmp/gpurun', 'ab12'), '/var/tmp/gpurun/jobs/ab12');
     assert.deepEqual(statusArgs('/w/jobs/j1').slice(3), ['gpurun-status', '/w/jobs/j1']);
     assert.deepEqual(stopArgs('/w/jobs/j1', 10_000).slice(3), ['gpurun-stop', '/w/jobs/j1', '100']);
+    assert.deepEqual(signalArgs('/w/jobs/j1', 'SIGUSR1').slice(3), ['gpurun-signal', '/w/jobs/j1', 'USR1'], 'sh\'s kill takes the name without SIG');
     assert.deepEqual(stopArgs('/w/jobs/j1', 0).slice(4), ['/w/jobs/j1', '1'], 'at least a tenth of a second of grace');
     assert.deepEqual(removeArgs('/w/jobs/j1').slice(3), ['gpurun-remove', '/w/jobs/j1']);
     assert.deepEqual(listRunsArgs('/w/').slice(3), ['gpurun-runs', '/w/jobs']);
