@@ -1,5 +1,5 @@
 /**
- * The mounted workspace as jobs use it, on real parts over loopback (sshd hosts on 127.0.7.10–12, Docker, sshfs),
+ * The mounted workspace as jobs use it, on real parts over loopback (sshd hosts on 127.0.7.10–15, Docker, sshfs),
  * each figure against local disk measured in the same run (a container with a plain bind mount of the folder):
  *   1. importing 2,000 small modules: first run of a workspace on a host, and a later run;
  *   2. importing 2,000 modules spread over a 20,000-file virtualenv, run by the venv's own python; and the same with
@@ -9,14 +9,15 @@
  *   4. bytes the broker sends for a job that reads 10 MB of a 5 GB file;
  *   5. edit-to-visible: an edit on the developer's disk seen by a running job, a job's write seen on the disk.
  * For the plain relay mount (sshfs) and the snapshot mount (`mount.snapshot`) in both layouts (`names`, the default
- * where the kernel has data-only overlay layers, and `opaque`). Each job's figure is taken against local disk
+ * where the kernel has data-only overlay layers, and `opaque`); and for the direct transport (the host's own sshfs to
+ * the developer's machine, here an sshd on 127.0.7.13 serving `gpurun sftp-serve`), plain and with the snapshot. Each job's figure is taken against local disk
  * measured right after it (the machine is shared: pairs keep its load alike on both sides). `npm run bench -- workspace`.
  * Needs root, sshd, sshfs, Docker and local/python:3 (test/setup/30-ssh-docker.sh).
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createToken, scratch, startBrokerProcess, cleanup, type BrokerProc } from '../test/support/harness.ts';
+import { CLI, NODE, createToken, scratch, startBrokerProcess, cleanup, type BrokerProc } from '../test/support/harness.ts';
 import { bytesSentTo, makeSshHosts, sshHostsMissing } from '../test/support/sshHosts.ts';
 
 const p50 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -46,6 +47,12 @@ function makeVenv(dir: string): void {
   writeFileSync(join(dir, 'venvimp.py'), 'import time, importlib\nt = time.perf_counter()\nfor p in range(100):\n    for i in range(20):\n        importlib.import_module(f"vp{p}.m{i}")\nprint(f"IMPORT_MS {(time.perf_counter() - t) * 1000:.1f}")\n');
 }
 
+/** Bytes sent so far from `address:port` over the TCP connections open now (the developer's sshd, for direct mounts). */
+function bytesSentFrom(address: string, port = 2222): number {
+  const out = execFileSync('ss', ['-tinH', 'src', `${address}:${port}`], { encoding: 'utf8' });
+  return [...out.matchAll(/bytes_sent:(\d+)/g)].reduce((n, m) => n + Number(m[1]), 0);
+}
+
 function importMs(out: string): number {
   const m = /IMPORT_MS ([\d.]+)/.exec(out);
   if (!m) throw new Error(`no timing in: ${out}`);
@@ -70,8 +77,15 @@ export async function run(): Promise<void> {
     { name: 'plain', address: '127.0.7.10', gpus: [{ name: 'NVIDIA A100', memoryMiB: 81920 }] },
     { name: 'snap', address: '127.0.7.11', gpus: [{ name: 'NVIDIA L4', memoryMiB: 23034 }] },
     { name: 'opaque', address: '127.0.7.12', gpus: [{ name: 'NVIDIA T4', memoryMiB: 15360 }] },
+    { name: 'dev', address: '127.0.7.13', gpus: [] },
+    { name: 'dplain', address: '127.0.7.14', gpus: [{ name: 'NVIDIA H100', memoryMiB: 81559 }] },
+    { name: 'dsnap', address: '127.0.7.15', gpus: [{ name: 'Tesla V100', memoryMiB: 16384 }] },
   ]);
   const common = { type: 'ssh', user: 'root', port: 2222, identityFile: set.clientKey, knownHosts: set.knownHosts, gpuMode: 'env', workDir: join(dir, 'hostwork') };
+  // The developer's machine as the direct hosts reach it: its host key known to them.
+  const devKnown = join(dir, 'hosts', 'known_hosts_on_gpu_hosts');
+  writeFileSync(devKnown, `${set.hosts[3].knownHostsLine}\n`);
+  const direct = { transport: 'direct', target: 'root@127.0.7.13:2222', identityFile: set.clientKey, knownHosts: devKnown, sftpServer: `${NODE} ${CLI} sftp-serve` };
   let broker: BrokerProc | undefined;
   try {
     broker = await startBrokerProcess(join(dir, 'home'), {
@@ -79,15 +93,19 @@ export async function run(): Promise<void> {
         { ...common, name: 'plain', address: '127.0.7.10', mount: { transport: 'relay' } },
         { ...common, name: 'snap', address: '127.0.7.11', mount: { transport: 'relay', snapshot: true } },
         { ...common, name: 'opaque', address: '127.0.7.12', mount: { transport: 'relay', snapshot: 'opaque' } },
+        { ...common, name: 'dplain', address: '127.0.7.14', mount: direct },
+        { ...common, name: 'dsnap', address: '127.0.7.15', mount: { ...direct, snapshot: true } },
       ],
       defaults: { image: 'local/python:3', gpus: 1, memory: '1G' },
     });
     const token = await createToken(broker, 'bench');
     const url = broker.url;
     const headers = { authorization: `Bearer ${token}`, 'content-type': 'application/json' };
-    type Mode = 'plain' | 'snap' | 'opaque';
-    const gpu = (m: Mode) => ({ plain: 'A100', snap: 'L4', opaque: 'T4' })[m];
-    const label = (m: Mode) => ({ plain: 'sshfs           ', snap: 'snapshot names  ', opaque: 'snapshot opaque ' })[m];
+    type Mode = 'plain' | 'snap' | 'opaque' | 'dplain' | 'dsnap';
+    const gpu = (m: Mode) => ({ plain: 'A100', snap: 'L4', opaque: 'T4', dplain: 'H100', dsnap: 'V100' })[m];
+    const label = (m: Mode) => ({ plain: 'relay  sshfs           ', snap: 'relay  snapshot names  ', opaque: 'relay  snapshot opaque ', dplain: 'direct sshfs           ', dsnap: 'direct snapshot names  ' })[m];
+    /** Plain sshfs is slow and the same every run: one workspace and one later run of it are enough. */
+    const plainMode = (m: Mode) => m === 'plain' || m === 'dplain';
     /** Submits, follows the output to the end; returns it and the time to its first line. */
     const job = async (m: Mode, ws: string, command: string[], onOutput?: (out: string) => void): Promise<{ out: string; firstMs: number }> => {
       const t0 = performance.now();
@@ -106,7 +124,7 @@ export async function run(): Promise<void> {
       }
       return { out, firstMs };
     };
-    const modes: Mode[] = ['plain', 'snap', 'opaque'];
+    const modes: Mode[] = ['plain', 'snap', 'opaque', 'dplain', 'dsnap'];
 
     /**
      * `cmd` as a job on fresh copies of `src` (so each snapshot's first run has an empty cache), each run paired with
@@ -133,8 +151,7 @@ export async function run(): Promise<void> {
       const first = median(firsts);
       const mid = median(rest);
       const fig = (x: { j: number; l: number }, goal: number) => `${ms(x.j)} = ${ratio(x.j, x.l, goal)} (local ${ms(x.l)})`;
-      // Plain sshfs is slow and the same every run: one later run of it is enough.
-      console.log(`  relay ${label(m)}: first run ${fig(first, 1.5)}; later runs ${fig(mid, 1.2)}`);
+      console.log(`  ${label(m)}: first run ${fig(first, 1.5)}; later runs ${fig(mid, 1.2)}`);
     };
 
     // 1. 2,000 modules.
@@ -142,19 +159,19 @@ export async function run(): Promise<void> {
     makePackage(pkg, 2000);
     const local = p50([0, 1, 2].map(() => importMs(inContainer(pkg, ['python3', 'imp.py']))));
     console.log(`workspace: importing 2,000 small modules; baseline: local disk ${ms(local)}; snapshot: first runs the median of 3 workspaces, later runs the median of 5`);
-    for (const m of modes) await imports(m, pkg, 'ws-pkg', ['python3', 'imp.py'], m === 'plain' ? 1 : 3, m === 'plain' ? 1 : 5);
+    for (const m of modes) await imports(m, pkg, 'ws-pkg', ['python3', 'imp.py'], plainMode(m) ? 1 : 3, plainMode(m) ? 1 : 5);
 
     // 2. a 20,000-file virtualenv, run by its own python; then the same with a large file in each package.
     const venv = join(dir, 'ws-venv');
     makeVenv(venv);
     const vlocal = p50([0, 1, 2].map(() => importMs(inContainer(venv, ['.venv/bin/python3', 'venvimp.py']))));
     console.log(`workspace: 2,000 imports from a 20,000-file virtualenv (.venv/bin/python3); baseline: local disk ${ms(vlocal)}; snapshot: first runs the median of 3 workspaces, later runs the median of 5`);
-    for (const m of modes) await imports(m, venv, 'ws-venv', ['.venv/bin/python3', 'venvimp.py'], m === 'plain' ? 1 : 3, m === 'plain' ? 1 : 5);
+    for (const m of modes) await imports(m, venv, 'ws-venv', ['.venv/bin/python3', 'venvimp.py'], plainMode(m) ? 1 : 3, plainMode(m) ? 1 : 5);
     const venvSo = join(dir, 'ws-venv-so');
     makeVenv(venvSo);
     for (let p = 0; p < 100; p++) writeFileSync(join(venvSo, '.venv', 'lib', 'python3.11', 'site-packages', `vp${p}`, '_native.so'), Buffer.alloc(2 << 20, p));
     console.log('workspace: the same virtualenv with a 2 MB binary in each package (snapshot layouts only; medians as above):');
-    for (const m of modes.filter((x) => x !== 'plain')) await imports(m, venvSo, 'ws-venv-so', ['.venv/bin/python3', 'venvimp.py'], 3, 5);
+    for (const m of modes.filter((x) => !plainMode(x))) await imports(m, venvSo, 'ws-venv-so', ['.venv/bin/python3', 'venvimp.py'], 3, 5);
 
     // 3. start: 1 GB workspace (one 900 MB file and small ones) against a 1 MB one.
     const small = join(dir, 'ws-1mb');
@@ -175,20 +192,20 @@ export async function run(): Promise<void> {
       };
       const s = await firstLines(small);
       const g = await firstLines(big);
-      console.log(`  relay ${label(m)}: ${ms(g)} / ${ms(s)} = ${(g / s).toFixed(2)}`);
+      console.log(`  ${label(m)}: ${ms(g)} / ${ms(s)} = ${(g / s).toFixed(2)}`);
     }
 
     // 4. a job that reads 10 MB of a 5 GB file (sparse on the developer's disk).
     const huge = join(dir, 'ws-5gb');
     mkdirSync(huge);
     execFileSync('truncate', ['-s', '5G', join(huge, 'huge.bin')]);
-    console.log('workspace: a job reads 10 MB at offset 2 GB of a 5 GB file; bytes the broker sent to the host meanwhile (on the wire):');
+    console.log('workspace: a job reads 10 MB at offset 2 GB of a 5 GB file; bytes sent to the host meanwhile (on the wire; relay: by the broker, direct: by the developer\'s sshd):');
     for (const m of modes) {
-      const address = { plain: '127.0.7.10', snap: '127.0.7.11', opaque: '127.0.7.12' }[m];
-      const before = bytesSentTo(address);
+      const sent = () => (m === 'dplain' || m === 'dsnap' ? bytesSentFrom('127.0.7.13') : bytesSentTo({ plain: '127.0.7.10', snap: '127.0.7.11', opaque: '127.0.7.12' }[m]));
+      const before = sent();
       await job(m, huge, ['sh', '-c', 'dd if=huge.bin of=/dev/null bs=1M skip=2048 count=10 2>&1 | tail -1']);
-      const moved = bytesSentTo(address) - before;
-      console.log(`  relay ${label(m)}: ${(moved / 1e6).toFixed(1)} MB (goal about 10 MB)`);
+      const moved = sent() - before;
+      console.log(`  ${label(m)}: ${(moved / 1e6).toFixed(1)} MB (goal about 10 MB)`);
     }
 
     // 5. edit-to-visible, both ways (one clock: the hosts are this machine).
@@ -222,7 +239,7 @@ export async function run(): Promise<void> {
       const wrote = Number(/WROTE ([\d.]+)/.exec(out)?.[1] ?? NaN);
       const edit = Number.isFinite(seen) ? ms((seen - t0) * 1000) : 'not seen';
       const write = Number.isFinite(wrote) && back ? ms((back - wrote) * 1000) : 'not on the dev disk within 30 s';
-      console.log(`  relay ${label(m)}: dev edit → job ${edit}; job write → dev disk ${write}`);
+      console.log(`  ${label(m)}: dev edit → job ${edit}; job write → dev disk ${write}`);
     }
   } finally {
     await broker?.stop();
