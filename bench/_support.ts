@@ -1,6 +1,12 @@
 /** Helpers for benchmarks: timing, percentiles, and a broker process of the bench's own. */
 import { performance } from 'node:perf_hooks';
 
+/** Comma-separated numbers from an environment variable, or the default (a bench's parts to run, its sizes). */
+export function listEnv(name: string, dflt: number[]): number[] {
+  const v = process.env[name];
+  return v ? v.split(',').map(Number).filter((n) => n > 0) : dflt;
+}
+
 export function percentile(values: number[], p: number): number {
   const s = [...values].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];

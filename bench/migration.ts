@@ -15,6 +15,7 @@ import { cleanup, createToken, gpurun, ROOT, scratch, startBrokerProcess, testEn
 import { makeSshHosts, mountedUnder, sshHostsMissing, type TestHostSet } from '../test/support/sshHosts.ts';
 import type { Job } from '../server/protocol/jobs.ts';
 import { runTransparent } from './_migrationTransparent.ts';
+import { listEnv } from './_support.ts';
 
 export const onlyWhenNamed = true;
 
@@ -51,12 +52,6 @@ interface Parsed {
   /** The job's own times (ms since the epoch) of its last line on the source and its first on the destination. */
   lastAt: number;
   firstAt: number;
-}
-
-/** Comma-separated numbers from an environment variable, or the default. */
-function listEnv(name: string, dflt: number[]): number[] {
-  const v = process.env[name];
-  return v ? v.split(',').map(Number).filter((n) => n > 0) : dflt;
 }
 
 /**
