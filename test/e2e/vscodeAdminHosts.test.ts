@@ -12,7 +12,7 @@ import type { Browser, Page } from 'playwright-core';
 import type { Job } from '../../server/protocol/jobs.ts';
 import { cleanup, createToken, requirePart, ROOT, scratch, startBrokerProcess, stopBroker, waitFor, type BrokerProc } from '../support/harness.ts';
 import { makeSshHosts, mountedUnder, sshHostsMissing, type TestHostSet } from '../support/sshHosts.ts';
-import { missingVsCode, openFile, openSignedInWindow, pickFromRowMenu, runCommand, screenshot, viewRows, type CodeServer } from './support/codeServer.ts';
+import { missingVsCode, openFile, openSignedInWindow, pickFromRowMenu, runCommand, screenshot, viewRows, waitForTerminal, type CodeServer } from './support/codeServer.ts';
 
 const OWNER = 'hosts-admin';
 
@@ -48,7 +48,7 @@ describe('VS Code extension, end to end: an admin drains and undrains a host and
   const runsOn = (id: string, host: string) => waitFor(`job ${id} running on ${host}`, async () => {
     const j = await job(id);
     return j.host === host && j.state === 'running' && !j.move && j;
-  }, 60_000, 250);
+  }, 90_000, 250);
 
   before(async function () {
     const missing = missingVsCode();
@@ -101,6 +101,8 @@ describe('VS Code extension, end to end: an admin drains and undrains a host and
     }, 60_000, 250);
     const id = started.id;
     const from = started.host!;
+    // A few steps first, as a person would see before draining: the job has its checkpoint handler in place.
+    await waitForTerminal(page, /step 5\b/, 60_000);
     const to = from === 'd1' ? 'd2' : 'd1';
     // A host row's text is its name, then its description ("d11/1 GPUs free · up"); a GPU row has neither.
     const hostRow = (name: string) => viewRows(page, 'Hosts', new RegExp(`${name}\\s*\\d+/\\d+ GPUs free`)).first();
