@@ -5,13 +5,12 @@
  * job moves to the other host; Undrain puts the host back up; Move Job… on the job's row moves it back.
  */
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import type { Job } from '../../server/protocol/jobs.ts';
-import { cleanup, createToken, requirePart, ROOT, scratch, startBrokerProcess, stopBroker, waitFor, type BrokerProc } from '../support/harness.ts';
-import { makeSshHosts, mountedUnder, sshHostsMissing, type TestHostSet } from '../support/sshHosts.ts';
+import { createToken, requirePart, scratch, startBrokerProcess, waitFor, type BrokerProc } from '../support/harness.ts';
+import { counterWorkspace, dockerHostConfigs, requireMigrationParts } from '../support/migrationHosts.ts';
+import { endHostSuite, makeSshHosts, type TestHostSet } from '../support/sshHosts.ts';
 import { missingVsCode, openFile, openSignedInWindow, pickFromRowMenu, runCommand, screenshot, viewRows, waitForTerminal, type CodeServer } from './support/codeServer.ts';
 
 const OWNER = 'hosts-admin';
@@ -37,7 +36,7 @@ describe('VS Code extension, end to end: an admin drains and undrains a host and
   let cs: CodeServer;
   let browser: Browser;
   let page: Page;
-  const workDirs: string[] = [];
+  let workDirs: string[] = [];
 
   const api = async <T,>(path: string, init: RequestInit = {}, as = token): Promise<{ status: number; body: T }> => {
     const r = await fetch(`${broker.url}${path}`, { ...init, headers: { authorization: `Bearer ${as}`, 'content-type': 'application/json' } });
@@ -53,24 +52,17 @@ describe('VS Code extension, end to end: an admin drains and undrains a host and
   before(async function () {
     const missing = missingVsCode();
     requirePart(this, 'VS Code (code-server) and Chromium', !missing, missing ?? '');
-    requirePart(this, 'sshd, sshfs and Docker', sshHostsMissing() === null, sshHostsMissing() ?? '');
-    const img = spawnSync('docker', ['image', 'inspect', 'local/python:3'], { encoding: 'utf8' });
-    requirePart(this, 'the image local/python:3', img.status === 0, 'the image local/python:3 is missing; run test/setup/30-ssh-docker.sh');
+    requireMigrationParts(this);
     dir = scratch('gpurun-e2e-admin-hosts-');
     const gpu = [{ name: 'NVIDIA L4', memoryMiB: 23034 }];
     set = await makeSshHosts(join(dir, 'hosts'), [
       { name: 'd1', address: '127.0.35.1', gpus: gpu },
       { name: 'd2', address: '127.0.35.2', gpus: gpu },
     ]);
-    const ws = join(dir, 'project');
-    mkdirSync(ws);
-    copyFileSync(join(ROOT, 'examples', 'gpurun_checkpoint.py'), join(ws, 'gpurun_checkpoint.py'));
-    writeFileSync(join(ws, 'count.py'), COUNTER);
-    const hosts = set.hosts.map((h, i) => {
-      workDirs[i] = join(dir, `work-${h.name}`);
-      return { type: 'ssh', name: h.name, address: h.address, user: 'root', port: 2222, identityFile: set.clientKey, knownHosts: set.knownHosts, gpuMode: 'env', workDir: workDirs[i], runtime: 'docker', mount: { transport: 'relay' } };
-    });
-    broker = await startBrokerProcess(join(dir, 'broker'), { hosts, defaults: { image: 'local/python:3' }, migration: { checkpointTimeout: '20s' } });
+    const ws = counterWorkspace(dir, COUNTER);
+    const cfg = dockerHostConfigs(set, dir);
+    workDirs = cfg.workDirs;
+    broker = await startBrokerProcess(join(dir, 'broker'), { hosts: cfg.hosts, defaults: { image: 'local/python:3' }, migration: { checkpointTimeout: '20s' } });
     token = await createToken(broker, OWNER, true);
     ({ cs, browser, page } = await openSignedInWindow(dir, { folder: ws, brokerUrl: broker.url, token }));
   });
@@ -82,14 +74,7 @@ describe('VS Code extension, end to end: an admin drains and undrains a host and
   after(async function () {
     await browser?.close().catch(() => {});
     await cs?.stop();
-    await stopBroker(broker);
-    await set?.stopAll();
-    if (dir) {
-      const left = execFileSync('docker', ['ps', '-a', '--filter', `label=gpurun.owner=${OWNER}`, '--format', '{{.Names}}'], { encoding: 'utf8' }).split('\n').filter(Boolean);
-      for (const c of left) spawnSync('docker', ['rm', '-f', c]);
-      for (const w of workDirs) for (const m of mountedUnder(w)) spawnSync('sh', ['-c', 'fusermount3 -uz "$1" || umount -l "$1"', 'unmount', m]);
-      cleanup(dir);
-    }
+    await endHostSuite(broker, set, OWNER, workDirs, dir);
   });
 
   it('Drain Host (asked first) moves the job off and the row says draining; Undrain puts it up; Move Job… moves it back', async () => {
