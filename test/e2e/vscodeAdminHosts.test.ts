@@ -47,7 +47,11 @@ describe('VS Code extension, end to end: an admin drains and undrains a host and
   const runsOn = (id: string, host: string) => waitFor(`job ${id} running on ${host}`, async () => {
     const j = await job(id);
     return j.host === host && j.state === 'running' && !j.move && j;
-  }, 90_000, 250);
+  }, 90_000, 250).catch((e: Error) => {
+    // What the broker did with the move, for the failure message.
+    const seen = broker.log().split('\n').filter((l) => /mov|checkpoint|start/i.test(l)).slice(-20).join('\n');
+    throw new Error(`${e.message}\n${seen}`);
+  });
 
   before(async function () {
     const missing = missingVsCode();
