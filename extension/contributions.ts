@@ -22,6 +22,9 @@ export const COMMANDS = {
   forwardPort: { id: 'gpurun.forwardPort', title: 'Forward Port…', icon: '$(plug)' },
   debugFile: { id: 'gpurun.debugFile', title: 'Debug Current File on GPU', icon: '$(debug-alt)' },
   showCache: { id: 'gpurun.showCache', title: 'Cache', icon: '$(database)' },
+  drainHost: { id: 'gpurun.drainHost', title: 'Drain Host', icon: '$(debug-pause)' },
+  undrainHost: { id: 'gpurun.undrainHost', title: 'Undrain Host', icon: '$(debug-continue)' },
+  moveJob: { id: 'gpurun.moveJob', title: 'Move Job…', icon: '$(arrow-swap)' },
 } as const;
 
 export type CommandKey = keyof typeof COMMANDS;
@@ -31,6 +34,12 @@ export const VIEWS = {
   container: 'gpurun',
   jobs: 'gpurun.jobs',
   hosts: 'gpurun.hosts',
+} as const;
+
+/** Context keys the extension sets for package.json's `when` clauses. */
+export const CONTEXT_KEYS = {
+  /** The signed-in user is a broker admin (GET /v1/whoami): the Hosts view offers Drain / Undrain. */
+  isAdmin: 'gpurun.isAdmin',
 } as const;
 
 /** The command that opens the sidebar (VS Code makes one per view container). */

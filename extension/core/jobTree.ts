@@ -149,6 +149,8 @@ export function jobItem(job: Job, now: number): JobItemView {
   const again = attemptWords(job.attempt);
   if (again) parts.push(again);
   if (job.host) parts.push(job.host);
+  // A move in progress (migrate, drain, load) says where to; the host it leaves is the one just before.
+  if (job.move?.state === 'moving') parts.push(`moving to ${job.move.to}`);
   const gpus = jobGpus(job);
   if (gpus) parts.push(gpus);
   parts.push(jobTime(job, now));
@@ -169,6 +171,7 @@ export function jobItem(job: Job, now: number): JobItemView {
     ...(job.exitCode !== null ? [`- exit code: ${job.exitCode}`] : []),
     ...(job.reason ? [`- reason: ${job.reason}`] : []),
     ...(job.attempt ? [`- attempt: ${attemptLine(job.attempt)}`] : []),
+    ...(job.move ? [`- move: ${job.move.state === 'moving' ? 'moving' : 'given up'} from ${job.move.from} to ${job.move.to} (${job.move.cause}): ${job.move.detail}`] : []),
   ];
   return {
     label: `${job.id} ${jobScript(job)}`,

@@ -7,13 +7,15 @@ import { formatMemory } from '../../server/protocol/directives.ts';
 import type { HostInfo } from '../../server/protocol/jobs.ts';
 import type { Broker } from '../brokerClient.ts';
 import type { JobSync } from '../jobSync.ts';
+import { hostItem } from '../core/hostTree.ts';
 import type { Log } from '../log.ts';
 import { sparkline } from '../../server/protocol/gpuUsage.ts';
 
 /** How often the view fetches the hosts again while a GPU is held (the broker probes every 30 s). */
 const USAGE_POLL_MS = 15_000;
 
-type HostNode = { kind: 'host'; host: HostInfo } | { kind: 'gpu'; host: HostInfo; gpu: HostInfo['gpus'][number] };
+/** A row: a host, or one of its GPUs. Commands on a host row get `{kind: 'host', host}`. */
+export type HostNode = { kind: 'host'; host: HostInfo } | { kind: 'gpu'; host: HostInfo; gpu: HostInfo['gpus'][number] };
 
 export class HostsTree implements vscode.TreeDataProvider<HostNode>, vscode.Disposable {
   private readonly changed = new vscode.EventEmitter<HostNode | undefined>();
@@ -45,6 +47,13 @@ export class HostsTree implements vscode.TreeDataProvider<HostNode>, vscode.Disp
     return this.hosts;
   }
 
+  /** Shows hosts the broker just answered with (a drain's answer), without fetching them again. */
+  show(hosts: HostInfo[]): void {
+    this.hosts = hosts;
+    this.changed.fire(undefined);
+    this.refreshed.fire();
+  }
+
   refreshSoon(): void {
     clearTimeout(this.pending);
     this.pending = setTimeout(() => void this.refresh(), 200);
@@ -70,13 +79,13 @@ export class HostsTree implements vscode.TreeDataProvider<HostNode>, vscode.Disp
 
   getTreeItem(node: HostNode): vscode.TreeItem {
     if (node.kind === 'host') {
-      const h = node.host;
-      const used = h.gpus.filter((g) => g.jobId).length;
-      const item = new vscode.TreeItem(h.name, h.gpus.length ? vscode.TreeItemCollapsibleState.Expanded : vscode.TreeItemCollapsibleState.None);
-      item.id = `host:${h.name}`;
-      item.description = `${h.gpus.length - used}/${h.gpus.length} GPUs free · ${h.state}`;
-      item.tooltip = `${h.name} (${h.runtime}, ${h.state})\nCPUs ${h.cpus - h.cpusUsed}/${h.cpus} free · memory ${formatMemory(h.memoryMiB - h.memoryUsedMiB)}/${formatMemory(h.memoryMiB)} free${h.lastError ? `\n${h.lastError}` : ''}`;
-      item.iconPath = new vscode.ThemeIcon(h.state === 'up' ? 'server' : 'debug-disconnect');
+      const v = hostItem(node.host);
+      const item = new vscode.TreeItem(v.label, node.host.gpus.length ? vscode.TreeItemCollapsibleState.Expanded : vscode.TreeItemCollapsibleState.None);
+      item.id = `host:${node.host.name}`;
+      item.description = v.description;
+      item.tooltip = v.tooltip;
+      item.iconPath = new vscode.ThemeIcon(v.icon);
+      item.contextValue = v.contextValue;
       return item;
     }
     const g = node.gpu;

@@ -1,5 +1,5 @@
 /** Text output of the CLI: tables and short descriptions. Pure. */
-import { attemptWords, type Attempt, type GpuQuarantine, type HostInfo, type Job } from '../protocol/jobs.ts';
+import { attemptWords, drainWords, type Attempt, type GpuQuarantine, type HostInfo, type Job } from '../protocol/jobs.ts';
 import { formatDuration, formatMemory } from '../core/units.ts';
 import { IDLE_AFTER_MS, idleForMs, sparkline } from '../core/gpuUsage.ts';
 
@@ -154,7 +154,7 @@ export function hostsTable(hosts: HostInfo[]): string {
     if (h.checkpoint && (h.runtime === 'docker' || h.runtime === 'ssh-process')) out += `${printable(`${h.name}: checkpoint: ${h.checkpoint.transparent === null ? 'transparent (CRIU), cooperative' : `cooperative (transparent unavailable: ${h.checkpoint.transparent})`}`)}\n`;
     if (h.workspace) out += `${printable(`${h.name}: workspace: ${h.workspace}`)}\n`;
     if (h.onlineLoad) out += `${h.name}: ${onlineLoadWords(h.onlineLoad)}\n`;
-    if (h.drain) out += `${h.name}: draining: ${h.drain.moving} job${h.drain.moving === 1 ? '' : 's'} moving, ${h.drain.running} running\n`;
+    if (h.drain) out += `${h.name}: ${drainWords(h.drain)}\n`;
     for (const g of h.gpus) {
       const q = g.quarantined;
       const use = q ? `quarantined (${q.xid === undefined ? q.detail : `Xid ${q.xid}`} at ${clock(q.at).slice(0, 5)})${g.jobId ? `, used by ${g.jobId}` : ''}` : g.jobId ? `used by ${g.jobId}` : 'free';

@@ -34,6 +34,14 @@ export function attemptWords(a: { n: number; of: number; moves?: number } | unde
   return parts.join(' · ');
 }
 
+/**
+ * A draining host's jobs in a few words, the same in the CLI's hosts table and the editor's Hosts view:
+ * "draining: 2 jobs moving, 1 running".
+ */
+export function drainWords(d: { moving: number; running: number }): string {
+  return `draining: ${d.moving} job${d.moving === 1 ? '' : 's'} moving, ${d.running} running`;
+}
+
 export function isFinal(state: JobState): boolean {
   return FINAL_STATES.has(state);
 }

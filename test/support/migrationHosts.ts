@@ -44,12 +44,12 @@ export function requireMigrationParts(ctx: Mocha.Context): void {
   requirePart(ctx, 'the image local/python:3', img.status === 0, 'the image local/python:3 is missing; run test/setup/30-ssh-docker.sh');
 }
 
-/** `dir/workspace` with gpurun_checkpoint.py and count.py (COUNTER). */
-export function counterWorkspace(dir: string): string {
+/** `dir/workspace` with gpurun_checkpoint.py and count.py (`script`, COUNTER unless given). */
+export function counterWorkspace(dir: string, script = COUNTER): string {
   const ws = join(dir, 'workspace');
   mkdirSync(ws);
   copyFileSync(join(ROOT, 'examples', 'gpurun_checkpoint.py'), join(ws, 'gpurun_checkpoint.py'));
-  writeFileSync(join(ws, 'count.py'), COUNTER);
+  writeFileSync(join(ws, 'count.py'), script);
   return ws;
 }
 

@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import { chromium, type Browser, type Locator, type Page } from 'playwright-core';
 import { ROOT } from '../../support/harness.ts';
 
 export const CODE_SERVER = join(ROOT, 'node_modules', 'code-server');
@@ -155,6 +155,30 @@ export async function openSidebar(page: Page, width = 520): Promise<void> {
     await page.mouse.move(box.x + width, y, { steps: 5 });
     await page.mouse.up();
   }
+}
+
+/** The rows of the sidebar view titled `view` (Jobs, Hosts) that show `text`. */
+export function viewRows(page: Page, view: string, text: string | RegExp): Locator {
+  return page.locator('.pane', { has: page.locator('.pane-header', { hasText: view }) }).locator('.monaco-list-row', { hasText: text });
+}
+
+/** Right-clicks a tree row and picks `item` from its context menu, as a person does. */
+export async function pickFromRowMenu(page: Page, row: Locator, item: string): Promise<void> {
+  await row.first().click({ button: 'right' });
+  const entry = page.locator('.context-view .monaco-menu .action-item', { hasText: item }).first();
+  await entry.waitFor({ state: 'visible', timeout: 10_000 });
+  await entry.click();
+  // A click that lands while the menu is still settling (the tree redrew under it) is dropped: the hovered item
+  // has the focus, and Enter picks it.
+  const menu = page.locator('.context-view .monaco-menu');
+  if (await menu.isVisible().catch(() => false)) {
+    await page.waitForTimeout(300);
+    if (await menu.isVisible().catch(() => false)) {
+      await entry.hover();
+      await page.keyboard.press('Enter');
+    }
+  }
+  await menu.waitFor({ state: 'hidden', timeout: 5000 });
 }
 
 /** Maximizes the panel (terminal) or restores it: only the terminal's visible rows are in the DOM. */
