@@ -115,8 +115,8 @@ export async function dirBytes(ssh: RemoteExec, dir: string): Promise<number> {
 }
 
 /**
- * The host-side checkpoint: `docker checkpoint create` (the argv after DIR NAME) run apart from the SSH session (its own session, its output
- * in `DIR/NAME.log`, its exit status in `DIR/NAME.exit` once done, its pid in `DIR/NAME.pid`), so that a broker
+ * The host-side checkpoint: `docker checkpoint create` (the argv after DIR NAME) run apart from the SSH session (its
+ * own session, its output in `DIR/NAME.log`, its exit status in `DIR/NAME.exit` once done, its pid in `DIR/NAME.pid`), so that a broker
  * that dies meanwhile neither cuts the dump off half way nor leaves it unknown: the next broker waits for the same
  * dump. `DIR/NAME.exit` also says the images are complete (the engine still writes them after the container has
  * stopped). Started only when no dump of that name has ended or is running.
@@ -137,6 +137,24 @@ while [ ! -e "$d/$n.exit" ]; do
 done
 echo "exit $(cat "$d/$n.exit")"; tail -n 5 "$d/$n.log" 2>/dev/null`;
 
+/** TERM to the dump's whole process group (sh's kill takes no "--": the group goes as "-PID"). */
+const CHECKPOINT_KILL_SH = `[ -e "$1/$2.pid" ] && kill -TERM "-$(cat "$1/$2.pid")"`;
+
+/** Starts `argv` (checkpointArgs) as the dump `dir/name` on the host, unless one of that name ran or runs. */
+export function checkpointStartArgs(dir: string, name: string, argv: readonly string[]): string[] {
+  return ['sh', '-c', CHECKPOINT_SH, 'gpurun-checkpoint', dir, name, ...argv];
+}
+
+/** Waits up to `seconds` for the dump `dir/name`: prints `exit N` and its last lines, `timeout`, or `gone`. */
+export function checkpointWaitArgs(dir: string, name: string, seconds: number): string[] {
+  return ['sh', '-c', CHECKPOINT_WAIT_SH, 'gpurun-ckwait', dir, name, String(seconds)];
+}
+
+/** Stops the dump `dir/name` that ran past its deadline. */
+export function checkpointKillArgs(dir: string, name: string): string[] {
+  return ['sh', '-c', CHECKPOINT_KILL_SH, 'gpurun-ckkill', dir, name];
+}
+
 /**
  * Checkpoints a running container into `dir/name` on its host; the container stops with it. On failure the job
  * goes on running: CRIU resumes the processes it had seized, and a container left frozen is unpaused. Throws a
@@ -146,10 +164,10 @@ echo "exit $(cat "$d/$n.exit")"; tail -n 5 "$d/$n.log" 2>/dev/null`;
 export async function checkpointContainer(ssh: RemoteExec, container: string, dir: string, name: string, timeoutMs: number, fresh = true): Promise<{ ms: number }> {
   const began = Date.now();
   if (fresh) await ssh.run(['sh', '-c', 'rm -rf "$1/$2" "$1/$2".exit "$1/$2".pid "$1/$2".log && mkdir -p "$1"', 'gpurun-ckdir', dir, name], 'making the checkpoint folder');
-  await ssh.run(['sh', '-c', CHECKPOINT_SH, 'gpurun-checkpoint', dir, name, ...checkpointArgs(container, dir, name)], 'starting the checkpoint', { timeoutMs: 30_000 });
+  await ssh.run(checkpointStartArgs(dir, name, checkpointArgs(container, dir, name)), 'starting the checkpoint', { timeoutMs: 30_000 });
   const r = await checkpointDone(ssh, dir, name, timeoutMs);
   if (r.ok) return { ms: Date.now() - began };
-  if (r.timedOut) await ssh.exec(['sh', '-c', '[ -e "$1/$2.pid" ] && kill -TERM -- "-$(cat "$1/$2.pid")"', 'gpurun-ckkill', dir, name], { timeoutMs: 30_000 }).catch(() => undefined);
+  if (r.timedOut) await ssh.exec(checkpointKillArgs(dir, name), { timeoutMs: 30_000 }).catch(() => undefined);
   // A checkpoint cut off (timeout) may leave the container frozen by the cgroup freezer.
   await ssh.exec(['docker', 'unpause', container], { timeoutMs: 30_000 }).catch(() => undefined);
   throw new GpurunError('E_CONFLICT', `the transparent checkpoint (CRIU) of the job failed; it goes on running: ${r.err}`, { stderr: r.err });
@@ -158,7 +176,7 @@ export async function checkpointContainer(ssh: RemoteExec, container: string, di
 /** Whether the dump `dir/name` ended well, waiting up to `timeoutMs` for it (the images are complete then). */
 export async function checkpointDone(ssh: RemoteExec, dir: string, name: string, timeoutMs: number): Promise<{ ok: boolean; timedOut?: boolean; err: string }> {
   const secs = Math.max(1, Math.ceil(timeoutMs / 1000));
-  const r = await ssh.exec(['sh', '-c', CHECKPOINT_WAIT_SH, 'gpurun-ckwait', dir, name, String(secs)], { timeoutMs: timeoutMs + 30_000 }).catch((e: Error) => ({ code: null, signal: null, stdout: `error ${e.message}`, stderr: '' }));
+  const r = await ssh.exec(checkpointWaitArgs(dir, name, secs), { timeoutMs: timeoutMs + 30_000 }).catch((e: Error) => ({ code: null, signal: null, stdout: `error ${e.message}`, stderr: '' }));
   const [head, ...rest] = r.stdout.trim().split('\n');
   if (head === 'exit 0') return { ok: true, err: '' };
   if (head === 'timeout') return { ok: false, timedOut: true, err: `no checkpoint within ${secs} s` };

@@ -1,5 +1,9 @@
 import assert from 'node:assert/strict';
-import { checkpointArgs, createArgs, criuDir, restoreArgs, restoreError, transparentFromProbe } from '../../server/runtimes/criu.ts';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { checkpointArgs, checkpointKillArgs, checkpointStartArgs, checkpointWaitArgs, createArgs, criuDir, restoreArgs, restoreError, transparentFromProbe } from '../../server/runtimes/criu.ts';
 import { parseProbe, probeScript } from '../../server/hosts/probe.ts';
 import { dockerRunArgs } from '../../server/runtimes/docker.ts';
 
@@ -66,5 +70,33 @@ describe('transparent checkpoint: commands', () => {
     ].join('\n');
     assert.equal(restoreError(stderr), 'Error response from daemon: OCI runtime restore failed: criu failed: type NOTIFY errno 0 / 7: Error (criu/files-reg.c:2267): Can\'t open file tmp/held: No such file or directory / 7: Error (criu/files.c:1221): Unable to open fd=3 id=0xf');
     assert.equal(restoreError('Error response from daemon: container is running'), 'Error response from daemon: container is running');
+  });
+});
+
+describe('transparent checkpoint: the host-side dump scripts, under this machine\'s /bin/sh', () => {
+  // The dump's command is a stand-in here (sh, sleep): what is tested is the scripts around it, not Docker.
+  const run = (argv: string[]) => spawnSync(argv[0], argv.slice(1), { encoding: 'utf8' });
+  let dir: string;
+  beforeEach(() => (dir = mkdtempSync(join(tmpdir(), 'gpurun-ckscript-'))));
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('runs the dump once, apart from the caller, and says how it ended with its last lines', () => {
+    assert.equal(run(checkpointStartArgs(dir, 'move-1', ['sh', '-c', 'sleep 0.5; echo criu said this; exit 3'])).status, 0);
+    // A second start while it runs (a restarted broker) does not start another.
+    assert.equal(run(checkpointStartArgs(dir, 'move-1', ['sh', '-c', 'echo SECOND; exit 0'])).status, 0);
+    const w = run(checkpointWaitArgs(dir, 'move-1', 10));
+    assert.equal(w.stdout, 'exit 3\ncriu said this\n');
+    assert.doesNotMatch(readFileSync(join(dir, 'move-1.log'), 'utf8'), /SECOND/);
+  });
+
+  it('stops a dump past its deadline: the wait says timeout, the kill ends its whole group, the next wait says gone', () => {
+    run(checkpointStartArgs(dir, 'move-2', ['sleep', '30']));
+    const pid = Number(readFileSync(join(dir, 'move-2.pid'), 'utf8'));
+    assert.equal(run(checkpointWaitArgs(dir, 'move-2', 1)).stdout, 'timeout\n');
+    assert.equal(run(checkpointKillArgs(dir, 'move-2')).status, 0);
+    const alive = () => run(['sh', '-c', 'kill -0 "-$1" 2>/dev/null', 'probe', String(pid)]).status === 0;
+    for (let i = 0; i < 50 && alive(); i++) spawnSync('sleep', ['0.1']);
+    assert.equal(alive(), false, 'the dump\'s process group is gone');
+    assert.equal(run(checkpointWaitArgs(dir, 'move-2', 5)).stdout, 'gone\n');
   });
 });
