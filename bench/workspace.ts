@@ -18,7 +18,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CLI, NODE, createToken, scratch, startBrokerProcess, cleanup, type BrokerProc } from '../test/support/harness.ts';
-import { bytesSentTo, makeSshHosts, sshHostsMissing } from '../test/support/sshHosts.ts';
+import { bytesSentFrom, bytesSentTo, makeSshHosts, sshHostsMissing } from '../test/support/sshHosts.ts';
 import { listEnv } from './_support.ts';
 
 const p50 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -46,12 +46,6 @@ function makeVenv(dir: string): void {
     for (let i = 0; i < 199; i++) writeFileSync(join(pd, `m${i}.py`), `X = ${i}\n`);
   }
   writeFileSync(join(dir, 'venvimp.py'), 'import time, importlib\nt = time.perf_counter()\nfor p in range(100):\n    for i in range(20):\n        importlib.import_module(f"vp{p}.m{i}")\nprint(f"IMPORT_MS {(time.perf_counter() - t) * 1000:.1f}")\n');
-}
-
-/** Bytes sent so far from `address:port` over the TCP connections open now (the developer's sshd, for direct mounts). */
-function bytesSentFrom(address: string, port = 2222): number {
-  const out = execFileSync('ss', ['-tinH', 'src', `${address}:${port}`], { encoding: 'utf8' });
-  return [...out.matchAll(/bytes_sent:(\d+)/g)].reduce((n, m) => n + Number(m[1]), 0);
 }
 
 function importMs(out: string): number {

@@ -88,6 +88,11 @@ interface Current {
   ac: AbortController;
 }
 
+/** How many of the attempts ended to move the job or for a preemption with a checkpoint (not counted as restarts). */
+function movesIn(atts: readonly StoredAttempt[]): number {
+  return atts.filter((a) => a.evidence.move !== undefined).length;
+}
+
 export class Broker extends EventEmitter<{ job: [Job] }> {
   private readonly active = new Map<string, StoredJob>();
   private readonly current = new Map<string, Current>();
@@ -443,14 +448,15 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
   }
 
   /** Attempts a job has, at most: one, its restarts, and one more for each move. */
-  private maxAttempts(job: StoredJob): number {
-    return (job.restarts ?? 0) + 1 + this.movesOf(job);
+  private maxAttempts(job: StoredJob, atts: StoredAttempt[] = this.attemptsOf(job)): number {
+    return (job.restarts ?? 0) + 1 + movesIn(atts);
   }
 
-  /** How many of the job's attempts ended to move it or for a preemption with a checkpoint (not counted as restarts). */
+  /** movesIn() of the job's attempts. */
   private movesOf(job: StoredJob): number {
-    return this.attemptsOf(job).filter((a) => a.evidence.move !== undefined).length;
+    return movesIn(this.attemptsOf(job));
   }
+
 
   private events(jobId: string, n: number): AttemptEvents {
     return {
@@ -541,8 +547,7 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
   private afterWords(job: StoredJob, n: number): string {
     const atts = this.attemptsOf(job);
     const prev = atts.find((a) => a.n === n - 1);
-    const moves = atts.filter((a) => a.n < n && a.evidence.move !== undefined).length;
-    const words = attemptWords({ n, of: this.maxAttempts(job), moves });
+    const words = attemptWords({ n, of: this.maxAttempts(job, atts), moves: movesIn(atts.filter((a) => a.n < n)) });
     return `${words ? ` · ${words}` : ''}${prev ? ` · after ${describeEnd(prev)}` : ''}`;
   }
 
@@ -734,8 +739,8 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     const out: Job = { ...pub };
     const atts = this.d.store.attempts(job.id);
     if (atts.length) {
-      const moves = atts.filter((a) => a.evidence.move !== undefined).length;
-      out.attempt = { n: atts[atts.length - 1].n + (job.state === 'queued' && atts[atts.length - 1].endedAt ? 1 : 0), of: (job.restarts ?? 0) + 1 + moves, ...(moves ? { moves } : {}) };
+      const moves = movesIn(atts);
+      out.attempt = { n: atts[atts.length - 1].n + (job.state === 'queued' && atts[atts.length - 1].endedAt ? 1 : 0), of: this.maxAttempts(job, atts), ...(moves ? { moves } : {}) };
     }
     const move = this.moves?.view(job.id);
     if (move) out.move = move;

@@ -12,25 +12,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync
 import { join } from 'node:path';
 import { cleanup, CLI, createToken, gpurun, gpurunSpawn, NODE, requirePart, scratch, startBrokerProcess, stopBroker, testEnv, waitFor, type BrokerProc } from '../support/harness.ts';
 import { makeSshHosts, mountedUnder, sshHostsMissing, unshareMissing, type TestHostSet } from '../support/sshHosts.ts';
-
-const A100 = { name: 'NVIDIA A100-SXM4-80GB', memoryMiB: 81920 };
-const H100 = { name: 'NVIDIA H100', memoryMiB: 81559 };
-const L4 = { name: 'NVIDIA L4', memoryMiB: 23034 };
-const T4 = { name: 'Tesla T4', memoryMiB: 15360 };
-
-/** Every file's SHA-256, every link's text and every folder, as Python sees the tree from the working directory. */
-const TREE_PY = [
-  'import os, hashlib',
-  'out = []',
-  'for d, dirs, files in os.walk(".", followlinks=False):',
-  '    dirs.sort()',
-  '    for n in sorted(dirs + files):',
-  '        p = os.path.join(d, n)',
-  '        if os.path.islink(p): out.append(f"L {p} -> {os.readlink(p)}")',
-  '        elif os.path.isdir(p): out.append(f"D {p}")',
-  '        else: out.append(f"F {p} {hashlib.sha256(open(p, \'rb\').read()).hexdigest()}")',
-  'print("\\n".join(out))',
-].join('\n');
+import { A100, H100, L4, T4, makeTree, TREE_PY } from '../support/workspaceTree.ts';
 
 /** Where each case runs: the host's name and GPU, and which broker (`reads`: the broker reads the workspace). */
 const CASES = [
@@ -196,15 +178,3 @@ function emptyInstead(folder: string, workspace: string): string[] {
   return ['unshare', '--mount', '--propagation', 'private', '--', 'sh', '-c', 'mount -t tmpfs gpurun-hidden "$1" && mkdir -p "$2" && shift 2 && exec "$@"', 'gpurun-hide', folder, workspace];
 }
 
-/** A tree with symlinks, an empty file, a 50 MB file and names with spaces and unicode, under ws/tree. */
-function makeTree(ws: string): void {
-  mkdirSync(join(ws, 'tree', 'sub dir', 'ünïcødé'), { recursive: true });
-  writeFileSync(join(ws, 'tree', 'empty'), '');
-  writeFileSync(join(ws, 'tree', 'sub dir', 'a file.txt'), 'with spaces\n');
-  writeFileSync(join(ws, 'tree', 'sub dir', 'ünïcødé', 'naïve.py'), 'X = "ü"\n');
-  const big = Buffer.alloc(50 << 20);
-  for (let i = 0; i < big.length; i += 4096) big.writeUInt32BE(i, i);
-  writeFileSync(join(ws, 'tree', 'big.bin'), big);
-  symlinkSync('sub dir/a file.txt', join(ws, 'tree', 'link'));
-  symlinkSync('/usr/bin/python3', join(ws, 'tree', 'abs-link'));
-}

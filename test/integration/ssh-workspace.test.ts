@@ -11,26 +11,7 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, s
 import { join } from 'node:path';
 import { cleanup, createToken, gpurun, gpurunSpawn, scratch, waitFor, startBrokerProcess, stopBroker, testEnv, requirePart, type BrokerProc } from '../support/harness.ts';
 import { bytesSentTo, makeSshHosts, mountedUnder, sshHostsMissing, type TestHostSet } from '../support/sshHosts.ts';
-
-const A100 = { name: 'NVIDIA A100-SXM4-80GB', memoryMiB: 81920 };
-const H100 = { name: 'NVIDIA H100', memoryMiB: 81559 };
-const L4 = { name: 'NVIDIA L4', memoryMiB: 23034 };
-const T4 = { name: 'Tesla T4', memoryMiB: 15360 };
-const V100 = { name: 'Tesla V100-SXM2-32GB', memoryMiB: 32768 };
-
-/** Every file's SHA-256, every link's text and every folder, as Python sees the tree from the working directory. */
-const TREE_PY = [
-  'import os, hashlib',
-  'out = []',
-  'for d, dirs, files in os.walk(".", followlinks=False):',
-  '    dirs.sort()',
-  '    for n in sorted(dirs + files):',
-  '        p = os.path.join(d, n)',
-  '        if os.path.islink(p): out.append(f"L {p} -> {os.readlink(p)}")',
-  '        elif os.path.isdir(p): out.append(f"D {p}")',
-  '        else: out.append(f"F {p} {hashlib.sha256(open(p, \'rb\').read()).hexdigest()}")',
-  'print("\\n".join(out))',
-].join('\n');
+import { A100, H100, L4, T4, V100, makeTree, TREE_PY } from '../support/workspaceTree.ts';
 
 describe('the mounted workspace: symlinks and virtualenvs (sshd + Docker + sshfs)', function () {
   this.timeout(120_000);
@@ -126,7 +107,7 @@ describe('the mounted workspace: symlinks and virtualenvs (sshd + Docker + sshfs
     }
 
     it('reads what is on disk: links, empty files, a 50 MB file, names with spaces and unicode', async () => {
-      makeTree();
+      makeTree(ws);
       const local = spawnSync('python3', ['-c', TREE_PY], { cwd: join(ws, 'tree'), encoding: 'utf8' });
       const r = await snap(['sh', '-c', 'cd tree && python3 -c "$1"', 'sh', TREE_PY]);
       assert.equal(r.code, 0, r.stdout + r.stderr);
@@ -136,7 +117,7 @@ describe('the mounted workspace: symlinks and virtualenvs (sshd + Docker + sshfs
     });
 
     it('reads the same in the layout for kernels without data-only overlay layers (mount.snapshot "opaque")', async () => {
-      makeTree();
+      makeTree(ws);
       const local = spawnSync('python3', ['-c', TREE_PY], { cwd: join(ws, 'tree'), encoding: 'utf8' });
       const r = await snap(['sh', '-c', 'cd tree && python3 -c "$1"', 'sh', TREE_PY], ['--gpu-type', 'V100']);
       assert.equal(r.code, 0, r.stdout + r.stderr);
@@ -170,19 +151,6 @@ describe('the mounted workspace: symlinks and virtualenvs (sshd + Docker + sshfs
       assert.doesNotMatch(r.stdout, /^docker: workspace:/m, 'a host without snapshot says nothing new');
     });
 
-    /** A tree with symlinks, an empty file, a 50 MB file and names with spaces and unicode, under ws/tree. */
-    function makeTree(): void {
-      if (existsSync(join(ws, 'tree'))) return;
-      mkdirSync(join(ws, 'tree', 'sub dir', 'ünïcødé'), { recursive: true });
-      writeFileSync(join(ws, 'tree', 'empty'), '');
-      writeFileSync(join(ws, 'tree', 'sub dir', 'a file.txt'), 'with spaces\n');
-      writeFileSync(join(ws, 'tree', 'sub dir', 'ünïcødé', 'naïve.py'), 'X = "ü"\n');
-      const big = Buffer.alloc(50 << 20);
-      for (let i = 0; i < big.length; i += 4096) big.writeUInt32BE(i, i);
-      writeFileSync(join(ws, 'tree', 'big.bin'), big);
-      symlinkSync('sub dir/a file.txt', join(ws, 'tree', 'link'));
-      symlinkSync('/usr/bin/python3', join(ws, 'tree', 'abs-link'));
-    }
 
     it('sees an edit made before submit, on the first run and on a later one', async () => {
       writeFileSync(join(ws, 'version.py'), 'V = 1\n');

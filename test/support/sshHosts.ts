@@ -89,7 +89,16 @@ export function mountedUnder(dir: string): string[] {
  * runs writes them to the broker first).
  */
 export function bytesSentTo(address: string, port = 2222): number {
-  const out = execFileSync('ss', ['-tinH', 'dst', `${address}:${port}`], { encoding: 'utf8' });
+  return bytesSent('dst', address, port);
+}
+
+/** Bytes sent so far from `address:port` (an sshd serving direct mounts) over the TCP connections open now. */
+export function bytesSentFrom(address: string, port = 2222): number {
+  return bytesSent('src', address, port);
+}
+
+function bytesSent(side: 'src' | 'dst', address: string, port: number): number {
+  const out = execFileSync('ss', ['-tinH', side, `${address}:${port}`], { encoding: 'utf8' });
   return [...out.matchAll(/bytes_sent:(\d+)/g)].reduce((n, m) => n + Number(m[1]), 0);
 }
 
