@@ -117,6 +117,16 @@ describe('transparent checkpoint: CRIU moves a running container to another host
     assert.deepEqual(steps, Array.from({ length: n }, (_, i) => i + 1), log);
     return steps;
   };
+  /** Runs count.py on a host with `gpuType`, with `vars`; once it is at step 6, its id, host and the other host. */
+  const counting = async (gpuType: string, vars: string[]): Promise<{ id: string; from: string; to: string }> => {
+    const r = await gpurun(['run', '--detach', '--workspace', ws, '--queue', 'offline', '--gpu-type', gpuType, ...vars.flatMap((v) => ['--env', v]), '--', 'python3', '-u', 'count.py'], env);
+    assert.equal(r.code, 0, r.stderr);
+    const id = r.stdout.trim();
+    await waitFor('step 6', async () => /^step 6$/m.test(await logs(id)), 90_000, 200);
+    const from = (await show(id)).host!;
+    const pair = gpuType === 'T4' ? ['d1', 'd2'] : ['c1', 'c2'];
+    return { id, from, to: from === pair[0] ? pair[1] : pair[0] };
+  };
 
   it('gpurun hosts and GET /v1/pool say how each host can checkpoint, and why not', async () => {
     const out = (await gpurun(['hosts'], env)).stdout;
@@ -128,12 +138,7 @@ describe('transparent checkpoint: CRIU moves a running container to another host
   });
 
   it('gpurun migrate checkpoints a 200 MiB Python process on one host and it counts on from the same step on the other', async () => {
-    const r = await gpurun(['run', '--detach', '--workspace', ws, '--queue', 'offline', '--gpu-type', 'L4', '--env', 'STEPS=40', '--env', 'OUT=steps.txt', '--', 'python3', '-u', 'count.py'], env);
-    assert.equal(r.code, 0, r.stderr);
-    const id = r.stdout.trim();
-    await waitFor('step 6', async () => /^step 6$/m.test(await logs(id)), 90_000, 200);
-    const from = (await show(id)).host!;
-    const to = from === 'c1' ? 'c2' : 'c1';
+    const { id, from, to } = await counting('L4', ['STEPS=40', 'OUT=steps.txt']);
     const follow = gpurun(['logs', '-f', id], env, { timeoutMs: 200_000 });
     const mv = await gpurun(['migrate', id, '--to', to], env, { timeoutMs: 180_000 });
     assert.equal(mv.code, 0, mv.stderr + mv.stdout);
@@ -159,12 +164,7 @@ describe('transparent checkpoint: CRIU moves a running container to another host
   it('a restore that fails on the destination puts the job back into its kept container on the source, from the same checkpoint', async () => {
     // A file the job holds open in its container's own file system is not in the images (CRIU reopens it by path),
     // so a new container on the other host cannot be restored: CRIU's words say why.
-    const r = await gpurun(['run', '--detach', '--workspace', ws, '--queue', 'offline', '--gpu-type', 'L4', '--env', 'STEPS=40', '--env', 'HOLD=1', '--env', 'OUT=held-steps.txt', '--', 'python3', '-u', 'count.py'], env);
-    assert.equal(r.code, 0, r.stderr);
-    const id = r.stdout.trim();
-    await waitFor('step 6', async () => /^step 6$/m.test(await logs(id)), 90_000, 200);
-    const from = (await show(id)).host!;
-    const to = from === 'c1' ? 'c2' : 'c1';
+    const { id, from, to } = await counting('L4', ['STEPS=40', 'HOLD=1', 'OUT=held-steps.txt']);
     const follow = gpurun(['logs', '-f', id], env, { timeoutMs: 200_000 });
     const mv = await gpurun(['migrate', id, '--to', to], env, { timeoutMs: 180_000 });
     assert.equal(mv.code, 1, mv.stderr + mv.stdout);
@@ -189,12 +189,7 @@ describe('transparent checkpoint: CRIU moves a running container to another host
   for (const when of ['waiting for its checkpoint', 'copying what changed since', 'starting it on the destination'] as const) {
     it(`the broker killed -9 mid transparent move (${when}): after its restart the job runs once, every step once`, async () => {
       const out = `kill-${when.split(' ')[0]}.txt`;
-      const r = await gpurun(['run', '--detach', '--workspace', ws, '--queue', 'offline', '--gpu-type', 'T4', '--env', 'STEPS=50', '--env', `OUT=${out}`, '--', 'python3', '-u', 'count.py'], env);
-      assert.equal(r.code, 0, r.stderr);
-      const id = r.stdout.trim();
-      await waitFor('step 6', async () => /^step 6$/m.test(await logs(id)), 90_000, 200);
-      const from = (await show(id)).host!;
-      const to = from === 'd1' ? 'd2' : 'd1';
+      const { id, to } = await counting('T4', ['STEPS=50', `OUT=${out}`]);
       const mv = await gpurun(['migrate', id, '--to', to, '--no-wait'], env);
       assert.equal(mv.code, 0, mv.stderr + mv.stdout);
       await waitFor(`the move ${when}`, async () => (await show(id)).move?.detail === when, 60_000, 50);
