@@ -420,6 +420,21 @@ async function streamLogs(d: AppDeps, c: Ctx): Promise<undefined> {
   return undefined;
 }
 
+/**
+ * A job change as one SSE event, made once per change and shared by every reader: with many readers and a large job
+ * (a long command) a text per reader would be that many copies of it for the collector to catch up with.
+ * No env values on the stream, not even the owner's own (GET /v1/jobs/ID has them): names only.
+ */
+const jobEvents = new WeakMap<Job, string>();
+function jobEvent(job: Job): string {
+  let text = jobEvents.get(job);
+  if (text === undefined) {
+    text = `event: job\ndata: ${JSON.stringify({ type: 'job', job: redactJob(job, undefined) })}\n\n`;
+    jobEvents.set(job, text);
+  }
+  return text;
+}
+
 /** Server-Sent Events: one `data:` line per job change the principal may see. */
 function streamEvents(d: AppDeps, c: Ctx): undefined {
   c.res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' });
@@ -432,8 +447,7 @@ function streamEvents(d: AppDeps, c: Ctx): undefined {
       c.res.destroy();
       return;
     }
-    // No env values on the stream, not even the owner's own (GET /v1/jobs/ID has them): names only.
-    c.res.write(`event: job\ndata: ${JSON.stringify({ type: 'job', job: redactJob(job, undefined) })}\n\n`);
+    c.res.write(jobEvent(job));
   };
   d.broker.on('job', onJob);
   const keep = setInterval(() => c.res.write(': keep-alive\n\n'), SSE_KEEPALIVE_MS);

@@ -55,6 +55,8 @@ const KEEPALIVE_MS = 2_000;
 /** Tries of a session that sshd refused to open (spawn). */
 const OPEN_TRIES = 5;
 const KEEPALIVE_COUNT = 3;
+/** How long a session may take to open (sshd answers in milliseconds; under heavy load in a second or two). */
+const OPEN_TIMEOUT_MS = 30_000;
 /**
  * A ready connection that has heard nothing from the host for this long (a keepalive is answered every ~2 s) is
  * quiet: it takes no new channels, new work goes over another connection. Its own channels stay and wait.
@@ -267,10 +269,24 @@ export class SshPool implements RemoteExec {
     const command = shellCommand(argv);
     const execOpts = opts.pty ? { pty: { ...opts.pty, width: 0, height: 0 } } : {};
     return new Promise<ClientChannel>((resolve, reject) => {
+      // A host that takes the connection's packets but never answers the open (it hangs, or the link went silent
+      // and keepalives do not end the connection) would leave the caller waiting without end.
+      let late = false;
+      const timer = setTimeout(() => {
+        late = true;
+        reject(new GpurunError('E_UNREACHABLE', `${this.what}: the host did not open an SSH channel within ${Math.round(OPEN_TIMEOUT_MS / 1000)} s`));
+      }, OPEN_TIMEOUT_MS);
       conn.client.exec(command, execOpts, (err, ch) => {
+        clearTimeout(timer);
         if (err) {
           conn.channels--;
-          reject(new GpurunError('E_UNREACHABLE', `${this.what}: could not open an SSH channel: ${err.message}`, { cause: err }));
+          if (!late) reject(new GpurunError('E_UNREACHABLE', `${this.what}: could not open an SSH channel: ${err.message}`, { cause: err }));
+          return;
+        }
+        if (late) {
+          // Opened after its caller was told it failed: nobody reads it, so it goes at once.
+          ch.once('close', () => conn.channels--);
+          ch.close();
           return;
         }
         ch.once('exit', (code: number | null, signal?: string) => exits.set(ch, { code: code ?? null, signal: signal ?? null }));

@@ -10,6 +10,9 @@ import type { ClientChannel } from 'ssh2';
 import { copyPlan, parseManifest, type Manifest } from './copyPlan.ts';
 import type { CopyResult, HostSide } from './checkpoint.ts';
 
+/** How long a copy's stream may go without a byte before the copy is given up. */
+export const COPY_STALL_MS = 30_000;
+
 /** The files of `dir` on `side` (made empty when missing). */
 export async function listFiles(side: HostSide, dir: string): Promise<Manifest> {
   const out = await side.exec.run(['sh', '-c', 'mkdir -p "$1" && cd "$1" && find . -type f -printf "%P\\t%s\\t%T@\\n"', 'gpurun-ls', dir], `listing ${dir} on ${side.host}`, { timeoutMs: 60_000 });
@@ -25,7 +28,7 @@ function exitOf(ch: ClientChannel): Promise<ChannelExit> {
 }
 
 /** Copies what differs of folder `fromDir` on `from` to `toDir` on `to`. Rejects with a GpurunError on failure. */
-export async function copyDir(from: HostSide, fromDir: string, to: HostSide, toDir: string, signal?: AbortSignal): Promise<CopyResult & { totalBytes: number }> {
+export async function copyDir(from: HostSide, fromDir: string, to: HostSide, toDir: string, signal?: AbortSignal, stallMs = COPY_STALL_MS): Promise<CopyResult & { totalBytes: number }> {
   const began = Date.now();
   const [src, dst] = await Promise.all([listFiles(from, fromDir), listFiles(to, toDir)]);
   const plan = copyPlan(src, dst);
@@ -43,6 +46,16 @@ export async function copyDir(from: HostSide, fromDir: string, to: HostSide, toD
     writer.stderr.on('data', (d: Buffer) => (errs = (errs + d.toString()).slice(-500)));
     const abort = () => (reader.close(), writer.close());
     signal?.addEventListener('abort', abort);
+    // A copy whose stream stops moving (a host that stopped answering, a channel lost) is given up rather than
+    // waited for without end: the move then goes on from the source.
+    let movedAt = Date.now();
+    let stalled = false;
+    reader.on('data', () => (movedAt = Date.now()));
+    const watch = setInterval(() => {
+      if (Date.now() - movedAt < stallMs) return;
+      stalled = true;
+      abort();
+    }, Math.min(1000, stallMs));
     try {
       // Both channels' output is read to its end: an ssh2 channel closes only once its output has been consumed.
       writer.resume();
@@ -50,10 +63,12 @@ export async function copyDir(from: HostSide, fromDir: string, to: HostSide, toD
       reader.end(plan.copy.map((p) => `${p}\0`).join(''));
       const [re, we] = await Promise.all([readEnd, writeEnd]);
       if (signal?.aborted) throw signal.reason;
+      if (stalled) throw new GpurunError('E_UNREACHABLE', `copying ${fromDir} from ${from.host} to ${to.host} made no progress for ${Math.round(stallMs / 1000)} s; given up`);
       if (re.code !== 0 || we.code !== 0) {
         throw new GpurunError('E_INTERNAL', `copying ${fromDir} from ${from.host} to ${to.host} failed (tar exit ${re.code ?? re.signal}/${we.code ?? we.signal}): ${errs.trim() || '(no output)'}`);
       }
     } finally {
+      clearInterval(watch);
       signal?.removeEventListener('abort', abort);
     }
   }

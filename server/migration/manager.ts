@@ -302,6 +302,7 @@ export class MoveManager implements MoveHooks {
     try {
       if (m.fallback === undefined) {
         const ctx = this.context(m);
+        this.d.log.info('move: final copy', { job: m.jobId, from: m.from, to: m.to, method: cp.method });
         const fin = await cp.transfer(ctx);
         m.ev.finalBytes = fin.bytes;
         m.ev.totalBytes = (fin as { totalBytes?: number }).totalBytes;
