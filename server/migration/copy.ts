@@ -48,22 +48,24 @@ export async function copyDir(from: HostSide, fromDir: string, to: HostSide, toD
     signal?.addEventListener('abort', abort);
     // A copy whose stream stops moving (a host that stopped answering, a channel lost) is given up rather than
     // waited for without end: the move then goes on from the source.
+    // Not waiting for the channels' close either: a host that stopped answering may never confirm it.
     let movedAt = Date.now();
-    let stalled = false;
+    let watch: NodeJS.Timeout | undefined;
+    const stalled = new Promise<never>((_, reject) => {
+      watch = setInterval(() => {
+        if (Date.now() - movedAt < stallMs) return;
+        abort();
+        reject(new GpurunError('E_UNREACHABLE', `copying ${fromDir} from ${from.host} to ${to.host} made no progress for ${Math.round(stallMs / 1000)} s; given up`, { hint: `Check that both hosts answer over SSH; drain one that does not (gpurun drain ${from.host}).` }));
+      }, Math.min(1000, stallMs));
+    });
     reader.on('data', () => (movedAt = Date.now()));
-    const watch = setInterval(() => {
-      if (Date.now() - movedAt < stallMs) return;
-      stalled = true;
-      abort();
-    }, Math.min(1000, stallMs));
     try {
       // Both channels' output is read to its end: an ssh2 channel closes only once its output has been consumed.
       writer.resume();
       reader.pipe(writer);
       reader.end(plan.copy.map((p) => `${p}\0`).join(''));
-      const [re, we] = await Promise.all([readEnd, writeEnd]);
+      const [re, we] = await Promise.race([Promise.all([readEnd, writeEnd]), stalled]);
       if (signal?.aborted) throw signal.reason;
-      if (stalled) throw new GpurunError('E_UNREACHABLE', `copying ${fromDir} from ${from.host} to ${to.host} made no progress for ${Math.round(stallMs / 1000)} s; given up`);
       if (re.code !== 0 || we.code !== 0) {
         throw new GpurunError('E_INTERNAL', `copying ${fromDir} from ${from.host} to ${to.host} failed (tar exit ${re.code ?? re.signal}/${we.code ?? we.signal}): ${errs.trim() || '(no output)'}`);
       }
