@@ -74,6 +74,8 @@ describe('slurm: per-user persistent cache', function () {
 
     // A job of alice in the cluster holds the cache.
     const child = gpurunSpawn(['run', '--workspace', ws, '--gpus', '0', '--memory', '100M', '--', 'python3', '-c', 'import time; print("holding", flush=True); time.sleep(300)'], alice);
+    // Listened for from the start: the run may end while `gpurun cancel` is still answering.
+    const closed = new Promise((r) => child.on('close', r));
     let out = '';
     let err = '';
     child.stdout!.on('data', (d) => (out += d));
@@ -88,7 +90,7 @@ describe('slurm: per-user persistent cache', function () {
     assert.equal((await gpurun(['cache', 'clear', '--host', 'test'], bob)).code, 0);
     assert.ok(existsSync(join(storage(), 'alice', '.gpurun-cache', 'huggingface', 'hub', 'model.bin')), "bob's clear left alice's cache");
     assert.equal((await gpurun(['cancel', id], alice)).code, 0);
-    await new Promise((r) => child.on('close', r));
+    await closed;
 
     const c = await gpurun(['cache', 'clear', '--host', 'test'], alice);
     assert.equal(c.code, 0, c.stderr);

@@ -148,6 +148,7 @@ describe('client-served workspace through a broker that cannot read it (sshd + D
   it('refuses a workspace stream for a job that is not the caller\'s', async () => {
     const other = { ...env, GPURUN_TOKEN: await createToken(broker, 'mallory') };
     const p = gpurunSpawn(['run', '--serve-workspace', '--workspace', ws, '--', 'sleep', '5'], env);
+    const closed = new Promise((r) => p.on('close', r));
     let err = '';
     p.stderr!.on('data', (d) => (err += d));
     const id = await waitFor('submitted', () => /job (\w+) submitted/.exec(err)?.[1]);
@@ -159,7 +160,7 @@ describe('client-served workspace through a broker that cannot read it (sshd + D
       req.end();
     });
     assert.equal(status, 404, 'another user is told there is no such job');
-    await new Promise((r) => p.on('close', r));
+    await closed;
   });
 
   it('killing the CLI mid-job ends the job with workspace_lost; no container, no mount is left', async () => {
