@@ -6,11 +6,16 @@ import { hostsTable } from './format.ts';
 
 const MIGRATE_HELP = `Usage: gpurun migrate ID [--to HOST] [--no-wait]
 
-Moves a running job to another host with its state: the job gets its checkpoint signal (it must have been submitted
-with --checkpoint-signal SIG), writes its state to $GPURUN_CHECKPOINT_DIR and exits 85; the folder is copied and the job
-goes on there (GPURUN_RESUME_FROM is set), keeping its id and its log. Without --to the broker picks the host.
-Waits until the job runs on the new host; exit 1 when the move was given up (the job runs on where it was) or when
-the new host could not start it (it goes on where it was, from its checkpoint). --no-wait returns at once.
+Moves a running job to another host with its state, keeping its id and its log. How depends on the hosts
+(gpurun hosts shows what each supports):
+  transparent  with "migration": {"method": "transparent"} where both hosts have a working CRIU: the container's
+               processes are checkpointed as they run (no help from the job), copied and restored on the new host.
+  cooperative  otherwise: the job gets its checkpoint signal (it must have been submitted with --checkpoint-signal
+               SIG), writes its state to $GPURUN_CHECKPOINT_DIR and exits 85; the folder is copied and the job goes
+               on there with GPURUN_RESUME_FROM set.
+Without --to the broker picks the host. Waits until the job runs on the new host; exit 1 when the move was given up
+(the job runs on where it was) or when the new host could not start it (it goes on where it was, from its
+checkpoint). --no-wait returns at once.
 `;
 
 /** How long the CLI waits for a move to end. */
