@@ -11,7 +11,7 @@ import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
-import { CLI, NODE, cleanup, createToken, gpurun, requirePart, scratch, startBrokerProcess, stopBroker, testEnv, waitFor, type BrokerProc, type CliResult } from '../support/harness.ts';
+import { CLI, NODE, cleanup, createToken, gpurun, newTmuxTerminal, requirePart, scratch, startBrokerProcess, stopBroker, testEnv, waitFor, type BrokerProc, type CliResult } from '../support/harness.ts';
 import { makeSshHosts, mountedUnder, removeLeftovers, sshHostsMissing, type TestHostSet } from '../support/sshHosts.ts';
 
 const hasTmux = spawnSync('tmux', ['-V']).status === 0;
@@ -109,8 +109,7 @@ function suite(title: string, port: number, make: (this: Mocha.Context) => Promi
 
     it('gives -it a terminal: echo, window size, Ctrl+C, Ctrl+D', async function () {
       requirePart(this, 'tmux', hasTmux, 'tmux is not installed (apt-get install tmux)');
-      spawnSync('tmux', ['-L', tmuxSock, 'kill-server']);
-      tmux('new-session', '-d', '-s', 't', '-x', '100', '-y', '30', 'bash', '--norc', '--noprofile');
+      newTmuxTerminal(tmuxSock);
       const vars = `GPURUN_BROKER=${p.broker.url} GPURUN_TOKEN=${p.alice.GPURUN_TOKEN}`;
       tmux('send-keys', '-t', 't', `clear; ${vars} ${NODE} ${CLI} exec -it ${id} -- env 'PS1=gp> ' sh; echo EXIT=$?`, 'Enter');
       await waitFor('the prompt in the job', () => /^gp>\s*$/m.test(screen()), 30_000);
@@ -136,8 +135,7 @@ function suite(title: string, port: number, make: (this: Mocha.Context) => Promi
 
     it('runs gpurun run -it -- python3 on this terminal: echo, size, Ctrl+D ends the job', async function () {
       requirePart(this, 'tmux', hasTmux, 'tmux is not installed (apt-get install tmux)');
-      spawnSync('tmux', ['-L', tmuxSock, 'kill-server']);
-      tmux('new-session', '-d', '-s', 't', '-x', '100', '-y', '30', 'bash', '--norc', '--noprofile');
+      newTmuxTerminal(tmuxSock);
       const vars = `GPURUN_BROKER=${p.broker.url} GPURUN_TOKEN=${p.alice.GPURUN_TOKEN}`;
       tmux('send-keys', '-t', 't', `clear; cd ${p.ws}; ${vars} ${NODE} ${CLI} run -it --gpus 0 -- python3 -q; echo EXIT=$?`, 'Enter');
       await waitFor('the Python prompt', () => /^>>>\s*$/m.test(screen()), 60_000);
@@ -153,8 +151,7 @@ function suite(title: string, port: number, make: (this: Mocha.Context) => Promi
 
     it('runs gpurun shell: a shell in a job on this terminal, which ends the job when it exits', async function () {
       requirePart(this, 'tmux', hasTmux, 'tmux is not installed (apt-get install tmux)');
-      spawnSync('tmux', ['-L', tmuxSock, 'kill-server']);
-      tmux('new-session', '-d', '-s', 't', '-x', '100', '-y', '30', 'bash', '--norc', '--noprofile');
+      newTmuxTerminal(tmuxSock);
       const vars = `GPURUN_BROKER=${p.broker.url} GPURUN_TOKEN=${p.alice.GPURUN_TOKEN}`;
       tmux('send-keys', '-t', 't', `clear; cd ${p.ws}; ${vars} ${NODE} ${CLI} shell --gpus 0; echo EXIT=$?`, 'Enter');
       await waitFor('the job to start', () => /job (\w+) submitted/.test(screen()), 60_000);

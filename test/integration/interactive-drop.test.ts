@@ -13,7 +13,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { debugpyCommand, debugState } from '../../extension/core/debugLaunch.ts';
-import { CLI, NODE, cleanup, createToken, gpurun, requirePart, scratch, startBrokerProcess, stopBroker, testEnv, waitFor, type BrokerProc } from '../support/harness.ts';
+import { CLI, NODE, cleanup, createToken, gpurun, newTmuxTerminal, requirePart, scratch, startBrokerProcess, stopBroker, testEnv, waitFor, type BrokerProc } from '../support/harness.ts';
 import { makeSshHosts, removeLeftovers, sshHostsMissing, type TestHostSet } from '../support/sshHosts.ts';
 
 const HOST = '127.0.13.1';
@@ -50,15 +50,7 @@ describe('interactive work through a dropped connection to the broker (sshd + Do
   function heal(): void {
     for (const rule of rules.splice(0)) spawnSync('iptables', ['-D', ...rule]);
   }
-  function newTerminal(): void {
-    spawnSync('tmux', ['-L', tmuxSock, 'kill-server']);
-    // The old server may still be going away ("server exited unexpectedly"): try again a moment later.
-    for (let i = 0; ; i++) {
-      if (spawnSync('tmux', ['-L', tmuxSock, 'new-session', '-d', '-s', 't', '-x', '100', '-y', '30', 'bash', '--norc', '--noprofile']).status === 0) return;
-      if (i === 5) throw new Error('tmux cannot start a session');
-      spawnSync('sleep', ['0.3']);
-    }
-  }
+  const newTerminal = () => newTmuxTerminal(tmuxSock);
   /** Waits until the terminal shows `re`; a timeout says what it shows. */
   const shows = (what: string, re: RegExp, ms: number) => waitFor(what, () => re.test(screen()), ms).catch((e: Error) => {
     throw new Error(`${e.message}; the terminal shows:\n${screen()}`);

@@ -2,7 +2,7 @@
  * Integration-test support: real `gpurun` CLI processes and real broker processes, each test with its own
  * GPURUN_HOME, and an `nvidia-smi` stand-in for machines without a GPU.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -308,4 +308,18 @@ export function requirePart(ctx: Mocha.Context, part: string, available: boolean
   if (process.env.CI === 'true') throw new Error(`${part} is required in CI but missing: ${why}`);
   console.log(`      skipped: ${part} is not available here: ${why}`);
   ctx.skip();
+}
+
+/**
+ * A fresh tmux terminal `t` (100×30, a plain bash) on server `sock`, the old one killed first. A server that is
+ * still going away makes the new session fail ("server exited unexpectedly"): tried again a moment later.
+ */
+export function newTmuxTerminal(sock: string): void {
+  spawnSync('tmux', ['-L', sock, 'kill-server']);
+  for (let i = 0; ; i++) {
+    const r = spawnSync('tmux', ['-L', sock, 'new-session', '-d', '-s', 't', '-x', '100', '-y', '30', 'bash', '--norc', '--noprofile'], { encoding: 'utf8' });
+    if (r.status === 0) return;
+    if (i === 5) throw new Error(`tmux cannot start a session: ${r.stderr.trim()}`);
+    spawnSync('sleep', ['0.3']);
+  }
 }
