@@ -8,7 +8,7 @@ import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { cleanup, CLI, createToken, fakeNvidiaSmi, gpurun, NODE, requirePart, ROOT, scratch, startBrokerProcess, stopEmbedded, testEnv, waitFor } from '../support/harness.ts';
+import { cleanup, CLI, createToken, fakeNvidiaSmi, gpurun, NODE, newTmuxTerminal, requirePart, ROOT, scratch, startBrokerProcess, stopEmbedded, testEnv, waitFor } from '../support/harness.ts';
 
 describe('daily loop: the CLI', function () {
   this.timeout(90_000);
@@ -164,8 +164,7 @@ describe('daily loop: the CLI', function () {
     function start(cmd: string[], rcFile: string): void {
       const envs = Object.entries({ GPURUN_HOME: home, PATH: process.env.PATH! }).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(' ');
       const line = `env ${envs} ${NODE} ${CLI} run --gpus 0 -- ${cmd.join(' ')}; echo "rc=$?" > ${rcFile}; sleep 60`;
-      const r = tmux('new-session', '-d', '-s', 't', '-x', '200', '-y', '50', line);
-      assert.equal(r.status, 0, r.stderr);
+      newTmuxTerminal(sock, { cols: 200, rows: 50, command: [line] });
     }
 
     it('holds output back while the prompt is open, and prints the final state when the job ends meanwhile', async () => {

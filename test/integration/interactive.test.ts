@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { join } from 'node:path';
-import { CLI, NODE, cleanup, requirePart, createToken, scratch, startBrokerProcess, waitFor, type BrokerProc } from '../support/harness.ts';
+import { CLI, NODE, cleanup, newTmuxTerminal, requirePart, createToken, scratch, startBrokerProcess, waitFor, type BrokerProc } from '../support/harness.ts';
 
 const hasTmux = spawnSync('tmux', ['-V']).status === 0;
 
@@ -10,8 +10,9 @@ describe('gpurun run in a terminal', function () {
   this.timeout(40_000);
   let dir: string;
   let broker: BrokerProc;
-  const session = `gpurun-test-${process.pid}`;
-  const tmux = (...args: string[]) => execFileSync('tmux', args, { encoding: 'utf8' });
+  const sock = `gpurun-interactive-${process.pid}`;
+  const session = 't';
+  const tmux = (...args: string[]) => execFileSync('tmux', ['-L', sock, ...args], { encoding: 'utf8' });
   const screen = () => tmux('capture-pane', '-p', '-t', session);
 
   before(async function () {
@@ -20,7 +21,7 @@ describe('gpurun run in a terminal', function () {
     broker = await startBrokerProcess(join(dir, 'b'), { hosts: [{ name: 'local', type: 'local', cpus: 2, memory: '2G' }] });
   });
   after(async () => {
-    spawnSync('tmux', ['kill-session', '-t', session]);
+    spawnSync('tmux', ['-L', sock, 'kill-server']);
     await broker?.stop();
     if (dir) cleanup(dir);
   });
@@ -28,8 +29,7 @@ describe('gpurun run in a terminal', function () {
   async function start(cmd: string): Promise<void> {
     const token = await createToken(broker, 'alice');
     const line = `GPURUN_BROKER=${broker.url} GPURUN_TOKEN=${token} ${NODE} ${CLI} run --gpus 0 -- ${cmd}; echo "EXIT=$?"`;
-    spawnSync('tmux', ['kill-session', '-t', session]);
-    tmux('new-session', '-d', '-s', session, '-x', '160', '-y', '40', 'bash', '--norc', '--noprofile');
+    newTmuxTerminal(sock, { cols: 160, rows: 40 });
     tmux('send-keys', '-t', session, line, 'Enter');
     await waitFor('the job to print', () => /tick 1/.test(screen()));
   }

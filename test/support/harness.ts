@@ -311,13 +311,14 @@ export function requirePart(ctx: Mocha.Context, part: string, available: boolean
 }
 
 /**
- * A fresh tmux terminal `t` (100×30, a plain bash) on server `sock`, the old one killed first. A server that is
- * still going away makes the new session fail ("server exited unexpectedly"): tried again a moment later.
+ * A fresh tmux terminal `t` on its own server `sock` (default 100×30, a plain bash), the old server killed first. A
+ * server that is still going away makes the new session fail ("server exited unexpectedly"): tried again a moment
+ * later.
  */
-export function newTmuxTerminal(sock: string): void {
+export function newTmuxTerminal(sock: string, { cols = 100, rows = 30, command = ['bash', '--norc', '--noprofile'] }: { cols?: number; rows?: number; command?: string[] } = {}): void {
   spawnSync('tmux', ['-L', sock, 'kill-server']);
   for (let i = 0; ; i++) {
-    const r = spawnSync('tmux', ['-L', sock, 'new-session', '-d', '-s', 't', '-x', '100', '-y', '30', 'bash', '--norc', '--noprofile'], { encoding: 'utf8' });
+    const r = spawnSync('tmux', ['-L', sock, 'new-session', '-d', '-s', 't', '-x', String(cols), '-y', String(rows), ...command], { encoding: 'utf8' });
     if (r.status === 0) return;
     if (i === 5) throw new Error(`tmux cannot start a session: ${r.stderr.trim()}`);
     spawnSync('sleep', ['0.3']);
