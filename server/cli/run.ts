@@ -189,13 +189,15 @@ async function attach(conn: Connection, job0: Job, notify: boolean): Promise<num
   let held: Buffer[] = [];
   let lastStatus = '';
   let stagedShown = false;
-  const status = (job: Job) => {
-    // A Slurm cluster job: what staging copied, once.
+  // A Slurm cluster job: what staging copied, once (also for a job that ended before any poll saw it staged).
+  const showStaged = (job: Job) => {
     const st = job.cluster?.staged;
-    if (st && !stagedShown) {
-      stagedShown = true;
-      out(`workspace staged on cluster ${job.cluster!.name}: ${st.copied} file${st.copied === 1 ? '' : 's'} copied, ${st.unchanged} unchanged${st.removed ? `, ${st.removed} removed` : ''} (${st.ms} ms)`);
-    }
+    if (!st || stagedShown) return;
+    stagedShown = true;
+    out(`workspace staged on cluster ${job.cluster!.name}: ${st.copied} file${st.copied === 1 ? '' : 's'} copied, ${st.unchanged} unchanged${st.removed ? `, ${st.removed} removed` : ''} (${st.ms} ms)`);
+  };
+  const status = (job: Job) => {
+    showStaged(job);
     let line = '';
     if (job.state === 'queued') {
       if (Date.now() - submitted < QUIET_QUEUE_MS) return;
@@ -301,6 +303,7 @@ async function attach(conn: Connection, job0: Job, notify: boolean): Promise<num
   }
   const job = await finalJob(conn, id);
   await conn.client.close();
+  showStaged(job);
   // A Slurm cluster job: what came back from the cluster's staged workspace.
   const back = job.cluster?.returned;
   if (back && (back.copied || back.keptNewer.length)) {

@@ -307,6 +307,9 @@ export class SlurmCluster implements Backend {
     if (!done) return;
     t.done = undefined;
     const rec = await this.record(ref.slurmId!, row);
+    // A job that ended between polls (or whose node failed before a poll saw it there) still names the node it ran
+    // on, so its attempt, and the next attempt's marker, say where it ended.
+    if (rec?.nodes && !t.runningOn) this.reportRunning(t, rec.nodes);
     await this.copyOutput(t).catch((err) => this.log.warn('reading job output failed', { job: job.id, err }));
     let returned: BringBackReport | undefined;
     try {
