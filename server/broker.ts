@@ -14,6 +14,7 @@ import type { AttemptEnd, AttemptEvents, AttemptPlacement, Backend } from './cor
 import type { Allocation } from './core/scheduler.ts';
 import type { MovedStart } from './core/runtime.ts';
 import { attemptMarker, classify, describeEnd, type Outcome } from './core/outcome.ts';
+import { moveMarker } from './migration/words.ts';
 import { avoidOf, backoffMs, decideRestart, usedMs, type BackoffConfig } from './core/restartPolicy.ts';
 import { isoAt, systemClock, type Clock, type TimerHandle } from './core/clock.ts';
 import { validateSubmit } from './core/submit.ts';
@@ -477,8 +478,15 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     // An attempt that never got started (the broker stopped first) is tried again under its own number.
     const n = last ? (last.endedAt ? last.n + 1 : last.n) : 1;
     const previous = prior.filter((a) => a.n < n).pop();
-    if (n > 1 && previous && last?.endedAt) this.d.logs.appendLine(job0.id, marker ?? attemptMarker(n, this.maxAttempts(job0), previous));
-    const logOffset = n === last?.n ? last.logOffset : this.d.logs.size(job0.id);
+    // A move's marker says where the job runs now, so it is written once the start there has worked (a start that
+    // fails writes none; the fallback's own marker follows). Pool runtimes append output only from wait(), after it.
+    // An attempt tried again under its number still owes its move's marker if the broker stopped before writing it.
+    const size = this.d.logs.size(job0.id);
+    const owed = n === last?.n ? !!marker && size < last.logOffset : n > 1 && !!previous && !!last?.endedAt;
+    const line = owed ? marker ?? attemptMarker(n, this.maxAttempts(job0), previous!) : undefined;
+    const held = line && marker ? this.d.logs.lineText(job0.id, line) : undefined;
+    if (line && !held) this.d.logs.appendLine(job0.id, line);
+    const logOffset = held ? size + Buffer.byteLength(held) : n === last?.n ? last.logOffset : this.d.logs.size(job0.id);
     const attempt: StoredAttempt = { n, host: pl.host, gpuIndices: pl.gpuIndices, runtimeRef: null, startedAt: null, endedAt: null, state: null, fault: null, reason: null, exitCode: null, logOffset, evidence: {} };
     this.d.store.putAttempt(job0.id, attempt);
     const ac = new AbortController();
@@ -499,6 +507,10 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
     } catch (err) {
       if (!ev.isCurrent()) return;
       log.error('job failed to start', { err });
+      // Its marker was never written: the attempt's output (none) begins where the log ends.
+      const now = this.active.get(job.id);
+      const att = held && now && this.currentAttempt(now);
+      if (att) this.d.store.putAttempt(job.id, { ...att, logOffset: this.d.logs.size(job.id) });
       const msg = isGpurunError(err) ? err.message : String((err as Error).message ?? err);
       this.attemptEnded(job.id, n, { startError: msg });
       return;
@@ -508,6 +520,7 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
       void backend.stop(job, { ...attempt, runtimeRef: ref }, this.d.config.killGraceMs).catch(() => {});
       return;
     }
+    if (held) this.d.logs.append(job.id, held);
     this.d.store.putAttempt(job.id, { ...this.currentAttempt(this.active.get(job.id)!)!, runtimeRef: ref });
     const current = this.update(job.id, { runtimeRef: ref });
     log.info('attempt started', { host: pl.host, gpus: pl.gpuIndices });
@@ -677,7 +690,7 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
       this.finish(job.id, { state: 'failed', reason: `its backend "${job.backend}" is no longer in the broker config`, exitCode: null });
       return;
     }
-    const att = this.currentAttempt(job);
+    let att = this.currentAttempt(job);
     if (att?.host && !backend.knows(att.host)) {
       this.finish(job.id, { state: 'failed', reason: `its host ${att.host} is no longer in the broker config`, exitCode: null });
       return;
@@ -691,6 +704,15 @@ export class Broker extends EventEmitter<{ job: [Job] }> {
         this.timers.set(job.id, this.clock.after(at - this.clock.now(), () => this.kick()));
       }
       return;
+    }
+    // A moved attempt whose marker was held for its start when the broker stopped: the marker first, then its output.
+    if (this.d.logs.size(job.id) < att.logOffset) {
+      const n = att.n;
+      const prev = this.attemptsOf(job).find((a) => a.n === n - 1);
+      const mv = prev?.evidence.move;
+      if (prev) this.d.logs.appendLine(job.id, mv ? moveMarker(mv, mv.fellBack) : attemptMarker(n, this.maxAttempts(job), prev));
+      att = { ...att, logOffset: this.d.logs.size(job.id) };
+      this.d.store.putAttempt(job.id, att);
     }
     const ac = new AbortController();
     this.current.set(job.id, { n: att.n, ac });

@@ -53,11 +53,15 @@ export class LogFiles {
 
   /** Appends `line` (ending in a newline) so that it starts a line of its own: after a newline if the file lacks one. */
   appendLine(jobId: string, line: string): void {
-    const path = this.path(jobId);
+    this.append(jobId, this.lineText(jobId, line));
+  }
+
+  /** What appendLine would write now: `line`, after a newline if the file does not end in one. */
+  lineText(jobId: string, line: string): string {
     let fd: number | undefined;
     let atLineStart = true;
     try {
-      fd = openSync(path, 'r');
+      fd = openSync(this.path(jobId), 'r');
       const size = fstatSync(fd).size;
       const b = Buffer.alloc(1);
       if (size > 0 && readSync(fd, b, 0, 1, size - 1) === 1) atLineStart = b[0] === 0x0a;
@@ -66,10 +70,15 @@ export class LogFiles {
     } finally {
       if (fd !== undefined) closeSync(fd);
     }
+    return atLineStart ? line : `\n${line}`;
+  }
+
+  /** Appends text the broker writes itself (a marker); a full disk (ENOSPC) loses the text, never the broker. */
+  append(jobId: string, text: string): void {
     try {
-      appendFileSync(path, atLineStart ? line : `\n${line}`, { mode: 0o600 });
+      appendFileSync(this.path(jobId), text, { mode: 0o600 });
     } catch {
-      // A full disk (ENOSPC): the marker line is lost, never the broker.
+      // Lost with the disk full.
     }
   }
 

@@ -79,6 +79,8 @@ describe('VS Code extension, end to end (code-server + Chromium)', function () {
   afterEach(async function () {
     if (this.currentTest?.state !== 'failed') return;
     if (page) await shot(`vscode-failed-${this.currentTest.title.replace(/\W+/g, '-').slice(0, 60)}.png`).catch(() => {});
+    // What the extension did and what the broker holds, for a failure seen only in CI.
+    console.log(`      the extension's log (last lines):\n${cs?.extensionLog()}\n      the broker's jobs: ${JSON.stringify((await jobs().catch(() => [])).map((j) => [j.id, j.command.join(' '), j.state, j.reason]))}`);
     // A failed test must not leave jobs holding the GPUs for the tests after it.
     for (const j of await jobs().catch(() => [])) {
       if (['queued', 'starting', 'running'].includes(j.state)) await fetch(`${broker.url}/v1/jobs/${j.id}/cancel`, { method: 'POST', headers: { authorization: `Bearer ${token}` } }).catch(() => {});

@@ -97,6 +97,8 @@ describe('migration: a destination that cannot start the job', function () {
       const log = await logs(id);
       assert.deepEqual(steps(log), Array.from({ length: 30 }, (_, i) => i + 1), log);
       assert.match(log, /^── not moved to h2 \(h2 could not start it: docker start failed on h2 .*\); resumed on h1 from checkpoint at \d\d:\d\d:\d\d ──$/m);
+      // The job never ran on h2, and its log does not say it did.
+      assert.doesNotMatch(log, /^── moved from/m);
       assert.match(log, /^start at \d+ attempt 3$/m);
       assert.deepEqual(done.attempts!.map((a) => [a.n, a.host, a.fault]), [[1, 'h1', 'migrated'], [2, 'h2', 'migrated'], [3, 'h1', null]]);
       assert.equal(most(), 1, 'two containers of the job ran at once');

@@ -4,7 +4,7 @@
  * folder, driven by Playwright in Debian's Chromium. Only loopback traffic.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -41,6 +41,8 @@ export interface CodeServer {
   url: string;
   proc: ChildProcess;
   log(): string;
+  /** The last `lines` lines of the extension's own log ("GPU Run" output channel), for a failed test's report. */
+  extensionLog(lines?: number): string;
   stop(): Promise<void>;
 }
 
@@ -114,6 +116,11 @@ export async function startCodeServer(dir: string, opts: { folder: string; extDi
     url,
     proc: p,
     log: () => log,
+    extensionLog: (lines = 60) => {
+      const found = readdirSync(join(userData, 'logs'), { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith(join('gpurun.gpurun', 'GPU Run.log'))).sort();
+      if (!found.length) return '(no extension log yet)';
+      return readFileSync(join(userData, 'logs', found[found.length - 1]), 'utf8').split('\n').slice(-lines).join('\n');
+    },
     stop: async () => {
       if (p.exitCode !== null || p.signalCode !== null) return;
       const gone = new Promise((r) => p.once('close', r));
