@@ -119,7 +119,12 @@ export async function run(): Promise<void> {
       }
       return { out, firstMs };
     };
-    const modes: Mode[] = ['plain', 'snap', 'opaque', 'dplain', 'dsnap'];
+    // WORKSPACE_MODES: which mounts run (plain, snap, opaque, dplain, dsnap; all by default).
+    const allModes: Mode[] = ['plain', 'snap', 'opaque', 'dplain', 'dsnap'];
+    const asked = (process.env.WORKSPACE_MODES ?? '').split(',').filter(Boolean);
+    const unknown = asked.filter((m) => !allModes.includes(m as Mode));
+    if (unknown.length) throw new Error(`WORKSPACE_MODES: no mode ${unknown.join(', ')}; the modes are ${allModes.join(', ')}`);
+    const modes = asked.length ? (asked as Mode[]) : allModes;
     // WORKSPACE_PARTS: which parts run (1 imports, 2 virtualenv, 3 start, 4 partial read, 5 edit-to-visible).
     const parts = listEnv('WORKSPACE_PARTS', [1, 2, 3, 4, 5]);
 

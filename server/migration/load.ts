@@ -1,6 +1,7 @@
 /**
- * The online load of a host, from `docker stats` of its online jobs' containers, and when it has been over the
- * threshold for long enough to move offline jobs off. Pure.
+ * The online load of a host, from `docker stats` of its online jobs' containers (Docker hosts) or from /proc of their
+ * sessions' processes (process hosts), and when it has been over the threshold for long enough to move offline jobs
+ * off. Pure.
  */
 
 /** One container's usage: CPU in percent of one core (Docker's CPUPerc), memory in bytes. */
@@ -27,6 +28,67 @@ export function parseDockerStats(text: string): Map<string, ContainerUsage> {
     const used = bytes(mem.split('/')[0] ?? '');
     if (!Number.isFinite(pct) || used === null) continue;
     out.set(name.trim(), { cpuPct: pct, memBytes: used });
+  }
+  return out;
+}
+
+/**
+ * What a process host says of its online jobs: the clock tick and page size, its uptime (the clock CPU time is
+ * measured against), then `SID /proc/PID/stat` for every process of each job's session (a job on a process host has
+ * its own session: runtimes/sshProcess.ts). The sessions are the script's arguments, numbers the broker recorded.
+ */
+export const PROC_USAGE_SCRIPT = [
+  'getconf CLK_TCK; getconf PAGESIZE; cut -d" " -f1 /proc/uptime',
+  'for s in "$@"; do for p in $(pgrep -s "$s"); do l=$(cat "/proc/$p/stat" 2>/dev/null) && printf "%s %s\\n" "$s" "$l"; done; done',
+].join('\n');
+
+export function procUsageArgs(sessions: readonly number[]): string[] {
+  return ['sh', '-c', PROC_USAGE_SCRIPT, 'sh', ...sessions.map((n) => String(Math.trunc(n)))];
+}
+
+/** One reading of a process host: per session, CPU time used so far (s) and resident memory (bytes); its pids. */
+export interface ProcUsage {
+  /** The host's uptime at the reading (s). */
+  at: number;
+  sessions: Map<number, { cpuSec: number; memBytes: number; pids: number[] }>;
+}
+
+/** Parses PROC_USAGE_SCRIPT's output; null when its first lines are not what it prints (no getconf, no /proc). */
+export function parseProcUsage(text: string): ProcUsage | null {
+  const lines = text.split('\n');
+  const tick = Number(lines[0]);
+  const page = Number(lines[1]);
+  const at = Number(lines[2]);
+  if (!(tick > 0) || !(page > 0) || !(at > 0)) return null;
+  const sessions: ProcUsage['sessions'] = new Map();
+  for (const line of lines.slice(3)) {
+    const m = /^(\d+) (\d+) \(.*\) (.*)$/.exec(line);
+    if (!m) continue;
+    // After "pid (comm)": state is field 3; utime, stime are 14 and 15; rss (pages) is 24.
+    const f = m[3].split(' ');
+    const utime = Number(f[11]), stime = Number(f[12]), rss = Number(f[21]);
+    if (![utime, stime, rss].every(Number.isFinite)) continue;
+    const sid = Number(m[1]);
+    const s = sessions.get(sid) ?? { cpuSec: 0, memBytes: 0, pids: [] };
+    s.cpuSec += (utime + stime) / tick;
+    s.memBytes += rss * page;
+    s.pids.push(Number(m[2]));
+    sessions.set(sid, s);
+  }
+  return { at, sessions };
+}
+
+/**
+ * The usage of each session between two readings, as `docker stats` gives it for a container: CPU in percent of one
+ * core over the interval, memory now. A session not in the earlier reading is left out (its CPU has no interval yet).
+ */
+export function procUsageBetween(before: ProcUsage, now: ProcUsage): ContainerUsage[] {
+  const dt = now.at - before.at;
+  if (!(dt > 0)) return [];
+  const out: ContainerUsage[] = [];
+  for (const [sid, s] of now.sessions) {
+    const b = before.sessions.get(sid);
+    if (b) out.push({ cpuPct: (Math.max(0, s.cpuSec - b.cpuSec) / dt) * 100, memBytes: s.memBytes });
   }
   return out;
 }

@@ -1,6 +1,6 @@
 /**
- * Load-driven moves: every `migration.sampleEvery` the Docker hosts with online jobs report those jobs' container
- * usage (`docker stats`) and, where they hold GPUs, those GPUs' utilisation and their processes' GPU memory
+ * Load-driven moves: every `migration.sampleEvery` the hosts with online jobs report those jobs' usage (Docker hosts:
+ * their containers' `docker stats`; process hosts: their sessions' processes in /proc) and, where they hold GPUs, those GPUs' utilisation and their processes' GPU memory
  * (nvidia-smi; gpuLoad.ts); when a host's online load stays over `migration.threshold` for `migration.window`, one
  * offline job of that host that checkpoints is moved to a less-loaded host that fits it. Online jobs never move for
  * load. After a move starts, the host's window begins again (so one burst moves one job, then looks again).
@@ -15,7 +15,8 @@ import { checkpoints } from './cooperative.ts';
 import type { RemoteExec } from '../hosts/ssh.ts';
 import { NVIDIA_SMI_QUERY, parseNvidiaSmi } from '../hosts/nvidiaSmi.ts';
 import { COMPUTE_APPS_QUERY, dockerTopPidsArgs, onlineGpuLoad, parseComputeApps, parseDockerTopPids, type GpuLoad } from './gpuLoad.ts';
-import { hostLoad, overloaded, overloadWords, parseDockerStats, peakLoad, type LoadSample } from './load.ts';
+import { hostLoad, overloaded, overloadWords, parseDockerStats, parseProcUsage, peakLoad, procUsageArgs, procUsageBetween, type ContainerUsage, type LoadSample, type ProcUsage } from './load.ts';
+import type { StoredJob } from '../core/store.ts';
 
 /** Samples kept per host (enough for the window at the sampling rate). */
 const KEEP = 200;
@@ -26,6 +27,10 @@ export class LoadWatch {
   private busy = false;
   /** Hosts whose nvidia-smi failed at the last sample (said once in the log, not every few seconds). */
   private readonly noGpuReading = new Set<string>();
+  /** The same for process hosts whose /proc reading failed. */
+  private readonly noProcReading = new Set<string>();
+  /** Each process host's last reading of its online jobs' sessions (CPU is measured between two). */
+  private readonly lastProc = new Map<string, ProcUsage>();
   private readonly d: { broker: Broker; hosts: HostRegistry; moves: MoveManager; config: MigrationConfig; log: Logger };
 
   constructor(d: LoadWatch['d']) {
@@ -59,38 +64,72 @@ export class LoadWatch {
   private async sample(): Promise<void> {
     const jobs = this.d.broker.activeJobs().filter((j) => j.state === 'running' && j.host);
     const caps = new Map(this.d.hosts.capacities().map((c) => [c.name, c]));
-    const byHost = new Map<string, string[]>();
-    const gpusHeld = new Map<string, number[]>();
-    // The container in the job's handle: a job moved by hand runs in the one prepared for it (gpurun-ID-N).
-    for (const j of jobs) {
-      if (j.queue !== 'online') continue;
-      byHost.set(j.host!, [...(byHost.get(j.host!) ?? []), String(j.runtimeRef?.container ?? `gpurun-${j.id}`)]);
-      gpusHeld.set(j.host!, [...(gpusHeld.get(j.host!) ?? []), ...j.gpuIndices]);
-    }
+    const byHost = new Map<string, StoredJob[]>();
+    for (const j of jobs) if (j.queue === 'online') byHost.set(j.host!, [...(byHost.get(j.host!) ?? []), j]);
     for (const host of this.samples.keys()) if (!byHost.has(host)) this.samples.delete(host);
-    await Promise.all([...byHost].map(async ([host, containers]) => {
+    for (const host of this.lastProc.keys()) if (!byHost.has(host)) this.lastProc.delete(host);
+    await Promise.all([...byHost].map(async ([host, online]) => {
       const side = this.d.hosts.sshSide(host);
       const cap = caps.get(host);
-      if (!side || !cap || this.d.hosts.runtimeFor(host).kind !== 'docker') return;
-      const r = await side.exec.exec(['docker', 'stats', '--no-stream', '--format', '{{.Name}}\t{{.CPUPerc}}\t{{.MemUsage}}', ...containers], { timeoutMs: 30_000 });
-      if (r.code !== 0 && !r.stdout.trim()) return;
-      const usage = parseDockerStats(r.stdout);
-      const held = gpusHeld.get(host) ?? [];
-      const gpu = held.length ? await this.gpuLoad(host, side.exec, held, containers) : null;
+      const kind = this.d.hosts.runtimeFor(host).kind;
+      if (!side || !cap) return;
+      const reading = kind === 'docker' ? await this.dockerUsage(side.exec, online) : kind === 'ssh-process' ? await this.processUsage(host, side.exec, online) : null;
+      if (!reading) return;
+      const held = online.flatMap((j) => j.gpuIndices);
+      const gpu = held.length ? await this.gpuLoad(host, side.exec, held, reading.pids) : null;
       const list = this.samples.get(host) ?? [];
-      list.push({ ...hostLoad(containers.map((c) => usage.get(c)).filter((u) => u !== undefined), cap, Date.now()), ...gpu });
+      list.push({ ...hostLoad(reading.usage, cap, Date.now()), ...gpu });
       if (list.length > KEEP) list.splice(0, list.length - KEEP);
       this.samples.set(host, list);
       this.decide(host, list);
     }));
   }
 
+  /** A Docker host's online jobs: their containers' `docker stats`; their pids asked for only when GPU use needs them. */
+  private async dockerUsage(exec: RemoteExec, online: StoredJob[]): Promise<{ usage: ContainerUsage[]; pids: () => Promise<Set<number>> } | null> {
+    // The container in the job's handle: a job moved by hand runs in the one prepared for it (gpurun-ID-N).
+    const containers = online.map((j) => String(j.runtimeRef?.container ?? `gpurun-${j.id}`));
+    const r = await exec.exec(['docker', 'stats', '--no-stream', '--format', '{{.Name}}\t{{.CPUPerc}}\t{{.MemUsage}}', ...containers], { timeoutMs: 30_000 });
+    if (r.code !== 0 && !r.stdout.trim()) return null;
+    const stats = parseDockerStats(r.stdout);
+    const pids = async () => {
+      const out = new Set<number>();
+      for (const c of containers) {
+        const t = await exec.exec(dockerTopPidsArgs(c), { timeoutMs: 30_000 });
+        if (t.code === 0) for (const pid of parseDockerTopPids(t.stdout)) out.add(pid);
+      }
+      return out;
+    };
+    return { usage: containers.map((c) => stats.get(c)).filter((u) => u !== undefined), pids };
+  }
+
   /**
-   * The GPU use of a host's online jobs (their GPUs `held`, their `containers`), or null when nvidia-smi gives no
-   * reading of those GPUs. Per-process memory needs the containers' host pids (`docker top`), asked only when the
-   * driver lists processes on those GPUs.
+   * A process host's online jobs: CPU time and memory of each job's session from /proc, CPU over the time since the
+   * host's last reading (the first reading only sets that start: no sample).
    */
-  private async gpuLoad(host: string, exec: RemoteExec, held: number[], containers: string[]): Promise<GpuLoad | null> {
+  private async processUsage(host: string, exec: RemoteExec, online: StoredJob[]): Promise<{ usage: ContainerUsage[]; pids: () => Promise<Set<number>> } | null> {
+    const sessions = online.map((j) => Number(j.runtimeRef?.pid)).filter((n) => Number.isInteger(n) && n > 1);
+    if (!sessions.length) return null;
+    const r = await exec.exec(procUsageArgs(sessions), { timeoutMs: 30_000 });
+    const now = r.code === 0 ? parseProcUsage(r.stdout) : null;
+    if (!now) {
+      if (!this.noProcReading.has(host)) this.d.log.warn('the host gives no reading of its online jobs\' processes for the online load', { host, code: r.code, stderr: r.stderr.trim().slice(0, 200) });
+      this.noProcReading.add(host);
+      return null;
+    }
+    this.noProcReading.delete(host);
+    const before = this.lastProc.get(host);
+    this.lastProc.set(host, now);
+    if (!before) return null;
+    const pids = new Set([...now.sessions.values()].flatMap((s) => s.pids));
+    return { usage: procUsageBetween(before, now), pids: async () => pids };
+  }
+
+  /**
+   * The GPU use of a host's online jobs (their GPUs `held`, their processes' host pids from `jobPids`), or null when
+   * nvidia-smi gives no reading of those GPUs. The pids are asked for only when the driver lists processes on them.
+   */
+  private async gpuLoad(host: string, exec: RemoteExec, held: number[], jobPids: () => Promise<Set<number>>): Promise<GpuLoad | null> {
     const q = await exec.exec(NVIDIA_SMI_QUERY, { timeoutMs: 30_000 });
     if (q.code !== 0) {
       if (!this.noGpuReading.has(host)) this.d.log.warn('nvidia-smi gives no GPU reading for the online load', { host, code: q.code, stderr: q.stderr.trim().slice(0, 200) });
@@ -102,13 +141,7 @@ export class LoadWatch {
     const a = await exec.exec(COMPUTE_APPS_QUERY, { timeoutMs: 30_000 });
     const apps = a.code === 0 ? parseComputeApps(a.stdout) : null;
     const uuids = new Set(gpus.filter((g) => held.includes(g.index)).map((g) => g.uuid));
-    const pids = new Set<number>();
-    if (apps?.some((p) => uuids.has(p.gpuUuid))) {
-      for (const c of containers) {
-        const t = await exec.exec(dockerTopPidsArgs(c), { timeoutMs: 30_000 });
-        if (t.code === 0) for (const pid of parseDockerTopPids(t.stdout)) pids.add(pid);
-      }
-    }
+    const pids = apps?.some((p) => uuids.has(p.gpuUuid)) ? await jobPids() : new Set<number>();
     return onlineGpuLoad(gpus, held, apps, pids);
   }
 

@@ -10,7 +10,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { createToken, gpurun, scratch, startBrokerProcess, testEnv, waitFor, type BrokerProc } from '../support/harness.ts';
 import { endHostSuite, makeSshHosts, type TestHostSet } from '../support/sshHosts.ts';
-import { counterWorkspace, dockerHostConfigs, jobViews, requireMigrationParts } from '../support/migrationHosts.ts';
+import { counterWorkspace, dockerHostConfigs, jobViews, loadMoves, requireMigrationParts } from '../support/migrationHosts.ts';
 
 describe('migration between hosts that run jobs as plain processes', function () {
   this.timeout(180_000);
@@ -18,6 +18,7 @@ describe('migration between hosts that run jobs as plain processes', function ()
   let set: TestHostSet;
   let broker: BrokerProc;
   let env: NodeJS.ProcessEnv;
+  let adminEnv: NodeJS.ProcessEnv;
   let workDirs: string[] = [];
 
   before(async function () {
@@ -32,8 +33,9 @@ describe('migration between hosts that run jobs as plain processes', function ()
     ws = counterWorkspace(dir);
     const cfg = dockerHostConfigs(set, dir, (name) => (name === 'dk' ? {} : { runtime: 'process' }));
     workDirs = cfg.workDirs;
-    broker = await startBrokerProcess(join(dir, 'home'), { hosts: cfg.hosts, defaults: { image: 'local/python:3', gpus: 1, memory: '256M' }, migration: { checkpointTimeout: '10s' } });
+    broker = await startBrokerProcess(join(dir, 'home'), { hosts: cfg.hosts, defaults: { image: 'local/python:3', gpus: 1, memory: '256M' }, migration: { checkpointTimeout: '10s', threshold: { cpu: 0.2 }, window: '4s', sampleEvery: '1s' } });
     env = { ...testEnv(join(dir, 'home')), GPURUN_BROKER: broker.url, GPURUN_TOKEN: await createToken(broker, 'proc-mover') };
+    adminEnv = { ...env, GPURUN_TOKEN: await createToken(broker, 'root', true) };
     await waitFor('the hosts up', async () => {
       const out = (await gpurun(['hosts'], env)).stdout;
       return ['p1', 'p2', 'dk'].every((n) => new RegExp(`${n}\\s+up`).test(out));
@@ -78,6 +80,11 @@ describe('migration between hosts that run jobs as plain processes', function ()
     await waitFor('checkpoint folders removed', () => [fromDir, toDir].every((w) => !existsSync(join(w, 'checkpoints', id))), 20_000, 200);
   });
 
+  it("an online job's real CPU load on a process host moves the offline job to the other process host; the online job stays", async () => {
+    // Both on p1: p2 and the Docker host take no jobs while they start. The load is read from /proc of the online
+    // job's processes, and shown as for a Docker host.
+    await loadMoves({ env, adminEnv, ws, brokerLog: () => broker.log(), from: 'p1', to: 'p2', away: ['p2', 'dk'], offline: ['--gpu-type', 'L4'] });
+  });
   it('a job on a process host does not move to a Docker host: the refusal says why, and it runs on', async () => {
     const id = await submit(['--gpu-type', 'L4', '--checkpoint-signal', 'SIGUSR1', '--', 'python3', 'count.py'], { STEPS: '16' });
     await waitFor('step 2', async () => /^step 2$/m.test(await logs(id)), 90_000, 200);

@@ -12,7 +12,7 @@ import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createToken, gpurun, restartBroker, scratch, startBrokerProcess, testEnv, waitFor, type BrokerProc } from '../support/harness.ts';
 import { endHostSuite, makeSshHosts, type TestHostSet } from '../support/sshHosts.ts';
-import { counterWorkspace, dockerHostConfigs, jobViews, requireMigrationParts } from '../support/migrationHosts.ts';
+import { counterWorkspace, dockerHostConfigs, jobViews, loadMoves, requireMigrationParts } from '../support/migrationHosts.ts';
 
 describe('migration: moving running jobs between hosts', function () {
   this.timeout(180_000);
@@ -210,41 +210,8 @@ describe('migration: moving running jobs between hosts', function () {
 
   it('an online job\'s real CPU load over the threshold moves the offline job off its host; the online job stays', async () => {
     // Both on h1: h2 takes no jobs while they start.
-    assert.equal((await gpurun(['drain', 'h2'], adminEnv)).code, 0);
-    let online = '';
-    try {
-      const id = await submit(['--checkpoint-signal', 'SIGUSR1', '--', 'python3', 'count.py'], { STEPS: '60' });
-      await waitFor('step 3', async () => /step 3\n/.test(await logs(id)), 60_000, 200);
-      assert.equal((await show(id)).host, 'h1');
-      const r = await gpurun(['run', '--detach', '--workspace', ws, '--queue', 'online', '--gpus', '0', '--checkpoint-signal', 'SIGUSR1', '--', 'sh', '-c', 'while :; do :; done'], env);
-      assert.equal(r.code, 0, r.stderr);
-      online = r.stdout.trim();
-      await waitFor('the online job running', async () => (await show(online)).state === 'running', 60_000, 200);
-      assert.equal((await show(online)).host, 'h1');
-      assert.equal((await gpurun(['undrain', 'h2'], adminEnv)).code, 0);
-      await waitFor('the load shown', async () => /h1: online jobs use \d+% of its CPUs/.test((await gpurun(['hosts'], env)).stdout), 30_000, 500);
-      const moved = await waitFor('the offline job moved to h2', async () => {
-        const j = await show(id);
-        return j.host === 'h2' && j.state === 'running' && !j.move && j;
-      }, 90_000, 300).catch(async (e) => {
-        // What the broker saw, for the failure message: the load it sampled and what it decided.
-        const seen = broker.log().split('\n').filter((l) => /load|mov/i.test(l)).slice(-15).join('\n');
-        throw new Error(`${(e as Error).message}\n${(await gpurun(['hosts'], env)).stdout}\n${seen}`);
-      });
-      assert.match(moved.attempts![0].reason!, /^moved to h2 \(online load \d+% > 20% for \d+ s\)/);
-      const o = await show(online);
-      assert.equal(o.host, 'h1');
-      assert.equal(o.state, 'running');
-      assert.equal(o.attempts!.length, 1, 'online jobs never move for load');
-      const done = await ended(id);
-      assert.equal(done.state, 'succeeded', done.reason);
-      assertSteps(await logs(id), 60);
-    } finally {
-      await gpurun(['undrain', 'h2'], adminEnv);
-      if (online) await gpurun(['cancel', online], env);
-    }
+    await loadMoves({ env, adminEnv, ws, brokerLog: () => broker.log(), from: 'h1', to: 'h2', away: ['h2'], offline: [] });
   });
-
   it('preemption: an online job that needs the GPUs offline jobs hold runs; the checkpointing offline job resumes after it', async () => {
     const id = await submit(['--checkpoint-signal', 'SIGUSR1', '--', 'python3', 'count.py'], { STEPS: '30' });
     const plain = await submit(['--', 'sh', '-c', 'sleep 120']);

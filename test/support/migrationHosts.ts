@@ -89,3 +89,45 @@ export function jobViews(env: () => NodeJS.ProcessEnv, ws: () => string = () => 
   const assertSteps = (log: string, n: number): void => assert.deepEqual(steps(log), Array.from({ length: n }, (_, i) => i + 1), log);
   return { submit, show, logs, ended, steps, assertSteps };
 }
+
+/**
+ * A load-driven move, through the CLI: an offline counting job (`offline` flags) and an online busy loop both start on
+ * `from` (the hosts in `away` are drained meanwhile, then `to` is undrained); the online job's real CPU load over the
+ * broker's threshold (20%) moves the offline job to `to`, where it counts on to the end; the online job stays.
+ */
+export async function loadMoves(o: { env: NodeJS.ProcessEnv; adminEnv: NodeJS.ProcessEnv; ws: string; brokerLog: () => string; from: string; to: string; away: string[]; offline: string[] }): Promise<void> {
+  const { submit, show, logs, ended, assertSteps } = jobViews(() => o.env, () => o.ws);
+  for (const h of o.away) assert.equal((await gpurun(['drain', h], o.adminEnv)).code, 0);
+  let online = '';
+  try {
+    const id = await submit([...o.offline, '--checkpoint-signal', 'SIGUSR1', '--', 'python3', 'count.py'], { STEPS: '60' });
+    await waitFor('step 3', async () => /^step 3$/m.test(await logs(id)), 90_000, 200);
+    assert.equal((await show(id)).host, o.from);
+    const r = await gpurun(['run', '--detach', '--workspace', o.ws, '--queue', 'online', '--gpus', '0', '--', 'sh', '-c', 'while :; do :; done'], o.env);
+    assert.equal(r.code, 0, r.stderr);
+    online = r.stdout.trim();
+    await waitFor('the online job running', async () => (await show(online)).state === 'running', 60_000, 200);
+    assert.equal((await show(online)).host, o.from);
+    assert.equal((await gpurun(['undrain', o.to], o.adminEnv)).code, 0);
+    await waitFor('the load shown', async () => new RegExp(`${o.from}: online jobs use \\d+% of its CPUs`).test((await gpurun(['hosts'], o.env)).stdout), 30_000, 500);
+    const moved = await waitFor(`the offline job moved to ${o.to}`, async () => {
+      const j = await show(id);
+      return j.host === o.to && j.state === 'running' && !j.move && j;
+    }, 90_000, 300).catch(async (e) => {
+      // What the broker saw, for the failure message: the load it sampled and what it decided.
+      const seen = o.brokerLog().split('\n').filter((l) => /load|mov/i.test(l)).slice(-15).join('\n');
+      throw new Error(`${(e as Error).message}\n${(await gpurun(['hosts'], o.env)).stdout}\n${seen}`);
+    });
+    assert.match(moved.attempts![0].reason!, new RegExp(`^moved to ${o.to} \\(online load \\d+% > 20% for \\d+ s\\)`));
+    const on = await show(online);
+    assert.equal(on.host, o.from);
+    assert.equal(on.state, 'running');
+    assert.equal(on.attempts!.length, 1, 'online jobs never move for load');
+    const done = await ended(id);
+    assert.equal(done.state, 'succeeded', done.reason);
+    assertSteps(await logs(id), 60);
+  } finally {
+    for (const h of o.away) await gpurun(['undrain', h], o.adminEnv);
+    if (online) await gpurun(['cancel', online], o.env);
+  }
+}

@@ -8,7 +8,7 @@ import { moveMarker, moveWords } from '../../server/migration/words.ts';
 import { validateMigration, DEFAULT_MIGRATION } from '../../server/migration/config.ts';
 import { validateSubmit } from '../../server/core/submit.ts';
 import { classify } from '../../server/core/outcome.ts';
-import { hostLoad, overloaded, overloadWords, parseDockerStats } from '../../server/migration/load.ts';
+import { hostLoad, overloaded, overloadWords, parseDockerStats, parseProcUsage, procUsageArgs, procUsageBetween } from '../../server/migration/load.ts';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
 
@@ -91,6 +91,17 @@ describe('migration: online load', () => {
     assert.deepEqual(m.get('gpurun-a'), { cpuPct: 93.52, memBytes: 12.5 * 1024 * 1024 });
     assert.equal(m.get('gpurun-b')!.memBytes, 1.2 * 1024 ** 3);
     assert.equal(m.size, 2);
+  });
+  it("reads a process host's sessions from /proc: CPU time and memory summed per session, CPU over the interval", () => {
+    // utime 150 and stime 50 ticks, rss 100 pages; a command name with spaces and parentheses.
+    const stat = (pid: number, comm: string, u: number, st: number, rss: number) => `${pid} (${comm}) R 1 ${pid} ${pid} 0 -1 4194304 10 0 0 0 ${u} ${st} 0 0 20 0 1 0 100 2000000 ${rss} 18446744073709551615`;
+    const before = parseProcUsage(`100\n4096\n1000.00\n7 ${stat(7, 'sh', 100, 0, 50)}\n7 ${stat(8, 'py (x) y', 50, 50, 50)}\n`)!;
+    assert.deepEqual(before.sessions.get(7), { cpuSec: 2, memBytes: 100 * 4096, pids: [7, 8] });
+    const now = parseProcUsage(`100\n4096\n1002.00\n7 ${stat(7, 'sh', 100, 0, 50)}\n7 ${stat(8, 'py (x) y', 150, 150, 150)}\n9 ${stat(9, 'new', 500, 0, 1)}\n`)!;
+    // 2 s of CPU time over 2 s: one core; session 9 has no earlier reading yet.
+    assert.deepEqual(procUsageBetween(before, now), [{ cpuPct: 100, memBytes: 200 * 4096 }]);
+    assert.equal(parseProcUsage('sh: getconf: not found\n'), null);
+    assert.deepEqual(procUsageArgs([7, 9]).slice(3), ['sh', '7', '9']);
   });
   it('turns the containers of a host into fractions of its CPUs and memory', () => {
     const s = hostLoad([{ cpuPct: 150, memBytes: 512 * 1024 ** 2 }, { cpuPct: 30, memBytes: 0 }], { cpus: 2, memoryMiB: 1024 }, 5);
