@@ -25,6 +25,8 @@ import { cached, cachePlan, LISTING_SH, listingArgs, noLongerOpaque, opaqueDirs,
 export const WRITE_BACK_MS = 250;
 /** How long edits on the developer's disk are gathered before they are sent. */
 export const EDIT_DEBOUNCE_MS = 100;
+/** How long a job's start waits for the watch on the developer's machine (direct transport) to be in place. */
+export const WATCH_READY_MS = 10_000;
 
 export interface SnapshotPaths {
   /** The per-user, per-workspace cache of small files (lower layer 1). */
@@ -199,13 +201,27 @@ export class SnapshotSync {
 
   async start(): Promise<void> {
     const folders = [...this.view].filter(([, e]) => e.type === 'd').map(([p]) => p);
-    this.watcher = this.side.watch(
+    const w = this.side.watch(
       folders,
       (name) => this.noticed(name),
       (e) => this.log(`watching the workspace for edits: ${e.message}`),
       () => this.serial(() => this.resync()),
     );
+    this.watcher = w;
     await this.listen();
+    // A watch that starts on the developer's machine (a process there, then a listing of what changed before it)
+    // is in place before the job starts: edits made since the snapshot are in the job's view, and the job's first
+    // seconds (its imports) do not share the host's CPUs with that start. One that is slow to start does not hold
+    // the job up for long; it catches up with a listing once in place.
+    if (w.ready) {
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<void>((r) => (timer = setTimeout(() => {
+        this.log(`workspace: the watch on the developer's machine is not in place after ${WATCH_READY_MS / 1000} s; the job starts, and edits made meanwhile are found once it is`);
+        r();
+      }, WATCH_READY_MS)));
+      await Promise.race([w.ready.then(() => this.chain), late]);
+      clearTimeout(timer);
+    }
   }
 
   private noticed(name: string): void {

@@ -28,8 +28,9 @@ export interface WorkspaceSide {
   /**
    * Watches the workspace (`folders`: its folders as walked). `onName` gets each changed entry's relative path;
    * `onGap` is called where edits may have been missed (a watch that started late, or was lost and opened again).
+   * `ready`, where the watch starts elsewhere: settles once it is first in place (after that first onGap).
    */
-  watch(folders: string[], onName: (rel: string) => void, onError: (e: Error) => void, onGap: () => void): { close(): void };
+  watch(folders: string[], onName: (rel: string) => void, onError: (e: Error) => void, onGap: () => void): { close(): void; ready?: Promise<void> };
 }
 
 /** The workspace as a tree (lstat: symlinks are entries of their own, never followed). */
@@ -182,10 +183,12 @@ export class DevSide implements WorkspaceSide {
     if (r.code !== 0) throw new Error(`copying the workspace's small files from ${this.m.target} failed (exit ${r.code}): ${r.stderr.trim()}`);
   }
 
-  watch(_folders: string[], onName: (rel: string) => void, onError: (e: Error) => void, onGap: () => void): { close(): void } {
+  watch(_folders: string[], onName: (rel: string) => void, onError: (e: Error) => void, onGap: () => void): { close(): void; ready: Promise<void> } {
     let closed = false;
     let ch: { close(): void } | undefined;
     let timer: NodeJS.Timeout | undefined;
+    let inPlace!: () => void;
+    const ready = new Promise<void>((r) => (inPlace = r));
     const open = async () => {
       const c = await this.ssh.spawn(this.args('watch'));
       if (closed) return c.close();
@@ -199,7 +202,13 @@ export class DevSide implements WorkspaceSide {
         buf = parts.pop()!;
         // An empty record: the watch is in place (at its start, or again after it was lost): what changed before it
         // is found by a listing.
-        for (const p of parts) p ? onName(p) : onGap();
+        for (const p of parts) {
+          if (p) onName(p);
+          else {
+            onGap();
+            inPlace();
+          }
+        }
       });
       c.on('error', () => {});
       c.on('close', () => {
@@ -216,10 +225,12 @@ export class DevSide implements WorkspaceSide {
       again();
     });
     return {
+      ready,
       close: () => {
         closed = true;
         clearTimeout(timer);
         ch?.close();
+        inPlace();
       },
     };
   }
