@@ -10,7 +10,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { CLI, cliJobs, createToken, fakePciBusId, gpurun, NODE, restartBroker, scratch, startBrokerProcess, stopBroker, testEnv, requirePart, type BrokerProc, type ListedJob, waitFor } from '../support/harness.ts';
+import { CLI, cliJobs, createToken, fakePciBusId, gpurun, iptables, NODE, restartBroker, scratch, startBrokerProcess, stopBroker, testEnv, requirePart, type BrokerProc, type ListedJob, waitFor } from '../support/harness.ts';
 import { makeSshHosts, endHostSuite, sshHostsMissing, type TestHost, type TestHostSet } from '../support/sshHosts.ts';
 import { mountPoint } from '../../server/hosts/mount.ts';
 import { brokerId } from '../../server/hosts/sshSide.ts';
@@ -25,11 +25,6 @@ const GRACE_S = 20;
 
 function containers(label: string, running = false): string[] {
   return execFileSync('docker', ['ps', ...(running ? [] : ['-a']), '--filter', `label=${label}`, '--format', '{{.Names}}'], { encoding: 'utf8' }).split('\n').filter(Boolean);
-}
-
-function iptables(op: '-I' | '-D', address: string): void {
-  spawnSync('iptables', [op, 'INPUT', '-s', address, '-j', 'DROP']);
-  spawnSync('iptables', [op, 'OUTPUT', '-d', address, '-j', 'DROP']);
 }
 
 function lines(n: number, prefix = 'line'): string {

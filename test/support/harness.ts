@@ -324,3 +324,9 @@ export function newTmuxTerminal(sock: string, { cols = 100, rows = 30, command =
     spawnSync('sleep', ['0.3']);
   }
 }
+
+/** Drops (`-I`) or lets through again (`-D`) all traffic from and to a loopback address, as a silent link does. */
+export function iptables(op: '-I' | '-D', address: string): void {
+  spawnSync('iptables', [op, 'INPUT', '-s', address, '-j', 'DROP']);
+  spawnSync('iptables', [op, 'OUTPUT', '-d', address, '-j', 'DROP']);
+}
