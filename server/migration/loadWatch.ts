@@ -1,7 +1,7 @@
 /**
  * Load-driven moves: every `migration.sampleEvery` the hosts with online jobs report those jobs' usage (Docker hosts:
- * their containers' `docker stats`; process hosts: their sessions' processes in /proc) and, where they hold GPUs, those GPUs' utilisation and their processes' GPU memory
- * (nvidia-smi; gpuLoad.ts); when a host's online load stays over `migration.threshold` for `migration.window`, one
+ * their containers' `docker stats`; process hosts: their sessions' processes in /proc) and, where they hold GPUs,
+ * those GPUs' utilisation and their processes' GPU memory (nvidia-smi; gpuLoad.ts); when a host's online load stays over `migration.threshold` for `migration.window`, one
  * offline job of that host that checkpoints is moved to a less-loaded host that fits it. Online jobs never move for
  * load. After a move starts, the host's window begins again (so one burst moves one job, then looks again).
  */
@@ -71,8 +71,8 @@ export class LoadWatch {
     await Promise.all([...byHost].map(async ([host, online]) => {
       const side = this.d.hosts.sshSide(host);
       const cap = caps.get(host);
-      const kind = this.d.hosts.runtimeFor(host).kind;
       if (!side || !cap) return;
+      const kind = this.d.hosts.runtimeFor(host).kind;
       const reading = kind === 'docker' ? await this.dockerUsage(side.exec, online) : kind === 'ssh-process' ? await this.processUsage(host, side.exec, online) : null;
       if (!reading) return;
       const held = online.flatMap((j) => j.gpuIndices);
@@ -113,7 +113,7 @@ export class LoadWatch {
     const r = await exec.exec(procUsageArgs(sessions), { timeoutMs: 30_000 });
     const now = r.code === 0 ? parseProcUsage(r.stdout) : null;
     if (!now) {
-      if (!this.noProcReading.has(host)) this.d.log.warn('the host gives no reading of its online jobs\' processes for the online load', { host, code: r.code, stderr: r.stderr.trim().slice(0, 200) });
+      if (!this.noProcReading.has(host)) this.d.log.warn('the host gives no reading of its online jobs\' processes for the online load (it needs getconf, pgrep and /proc)', { host, code: r.code, stderr: r.stderr.trim().slice(0, 200) });
       this.noProcReading.add(host);
       return null;
     }

@@ -182,7 +182,6 @@ describe('jobs that survive faults: repeated blips, quarantines kept (sshd + Doc
     // process (README): attempt 2 may end workspace_lost with the kill, and the new job then takes the other T4.
     const holder = await job(id);
     if (holder.state === 'running') assert.equal(w.state, 'queued', 'no job gets the quarantined GPU after the restart either');
-    else assert.deepEqual(w.gpuIndices.length ? w.gpuIndices : [other], [other], `${attemptsOf(holder)}; the new job: ${w.state}`);
 
     const refused = await gpurun(['hosts', 'clear', 's4', String(gpu)], env);
     assert.notEqual(refused.code, 0);

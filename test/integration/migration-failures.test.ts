@@ -54,7 +54,6 @@ describe('migration: a destination that cannot start the job', function () {
   });
 
   after(async function () {
-    for (const a of blocked.splice(0)) iptables('-D', a);
     await endHostSuite(broker, set, owner, workDirs, dir);
   });
 
