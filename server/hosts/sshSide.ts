@@ -16,6 +16,9 @@ import { ClientWorkspaces } from './clientWorkspaces.ts';
 import type { QuarantineKeeper } from './health.ts';
 
 const SWEEP_MS = 60_000;
+/** A failed sweep of a host is tried again after SWEEP_RETRY_MS, up to SWEEP_TRIES tries in all per round. */
+const SWEEP_RETRY_MS = 5_000;
+const SWEEP_TRIES = 3;
 
 export interface SshSide {
   ssh: SshHosts | undefined;
@@ -49,26 +52,41 @@ export function createSshSide(config: BrokerConfig, log: Logger, quarantines?: Q
   const processes = new SshProcessRuntime({ ...common, log: (msg, fields) => plog.info(msg, fields) });
   const sweepers = { docker: { rt: docker, log: dlog }, process: { rt: processes, log: plog } };
   let timer: NodeJS.Timeout | undefined;
+  let closed = false;
+  const retries = new Set<NodeJS.Timeout>();
   return {
     ssh,
     runtimes: { [docker.kind]: docker, [processes.kind]: processes },
     clientWorkspaces,
     startSweeps(isLive) {
+      // A sweep that fails (the host not reachable yet after a restart) is tried again soon, a few times, rather
+      // than leaving a crash's orphans until the next round.
+      const sweepHost = (h: (typeof sshConfigs)[number], tries: number) => {
+        const { rt, log: rlog } = sweepers[h.runtime];
+        rt.sweep(h.name, isLive).then(
+          (removed) => removed.length && rlog.info('removed orphans', { host: h.name, removed }),
+          (err) => {
+            rlog.warn('orphan sweep failed', { host: h.name, err: (err as Error).message, ...(tries < SWEEP_TRIES ? { retryInMs: SWEEP_RETRY_MS } : {}) });
+            if (tries >= SWEEP_TRIES || closed) return;
+            const t: NodeJS.Timeout = setTimeout(() => {
+              retries.delete(t);
+              sweepHost(h, tries + 1);
+            }, SWEEP_RETRY_MS).unref();
+            retries.add(t);
+          },
+        );
+      };
       const sweep = () => {
-        for (const h of sshConfigs) {
-          const { rt, log: rlog } = sweepers[h.runtime];
-          rt.sweep(h.name, isLive).then(
-            (removed) => removed.length && rlog.info('removed orphans', { host: h.name, removed }),
-            (err) => rlog.warn('orphan sweep failed', { host: h.name, err: (err as Error).message }),
-          );
-        }
+        for (const h of sshConfigs) sweepHost(h, 1);
       };
       sweep();
       timer = setInterval(sweep, SWEEP_MS);
       timer.unref();
     },
     close() {
+      closed = true;
       clearInterval(timer);
+      for (const t of retries) clearTimeout(t);
       ssh.close();
     },
   };

@@ -125,9 +125,18 @@ const SIGNAL = `${FUNCTIONS}readpid "$1" && ours || exit 3
 kill "-$2" "-$pid"
 `;
 
-/** KILL to whatever is left of the job's process group, then removes the run directory. argv: DIR */
-const REMOVE = `${FUNCTIONS}if readpid "$1" && ours; then kill -KILL "-$pid" 2>/dev/null; fi
-rm -rf -- "$1"
+/** KILL to the supervisor and to whatever is left of the job's process group, then removes the run directory. argv: DIR */
+const REMOVE = `${FUNCTIONS}if readpid "$1"; then
+  # The supervisor first: once the job dies it writes the exit file, into the folder being removed.
+  if tr '\\0' '\\n' <"/proc/$sup/cmdline" 2>/dev/null | grep -qxF "$1/job.sh"; then kill -KILL "$sup" 2>/dev/null; fi
+  if ours; then kill -KILL "-$pid" 2>/dev/null; fi
+fi
+i=0
+until rm -rf -- "$1" 2>/dev/null; do
+  i=$((i + 1))
+  [ "$i" -lt 20 ] || exec rm -rf -- "$1"
+  sleep 0.1
+done
 `;
 
 /** argv: DIR FROM(1-based) PID */

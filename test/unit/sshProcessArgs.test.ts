@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { followArgs, JOB_SCRIPT, launchArgs, launchInput, listRunsArgs, parsePidFile, parseRunState, parseRuns, removeArgs, runDir, signalArgs, statusArgs, stopArgs } from '../../server/runtimes/sshProcessArgs.ts';
@@ -51,6 +51,28 @@ describe('ssh process runtime: commands', () => {
     assert.ok(!argv.some((w) => w.includes(JOB_SECRET)));
     spawnSync('sh', ['-c', 'sleep 0.5']);
     rmSync(t, { recursive: true, force: true });
+  });
+
+  it('the remove script leaves neither the run directory nor any of its processes, every time', () => {
+    // The supervisor writes the exit file once the job dies: a removal that raced it used to leave the folder.
+    const shell = spawnSync('dash', ['-c', 'true']).status === 0 ? 'dash' : 'sh';
+    const t = mkdtempSync(join(tmpdir(), 'gpurun-remove-'));
+    try {
+      for (let i = 0; i < 30; i++) {
+        const dir = join(t, 'jobs', `j${i}`);
+        const mark = `gpurun-remove-test-${process.pid}-${i}`;
+        const launch = launchArgs({ dir, brokerId: 'b', cwd: t, env: {}, command: ['sh', '-c', 'sleep 300', mark] });
+        assert.equal(spawnSync(shell, launch.slice(1), { input: '', encoding: 'utf8', timeout: 20_000 }).status, 0);
+        const r = spawnSync(shell, removeArgs(dir).slice(1), { encoding: 'utf8', timeout: 20_000 });
+        assert.equal(r.status, 0, r.stderr);
+        assert.equal(existsSync(dir), false, `run ${i}: the run directory is gone (${existsSync(dir) ? readdirSync(dir).join(' ') : ''})`);
+        const left = spawnSync('pgrep', ['-f', mark], { encoding: 'utf8' }).stdout.trim();
+        assert.equal(left, '', `run ${i}: no process of the job is left`);
+      }
+    } finally {
+      spawnSync('pkill', ['-f', `gpurun-remove-test-${process.pid}-`]);
+      rmSync(t, { recursive: true, force: true });
+    }
   });
 
   it('every script is valid POSIX sh (dash when it is there)', () => {
