@@ -37,11 +37,19 @@ export function jobGpus(job: Job): string {
   return gpuText(job.resources.gpus, job.resources.gpuType) ?? '';
 }
 
-/** Time since start (running), since submit (queued), or the run's duration (ended). */
+/**
+ * Time since start (running), since submit (queued), in whole minutes ("<1m", "12m", "1h5m"): a row that ticked
+ * every second would be redrawn under the pointer; or the run's duration (ended), to the second.
+ */
 export function jobTime(job: Job, now: number): string {
   const start = Date.parse(job.startedAt ?? job.createdAt);
-  const end = job.endedAt ? Date.parse(job.endedAt) : now;
-  return formatDuration(Math.max(0, Math.round((end - start) / 1000)));
+  if (!job.endedAt) return liveDuration(Math.max(0, Math.round((now - start) / 1000)));
+  return formatDuration(Math.max(0, Math.round((Date.parse(job.endedAt) - start) / 1000)));
+}
+
+/** A time that is still going on, in whole minutes: "<1m", "12m", "1h5m", "2d3h". */
+export function liveDuration(sec: number): string {
+  return sec < 60 ? '<1m' : formatDuration(Math.floor(sec / 60) * 60);
 }
 
 /** The script a job runs: the first argument ending in .py/.sh, else its name. */

@@ -1,6 +1,7 @@
 /** What a running job's GPUs do, as the sidebar shows it (from GET /v1/hosts). Pure. */
 import { formatDuration, formatMemory } from '../../server/protocol/directives.ts';
 import { IDLE_AFTER_MS, idleForMs, sparkline } from '../../server/protocol/gpuUsage.ts';
+import { liveDuration } from './format.ts';
 import type { HostInfo, Job } from '../../server/protocol/jobs.ts';
 
 export interface JobGpuView {
@@ -23,7 +24,7 @@ export function jobGpuView(job: Job, hosts: HostInfo[], now: number, windowMs = 
   const idleMs = Math.min(...gpus.map((g) => idleForMs(g.idleSince, job.startedAt, now)));
   const idle = idleMs >= windowMs;
   const avg = Math.round(gpus.reduce((n, g) => n + g.utilizationPct, 0) / gpus.length);
-  const short = idle ? `GPUs idle ${formatDuration(Math.round(idleMs / 1000))}` : gpus.length === 1 ? `${gpus[0].utilizationPct}% ${sparkline(gpus[0].history ?? [], 8)}` : `avg ${avg}%`;
+  const short = idle ? `GPUs idle ${liveDuration(Math.round(idleMs / 1000))}` : gpus.length === 1 ? `${gpus[0].utilizationPct}% ${sparkline(gpus[0].history ?? [], 8)}` : `avg ${avg}%`;
   const lines = gpus.map((g) => `- GPU ${g.index}: ${g.utilizationPct}% · ${formatMemory(g.memoryUsedMiB)}/${formatMemory(g.memoryTotalMiB)} · \`${sparkline(g.history ?? [], 20) || '–'}\``);
   if (idle) lines.push(`- ⚠ its GPUs have sat at 0 % for ${formatDuration(Math.round(idleMs / 1000))}: a data-loading bottleneck, or a hung job?`);
   return { short, lines, idle, idleMs: idle ? idleMs : 0 };

@@ -37,30 +37,40 @@ describe('extension core: the jobs tree model', () => {
   it('shows a running job with host, GPUs, elapsed time, a spinning icon and a cancel action', () => {
     const v = jobItem(job({ state: 'running', host: 'gpu-1', gpuIndices: [0, 1], startedAt: '2026-11-22T10:04:00.000Z' }), NOW);
     assert.equal(v.label, 'a1b2c3d4 train.py');
-    assert.equal(v.description, 'gpu-1 · GPU 0,1 · 1m30s');
+    assert.equal(v.description, 'gpu-1 · GPU 0,1 · 1m');
     assert.deepEqual(v.icon, { id: 'sync~spin', color: 'charts.blue' });
     assert.equal(v.contextValue, 'job-running');
   });
 
+  it('shows the time of a job still going on in whole minutes, so its row does not change every second', () => {
+    const at = (sec: number) => jobItem(job({ state: 'running', host: 'gpu-1', gpuIndices: [0], startedAt: new Date(NOW - sec * 1000).toISOString() }), NOW).description;
+    assert.equal(at(0), 'gpu-1 · GPU 0 · <1m');
+    assert.equal(at(59), 'gpu-1 · GPU 0 · <1m');
+    assert.equal(at(60), 'gpu-1 · GPU 0 · 1m');
+    assert.equal(at(119), 'gpu-1 · GPU 0 · 1m');
+    assert.equal(at(3 * 3600 + 125), 'gpu-1 · GPU 0 · 3h2m');
+    assert.equal(at(2 * 86400 + 3 * 3600 + 59), 'gpu-1 · GPU 0 · 2d3h');
+  });
+
   it('shows a restarted job\'s attempt, and in the tooltip what ended the one before', () => {
     const v = jobItem(job({ state: 'running', host: 'gpu-2', gpuIndices: [0], startedAt: '2026-11-22T10:04:00.000Z', attempt: { n: 2, of: 4 }, reason: 'running on gpu-2 (GPU 0) · attempt 2/4 · after host_lost on gpu-1 (unreachable 72 s)' }), NOW);
-    assert.equal(v.description, 'attempt 2/4 · gpu-2 · GPU 0 · 1m30s');
+    assert.equal(v.description, 'attempt 2/4 · gpu-2 · GPU 0 · 1m');
     assert.match(v.tooltip, /- reason: running on gpu-2 \(GPU 0\) · attempt 2\/4 · after host_lost on gpu-1 \(unreachable 72 s\)/);
     assert.match(v.tooltip, /- attempt: 2 of at most 4/);
   });
 
   it('shows a moved job as moved, not as a restart that used up its budget', () => {
     const moved = jobItem(job({ state: 'running', host: 'gpu-2', gpuIndices: [0], startedAt: '2026-11-22T10:04:00.000Z', attempt: { n: 2, of: 2, moves: 1 } }), NOW);
-    assert.equal(moved.description, 'moved · gpu-2 · GPU 0 · 1m30s');
+    assert.equal(moved.description, 'moved · gpu-2 · GPU 0 · 1m');
     assert.match(moved.tooltip, /- attempt: 2: moved 1×, no restart of at most 0/);
     const both = jobItem(job({ state: 'running', host: 'gpu-1', gpuIndices: [0], startedAt: '2026-11-22T10:04:00.000Z', attempt: { n: 4, of: 5, moves: 2 } }), NOW);
-    assert.equal(both.description, 'attempt 2/3 · moved 2× · gpu-1 · GPU 0 · 1m30s');
+    assert.equal(both.description, 'attempt 2/3 · moved 2× · gpu-1 · GPU 0 · 1m');
     assert.match(both.tooltip, /- attempt: 4: moved 2×, restart 1 of at most 2/);
   });
 
   it('shows a queued job with its place in the queue and what it asks for', () => {
     const v = jobItem(job({ state: 'queued', queuePosition: 3, queue: 'offline' }), NOW);
-    assert.equal(v.description, '#3 in offline · 2×A100 · 5m30s');
+    assert.equal(v.description, '#3 in offline · 2×A100 · 5m');
     assert.equal(v.icon.id, 'clock');
     assert.equal(v.contextValue, 'job-queued');
   });
