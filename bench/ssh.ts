@@ -106,8 +106,8 @@ export async function run(): Promise<void> {
     broker = await startBrokerProcess(join(dir, 'home'), {
       hosts: [
         { name: 'local', type: 'local' },
-        { ...common, name: 'h-relay', address: '127.0.0.2', mount: { transport: 'relay' } },
-        { ...common, name: 'h-proc', address: '127.0.0.4', runtime: 'process', mount: { transport: 'relay' } },
+        { ...common, name: 'h-relay', address: '127.0.0.2', mount: { transport: 'relay', snapshot: false } },
+        { ...common, name: 'h-proc', address: '127.0.0.4', runtime: 'process', mount: { transport: 'relay', snapshot: false } },
         { ...common, name: 'h-direct', address: '127.0.0.3', mount: { transport: 'direct', target: 'root@127.0.0.5:2222', identityFile: set.clientKey, knownHosts: hostKnown, sftpServer: `${NODE} ${CLI} sftp-serve` } },
       ],
       defaults: { image: 'local/python:3', gpus: 0, memory: '512M' },

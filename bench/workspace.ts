@@ -85,7 +85,7 @@ export async function run(): Promise<void> {
   try {
     broker = await startBrokerProcess(join(dir, 'home'), {
       hosts: [
-        { ...common, name: 'plain', address: '127.0.7.10', mount: { transport: 'relay' } },
+        { ...common, name: 'plain', address: '127.0.7.10', mount: { transport: 'relay', snapshot: false } },
         { ...common, name: 'snap', address: '127.0.7.11', mount: { transport: 'relay', snapshot: true } },
         { ...common, name: 'opaque', address: '127.0.7.12', mount: { transport: 'relay', snapshot: 'opaque' } },
         { ...common, name: 'dplain', address: '127.0.7.14', mount: direct },

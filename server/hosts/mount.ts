@@ -133,6 +133,8 @@ export interface MountHandle {
   snapshot?: SnapshotSync;
   /** snapshot mounts only: the sshfs mount under the overlay (what `alive` checks). */
   lazy?: string;
+  /** snapshot mounts only: the file that says when the host's cache was last used (snapshotPaths). */
+  stamp?: string;
 }
 
 /** Where a relay mount's SFTP is served: by the broker (default), or by the client's stream. */
@@ -236,7 +238,9 @@ export class Mounts {
     const direct = m.transport === 'direct';
     // A direct mount's cache is also keyed by the developer's machine: the same path there is another workspace.
     const p = snapshotPaths(mnt, direct ? `${owner}\0${m.target}` : owner, workspace, layout);
-    await ssh.run(['mkdir', '-p', p.cache, p.lazy, p.upper, p.work], 'creating the snapshot folders');
+    await ssh.run(['mkdir', '-p', p.cache, p.lazy, p.upper, p.work, posix.dirname(p.stamp)], 'creating the snapshot folders');
+    // The cache is in use from now: the sweep (expireCachesArgs) leaves it alone for mount.cacheDays.
+    await ssh.run(['touch', p.stamp], 'marking the cache as used');
     let handle: MountHandle;
     if (direct) {
       // Registered before the mount, so that a failure below unmounts it.
@@ -259,7 +263,7 @@ export class Mounts {
     // starts, so that the job's imports find them ready (bench/workspace.ts: imports at ×1.2–1.3 of local disk without, ×1.05–1.2 with).
     void ssh.exec(['du', '-s', mnt], { timeoutMs: 120_000 }).catch(() => undefined);
     const sync = new SnapshotSync(ssh, side, mnt, p, local, layout === 'names' ? 'all' : stats.opaque, log);
-    const full: MountHandle = { ...handle, mnt, lazy: p.lazy, snapshot: sync };
+    const full: MountHandle = { ...handle, mnt, lazy: p.lazy, snapshot: sync, stamp: p.stamp };
     this.relays.set(relayKey(ssh, mnt), full);
     await sync.start();
     return full;
@@ -366,6 +370,7 @@ export class Mounts {
     this.relays.delete(relayKey(ssh, mnt));
     // The job's last writes reach the developer's disk before the overlay goes.
     await h?.snapshot?.close();
+    if (h?.stamp) await ssh.exec(['touch', h.stamp]).catch(() => undefined);
     await ssh.run(unmountArgs(mnt), `unmounting ${mnt}`, { timeoutMs: 30_000 });
     h?.session?.close();
   }

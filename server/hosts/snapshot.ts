@@ -31,6 +31,8 @@ export const WATCH_READY_MS = 10_000;
 export interface SnapshotPaths {
   /** The per-user, per-workspace cache of small files (lower layer 1). */
   cache: string;
+  /** A file whose mtime says when a job last used the cache (outside it: the cache is what the job sees). */
+  stamp: string;
   /** The job's own folder: `lazy` (the sshfs mount), `upper`, `work` (the overlay's). */
   job: string;
   lazy: string;
@@ -46,7 +48,30 @@ export function snapshotPaths(mnt: string, owner: string, workspace: string, lay
   const workDir = workDirOf(mnt);
   const job = posix.join(workDir, 'snap', posix.basename(mnt));
   const key = createHash('sha256').update(`${owner}\0${workspace}`).digest('hex').slice(0, 24) + (layout === 'names' ? '.names' : '');
-  return { cache: posix.join(workDir, 'cache', key), job, lazy: posix.join(job, 'lazy'), upper: posix.join(job, 'upper'), work: posix.join(job, 'work') };
+  return { cache: posix.join(workDir, 'cache', key), stamp: posix.join(workDir, 'cache-used', key), job, lazy: posix.join(job, 'lazy'), upper: posix.join(job, 'upper'), work: posix.join(job, 'work') };
+}
+
+/**
+ * Removes the host's snapshot caches (WORKDIR/cache/KEY) that no job has used for DAYS days (the mtime of
+ * WORKDIR/cache-used/KEY, set at each mount and unmount) and that no mounted overlay has as its lower layer; prints
+ * each removed one. A cache without a stamp gets one (its age counts from then). A path /proc/mounts would show
+ * escaped (a space, a tab, a backslash) is never removed: its use could not be seen. argv: WORKDIR DAYS
+ */
+const EXPIRE_CACHES = `work=$1 days=$2
+for d in "$work"/cache/*/; do
+  [ -d "$d" ] || continue
+  d=\${d%/}
+  s="$work/cache-used/\${d##*/}"
+  case $d in *' '* | *'\t'* | *'\\'*) continue ;; esac
+  [ -e "$s" ] || { mkdir -p "$work/cache-used" && touch "$s"; continue; }
+  [ -n "$(find "$s" -mtime +"$days" 2>/dev/null)" ] || continue
+  grep -qF "lowerdir=$d:" /proc/mounts && continue
+  rm -rf -- "$d" && rm -f -- "$s" && printf '%s\\n' "$d"
+done
+`;
+
+export function expireCachesArgs(workDir: string, days: number): string[] {
+  return ['sh', '-c', EXPIRE_CACHES, 'gpurun-expire-caches', workDir, String(days)];
 }
 
 /** The job's folder of snapshot parts for a mount point, whatever the cache (for unmounting). */

@@ -23,10 +23,14 @@ export interface MountConfig {
    * contain a `/`, or sshfs takes it for a subsystem name. */
   sftpServer: string;
   /**
-   * relay: small files read from a cache on the host, large ones through sshfs (hosts/snapshot.ts). `true` takes the
-   * best layout the host's kernel supports; `"opaque"` keeps the older layout (hosts/snapshotPlan.ts Layout).
+   * Every name and the small files read from a cache on the host, large files' data through sshfs
+   * (hosts/snapshot.ts). `true` takes the best layout the host's kernel supports; `"opaque"` keeps the older layout
+   * (hosts/snapshotPlan.ts Layout). Default: on for relay (a broker restart ends a relay mount with or without it),
+   * off for direct (a plain direct mount outlives a broker restart; a snapshot's write-back runs in the broker).
    */
-  snapshot?: boolean | 'opaque';
+  snapshot: boolean | 'opaque';
+  /** A snapshot cache on the host that no job has used for this many days is removed by the sweep (0: never). */
+  cacheDays: number;
 }
 
 /** Where and how the broker logs in over SSH: what an SSH host and a Slurm cluster's SSH login node share. */
@@ -75,7 +79,7 @@ export interface FieldChecker {
 /** The settings of an SshTarget. */
 export const SSH_TARGET_KEYS = ['address', 'port', 'user', 'sshAlias', 'identityFile', 'agent', 'knownHosts'];
 export const SSH_HOST_KEYS = ['name', 'type', ...SSH_TARGET_KEYS, 'runtime', 'gpuMode', 'mount', 'workDir', 'draining', 'cpus', 'memory', 'labels'];
-const MOUNT_KEYS = ['transport', 'readOnly', 'options', 'target', 'identityFile', 'knownHosts', 'sftpServer', 'snapshot'];
+const MOUNT_KEYS = ['transport', 'readOnly', 'options', 'target', 'identityFile', 'knownHosts', 'sftpServer', 'snapshot', 'cacheDays'];
 
 /**
  * The SshTarget fields of `ho` (its other keys are the caller's to check), errors naming `p.FIELD`. What is left out
@@ -160,7 +164,8 @@ function validateMount(m: Record<string, unknown>, p: string, f: FieldChecker): 
     ...hostPath('identityFile'),
     ...hostPath('knownHosts'),
     sftpServer: m.sftpServer === undefined ? '/usr/bin/env gpurun sftp-serve' : f.str(m.sftpServer, `${p}.sftpServer`),
-    ...(m.snapshot === undefined ? {} : { snapshot: snapshotSetting(m.snapshot, `${p}.snapshot`, f) }),
+    snapshot: m.snapshot === undefined ? transport === 'relay' : snapshotSetting(m.snapshot, `${p}.snapshot`, f),
+    cacheDays: m.cacheDays === undefined ? 14 : f.int(m.cacheDays, `${p}.cacheDays`, 0),
   };
 }
 

@@ -16,6 +16,7 @@ import type { GpuEvent } from '../hosts/health.ts';
 import type { SshHostConfig } from '../hosts/sshConfig.ts';
 import { onExit, type RemoteExec } from '../hosts/ssh.ts';
 import { mountPoint, mountsDir, type Mounts } from '../hosts/mount.ts';
+import { expireCachesArgs } from '../hosts/snapshot.ts';
 import type { ClientWorkspaces } from '../hosts/clientWorkspaces.ts';
 import { withoutReserved } from '../core/jobEnv.ts';
 
@@ -484,8 +485,9 @@ export abstract class MountedRuntime implements Runtime {
   }
 
   /**
-   * Unmounts this broker's mounts on the host (under workDir/mnt/BROKER-ID) that belong to no live job; returns the
-   * mount points removed. Other brokers' mounts on the same host are not touched.
+   * Unmounts this broker's mounts on the host (under workDir/mnt/BROKER-ID) that belong to no live job, then removes
+   * the snapshot caches left unused for mount.cacheDays; returns what it removed. Other brokers' mounts on the same
+   * host are not touched (nor a cache one of their overlays has mounted).
    */
   protected async sweepMounts(ssh: RemoteExec, cfg: SshHostConfig, isLive: (jobId: string) => boolean): Promise<string[]> {
     const removed: string[] = [];
@@ -495,6 +497,11 @@ export abstract class MountedRuntime implements Runtime {
       const mnt = mountPoint(cfg.workDir, this.brokerId, jobId);
       await this.mounts.unmount(ssh, mnt).catch(() => {});
       removed.push(mnt);
+    }
+    // Snapshot caches no job has used for mount.cacheDays, once no mounted overlay uses them.
+    if (cfg.mount.cacheDays > 0) {
+      const r = await ssh.exec(expireCachesArgs(cfg.workDir, cfg.mount.cacheDays), { timeoutMs: 300_000 });
+      if (r.code === 0) removed.push(...r.stdout.split('\n').filter(Boolean));
     }
     return removed;
   }

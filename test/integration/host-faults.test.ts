@@ -11,7 +11,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CLI, cliJobs, createToken, fakePciBusId, gpurun, iptables, NODE, restartBroker, scratch, startBrokerProcess, stopBroker, testEnv, requirePart, type BrokerProc, type ListedJob, waitFor } from '../support/harness.ts';
-import { makeSshHosts, endHostSuite, sshHostsMissing, type TestHost, type TestHostSet } from '../support/sshHosts.ts';
+import { makeSshHosts, endHostSuite, sshfsPidsOf, sshHostsMissing, type TestHost, type TestHostSet } from '../support/sshHosts.ts';
 import { mountPoint } from '../../server/hosts/mount.ts';
 import { brokerId } from '../../server/hosts/sshSide.ts';
 
@@ -155,7 +155,9 @@ describe('host faults: unreachable and lost hosts, blips, GPU faults, bursts (ss
     const id = await detach([...ON.f1, '--', 'sh', '-c', 'trap "echo Traceback: stopped at line \\$i; exit 3" TERM; i=0; while :; do i=$((i+1)); echo "line $i"; sleep 0.1; done']);
     await poll('running', async () => /line 30\n/.test(await logsOf(id)), 60_000);
     const mnt = mountPoint(workDir, brokerId(join(dir, 'home', 'data')), id);
-    for (const pid of execFileSync('pgrep', ['-f', `sshfs .*${mnt}`], { encoding: 'utf8' }).trim().split('\n').map(Number)) process.kill(pid, 'SIGKILL');
+    const sshfs = sshfsPidsOf(mnt);
+    assert.ok(sshfs.length > 0, `an sshfs process of ${mnt}`);
+    for (const pid of sshfs) process.kill(pid, 'SIGKILL');
     const j = await ended(id);
     assert.equal(j.state, 'failed');
     assert.match(j.reason, /^workspace_lost: /);

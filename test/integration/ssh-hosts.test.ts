@@ -8,7 +8,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { cleanup, CLI, cliJobs, createToken, gpurun, NODE, scratch, startBrokerProcess, stopBroker, testEnv, waitFor, requirePart, type BrokerProc } from '../support/harness.ts';
-import { makeSshHosts, mountedUnder, sshHostsMissing, type TestHostSet } from '../support/sshHosts.ts';
+import { makeSshHosts, mountedUnder, sshfsPidsOf, sshHostsMissing, type TestHostSet } from '../support/sshHosts.ts';
 import { mountPoint } from '../../server/hosts/mount.ts';
 import { brokerId } from '../../server/hosts/sshSide.ts';
 
@@ -201,7 +201,8 @@ describe('GPU hosts over SSH (sshd + Docker + sshfs)', function () {
     const id = await detach(['--gpu-type', 'A100', '--', 'sh', '-c', 'echo started; sleep 300']);
     await waitFor('running', async () => /started/.test(await logsOf(id)));
     const mnt = mountPoint(workDir, brokerId(join(dir, 'home', 'data')), id);
-    const sshfs = execFileSync('pgrep', ['-f', `sshfs .*${mnt}`], { encoding: 'utf8' }).trim().split('\n').map(Number);
+    const sshfs = sshfsPidsOf(mnt);
+    assert.ok(sshfs.length > 0, `an sshfs process of ${mnt}`);
     for (const pid of sshfs) process.kill(pid, 'SIGKILL');
     const j = await waitFor('it fails', async () => ((await job(id)).state === 'failed' ? job(id) : undefined), 30_000);
     assert.match(j.reason, /^workspace_lost: /);

@@ -10,7 +10,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { cleanup, CLI, cliJobs, createToken, gpurun, gpurunSpawn, NODE, scratch, startBrokerProcess, stopBroker, testEnv, waitFor, requirePart, type BrokerProc } from '../support/harness.ts';
-import { makeSshHosts, mountedUnder, sshHostsMissing, type TestHostSet } from '../support/sshHosts.ts';
+import { makeSshHosts, mountedUnder, sshfsPidsOf, sshHostsMissing, type TestHostSet } from '../support/sshHosts.ts';
 import { brokerId } from '../../server/hosts/sshSide.ts';
 import { launchArgs } from '../../server/runtimes/sshProcessArgs.ts';
 import { mountPoint } from '../../server/hosts/mount.ts';
@@ -191,7 +191,8 @@ describe('SSH hosts without Docker: jobs as plain processes (sshd + sshfs)', fun
     const id = await detach(['--gpu-type', 'A100', '--', 'sh', '-c', 'echo started; sleep 300', m]);
     await waitFor('running', async () => /started/.test(await logsOf(id)));
     const mnt = mountPoint(work1, brokerId(join(dir, 'home', 'data')), id);
-    const sshfs = execFileSync('pgrep', ['-f', `sshfs .*${mnt}`], { encoding: 'utf8' }).trim().split('\n').map(Number);
+    const sshfs = sshfsPidsOf(mnt);
+    assert.ok(sshfs.length > 0, `an sshfs process of ${mnt}`);
     for (const pid of sshfs) process.kill(pid, 'SIGKILL');
     const j = await waitFor('it fails', async () => ((await job(id)).state === 'failed' ? job(id) : undefined), 30_000);
     assert.match(j.reason, /^workspace_lost: /);

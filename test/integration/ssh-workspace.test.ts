@@ -47,7 +47,7 @@ describe('the mounted workspace: symlinks and virtualenvs (sshd + Docker + sshfs
     symlinkSync(join(dir, 'secret'), join(ws, 'out'));
     symlinkSync('../secret', join(ws, 'up'));
     workDir = join(dir, 'hostwork');
-    const common = { type: 'ssh', user: 'root', port: 2222, identityFile: set.clientKey, knownHosts: set.knownHosts, gpuMode: 'env', workDir, mount: { transport: 'relay' } };
+    const common = { type: 'ssh', user: 'root', port: 2222, identityFile: set.clientKey, knownHosts: set.knownHosts, gpuMode: 'env', workDir, mount: { transport: 'relay', snapshot: false } };
     broker = await startBrokerProcess(join(dir, 'home'), {
       hosts: [
         { ...common, name: 'docker', address: '127.0.7.1' },

@@ -12,6 +12,7 @@ import { connect } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { cleanup, fakeGpuProcesses, fakeGpuReadings, fakeNvidiaSmi, stopBroker, type BrokerProc } from './harness.ts';
+import { snapshotJobDir } from '../../server/hosts/snapshot.ts';
 
 export interface TestHost {
   name: string;
@@ -78,6 +79,13 @@ export function hiddenFrom(folder: string): string[] {
 }
 
 /** The mount points under `dir` on this machine (from /proc/mounts). */
+/** The host's sshfs processes of a job's workspace mount: at its mount point, or under its snapshot overlay. */
+export function sshfsPidsOf(mnt: string): number[] {
+  const re = (p: string) => p.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  const r = spawnSync('pgrep', ['-f', `sshfs .*(${re(mnt)}|${re(snapshotJobDir(mnt))}/lazy)( |$)`], { encoding: 'utf8' });
+  return r.stdout.split('\n').filter(Boolean).map(Number);
+}
+
 export function mountedUnder(dir: string): string[] {
   return readFileSync('/proc/mounts', 'utf8').split('\n').map((l) => l.split(' ')[1]).filter((m) => m && m.startsWith(dir));
 }

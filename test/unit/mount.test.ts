@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fuseOptValue, isFuseType, mountPoint, sshfsDirectArgs, sshfsLinksAsIs, sshfsRelayArgs, unmountArgs, TUNED_OPTIONS } from '../../server/hosts/mount.ts';
 import type { MountConfig } from '../../server/hosts/sshConfig.ts';
-import { overlayMountArgs, snapshotPaths } from '../../server/hosts/snapshot.ts';
+import { expireCachesArgs, overlayMountArgs, snapshotPaths } from '../../server/hosts/snapshot.ts';
 
-const relay: MountConfig = { transport: 'relay', readOnly: false, options: [], sftpServer: '/usr/bin/env gpurun sftp-serve' };
+const relay: MountConfig = { transport: 'relay', readOnly: false, options: [], snapshot: false, cacheDays: 14, sftpServer: '/usr/bin/env gpurun sftp-serve' };
 const direct: MountConfig = { ...relay, transport: 'direct', target: 'dev@10.0.0.9:2200', identityFile: '/root/.ssh/id_dev', knownHosts: '/etc/gpurun/known_hosts' };
 
 describe('workspace mount commands', () => {
@@ -63,6 +63,32 @@ describe('workspace mount commands', () => {
     assert.match(overlayMountArgs(names, '/w/mnt/b1/j1', 'names').join(' '), /-o lowerdir=\/w\/cache\/[0-9a-f]+\.names::\/w\/snap\/j1\/lazy,upperdir=\/w\/snap\/j1\/upper,workdir=\/w\/snap\/j1\/work \/w\/mnt\/b1\/j1$/);
     assert.match(overlayMountArgs(opaque, '/w/mnt/b1/j1').join(' '), /lowerdir=\/w\/cache\/[0-9a-f]+:\/w\/snap\/j1\/lazy,/);
     assert.throws(() => overlayMountArgs(snapshotPaths('/w:x/mnt/b1/j1', 'a', '/ws'), '/m'), /must not contain/);
+  });
+
+  it('removes the snapshot caches no job used for the given days, and only those', () => {
+    const w = mkdtempSync(join(tmpdir(), 'gpurun-caches-'));
+    try {
+      const old = Date.now() / 1000 - 20 * 86400;
+      for (const k of ['stale', 'fresh', 'unstamped', 'stale with space']) {
+        mkdirSync(join(w, 'cache', k, 'pkg'), { recursive: true });
+        writeFileSync(join(w, 'cache', k, 'pkg', 'm.py'), 'x = 1\n');
+        if (k === 'unstamped') continue;
+        mkdirSync(join(w, 'cache-used'), { recursive: true });
+        writeFileSync(join(w, 'cache-used', k), '');
+        if (k !== 'fresh') utimesSync(join(w, 'cache-used', k), old, old);
+      }
+      const r = spawnSync('sh', expireCachesArgs(w, 14).slice(1), { encoding: 'utf8' });
+      assert.equal(r.status, 0, r.stderr);
+      assert.equal(r.stdout, `${join(w, 'cache', 'stale')}\n`, 'prints what it removed');
+      assert.equal(existsSync(join(w, 'cache', 'stale')), false);
+      assert.equal(existsSync(join(w, 'cache-used', 'stale')), false);
+      assert.equal(existsSync(join(w, 'cache', 'fresh', 'pkg', 'm.py')), true, 'used within the days');
+      assert.equal(existsSync(join(w, 'cache', 'unstamped', 'pkg', 'm.py')), true, 'no stamp yet: its age counts from now');
+      assert.equal(existsSync(join(w, 'cache-used', 'unstamped')), true);
+      assert.equal(existsSync(join(w, 'cache', 'stale with space')), true, '/proc/mounts would show this path escaped: kept');
+    } finally {
+      rmSync(w, { recursive: true, force: true });
+    }
   });
 
   it('recognises a live FUSE mount from stat -f', () => {

@@ -39,6 +39,13 @@ describe('ssh host config', () => {
     assert.throws(() => v([{ name: 'g', type: 'ssh', address: 'a', mount: { snapshot: 'yes' } }]), /hosts\[0\]\.mount\.snapshot: must be true, false or "opaque"/);
     const [s] = v([{ name: 'g', type: 'ssh', address: 'a', mount: { snapshot: 'opaque' } }]);
     assert.equal(s.type === 'ssh' && s.mount.snapshot, 'opaque');
+    // On by default for relay; off by default for direct, whose plain mount outlives a broker restart.
+    const [r, d] = v([
+      { name: 'r', type: 'ssh', address: 'a' },
+      { name: 'd', type: 'ssh', address: 'b', mount: { transport: 'direct', target: 'me@laptop' } },
+    ]);
+    assert.equal(r.type === 'ssh' && r.mount.snapshot, true);
+    assert.equal(d.type === 'ssh' && d.mount.snapshot, false);
     assert.throws(() => v([{ name: 'g', type: 'ssh', address: 'a', mount: { options: ['a,b'] } }]), /hosts\[0\]\.mount\.options\[0\]/);
     assert.throws(() => v([{ name: 'g', type: 'ssh', address: 'a', bogus: 1 }]), /hosts\[0\]\.bogus: unknown setting/);
     assert.throws(() => v([{ name: 'g', type: 'local', address: 'a' }]), /hosts\[0\]\.address: unknown setting/);

@@ -8,7 +8,7 @@ import { devSnapshotArgs, walkTree } from '../../server/hosts/workspaceSide.ts';
 import { refusedPath } from '../../server/cli/snapshotServe.ts';
 import type { MountConfig } from '../../server/hosts/sshConfig.ts';
 
-const direct: MountConfig = { transport: 'direct', readOnly: false, options: [], target: 'dev@laptop.example:2200', identityFile: '/k/id', knownHosts: '/k/known', sftpServer: '/usr/bin/env gpurun sftp-serve' };
+const direct: MountConfig = { transport: 'direct', readOnly: false, options: [], snapshot: false, cacheDays: 14, target: 'dev@laptop.example:2200', identityFile: '/k/id', knownHosts: '/k/known', sftpServer: '/usr/bin/env gpurun sftp-serve' };
 
 describe('the developer\'s side of a snapshot mount', () => {
   let dir = '';
