@@ -344,6 +344,14 @@ export class SnapshotSync {
     const send: string[] = [];
     const remove: string[] = [];
     const now = await this.side.entries(names);
+    // A file the job writes changes on the developer's disk also when its own write-back lands, and the copy may
+    // carry a later version than the listing it was made from: not an edit. The job's file as it is now decides:
+    // the developer's copy counts as an edit only if it is newer (the later write wins).
+    let upper: Tree = this.upperBefore;
+    if (names.some((n) => this.upperBefore.get(n)?.type === 'f')) {
+      const r = await this.ssh.exec(listingArgs(this.p.upper), { timeoutMs: 60_000 }).catch(() => undefined);
+      if (r && r.code === 0) upper = parseListing(r.stdout);
+    }
     for (const name of names) {
       const e = now.get(name);
       const known = this.view.get(name);
@@ -352,6 +360,8 @@ export class SnapshotSync {
         continue;
       }
       if (sameEntry(e, known) || (e.type === 'd' && known?.type === 'd')) continue;
+      const job = upper.get(name);
+      if (e.type === 'f' && job?.type === 'f' && e.mtimeMs <= job.mtimeMs) continue;
       // A large file is read through the sshfs layer: nothing to send, unless the cache still holds it small (it
       // grew), which would hide the sshfs layer's copy.
       if (!cached(e) && !(known && cached(known)) && !this.underOpaque(name)) continue;

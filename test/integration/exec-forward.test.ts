@@ -95,7 +95,8 @@ function suite(title: string, port: number, make: (this: Mocha.Context) => Promi
       assert.match(jobEnv, new RegExp(`^GPURUN_JOB_ID=${id}$`, 'm'));
       assert.equal(r.stdout, `${jobEnv}${jobDir}\nfrom the developer\n`);
       assert.equal(r.stderr, 'to-stderr\n');
-      assert.equal(readFileSync(join(p.ws, 'from-exec'), 'utf8'), 'written\n');
+      // On a snapshot mount the job's writes reach the developer's disk a moment later (its write-back, ~0.25 s).
+      await waitFor('the file the exec wrote, on the developer\'s disk', () => existsSync(join(p.ws, 'from-exec')) && readFileSync(join(p.ws, 'from-exec'), 'utf8') === 'written\n', 5_000);
     });
 
     it('passes stdin with -i, and none without it', async () => {

@@ -134,6 +134,16 @@ describe('the snapshot mount on each transport and runtime (sshd + Docker + sshf
         rmSync(join(ws, stop));
       });
 
+      it('a file the job keeps appending to ends on the developer\'s disk with every line, none taken for an edit there', async () => {
+        // Each write-back lands on the developer's disk and is noticed there; a copy that carried a later version
+        // than the listing it came from once looked like an edit, and the job's file was replaced by it.
+        const name = `append-${c.host}.txt`;
+        const r = await run(['python3', '-c', `import time\nf = open(${JSON.stringify(name)}, 'a')\nfor i in range(1, 301):\n    f.write(f'{i}\\n'); f.flush(); time.sleep(0.01)\nprint('wrote 300')`]);
+        assert.equal(r.code, 0, r.stdout + r.stderr);
+        assert.match(r.stdout, /wrote 300/);
+        assert.deepEqual(readFileSync(join(ws, name), 'utf8').trim().split('\n').map(Number), Array.from({ length: 300 }, (_, i) => i + 1));
+      });
+
       it('shows links that lead out as links, never the developer\'s files behind them', async () => {
         // A process host resolves an absolute link in its own file system, which on these test hosts is the
         // developer's machine too: only the relative link is followed there.
