@@ -36,12 +36,6 @@ export class RowChanges<N> {
     this.looks = looks;
     return all ? 'all' : changed;
   }
-
-  /** Forgets what was shown: the next call answers `'all'`. */
-  reset(): void {
-    this.shape = undefined;
-    this.looks.clear();
-  }
 }
 
 /**

@@ -33,6 +33,10 @@ readpid() {
   pid='' sup='' start=''
   [ -s "$1/pid" ] && read -r pid sup start <"$1/pid" && [ -n "$pid" ]
 }
+supervising() {
+  # $sup is the shell that waits for the job of run directory $1 (its pid could belong to anything by now).
+  tr '\\0' '\\n' <"/proc/$sup/cmdline" 2>/dev/null | grep -qxF "$1/job.sh"
+}
 `;
 
 /**
@@ -103,7 +107,7 @@ ended() { [ -s "$dir/exit" ] && printf 'exit %s %s %s\\n' "\${pid:-0}" "\${sup:-
 readpid "$dir"
 ended && exit 0
 [ -n "$pid" ] || { echo nopid; exit 0; }
-if tr '\\0' '\\n' <"/proc/$sup/cmdline" 2>/dev/null | grep -qxF "$dir/job.sh"; then echo "running $pid $sup"; exit 0; fi
+if supervising "$dir"; then echo "running $pid $sup"; exit 0; fi
 ended && exit 0
 echo "gone $pid $sup"
 `;
@@ -128,7 +132,7 @@ kill "-$2" "-$pid"
 /** KILL to the supervisor and to whatever is left of the job's process group, then removes the run directory. argv: DIR */
 const REMOVE = `${FUNCTIONS}if readpid "$1"; then
   # The supervisor first: once the job dies it writes the exit file, into the folder being removed.
-  if tr '\\0' '\\n' <"/proc/$sup/cmdline" 2>/dev/null | grep -qxF "$1/job.sh"; then kill -KILL "$sup" 2>/dev/null; fi
+  if supervising "$1"; then kill -KILL "$sup" 2>/dev/null; fi
   if ours; then kill -KILL "-$pid" 2>/dev/null; fi
 fi
 i=0
