@@ -285,18 +285,23 @@ export async function stopEmbedded(home: string): Promise<void> {
   } catch {
     return;
   }
-  await waitFor('the embedded broker to stop', () => {
+  const gone = (): boolean => {
     try {
       process.kill(pid, 0);
       return false;
     } catch {
       return true;
     }
-  }, 10_000).catch(() => process.kill(pid, 'SIGKILL'));
+  };
+  await waitFor('the embedded broker to stop', gone, 10_000).catch(async () => {
+    process.kill(pid, 'SIGKILL');
+    await waitFor('the embedded broker to be killed', gone, 5_000).catch(() => {});
+  });
 }
 
 export function cleanup(dir: string): void {
-  rmSync(dir, { recursive: true, force: true });
+  // Retried: a job's detached shim that ends as the test does may still write its exit file meanwhile.
+  rmSync(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 });
 }
 
 /**

@@ -87,6 +87,9 @@ export async function startCodeServer(dir: string, opts: { folder: string; extDi
       cwd: dir,
       env: { ...process.env, HOME: home, XDG_CONFIG_HOME: join(dir, 'config'), ...opts.env },
       stdio: ['ignore', 'pipe', 'pipe'],
+      // Its own process group: stop() ends the extension host, the language server and the rest with it, which
+      // otherwise go on writing logs into the test's folder after code-server has gone.
+      detached: true,
     });
     log = '';
     child.stdout!.on('data', (d) => (log += d));
@@ -107,7 +110,7 @@ export async function startCodeServer(dir: string, opts: { folder: string; extDi
     }
     if (url) proc = child;
     else if (child.exitCode === null || attempt >= 2 || !/EADDRINUSE/.test(log)) {
-      child.kill('SIGKILL');
+      await killGroup(child);
       throw new Error(`code-server did not start (exit ${child.exitCode}):\n${log}`);
     }
   }
@@ -121,14 +124,31 @@ export async function startCodeServer(dir: string, opts: { folder: string; extDi
       if (!found.length) return '(no extension log yet)';
       return readFileSync(join(userData, 'logs', found[found.length - 1]), 'utf8').split('\n').slice(-lines).join('\n');
     },
-    stop: async () => {
-      if (p.exitCode !== null || p.signalCode !== null) return;
-      const gone = new Promise((r) => p.once('close', r));
-      p.kill('SIGTERM');
-      await Promise.race([gone, sleep(5000)]);
-      if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
-    },
+    stop: () => killGroup(p),
   };
+}
+
+/** Ends a process group started detached: TERM, up to 5 s for it to go, then KILL, and waits until none is left. */
+async function killGroup(p: ChildProcess): Promise<void> {
+  const alive = (): boolean => {
+    try {
+      process.kill(-p.pid!, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  const signal = (s: NodeJS.Signals): void => {
+    try {
+      process.kill(-p.pid!, s);
+    } catch {
+      /* gone */
+    }
+  };
+  signal('SIGTERM');
+  for (let i = 0; i < 50 && alive(); i++) await sleep(100);
+  signal('SIGKILL');
+  for (let i = 0; i < 50 && alive(); i++) await sleep(100);
 }
 
 export async function launchBrowser(): Promise<Browser> {
