@@ -10,18 +10,16 @@
  * It never writes under DIR.
  */
 import { spawn } from 'node:child_process';
-import { lstatSync } from 'node:fs';
-import { join } from 'node:path';
 import { GpurunError } from '../protocol/errors.ts';
-import { safeRelative, treeRecords } from '../hosts/snapshotPlan.ts';
-import { LocalSide, tarCreateArgs, walkTree } from '../hosts/workspaceSide.ts';
+import { treeRecords } from '../hosts/snapshotPlan.ts';
+import { LocalSide, refusedPath, tarCreateArgs, walkTree } from '../hosts/workspaceSide.ts';
 
 export const SNAPSHOT_MODES = ['list', 'stat', 'tar', 'watch'] as const;
 
 export async function snapshotServe(root: string, mode: string): Promise<number> {
   const side = new LocalSide(root);
   if (mode === 'list') return write(treeRecords(walkTree(root)));
-  if (mode === 'stat') return write(treeRecords(await side.entries(namesOf(await readStdin()))));
+  if (mode === 'stat') return write(treeRecords(await side.entries(namesOf(await readStdin()).filter((n) => refusedPath(root, n) === null))));
   if (mode === 'tar') return tar(root, namesOf(await readStdin()));
   if (mode === 'watch') return watch(root, side);
   throw new GpurunError('E_BAD_REQUEST', `unknown --snapshot mode "${mode}"`, { hint: `one of: ${SNAPSHOT_MODES.join(', ')}` });
@@ -39,21 +37,6 @@ function namesOf(text: string): string[] {
 
 function write(text: string): Promise<number> {
   return new Promise((resolve) => process.stdout.write(text, () => resolve(0)));
-}
-
-/** Why `rel` may not be read under `root`, or null: a plain relative path none of whose folders is a symlink. */
-export function refusedPath(root: string, rel: string): string | null {
-  if (!safeRelative(rel)) return `not a relative path inside the workspace: ${JSON.stringify(rel)}`;
-  const parts = rel.split('/');
-  for (let i = 1; i < parts.length; i++) {
-    const dir = parts.slice(0, i).join('/');
-    try {
-      if (!lstatSync(join(root, dir)).isDirectory()) return `${JSON.stringify(rel)} leads through ${JSON.stringify(dir)}, which is not a folder`;
-    } catch {
-      return `${JSON.stringify(rel)}: ${JSON.stringify(dir)} is gone`;
-    }
-  }
-  return null;
 }
 
 async function tar(root: string, names: string[]): Promise<number> {

@@ -17,7 +17,8 @@ import { quoteShell } from '../core/shellQuote.ts';
 import { serveSftp, type SftpSession } from './sftpGuard.ts';
 import type { Duplex } from 'node:stream';
 import type { WorkspaceServeStart } from '../protocol/jobs.ts';
-import { overlayMountArgs, probeLayout, snapshotJobDir, snapshotPaths, SnapshotSync, syncCache } from './snapshot.ts';
+import { overlayMountArgs, probeLayout, snapshotJobDir, snapshotPaths, SnapshotSync, syncCache, type SnapshotPaths } from './snapshot.ts';
+import { ClientSftp, ClientSide } from './clientSide.ts';
 import { DevSide, LocalSide, type WorkspaceSide } from './workspaceSide.ts';
 import type { Layout } from './snapshotPlan.ts';
 
@@ -185,14 +186,32 @@ export class Mounts {
     // The relay's sshfs channel, closed on failure so sshfs does not wait on the host until sshd drops it.
     const relayCh: { ch?: { close(): void } } = {};
     try {
-      if (client) return await this.relayToClient(ssh, m, workspace, mnt, client);
+      if (client) {
+        const sftp = await this.clientSession(ssh, m, client);
+        if (m.snapshot && !m.readOnly) {
+          if (!sftp.feed) log('workspace: plain sshfs: the gpurun that serves the workspace has no snapshot support (an older version); update it for imports at local-disk speed');
+          else {
+            const k = await this.snapshotLayout(ssh, m, mnt, log);
+            if (k) return await this.snapshotMount(ssh, mnt, log, snapshotPaths(mnt, `${owner}\0client`, workspace, k.layout), k, (at) => this.relayToClient(ssh, m, workspace, at, client, sftp.session, relayCh), new ClientSide(sftp.session, workspace));
+          }
+        }
+        const handle = await this.relayToClient(ssh, m, workspace, mnt, client, sftp.session, relayCh);
+        this.relays.set(relayKey(ssh, mnt), handle);
+        return handle;
+      }
       if (m.snapshot && !m.readOnly) {
-        const jobDir = snapshotJobDir(mnt);
-        await ssh.run(['mkdir', '-p', jobDir], 'creating the snapshot folders');
-        const { layout, why } = m.snapshot === 'opaque' ? this.forcedOpaque(ssh.hostName) : await this.layout(ssh, posix.dirname(jobDir));
-        if (layout !== 'none') return await this.snapshotMount(ssh, m, workspace, mnt, log, owner, relayCh, layout, why);
-        log(`workspace: plain sshfs, no snapshot on this host: ${why}`);
-        await ssh.exec(['rmdir', jobDir]).catch(() => undefined);
+        const k = await this.snapshotLayout(ssh, m, mnt, log);
+        // A direct mount's cache is also keyed by the developer's machine: the same path there is another workspace.
+        if (k && m.transport === 'direct') {
+          const lazy = async (at: string): Promise<MountHandle> => {
+            // Registered before the mount, so that a failure below unmounts it.
+            this.relays.set(relayKey(ssh, mnt), { mnt, transport: 'direct', lazy: at });
+            await this.directMount(ssh, m, workspace, at);
+            return { mnt, transport: 'direct' };
+          };
+          return await this.snapshotMount(ssh, mnt, log, snapshotPaths(mnt, `${owner}\0${m.target}`, workspace, k.layout), k, lazy, new DevSide(ssh, m, workspace));
+        }
+        if (k) return await this.snapshotMount(ssh, mnt, log, snapshotPaths(mnt, owner, workspace, k.layout), k, (at) => this.relayMount(ssh, m, workspace, at, log, relayCh), new LocalSide(workspace));
       }
       if (m.transport === 'direct') {
         await this.directMount(ssh, m, workspace, mnt);
@@ -207,6 +226,32 @@ export class Mounts {
       await this.unmount(ssh, mnt).catch(() => {});
       throw e;
     }
+  }
+
+  /**
+   * The snapshot layout for a mount at `mnt` on this host (its folders made), or undefined where the host cannot
+   * have one (said in the log): the mount is then plain sshfs.
+   */
+  private async snapshotLayout(ssh: RemoteExec, m: MountConfig, mnt: string, log: (msg: string) => void): Promise<{ layout: Layout; why?: string } | undefined> {
+    const jobDir = snapshotJobDir(mnt);
+    await ssh.run(['mkdir', '-p', jobDir], 'creating the snapshot folders');
+    const { layout, why } = m.snapshot === 'opaque' ? this.forcedOpaque(ssh.hostName) : await this.layout(ssh, posix.dirname(jobDir));
+    if (layout !== 'none') return { layout, why };
+    log(`workspace: plain sshfs, no snapshot on this host: ${why}`);
+    await ssh.exec(['rmdir', jobDir]).catch(() => undefined);
+    return undefined;
+  }
+
+  /**
+   * The client's SFTP session on its stream: the start line that tells it to serve (WorkspaceServeStart), then the
+   * session opened by the broker (hosts/clientSide.ts); `feed`: whether the client has the snapshot feed.
+   */
+  private async clientSession(ssh: RemoteExec, m: MountConfig, client: Duplex): Promise<{ session: ClientSftp; feed: boolean }> {
+    client.on('error', () => {}); // its end is reported through 'close'
+    const start: WorkspaceServeStart = { host: ssh.hostName, readOnly: m.readOnly };
+    client.write(`${JSON.stringify(start)}\n`);
+    const session = new ClientSftp(client);
+    return { session, feed: await session.init() };
   }
 
   /** The host's own sshfs to the developer's machine at `at` (sshfs daemonizes once mounted). */
@@ -230,29 +275,18 @@ export class Mounts {
   }
 
   /**
-   * The snapshot mount (hosts/snapshot.ts): the sshfs mount at WORKDIR/snap/JOB/lazy (the relay, or the host's own
-   * sshfs with the direct transport), the host's cache synced from where the files are (hosts/workspaceSide.ts), the
-   * overlay at `mnt`.
+   * The snapshot mount (hosts/snapshot.ts): the sshfs mount at WORKDIR/snap/JOB/lazy (`lazy`: the relay, the host's
+   * own sshfs with the direct transport, or the relay to the client), the host's cache synced from where the files
+   * are (`side`, hosts/workspaceSide.ts), the overlay at `mnt`.
    */
-  private async snapshotMount(ssh: RemoteExec, m: MountConfig, workspace: string, mnt: string, log: (msg: string) => void, owner: string, relayCh: { ch?: { close(): void } }, layout: Layout, why?: string): Promise<MountHandle> {
-    const direct = m.transport === 'direct';
-    // A direct mount's cache is also keyed by the developer's machine: the same path there is another workspace.
-    const p = snapshotPaths(mnt, direct ? `${owner}\0${m.target}` : owner, workspace, layout);
+  private async snapshotMount(ssh: RemoteExec, mnt: string, log: (msg: string) => void, p: SnapshotPaths, k: { layout: Layout; why?: string }, lazy: (at: string) => Promise<MountHandle>, side: WorkspaceSide): Promise<MountHandle> {
+    const { layout, why } = k;
     await ssh.run(['mkdir', '-p', p.cache, p.lazy, p.upper, p.work, posix.dirname(p.stamp)], 'creating the snapshot folders');
     // The cache is in use from now: the sweep (expireCachesArgs) leaves it alone for mount.cacheDays.
     await ssh.run(['touch', p.stamp], 'marking the cache as used');
-    let handle: MountHandle;
-    if (direct) {
-      // Registered before the mount, so that a failure below unmounts it.
-      this.relays.set(relayKey(ssh, mnt), { mnt, transport: 'direct', lazy: p.lazy });
-      await this.directMount(ssh, m, workspace, p.lazy);
-      handle = { mnt, transport: 'direct' };
-    } else {
-      handle = await this.relayMount(ssh, m, workspace, p.lazy, log, relayCh);
-    }
-    // Registered at once, so that a failure below unmounts the relay too.
+    const handle = await lazy(p.lazy);
+    // Registered at once, so that a failure below unmounts the sshfs mount too.
     this.relays.set(relayKey(ssh, mnt), { ...handle, mnt, lazy: p.lazy });
-    const side: WorkspaceSide = direct ? new DevSide(ssh, m, workspace) : new LocalSide(workspace);
     const local = await side.walk();
     const stats = await syncCache(ssh, side, p.cache, local, layout);
     const sent = `sent ${stats.files} small files (${stats.bytes} bytes), removed ${stats.removed} entries from the host's cache`;
@@ -297,9 +331,10 @@ export class Mounts {
     return `plain sshfs, no snapshot (${k.why})`;
   }
 
-  /** The host's sshfs channel piped to the client's stream, after one JSON line that tells the client to start. */
-  private async relayToClient(ssh: RemoteExec, m: MountConfig, workspace: string, mnt: string, client: Duplex): Promise<MountHandle> {
-    const ch = await ssh.spawn(sshfsLinksAsIs(sshfsRelayArgs(m, workspace, mnt)));
+  /** The host's `sshfs -o passive` at `at`, carried on the client's SFTP session (`sftp`, over `client`). */
+  private async relayToClient(ssh: RemoteExec, m: MountConfig, workspace: string, at: string, client: Duplex, sftp: ClientSftp, relayCh: { ch?: { close(): void } }): Promise<MountHandle> {
+    const ch = await ssh.spawn(sshfsLinksAsIs(sshfsRelayArgs(m, workspace, at)));
+    relayCh.ch = ch;
     let stderr = '';
     ch.stderr.on('data', (d: Buffer) => (stderr += d.toString('utf8')).length > 4096 && (stderr = stderr.slice(-4096)));
     let clientGone = client.destroyed;
@@ -311,23 +346,17 @@ export class Mounts {
         resolve(clientGone ? 'the client that served the workspace disconnected (gpurun run ended or lost its connection to the broker)' : relayEnd(exit, stderr));
       });
     });
-    client.on('error', () => {}); // its end is reported through 'close'
     ch.on('error', () => {});
-    // 'end' comes before 'close', and piping passes it on to sshfs at once: note the client left first.
+    // 'end' comes before 'close': note the client left first.
     client.once('end', () => (clientGone = true));
     client.once('close', () => {
       clientGone = true;
       ch.close();
     });
     if (clientGone) ch.close();
-    const start: WorkspaceServeStart = { host: ssh.hostName, readOnly: m.readOnly };
-    client.write(`${JSON.stringify(start)}\n`);
-    ch.pipe(client);
-    client.pipe(ch);
-    const handle: MountHandle = { mnt, transport: 'relay', ended };
-    await this.waitReady(ssh, mnt, ended, () => stderr);
-    this.relays.set(relayKey(ssh, mnt), handle);
-    return handle;
+    sftp.attachHost(ch);
+    await this.waitReady(ssh, at, ended, () => stderr);
+    return { mnt: at, transport: 'relay', ended };
   }
 
   /**

@@ -15,6 +15,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, realpathSync } from 'node:fs';
 import { dirname, isAbsolute, posix, sep } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
+import { FEED_EXTENSIONS, SNAPSHOT_EXTENSION, SnapshotFeed } from './snapshotFeed.ts';
 
 export const SSH_FXP = {
   INIT: 1, OPEN: 3, CLOSE: 4, READ: 5, WRITE: 6, LSTAT: 7, FSTAT: 8, SETSTAT: 9, FSETSTAT: 10, OPENDIR: 11, READDIR: 12,
@@ -76,6 +77,38 @@ function readString(p: Buffer, off: number): [Buffer, number] {
   const n = p.readUInt32BE(off);
   if (off + 4 + n > p.length) throw new Error('truncated SFTP packet');
   return [p.subarray(off + 4, off + 4 + n), off + 4 + n];
+}
+
+/** The name of an EXTENDED request, or undefined for any other packet. */
+export function extendedName(p: Buffer): string | undefined {
+  if (p.length < 13 || p.readUInt8(4) !== SSH_FXP.EXTENDED) return undefined;
+  return readString(p, 9)[0].toString('latin1');
+}
+
+/** An SSH_FXP_EXTENDED_REPLY: the id, then the extension's data as it is. */
+export function extendedReplyPacket(id: number, data: Buffer): Buffer {
+  const head = Buffer.alloc(9);
+  head.writeUInt32BE(5 + data.length, 0);
+  head.writeUInt8(201, 4);
+  head.writeUInt32BE(id, 5);
+  return Buffer.concat([head, data]);
+}
+
+/** sftp-server's VERSION with the snapshot feed's extension (hosts/snapshotFeed.ts) added to those it names. */
+export function withFeedExtension(version: Buffer): Buffer {
+  const pair = (k: string, v: string) => {
+    const kb = Buffer.from(k, 'latin1');
+    const vb = Buffer.from(v, 'latin1');
+    const b = Buffer.alloc(8 + kb.length + vb.length);
+    b.writeUInt32BE(kb.length, 0);
+    kb.copy(b, 4);
+    b.writeUInt32BE(vb.length, 4 + kb.length);
+    vb.copy(b, 8 + kb.length);
+    return b;
+  };
+  const out = Buffer.concat([version, pair(SNAPSHOT_EXTENSION, '1')]);
+  out.writeUInt32BE(out.length - 4, 0);
+  return out;
 }
 
 export function statusPacket(id: number, code: number, message: string): Buffer {
@@ -211,10 +244,12 @@ export function serveSftp(root: string, input: Readable, output: Writable, opts:
   /** Ids of this session's name-changing requests that sftp-server has not answered yet. */
   const mine = new Set<number>();
   const queue: Buffer[] = [];
+  const feed = new SnapshotFeed(root);
   let closed = false;
   const close = () => {
     if (closed) return;
     closed = true;
+    feed.close();
     input.removeAllListeners('data');
     queue.length = 0;
     gate.waiters.delete(pump);
@@ -243,6 +278,11 @@ export function serveSftp(root: string, input: Readable, output: Writable, opts:
         return;
       }
       queue.shift();
+      const ext = extendedName(p);
+      if (ext && FEED_EXTENSIONS.has(ext)) {
+        answerFeed(p, ext);
+        continue;
+      }
       const d = checkRequest(p, root, realRoot);
       if (!d.forward) {
         opts.onDenied?.(d.why);
@@ -255,6 +295,16 @@ export function serveSftp(root: string, input: Readable, output: Writable, opts:
       }
       server.stdin!.write(p);
     }
+  }
+  // Answered here, not by sftp-server; the answer may come after later requests' (SFTP matches them by id).
+  function answerFeed(p: Buffer, ext: string): void {
+    const id = p.readUInt32BE(5);
+    const [, off] = readString(p, 9);
+    const data = off + 4 <= p.length ? readString(p, off)[0] : Buffer.alloc(0);
+    feed.answer(ext, data).then(
+      (reply) => !closed && output.write(extendedReplyPacket(id, reply)),
+      (e) => !closed && output.write(statusPacket(id, 4 /* FAILURE */, (e as Error).message)),
+    );
   }
   input.on('data', (chunk: Buffer) => {
     try {
@@ -269,7 +319,7 @@ export function serveSftp(root: string, input: Readable, output: Writable, opts:
   server.stdout!.on('data', (chunk: Buffer) => {
     try {
       for (const p of fromServer.push(chunk)) {
-        output.write(p);
+        output.write(p.readUInt8(4) === 2 /* VERSION */ ? withFeedExtension(p) : p);
         const id = p.length >= 9 && p.readUInt8(4) !== 2 /* VERSION */ ? p.readUInt32BE(5) : -1;
         if (mine.delete(id)) gateDone(gate, 1);
       }

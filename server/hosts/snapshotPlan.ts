@@ -230,6 +230,22 @@ function tarHeader(name: string, type: string, size: number, mode: number, mtime
   return h;
 }
 
+/** The end of a tar stream: two blocks of zeros. */
+export const TAR_END = Buffer.alloc(1024);
+
+/**
+ * One entry of a POSIX tar stream: a PAX header with its path, link text and mtime (exact, for the host's listing
+ * to match), then the entry with its data padded to the block.
+ */
+export function tarEntry(e: { path: string; type: 'f' | 'd' | 'l'; mode: number; mtimeMs: number; data?: Buffer; link?: string }): Buffer[] {
+  const pax = Buffer.from(paxRecord('path', e.path) + paxRecord('mtime', (e.mtimeMs / 1000).toFixed(6)) + (e.link !== undefined ? paxRecord('linkpath', e.link) : ''), 'utf8');
+  const size = e.type === 'f' ? (e.data?.length ?? 0) : 0;
+  const parts = [tarHeader('PaxHeader', 'x', pax.length, 0o644, e.mtimeMs / 1000), pax, Buffer.alloc((512 - (pax.length % 512)) % 512)];
+  parts.push(tarHeader(e.path, e.type === 'f' ? '0' : e.type === 'd' ? '5' : '2', size, e.mode, e.mtimeMs / 1000));
+  if (size) parts.push(e.data!, Buffer.alloc((512 - (size % 512)) % 512));
+  return parts;
+}
+
 /**
  * A POSIX tar of stubs of large files for the `names` layout: each a sparse file of the file's size with no data
  * (PAX sparse format 1.0), its mode and mtime, and `trusted.overlay.metacopy` (empty: no digest) with

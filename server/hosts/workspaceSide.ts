@@ -13,7 +13,7 @@ import { lstatSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { onExit, type RemoteExec } from './ssh.ts';
 import { TreeWatch } from './treeWatch.ts';
-import { parseTreeRecords, type Tree, type TreeEntry } from './snapshotPlan.ts';
+import { parseTreeRecords, safeRelative, type Tree, type TreeEntry } from './snapshotPlan.ts';
 import { quoteShell } from '../core/shellQuote.ts';
 import type { MountConfig } from './sshConfig.ts';
 import { GpurunError } from '../protocol/errors.ts';
@@ -58,6 +58,21 @@ export function entryOf(root: string, p: string): TreeEntry | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** Why `rel` may not be read under `root`, or null: a plain relative path none of whose folders is a symlink. */
+export function refusedPath(root: string, rel: string): string | null {
+  if (!safeRelative(rel)) return `not a relative path inside the workspace: ${JSON.stringify(rel)}`;
+  const parts = rel.split('/');
+  for (let i = 1; i < parts.length; i++) {
+    const dir = parts.slice(0, i).join('/');
+    try {
+      if (!lstatSync(join(root, dir)).isDirectory()) return `${JSON.stringify(rel)} leads through ${JSON.stringify(dir)}, which is not a folder`;
+    } catch {
+      return `${JSON.stringify(rel)}: ${JSON.stringify(dir)} is gone`;
+    }
+  }
+  return null;
 }
 
 /** argv of GNU tar writing `paths` (read NUL-separated on its stdin) under `root` as one POSIX-format stream. */

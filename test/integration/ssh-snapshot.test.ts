@@ -4,7 +4,8 @@
  * real sshfs and overlayfs. The relay runs on a process host (the broker reads the files); the direct transport runs
  * on a Docker and a process host under a broker that cannot read the workspace at all (its mount namespace hides the
  * developer's folder): the host's cache is filled and the edits are watched from the developer's machine (played by
- * its own sshd), through `gpurun sftp-serve --snapshot …` there.
+ * its own sshd), through `gpurun sftp-serve --snapshot …` there. A client-served workspace (`--serve-workspace`) goes
+ * through that same broker: the CLI serves the files, the cache's fill and the watch included, over its connection.
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync, type ChildProcess } from 'node:child_process';
@@ -19,6 +20,9 @@ const CASES = [
   { what: 'relay, process host', host: 'relay-proc', gpu: 'H100', reads: true },
   { what: 'direct, Docker host', host: 'direct-docker', gpu: 'A100', reads: false },
   { what: 'direct, process host', host: 'direct-proc', gpu: 'L4', reads: false },
+  // `gpurun run --serve-workspace`: the CLI serves the files over its connection to the broker, which cannot read them.
+  { what: 'client-served, Docker host', host: 'direct-docker', gpu: 'A100', reads: false, serve: true },
+  { what: 'client-served, process host', host: 'direct-proc', gpu: 'L4', reads: false, serve: true },
 ] as const;
 
 describe('the snapshot mount on each transport and runtime (sshd + Docker + sshfs + overlayfs)', function () {
@@ -91,10 +95,11 @@ describe('the snapshot mount on each transport and runtime (sshd + Docker + sshf
   for (const c of CASES) {
     describe(c.what, () => {
       const env = () => (c.reads ? envs.reads : envs.hidden);
-      const run = (cmd: string[]) => gpurun(['run', '--workspace', ws, '--gpu-type', c.gpu, '--', ...cmd], env());
+      const served = 'serve' in c ? ['--serve-workspace'] : [];
+      const run = (cmd: string[]) => gpurun(['run', ...served, '--workspace', ws, '--gpu-type', c.gpu, '--', ...cmd], env());
       /** A job that prints "ready", then waits (up to 30 s) until `check` (a shell condition) holds, and prints "seen". */
       function waitingJob(check: string): { proc: ChildProcess; out: () => string; ready: Promise<void>; done: Promise<number | null> } {
-        const proc = gpurunSpawn(['run', '--workspace', ws, '--gpu-type', c.gpu, '--', 'sh', '-c', `echo ready; i=0; until ${check}; do i=$((i+1)); [ $i -gt 300 ] && exit 3; sleep 0.1; done; echo seen`], env());
+        const proc = gpurunSpawn(['run', ...served, '--workspace', ws, '--gpu-type', c.gpu, '--', 'sh', '-c', `echo ready; i=0; until ${check}; do i=$((i+1)); [ $i -gt 300 ] && exit 3; sleep 0.1; done; echo seen`], env());
         let out = '';
         proc.stdout!.on('data', (d) => (out += d));
         proc.stderr!.on('data', (d) => (out += d));

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseTreeRecords, treeRecords } from '../../server/hosts/snapshotPlan.ts';
 import { devSnapshotArgs, walkTree } from '../../server/hosts/workspaceSide.ts';
-import { refusedPath } from '../../server/cli/snapshotServe.ts';
+import { refusedPath } from '../../server/hosts/workspaceSide.ts';
 import type { MountConfig } from '../../server/hosts/sshConfig.ts';
 
 const direct: MountConfig = { transport: 'direct', readOnly: false, options: [], snapshot: false, cacheDays: 14, target: 'dev@laptop.example:2200', identityFile: '/k/id', knownHosts: '/k/known', sftpServer: '/usr/bin/env gpurun sftp-serve' };
