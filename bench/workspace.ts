@@ -10,11 +10,12 @@
  *   5. edit-to-visible: an edit on the developer's disk seen by a running job, a job's write seen on the disk.
  * For the plain relay mount (sshfs) and the snapshot mount (`mount.snapshot`) in both layouts (`names`, the default
  * where the kernel has data-only overlay layers, and `opaque`); and for the direct transport (the host's own sshfs to
- * the developer's machine, here an sshd on 127.0.7.13 serving `gpurun sftp-serve`), plain and with the snapshot. Each job's figure is taken against local disk
+ * the developer's machine, here an sshd on 127.0.7.13 serving `gpurun sftp-serve`), plain and with the snapshot;
+ * and for a workspace the client serves (`gpurun serve-workspace`, relayed by the broker), plain and with the snapshot. Each job's figure is taken against local disk
  * measured right after it (the machine is shared: pairs keep its load alike on both sides). `npm run bench -- workspace`.
  * Needs root, sshd, sshfs, Docker and local/python:3 (test/setup/30-ssh-docker.sh).
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CLI, NODE, createToken, scratch, startBrokerProcess, cleanup, type BrokerProc } from '../test/support/harness.ts';
@@ -96,16 +97,23 @@ export async function run(): Promise<void> {
     const token = await createToken(broker, 'bench');
     const url = broker.url;
     const headers = { authorization: `Bearer ${token}`, 'content-type': 'application/json' };
-    type Mode = 'plain' | 'snap' | 'opaque' | 'dplain' | 'dsnap';
-    const gpu = (m: Mode) => ({ plain: 'A100', snap: 'L4', opaque: 'T4', dplain: 'H100', dsnap: 'V100' })[m];
-    const label = (m: Mode) => ({ plain: 'relay  sshfs           ', snap: 'relay  snapshot names  ', opaque: 'relay  snapshot opaque ', dplain: 'direct sshfs           ', dsnap: 'direct snapshot names  ' })[m];
+    // cplain, csnap: the workspace served by the client (`gpurun serve-workspace ID`, as the VS Code window does for a
+    // team broker), relayed to the plain and the snapshot host.
+    type Mode = 'plain' | 'snap' | 'opaque' | 'dplain' | 'dsnap' | 'cplain' | 'csnap';
+    const gpu = (m: Mode) => ({ plain: 'A100', snap: 'L4', opaque: 'T4', dplain: 'H100', dsnap: 'V100', cplain: 'A100', csnap: 'L4' })[m];
+    const label = (m: Mode) =>
+      ({ plain: 'relay  sshfs           ', snap: 'relay  snapshot names  ', opaque: 'relay  snapshot opaque ', dplain: 'direct sshfs           ', dsnap: 'direct snapshot names  ', cplain: 'client sshfs           ', csnap: 'client snapshot names  ' })[m];
     /** Plain sshfs is slow and the same every run: one workspace and one later run of it are enough. */
-    const plainMode = (m: Mode) => m === 'plain' || m === 'dplain';
+    const plainMode = (m: Mode) => m === 'plain' || m === 'dplain' || m === 'cplain';
+    const clientMode = (m: Mode) => m === 'cplain' || m === 'csnap';
+    const cliEnv = { ...process.env, GPURUN_HOME: join(dir, 'cli-home'), GPURUN_BROKER: url, GPURUN_TOKEN: token };
     /** Submits, follows the output to the end; returns it and the time to its first line. */
     const job = async (m: Mode, ws: string, command: string[], onOutput?: (out: string) => void): Promise<{ out: string; firstMs: number }> => {
       const t0 = performance.now();
-      const r = await fetch(`${url}/v1/jobs`, { method: 'POST', headers, body: JSON.stringify({ command, workspace: ws, gpuType: gpu(m), env: { PYTHONDONTWRITEBYTECODE: '1' } }) });
+      const r = await fetch(`${url}/v1/jobs`, { method: 'POST', headers, body: JSON.stringify({ command, workspace: ws, gpuType: gpu(m), env: { PYTHONDONTWRITEBYTECODE: '1' }, ...(clientMode(m) ? { workspaceFrom: 'client' } : {}) }) });
       const { id } = (await r.json()) as { id: string };
+      // The client that serves the files; it ends with the job.
+      const server = clientMode(m) ? spawn(NODE, [CLI, 'serve-workspace', id], { env: cliEnv, stdio: 'ignore' }) : undefined;
       const logs = await fetch(`${url}/v1/jobs/${id}/logs?offset=0&follow=1`, { headers });
       const reader = logs.body!.getReader();
       let out = '';
@@ -117,10 +125,11 @@ export async function run(): Promise<void> {
         onOutput?.(out);
         if (!firstMs && out.includes('\n')) firstMs = performance.now() - t0;
       }
+      if (server && server.exitCode === null) await new Promise((r) => server.once('close', r));
       return { out, firstMs };
     };
-    // WORKSPACE_MODES: which mounts run (plain, snap, opaque, dplain, dsnap; all by default).
-    const allModes: Mode[] = ['plain', 'snap', 'opaque', 'dplain', 'dsnap'];
+    // WORKSPACE_MODES: which mounts run (plain, snap, opaque, dplain, dsnap, cplain, csnap; all by default).
+    const allModes: Mode[] = ['plain', 'snap', 'opaque', 'dplain', 'dsnap', 'cplain', 'csnap'];
     const asked = (process.env.WORKSPACE_MODES ?? '').split(',').filter(Boolean);
     const unknown = asked.filter((m) => !allModes.includes(m as Mode));
     if (unknown.length) throw new Error(`WORKSPACE_MODES: no mode ${unknown.join(', ')}; the modes are ${allModes.join(', ')}`);
@@ -210,7 +219,7 @@ export async function run(): Promise<void> {
       execFileSync('truncate', ['-s', '5G', join(huge, 'huge.bin')]);
       console.log('workspace: a job reads 10 MB at offset 2 GB of a 5 GB file; bytes sent to the host meanwhile (on the wire; relay: by the broker, direct: by the developer\'s sshd):');
       for (const m of modes) {
-        const sent = () => (m === 'dplain' || m === 'dsnap' ? bytesSentFrom('127.0.7.13') : bytesSentTo({ plain: '127.0.7.10', snap: '127.0.7.11', opaque: '127.0.7.12' }[m]));
+        const sent = () => (m === 'dplain' || m === 'dsnap' ? bytesSentFrom('127.0.7.13') : bytesSentTo({ plain: '127.0.7.10', snap: '127.0.7.11', opaque: '127.0.7.12', cplain: '127.0.7.10', csnap: '127.0.7.11' }[m]));
         // Read while the job still runs: a direct mount's connection closes with the job's mount.
         const before = sent();
         let after = 0;

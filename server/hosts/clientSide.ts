@@ -14,7 +14,7 @@ import { onExit, type RemoteExec } from './ssh.ts';
 import { PacketFramer, SSH_FXP } from './sftpGuard.ts';
 import { EXT_LIST, EXT_STAT, EXT_WATCH, SNAPSHOT_EXTENSION } from './snapshotFeed.ts';
 import { parseTreeRecords, tarEntry, TAR_END, type Tree } from './snapshotPlan.ts';
-import type { WorkspaceSide } from './workspaceSide.ts';
+import { extractArgs, type WorkspaceSide } from './workspaceSide.ts';
 
 const FXP_VERSION = 2;
 const FXP_HANDLE = 102;
@@ -22,26 +22,35 @@ const FXP_DATA = 103;
 const FXP_NAME = 104;
 const FXP_EXTENDED_REPLY = 201;
 const FX_EOF = 1;
-/** Largest answer taken from the client (a listing of a big tree is one packet). */
-const MAX_CLIENT_PACKET = 256 << 20;
+/** Largest packet taken from the client (a listing comes in pages of snapshotFeed.ts LIST_PAGE). */
+const MAX_CLIENT_PACKET = 16 << 20;
 /** How long the client may take to answer INIT. */
 const INIT_MS = 30_000;
 /** Files read at once while the host's cache is filled. */
 const READ_AHEAD = 32;
 const READ_CHUNK = 256 << 10;
 
-/** Splits the client's stream into packets; allows larger ones than the guard takes from a host. */
-class BigFramer {
-  private buf: Buffer = Buffer.alloc(0);
+/**
+ * Splits the client's stream into packets. Chunks are kept as they come until a packet is whole (one copy per
+ * packet, however many chunks it spans); a packet over MAX_CLIENT_PACKET ends the stream.
+ */
+class ClientFramer {
+  private chunks: Buffer[] = [];
+  private have = 0;
   push(chunk: Buffer): Buffer[] {
-    this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
+    this.chunks.push(chunk);
+    this.have += chunk.length;
     const out: Buffer[] = [];
-    while (this.buf.length >= 4) {
-      const len = this.buf.readUInt32BE(0);
+    while (this.have >= 4) {
+      const head = this.chunks[0].length >= 4 ? this.chunks[0] : Buffer.concat(this.chunks);
+      const len = head.readUInt32BE(0);
       if (len < 1 || len > MAX_CLIENT_PACKET) throw new Error(`bad SFTP packet length ${len} from the client`);
-      if (this.buf.length < 4 + len) break;
-      out.push(this.buf.subarray(0, 4 + len));
-      this.buf = this.buf.subarray(4 + len);
+      if (this.have < 4 + len) break;
+      const all = this.chunks.length === 1 ? this.chunks[0] : Buffer.concat(this.chunks, this.have);
+      out.push(all.subarray(0, 4 + len));
+      const rest = all.subarray(4 + len);
+      this.chunks = rest.length ? [rest] : [];
+      this.have = rest.length;
     }
     return out;
   }
@@ -87,7 +96,7 @@ export class ClientSftp {
 
   constructor(client: Duplex) {
     this.client = client;
-    const framer = new BigFramer();
+    const framer = new ClientFramer();
     client.on('data', (chunk: Buffer) => {
       let packets: Buffer[];
       try {
@@ -242,7 +251,16 @@ export class ClientSide implements WorkspaceSide {
   }
 
   async walk(): Promise<Tree> {
-    return parseTreeRecords((await this.sftp.extended(EXT_LIST)).toString('utf8'));
+    // Pages: the first byte says whether more follow; a page may end inside a record.
+    const pages: Buffer[] = [];
+    for (let offset = 0; ; ) {
+      const page = await this.sftp.extended(EXT_LIST, Buffer.from(String(offset), 'latin1'));
+      if (!page.length) throw new Error('the client sent an empty page of its workspace listing');
+      pages.push(page.subarray(1));
+      offset += page.length - 1;
+      if (page[0] !== 0x31 /* "1": more */) break;
+    }
+    return parseTreeRecords(Buffer.concat(pages).toString('utf8'));
   }
 
   async entries(names: string[]): Promise<Tree> {
@@ -252,7 +270,7 @@ export class ClientSide implements WorkspaceSide {
 
   async sendTar(ssh: RemoteExec, paths: string[], dir: string): Promise<void> {
     if (!paths.length) return;
-    const ch = await ssh.spawn(['tar', '-x', '-f', '-', '--no-same-owner', '-C', dir]);
+    const ch = await ssh.spawn(extractArgs(dir));
     let code: number | null = null;
     let stderr = '';
     onExit(ch, (e) => (code = e.code));

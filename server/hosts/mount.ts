@@ -20,7 +20,7 @@ import type { WorkspaceServeStart } from '../protocol/jobs.ts';
 import { overlayMountArgs, probeLayout, snapshotJobDir, snapshotPaths, SnapshotSync, syncCache, type SnapshotPaths } from './snapshot.ts';
 import { ClientSftp, ClientSide } from './clientSide.ts';
 import { DevSide, LocalSide, type WorkspaceSide } from './workspaceSide.ts';
-import type { Layout } from './snapshotPlan.ts';
+import { rooted, type Layout } from './snapshotPlan.ts';
 
 /**
  * Options for many small files (Python imports: a stat and an open per candidate path): attributes, directory
@@ -188,10 +188,11 @@ export class Mounts {
     try {
       if (client) {
         const sftp = await this.clientSession(ssh, m, client);
-        if (m.snapshot && !m.readOnly) {
+        const snapshot = m.clientSnapshot ?? m.snapshot;
+        if (snapshot && !m.readOnly) {
           if (!sftp.feed) log('workspace: plain sshfs: the gpurun that serves the workspace has no snapshot support (an older version); update it for imports at local-disk speed');
           else {
-            const k = await this.snapshotLayout(ssh, m, mnt, log);
+            const k = await this.snapshotLayout(ssh, { ...m, snapshot }, mnt, log);
             if (k) return await this.snapshotMount(ssh, mnt, log, snapshotPaths(mnt, `${owner}\0client`, workspace, k.layout), k, (at) => this.relayToClient(ssh, m, workspace, at, client, sftp.session, relayCh), new ClientSide(sftp.session, workspace));
           }
         }
@@ -287,7 +288,7 @@ export class Mounts {
     const handle = await lazy(p.lazy);
     // Registered at once, so that a failure below unmounts the sshfs mount too.
     this.relays.set(relayKey(ssh, mnt), { ...handle, mnt, lazy: p.lazy });
-    const local = await side.walk();
+    const local = rooted(await side.walk());
     const stats = await syncCache(ssh, side, p.cache, local, layout);
     const sent = `sent ${stats.files} small files (${stats.bytes} bytes), removed ${stats.removed} entries from the host's cache`;
     if (layout === 'names') log(`workspace snapshot (every name on the host, large files' data through sshfs): ${sent}, wrote ${stats.stubs} stubs of large files`);

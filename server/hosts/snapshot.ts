@@ -19,7 +19,7 @@ import { createHash } from 'node:crypto';
 import { posix } from 'node:path';
 import type { RemoteExec } from './ssh.ts';
 import type { WorkspaceSide } from './workspaceSide.ts';
-import { cached, cachePlan, LISTING_SH, listingArgs, noLongerOpaque, opaqueDirs, opaqueTar, parseListing, sameEntry, safeRelative, stubTar, withoutSubtrees, writeBackArgs, writeBacks, type Layout, type Tree, type TreeEntry } from './snapshotPlan.ts';
+import { cached, cachePlan, jailedArgs, LISTING_SH, listingArgs, noLongerOpaque, opaqueDirs, opaqueTar, parseListing, sameEntry, safeRelative, stubTar, withoutSubtrees, writeBackArgs, writeBacks, type Layout, type Tree, type TreeEntry } from './snapshotPlan.ts';
 
 /** How often the upper layer is listed for the job's writes. */
 export const WRITE_BACK_MS = 250;
@@ -152,9 +152,9 @@ export async function syncCache(ssh: RemoteExec, side: WorkspaceSide, cache: str
   await side.sendTar(ssh, plan.send, cache);
   if (plan.send.length || remove.length || was.join('\0') !== now.join('\0')) {
     const dirs = now.map((p) => ({ path: p, mode: local.get(p)!.mode ?? 0o755, mtimeMs: local.get(p)!.mtimeMs }));
-    const script = 'tar -x -f - --xattrs --xattrs-include="trusted.overlay.*" -C "$1" && rm -f "$2"';
-    const r = await ssh.exec(['sh', '-c', script, 'gpurun-cache', cache, opaqueList], { stdin: opaqueTar(dirs), timeoutMs: 60_000 });
+    const r = await ssh.exec(jailedArgs([cache], ['tar', '-x', '-f', '-', '--xattrs', '--xattrs-include=trusted.overlay.*', '-C', cache]), { stdin: opaqueTar(dirs), timeoutMs: 60_000 });
     if (r.code !== 0) throw new Error(`marking the cache's folders failed: ${r.stderr.trim()}`);
+    await ssh.run(['rm', '-f', opaqueList], "clearing the cache's list of folders");
     const w = await ssh.exec(['sh', '-c', 'cat > "$1"', 'gpurun-cache', opaqueList], { stdin: Buffer.from(now.map((p) => `${p}\0`).join(''), 'utf8'), timeoutMs: 60_000 });
     if (w.code !== 0) throw new Error(`writing the cache's list of folders failed: ${w.stderr.trim()}`);
   }
@@ -169,7 +169,7 @@ async function syncNames(ssh: RemoteExec, side: WorkspaceSide, cache: string, lo
   await side.sendTar(ssh, plan.send, cache);
   if (plan.stubs.length) {
     const files = plan.stubs.map((p) => ({ path: p, size: local.get(p)!.size, mode: local.get(p)!.mode ?? 0o644, mtimeMs: local.get(p)!.mtimeMs }));
-    const r = await ssh.exec(['tar', '-x', '-f', '-', '--no-same-owner', '--xattrs', '--xattrs-include=trusted.overlay.*', '-C', cache], { stdin: stubTar(files), timeoutMs: 60_000 });
+    const r = await ssh.exec(jailedArgs([cache], ['tar', '-x', '-f', '-', '--no-same-owner', '--xattrs', '--xattrs-include=trusted.overlay.*', '-C', cache]), { stdin: stubTar(files), timeoutMs: 60_000 });
     if (r.code !== 0) throw new Error(`writing the stubs of large files into the host's cache failed: ${r.stderr.trim()}`);
   }
   return { files: plan.send.filter((p) => local.get(p)?.type === 'f').length, bytes: plan.bytes, removed: plan.remove.length, stubs: plan.stubs.length, opaque: [] };
@@ -178,7 +178,7 @@ async function syncNames(ssh: RemoteExec, side: WorkspaceSide, cache: string, lo
 /** Removes cache entries (relative paths) on the host. */
 async function pruneCache(ssh: RemoteExec, cache: string, remove: string[]): Promise<void> {
   if (!remove.length) return;
-  const r = await ssh.exec(['sh', '-c', 'cd "$1" && xargs -0 rm -rf --', 'gpurun-cache', cache], { stdin: Buffer.from(remove.map((p) => `${p}\0`).join(''), 'utf8'), timeoutMs: 60_000 });
+  const r = await ssh.exec(jailedArgs([cache], ['sh', '-c', 'cd "$1" && xargs -0 rm -rf --', 'gpurun-cache', cache]), { stdin: Buffer.from(remove.map((p) => `${p}\0`).join(''), 'utf8'), timeoutMs: 60_000 });
   if (r.code !== 0) throw new Error(`pruning the host's cache failed: ${r.stderr.trim()}`);
 }
 
@@ -373,7 +373,7 @@ export class SnapshotSync {
         for (const p of this.view.keys()) if (p === n || p.startsWith(`${n}/`)) this.view.delete(p);
         this.pushed.set(n, 'removed');
       }
-      const r = await this.ssh.exec(['sh', '-c', 'cd "$1" && shift && rm -rf -- "$@"', 'gpurun-edit', this.mnt, ...remove], { timeoutMs: 60_000 });
+      const r = await this.ssh.exec(jailedArgs([this.mnt], ['sh', '-c', 'cd "$1" && shift && rm -rf -- "$@"', 'gpurun-edit', this.mnt, ...remove]), { timeoutMs: 60_000 });
       if (r.code !== 0) this.log(`removing files from the job's view: ${r.stderr.trim()}`);
     }
     if (send.length) {

@@ -2,7 +2,9 @@
  * The serving side of a snapshot mount whose workspace a client serves (`gpurun run --serve-workspace`, the VS Code
  * window): three SFTP extensions that the client's confined SFTP session (hosts/sftpGuard.ts serveSftp) answers
  * itself, for the broker (hosts/clientSide.ts), next to the host's own SFTP requests:
- * - `gpurun-list@gpurun.dev`: every entry of the workspace (snapshotPlan.ts treeRecords);
+ * - `gpurun-list@gpurun.dev`: every entry of the workspace (snapshotPlan.ts treeRecords), in pages of LIST_PAGE
+ *   bytes: its data is the offset into the listing (decimal), made at offset 0; an answer is "1" (more follows) or
+ *   "0", then the page;
  * - `gpurun-stat@gpurun.dev`: the entries of the relative paths in its data (NUL-separated); a path that is gone,
  *   or that leads through a symlink or out of the workspace, is left out;
  * - `gpurun-watch@gpurun.dev`: the paths of entries changed since the last call, NUL-terminated, with an empty
@@ -22,6 +24,9 @@ export const EXT_STAT = 'gpurun-stat@gpurun.dev';
 export const EXT_WATCH = 'gpurun-watch@gpurun.dev';
 export const FEED_EXTENSIONS = new Set([EXT_LIST, EXT_STAT, EXT_WATCH]);
 
+/** The largest page of a listing (a workspace of a million files lists as about 100 MB). */
+export const LIST_PAGE = 4 << 20;
+
 /** How long a watch call waits for a change before it is answered empty. */
 export const WATCH_POLL_MS = 15_000;
 /** Changed names held for a broker that does not ask; past this they are dropped for one "may have missed" record. */
@@ -35,14 +40,31 @@ export class SnapshotFeed {
   private gap = true;
   private waiting?: { reply: (data: Buffer) => void; timer: NodeJS.Timeout };
   private closed = false;
+  /** The listing being paged through (made again at each offset 0). */
+  private listing = Buffer.alloc(0);
 
-  constructor(root: string) {
+  private readonly page: number;
+
+  constructor(root: string, opts: { page?: number } = {}) {
     this.root = root;
+    this.page = opts.page ?? LIST_PAGE;
   }
 
   /** The data of the answer to extension `name` with request data `data`; rejects for an unknown extension. */
   async answer(name: string, data: Buffer): Promise<Buffer> {
-    if (name === EXT_LIST) return Buffer.from(treeRecords(walkTree(this.root)), 'utf8');
+    if (name === EXT_LIST) {
+      const offset = Number(data.toString('latin1'));
+      if (!Number.isSafeInteger(offset) || offset < 0) throw new Error(`bad listing offset ${JSON.stringify(data.toString('latin1'))}`);
+      if (offset === 0) this.listing = Buffer.from(treeRecords(walkTree(this.root)), 'utf8');
+      const page = this.listing.subarray(offset, offset + this.page);
+      const more = offset + page.length < this.listing.length;
+      if (!more) {
+        const last = Buffer.concat([Buffer.from('0'), page]);
+        this.listing = Buffer.alloc(0);
+        return last;
+      }
+      return Buffer.concat([Buffer.from('1'), page]);
+    }
     if (name === EXT_STAT) {
       const out: Tree = new Map();
       for (const n of data.toString('utf8').split('\0')) {

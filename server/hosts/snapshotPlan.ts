@@ -167,7 +167,7 @@ export const WRITE_BACK_SH = [
 
 /** argv of one batch of write-backs. */
 export function writeBackArgs(upper: string, lazy: string, steps: WriteBack[]): string[] {
-  return ['sh', '-c', WRITE_BACK_SH, 'gpurun-write-back', upper, lazy, ...steps.flatMap((s) => [s.op, s.path])];
+  return jailedArgs([upper, lazy], ['sh', '-c', WRITE_BACK_SH, 'gpurun-write-back', upper, lazy, ...steps.flatMap((s) => [s.op, s.path])]);
 }
 
 /**
@@ -305,4 +305,53 @@ export function parseTreeRecords(out: string): Tree {
     tree.set(path, { type, size: Number(size), mtimeMs: Number(t), mode: parseInt(mode, 8) || 0 });
   }
   return tree;
+}
+
+/**
+ * Runs argv (on the host, as root) in a file system of its own, for every step that writes into or reads from a
+ * tree the job or the serving side can shape: the host's cache, the job's overlay, its upper layer. Such a tree may
+ * hold a symlink that leads anywhere (`a -> /etc`, made by the job in its workspace, or listed by a hostile client),
+ * and GNU tar, cp and rm follow a symlink in a path's folders: run on the host itself, an edit of `a/passwd`
+ * pushed into the job's view would write the host's /etc/passwd, and a write-back of `a/shadow` copy the host's
+ * /etc/shadow to the developer's disk. In the jail, the root is an empty tmpfs (1 MiB) with the system's programs
+ * bound read-only, /dev/null, and only `dirs` bound as they are (at their own paths): a symlink that leads out of
+ * them leads nowhere. A mount namespace of its own (util-linux unshare) holds it; it ends with the command. Fails
+ * (and runs nothing) if any part of it cannot be set up. `dirs` must not be nested in one another.
+ */
+export function jailedArgs(dirs: string[], argv: string[]): string[] {
+  return ['sh', '-c', JAIL_OUTER_SH, JAIL_SH, String(dirs.length), ...dirs, ...argv];
+}
+
+/** Makes the jail's mount point (removed after), then the namespace; $0 is JAIL_SH, then the count of dirs, the dirs, the command. */
+const JAIL_OUTER_SH = [
+  'r=$(mktemp -d "${TMPDIR:-/tmp}/gpurun-jail.XXXXXX") || exit 125',
+  'unshare --mount --propagation private -- sh -c "$0" gpurun-jail "$r" "$@"; rc=$?',
+  'rmdir "$r" 2>/dev/null; exit $rc',
+].join('\n');
+
+const JAIL_SH = [
+  'set -e',
+  'r=$1; n=$2; shift 2',
+  'mount -t tmpfs -o mode=755,size=1m gpurun-jail "$r"',
+  'for d in /usr /bin /sbin /lib /lib32 /lib64 /libx32; do',
+  '  if [ -L "$d" ]; then ln -s "$(readlink "$d")" "$r$d"',
+  '  elif [ -d "$d" ]; then mkdir -p "$r$d"; mount --bind "$d" "$r$d"; mount -o remount,bind,ro "$r$d"; fi',
+  'done',
+  'mkdir "$r/dev"; : > "$r/dev/null"; mount --bind /dev/null "$r/dev/null"',
+  'while [ "$n" -gt 0 ]; do mkdir -p "$r$1"; mount --bind "$1" "$r$1"; shift; n=$((n - 1)); done',
+  'exec chroot "$r" "$@"',
+].join('\n');
+
+/**
+ * The entries of `tree` whose every folder is a folder of the tree: what a real walk lists. A listing from the
+ * serving side that names `a/x` under a symlink or a file `a` is not one, and such entries are not sent.
+ */
+export function rooted(tree: Tree): Tree {
+  const out: Tree = new Map();
+  for (const [p, e] of tree) {
+    let ok = true;
+    for (let i = p.indexOf('/'); ok && i > 0; i = p.indexOf('/', i + 1)) ok = tree.get(p.slice(0, i))?.type === 'd';
+    if (ok) out.set(p, e);
+  }
+  return out;
 }

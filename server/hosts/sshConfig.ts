@@ -29,6 +29,11 @@ export interface MountConfig {
    * off for direct (a plain direct mount outlives a broker restart; a snapshot's write-back runs in the broker).
    */
   snapshot: boolean | 'opaque';
+  /**
+   * The same for jobs whose workspace the client serves: `snapshot` where it is set, else on (such a mount is a
+   * relay to the client, which ends with a broker restart either way).
+   */
+  clientSnapshot?: boolean | 'opaque';
   /** A snapshot cache on the host that no job has used for this many days is removed by the sweep (0: never). */
   cacheDays: number;
 }
@@ -165,6 +170,7 @@ function validateMount(m: Record<string, unknown>, p: string, f: FieldChecker): 
     ...hostPath('knownHosts'),
     sftpServer: m.sftpServer === undefined ? '/usr/bin/env gpurun sftp-serve' : f.str(m.sftpServer, `${p}.sftpServer`),
     snapshot: m.snapshot === undefined ? transport === 'relay' : snapshotSetting(m.snapshot, `${p}.snapshot`, f),
+    clientSnapshot: m.snapshot === undefined ? true : snapshotSetting(m.snapshot, `${p}.snapshot`, f),
     cacheDays: m.cacheDays === undefined ? 14 : f.int(m.cacheDays, `${p}.cacheDays`, 0),
   };
 }

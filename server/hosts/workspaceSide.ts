@@ -13,8 +13,8 @@ import { lstatSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { onExit, type RemoteExec } from './ssh.ts';
 import { TreeWatch } from './treeWatch.ts';
-import { parseTreeRecords, safeRelative, type Tree, type TreeEntry } from './snapshotPlan.ts';
-import { quoteShell } from '../core/shellQuote.ts';
+import { jailedArgs, parseTreeRecords, safeRelative, type Tree, type TreeEntry } from './snapshotPlan.ts';
+import { quoteShell, shellCommand } from '../core/shellQuote.ts';
 import type { MountConfig } from './sshConfig.ts';
 import { GpurunError } from '../protocol/errors.ts';
 
@@ -75,6 +75,11 @@ export function refusedPath(root: string, rel: string): string | null {
   return null;
 }
 
+/** argv, on the host, of GNU tar extracting a stream from stdin into `dir` (the host's cache or the job's view), in the jail. */
+export function extractArgs(dir: string): string[] {
+  return jailedArgs([dir], ['tar', '-x', '-f', '-', '--no-same-owner', '-C', dir]);
+}
+
 /** argv of GNU tar writing `paths` (read NUL-separated on its stdin) under `root` as one POSIX-format stream. */
 export function tarCreateArgs(root: string): string[] {
   return ['-c', '-f', '-', '-C', root, '--format=posix', '--no-recursion', '--null', '-T', '-'];
@@ -103,7 +108,7 @@ export class LocalSide implements WorkspaceSide {
 
   async sendTar(ssh: RemoteExec, paths: string[], dir: string): Promise<void> {
     if (!paths.length) return;
-    const ch = await ssh.spawn(['tar', '-x', '-f', '-', '--no-same-owner', '-C', dir]);
+    const ch = await ssh.spawn(extractArgs(dir));
     let code: number | null = null;
     let stderr = '';
     onExit(ch, (e) => (code = e.code));
@@ -193,8 +198,8 @@ export class DevSide implements WorkspaceSide {
   async sendTar(ssh: RemoteExec, paths: string[], dir: string): Promise<void> {
     if (!paths.length) return;
     // The host's tar reads the stream that the developer's machine writes: the broker sends only the list of paths.
-    const script = 'd=$1; shift; "$@" | tar -x -f - --no-same-owner -C "$d"';
-    const r = await ssh.exec(['sh', '-c', script, 'gpurun-fill', dir, ...this.args('tar')], { stdin: nulList(paths), timeoutMs: 600_000 });
+    // What comes from that machine is extracted in the jail: it could name anything.
+    const r = await ssh.exec(['sh', '-c', `"$@" | ${shellCommand(extractArgs(dir))}`, 'gpurun-fill', ...this.args('tar')], { stdin: nulList(paths), timeoutMs: 600_000 });
     if (r.code !== 0) throw new Error(`copying the workspace's small files from ${this.m.target} failed (exit ${r.code}): ${r.stderr.trim()}`);
   }
 

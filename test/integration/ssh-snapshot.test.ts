@@ -9,7 +9,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { cleanup, CLI, createToken, gpurun, gpurunSpawn, NODE, requirePart, scratch, startBrokerProcess, stopBroker, testEnv, waitFor, type BrokerProc } from '../support/harness.ts';
 import { makeSshHosts, mountedUnder, sshHostsMissing, unshareMissing, type TestHostSet } from '../support/sshHosts.ts';
@@ -148,6 +148,28 @@ describe('the snapshot mount on each transport and runtime (sshd + Docker + sshf
         assert.match(r.stdout, /wrote 300/);
         assert.deepEqual(readFileSync(join(ws, name), 'utf8').trim().split('\n').map(Number), Array.from({ length: 300 }, (_, i) => i + 1));
       });
+
+      if (!c.host.endsWith('-proc')) {
+        it('an edit under a folder the job replaced with a link to a host folder writes nothing on the host', async () => {
+          // The job (root in its container) makes `esc` a link to a folder of the GPU host; the link cannot replace
+          // the folder on the developer's disk, where an edit of esc/f.txt follows. Pushed into the job's view by
+          // a tar on the host, that edit would land in the host's folder, as root.
+          const esc = `esc-${c.host}${'serve' in c ? '-c' : ''}`;
+          const victim = join(dir, `host-victim-${esc}`);
+          mkdirSync(victim);
+          mkdirSync(join(ws, esc));
+          writeFileSync(join(ws, esc, 'f.txt'), 'v0\n');
+          const j = waitingJob(`{ [ -L ${esc} ] || { rm -rf ${esc} && ln -s ${victim} ${esc} && echo swapped; }; } && [ -e stop-${esc} ]`);
+          await j.ready;
+          await waitFor('the job to swap the folder', () => j.out().includes('swapped'), 30_000);
+          await new Promise((r) => setTimeout(r, 1000));
+          writeFileSync(join(ws, esc, 'f.txt'), 'pushed into the host\n');
+          await new Promise((r) => setTimeout(r, 3000));
+          writeFileSync(join(ws, `stop-${esc}`), '');
+          assert.equal(await j.done, 0, j.out());
+          assert.deepEqual(readdirSync(victim), [], 'nothing was written in the host\'s folder');
+        });
+      }
 
       it('shows links that lead out as links, never the developer\'s files behind them', async () => {
         // A process host resolves an absolute link in its own file system, which on these test hosts is the

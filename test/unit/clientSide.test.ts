@@ -8,6 +8,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { ClientSftp, ClientSide } from '../../server/hosts/clientSide.ts';
 import { serveSftp, SSH_FXP, type SftpSession } from '../../server/hosts/sftpGuard.ts';
 import { walkTree } from '../../server/hosts/workspaceSide.ts';
+import { EXT_LIST, SnapshotFeed } from '../../server/hosts/snapshotFeed.ts';
+import { rooted, treeRecords, type TreeEntry } from '../../server/hosts/snapshotPlan.ts';
 import { sftpPacket, sftpString } from '../support/sftpPackets.ts';
 
 /** A client's confined SFTP session on one end of a pair, the broker's ClientSftp on the other. */
@@ -142,6 +144,35 @@ describe('client-served workspace: the broker on the client\'s SFTP session', ()
     assert.ok(names.includes('new.py'), names.join(','));
     assert.ok(names.includes('pkg/sub dir/ünï/a.py'), names.join(','));
     assert.equal(gaps, 1);
+  });
+
+  it('the client pages a listing: the pages, joined, are the whole listing, cut anywhere (inside a record, a character)', async () => {
+    for (let i = 0; i < 50; i++) writeFileSync(join(ws, 'pkg', `módulo-${i}.py`), '');
+    const feed = new SnapshotFeed(ws, { page: 37 });
+    const pages: Buffer[] = [];
+    for (let offset = 0; ; ) {
+      const page = await feed.answer(EXT_LIST, Buffer.from(String(offset)));
+      pages.push(page.subarray(1));
+      offset += page.length - 1;
+      if (page[0] !== 0x31) break;
+    }
+    assert.ok(pages.length > 10, `${pages.length} pages`);
+    assert.equal(Buffer.concat(pages).toString('utf8'), treeRecords(walkTree(ws)));
+    await assert.rejects(feed.answer(EXT_LIST, Buffer.from('-1')), /bad listing offset/);
+    feed.close();
+  });
+
+  it('entries a real walk could not list (under a symlink or a file) are dropped before anything is sent', () => {
+    const f: TreeEntry = { type: 'f', size: 1, mtimeMs: 1 };
+    const tree = new Map<string, TreeEntry>([
+      ['a', { type: 'l' as const, size: 4, mtimeMs: 1 }],
+      ['a/passwd', f],
+      ['d', { type: 'd' as const, size: 0, mtimeMs: 1 }],
+      ['d/x', f],
+      ['d/x/y', f],
+      ['orphan/z', f],
+    ]);
+    assert.deepEqual([...rooted(tree).keys()], ['a', 'd', 'd/x']);
   });
 
   it('a client that goes away fails the broker\'s requests with a clear error, and ends the host\'s channel', async () => {
