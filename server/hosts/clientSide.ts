@@ -330,11 +330,12 @@ export class ClientSide implements WorkspaceSide {
     const chunks: Buffer[] = [];
     let got = 0;
     try {
-      // Read to the end: a file that grew since it was listed goes in whole, its header saying what was read.
-      for (;;) {
+      // Read up to the size listed (a file that grew since is found changed by the watch's first listing, and sent
+      // again), or to its end if it shrank; the header says what was read.
+      while (got < e.size) {
         const at = Buffer.alloc(12);
         at.writeBigUInt64BE(BigInt(got), 0);
-        at.writeUInt32BE(READ_CHUNK, 8);
+        at.writeUInt32BE(Math.min(READ_CHUNK, e.size - got), 8);
         let data: Buffer;
         try {
           data = readSftpString(dataOf(await this.sftp.request(SSH_FXP.READ, Buffer.concat([sftpString(handle), at])), FXP_DATA), 0)[0];

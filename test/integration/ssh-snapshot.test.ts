@@ -96,6 +96,8 @@ describe('the snapshot mount on each transport and runtime (sshd + Docker + sshf
     describe(c.what, () => {
       const env = () => (c.reads ? envs.reads : envs.hidden);
       const served = 'serve' in c ? ['--serve-workspace'] : [];
+      /** Names the files of this case apart from another case on the same host. */
+      const tag = `${c.host}${'serve' in c ? '-served' : ''}`;
       const run = (cmd: string[]) => gpurun(['run', ...served, '--workspace', ws, '--gpu-type', c.gpu, '--', ...cmd], env());
       /** A job that prints "ready", then waits (up to 30 s) until `check` (a shell condition) holds, and prints "seen". */
       function waitingJob(check: string): { proc: ChildProcess; out: () => string; ready: Promise<void>; done: Promise<number | null> } {
@@ -113,13 +115,20 @@ describe('the snapshot mount on each transport and runtime (sshd + Docker + sshf
         assert.equal(r.code, 0, r.stdout + r.stderr);
         assert.equal(r.stdout, local.stdout);
         assert.match(r.stdout, /F \.\/big\.bin [0-9a-f]{64}/);
+        // This job's own mount was a snapshot (the broker's log names the job): for a client-served one, filled by the CLI.
+        const id = /job (\w+) submitted/.exec(r.stderr)?.[1];
+        assert.ok(id, r.stderr);
+        const broker = c.reads ? reading : hidden;
+        const line = broker.log().split('\n').find((l) => l.includes(id) && l.includes('workspace snapshot'));
+        assert.ok(line, `no snapshot for job ${id} in the broker's log`);
+        assert.match(line, /sent \d+ small files/);
         const hosts = await gpurun(['hosts'], env());
         assert.match(hosts.stdout, new RegExp(`^${c.host}: workspace: snapshot \\(every name on the host; large files read through sshfs\\)$`, 'm'), hosts.stdout);
         await waitFor('nothing mounted', () => mountedUnder(workDir).length === 0, 30_000);
       });
 
       it('sees an edit made on the developer\'s disk while the job runs', async () => {
-        const name = `live-${c.host}.txt`;
+        const name = `live-${tag}.txt`;
         writeFileSync(join(ws, name), 'before\n');
         const j = waitingJob(`grep -q after ${name}`);
         await j.ready;
@@ -129,8 +138,8 @@ describe('the snapshot mount on each transport and runtime (sshd + Docker + sshf
       });
 
       it('has a file the job wrote on the developer\'s disk while the job still runs', async () => {
-        const name = `progress-${c.host}.txt`;
-        const stop = `stop-${c.host}`;
+        const name = `progress-${tag}.txt`;
+        const stop = `stop-${tag}`;
         const j = waitingJob(`echo progress > ${name} && [ -e ${stop} ]`);
         await j.ready;
         await waitFor(`${name} on the developer's disk`, () => existsSync(join(ws, name)) && readFileSync(join(ws, name), 'utf8') === 'progress\n', 60_000);
@@ -142,7 +151,7 @@ describe('the snapshot mount on each transport and runtime (sshd + Docker + sshf
       it('a file the job keeps appending to ends on the developer\'s disk with every line, none taken for an edit there', async () => {
         // Each write-back lands on the developer's disk and is noticed there; a copy that carried a later version
         // than the listing it came from once looked like an edit, and the job's file was replaced by it.
-        const name = `append-${c.host}.txt`;
+        const name = `append-${tag}.txt`;
         const r = await run(['python3', '-c', `import time\nf = open(${JSON.stringify(name)}, 'a')\nfor i in range(1, 301):\n    f.write(f'{i}\\n'); f.flush(); time.sleep(0.01)\nprint('wrote 300')`]);
         assert.equal(r.code, 0, r.stdout + r.stderr);
         assert.match(r.stdout, /wrote 300/);
@@ -154,7 +163,7 @@ describe('the snapshot mount on each transport and runtime (sshd + Docker + sshf
           // The job (root in its container) makes `esc` a link to a folder of the GPU host; the link cannot replace
           // the folder on the developer's disk, where an edit of esc/f.txt follows. Pushed into the job's view by
           // a tar on the host, that edit would land in the host's folder, as root.
-          const esc = `esc-${c.host}${'serve' in c ? '-c' : ''}`;
+          const esc = `esc-${tag}`;
           const victim = join(dir, `host-victim-${esc}`);
           mkdirSync(victim);
           mkdirSync(join(ws, esc));
