@@ -20,7 +20,7 @@ import type { WorkspaceServeStart } from '../protocol/jobs.ts';
 import { overlayMountArgs, probeLayout, snapshotJobDir, snapshotPaths, SnapshotSync, syncCache, type SnapshotPaths } from './snapshot.ts';
 import { ClientSftp, ClientSide } from './clientSide.ts';
 import { DevSide, LocalSide, type WorkspaceSide } from './workspaceSide.ts';
-import { rooted, type Layout } from './snapshotPlan.ts';
+import { listingArgs, parseListing, rooted, type Layout } from './snapshotPlan.ts';
 
 /**
  * Options for many small files (Python imports: a stat and an open per candidate path): attributes, directory
@@ -117,6 +117,28 @@ export function mountCheckArgs(mnt: string): string[] {
 
 /** The exit code of mountCheckArgs when the check did not answer in time (`timeout`'s). */
 export const MOUNT_CHECK_TIMED_OUT = 124;
+
+/**
+ * The layers of the snapshot overlay mounted at `mnt`, from /proc/mounts (overlayMountArgs' options; the host's
+ * workDir has no ",", ":" or "\\", and /proc/mounts writes a space as \\040), or undefined where there is none.
+ */
+export function overlayOf(procMounts: string, mnt: string): { cache: string; lazy: string; upper: string; work: string; layout: Layout } | undefined {
+  const unescape = (s: string) => s.replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8)));
+  for (const line of procMounts.split('\n')) {
+    const [, at, type, opts] = line.split(' ');
+    if (type !== 'overlay' || !at || unescape(at) !== mnt || !opts) continue;
+    const o = new Map(unescape(opts).split(',').map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)] as [string, string]));
+    const lower = o.get('lowerdir');
+    const upper = o.get('upperdir');
+    const work = o.get('workdir');
+    if (!lower || !upper || !work) continue;
+    const names = lower.includes('::');
+    const [cache, lazy] = names ? lower.split('::') : lower.split(':');
+    if (!cache || !lazy) continue;
+    return { cache, lazy, upper, work, layout: names ? 'names' : 'opaque' };
+  }
+  return undefined;
+}
 
 /** Whether mountCheckArgs' output says the FUSE mount is alive. */
 export function isFuseType(out: string): boolean {
@@ -374,6 +396,43 @@ export class Mounts {
       // Soon at first (a mount is usually up within a few checks), then less often: each check is a channel and a process.
       await new Promise((r) => setTimeout(r, Math.min(500, 50 * 2 ** Math.min(i++, 4))));
     }
+  }
+
+  /**
+   * Takes over a direct snapshot mount that an earlier broker process made (after a restart, also kill -9): the
+   * overlay and its sshfs mount stayed on the host, only the write-back and the watch had ended. They start again
+   * from what is there: the job's writes meanwhile are carried back (those the developer's disk already has are
+   * not), and edits made on the developer's disk meanwhile are put into the job's view. Resolves undefined where
+   * `mnt` is no snapshot overlay (a plain direct mount needs nothing).
+   */
+  async adopt(ssh: RemoteExec, m: MountConfig, workspace: string, mnt: string, log: (msg: string) => void): Promise<MountHandle | undefined> {
+    const known = this.relays.get(relayKey(ssh, mnt));
+    if (known) return known;
+    const r = await ssh.exec(['cat', '/proc/mounts'], { timeoutMs: 15_000 });
+    if (r.code !== 0) throw new Error(`reading the host's mounts failed: ${r.stderr.trim()}`);
+    const found = overlayOf(r.stdout, mnt);
+    if (!found) return undefined;
+    const p = { ...found, job: snapshotJobDir(mnt), stamp: posix.join(posix.dirname(posix.dirname(found.cache)), 'cache-used', posix.basename(found.cache)) };
+    if (!(await this.aliveAt(ssh, p.lazy))) throw new Error(`the sshfs mount under the overlay (${p.lazy}) is gone`);
+    const side = new DevSide(ssh, m, workspace);
+    const [upper, view, dev] = await Promise.all([ssh.exec(listingArgs(p.upper), { timeoutMs: 60_000 }), ssh.exec(listingArgs(mnt), { timeoutMs: 120_000 }), side.walk()]);
+    if (upper.code !== 0 || view.code !== 0) throw new Error(`listing the job's view failed: ${(upper.stderr + view.stderr).trim()}`);
+    let opaque: string[] | 'all' = 'all';
+    if (found.layout === 'opaque') {
+      const o = await ssh.exec(['sh', '-c', 'cat "$1" 2>/dev/null || true', 'gpurun-cache', `${p.cache}.opaque`], { timeoutMs: 60_000 });
+      opaque = o.stdout.split('\0').filter(Boolean);
+    }
+    const sync = new SnapshotSync(ssh, side, mnt, p, parseListing(view.stdout), opaque, log, { upper: parseListing(upper.stdout), dev });
+    const handle: MountHandle = { mnt, transport: 'direct', lazy: p.lazy, snapshot: sync, stamp: p.stamp };
+    this.relays.set(relayKey(ssh, mnt), handle);
+    await sync.start();
+    log(`workspace: took over the snapshot mount (${found.layout} layout) left by the broker before`);
+    return handle;
+  }
+
+  private async aliveAt(ssh: RemoteExec, path: string): Promise<boolean> {
+    const r = await ssh.exec(mountCheckArgs(path), { timeoutMs: 15_000 });
+    return r.code === 0 && isFuseType(r.stdout);
   }
 
   /** The relay handle of a mount made on `host` by this broker process, if any. */

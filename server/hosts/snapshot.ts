@@ -214,8 +214,21 @@ export class SnapshotSync {
    */
   private readonly opaque: Set<string> | 'all';
 
-  constructor(ssh: RemoteExec, side: WorkspaceSide, mnt: string, p: SnapshotPaths, initial: Tree, opaque: string[] | 'all', log: (msg: string) => void) {
+  /**
+   * `initial`: the job's view (the workspace as sent). `adopted`, for a mount taken over from an earlier broker
+   * process: the upper layer and the developer's disk as they are now; what the upper layer holds that the disk
+   * already has is not carried back again.
+   */
+  constructor(ssh: RemoteExec, side: WorkspaceSide, mnt: string, p: SnapshotPaths, initial: Tree, opaque: string[] | 'all', log: (msg: string) => void, adopted?: { upper: Tree; dev: Tree }) {
     this.opaque = opaque === 'all' ? 'all' : new Set(opaque);
+    if (adopted) {
+      for (const [path, e] of adopted.upper) {
+        const d = adopted.dev.get(path);
+        // SFTP carries whole seconds: a copy written back has the job's mtime cut to the second.
+        const there = e.type === 'c' ? !d : d?.type === e.type && (e.type === 'd' || (d.size === e.size && Math.floor(d.mtimeMs / 1000) === Math.floor(e.mtimeMs / 1000)));
+        if (there) this.pushed.set(path, e.type === 'c' ? 'removed' : e);
+      }
+    }
     this.ssh = ssh;
     this.side = side;
     this.mnt = mnt;

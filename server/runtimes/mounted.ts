@@ -49,6 +49,8 @@ export interface MountedRef extends Record<string, unknown> {
   startedAt?: string;
   /** Byte of the log file where this attempt's output begins (set by the host pool; absent = 0). */
   logOffset?: number;
+  /** The job's workspace (on the developer's machine): what a later broker needs to take over a snapshot mount. */
+  workspace?: string;
 }
 
 /** How to follow a job's output: the command that prints it from some byte on, and how much of what it prints to drop. */
@@ -189,9 +191,9 @@ export abstract class MountedRuntime implements Runtime {
   }
 
   /** What a ref records about the start, for wait(): the GPUs, the host's boot id, the time. */
-  protected startFacts(spec: StartSpec): Pick<MountedRef, 'gpus' | 'bootId' | 'startedAt'> {
+  protected startFacts(spec: StartSpec): Pick<MountedRef, 'gpus' | 'bootId' | 'startedAt' | 'workspace'> {
     const boot = this.hosts.reach(spec.host).bootId;
-    return { gpus: spec.gpuIndices, ...(boot ? { bootId: boot } : {}), startedAt: new Date().toISOString() };
+    return { gpus: spec.gpuIndices, ...(boot ? { bootId: boot } : {}), startedAt: new Date().toISOString(), workspace: spec.job.workspace };
   }
 
   private readonly starting = new Map<string, { n: number; queue: Array<() => void> }>();
@@ -418,7 +420,14 @@ export abstract class MountedRuntime implements Runtime {
 
   /** Until `closed` resolves: checks the mount, the host and the job's GPUs every few seconds; says what went wrong. */
   private async watch(ssh: RemoteExec, r: MountedRef, closed: Promise<void>): Promise<FollowResult> {
-    const relay = this.mounts.relay(r.host, r.mnt);
+    let relay = this.mounts.relay(r.host, r.mnt);
+    // A direct snapshot mount made by an earlier broker process: its write-back and watch start again here.
+    if (!relay && r.transport === 'direct' && r.workspace) {
+      relay = await this.mounts.adopt(ssh, this.hosts.config(r.host).mount, r.workspace, r.mnt, (msg) => this.log(msg, this.describe(r))).catch((e) => {
+        this.log('could not take the snapshot mount over', { ...this.describe(r), err: (e as Error).message });
+        return undefined;
+      });
+    }
     let misses = 0;
     let stalled = false;
     for (;;) {

@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { cleanup, CLI, createToken, gpurun, gpurunSpawn, NODE, requirePart, scratch, startBrokerProcess, stopBroker, testEnv, waitFor, type BrokerProc } from '../support/harness.ts';
+import { cleanup, CLI, createToken, gpurun, gpurunSpawn, NODE, requirePart, restartBroker, scratch, startBrokerProcess, stopBroker, testEnv, waitFor, type BrokerProc } from '../support/harness.ts';
 import { makeSshHosts, mountedUnder, sshHostsMissing, unshareMissing, type TestHostSet } from '../support/sshHosts.ts';
 import { A100, H100, L4, T4, makeTree, TREE_PY } from '../support/workspaceTree.ts';
 
@@ -177,6 +177,35 @@ describe('the snapshot mount on each transport and runtime (sshd + Docker + sshf
           writeFileSync(join(ws, `stop-${esc}`), '');
           assert.equal(await j.done, 0, j.out());
           assert.deepEqual(readdirSync(victim), [], 'nothing was written in the host\'s folder');
+        });
+      }
+
+      if (!c.reads && !('serve' in c)) {
+        it('a broker killed (kill -9) and started again takes the mount over: the job goes on, its writes and an edit made meanwhile both arrive', async () => {
+          const go = `go-${tag}`;
+          const during = `during-${tag}.txt`;
+          const edit = `edit-${tag}.txt`;
+          writeFileSync(join(ws, edit), 'v0\n');
+          const script = `echo ready; until [ -e ${go} ]; do sleep 0.1; done; echo written-while-no-broker > ${during}; i=0; until grep -q edited ${edit}; do i=$((i+1)); [ $i -gt 600 ] && exit 3; sleep 0.1; done; echo seen`;
+          const sub = await gpurun(['run', '--detach', '--workspace', ws, '--gpu-type', c.gpu, '--', 'sh', '-c', script], env());
+          const id = /job (\w+) submitted/.exec(sub.stdout + sub.stderr)?.[1] ?? sub.stdout.trim();
+          assert.match(id, /^\w+$/, sub.stdout + sub.stderr);
+          await waitFor('the job to start', async () => (await gpurun(['logs', id], env())).stdout.includes('ready'), 60_000);
+          await hidden.kill9();
+          writeFileSync(join(ws, go), '');
+          await new Promise((r) => setTimeout(r, 1500));
+          writeFileSync(join(ws, edit), 'edited\n');
+          hidden = await restartBroker(hidden, {}, { wrap: emptyInstead(laptop, ws) });
+          const job = await waitFor('the job to end', async () => {
+            const j = JSON.parse((await gpurun(['ls', '--json', '--all'], env())).stdout).find((x: { id: string }) => x.id === id);
+            return j && !['queued', 'running'].includes(j.state) && j;
+          }, 90_000);
+          const logs = (await gpurun(['logs', id], env())).stdout;
+          assert.equal(job.state, 'succeeded', `${job.state} ${job.reason}\n${logs}`);
+          assert.match(logs, /seen/, 'the edit made while no broker ran reached the job');
+          assert.equal(readFileSync(join(ws, during), 'utf8'), 'written-while-no-broker\n', 'the write made while no broker ran is on the disk');
+          assert.match(hidden.log(), new RegExp(`took over the snapshot mount.*${id}|${id}.*took over the snapshot mount`));
+          rmSync(join(ws, go));
         });
       }
 

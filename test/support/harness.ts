@@ -159,9 +159,9 @@ export async function startBrokerProcess(home: string, config: Record<string, un
   return b;
 }
 
-/** Starts the broker of `b` again with the same config (same port, same data), e.g. after kill9(). */
-export function restartBroker(b: BrokerProc, env: NodeJS.ProcessEnv = {}): Promise<BrokerProc> {
-  return spawnBroker(b.home, b.url, env);
+/** Starts the broker of `b` again with the same config (same port, same data), e.g. after kill9(); `wrap` as at start. */
+export function restartBroker(b: BrokerProc, env: NodeJS.ProcessEnv = {}, opts: { wrap?: string[] } = {}): Promise<BrokerProc> {
+  return spawnBroker(b.home, b.url, env, opts.wrap);
 }
 
 /** `wrap`: argv that execs the rest (e.g. unshare …), so the broker keeps the spawned process's pid. */

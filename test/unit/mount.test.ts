@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fuseOptValue, isFuseType, mountPoint, sshfsDirectArgs, sshfsLinksAsIs, sshfsRelayArgs, unmountArgs, TUNED_OPTIONS } from '../../server/hosts/mount.ts';
+import { fuseOptValue, isFuseType, mountPoint, overlayOf, sshfsDirectArgs, sshfsLinksAsIs, sshfsRelayArgs, unmountArgs, TUNED_OPTIONS } from '../../server/hosts/mount.ts';
 import type { MountConfig } from '../../server/hosts/sshConfig.ts';
 import { expireCachesArgs, overlayMountArgs, snapshotPaths } from '../../server/hosts/snapshot.ts';
 
@@ -63,6 +63,17 @@ describe('workspace mount commands', () => {
     assert.match(overlayMountArgs(names, '/w/mnt/b1/j1', 'names').join(' '), /-o lowerdir=\/w\/cache\/[0-9a-f]+\.names::\/w\/snap\/j1\/lazy,upperdir=\/w\/snap\/j1\/upper,workdir=\/w\/snap\/j1\/work \/w\/mnt\/b1\/j1$/);
     assert.match(overlayMountArgs(opaque, '/w/mnt/b1/j1').join(' '), /lowerdir=\/w\/cache\/[0-9a-f]+:\/w\/snap\/j1\/lazy,/);
     assert.throws(() => overlayMountArgs(snapshotPaths('/w:x/mnt/b1/j1', 'a', '/ws'), '/m'), /must not contain/);
+  });
+
+  it('finds a snapshot overlay\'s layers in /proc/mounts (for a broker that takes the mount over), in both layouts', () => {
+    const names = snapshotPaths('/w w/mnt/b1/j1', 'alice', '/home/alice/ws', 'names');
+    const opaque = snapshotPaths('/w/mnt/b1/j2', 'alice', '/home/alice/ws', 'opaque');
+    const line = (p: typeof names, mnt: string, sep: string) => `overlay ${mnt.replace(/ /g, '\\040')} overlay rw,relatime,lowerdir=${p.cache.replace(/ /g, '\\040')}${sep}${p.lazy.replace(/ /g, '\\040')},upperdir=${p.upper.replace(/ /g, '\\040')},workdir=${p.work.replace(/ /g, '\\040')},uuid=on 0 0`;
+    const table = ['sysfs /sys sysfs rw 0 0', line(names, '/w w/mnt/b1/j1', '::'), line(opaque, '/w/mnt/b1/j2', ':'), `root@dev:/ws ${opaque.lazy} fuse.sshfs rw 0 0`].join('\n');
+    assert.deepEqual(overlayOf(table, '/w w/mnt/b1/j1'), { cache: names.cache, lazy: names.lazy, upper: names.upper, work: names.work, layout: 'names' });
+    assert.deepEqual(overlayOf(table, '/w/mnt/b1/j2'), { cache: opaque.cache, lazy: opaque.lazy, upper: opaque.upper, work: opaque.work, layout: 'opaque' });
+    assert.equal(overlayOf(table, '/w/mnt/b1/j3'), undefined, 'no overlay there (a plain direct mount)');
+    assert.equal(overlayOf(table, opaque.lazy), undefined, 'an sshfs mount is not an overlay');
   });
 
   it('removes the snapshot caches no job used for the given days, and only those', () => {
