@@ -46,7 +46,7 @@ export function serveWorkspace(stream: Duplex, root: string, say: (msg: string) 
     const rest = buf.subarray(nl + 1);
     if (rest.length) stream.unshift(rest);
     say(`serving ${root} to host ${start.host}${start.readOnly ? ' (read-only)' : ''}`);
-    session = serveSftp(root, stream, stream, { readOnly: !!start.readOnly, onDenied: (why) => say(`refused an SFTP request from the host: ${why}`) });
+    session = serveSftp(root, stream, stream, { readOnly: !!start.readOnly, feed: true, onDenied: (why) => say(`refused an SFTP request from the host: ${why}`) });
     stream.resume();
   };
   stream.on('data', onData);

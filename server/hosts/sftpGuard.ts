@@ -234,7 +234,7 @@ export interface SftpSession {
  * Serves SFTP for `root` between `input` (the client's requests) and `output` (the answers), confined as above.
  * `onDenied` hears each refused request (for the log).
  */
-export function serveSftp(root: string, input: Readable, output: Writable, opts: { readOnly: boolean; onDenied?: (why: string) => void }): SftpSession {
+export function serveSftp(root: string, input: Readable, output: Writable, opts: { readOnly: boolean; onDenied?: (why: string) => void; feed?: boolean }): SftpSession {
   if (!isAbsolute(root)) throw new Error(`the workspace must be an absolute path: ${root}`);
   const realRoot = realpathSync(root);
   const server = spawn(findSftpServer(), ['-e', '-l', 'ERROR', ...(opts.readOnly ? ['-R'] : [])], { cwd: root, stdio: ['pipe', 'pipe', 'inherit'] });
@@ -244,12 +244,13 @@ export function serveSftp(root: string, input: Readable, output: Writable, opts:
   /** Ids of this session's name-changing requests that sftp-server has not answered yet. */
   const mine = new Set<number>();
   const queue: Buffer[] = [];
-  const feed = new SnapshotFeed(root);
+  // The snapshot feed's extensions, for a client's session only (the broker asks; a host's sshfs never needs them).
+  const feed = opts.feed ? new SnapshotFeed(root) : undefined;
   let closed = false;
   const close = () => {
     if (closed) return;
     closed = true;
-    feed.close();
+    feed?.close();
     input.removeAllListeners('data');
     queue.length = 0;
     gate.waiters.delete(pump);
@@ -279,7 +280,7 @@ export function serveSftp(root: string, input: Readable, output: Writable, opts:
       }
       queue.shift();
       const ext = extendedName(p);
-      if (ext && FEED_EXTENSIONS.has(ext)) {
+      if (feed && ext && FEED_EXTENSIONS.has(ext)) {
         answerFeed(p, ext);
         continue;
       }
@@ -301,7 +302,7 @@ export function serveSftp(root: string, input: Readable, output: Writable, opts:
     const id = p.readUInt32BE(5);
     const [, off] = readString(p, 9);
     const data = off + 4 <= p.length ? readString(p, off)[0] : Buffer.alloc(0);
-    feed.answer(ext, data).then(
+    feed!.answer(ext, data).then(
       (reply) => !closed && output.write(extendedReplyPacket(id, reply)),
       (e) => !closed && output.write(statusPacket(id, 4 /* FAILURE */, (e as Error).message)),
     );
@@ -319,7 +320,7 @@ export function serveSftp(root: string, input: Readable, output: Writable, opts:
   server.stdout!.on('data', (chunk: Buffer) => {
     try {
       for (const p of fromServer.push(chunk)) {
-        output.write(p.readUInt8(4) === 2 /* VERSION */ ? withFeedExtension(p) : p);
+        output.write(feed && p.readUInt8(4) === 2 /* VERSION */ ? withFeedExtension(p) : p);
         const id = p.length >= 9 && p.readUInt8(4) !== 2 /* VERSION */ ? p.readUInt32BE(5) : -1;
         if (mine.delete(id)) gateDone(gate, 1);
       }

@@ -15,7 +15,7 @@ import { sftpPacket, sftpString } from '../support/sftpPackets.ts';
 /** A client's confined SFTP session on one end of a pair, the broker's ClientSftp on the other. */
 function connect(root: string): { sftp: ClientSftp; session: SftpSession; broker: Duplex } {
   const [broker, client] = duplexPair();
-  const session = serveSftp(root, client, client, { readOnly: false });
+  const session = serveSftp(root, client, client, { readOnly: false, feed: true });
   return { sftp: new ClientSftp(broker), session, broker };
 }
 
@@ -173,6 +173,15 @@ describe('client-served workspace: the broker on the client\'s SFTP session', ()
       ['orphan/z', f],
     ]);
     assert.deepEqual([...rooted(tree).keys()], ['a', 'd', 'd/x']);
+  });
+
+  it('a session that is not a client\'s (the broker\'s own relay, a host\'s sshfs) has no feed: not advertised, refused', async () => {
+    const [broker, other] = duplexPair();
+    const session = serveSftp(ws, other, other, { readOnly: false });
+    const sftp = new ClientSftp(broker);
+    links.push({ sftp, session });
+    assert.equal(await sftp.init(), false);
+    await assert.rejects(new ClientSide(sftp, ws).walk(), /not allowed by gpurun/);
   });
 
   it('a client that goes away fails the broker\'s requests with a clear error, and ends the host\'s channel', async () => {
